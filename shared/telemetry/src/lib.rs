@@ -1,1 +1,348 @@
-//! placeholder
+//! Riffle's telemetry: logs and metrics, the same on AWS and on one machine.
+//!
+//! Layout:
+//! - [`init`] sets up `tracing` logs on stderr (filter from `RUST_LOG`, default `info`).
+//! - [`Metrics`] gathers counters and timings and prints them as one CloudWatch
+//!   embedded-metric-format (EMF) JSON line on stdout per [`Metrics::flush`]. On AWS the
+//!   Lambda log pipeline turns those lines into CloudWatch metrics with no API call; locally
+//!   the orchestrator reads them back with [`parse_emf_line`].
+//!
+//! Stdout belongs to metrics and stderr to logs, so a reader of stdout never has to skip
+//! log lines.
+
+use std::borrow::Cow;
+use std::io::Write;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde_json::{Map, Value, json};
+use tracing_subscriber::EnvFilter;
+
+/// CloudWatch namespace of every Riffle metric.
+pub const NAMESPACE: &str = "Riffle";
+/// The one dimension every Riffle metric carries.
+pub const SERVICE_DIMENSION: &str = "Service";
+/// EMF limit: metric definitions per directive.
+pub const EMF_MAX_METRICS_PER_DIRECTIVE: usize = 100;
+/// EMF limit: values in one metric's array.
+pub const EMF_MAX_VALUES_PER_METRIC: usize = 100;
+
+/// Sets up `tracing` for a service: compact lines on stderr, filtered by `RUST_LOG`
+/// (default `info`). Calling it twice is harmless (the second call does nothing), which
+/// keeps tests that start several services in one process simple.
+pub fn init(service: &'static str) {
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let installed = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .compact()
+        .try_init()
+        .is_ok();
+    if installed {
+        tracing::info!(service, "telemetry initialised");
+    }
+}
+
+/// The unit CloudWatch shows for a metric.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unit {
+    /// A plain count.
+    Count,
+    /// A duration in milliseconds.
+    Milliseconds,
+}
+
+impl Unit {
+    fn as_str(self) -> &'static str {
+        match self {
+            Unit::Count => "Count",
+            Unit::Milliseconds => "Milliseconds",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Entry {
+    name: Cow<'static, str>,
+    unit: Unit,
+    values: Vec<f64>,
+}
+
+/// Metrics gathered between two flushes. Not shared between tasks: each task (or each
+/// batch) keeps its own and flushes it; the stdout lock keeps lines whole.
+#[derive(Debug)]
+pub struct Metrics {
+    service: Cow<'static, str>,
+    // A Vec keeps the order of first use, so lines read the same way every time; there are
+    // only a handful of metrics per line, so a linear search beats a map.
+    entries: Vec<Entry>,
+}
+
+impl Metrics {
+    /// Metrics for `service` (the value of the `Service` dimension).
+    pub fn new(service: impl Into<Cow<'static, str>>) -> Self {
+        Self {
+            service: service.into(),
+            entries: Vec::new(),
+        }
+    }
+
+    fn entry(&mut self, name: Cow<'static, str>, unit: Unit) -> &mut Entry {
+        let position = self
+            .entries
+            .iter()
+            .position(|e| e.name == name && e.unit == unit);
+        let index = match position {
+            Some(i) => i,
+            None => {
+                self.entries.push(Entry {
+                    name,
+                    unit,
+                    values: Vec::new(),
+                });
+                self.entries.len() - 1
+            }
+        };
+        &mut self.entries[index]
+    }
+
+    /// Adds `n` to the counter `name`; counters are summed until the next flush.
+    pub fn count(&mut self, name: impl Into<Cow<'static, str>>, n: u64) {
+        let entry = self.entry(name.into(), Unit::Count);
+        match entry.values.first_mut() {
+            Some(v) => *v += n as f64,
+            None => entry.values.push(n as f64),
+        }
+    }
+
+    /// Records one duration in milliseconds. Several durations under one name become an
+    /// EMF value array (CloudWatch keeps each as a sample); past the EMF limit of
+    /// [`EMF_MAX_VALUES_PER_METRIC`] values the rest are dropped, so flush at least once
+    /// per batch.
+    pub fn millis(&mut self, name: impl Into<Cow<'static, str>>, v: f64) {
+        let entry = self.entry(name.into(), Unit::Milliseconds);
+        if entry.values.len() < EMF_MAX_VALUES_PER_METRIC {
+            entry.values.push(v);
+        }
+    }
+
+    /// True when nothing was recorded since the last flush.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The EMF line (without newline) for what was recorded, stamped `timestamp_ms`;
+    /// `None` when nothing was recorded.
+    pub fn to_line(&self, timestamp_ms: u64) -> Option<String> {
+        if self.entries.is_empty() {
+            return None;
+        }
+        let directives: Vec<Value> = self
+            .entries
+            .chunks(EMF_MAX_METRICS_PER_DIRECTIVE)
+            .map(|chunk| {
+                let metrics: Vec<Value> = chunk
+                    .iter()
+                    .map(|e| json!({"Name": e.name, "Unit": e.unit.as_str()}))
+                    .collect();
+                json!({
+                    "Namespace": NAMESPACE,
+                    "Dimensions": [[SERVICE_DIMENSION]],
+                    "Metrics": metrics,
+                })
+            })
+            .collect();
+        let mut root = Map::new();
+        root.insert(
+            "_aws".to_owned(),
+            json!({"Timestamp": timestamp_ms, "CloudWatchMetrics": directives}),
+        );
+        root.insert(
+            SERVICE_DIMENSION.to_owned(),
+            Value::String(self.service.to_string()),
+        );
+        for e in &self.entries {
+            let value = match e.values.as_slice() {
+                [one] => number(*one),
+                many => Value::Array(many.iter().copied().map(number).collect()),
+            };
+            root.insert(e.name.to_string(), value);
+        }
+        Some(Value::Object(root).to_string())
+    }
+
+    /// Prints what was recorded as one EMF line on stdout and starts afresh. Writes through
+    /// a locked handle so lines of concurrent tasks never interleave. A failed write (stdout
+    /// closed) is ignored: losing metrics must not stop the pipeline.
+    pub fn flush(&mut self) {
+        if let Some(line) = self.to_line(now_millis()) {
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "{line}").and_then(|()| out.flush());
+        }
+        self.entries.clear();
+    }
+}
+
+/// Whole numbers print without a fraction (`500`, not `500.0`), as people expect to read
+/// counters.
+fn number(v: f64) -> Value {
+    const EXACT_INTEGER_LIMIT: f64 = 9_007_199_254_740_992.0; // 2^53
+    if v.fract() == 0.0 && v.abs() < EXACT_INTEGER_LIMIT {
+        json!(v as i64)
+    } else {
+        json!(v)
+    }
+}
+
+fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// One EMF line read back: the service and every metric value in it (a value array gives
+/// one pair per element).
+#[derive(Debug, Clone, PartialEq)]
+pub struct EmfRecord {
+    /// Value of the `Service` dimension.
+    pub service: String,
+    /// `(metric name, value)` pairs in the order of the metric definitions.
+    pub values: Vec<(String, f64)>,
+}
+
+impl EmfRecord {
+    /// Sum of all values of `name` in this record.
+    pub fn sum(&self, name: &str) -> f64 {
+        self.values
+            .iter()
+            .filter(|(n, _)| n == name)
+            .map(|(_, v)| v)
+            .sum()
+    }
+}
+
+/// Reads one stdout line of a service; `None` when it is not an EMF line of a Riffle
+/// service (other output, broken JSON, no `Service`).
+pub fn parse_emf_line(line: &str) -> Option<EmfRecord> {
+    let root: Value = serde_json::from_str(line.trim()).ok()?;
+    let directives = root.get("_aws")?.get("CloudWatchMetrics")?.as_array()?;
+    let service = root.get(SERVICE_DIMENSION)?.as_str()?.to_owned();
+    let mut values = Vec::new();
+    for directive in directives {
+        let Some(metrics) = directive.get("Metrics").and_then(Value::as_array) else {
+            continue;
+        };
+        for metric in metrics {
+            let Some(name) = metric.get("Name").and_then(Value::as_str) else {
+                continue;
+            };
+            match root.get(name) {
+                Some(Value::Number(n)) => {
+                    if let Some(v) = n.as_f64() {
+                        values.push((name.to_owned(), v));
+                    }
+                }
+                Some(Value::Array(items)) => {
+                    values.extend(
+                        items
+                            .iter()
+                            .filter_map(Value::as_f64)
+                            .map(|v| (name.to_owned(), v)),
+                    );
+                }
+                _ => {}
+            }
+        }
+    }
+    Some(EmfRecord { service, values })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn line_has_the_emf_shape() {
+        let mut m = Metrics::new("validator");
+        m.count("RecordsIn", 500);
+        m.millis("HandlerMs", 12.5);
+        let line = m.to_line(1_700_000_000_000).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["_aws"]["Timestamp"], json!(1_700_000_000_000u64));
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Namespace"], "Riffle");
+        assert_eq!(directive["Dimensions"], json!([["Service"]]));
+        assert_eq!(
+            directive["Metrics"],
+            json!([{"Name": "RecordsIn", "Unit": "Count"}, {"Name": "HandlerMs", "Unit": "Milliseconds"}])
+        );
+        assert_eq!(v["Service"], "validator");
+        assert_eq!(v["RecordsIn"], json!(500));
+        assert!(line.contains("\"RecordsIn\":500,") || line.ends_with("\"RecordsIn\":500}"));
+        assert_eq!(v["HandlerMs"], json!(12.5));
+        assert!(!line.contains('\n'));
+    }
+
+    #[test]
+    fn counts_add_up_and_timings_become_arrays() {
+        let mut m = Metrics::new("aggregator");
+        m.count("Records", 3);
+        m.count("Records", 4);
+        m.millis("HandlerMs", 1.0);
+        m.millis("HandlerMs", 2.0);
+        let rec = parse_emf_line(&m.to_line(1).unwrap()).unwrap();
+        assert_eq!(rec.service, "aggregator");
+        assert_eq!(
+            rec.values,
+            vec![
+                ("Records".to_owned(), 7.0),
+                ("HandlerMs".to_owned(), 1.0),
+                ("HandlerMs".to_owned(), 2.0)
+            ]
+        );
+        assert_eq!(rec.sum("HandlerMs"), 3.0);
+    }
+
+    #[test]
+    fn value_arrays_stop_at_the_emf_limit() {
+        let mut m = Metrics::new("s");
+        for i in 0..(EMF_MAX_VALUES_PER_METRIC + 5) {
+            m.millis("T", i as f64);
+        }
+        let rec = parse_emf_line(&m.to_line(1).unwrap()).unwrap();
+        assert_eq!(rec.values.len(), EMF_MAX_VALUES_PER_METRIC);
+    }
+
+    #[test]
+    fn many_metrics_split_into_directives() {
+        let mut m = Metrics::new("s");
+        for i in 0..(EMF_MAX_METRICS_PER_DIRECTIVE + 1) {
+            m.count(format!("M{i}"), 1);
+        }
+        let line = m.to_line(1).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(v["_aws"]["CloudWatchMetrics"].as_array().unwrap().len(), 2);
+        assert_eq!(
+            parse_emf_line(&line).unwrap().values.len(),
+            EMF_MAX_METRICS_PER_DIRECTIVE + 1
+        );
+    }
+
+    #[test]
+    fn nothing_recorded_prints_nothing() {
+        let mut m = Metrics::new("s");
+        assert!(m.to_line(1).is_none());
+        m.count("X", 1);
+        m.flush();
+        assert!(m.is_empty());
+    }
+
+    #[test]
+    fn other_lines_are_not_emf() {
+        assert!(parse_emf_line("hello").is_none());
+        assert!(parse_emf_line("{\"Service\":\"x\"}").is_none());
+        assert!(parse_emf_line("{\"_aws\":{\"CloudWatchMetrics\":[]}}").is_none());
+        assert!(parse_emf_line("[1,2]").is_none());
+    }
+}
