@@ -1,6 +1,24 @@
-//! Riffle's wire format: Confluent framing, the envelope, payload schemas cached per id.
+//! Riffle's wire format: Confluent framing, the envelope, payload schemas cached per id,
+//! payload validation against subject rules.
 //!
-//! Layout: `source` (the port through which schemas are fetched by id).
-//! The rest of the codec lands in following modules.
+//! Layout:
+//! - [`frame`]: the 5-byte Confluent header.
+//! - [`envelope`]: the [`Envelope`] every stage passes on, encoded with serde straight to and
+//!   from Avro (never through apache-avro's `Value`).
+//! - [`schema`]: writer schemas parsed once per registry id ([`SchemaCache`]).
+//! - [`datum`]: a schema-directed reader for payloads of any registered schema, which checks the
+//!   bytes and lends out top-level fields without building a tree.
+//! - [`rules`]: per-subject contracts from `schemas/rules/` (validation rules, enrichment).
+//! - [`source`]: the port through which schemas are fetched.
 
+pub mod datum;
+pub mod envelope;
+mod error;
+pub mod frame;
+pub mod rules;
+pub mod schema;
 pub mod source;
+
+pub use envelope::{Enrichment, Envelope, EnvelopeCodec};
+pub use error::CodecError;
+pub use schema::{CompiledSchema, SchemaCache};

@@ -1,0 +1,557 @@
+//! A schema-directed reader for payloads of any registered schema.
+//!
+//! The validator must prove that a payload matches a schema it only learns at run time, and the
+//! rules need a handful of top-level fields. Decoding into apache-avro's `Value` tree would
+//! allocate for every field of every record; this reader walks the Avro binary once, checks every
+//! byte against the schema, and lends out top-level scalars as borrowed slices. The same walk
+//! renders a payload as JSON for the archive.
+//!
+//! Outside bytes cannot make it panic, loop for long or recurse deeply: lengths are checked
+//! against what is left, block counts are bounded and nesting is limited to [`MAX_DEPTH`].
+
+use std::fmt::Write as _;
+
+use apache_avro::Schema;
+use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
+
+use crate::{CodecError, CompiledSchema};
+
+/// Deepest nesting accepted (recursive schemas could otherwise recurse once per input byte).
+pub const MAX_DEPTH: usize = 64;
+/// Most items accepted in one array or map block whose items may take zero bytes.
+pub const MAX_ZERO_SIZE_ITEMS: i64 = 1 << 16;
+
+/// One top-level field value, borrowed from the record bytes or the schema.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Field<'a> {
+    /// `null` (also the null branch of an optional field).
+    Null,
+    /// `boolean`.
+    Bool(bool),
+    /// `int` or `long` (and the logical types built on them).
+    Int(i64),
+    /// `float` or `double`.
+    Float(f64),
+    /// `string` (and uuid strings).
+    Str(&'a str),
+    /// `bytes` or `fixed`.
+    Bytes(&'a [u8]),
+    /// An enum symbol.
+    Enum(&'a str),
+    /// A record, array or map: checked, but not lent out.
+    Nested,
+}
+
+impl Field<'_> {
+    /// The value as a number, if it is one.
+    pub fn as_f64(&self) -> Option<f64> {
+        match *self {
+            // Precision loss above 2^53 is acceptable for range checks and metrics.
+            #[allow(clippy::cast_precision_loss)]
+            Field::Int(v) => Some(v as f64),
+            Field::Float(v) => Some(v),
+            _ => None,
+        }
+    }
+
+    /// The value as text, if it is a string or an enum symbol.
+    pub fn as_str(&self) -> Option<&str> {
+        match self {
+            Field::Str(s) | Field::Enum(s) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Renders the value for templates and attributes; `None` for null and nested values.
+    pub fn render(&self) -> Option<String> {
+        match *self {
+            Field::Null | Field::Nested | Field::Bytes(_) => None,
+            Field::Bool(b) => Some(b.to_string()),
+            Field::Int(v) => Some(v.to_string()),
+            Field::Float(v) => Some(v.to_string()),
+            Field::Str(s) | Field::Enum(s) => Some(s.to_string()),
+        }
+    }
+}
+
+/// A record payload checked against its schema, with its top-level fields in schema order.
+#[derive(Debug)]
+pub struct Record<'a> {
+    schema: &'a CompiledSchema,
+    fields: Vec<Field<'a>>,
+}
+
+impl<'a> Record<'a> {
+    /// The value of top-level field `name`, `None` if the schema has no such field.
+    pub fn get(&self, name: &str) -> Option<Field<'a>> {
+        self.schema
+            .field_index(name)
+            .and_then(|i| self.fields.get(i).copied())
+    }
+
+    /// The writer schema.
+    pub fn schema(&self) -> &'a CompiledSchema {
+        self.schema
+    }
+}
+
+/// Checks `body` against `schema` (a record) and lends out its top-level fields.
+///
+/// # Errors
+/// [`CodecError::Malformed`] naming the field where the bytes stop matching the schema.
+pub fn read_record<'a>(
+    schema: &'a CompiledSchema,
+    body: &'a [u8],
+) -> Result<Record<'a>, CodecError> {
+    let Schema::Record(record) = schema.schema() else {
+        return Err(schema.malformed("payload schema is not a record".into()));
+    };
+    let mut cursor = Cursor { buf: body, pos: 0 };
+    let mut fields = Vec::with_capacity(record.fields.len());
+    for field in &record.fields {
+        let value = walk(schema, &field.schema, &mut cursor, 1, &mut None)
+            .map_err(|e| schema.malformed(format!("field `{}`: {e}", field.name)))?;
+        fields.push(value);
+    }
+    cursor.finish().map_err(|e| schema.malformed(e))?;
+    Ok(Record { schema, fields })
+}
+
+/// Renders `body` as JSON text (plain values: unions unwrapped, enums as symbols, bytes as
+/// Avro-JSON strings of code points 0-255), appending to `out`.
+///
+/// # Errors
+/// [`CodecError::Malformed`] as for [`read_record`].
+pub fn to_json(schema: &CompiledSchema, body: &[u8], out: &mut String) -> Result<(), CodecError> {
+    let mut cursor = Cursor { buf: body, pos: 0 };
+    let mut sink = Some(out);
+    walk(schema, schema.schema(), &mut cursor, 0, &mut sink).map_err(|e| schema.malformed(e))?;
+    cursor.finish().map_err(|e| schema.malformed(e))
+}
+
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn remaining(&self) -> usize {
+        self.buf.len() - self.pos
+    }
+
+    fn finish(&self) -> Result<(), String> {
+        match self.remaining() {
+            0 => Ok(()),
+            n => Err(format!("{n} trailing bytes")),
+        }
+    }
+
+    fn take(&mut self, n: usize) -> Result<&'a [u8], String> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|end| *end <= self.buf.len())
+            .ok_or_else(|| {
+                format!(
+                    "needs {n} bytes at offset {}, {} left",
+                    self.pos,
+                    self.remaining()
+                )
+            })?;
+        let slice = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(slice)
+    }
+
+    fn long(&mut self) -> Result<i64, String> {
+        let mut raw: u64 = 0;
+        for shift in (0..70).step_by(7) {
+            let byte = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| format!("varint runs past the end at offset {}", self.pos))?;
+            self.pos += 1;
+            raw |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                // Zig-zag: the low bit is the sign.
+                #[allow(clippy::cast_possible_wrap)]
+                return Ok((raw >> 1) as i64 ^ -((raw & 1) as i64));
+            }
+        }
+        Err(format!(
+            "varint longer than 10 bytes at offset {}",
+            self.pos
+        ))
+    }
+
+    fn int(&mut self) -> Result<i32, String> {
+        let v = self.long()?;
+        i32::try_from(v).map_err(|_| format!("int {v} out of range"))
+    }
+
+    fn len(&mut self) -> Result<usize, String> {
+        let v = self.long()?;
+        usize::try_from(v).map_err(|_| format!("negative length {v}"))
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], String> {
+        let n = self.len()?;
+        self.take(n)
+    }
+
+    fn str(&mut self) -> Result<&'a str, String> {
+        let at = self.pos;
+        std::str::from_utf8(self.bytes()?)
+            .map_err(|_| format!("string at offset {at} is not UTF-8"))
+    }
+
+    /// Next array/map block's item count (0 ends the collection). A negative count is followed
+    /// by the block's byte size, which we read and ignore since we visit every item anyway.
+    fn block(&mut self, item_may_be_empty: bool) -> Result<usize, String> {
+        let mut count = self.long()?;
+        if count < 0 {
+            count = count.checked_neg().ok_or("block count overflow")?;
+            self.len()?;
+        }
+        let limit = if item_may_be_empty {
+            MAX_ZERO_SIZE_ITEMS
+        } else {
+            // Every item takes at least one byte, so more items than bytes is a lie.
+            i64::try_from(self.remaining()).unwrap_or(i64::MAX)
+        };
+        if count > limit {
+            return Err(format!(
+                "block of {count} items exceeds what the record can hold"
+            ));
+        }
+        usize::try_from(count).map_err(|_| "block count overflow".to_string())
+    }
+}
+
+type Sink<'o> = Option<&'o mut String>;
+
+fn emit(sink: &mut Sink<'_>, text: impl std::fmt::Display) {
+    if let Some(out) = sink.as_deref_mut() {
+        let _ = write!(out, "{text}");
+    }
+}
+
+fn emit_str(sink: &mut Sink<'_>, s: &str) {
+    if let Some(out) = sink.as_deref_mut() {
+        // serde_json escapes exactly as JSON requires; it cannot fail for a &str.
+        if let Ok(quoted) = serde_json::to_string(s) {
+            out.push_str(&quoted);
+        }
+    }
+}
+
+fn emit_bytes(sink: &mut Sink<'_>, b: &[u8]) {
+    if sink.is_some() {
+        let text: String = b.iter().map(|&c| char::from(c)).collect();
+        emit_str(sink, &text);
+    }
+}
+
+fn emit_float(sink: &mut Sink<'_>, v: f64) {
+    if v.is_finite() {
+        emit(sink, v);
+    } else {
+        // JSON has no NaN or infinity.
+        emit(sink, "null");
+    }
+}
+
+/// Can a value of this schema be encoded in zero bytes?
+fn may_be_empty(owner: &CompiledSchema, schema: &Schema, depth: usize) -> bool {
+    if depth > MAX_DEPTH {
+        return false;
+    }
+    match schema {
+        Schema::Null => true,
+        Schema::Record(r) => r
+            .fields
+            .iter()
+            .all(|f| may_be_empty(owner, &f.schema, depth + 1)),
+        Schema::Fixed(f) => f.size == 0,
+        Schema::Ref { name } => owner
+            .lookup(name)
+            .is_some_and(|s| may_be_empty(owner, s, depth + 1)),
+        _ => false,
+    }
+}
+
+fn walk<'a>(
+    owner: &'a CompiledSchema,
+    schema: &'a Schema,
+    cur: &mut Cursor<'a>,
+    depth: usize,
+    sink: &mut Sink<'_>,
+) -> Result<Field<'a>, String> {
+    if depth > MAX_DEPTH {
+        return Err(format!("nesting deeper than {MAX_DEPTH}"));
+    }
+    Ok(match schema {
+        Schema::Null => {
+            emit(sink, "null");
+            Field::Null
+        }
+        Schema::Boolean => match cur.take(1)? {
+            [0] => {
+                emit(sink, false);
+                Field::Bool(false)
+            }
+            [1] => {
+                emit(sink, true);
+                Field::Bool(true)
+            }
+            other => return Err(format!("boolean byte {other:?} is not 0 or 1")),
+        },
+        Schema::Int | Schema::Date | Schema::TimeMillis => {
+            let v = cur.int()?;
+            emit(sink, v);
+            Field::Int(i64::from(v))
+        }
+        Schema::Long
+        | Schema::TimeMicros
+        | Schema::TimestampMillis
+        | Schema::TimestampMicros
+        | Schema::TimestampNanos
+        | Schema::LocalTimestampMillis
+        | Schema::LocalTimestampMicros
+        | Schema::LocalTimestampNanos => {
+            let v = cur.long()?;
+            emit(sink, v);
+            Field::Int(v)
+        }
+        Schema::Float => {
+            let raw = cur.take(4)?;
+            let v = f32::from_le_bytes([raw[0], raw[1], raw[2], raw[3]]);
+            emit_float(sink, f64::from(v));
+            Field::Float(f64::from(v))
+        }
+        Schema::Double => {
+            let raw = cur.take(8)?;
+            let mut b = [0u8; 8];
+            b.copy_from_slice(raw);
+            let v = f64::from_le_bytes(b);
+            emit_float(sink, v);
+            Field::Float(v)
+        }
+        Schema::Bytes | Schema::BigDecimal | Schema::Uuid(UuidSchema::Bytes) => {
+            let b = cur.bytes()?;
+            emit_bytes(sink, b);
+            Field::Bytes(b)
+        }
+        Schema::Decimal(d) => {
+            let b = match &d.inner {
+                InnerDecimalSchema::Bytes => cur.bytes()?,
+                InnerDecimalSchema::Fixed(f) => cur.take(f.size)?,
+            };
+            emit_bytes(sink, b);
+            Field::Bytes(b)
+        }
+        Schema::String | Schema::Uuid(UuidSchema::String) => {
+            let s = cur.str()?;
+            emit_str(sink, s);
+            Field::Str(s)
+        }
+        Schema::Uuid(UuidSchema::Fixed(f)) | Schema::Fixed(f) | Schema::Duration(f) => {
+            let b = cur.take(f.size)?;
+            emit_bytes(sink, b);
+            Field::Bytes(b)
+        }
+        Schema::Enum(e) => {
+            let index = cur.int()?;
+            let symbol = usize::try_from(index)
+                .ok()
+                .and_then(|i| e.symbols.get(i))
+                .ok_or_else(|| {
+                    format!(
+                        "enum index {index} out of range for {}",
+                        e.name.fullname(None)
+                    )
+                })?;
+            emit_str(sink, symbol);
+            Field::Enum(symbol)
+        }
+        Schema::Union(u) => {
+            let index = cur.long()?;
+            let branch = usize::try_from(index)
+                .ok()
+                .and_then(|i| u.variants().get(i))
+                .ok_or_else(|| format!("union branch {index} out of range"))?;
+            walk(owner, branch, cur, depth + 1, sink)?
+        }
+        Schema::Record(r) => {
+            emit(sink, "{");
+            for (i, field) in r.fields.iter().enumerate() {
+                if i > 0 {
+                    emit(sink, ",");
+                }
+                emit_str(sink, &field.name);
+                emit(sink, ":");
+                walk(owner, &field.schema, cur, depth + 1, sink)
+                    .map_err(|e| format!("{}: {e}", field.name))?;
+            }
+            emit(sink, "}");
+            Field::Nested
+        }
+        Schema::Array(a) => {
+            let empty = may_be_empty(owner, &a.items, depth);
+            emit(sink, "[");
+            let mut first = true;
+            loop {
+                let n = cur.block(empty)?;
+                if n == 0 {
+                    break;
+                }
+                for _ in 0..n {
+                    if !first {
+                        emit(sink, ",");
+                    }
+                    first = false;
+                    walk(owner, &a.items, cur, depth + 1, sink)?;
+                }
+            }
+            emit(sink, "]");
+            Field::Nested
+        }
+        Schema::Map(m) => {
+            emit(sink, "{");
+            let mut first = true;
+            loop {
+                // A map entry always has a key, so it takes at least one byte.
+                let n = cur.block(false)?;
+                if n == 0 {
+                    break;
+                }
+                for _ in 0..n {
+                    if !first {
+                        emit(sink, ",");
+                    }
+                    first = false;
+                    let key = cur.str()?;
+                    emit_str(sink, key);
+                    emit(sink, ":");
+                    walk(owner, &m.types, cur, depth + 1, sink)?;
+                }
+            }
+            emit(sink, "}");
+            Field::Nested
+        }
+        Schema::Ref { name } => {
+            let target = owner
+                .lookup(name)
+                .ok_or_else(|| format!("unresolved reference {}", name.fullname(None)))?;
+            walk(owner, target, cur, depth + 1, sink)?
+        }
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use apache_avro::types::Value;
+
+    const ORDER: &str = include_str!("../../../schemas/events/order_placed.avsc");
+
+    fn order_bytes(quantity: i32, coupon: Option<&str>) -> Vec<u8> {
+        let schema = Schema::parse_str(ORDER).unwrap();
+        let value = Value::Record(vec![
+            ("order_id".into(), Value::String("ord-0123456789ab".into())),
+            ("customer_id".into(), Value::String("cus-000001".into())),
+            ("product_id".into(), Value::String("sku-0001".into())),
+            ("quantity".into(), Value::Int(quantity)),
+            ("unit_price".into(), Value::Double(9.5)),
+            ("currency".into(), Value::Enum(1, "USD".into())),
+            (
+                "coupon".into(),
+                Value::Union(
+                    u32::from(coupon.is_some()),
+                    Box::new(coupon.map_or(Value::Null, |c| Value::String(c.into()))),
+                ),
+            ),
+            (
+                "placed_at".into(),
+                Value::TimestampMillis(1_764_000_000_000),
+            ),
+            (
+                "attributes".into(),
+                Value::Map([("channel".to_string(), Value::String("app".into()))].into()),
+            ),
+        ]);
+        // Test-only reference encoder: the slow generic path is fine for building fixtures.
+        apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+            .build()
+            .unwrap()
+            .write_value_to_vec(value)
+            .unwrap()
+    }
+
+    #[test]
+    fn lends_top_level_fields() {
+        let schema = CompiledSchema::parse(3, ORDER).unwrap();
+        let bytes = order_bytes(4, Some("SPRING24"));
+        let record = read_record(&schema, &bytes).unwrap();
+        assert_eq!(record.get("quantity"), Some(Field::Int(4)));
+        assert_eq!(record.get("currency"), Some(Field::Enum("USD")));
+        assert_eq!(record.get("coupon"), Some(Field::Str("SPRING24")));
+        assert_eq!(record.get("unit_price").and_then(|f| f.as_f64()), Some(9.5));
+        assert_eq!(record.get("attributes"), Some(Field::Nested));
+        assert_eq!(record.get("nope"), None);
+        let bytes = order_bytes(4, None);
+        assert_eq!(
+            read_record(&schema, &bytes).unwrap().get("coupon"),
+            Some(Field::Null)
+        );
+    }
+
+    #[test]
+    fn renders_json() {
+        let schema = CompiledSchema::parse(3, ORDER).unwrap();
+        let mut out = String::new();
+        to_json(&schema, &order_bytes(2, None), &mut out).unwrap();
+        let parsed: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(parsed["quantity"], 2);
+        assert_eq!(parsed["currency"], "USD");
+        assert_eq!(parsed["coupon"], serde_json::Value::Null);
+        assert_eq!(parsed["attributes"]["channel"], "app");
+    }
+
+    #[test]
+    fn every_truncation_and_corruption_is_an_error_not_a_panic() {
+        let schema = CompiledSchema::parse(3, ORDER).unwrap();
+        let bytes = order_bytes(4, Some("SPRING24"));
+        for cut in 0..bytes.len() {
+            assert!(read_record(&schema, &bytes[..cut]).is_err(), "cut {cut}");
+        }
+        // Flip every byte to every value class that matters; must never panic.
+        for i in 0..bytes.len() {
+            for v in [0x00, 0x01, 0x7f, 0x80, 0xff] {
+                let mut b = bytes.clone();
+                b[i] = v;
+                let _ = read_record(&schema, &b);
+                let mut s = String::new();
+                let _ = to_json(&schema, &b, &mut s);
+            }
+        }
+    }
+
+    #[test]
+    fn hostile_collections_are_bounded() {
+        let schema =
+            CompiledSchema::parse(1, r#"{"type":"record","name":"R","fields":[{"name":"a","type":{"type":"array","items":"null"}}]}"#)
+                .unwrap();
+        // Block count of ~2^62 null items: must be refused, not looped over.
+        let body = [0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f, 0x00];
+        assert!(read_record(&schema, &body).is_err());
+        let recursive = CompiledSchema::parse(
+            2,
+            r#"{"type":"record","name":"N","fields":[{"name":"next","type":["null","N"]}]}"#,
+        )
+        .unwrap();
+        let deep = vec![2u8; 10_000];
+        assert!(read_record(&recursive, &deep).is_err());
+    }
+}

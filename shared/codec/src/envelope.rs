@@ -1,0 +1,216 @@
+//! The envelope that carries every event through every stage, and its codec.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use serde::{Deserialize, Serialize};
+
+use crate::schema::CompiledSchema;
+use crate::{CodecError, frame};
+
+/// `schemas/envelope.avsc`, the source of truth, compiled into every binary that speaks it.
+pub const ENVELOPE_SCHEMA: &str = include_str!("../../../schemas/envelope.avsc");
+
+/// The envelope's registry subject.
+pub const ENVELOPE_SUBJECT: &str = "com.riffle.pipeline.Envelope";
+
+/// One event in flight (see `schemas/envelope.avsc` for the meaning of each field).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Envelope {
+    /// Producer-assigned unique id.
+    pub event_id: String,
+    /// The producing system.
+    pub source: String,
+    /// Registry subject of the payload schema.
+    pub subject: String,
+    /// Registry id of the payload's writer schema.
+    pub schema_id: i32,
+    /// When the event happened, epoch millis.
+    pub event_time: i64,
+    /// When the producer handed it to Kinesis, epoch millis.
+    pub ingest_time: i64,
+    /// Stage name -> emit time, epoch millis.
+    #[serde(default)]
+    pub stage_times: HashMap<String, i64>,
+    /// X-Ray trace header.
+    #[serde(default)]
+    pub trace_header: Option<String>,
+    /// Avro body of the payload in schema `schema_id`.
+    #[serde(with = "serde_bytes")]
+    pub payload: Vec<u8>,
+    /// Set by the enricher.
+    #[serde(default)]
+    pub enrichment: Option<Enrichment>,
+}
+
+/// What the enricher derived (see `schemas/envelope.avsc`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Enrichment {
+    /// The view key this event counts towards.
+    pub agg_key: String,
+    /// The value aggregated under `agg_key`.
+    pub metric: f64,
+    /// Start of the event's tumbling window, epoch millis.
+    pub window_start: i64,
+    /// False when reference data was missing.
+    pub reference_found: bool,
+    /// Joined reference data and derived fields.
+    #[serde(default)]
+    pub attributes: HashMap<String, String>,
+}
+
+/// Encodes and decodes framed envelopes.
+///
+/// Writes always use the envelope version this binary was built with (`current`). Reads accept
+/// any envelope version the process has learned, because serde maps fields by name: a newer
+/// writer's extra fields are skipped and missing ones take their defaults.
+pub struct EnvelopeCodec {
+    current: Arc<CompiledSchema>,
+    others: RwLock<HashMap<u32, Arc<CompiledSchema>>>,
+}
+
+impl std::fmt::Debug for EnvelopeCodec {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnvelopeCodec")
+            .field("id", &self.current.id())
+            .finish_non_exhaustive()
+    }
+}
+
+impl EnvelopeCodec {
+    /// A codec writing the bundled envelope schema, registered under `envelope_id`.
+    ///
+    /// # Errors
+    /// Only if the bundled schema were invalid.
+    pub fn new(envelope_id: u32) -> Result<Self, CodecError> {
+        Ok(EnvelopeCodec {
+            current: Arc::new(CompiledSchema::parse(envelope_id, ENVELOPE_SCHEMA)?),
+            others: RwLock::new(HashMap::new()),
+        })
+    }
+
+    /// Registry id of the envelope version this codec writes.
+    pub fn id(&self) -> u32 {
+        self.current.id()
+    }
+
+    /// Teaches the codec another envelope version (fetched from the registry by id).
+    pub fn learn(&self, writer: Arc<CompiledSchema>) {
+        if let Ok(mut map) = self.others.write() {
+            map.insert(writer.id(), writer);
+        }
+    }
+
+    /// Frames and encodes `envelope`, appending to `out`.
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] if the envelope does not fit (it always does unless the schema changed).
+    pub fn encode_into(&self, envelope: &Envelope, out: &mut Vec<u8>) -> Result<(), CodecError> {
+        frame::write_header(out, self.current.id());
+        self.current.encode(envelope, out)
+    }
+
+    /// Frames and encodes `envelope` into a new buffer.
+    ///
+    /// # Errors
+    /// See [`EnvelopeCodec::encode_into`].
+    pub fn encode(&self, envelope: &Envelope) -> Result<Vec<u8>, CodecError> {
+        let mut out = Vec::with_capacity(frame::HEADER_LEN + 96 + envelope.payload.len());
+        self.encode_into(envelope, &mut out)?;
+        Ok(out)
+    }
+
+    /// Decodes a framed envelope.
+    ///
+    /// # Errors
+    /// Framing errors, [`CodecError::UnknownSchema`] for an envelope version not learned yet
+    /// (fetch it and [`EnvelopeCodec::learn`] it), [`CodecError::Malformed`] for a bad body.
+    pub fn decode(&self, record: &[u8]) -> Result<Envelope, CodecError> {
+        let (id, body) = frame::split(record)?;
+        if id == self.current.id() {
+            return self.current.decode(body);
+        }
+        let writer = self
+            .others
+            .read()
+            .ok()
+            .and_then(|map| map.get(&id).cloned())
+            .ok_or(CodecError::UnknownSchema(id))?;
+        writer.decode(body)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn sample() -> Envelope {
+        Envelope {
+            event_id: "0190a3c2-7d2e-7000-8000-000000000001".into(),
+            source: "shop-web".into(),
+            subject: "com.riffle.shop.OrderPlaced".into(),
+            schema_id: 3,
+            event_time: 1_764_000_000_000,
+            ingest_time: 1_764_000_000_120,
+            stage_times: HashMap::from([("validator".to_string(), 1_764_000_000_300)]),
+            trace_header: Some("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1".into()),
+            payload: vec![1, 2, 3, 4],
+            enrichment: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_plain_and_enriched() {
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let mut env = sample();
+        let bytes = codec.encode(&env).unwrap();
+        assert_eq!(&bytes[..5], &[0, 0, 0, 0, 7]);
+        assert_eq!(codec.decode(&bytes).unwrap(), env);
+
+        env.enrichment = Some(Enrichment {
+            agg_key: "orders:category=books".into(),
+            metric: 12.5,
+            window_start: 1_764_000_000_000,
+            reference_found: true,
+            attributes: HashMap::from([("category".to_string(), "books".to_string())]),
+        });
+        env.trace_header = None;
+        let bytes = codec.encode(&env).unwrap();
+        assert_eq!(codec.decode(&bytes).unwrap(), env);
+    }
+
+    #[test]
+    fn unknown_version_and_garbage_are_typed_errors() {
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let mut bytes = codec.encode(&sample()).unwrap();
+        bytes[4] = 8;
+        assert!(matches!(
+            codec.decode(&bytes),
+            Err(CodecError::UnknownSchema(8))
+        ));
+
+        let good = codec.encode(&sample()).unwrap();
+        for cut in 5..good.len() {
+            assert!(codec.decode(&good[..cut]).is_err(), "cut at {cut} decoded");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(matches!(
+            codec.decode(&trailing),
+            Err(CodecError::Malformed { .. })
+        ));
+        let mut huge_len = vec![0, 0, 0, 0, 7];
+        huge_len.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]);
+        assert!(codec.decode(&huge_len).is_err());
+    }
+
+    #[test]
+    fn learned_versions_decode() {
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let other = EnvelopeCodec::new(9).unwrap();
+        let bytes = other.encode(&sample()).unwrap();
+        codec.learn(Arc::new(CompiledSchema::parse(9, ENVELOPE_SCHEMA).unwrap()));
+        assert_eq!(codec.decode(&bytes).unwrap(), sample());
+    }
+}

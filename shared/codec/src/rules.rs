@@ -1,0 +1,459 @@
+//! Per-subject contracts (`schemas/rules/<subject>.json`): the validation rules the validator
+//! enforces beyond the schema, and how the enricher derives the view key and metric.
+//!
+//! Contracts are parsed once at start-up; regexes compile once; checks borrow the record.
+
+use std::collections::HashMap;
+
+use regex::Regex;
+use serde::Deserialize;
+
+use crate::datum::{Field, Record};
+
+include!(concat!(env!("OUT_DIR"), "/contracts.rs"));
+
+/// Why a contract file could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ContractError {
+    /// Not valid JSON, or not the contract shape.
+    #[error("contract {file}: {reason}")]
+    Parse {
+        /// The file name.
+        file: String,
+        /// What serde said.
+        reason: String,
+    },
+    /// A `pattern` that is not a regular expression.
+    #[error("contract {file}: field `{field}`: bad pattern: {reason}")]
+    Pattern {
+        /// The file name.
+        file: String,
+        /// The field with the pattern.
+        field: String,
+        /// What the regex compiler said.
+        reason: String,
+    },
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContract {
+    subject: String,
+    schema: String,
+    #[serde(default)]
+    max_event_time_skew_secs: Option<i64>,
+    #[serde(default)]
+    fields: std::collections::BTreeMap<String, RawFieldRule>,
+    #[serde(default)]
+    enrich: Option<EnrichSpec>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawFieldRule {
+    #[serde(default)]
+    required: bool,
+    min: Option<f64>,
+    max: Option<f64>,
+    pattern: Option<String>,
+    allowed: Option<Vec<String>>,
+}
+
+/// What one field must satisfy when present (non-null).
+#[derive(Debug)]
+pub struct FieldRule {
+    name: String,
+    required: bool,
+    min: Option<f64>,
+    max: Option<f64>,
+    pattern: Option<Regex>,
+    allowed: Option<Vec<String>>,
+}
+
+/// How the enricher turns an event of this subject into a view contribution.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EnrichSpec {
+    /// Reference data to join, if any.
+    #[serde(default)]
+    pub lookup: Option<Lookup>,
+    /// View key template: `{name}` is replaced by a reference attribute or a payload field.
+    pub agg_key: String,
+    /// How the aggregated value is computed.
+    pub metric: MetricSpec,
+    /// Tumbling window length.
+    pub window_secs: u32,
+}
+
+/// A join against the reference table: item `pk = key_prefix + payload[field]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Lookup {
+    /// Payload field holding the reference id.
+    pub field: String,
+    /// Prefix of the reference item's key.
+    pub key_prefix: String,
+}
+
+/// The metric is the product of these numeric payload fields (a single field is itself).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricSpec {
+    /// Fields multiplied together.
+    pub product: Vec<String>,
+}
+
+/// The contract of one subject.
+#[derive(Debug)]
+pub struct Contract {
+    /// Registry subject.
+    pub subject: String,
+    /// Schema file under `schemas/`.
+    pub schema_file: String,
+    /// Largest accepted |ingest_time - event_time|.
+    pub max_event_time_skew_ms: Option<i64>,
+    /// Field rules in file order.
+    pub fields: Vec<FieldRule>,
+    /// Enrichment, if the subject is aggregated.
+    pub enrich: Option<EnrichSpec>,
+}
+
+/// Which rule a record broke: a stable, machine-readable code for rejects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ViolationKind {
+    /// A required field is null, empty or absent from the writer schema.
+    Missing,
+    /// Below `min`.
+    BelowMin,
+    /// Above `max`.
+    AboveMax,
+    /// A string that does not match `pattern`.
+    Pattern,
+    /// A value outside `allowed`.
+    NotAllowed,
+    /// A rule of the wrong kind for the field's type (e.g. `min` on a string).
+    WrongType,
+    /// Event time too far from ingest time.
+    EventTimeSkew,
+}
+
+impl ViolationKind {
+    /// The code written into reject messages.
+    pub fn code(self) -> &'static str {
+        match self {
+            ViolationKind::Missing => "missing_field",
+            ViolationKind::BelowMin => "below_min",
+            ViolationKind::AboveMax => "above_max",
+            ViolationKind::Pattern => "pattern_mismatch",
+            ViolationKind::NotAllowed => "not_allowed",
+            ViolationKind::WrongType => "wrong_type",
+            ViolationKind::EventTimeSkew => "event_time_skew",
+        }
+    }
+}
+
+/// A broken rule, with enough detail for a human.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    /// Which rule.
+    pub kind: ViolationKind,
+    /// The field, when the rule is about one.
+    pub field: Option<String>,
+    /// What was found.
+    pub detail: String,
+}
+
+impl Contract {
+    /// Parses one contract file.
+    ///
+    /// # Errors
+    /// Bad JSON, unknown keys, or a bad pattern.
+    pub fn parse(file: &str, text: &str) -> Result<Contract, ContractError> {
+        let raw: RawContract = serde_json::from_str(text).map_err(|e| ContractError::Parse {
+            file: file.to_string(),
+            reason: e.to_string(),
+        })?;
+        let mut fields = Vec::with_capacity(raw.fields.len());
+        for (name, rule) in raw.fields {
+            let pattern = match rule.pattern {
+                Some(p) => Some(Regex::new(&p).map_err(|e| ContractError::Pattern {
+                    file: file.to_string(),
+                    field: name.clone(),
+                    reason: e.to_string(),
+                })?),
+                None => None,
+            };
+            fields.push(FieldRule {
+                name,
+                required: rule.required,
+                min: rule.min,
+                max: rule.max,
+                pattern,
+                allowed: rule.allowed,
+            });
+        }
+        Ok(Contract {
+            subject: raw.subject,
+            schema_file: raw.schema,
+            max_event_time_skew_ms: raw.max_event_time_skew_secs.map(|s| s.saturating_mul(1000)),
+            fields,
+            enrich: raw.enrich,
+        })
+    }
+
+    /// Checks a decoded payload and its envelope times; the first broken rule wins.
+    ///
+    /// # Errors
+    /// The [`Violation`].
+    pub fn check(
+        &self,
+        record: &Record<'_>,
+        event_time: i64,
+        ingest_time: i64,
+    ) -> Result<(), Violation> {
+        if let Some(max) = self.max_event_time_skew_ms {
+            let skew = ingest_time.saturating_sub(event_time).saturating_abs();
+            if skew > max {
+                return Err(Violation {
+                    kind: ViolationKind::EventTimeSkew,
+                    field: None,
+                    detail: format!("event time is {skew} ms from ingest time, limit {max} ms"),
+                });
+            }
+        }
+        self.fields.iter().try_for_each(|rule| rule.check(record))
+    }
+}
+
+impl FieldRule {
+    fn check(&self, record: &Record<'_>) -> Result<(), Violation> {
+        let fail = |kind, detail: String| {
+            Err(Violation {
+                kind,
+                field: Some(self.name.clone()),
+                detail,
+            })
+        };
+        let value = match record.get(&self.name) {
+            None | Some(Field::Null) if self.required => {
+                return fail(ViolationKind::Missing, "absent".into());
+            }
+            Some(Field::Str("")) if self.required => {
+                return fail(ViolationKind::Missing, "empty".into());
+            }
+            None | Some(Field::Null) => return Ok(()),
+            Some(v) => v,
+        };
+        if self.min.is_some() || self.max.is_some() {
+            let Some(n) = value.as_f64() else {
+                return fail(ViolationKind::WrongType, "min/max on a non-number".into());
+            };
+            if let Some(min) = self.min.filter(|min| n < *min || n.is_nan()) {
+                return fail(ViolationKind::BelowMin, format!("{n} < {min}"));
+            }
+            if let Some(max) = self.max.filter(|max| n > *max) {
+                return fail(ViolationKind::AboveMax, format!("{n} > {max}"));
+            }
+        }
+        if let Some(pattern) = &self.pattern {
+            let Some(s) = value.as_str() else {
+                return fail(ViolationKind::WrongType, "pattern on a non-string".into());
+            };
+            if !pattern.is_match(s) {
+                return fail(
+                    ViolationKind::Pattern,
+                    format!("{s:?} !~ /{}/", pattern.as_str()),
+                );
+            }
+        }
+        if let Some(allowed) = &self.allowed {
+            let rendered = value.render().unwrap_or_default();
+            if !allowed.contains(&rendered) {
+                return fail(
+                    ViolationKind::NotAllowed,
+                    format!("{rendered:?} not in {allowed:?}"),
+                );
+            }
+        }
+        Ok(())
+    }
+}
+
+impl EnrichSpec {
+    /// The reference id to look up for this record, if the subject joins reference data.
+    pub fn lookup_key(&self, record: &Record<'_>) -> Option<String> {
+        let lookup = self.lookup.as_ref()?;
+        let id = record.get(&lookup.field)?.render()?;
+        Some(format!("{}{id}", lookup.key_prefix))
+    }
+
+    /// Fills the `agg_key` template from reference attributes first, then payload fields;
+    /// a name found in neither becomes `unknown`, so the event still counts somewhere visible.
+    pub fn agg_key(&self, record: &Record<'_>, attributes: &HashMap<String, String>) -> String {
+        let mut out = String::with_capacity(self.agg_key.len() + 16);
+        let mut rest = self.agg_key.as_str();
+        while let Some(open) = rest.find('{') {
+            out.push_str(&rest[..open]);
+            let after = &rest[open + 1..];
+            let Some(close) = after.find('}') else {
+                out.push_str(&rest[open..]);
+                return out;
+            };
+            let name = &after[..close];
+            match attributes.get(name) {
+                Some(v) => out.push_str(v),
+                None => match record.get(name).and_then(|f| f.render()) {
+                    Some(v) => out.push_str(&v),
+                    None => out.push_str("unknown"),
+                },
+            }
+            rest = &after[close + 1..];
+        }
+        out.push_str(rest);
+        out
+    }
+
+    /// The metric: product of the named numeric fields; `None` if one is missing or not numeric.
+    pub fn metric(&self, record: &Record<'_>) -> Option<f64> {
+        self.metric
+            .product
+            .iter()
+            .try_fold(1.0, |acc, name| record.get(name)?.as_f64().map(|v| acc * v))
+    }
+
+    /// Start of the tumbling window holding `event_time` (epoch millis).
+    pub fn window_start(&self, event_time: i64) -> i64 {
+        let len = i64::from(self.window_secs.max(1)) * 1000;
+        event_time.div_euclid(len) * len
+    }
+}
+
+/// Every contract bundled from `schemas/rules/`, by subject.
+///
+/// # Errors
+/// The first contract that does not parse (a build-time mistake; tests catch it).
+pub fn bundled() -> Result<HashMap<String, Contract>, ContractError> {
+    BUNDLED_CONTRACTS
+        .iter()
+        .map(|(file, text)| Contract::parse(file, text).map(|c| (c.subject.clone(), c)))
+        .collect()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::CompiledSchema;
+    use crate::datum::read_record;
+
+    const SENSOR: &str = include_str!("../../../schemas/events/sensor_reading.avsc");
+
+    fn sensor(device: &str, value: f64, battery: Option<f32>) -> Vec<u8> {
+        use apache_avro::types::Value;
+        let schema = apache_avro::Schema::parse_str(SENSOR).unwrap();
+        let v = Value::Record(vec![
+            ("device_id".into(), Value::String(device.into())),
+            ("kind".into(), Value::Enum(0, "TEMPERATURE".into())),
+            ("value".into(), Value::Double(value)),
+            (
+                "battery".into(),
+                Value::Union(
+                    u32::from(battery.is_some()),
+                    Box::new(battery.map_or(Value::Null, Value::Float)),
+                ),
+            ),
+            ("read_at".into(), Value::TimestampMillis(0)),
+            ("tags".into(), Value::Map(HashMap::new())),
+        ]);
+        apache_avro::writer::datum::GenericDatumWriter::builder(&schema)
+            .build()
+            .unwrap()
+            .write_value_to_vec(v)
+            .unwrap()
+    }
+
+    #[test]
+    fn bundled_contracts_parse_and_name_existing_schemas() {
+        let all = bundled().unwrap();
+        assert!(all.len() >= 3);
+        for c in all.values() {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../../schemas")
+                .join(&c.schema_file);
+            let text = std::fs::read_to_string(&path).unwrap();
+            let schema = CompiledSchema::parse(1, &text).unwrap();
+            assert_eq!(schema.full_name().as_deref(), Some(c.subject.as_str()));
+            for rule in &c.fields {
+                assert!(
+                    schema.field_index(&rule.name).is_some(),
+                    "{}: {}",
+                    c.subject,
+                    rule.name
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn checks_ranges_patterns_and_skew() {
+        let all = bundled().unwrap();
+        let contract = &all["com.riffle.iot.SensorReading"];
+        let schema = CompiledSchema::parse(1, SENSOR).unwrap();
+        let ok = sensor("dev-0001", 21.5, Some(0.5));
+        assert_eq!(
+            contract.check(&read_record(&schema, &ok).unwrap(), 0, 1000),
+            Ok(())
+        );
+
+        let cases = [
+            (sensor("dev-1", 21.5, None), ViolationKind::Pattern),
+            (sensor("", 21.5, None), ViolationKind::Missing),
+            (sensor("dev-0001", 5000.0, None), ViolationKind::AboveMax),
+            (sensor("dev-0001", f64::NAN, None), ViolationKind::BelowMin),
+            (sensor("dev-0001", 1.0, Some(1.5)), ViolationKind::AboveMax),
+        ];
+        for (bytes, kind) in cases {
+            let err = contract
+                .check(&read_record(&schema, &bytes).unwrap(), 0, 0)
+                .unwrap_err();
+            assert_eq!(err.kind, kind, "{err:?}");
+        }
+        let skew = contract
+            .check(&read_record(&schema, &ok).unwrap(), 0, 3_600_001)
+            .unwrap_err();
+        assert_eq!(skew.kind, ViolationKind::EventTimeSkew);
+    }
+
+    #[test]
+    fn derives_key_metric_and_window() {
+        let all = bundled().unwrap();
+        let spec = all["com.riffle.iot.SensorReading"].enrich.clone().unwrap();
+        let schema = CompiledSchema::parse(1, SENSOR).unwrap();
+        let bytes = sensor("dev-0042", 3.0, None);
+        let record = read_record(&schema, &bytes).unwrap();
+        assert_eq!(spec.lookup_key(&record).as_deref(), Some("device#dev-0042"));
+        let attrs = HashMap::from([("site".to_string(), "berlin".to_string())]);
+        assert_eq!(
+            spec.agg_key(&record, &attrs),
+            "sensors:site=berlin:kind=TEMPERATURE"
+        );
+        assert_eq!(
+            spec.agg_key(&record, &HashMap::new()),
+            "sensors:site=unknown:kind=TEMPERATURE"
+        );
+        assert_eq!(spec.metric(&record), Some(3.0));
+        assert_eq!(spec.window_start(125_000), 120_000);
+        assert_eq!(spec.window_start(-1), -60_000);
+    }
+
+    #[test]
+    fn bad_contracts_are_errors() {
+        assert!(Contract::parse("x.json", "{").is_err());
+        assert!(Contract::parse("x.json", r#"{"subject":"a","schema":"b","oops":1}"#).is_err());
+        let bad = r#"{"subject":"a","schema":"b","fields":{"f":{"pattern":"("}}}"#;
+        assert!(matches!(
+            Contract::parse("x.json", bad),
+            Err(ContractError::Pattern { .. })
+        ));
+    }
+}

@@ -1,0 +1,210 @@
+//! Writer schemas, parsed once per registry id and kept for the life of the process.
+//!
+//! A registry id never changes meaning, so a parsed schema is valid forever: the cache never
+//! evicts, and each entry leaks its parsed [`Schema`] on purpose so that the datum reader and the
+//! name table can borrow it with a `'static` lifetime instead of being rebuilt per record.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+
+use apache_avro::Schema;
+use apache_avro::reader::datum::GenericDatumReader;
+use apache_avro::schema::{Name, NamesRef, ResolvedSchema};
+
+use crate::CodecError;
+use crate::source::{SchemaSource, SourceError};
+
+/// One parsed writer schema with everything the hot path needs precomputed.
+pub struct CompiledSchema {
+    id: u32,
+    schema: &'static Schema,
+    names: NamesRef<'static>,
+    reader: GenericDatumReader<'static>,
+    fields: HashMap<String, usize>,
+}
+
+impl std::fmt::Debug for CompiledSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("CompiledSchema")
+            .field("id", &self.id)
+            .field("name", &self.full_name())
+            .finish()
+    }
+}
+
+impl CompiledSchema {
+    /// Parses `text` (Avro JSON) registered under `id`.
+    ///
+    /// # Errors
+    /// [`CodecError::InvalidSchema`] when Avro rejects the text.
+    pub fn parse(id: u32, text: &str) -> Result<Self, CodecError> {
+        let invalid = |e: apache_avro::Error| CodecError::InvalidSchema {
+            id,
+            reason: e.to_string(),
+        };
+        let schema: &'static Schema =
+            Box::leak(Box::new(Schema::parse_str(text).map_err(invalid)?));
+        let names = ResolvedSchema::try_from(schema)
+            .map_err(invalid)?
+            .get_names()
+            .clone();
+        let reader = GenericDatumReader::builder(schema)
+            .build()
+            .map_err(invalid)?;
+        let fields = match schema {
+            Schema::Record(record) => record
+                .fields
+                .iter()
+                .enumerate()
+                .map(|(i, f)| (f.name.clone(), i))
+                .collect(),
+            _ => HashMap::new(),
+        };
+        Ok(CompiledSchema {
+            id,
+            schema,
+            names,
+            reader,
+            fields,
+        })
+    }
+
+    /// The registry id.
+    pub fn id(&self) -> u32 {
+        self.id
+    }
+
+    /// The parsed schema.
+    pub fn schema(&self) -> &'static Schema {
+        self.schema
+    }
+
+    /// Named types reachable from the schema, for resolving `Schema::Ref`.
+    pub fn names(&self) -> &NamesRef<'static> {
+        &self.names
+    }
+
+    /// Looks up a named type referenced inside the schema.
+    pub fn lookup(&self, name: &Name) -> Option<&'static Schema> {
+        self.names.get(name).copied()
+    }
+
+    /// Position of a top-level record field, if the schema is a record with that field.
+    pub fn field_index(&self, name: &str) -> Option<usize> {
+        self.fields.get(name).copied()
+    }
+
+    /// The record's full name, when the schema is a named type.
+    pub fn full_name(&self) -> Option<String> {
+        match self.schema {
+            Schema::Record(r) => Some(r.name.fullname(None)),
+            _ => None,
+        }
+    }
+
+    /// Decodes an Avro body straight into `T` with serde (no intermediate `Value`).
+    ///
+    /// # Errors
+    /// [`CodecError::Malformed`] when the body does not match the schema or has trailing bytes.
+    pub fn decode<T: serde::de::DeserializeOwned>(&self, body: &[u8]) -> Result<T, CodecError> {
+        let mut cursor = body;
+        let value = self
+            .reader
+            .read_deser::<T>(&mut cursor)
+            .map_err(|e| self.malformed(e.to_string()))?;
+        if !cursor.is_empty() {
+            return Err(self.malformed(format!("{} trailing bytes", cursor.len())));
+        }
+        Ok(value)
+    }
+
+    /// Encodes `value` as an Avro body appended to `out`, serde straight to bytes.
+    ///
+    /// # Errors
+    /// [`CodecError::Encode`] when the value does not fit the schema.
+    pub fn encode<T: serde::Serialize>(
+        &self,
+        value: &T,
+        out: &mut Vec<u8>,
+    ) -> Result<(), CodecError> {
+        apache_avro::write_avro_datum_ref(self.schema, &self.names, value, out)
+            .map(|_| ())
+            .map_err(|e| CodecError::Encode {
+                id: self.id,
+                reason: e.to_string(),
+            })
+    }
+
+    pub(crate) fn malformed(&self, reason: String) -> CodecError {
+        CodecError::Malformed {
+            id: self.id,
+            reason,
+        }
+    }
+}
+
+/// Parsed schemas by id, fetched from a [`SchemaSource`] on first use.
+///
+/// The lock is never held across an await; handlers resolve the distinct ids of a batch first
+/// and then work on the `Arc`s without touching the cache per record.
+pub struct SchemaCache<S> {
+    source: S,
+    schemas: RwLock<HashMap<u32, Arc<CompiledSchema>>>,
+}
+
+impl<S> std::fmt::Debug for SchemaCache<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SchemaCache").finish_non_exhaustive()
+    }
+}
+
+impl<S: SchemaSource> SchemaCache<S> {
+    /// An empty cache in front of `source`.
+    pub fn new(source: S) -> Self {
+        SchemaCache {
+            source,
+            schemas: RwLock::new(HashMap::new()),
+        }
+    }
+
+    /// The schema if it is already cached; never calls the registry.
+    pub fn get_cached(&self, id: u32) -> Option<Arc<CompiledSchema>> {
+        self.schemas
+            .read()
+            .map_or(None, |map| map.get(&id).cloned())
+    }
+
+    /// The schema for `id`, fetched and parsed once.
+    ///
+    /// # Errors
+    /// [`CodecError::UnknownSchema`] if the registry has no such id,
+    /// [`CodecError::RegistryUnavailable`] if it cannot be asked, or an invalid schema.
+    pub async fn get(&self, id: u32) -> Result<Arc<CompiledSchema>, CodecError> {
+        if let Some(found) = self.get_cached(id) {
+            return Ok(found);
+        }
+        let text = self.source.fetch_schema(id).await.map_err(|e| match e {
+            SourceError::NotFound(id) => CodecError::UnknownSchema(id),
+            SourceError::Unavailable(why) => CodecError::RegistryUnavailable(why),
+        })?;
+        self.insert(id, &text)
+    }
+
+    /// Parses and caches `text` under `id` (used to preload known schemas).
+    ///
+    /// # Errors
+    /// [`CodecError::InvalidSchema`].
+    pub fn insert(&self, id: u32, text: &str) -> Result<Arc<CompiledSchema>, CodecError> {
+        let compiled = Arc::new(CompiledSchema::parse(id, text)?);
+        if let Ok(mut map) = self.schemas.write() {
+            // Another task may have won the race; keep the first so every holder shares one.
+            return Ok(map.entry(id).or_insert(compiled).clone());
+        }
+        Ok(compiled)
+    }
+
+    /// The underlying source (for registration and diagnostics).
+    pub fn source(&self) -> &S {
+        &self.source
+    }
+}
