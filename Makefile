@@ -1,0 +1,46 @@
+# The one task runner for people, the README and CI. `make` alone lists the targets.
+.DEFAULT_GOAL := help
+SHELL := bash
+.SHELLFLAGS := -euo pipefail -c
+
+TOOLS := .riffle/tools
+CFN_LINT := $(TOOLS)/venv/bin/cfn-lint
+# Every CloudFormation template under infra/ (infra/local holds no templates).
+TEMPLATES = $(wildcard infra/*.yaml infra/services/*.yaml)
+ARGS ?=
+
+.PHONY: help install test lint fmt-check clippy cfn-lint demo
+
+help: ## List the targets
+	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
+		awk 'BEGIN {FS = ":.*## "}; {printf "  %-12s %s\n", $$1, $$2}'
+
+install: ## Install the local AWS emulators and cfn-lint into .riffle/tools (quick when present)
+	@bash infra/local/install.sh
+
+test: install ## Run every test of the workspace (nextest if present) and lint the templates
+	@if cargo nextest --version >/dev/null 2>&1; then \
+		cargo nextest run --workspace --no-fail-fast; \
+	else \
+		cargo test --workspace --no-fail-fast; \
+	fi
+	@$(MAKE) --no-print-directory cfn-lint
+
+lint: install fmt-check clippy cfn-lint ## rustfmt check, clippy -D warnings, cfn-lint on the templates
+
+fmt-check: ## Check formatting (cargo fmt --check)
+	cargo fmt --all -- --check
+
+clippy: ## Clippy on everything, warnings are errors
+	cargo clippy --workspace --all-targets -- -D warnings
+
+cfn-lint: install ## Lint the CloudFormation templates under infra/
+	@if [ -n "$(strip $(TEMPLATES))" ]; then \
+		$(CFN_LINT) $(TEMPLATES) && echo "cfn-lint: $(words $(TEMPLATES)) templates clean"; \
+	else \
+		echo "cfn-lint: no templates yet"; \
+	fi
+
+demo: install ## Build and run the local demo (ARGS="..." passes options)
+	cargo build --release
+	target/release/riffle demo $(ARGS)

@@ -1,0 +1,47 @@
+#!/usr/bin/env bash
+# Installs the local AWS emulators and template tools into the git-ignored .riffle/tools/:
+#   node/  kinesalite (Kinesis), pinned by infra/local/package.json
+#   venv/  moto's server (DynamoDB, S3, SQS) and cfn-lint, pinned by infra/local/requirements.txt
+# Idempotent: a stamp file holds the hash of the pinned file it was installed from, so a
+# re-run with nothing changed costs about a second and never touches the registries.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+root="$(cd "$here/../.." && pwd)"
+tools="${RIFFLE_TOOLS_DIR:-$root/.riffle/tools}"
+mkdir -p "$tools"
+
+stamp_of() { sha256sum "$1" | cut -d' ' -f1; }
+
+install_node() {
+  local want stamp="$tools/node/.installed"
+  want="$(stamp_of "$here/package.json")"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -d "$tools/node/node_modules/kinesalite" ]]; then
+    return 0
+  fi
+  command -v npm >/dev/null || { echo "install.sh: npm is required (Node.js 20)" >&2; exit 1; }
+  echo "install.sh: installing kinesalite into $tools/node" >&2
+  mkdir -p "$tools/node"
+  cp "$here/package.json" "$tools/node/package.json"
+  (cd "$tools/node" && npm install --no-audit --no-fund --loglevel=error >&2)
+  echo "$want" >"$stamp"
+}
+
+install_venv() {
+  local want stamp="$tools/venv/.installed"
+  want="$(stamp_of "$here/requirements.txt")"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$tools/venv/bin/moto_server" ]]; then
+    return 0
+  fi
+  echo "install.sh: installing moto and cfn-lint into $tools/venv" >&2
+  if [[ ! -x "$tools/venv/bin/python" ]]; then
+    python3 -m venv "$tools/venv"
+  fi
+  "$tools/venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$here/requirements.txt" >&2
+  echo "$want" >"$stamp"
+}
+
+install_node
+install_venv
+echo "install.sh: emulators ready in $tools" >&2
