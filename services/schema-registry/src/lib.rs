@@ -1,1 +1,28 @@
-//! placeholder
+//! The schema registry: a Confluent-compatible registry REST API over DynamoDB.
+//!
+//! Producers register Avro schemas under subjects and get global ids; every stage resolves
+//! the id in a record's frame back to its writer schema here. The same schema always gets
+//! the same id, whichever subject registers it.
+//!
+//! Layout, from the wire inwards:
+//! - `api`: the axum [`router`], request bodies, replies and the API's error shape;
+//! - `registry`: what each operation means over any store, including the registration
+//!   algorithm (dedupe, id allocation, version allocation under concurrency);
+//! - `schema`: parsing and fingerprinting a submitted schema;
+//! - `store`: the [`SchemaStore`] port with its DynamoDB and in-memory implementations;
+//! - `config`, `server`: environment and local serving for `main.rs`;
+//! - `error`: the crate's one error type and its API error codes.
+
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod registry;
+pub mod schema;
+pub mod server;
+pub mod store;
+
+pub use api::router;
+pub use config::Config;
+pub use error::{Error, Result};
+pub use registry::{MAX_SUBJECT_BYTES, Registered, Registry, VersionSpec};
+pub use store::{DynamoStore, MemoryStore, SchemaStore};

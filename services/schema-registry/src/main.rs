@@ -1,1 +1,33 @@
-fn main() {}
+//! The `schema-registry` binary: builds the DynamoDB store once and serves the router,
+//! under Lambda when `AWS_LAMBDA_RUNTIME_API` is set, else on a local socket.
+
+use riffle_schema_registry::{Config, DynamoStore, Registry, router, server};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    // Logs go to stderr: stdout carries the LISTENING line (and, later, metrics).
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let config = Config::from_env()?;
+    let sdk = aws_config::load_from_env().await;
+    let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table.clone());
+    let app = router(Registry::new(store));
+    if config.lambda {
+        return lambda_http::run(app).await;
+    }
+    let listener = server::bind_and_announce(config.addr).await?;
+    server::serve(
+        listener,
+        app,
+        server::shutdown_signal(config.exit_on_stdin_eof),
+    )
+    .await?;
+    Ok(())
+}

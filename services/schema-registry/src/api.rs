@@ -1,0 +1,291 @@
+//! The HTTP face of the registry: routes, request bodies, JSON replies and error bodies.
+//!
+//! Every reply, errors included, is JSON of the registry media type, and nothing a client
+//! sends reaches a panic: path and body rejections are turned into the API's error shape.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request, State};
+use axum::http::header::CONTENT_TYPE;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::registry::{Registry, VersionSpec};
+use crate::store::{SchemaStore, VersionRecord};
+
+/// The media type of every reply.
+pub const CONTENT_TYPE_V1: &str = "application/vnd.schemaregistry.v1+json";
+
+/// Request media types understood (a missing Content-Type is read as JSON too, as the
+/// reference clients sometimes omit it).
+const ACCEPTED_REQUEST_TYPES: [&str; 3] = [
+    "application/vnd.schemaregistry.v1+json",
+    "application/vnd.schemaregistry+json",
+    "application/json",
+];
+
+/// The registry's routes over `registry`.
+pub fn router<S: SchemaStore>(registry: Registry<S>) -> Router {
+    Router::new()
+        .route("/", get(root))
+        .route("/subjects", get(subjects::<S>))
+        .route("/subjects/{subject}", post(lookup::<S>))
+        .route(
+            "/subjects/{subject}/versions",
+            get(versions::<S>).post(register::<S>),
+        )
+        .route("/subjects/{subject}/versions/{version}", get(version::<S>))
+        .route(
+            "/subjects/{subject}/versions/{version}/schema",
+            get(version_schema::<S>),
+        )
+        .route("/schemas/ids/{id}", get(schema_by_id::<S>))
+        .route("/schemas/ids/{id}/schema", get(raw_schema_by_id::<S>))
+        .route("/schemas/ids/{id}/versions", get(usages::<S>))
+        .fallback(|| async { Error::RouteNotFound })
+        .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
+        .with_state(Arc::new(registry))
+}
+
+type Shared<S> = State<Arc<Registry<S>>>;
+
+/// A JSON reply with the registry media type.
+struct Reply<T>(StatusCode, T);
+
+impl<T: Serialize> IntoResponse for Reply<T> {
+    fn into_response(self) -> Response {
+        let mut response = (self.0, Json(self.1)).into_response();
+        response
+            .headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_V1));
+        response
+    }
+}
+
+fn ok<T: Serialize>(body: T) -> Reply<T> {
+    Reply(StatusCode::OK, body)
+}
+
+#[derive(Serialize)]
+struct ErrorBody {
+    error_code: u32,
+    message: String,
+}
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let (status, error_code) = self.status_and_code();
+        if status.is_server_error() {
+            tracing::error!(error = %self, retryable = self.retryable(), "request failed");
+        }
+        Reply(
+            status,
+            ErrorBody {
+                error_code,
+                message: self.to_string(),
+            },
+        )
+        .into_response()
+    }
+}
+
+/// Path parameters, with malformed ones (bad percent-encoding) answered in the API's shape.
+struct ApiPath<T>(T);
+
+impl<T, St> FromRequestParts<St> for ApiPath<T>
+where
+    T: DeserializeOwned + Send,
+    St: Send + Sync,
+{
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, state: &St) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(t)| ApiPath(t))
+            .map_err(|e| Error::BadRequest(e.body_text()))
+    }
+}
+
+/// The body of register and lookup requests.
+#[derive(Debug, Deserialize)]
+struct SchemaRequest {
+    schema: String,
+    #[serde(rename = "schemaType")]
+    schema_type: Option<String>,
+    #[serde(default)]
+    references: Vec<serde_json::Value>,
+}
+
+impl<St: Send + Sync> FromRequest<St> for SchemaRequest {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &St) -> Result<Self, Self::Rejection> {
+        if let Some(value) = req.headers().get(CONTENT_TYPE) {
+            let essence = value
+                .to_str()
+                .ok()
+                .and_then(|v| v.split(';').next())
+                .map(|v| v.trim().to_ascii_lowercase())
+                .unwrap_or_default();
+            if !ACCEPTED_REQUEST_TYPES.contains(&essence.as_str()) {
+                return Err(Error::UnsupportedMediaType(essence));
+            }
+        }
+        let bytes = Bytes::from_request(req, state)
+            .await
+            .map_err(|e| Error::BadRequest(e.body_text()))?;
+        let body: SchemaRequest = serde_json::from_slice(&bytes)
+            .map_err(|e| Error::BadRequest(format!("malformed request body: {e}")))?;
+        if !body.references.is_empty() {
+            return Err(Error::InvalidSchema(
+                "schema references are not supported".into(),
+            ));
+        }
+        Ok(body)
+    }
+}
+
+#[derive(Serialize)]
+struct IdBody {
+    id: u32,
+}
+
+#[derive(Serialize)]
+struct SchemaBody {
+    schema: String,
+    #[serde(rename = "schemaType", skip_serializing_if = "Option::is_none")]
+    schema_type: Option<String>,
+}
+
+#[derive(Serialize)]
+struct VersionBody {
+    subject: String,
+    id: u32,
+    version: u32,
+    schema: String,
+}
+
+impl From<VersionRecord> for VersionBody {
+    fn from(v: VersionRecord) -> Self {
+        VersionBody {
+            subject: v.subject,
+            id: v.id,
+            version: v.version,
+            schema: v.schema,
+        }
+    }
+}
+
+#[derive(Serialize)]
+struct UsageBody {
+    subject: String,
+    version: u32,
+}
+
+async fn root() -> Reply<serde_json::Value> {
+    ok(serde_json::json!({}))
+}
+
+async fn subjects<S: SchemaStore>(State(reg): Shared<S>) -> Result<Reply<Vec<String>>, Error> {
+    Ok(ok(reg.subjects().await?))
+}
+
+async fn register<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath(subject): ApiPath<String>,
+    body: SchemaRequest,
+) -> Result<Reply<IdBody>, Error> {
+    let registered = reg
+        .register(&subject, &body.schema, body.schema_type.as_deref())
+        .await?;
+    Ok(ok(IdBody { id: registered.id }))
+}
+
+async fn lookup<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath(subject): ApiPath<String>,
+    body: SchemaRequest,
+) -> Result<Reply<VersionBody>, Error> {
+    let found = reg
+        .lookup(&subject, &body.schema, body.schema_type.as_deref())
+        .await?;
+    Ok(ok(found.into()))
+}
+
+async fn versions<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath(subject): ApiPath<String>,
+) -> Result<Reply<Vec<u32>>, Error> {
+    Ok(ok(reg.versions(&subject).await?))
+}
+
+async fn version<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath((subject, version)): ApiPath<(String, String)>,
+) -> Result<Reply<VersionBody>, Error> {
+    let spec = VersionSpec::parse(&version)?;
+    Ok(ok(reg.version(&subject, spec).await?.into()))
+}
+
+async fn version_schema<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath((subject, version)): ApiPath<(String, String)>,
+) -> Result<Response, Error> {
+    let spec = VersionSpec::parse(&version)?;
+    Ok(raw(reg.version(&subject, spec).await?.schema))
+}
+
+/// Ids outside u32 cannot name a schema: answered as an unknown schema, not a bad route.
+fn parse_id(segment: &str) -> Result<u32, Error> {
+    segment.parse::<u32>().map_err(|_| Error::SchemaNotFound)
+}
+
+async fn schema_by_id<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Reply<SchemaBody>, Error> {
+    let record = reg.schema_by_id(parse_id(&id)?).await?;
+    // The API leaves schemaType out for Avro, its default.
+    let schema_type = (!record.schema_type.eq_ignore_ascii_case(crate::schema::AVRO))
+        .then_some(record.schema_type);
+    Ok(ok(SchemaBody {
+        schema: record.schema,
+        schema_type,
+    }))
+}
+
+async fn raw_schema_by_id<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Response, Error> {
+    Ok(raw(reg.schema_by_id(parse_id(&id)?).await?.schema))
+}
+
+async fn usages<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Reply<Vec<UsageBody>>, Error> {
+    let usages = reg.usages(parse_id(&id)?).await?;
+    Ok(ok(usages
+        .into_iter()
+        .map(|(subject, version)| UsageBody { subject, version })
+        .collect()))
+}
+
+/// The schema text itself as the body: it is JSON already.
+fn raw(schema: String) -> Response {
+    (
+        StatusCode::OK,
+        [(CONTENT_TYPE, HeaderValue::from_static(CONTENT_TYPE_V1))],
+        schema,
+    )
+        .into_response()
+}

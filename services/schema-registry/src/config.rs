@@ -1,0 +1,92 @@
+//! The service's configuration, read once from the environment at start.
+
+use std::net::SocketAddr;
+
+use crate::error::{Error, Result};
+
+/// Where a locally run registry listens unless told otherwise: loopback, any free port.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:0";
+
+/// What the process needs to know before serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The DynamoDB table of schemas (`RIFFLE_REGISTRY_TABLE`).
+    pub table: String,
+    /// Local listen address (`RIFFLE_REGISTRY_ADDR`).
+    pub addr: SocketAddr,
+    /// Running inside Lambda (`AWS_LAMBDA_RUNTIME_API` is set).
+    pub lambda: bool,
+    /// Stop when stdin closes (`RIFFLE_EXIT_ON_STDIN_EOF=1`), so a parent that dies takes
+    /// its child servers with it.
+    pub exit_on_stdin_eof: bool,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `var` (the environment, or a map in tests).
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self> {
+        let table = var("RIFFLE_REGISTRY_TABLE")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::Config("RIFFLE_REGISTRY_TABLE is not set".into()))?;
+        let addr_text = var("RIFFLE_REGISTRY_ADDR")
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        let addr = addr_text
+            .parse()
+            .map_err(|e| Error::Config(format!("RIFFLE_REGISTRY_ADDR={addr_text}: {e}")))?;
+        Ok(Config {
+            table,
+            addr,
+            lambda: var("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty()),
+            exit_on_stdin_eof: var("RIFFLE_EXIT_ON_STDIN_EOF").as_deref() == Some("1"),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        Config::from_lookup(|name| map.get(name).cloned())
+    }
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = config(&[("RIFFLE_REGISTRY_TABLE", "schemas")]).unwrap();
+        assert_eq!(c.addr, DEFAULT_ADDR.parse().unwrap());
+        assert!(!c.lambda && !c.exit_on_stdin_eof);
+        let c = config(&[
+            ("RIFFLE_REGISTRY_TABLE", "schemas"),
+            ("RIFFLE_REGISTRY_ADDR", "127.0.0.1:8081"),
+            ("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"),
+            ("RIFFLE_EXIT_ON_STDIN_EOF", "1"),
+        ])
+        .unwrap();
+        assert_eq!(c.addr.port(), 8081);
+        assert!(c.lambda && c.exit_on_stdin_eof);
+    }
+
+    #[test]
+    fn refuses_missing_table_and_bad_addr() {
+        assert!(matches!(config(&[]), Err(Error::Config(_))));
+        assert!(matches!(
+            config(&[
+                ("RIFFLE_REGISTRY_TABLE", "t"),
+                ("RIFFLE_REGISTRY_ADDR", "nope")
+            ]),
+            Err(Error::Config(_))
+        ));
+    }
+}

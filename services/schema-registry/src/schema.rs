@@ -1,0 +1,144 @@
+//! Parsing a submitted schema into what the registry keys it by.
+//!
+//! Two submissions are "the same schema" when their fingerprints match: the SHA-256 of the
+//! parsed schema written back out in one fixed form, so whitespace, attribute order and
+//! other spellings of one schema share one id.
+//!
+//! Not the Avro Parsing Canonical Form: it drops defaults, docs and logical types, so a new
+//! version that only adds a default (the usual compatible change) would silently get the old
+//! id, and readers resolving by that id would never see the default.
+
+use apache_avro::Schema;
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, Result};
+
+/// DynamoDB's hard limit on one item (name and value bytes of all attributes).
+pub const DYNAMODB_MAX_ITEM_BYTES: usize = 400 * 1024;
+
+/// Largest schema text accepted: one item holds the text plus keys of up to
+/// [`crate::MAX_SUBJECT_BYTES`] and a few small attributes, so leave generous headroom.
+pub const MAX_SCHEMA_BYTES: usize = DYNAMODB_MAX_ITEM_BYTES - 16 * 1024;
+
+/// The only schema type this registry speaks; others are refused rather than stored unchecked.
+pub const AVRO: &str = "AVRO";
+
+/// A schema that parsed, with the keys the registry stores it under.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ParsedSchema {
+    /// The text as first submitted: it keeps docs and defaults, which readers need.
+    pub text: String,
+    /// The schema in one fixed form: the parsed schema serialized back to JSON, keeping
+    /// everything that changes how data is read (defaults, logical types, aliases, order).
+    pub normalized: String,
+    /// Lower-case hex SHA-256 of `normalized`.
+    pub fingerprint: String,
+    /// Always [`AVRO`] for now; stored so other types can slot in later.
+    pub schema_type: String,
+}
+
+/// Parses `text` as a schema of `schema_type` (`None` means Avro, as the API defines).
+pub fn parse(text: &str, schema_type: Option<&str>) -> Result<ParsedSchema> {
+    let schema_type = schema_type.unwrap_or(AVRO);
+    if !schema_type.eq_ignore_ascii_case(AVRO) {
+        return Err(Error::InvalidSchema(format!(
+            "schema type {schema_type} is not supported; only {AVRO} is"
+        )));
+    }
+    if text.len() > MAX_SCHEMA_BYTES {
+        return Err(Error::InvalidSchema(format!(
+            "schema is {} bytes, more than the {MAX_SCHEMA_BYTES} this registry stores",
+            text.len()
+        )));
+    }
+    let schema = Schema::parse_str(text).map_err(|e| Error::InvalidSchema(e.to_string()))?;
+    let normalized = serde_json::to_string(&schema)
+        .map_err(|e| Error::InvalidSchema(format!("schema cannot be written back: {e}")))?;
+    let fingerprint = hex(&Sha256::digest(normalized.as_bytes()));
+    Ok(ParsedSchema {
+        text: text.to_owned(),
+        normalized,
+        fingerprint,
+        schema_type: AVRO.to_owned(),
+    })
+}
+
+fn hex(bytes: &[u8]) -> String {
+    use std::fmt::Write;
+    let mut out = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        // Writing to a String cannot fail.
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    const USER: &str = r#"{"type":"record","name":"User","namespace":"riffle","fields":[{"name":"id","type":"long"}]}"#;
+
+    #[test]
+    fn spelling_does_not_change_the_fingerprint() {
+        let spaced = r#"{
+            "namespace": "riffle", "name": "User", "type": "record",
+            "fields": [ { "type": "long", "name": "id" } ]
+        }"#;
+        let a = parse(USER, None).unwrap();
+        let b = parse(spaced, Some("AVRO")).unwrap();
+        assert_eq!(a.fingerprint, b.fingerprint);
+        assert_eq!(a.normalized, b.normalized);
+        assert_ne!(a.text, b.text);
+        assert_eq!(a.fingerprint.len(), 64);
+    }
+
+    #[test]
+    fn different_schemas_differ() {
+        let other = USER.replace("\"long\"", "\"int\"");
+        assert_ne!(
+            parse(USER, None).unwrap().fingerprint,
+            parse(&other, None).unwrap().fingerprint
+        );
+    }
+
+    #[test]
+    fn defaults_docs_and_logical_types_make_a_new_schema() {
+        let with_default = USER.replace(r#""type":"long"}"#, r#""type":"long","default":0}"#);
+        let with_doc = USER.replace(r#""name":"User","#, r#""name":"User","doc":"who","#);
+        let timestamp = USER.replace(
+            r#""type":"long"}"#,
+            r#""type":{"type":"long","logicalType":"timestamp-millis"}}"#,
+        );
+        let base = parse(USER, None).unwrap().fingerprint;
+        for other in [with_default, with_doc, timestamp] {
+            assert_ne!(parse(&other, None).unwrap().fingerprint, base, "{other}");
+        }
+    }
+
+    #[test]
+    fn project_schemas_parse() {
+        let text = include_str!("../../../schemas/envelope.avsc");
+        let parsed = parse(text, None).unwrap();
+        assert!(parsed.normalized.contains("\"name\""));
+    }
+
+    #[test]
+    fn rejects_bad_input() {
+        assert!(matches!(
+            parse("{\"type\":\"nope\"}", None),
+            Err(Error::InvalidSchema(_))
+        ));
+        assert!(matches!(
+            parse("not json", None),
+            Err(Error::InvalidSchema(_))
+        ));
+        assert!(matches!(
+            parse(USER, Some("PROTOBUF")),
+            Err(Error::InvalidSchema(_))
+        ));
+        let huge = format!("\"{}\"", "x".repeat(MAX_SCHEMA_BYTES));
+        assert!(matches!(parse(&huge, None), Err(Error::InvalidSchema(_))));
+    }
+}
