@@ -1,1 +1,159 @@
-//! placeholder
+//! The validator stage: proves every raw record against its payload schema and its subject's
+//! contract, passes valid events on to the validated stream and rejects the rest with a reason.
+//!
+//! Layout: [`Config`] (environment), [`Validator`] (the pure handler, generic over its ports),
+//! [`verdict`] (the decision for one record, free of I/O).
+//!
+//! Outcomes per record: valid -> validated stream, same partition key, with the validator's
+//! stage time; invalid -> rejects queue with a code and the original bytes; registry down ->
+//! reported as a batch item failure so Lambda retries it (never rejected for our outage).
+
+mod config;
+pub mod verdict;
+
+use std::collections::HashMap;
+
+use riffle_codec::rules::Contract;
+use riffle_codec::source::SchemaSource;
+use riffle_codec::{EnvelopeCodec, SchemaCache};
+use riffle_stage::schemas::{learn_envelope_versions, resolve_payload_schemas};
+use riffle_stage::{
+    Failures, KinesisEvent, KinesisEventResponse, OutRecord, Output, OutputError, Rejects,
+};
+use riffle_telemetry::Metrics;
+
+pub use config::{Config, ConfigError};
+use verdict::Verdict;
+
+/// The stage name written into `stage_times` and reject messages.
+pub const STAGE: &str = "validator";
+
+/// Why a whole batch failed (Lambda retries or bisects it).
+#[derive(Debug, thiserror::Error)]
+pub enum ValidatorError {
+    /// The output stream or the rejects queue could not be written at all.
+    #[error("output failed: {0}")]
+    Output(#[from] OutputError),
+}
+
+impl ValidatorError {
+    /// Whether retrying the batch may help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ValidatorError::Output(e) => e.retryable(),
+        }
+    }
+}
+
+/// The validator's handler.
+pub struct Validator<S, O, R> {
+    envelopes: EnvelopeCodec,
+    schemas: SchemaCache<S>,
+    contracts: HashMap<String, Contract>,
+    output: O,
+    rejects: R,
+}
+
+impl<S, O, R> std::fmt::Debug for Validator<S, O, R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Validator")
+            .field("envelopes", &self.envelopes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<S: SchemaSource, O: Output, R: Rejects> Validator<S, O, R> {
+    /// A validator writing envelopes with `envelopes`, resolving payload schemas through
+    /// `schemas`, enforcing `contracts` (by subject).
+    pub fn new(
+        envelopes: EnvelopeCodec,
+        schemas: SchemaCache<S>,
+        contracts: HashMap<String, Contract>,
+        output: O,
+        rejects: R,
+    ) -> Self {
+        Validator {
+            envelopes,
+            schemas,
+            contracts,
+            output,
+            rejects,
+        }
+    }
+
+    /// Validates one batch.
+    ///
+    /// # Errors
+    /// Only when the output stream or rejects queue refuses the whole call.
+    pub async fn handle(
+        &self,
+        event: KinesisEvent,
+    ) -> Result<KinesisEventResponse, ValidatorError> {
+        let records = &event.records;
+        let data = records.iter().map(|r| r.kinesis.data.0.as_slice());
+        let unavailable = learn_envelope_versions(&self.envelopes, &self.schemas, data).await;
+        let envelopes: Vec<_> = records
+            .iter()
+            .map(|r| self.envelopes.decode(&r.kinesis.data.0))
+            .collect();
+        let schemas = resolve_payload_schemas(&self.schemas, &envelopes).await;
+
+        let now = verdict::now_ms();
+        let mut valid = Vec::with_capacity(records.len());
+        let mut rejected = Vec::new();
+        let mut failures = Failures::default();
+        for (record, envelope) in records.iter().zip(envelopes) {
+            match verdict::judge(
+                &self.envelopes,
+                &self.contracts,
+                &schemas,
+                &unavailable,
+                envelope,
+                now,
+            ) {
+                Verdict::Valid(bytes) => valid.push((
+                    record,
+                    OutRecord {
+                        partition_key: record.kinesis.partition_key.clone(),
+                        data: bytes,
+                    },
+                )),
+                Verdict::Reject(reject) => {
+                    rejected.push((record, reject.into_message(STAGE, record)))
+                }
+                Verdict::Retry(why) => {
+                    tracing::warn!(seq = %record.kinesis.sequence_number, %why, "will retry record");
+                    failures.fail(record);
+                }
+            }
+        }
+
+        let mut metrics = Metrics::new(STAGE);
+        metrics.count("RecordsIn", records.len() as u64);
+        metrics.count("RecordsOut", valid.len() as u64);
+        metrics.count("Rejected", rejected.len() as u64);
+        metrics.count("RecordsRetried", failures.len() as u64);
+
+        let (valid_records, out): (Vec<_>, Vec<_>) = valid.into_iter().unzip();
+        let (rejected_records, messages): (Vec<_>, Vec<_>) = rejected
+            .into_iter()
+            .enumerate()
+            .map(|(i, (record, msg))| (record, msg.to_sqs(i.to_string())))
+            .unzip();
+        let (published, sent) =
+            tokio::join!(self.output.publish(out), self.rejects.reject(messages));
+        for index in published? {
+            if let Some(record) = valid_records.get(index) {
+                failures.fail(record);
+            }
+        }
+        for index in sent? {
+            if let Some(record) = rejected_records.get(index) {
+                failures.fail(record);
+            }
+        }
+        metrics.count("RecordsFailed", failures.len() as u64);
+        metrics.flush();
+        Ok(failures.into_response())
+    }
+}

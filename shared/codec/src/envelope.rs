@@ -101,6 +101,11 @@ impl EnvelopeCodec {
         }
     }
 
+    /// Whether records framed with envelope version `id` can be decoded without learning it.
+    pub fn knows(&self, id: u32) -> bool {
+        id == self.current.id() || self.others.read().is_ok_and(|map| map.contains_key(&id))
+    }
+
     /// Frames and encodes `envelope`, appending to `out`.
     ///
     /// # Errors

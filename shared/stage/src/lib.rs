@@ -3,11 +3,13 @@
 //! bookkeeping of per-record failures for Lambda's partial batch response.
 //!
 //! Layout: [`ports`] (traits plus their AWS implementations), [`reject`] (the message a
-//! rejected record becomes), [`batch`] (failed records -> `KinesisEventResponse`).
+//! rejected record becomes), [`batch`] (failed records -> `KinesisEventResponse`),
+//! [`schemas`] (resolving a batch's schema ids once).
 
 pub mod batch;
 pub mod ports;
 pub mod reject;
+pub mod schemas;
 
 pub use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 pub use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
