@@ -1,1 +1,148 @@
-//! placeholder
+//! Riffle's function runtime: runs a Kinesis handler under Lambda on AWS, and under a
+//! local event source mapping with Lambda's semantics everywhere else.
+//!
+//! Layout:
+//! - this file: the [`KinesisHandler`] trait, [`run_kinesis`] (picks Lambda or local),
+//!   shutdown signals, [`RuntimeError`];
+//! - [`config`]: [`EsmConfig`], the mapping's settings with Lambda's limits;
+//! - [`event`]: building the Lambda Kinesis event, and the pure rules of the mapping
+//!   (batch cutting, partial failures, bisection, record age);
+//! - [`checkpoint`]: per-shard checkpoints in DynamoDB;
+//! - [`destination`]: the on-failure SQS messages;
+//! - [`local`]: the local event source mapping itself, [`run_local`].
+
+pub mod checkpoint;
+pub mod config;
+pub mod destination;
+pub mod event;
+pub mod local;
+
+use std::error::Error;
+use std::future::Future;
+use std::sync::Arc;
+
+pub use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
+pub use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
+pub use config::{EsmConfig, StartingPosition};
+pub use local::run_local;
+
+/// What a handler returns to fail a whole batch (retry, bisect, on-failure destination).
+/// The same type `lambda_runtime` uses.
+pub type HandlerError = Box<dyn Error + Send + Sync>;
+
+/// Environment variable Lambda sets; its presence means "running on AWS".
+pub const LAMBDA_RUNTIME_API_ENV: &str = "AWS_LAMBDA_RUNTIME_API";
+/// Set to `1` to stop when stdin closes, so a child never outlives its orchestrator.
+pub const EXIT_ON_STDIN_EOF_ENV: &str = "RIFFLE_EXIT_ON_STDIN_EOF";
+
+/// A function fed with Kinesis batches.
+pub trait KinesisHandler: Send + Sync + 'static {
+    /// Handles one batch. Per-record failures go in `batch_item_failures` (sequence
+    /// numbers); `Err` fails the whole batch.
+    fn handle(
+        &self,
+        event: KinesisEvent,
+    ) -> impl Future<Output = Result<KinesisEventResponse, HandlerError>> + Send;
+}
+
+/// Why the runtime could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The mapping's settings are missing or out of limits.
+    #[error("invalid event source mapping: {0}")]
+    Config(String),
+    /// An AWS call failed.
+    #[error(transparent)]
+    Aws(#[from] riffle_aws::AwsError),
+    /// The stream is not what the mapping expects.
+    #[error("stream: {0}")]
+    Stream(String),
+}
+
+impl RuntimeError {
+    /// Whether trying again later may succeed.
+    pub fn retryable(&self) -> bool {
+        match self {
+            RuntimeError::Aws(e) => e.retryable(),
+            RuntimeError::Config(_) | RuntimeError::Stream(_) => false,
+        }
+    }
+}
+
+/// Runs `handler` until the end: under Lambda when `AWS_LAMBDA_RUNTIME_API` is set,
+/// otherwise as the local event source mapping described by `RIFFLE_ESM`, until SIGTERM,
+/// SIGINT or (with `RIFFLE_EXIT_ON_STDIN_EOF=1`) the end of stdin.
+///
+/// # Errors
+/// Lambda runtime failures, or the local mapping's [`RuntimeError`].
+pub async fn run_kinesis<H: KinesisHandler>(
+    handler: H,
+) -> Result<(), Box<dyn Error + Send + Sync>> {
+    let handler = Arc::new(handler);
+    if std::env::var_os(LAMBDA_RUNTIME_API_ENV).is_some() {
+        let service =
+            lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<KinesisEvent>| {
+                let handler = handler.clone();
+                async move { handler.handle(event.payload).await }
+            });
+        return lambda_runtime::run(service).await;
+    }
+    let config = EsmConfig::from_env()?;
+    let sdk = riffle_aws::sdk_config().await;
+    let exit_on_eof = std::env::var(EXIT_ON_STDIN_EOF_ENV).is_ok_and(|v| v == "1");
+    run_local(handler, config, &sdk, shutdown_signal(exit_on_eof)).await?;
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT, or at the end of stdin when `exit_on_stdin_eof`.
+pub async fn shutdown_signal(exit_on_stdin_eof: bool) {
+    let stdin_closed = async {
+        if exit_on_stdin_eof {
+            stdin_eof().await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        () = terminate() => tracing::info!("SIGTERM received"),
+        r = tokio::signal::ctrl_c() => match r {
+            Ok(()) => tracing::info!("SIGINT received"),
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot listen for SIGINT");
+                std::future::pending::<()>().await;
+            }
+        },
+        () = stdin_closed => tracing::info!("stdin closed"),
+    }
+}
+
+#[cfg(unix)]
+async fn terminate() {
+    match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(mut s) => {
+            s.recv().await;
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGTERM");
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+#[cfg(not(unix))]
+async fn terminate() {
+    std::future::pending::<()>().await;
+}
+
+/// Reads stdin to its end, throwing the bytes away.
+async fn stdin_eof() {
+    use tokio::io::AsyncReadExt;
+    let mut stdin = tokio::io::stdin();
+    let mut buf = [0u8; 1024];
+    loop {
+        match stdin.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => {}
+        }
+    }
+}
