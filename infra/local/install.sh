@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Installs the local AWS emulators and template tools into the git-ignored .riffle/tools/:
-#   node/  kinesalite (Kinesis), pinned by infra/local/package.json
+#   node/  kinesalite (Kinesis), pinned by infra/local/package.json and its package-lock.json
 #   venv/  moto's server (DynamoDB, S3, SQS) and cfn-lint, pinned by infra/local/requirements.txt
 # Idempotent: a stamp file holds the hash of the pinned file it was installed from, so a
 # re-run with nothing changed costs about a second and never touches the registries.
@@ -11,19 +11,20 @@ root="$(cd "$here/../.." && pwd)"
 tools="${RIFFLE_TOOLS_DIR:-$root/.riffle/tools}"
 mkdir -p "$tools"
 
-stamp_of() { sha256sum "$1" | cut -d' ' -f1; }
+stamp_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 
 install_node() {
   local want stamp="$tools/node/.installed"
-  want="$(stamp_of "$here/package.json")"
+  want="$(stamp_of "$here/package.json" "$here/package-lock.json")"
   if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -d "$tools/node/node_modules/kinesalite" ]]; then
     return 0
   fi
   command -v npm >/dev/null || { echo "install.sh: npm is required (Node.js 20)" >&2; exit 1; }
   echo "install.sh: installing kinesalite into $tools/node" >&2
   mkdir -p "$tools/node"
-  cp "$here/package.json" "$tools/node/package.json"
-  (cd "$tools/node" && npm install --no-audit --no-fund --loglevel=error >&2)
+  cp "$here/package.json" "$here/package-lock.json" "$tools/node/"
+  # npm ci installs exactly the lock file's tree, transitive versions included.
+  (cd "$tools/node" && npm ci --no-audit --no-fund --loglevel=error >&2)
   echo "$want" >"$stamp"
 }
 

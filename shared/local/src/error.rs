@@ -87,8 +87,6 @@ pub enum LocalError {
     },
 }
 
-// The SDK helpers serve the provisioning module.
-#[allow(dead_code)]
 impl LocalError {
     /// Whether trying the same thing again may succeed (a slow machine, a port still held).
     /// Missing tools and bad templates need a person, not a retry.

@@ -6,10 +6,19 @@
 //! - [`emulators`]: kinesalite (Kinesis) and moto's server (DynamoDB, S3, SQS) as child
 //!   processes on loopback, installed by `infra/local/install.sh` into `.riffle/tools/`;
 //!   the environment and `SdkConfig` that point clients at them.
+//! - [`template`]: a reader for the CloudFormation templates (long-form intrinsics only).
+//! - [`provision`]: the templates turned into API calls against the emulators, and the
+//!   resulting [`Deployment`]: local names, each service's environment and its event source
+//!   mapping settings ([`EsmSettings`], passed to services as `RIFFLE_ESM`).
 //! - [`error`]: [`LocalError`], the crate's one error type.
 
 pub mod emulators;
 pub mod error;
+pub mod provision;
+pub mod template;
 
 pub use emulators::{Emulators, project_root, tools_dir};
 pub use error::LocalError;
+pub use provision::{
+    CHECKPOINT_TABLE, Deployment, EsmSettings, REGISTRY_URL_EXPORT, plan, provision,
+};

@@ -1,0 +1,460 @@
+//! Reading the CloudFormation templates under `infra/` (pure: no I/O beyond the file read).
+//!
+//! Only what local provisioning needs is understood: parameters with defaults, resources
+//! by type, outputs with exports, and the long-form intrinsics `Ref`, `Fn::Sub`,
+//! `Fn::GetAtt`, `Fn::ImportValue` and `Fn::Join`. Anything else is a typed error naming
+//! the file and resource, never a silent guess.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_yaml_ng::{Mapping, Value};
+
+use crate::emulators::LOCAL_REGION;
+use crate::error::LocalError;
+
+/// The account id moto reports; local ARNs and `${AWS::AccountId}` use it.
+pub const LOCAL_ACCOUNT_ID: &str = "123456789012";
+pub const LOCAL_PARTITION: &str = "aws";
+
+/// Lambda's limits for Kinesis event source mappings, checked when a template is read so a
+/// local run never accepts settings AWS would refuse.
+pub const KINESIS_ESM_MAX_BATCH_SIZE: u32 = 10_000;
+pub const ESM_MAX_BATCHING_WINDOW_SECS: u32 = 300;
+pub const ESM_MAX_PARALLELIZATION_FACTOR: u32 = 10;
+pub const ESM_MAX_RETRY_ATTEMPTS: i32 = 10_000;
+pub const ESM_MIN_RECORD_AGE_SECS: i32 = 60;
+pub const ESM_MAX_RECORD_AGE_SECS: i32 = 604_800;
+/// Lambda's defaults where a mapping leaves a setting out.
+pub const ESM_DEFAULT_BATCH_SIZE: u32 = 100;
+
+/// One parsed template.
+#[derive(Debug, Clone)]
+pub struct Template {
+    file: PathBuf,
+    parameters: BTreeMap<String, Value>,
+    resources: BTreeMap<String, Resource>,
+    outputs: BTreeMap<String, Output>,
+}
+
+/// One resource: its `Type` and `Properties`.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    pub kind: String,
+    pub properties: Mapping,
+}
+
+/// One output: its value expression and export name expression.
+#[derive(Debug, Clone)]
+pub struct Output {
+    pub value: Value,
+    pub export_name: Option<Value>,
+}
+
+/// What a resource's `Ref` and `Fn::GetAtt` resolve to once it exists.
+#[derive(Debug, Clone, Default)]
+pub struct Attrs {
+    pub reference: String,
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// What intrinsics may see while evaluating: created resources and known exports.
+#[derive(Debug, Clone, Copy)]
+pub struct Scope<'a> {
+    pub resources: &'a BTreeMap<String, Attrs>,
+    pub exports: &'a BTreeMap<String, String>,
+}
+
+impl Template {
+    /// Reads and parses a template file.
+    pub fn load(path: &Path) -> Result<Template, LocalError> {
+        let text = std::fs::read_to_string(path).map_err(LocalError::io(format!(
+            "reading template {}",
+            path.display()
+        )))?;
+        Template::parse(path, &text)
+    }
+
+    /// Parses template text; `file` is only for error messages.
+    pub fn parse(file: &Path, text: &str) -> Result<Template, LocalError> {
+        let err = |resource: Option<&str>, message: String| LocalError::Template {
+            file: file.to_path_buf(),
+            resource: resource.map(str::to_owned),
+            message,
+        };
+        let root: Value =
+            serde_yaml_ng::from_str(text).map_err(|e| err(None, format!("not YAML: {e}")))?;
+        let root = root
+            .as_mapping()
+            .ok_or_else(|| err(None, "top level is not a mapping".to_owned()))?;
+
+        let mut parameters = BTreeMap::new();
+        for (name, spec) in section(root, "Parameters") {
+            let name = key(name).ok_or_else(|| err(None, "parameter name not a string".into()))?;
+            if let Some(default) = spec.get("Default") {
+                parameters.insert(name.to_owned(), default.clone());
+            }
+        }
+
+        let mut resources = BTreeMap::new();
+        for (name, spec) in section(root, "Resources") {
+            let name = key(name).ok_or_else(|| err(None, "resource name not a string".into()))?;
+            reject_short_tags(spec).map_err(|m| err(Some(name), m))?;
+            let kind = spec
+                .get("Type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| err(Some(name), "no Type".into()))?;
+            let properties = match spec.get("Properties") {
+                None => Mapping::new(),
+                Some(Value::Mapping(m)) => m.clone(),
+                Some(_) => return Err(err(Some(name), "Properties is not a mapping".into())),
+            };
+            resources.insert(
+                name.to_owned(),
+                Resource {
+                    kind: kind.to_owned(),
+                    properties,
+                },
+            );
+        }
+
+        let mut outputs = BTreeMap::new();
+        for (name, spec) in section(root, "Outputs") {
+            let name = key(name).ok_or_else(|| err(None, "output name not a string".into()))?;
+            reject_short_tags(spec).map_err(|m| err(Some(name), m))?;
+            let value = spec
+                .get("Value")
+                .cloned()
+                .ok_or_else(|| err(Some(name), "output has no Value".into()))?;
+            let export_name = spec.get("Export").and_then(|e| e.get("Name")).cloned();
+            outputs.insert(name.to_owned(), Output { value, export_name });
+        }
+
+        Ok(Template {
+            file: file.to_path_buf(),
+            parameters,
+            resources,
+            outputs,
+        })
+    }
+
+    pub fn file(&self) -> &Path {
+        &self.file
+    }
+
+    /// Resources of one CloudFormation type, by logical id.
+    pub fn resources_of<'a>(
+        &'a self,
+        kind: &'a str,
+    ) -> impl Iterator<Item = (&'a str, &'a Resource)> + 'a {
+        self.resources
+            .iter()
+            .filter(move |(_, r)| r.kind == kind)
+            .map(|(n, r)| (n.as_str(), r))
+    }
+
+    pub fn outputs(&self) -> impl Iterator<Item = (&str, &Output)> {
+        self.outputs.iter().map(|(n, o)| (n.as_str(), o))
+    }
+
+    /// A typed error about one resource of this template.
+    pub fn error(&self, resource: &str, message: impl Into<String>) -> LocalError {
+        LocalError::Template {
+            file: self.file.clone(),
+            resource: Some(resource.to_owned()),
+            message: message.into(),
+        }
+    }
+
+    /// Evaluates an expression to a string (numbers and booleans as YAML writes them).
+    pub fn eval(&self, value: &Value, scope: Scope<'_>) -> Result<String, String> {
+        match value {
+            Value::String(s) => Ok(s.clone()),
+            Value::Number(n) => Ok(n.to_string()),
+            Value::Bool(b) => Ok(b.to_string()),
+            Value::Mapping(m) if m.len() == 1 => {
+                let Some((Value::String(f), arg)) = m.iter().next() else {
+                    return Err("expected an intrinsic function".into());
+                };
+                match f.as_str() {
+                    "Ref" => self.reference(arg.as_str().ok_or("Ref takes a name")?, scope),
+                    "Fn::GetAtt" => {
+                        let (res, attr) = match arg {
+                            Value::Sequence(s) if s.len() == 2 => (
+                                s[0].as_str().ok_or("Fn::GetAtt: resource not a string")?,
+                                s[1].as_str().ok_or("Fn::GetAtt: attribute not a string")?,
+                            ),
+                            Value::String(s) => s.split_once('.').ok_or("Fn::GetAtt: no dot")?,
+                            _ => return Err("Fn::GetAtt takes [resource, attribute]".into()),
+                        };
+                        get_att(res, attr, scope)
+                    }
+                    "Fn::ImportValue" => {
+                        let name = self.eval(arg, scope)?;
+                        scope
+                            .exports
+                            .get(&name)
+                            .cloned()
+                            .ok_or_else(|| format!("import `{name}` is not exported"))
+                    }
+                    "Fn::Sub" => match arg {
+                        Value::String(s) => self.sub(s, &BTreeMap::new(), scope),
+                        Value::Sequence(s) if s.len() == 2 => {
+                            let text = s[0].as_str().ok_or("Fn::Sub: text not a string")?;
+                            let mut vars = BTreeMap::new();
+                            for (k, v) in s[1].as_mapping().ok_or("Fn::Sub: vars not a map")? {
+                                let k = k.as_str().ok_or("Fn::Sub: var name not a string")?;
+                                vars.insert(k.to_owned(), self.eval(v, scope)?);
+                            }
+                            self.sub(text, &vars, scope)
+                        }
+                        _ => Err("Fn::Sub takes a string or [string, vars]".into()),
+                    },
+                    "Fn::Join" => {
+                        let parts = arg.as_sequence().filter(|s| s.len() == 2);
+                        let parts = parts.ok_or("Fn::Join takes [separator, list]")?;
+                        let sep = parts[0].as_str().ok_or("Fn::Join: separator")?;
+                        let list = parts[1].as_sequence().ok_or("Fn::Join: list")?;
+                        let items: Result<Vec<String>, String> =
+                            list.iter().map(|v| self.eval(v, scope)).collect();
+                        Ok(items?.join(sep))
+                    }
+                    other => Err(format!("unsupported intrinsic {other}")),
+                }
+            }
+            _ => Err("expected a scalar or an intrinsic function".into()),
+        }
+    }
+
+    fn reference(&self, name: &str, scope: Scope<'_>) -> Result<String, String> {
+        if let Some(v) = pseudo(name) {
+            return Ok(v.to_owned());
+        }
+        if let Some(default) = self.parameters.get(name) {
+            return self.eval(default, scope);
+        }
+        if let Some(attrs) = scope.resources.get(name) {
+            return Ok(attrs.reference.clone());
+        }
+        Err(format!(
+            "Ref {name}: no such parameter default or local resource"
+        ))
+    }
+
+    /// `${Name}`, `${Res.Attr}` and `${!Literal}` substitution.
+    fn sub(
+        &self,
+        text: &str,
+        vars: &BTreeMap<String, String>,
+        scope: Scope<'_>,
+    ) -> Result<String, String> {
+        let mut out = String::with_capacity(text.len());
+        let mut rest = text;
+        while let Some(start) = rest.find("${") {
+            out.push_str(&rest[..start]);
+            let after = &rest[start + 2..];
+            let end = after.find('}').ok_or("Fn::Sub: unclosed ${")?;
+            let name = &after[..end];
+            if let Some(literal) = name.strip_prefix('!') {
+                out.push_str("${");
+                out.push_str(literal);
+                out.push('}');
+            } else if let Some(v) = vars.get(name) {
+                out.push_str(v);
+            } else if let Some((res, attr)) = name.split_once('.')
+                && pseudo(name).is_none()
+            {
+                out.push_str(&get_att(res, attr, scope)?);
+            } else {
+                out.push_str(&self.reference(name, scope)?);
+            }
+            rest = &after[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    /// Evaluates a property of a resource; a missing one is `None`.
+    pub fn prop(
+        &self,
+        resource: &str,
+        props: &Mapping,
+        name: &str,
+        scope: Scope<'_>,
+    ) -> Result<Option<String>, LocalError> {
+        props
+            .get(name)
+            .map(|v| {
+                self.eval(v, scope)
+                    .map_err(|m| self.error(resource, format!("{name}: {m}")))
+            })
+            .transpose()
+    }
+
+    /// A required property, evaluated.
+    pub fn required(
+        &self,
+        resource: &str,
+        props: &Mapping,
+        name: &str,
+        scope: Scope<'_>,
+    ) -> Result<String, LocalError> {
+        self.prop(resource, props, name, scope)?
+            .ok_or_else(|| self.error(resource, format!("{name} is required locally")))
+    }
+
+    /// A numeric property, evaluated and parsed.
+    pub fn number<T: std::str::FromStr>(
+        &self,
+        resource: &str,
+        props: &Mapping,
+        name: &str,
+        scope: Scope<'_>,
+    ) -> Result<Option<T>, LocalError> {
+        self.prop(resource, props, name, scope)?
+            .map(|s| {
+                s.parse::<T>()
+                    .map_err(|_| self.error(resource, format!("{name}: `{s}` is not a number")))
+            })
+            .transpose()
+    }
+}
+
+fn pseudo(name: &str) -> Option<&'static str> {
+    match name {
+        "AWS::AccountId" => Some(LOCAL_ACCOUNT_ID),
+        "AWS::Region" => Some(LOCAL_REGION),
+        "AWS::Partition" => Some(LOCAL_PARTITION),
+        "AWS::URLSuffix" => Some("amazonaws.com"),
+        _ => None,
+    }
+}
+
+fn get_att(res: &str, attr: &str, scope: Scope<'_>) -> Result<String, String> {
+    scope
+        .resources
+        .get(res)
+        .and_then(|a| a.attrs.get(attr))
+        .cloned()
+        .ok_or_else(|| format!("Fn::GetAtt {res}.{attr}: not known locally"))
+}
+
+fn section<'a>(root: &'a Mapping, name: &str) -> impl Iterator<Item = (&'a Value, &'a Value)> {
+    root.get(name)
+        .and_then(Value::as_mapping)
+        .into_iter()
+        .flat_map(|m| m.iter())
+}
+
+fn key(v: &Value) -> Option<&str> {
+    v.as_str()
+}
+
+/// Short-form tags (`!Ref`) would parse as opaque tagged values; say so plainly instead.
+fn reject_short_tags(v: &Value) -> Result<(), String> {
+    match v {
+        Value::Tagged(t) => Err(format!(
+            "short-form intrinsic {} is not supported; use the long form (e.g. `Ref:`)",
+            t.tag
+        )),
+        Value::Mapping(m) => m.values().try_for_each(reject_short_tags),
+        Value::Sequence(s) => s.iter().try_for_each(reject_short_tags),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Template {
+        Template::parse(Path::new("t.yaml"), text).unwrap()
+    }
+
+    const EMPTY: Scope<'static> = Scope {
+        resources: &BTreeMap::new(),
+        exports: &BTreeMap::new(),
+    };
+
+    #[test]
+    fn evaluates_long_form_intrinsics() {
+        let t = parse(
+            "Parameters:\n  N:\n    Type: Number\n    Default: 3\nResources:\n  R:\n    Type: X\n",
+        );
+        let v = |y: &str| serde_yaml_ng::from_str::<Value>(y).unwrap();
+        let mut resources = BTreeMap::new();
+        resources.insert(
+            "Q".to_owned(),
+            Attrs {
+                reference: "url".into(),
+                attrs: [("Arn".to_owned(), "arn:q".to_owned())].into(),
+            },
+        );
+        let exports = [("riffle-X".to_owned(), "x-value".to_owned())].into();
+        let scope = Scope {
+            resources: &resources,
+            exports: &exports,
+        };
+        assert_eq!(t.eval(&v("Ref: N"), scope).unwrap(), "3");
+        assert_eq!(t.eval(&v("Ref: Q"), scope).unwrap(), "url");
+        assert_eq!(t.eval(&v("Fn::GetAtt: [Q, Arn]"), scope).unwrap(), "arn:q");
+        assert_eq!(t.eval(&v("Fn::GetAtt: Q.Arn"), scope).unwrap(), "arn:q");
+        assert_eq!(
+            t.eval(
+                &v("Fn::Sub: a-${AWS::AccountId}-${Q.Arn}-${N}-${!Lit}"),
+                scope
+            )
+            .unwrap(),
+            "a-123456789012-arn:q-3-${Lit}"
+        );
+        assert_eq!(
+            t.eval(
+                &v("Fn::Sub: ['${B}/*', {B: {Fn::ImportValue: riffle-X}}]"),
+                scope
+            )
+            .unwrap(),
+            "x-value/*"
+        );
+        assert_eq!(
+            t.eval(&v("Fn::Join: ['-', [a, {Ref: N}]]"), scope).unwrap(),
+            "a-3"
+        );
+        assert!(t.eval(&v("Fn::ImportValue: nope"), scope).is_err());
+        assert!(t.eval(&v("Fn::If: [a, b, c]"), scope).is_err());
+        assert!(t.eval(&v("Ref: Missing"), EMPTY).is_err());
+    }
+
+    #[test]
+    fn short_tags_are_a_typed_error_naming_file_and_resource() {
+        let err = Template::parse(
+            Path::new("bad.yaml"),
+            "Resources:\n  S:\n    Type: X\n    Properties:\n      Name: !Ref P\n",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("bad.yaml") && text.contains("resource S"),
+            "{text}"
+        );
+        assert!(text.contains("long form"), "{text}");
+    }
+
+    #[test]
+    fn missing_type_names_the_resource() {
+        let err = Template::parse(Path::new("t.yaml"), "Resources:\n  Lonely: {}\n").unwrap_err();
+        assert!(matches!(err, LocalError::Template { resource: Some(ref r), .. } if r == "Lonely"));
+        assert!(Template::parse(Path::new("t.yaml"), ": : :").is_err());
+    }
+
+    #[test]
+    fn numbers_parse_or_name_the_property() {
+        let t =
+            parse("Resources:\n  R:\n    Type: X\n    Properties:\n      A: 5\n      B: five\n");
+        let props = &t.resources["R"].properties;
+        assert_eq!(t.number::<u32>("R", props, "A", EMPTY).unwrap(), Some(5));
+        assert_eq!(t.number::<u32>("R", props, "C", EMPTY).unwrap(), None);
+        let err = t.number::<u32>("R", props, "B", EMPTY).unwrap_err();
+        assert!(err.to_string().contains("B: `five`"), "{err}");
+    }
+}
