@@ -1,1 +1,298 @@
-//! placeholder
+//! A client of Riffle's schema registry (the Confluent-compatible REST API): register
+//! schemas, fetch them by id, read a subject's latest version.
+//!
+//! It is also the codec's [`SchemaSource`]: an id the registry does not know is
+//! [`SourceError::NotFound`] (the record can never be decoded), anything else that goes
+//! wrong (down, timeout, 5xx, a reply that is not the registry's) is
+//! [`SourceError::Unavailable`], so the record is retried rather than dead-lettered.
+//!
+//! Layout: this file only — [`RegistryClient`], its [`ClientError`], the reply types.
+//! Caching schemas per id is the codec's job, not the client's.
+
+use std::time::Duration;
+
+use reqwest::{StatusCode, Url};
+use riffle_codec::source::{SchemaSource, SourceError};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+/// The registry API's media type, sent as Accept and Content-Type.
+pub const CONTENT_TYPE_V1: &str = "application/vnd.schemaregistry.v1+json";
+
+/// Time to open a connection: a registry that takes longer is treated as down.
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Time for a whole request; well under the shortest Lambda timeout a stage runs with, so a
+/// hung registry fails the call, not the invocation.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The API's error code for an unknown schema (id or, in lookups, schema text).
+pub const SCHEMA_NOT_FOUND: u32 = 40403;
+
+/// The API's error code for an unknown subject.
+pub const SUBJECT_NOT_FOUND: u32 = 40401;
+
+/// Why a registry call failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    /// The base URL cannot name a registry, or the HTTP client cannot be built.
+    #[error("registry client configuration: {0}")]
+    Config(String),
+    /// The registry could not be reached or did not answer in time.
+    #[error("registry unreachable: {0}")]
+    Transport(String),
+    /// The registry answered with an error.
+    #[error("registry answered {status} (error code {error_code}): {message}")]
+    Api {
+        /// HTTP status.
+        status: u16,
+        /// The API's error code (the status itself when the body had none).
+        error_code: u32,
+        /// The registry's message, or the start of a non-registry body.
+        message: String,
+    },
+    /// A success reply whose body is not what the API promises.
+    #[error("unexpected registry reply: {0}")]
+    Decode(String),
+}
+
+impl ClientError {
+    /// Transport failures, 5xx and throttling heal; refusals of what was sent do not.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ClientError::Transport(_) => true,
+            ClientError::Api { status, .. } => {
+                *status >= 500 || *status == StatusCode::TOO_MANY_REQUESTS.as_u16()
+            }
+            ClientError::Config(_) | ClientError::Decode(_) => false,
+        }
+    }
+
+    /// The API error code, if the registry answered with one.
+    pub fn error_code(&self) -> Option<u32> {
+        match self {
+            ClientError::Api { error_code, .. } => Some(*error_code),
+            _ => None,
+        }
+    }
+}
+
+/// One version of a subject, as the registry returns it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SubjectVersion {
+    /// The subject.
+    pub subject: String,
+    /// The global schema id.
+    pub id: u32,
+    /// The version within the subject.
+    pub version: u32,
+    /// The schema text.
+    pub schema: String,
+}
+
+#[derive(Deserialize)]
+struct IdReply {
+    id: u32,
+}
+
+#[derive(Deserialize)]
+struct SchemaReply {
+    schema: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorReply {
+    error_code: u32,
+    message: String,
+}
+
+/// A registry at one base URL. Cheap to clone; build it once per process.
+#[derive(Clone)]
+pub struct RegistryClient {
+    http: reqwest::Client,
+    base: Url,
+}
+
+impl std::fmt::Debug for RegistryClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryClient")
+            .field("base", &self.base.as_str())
+            .finish()
+    }
+}
+
+impl RegistryClient {
+    /// A client of the registry at `base_url` (it may carry a path prefix), with the
+    /// default timeouts.
+    pub fn new(base_url: &str) -> Result<Self, ClientError> {
+        Self::with_timeouts(base_url, DEFAULT_CONNECT_TIMEOUT, DEFAULT_REQUEST_TIMEOUT)
+    }
+
+    /// As [`RegistryClient::new`] with explicit timeouts.
+    pub fn with_timeouts(
+        base_url: &str,
+        connect: Duration,
+        request: Duration,
+    ) -> Result<Self, ClientError> {
+        let base = Url::parse(base_url)
+            .map_err(|e| ClientError::Config(format!("registry URL {base_url:?}: {e}")))?;
+        if base.cannot_be_a_base() || !matches!(base.scheme(), "http" | "https") {
+            return Err(ClientError::Config(format!(
+                "registry URL {base_url:?} is not an http(s) base URL"
+            )));
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(connect)
+            .timeout(request)
+            .build()
+            .map_err(|e| ClientError::Config(format!("building the HTTP client: {e}")))?;
+        Ok(Self { http, base })
+    }
+
+    /// The base URL requests are made against.
+    pub fn base_url(&self) -> &str {
+        self.base.as_str()
+    }
+
+    /// Registers `schema_json` (Avro) under `subject` and returns its global id; registering
+    /// a schema that is already there returns the id it has.
+    pub async fn register(&self, subject: &str, schema_json: &str) -> Result<u32, ClientError> {
+        let body = serde_json::json!({ "schema": schema_json, "schemaType": "AVRO" });
+        let request = self
+            .http
+            .post(self.url(&["subjects", subject, "versions"])?)
+            .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE_V1)
+            .body(body.to_string());
+        let reply: IdReply = self.send(request).await?;
+        Ok(reply.id)
+    }
+
+    /// The schema text registered under `id`.
+    pub async fn schema_by_id(&self, id: u32) -> Result<String, ClientError> {
+        let id = id.to_string();
+        let request = self.http.get(self.url(&["schemas", "ids", &id])?);
+        let reply: SchemaReply = self.send(request).await?;
+        Ok(reply.schema)
+    }
+
+    /// The latest version of `subject`.
+    pub async fn latest(&self, subject: &str) -> Result<SubjectVersion, ClientError> {
+        let request = self
+            .http
+            .get(self.url(&["subjects", subject, "versions", "latest"])?);
+        self.send(request).await
+    }
+
+    /// The base URL with `segments` appended, each percent-encoded as one path segment (so
+    /// a subject with `/` in it stays one segment).
+    fn url(&self, segments: &[&str]) -> Result<Url, ClientError> {
+        let mut url = self.base.clone();
+        url.path_segments_mut()
+            .map_err(|()| ClientError::Config("registry URL cannot be a base".into()))?
+            .pop_if_empty()
+            .extend(segments);
+        Ok(url)
+    }
+
+    async fn send<T: DeserializeOwned>(
+        &self,
+        request: reqwest::RequestBuilder,
+    ) -> Result<T, ClientError> {
+        let response = request
+            .header(reqwest::header::ACCEPT, CONTENT_TYPE_V1)
+            .send()
+            .await
+            .map_err(transport)?;
+        let status = response.status();
+        let bytes = response.bytes().await.map_err(transport)?;
+        if status.is_success() {
+            return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()));
+        }
+        Err(match serde_json::from_slice::<ErrorReply>(&bytes) {
+            Ok(reply) => ClientError::Api {
+                status: status.as_u16(),
+                error_code: reply.error_code,
+                message: reply.message,
+            },
+            // Not the registry talking (a proxy, a load balancer): keep a little of what it said.
+            Err(_) => ClientError::Api {
+                status: status.as_u16(),
+                error_code: u32::from(status.as_u16()),
+                message: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+            },
+        })
+    }
+}
+
+fn transport(e: reqwest::Error) -> ClientError {
+    // The source chain says why (refused, reset, timed out); the top level alone often does not.
+    let mut message = e.to_string();
+    let mut source = std::error::Error::source(&e);
+    while let Some(cause) = source {
+        message.push_str(": ");
+        message.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    ClientError::Transport(message)
+}
+
+impl SchemaSource for RegistryClient {
+    async fn fetch_schema(&self, id: u32) -> Result<String, SourceError> {
+        self.schema_by_id(id).await.map_err(|e| match e {
+            // Only the registry itself saying "no such schema" is final: a bare 404 from a
+            // wrong URL or a proxy must not dead-letter every record.
+            ClientError::Api {
+                status: 404,
+                error_code: SCHEMA_NOT_FOUND,
+                ..
+            } => SourceError::NotFound(id),
+            other => SourceError::Unavailable(other.to_string()),
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn urls_encode_segments_and_keep_prefixes() {
+        let c = RegistryClient::new("http://127.0.0.1:1/registry/").unwrap();
+        assert_eq!(
+            c.url(&["subjects", "a/b c", "versions"]).unwrap().as_str(),
+            "http://127.0.0.1:1/registry/subjects/a%2Fb%20c/versions"
+        );
+        let c = RegistryClient::new("http://127.0.0.1:1").unwrap();
+        assert_eq!(
+            c.url(&["schemas", "ids", "7"]).unwrap().as_str(),
+            "http://127.0.0.1:1/schemas/ids/7"
+        );
+    }
+
+    #[test]
+    fn refuses_non_http_urls() {
+        for bad in ["", "not a url", "mailto:x@y", "ftp://host/"] {
+            assert!(
+                matches!(RegistryClient::new(bad), Err(ClientError::Config(_))),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn retryability() {
+        let api = |status| ClientError::Api {
+            status,
+            error_code: 0,
+            message: String::new(),
+        };
+        assert!(api(500).retryable());
+        assert!(api(503).retryable());
+        assert!(api(429).retryable());
+        assert!(!api(404).retryable());
+        assert!(!api(422).retryable());
+        assert!(ClientError::Transport("refused".into()).retryable());
+        assert!(!ClientError::Decode("x".into()).retryable());
+    }
+}
