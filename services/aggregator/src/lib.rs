@@ -1,1 +1,29 @@
-//! placeholder
+//! riffle-aggregator: folds events from the `enriched` stream into the DynamoDB
+//! materialized view, one item per (agg_key, window_start) holding count, sum, min and max.
+//!
+//! Layout:
+//! - [`handler`]: [`Aggregator`], the pure batch handler; its dependencies are ports.
+//! - [`decode`]: the batch's envelopes, other envelope versions fetched once per batch.
+//! - [`aggregate`]: pre-aggregation per view item and the merge into the stored item.
+//! - [`store`]: the [`ViewStore`] port and its DynamoDB implementation (BatchGetItem, then
+//!   one conditional PutItem per item per batch).
+//! - [`dead_letter`]: records no retry can fix, parked on the stage's dead-letter queue
+//!   through the `riffle_stage::Rejects` port; the module doc explains why they are parked
+//!   rather than reported as batch item failures.
+//! - [`config`]: the typed [`Config::from_env`].
+//! - [`error`]: [`AggregatorError`], which knows whether a failed batch is worth retrying.
+//!
+//! `main.rs` only wires these to the AWS clients and `riffle_runtime`.
+
+pub mod aggregate;
+pub mod config;
+pub mod dead_letter;
+pub mod decode;
+mod error;
+pub mod handler;
+pub mod store;
+
+pub use config::Config;
+pub use error::AggregatorError;
+pub use handler::{Aggregator, BatchReport, window_lengths};
+pub use store::{DynamoViewStore, ViewStore};

@@ -1,1 +1,44 @@
-fn main() {}
+//! The `aggregator` function: builds its clients once, registers the envelope schema it
+//! writes with, and hands the pure [`Aggregator`] to `riffle_runtime` (Lambda on AWS, the
+//! local event source mapping elsewhere). All logic lives in the library.
+
+// The runtime's future nests the handler's (SDK calls inside spawned writes inside the
+// local mapping's loop) deeper than the compiler's default layout query depth.
+#![recursion_limit = "256"]
+
+use riffle_aggregator::{Aggregator, Config, DynamoViewStore, handler::SERVICE, window_lengths};
+use riffle_aws::SqsSender;
+use riffle_codec::envelope::{ENVELOPE_SCHEMA, ENVELOPE_SUBJECT};
+use riffle_codec::{EnvelopeCodec, SchemaCache};
+use riffle_registry_client::RegistryClient;
+use riffle_stage::SqsRejects;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    riffle_telemetry::init(SERVICE);
+    let config = Config::from_env()?;
+    let sdk = riffle_aws::sdk_config().await;
+
+    let registry = RegistryClient::new(&config.registry_url)?;
+    let envelope_id = registry.register(ENVELOPE_SUBJECT, ENVELOPE_SCHEMA).await?;
+    let codec = EnvelopeCodec::new(envelope_id)?;
+    let windows = window_lengths(&riffle_codec::rules::bundled()?);
+
+    let store = DynamoViewStore::new(riffle_aws::dynamodb_client(&sdk), &config.view_table);
+    let dead_letters = SqsRejects::new(
+        SqsSender::new(riffle_aws::sqs_client(&sdk)),
+        &config.dlq_url,
+    );
+    tracing::info!(envelope_id, table = %config.view_table, "aggregator starting");
+    let handler = Aggregator::new(
+        codec,
+        SchemaCache::new(registry),
+        store,
+        dead_letters,
+        windows,
+        config.view_ttl_days,
+    );
+    riffle_runtime::run_kinesis(handler).await
+}

@@ -1,0 +1,114 @@
+//! The aggregator's configuration, from the environment (see docs/CONTRACTS.md).
+
+use crate::AggregatorError;
+
+/// Days a view item lives after its window ends, unless `RIFFLE_VIEW_TTL_DAYS` says.
+pub const DEFAULT_VIEW_TTL_DAYS: u32 = 30;
+/// DynamoDB TTL only deletes items whose expiry is at most five years in the past, and a
+/// TTL further out than that is surely a typo.
+pub const MAX_VIEW_TTL_DAYS: u32 = 5 * 366;
+
+/// Typed configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `RIFFLE_VIEW_TABLE`: the DynamoDB view.
+    pub view_table: String,
+    /// `RIFFLE_VIEW_TTL_DAYS`: item lifetime after its window ends.
+    pub view_ttl_days: u32,
+    /// `RIFFLE_REGISTRY_URL`: the schema registry.
+    pub registry_url: String,
+    /// `RIFFLE_DLQ_URL`: the SQS queue for records that can never be aggregated.
+    pub dlq_url: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// A missing required variable or one that does not parse.
+    pub fn from_env() -> Result<Self, AggregatorError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (the environment, or a map in tests).
+    ///
+    /// # Errors
+    /// As [`Config::from_env`].
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, AggregatorError> {
+        let required = |name: &'static str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(AggregatorError::MissingEnv(name))
+        };
+        let view_ttl_days = match lookup("RIFFLE_VIEW_TTL_DAYS") {
+            None => DEFAULT_VIEW_TTL_DAYS,
+            Some(value) => match value.trim().parse::<u32>() {
+                Ok(days) if (1..=MAX_VIEW_TTL_DAYS).contains(&days) => days,
+                _ => {
+                    return Err(AggregatorError::InvalidEnv {
+                        name: "RIFFLE_VIEW_TTL_DAYS",
+                        value,
+                        reason: format!("expected whole days in 1..={MAX_VIEW_TTL_DAYS}"),
+                    });
+                }
+            },
+        };
+        Ok(Config {
+            view_table: required("RIFFLE_VIEW_TABLE")?,
+            view_ttl_days,
+            registry_url: required("RIFFLE_REGISTRY_URL")?,
+            dlq_url: required("RIFFLE_DLQ_URL")?,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const BASE: [(&str, &str); 3] = [
+        ("RIFFLE_VIEW_TABLE", "view"),
+        ("RIFFLE_REGISTRY_URL", "http://127.0.0.1:1"),
+        ("RIFFLE_DLQ_URL", "http://127.0.0.1:2/q"),
+    ];
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_lookup(lookup(&BASE)).unwrap();
+        assert_eq!(c.view_ttl_days, DEFAULT_VIEW_TTL_DAYS);
+        assert_eq!(c.view_table, "view");
+        let mut pairs = BASE.to_vec();
+        pairs.push(("RIFFLE_VIEW_TTL_DAYS", "7"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap().view_ttl_days,
+            7
+        );
+    }
+
+    #[test]
+    fn missing_and_invalid_values_are_typed() {
+        let err = Config::from_lookup(lookup(&BASE[1..])).unwrap_err();
+        assert!(matches!(
+            err,
+            AggregatorError::MissingEnv("RIFFLE_VIEW_TABLE")
+        ));
+        for bad in ["0", "-1", "x", "100000"] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("RIFFLE_VIEW_TTL_DAYS", bad));
+            let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+            assert!(matches!(err, AggregatorError::InvalidEnv { .. }), "{bad}");
+            assert!(!err.retryable());
+        }
+    }
+}
