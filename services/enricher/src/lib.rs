@@ -1,1 +1,332 @@
-//! placeholder
+//! The enricher stage: joins each validated event with its reference data, derives the view key,
+//! metric and window from the subject's contract, and passes the enriched envelope on.
+//!
+//! Layout: [`Config`] (environment), [`reference`] (reference data port, DynamoDB source and TTL
+//! cache), [`Enricher`] (the pure handler, generic over its ports).
+//!
+//! Missing reference data is not an error: the event flows on with `reference_found = false`
+//! and `unknown` in the key. A record that cannot be decoded here passed the validator, so it
+//! was written by something else or the contracts changed under it; retrying cannot fix it, so
+//! it goes to the stage's dead-letter queue with its reason and bytes instead of blocking the
+//! shard. A registry or DynamoDB outage fails the batch, and Lambda retries it.
+
+mod config;
+pub mod reference;
+
+use std::collections::HashMap;
+
+use riffle_codec::datum::read_record;
+use riffle_codec::rules::Contract;
+use riffle_codec::source::SchemaSource;
+use riffle_codec::{CodecError, Enrichment, Envelope, EnvelopeCodec, SchemaCache};
+use riffle_stage::schemas::{BatchSchemas, learn_envelope_versions, resolve_payload_schemas};
+use riffle_stage::{
+    Failures, KinesisEvent, KinesisEventRecord, KinesisEventResponse, OutRecord, Output,
+    OutputError, RejectMessage, Rejects,
+};
+use riffle_telemetry::Metrics;
+
+pub use config::{Config, ConfigError};
+use reference::{ReferenceCache, ReferenceSource};
+
+/// The stage name written into `stage_times`.
+pub const STAGE: &str = "enricher";
+/// Window length for subjects whose contract has no enrichment section.
+pub const DEFAULT_WINDOW_SECS: u32 = 60;
+
+/// Why a whole batch failed (Lambda retries or bisects it).
+#[derive(Debug, thiserror::Error)]
+pub enum EnricherError {
+    /// The output stream or the dead-letter queue refused the call.
+    #[error("output failed: {0}")]
+    Output(#[from] OutputError),
+    /// Reference data could not be read.
+    #[error("reference data unavailable: {0}")]
+    Reference(#[from] riffle_aws::AwsError),
+    /// The registry could not be asked about a schema.
+    #[error("schema registry unavailable: {0}")]
+    Registry(String),
+}
+
+impl EnricherError {
+    /// Whether retrying the batch may help.
+    pub fn retryable(&self) -> bool {
+        match self {
+            EnricherError::Output(e) => e.retryable(),
+            EnricherError::Reference(e) => e.retryable(),
+            EnricherError::Registry(_) => true,
+        }
+    }
+}
+
+/// The enricher's handler.
+pub struct Enricher<S, R, O, D> {
+    envelopes: EnvelopeCodec,
+    schemas: SchemaCache<S>,
+    contracts: HashMap<String, Contract>,
+    reference: ReferenceCache<R>,
+    output: O,
+    dlq: D,
+}
+
+impl<S, R, O, D> std::fmt::Debug for Enricher<S, R, O, D> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Enricher")
+            .field("envelopes", &self.envelopes)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What one record becomes before the batch's reference data is known.
+enum Plan {
+    Enrich {
+        envelope: Box<Envelope>,
+        lookup: Option<String>,
+    },
+    DeadLetter(&'static str, String),
+}
+
+impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, O, D> {
+    /// An enricher writing with `envelopes`, deriving by `contracts` (by subject).
+    pub fn new(
+        envelopes: EnvelopeCodec,
+        schemas: SchemaCache<S>,
+        contracts: HashMap<String, Contract>,
+        reference: ReferenceCache<R>,
+        output: O,
+        dlq: D,
+    ) -> Self {
+        Enricher {
+            envelopes,
+            schemas,
+            contracts,
+            reference,
+            output,
+            dlq,
+        }
+    }
+
+    /// Enriches one batch.
+    ///
+    /// # Errors
+    /// Registry, reference data or output unavailable: the batch is retried as a whole.
+    pub async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, EnricherError> {
+        let records = &event.records;
+        let data = records.iter().map(|r| r.kinesis.data.0.as_slice());
+        let unavailable = learn_envelope_versions(&self.envelopes, &self.schemas, data).await;
+        if let Some(id) = unavailable.first() {
+            return Err(EnricherError::Registry(format!("envelope schema {id}")));
+        }
+        let decoded: Vec<_> = records
+            .iter()
+            .map(|r| self.envelopes.decode(&r.kinesis.data.0))
+            .collect();
+        let schemas = resolve_payload_schemas(&self.schemas, &decoded).await;
+        if let Some(Err(e)) = schemas
+            .values()
+            .find(|s| matches!(s, Err(e) if e.retryable()))
+        {
+            return Err(EnricherError::Registry(e.to_string()));
+        }
+
+        let plans: Vec<Plan> = decoded
+            .into_iter()
+            .map(|e| self.plan(e, &schemas))
+            .collect();
+        let keys: Vec<String> = plans
+            .iter()
+            .filter_map(|p| match p {
+                Plan::Enrich { lookup, .. } => lookup.clone(),
+                Plan::DeadLetter(..) => None,
+            })
+            .collect();
+        let found = self.reference.get_many(&keys).await?;
+
+        let now = riffle_codec_now_ms();
+        let mut out = Vec::with_capacity(records.len());
+        let mut out_records = Vec::with_capacity(records.len());
+        let mut dead = Vec::new();
+        let mut missing_reference = 0u64;
+        for (record, plan) in records.iter().zip(plans) {
+            match plan {
+                Plan::Enrich {
+                    mut envelope,
+                    lookup,
+                } => {
+                    let attributes = lookup
+                        .as_ref()
+                        .and_then(|k| found.get(k).cloned().flatten());
+                    match self.enrich(
+                        &mut envelope,
+                        &schemas,
+                        lookup.is_some(),
+                        attributes.as_deref(),
+                    ) {
+                        Ok(()) => {}
+                        Err((code, why)) => {
+                            dead.push(dead_letter(record, code, why, Some(&envelope)));
+                            continue;
+                        }
+                    }
+                    if envelope
+                        .enrichment
+                        .as_ref()
+                        .is_some_and(|e| !e.reference_found)
+                    {
+                        missing_reference += 1;
+                    }
+                    envelope.stage_times.insert(STAGE.to_string(), now);
+                    match self.envelopes.encode(&envelope) {
+                        Ok(bytes) => {
+                            out_records.push(record);
+                            out.push(OutRecord {
+                                partition_key: record.kinesis.partition_key.clone(),
+                                data: bytes,
+                            });
+                        }
+                        Err(e) => dead.push(dead_letter(
+                            record,
+                            e.code(),
+                            e.to_string(),
+                            Some(&envelope),
+                        )),
+                    }
+                }
+                Plan::DeadLetter(code, why) => dead.push(dead_letter(record, code, why, None)),
+            }
+        }
+
+        let mut metrics = Metrics::new(STAGE);
+        metrics.count("RecordsIn", records.len() as u64);
+        metrics.count("RecordsOut", out.len() as u64);
+        metrics.count("ReferenceMissing", missing_reference);
+        metrics.count("DeadLettered", dead.len() as u64);
+
+        let mut failures = Failures::default();
+        let (dead_records, messages): (Vec<_>, Vec<_>) = dead
+            .into_iter()
+            .enumerate()
+            .map(|(i, (record, msg))| (record, msg.to_sqs(i.to_string())))
+            .unzip();
+        let (published, sent) = tokio::join!(self.output.publish(out), self.dlq.reject(messages));
+        for index in published? {
+            if let Some(record) = out_records.get(index) {
+                failures.fail(record);
+            }
+        }
+        for index in sent? {
+            if let Some(record) = dead_records.get(index) {
+                failures.fail(record);
+            }
+        }
+        metrics.count("RecordsFailed", failures.len() as u64);
+        metrics.flush();
+        Ok(failures.into_response())
+    }
+
+    /// Decodes what is needed to know which reference item the record joins.
+    fn plan(&self, decoded: Result<Envelope, CodecError>, schemas: &BatchSchemas) -> Plan {
+        let envelope = match decoded {
+            Ok(e) => e,
+            Err(e) => return Plan::DeadLetter(e.code(), e.to_string()),
+        };
+        let spec = self
+            .contracts
+            .get(&envelope.subject)
+            .and_then(|c| c.enrich.as_ref());
+        let lookup = match (spec, payload_schema(schemas, &envelope)) {
+            (Some(spec), Ok(schema)) => match read_record(schema, &envelope.payload) {
+                Ok(record) => spec.lookup_key(&record),
+                Err(e) => return Plan::DeadLetter(e.code(), e.to_string()),
+            },
+            (_, Err((code, why))) => return Plan::DeadLetter(code, why),
+            (None, Ok(_)) => None,
+        };
+        Plan::Enrich {
+            envelope: Box::new(envelope),
+            lookup,
+        }
+    }
+
+    /// Derives the enrichment of one envelope.
+    fn enrich(
+        &self,
+        envelope: &mut Envelope,
+        schemas: &BatchSchemas,
+        joins: bool,
+        reference: Option<&HashMap<String, String>>,
+    ) -> Result<(), (&'static str, String)> {
+        let schema = payload_schema(schemas, envelope)?;
+        let record =
+            read_record(schema, &envelope.payload).map_err(|e| (e.code(), e.to_string()))?;
+        let empty = HashMap::new();
+        let attributes = reference.unwrap_or(&empty);
+        let enrichment = match self
+            .contracts
+            .get(&envelope.subject)
+            .and_then(|c| c.enrich.as_ref())
+        {
+            Some(spec) => Enrichment {
+                agg_key: spec.agg_key(&record, attributes),
+                // The validator checked the metric's fields; a missing one would be a contract
+                // change in flight, and counting the event with 0 keeps the count right.
+                metric: spec.metric(&record).unwrap_or(0.0),
+                window_start: spec.window_start(envelope.event_time),
+                reference_found: !joins || reference.is_some(),
+                attributes: attributes.clone(),
+            },
+            None => Enrichment {
+                agg_key: envelope.subject.clone(),
+                metric: 1.0,
+                window_start: window_start(envelope.event_time, DEFAULT_WINDOW_SECS),
+                reference_found: true,
+                attributes: HashMap::new(),
+            },
+        };
+        envelope.enrichment = Some(enrichment);
+        Ok(())
+    }
+}
+
+fn payload_schema<'a>(
+    schemas: &'a BatchSchemas,
+    envelope: &Envelope,
+) -> Result<&'a riffle_codec::CompiledSchema, (&'static str, String)> {
+    match u32::try_from(envelope.schema_id)
+        .ok()
+        .and_then(|id| schemas.get(&id))
+    {
+        Some(Ok(schema)) => Ok(schema),
+        Some(Err(e)) => Err((e.code(), e.to_string())),
+        None => Err((
+            "unknown_schema",
+            format!("schema id {} not registered", envelope.schema_id),
+        )),
+    }
+}
+
+fn window_start(event_time: i64, secs: u32) -> i64 {
+    let len = i64::from(secs) * 1000;
+    event_time.div_euclid(len) * len
+}
+
+fn riffle_codec_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn dead_letter<'r>(
+    record: &'r KinesisEventRecord,
+    code: &str,
+    why: String,
+    envelope: Option<&Envelope>,
+) -> (&'r KinesisEventRecord, RejectMessage) {
+    let mut msg = RejectMessage::new(STAGE, record, code, why);
+    if let Some(e) = envelope {
+        msg.event_id = Some(e.event_id.clone());
+        msg.subject = Some(e.subject.clone());
+        msg.source = Some(e.source.clone());
+    }
+    (record, msg)
+}

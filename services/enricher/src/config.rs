@@ -1,0 +1,68 @@
+//! The enricher's configuration, read once at start-up.
+
+use std::time::Duration;
+
+/// Missing or bad configuration: the process cannot start.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// A required variable is not set.
+    #[error("environment variable {0} is required")]
+    Missing(&'static str),
+    /// A variable that must be a number is not.
+    #[error("environment variable {name} must be a whole number, got {value:?}")]
+    NotANumber {
+        /// The variable.
+        name: &'static str,
+        /// What it held.
+        value: String,
+    },
+}
+
+/// Where the enricher reads and writes.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Enriched stream name.
+    pub output_stream: String,
+    /// Reference-data table.
+    pub reference_table: String,
+    /// How long a reference item (or its absence) is trusted.
+    pub reference_ttl: Duration,
+    /// Schema registry base URL.
+    pub registry_url: String,
+    /// Dead-letter queue for records no retry can fix.
+    pub dlq_url: String,
+}
+
+/// Default reference cache TTL: reference data changes rarely, and a stale category for five
+/// minutes is an acceptable price for not reading DynamoDB per event.
+pub const DEFAULT_REFERENCE_TTL_SECS: u64 = 300;
+
+impl Config {
+    /// Reads `RIFFLE_OUTPUT_STREAM`, `RIFFLE_REFERENCE_TABLE`, `RIFFLE_REGISTRY_URL`,
+    /// `RIFFLE_DLQ_URL`, `RIFFLE_REFERENCE_CACHE_TTL_SECS` (optional).
+    ///
+    /// # Errors
+    /// The first missing or malformed variable.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        let var = |name: &'static str| {
+            std::env::var(name)
+                .ok()
+                .filter(|v| !v.is_empty())
+                .ok_or(ConfigError::Missing(name))
+        };
+        let ttl = match std::env::var("RIFFLE_REFERENCE_CACHE_TTL_SECS") {
+            Ok(v) if !v.is_empty() => v.parse().map_err(|_| ConfigError::NotANumber {
+                name: "RIFFLE_REFERENCE_CACHE_TTL_SECS",
+                value: v,
+            })?,
+            _ => DEFAULT_REFERENCE_TTL_SECS,
+        };
+        Ok(Config {
+            output_stream: var("RIFFLE_OUTPUT_STREAM")?,
+            reference_table: var("RIFFLE_REFERENCE_TABLE")?,
+            reference_ttl: Duration::from_secs(ttl),
+            registry_url: var("RIFFLE_REGISTRY_URL")?,
+            dlq_url: var("RIFFLE_DLQ_URL")?,
+        })
+    }
+}
