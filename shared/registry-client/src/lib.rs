@@ -6,8 +6,11 @@
 //! wrong (down, timeout, 5xx, a reply that is not the registry's) is
 //! [`SourceError::Unavailable`], so the record is retried rather than dead-lettered.
 //!
-//! Layout: this file only — [`RegistryClient`], its [`ClientError`], the reply types.
+//! Layout: this file — [`RegistryClient`], its [`ClientError`], the reply types; `bootstrap` —
+//! a stage's start-up registration of the envelope schema.
 //! Caching schemas per id is the codec's job, not the client's.
+
+mod bootstrap;
 
 use std::time::Duration;
 
