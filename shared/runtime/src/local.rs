@@ -624,7 +624,7 @@ impl<H: KinesisHandler> ShardReader<H> {
             stream_arn: &self.ctx.stream_arn,
             shard_id: &self.source.shard_id,
             condition,
-            invoke_count: attempts + 1,
+            invoke_count: attempts,
             now: Utc::now(),
         };
         let mut messages: Vec<SqsMessage> = failure_messages(&ctx, records)
