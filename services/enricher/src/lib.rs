@@ -330,3 +330,18 @@ fn dead_letter<'r>(
     }
     (record, msg)
 }
+
+impl<S, R, O, D> riffle_runtime::KinesisHandler for Enricher<S, R, O, D>
+where
+    S: SchemaSource + 'static,
+    R: ReferenceSource + 'static,
+    O: Output + 'static,
+    D: Rejects + 'static,
+{
+    async fn handle(
+        &self,
+        event: KinesisEvent,
+    ) -> Result<KinesisEventResponse, riffle_runtime::HandlerError> {
+        Enricher::handle(self, event).await.map_err(Into::into)
+    }
+}

@@ -1,1 +1,49 @@
-fn main() {}
+//! The enricher function: builds its clients once and hands the handler to the runtime
+//! (Lambda on AWS, the local event source mapping elsewhere).
+
+// The SDK's nested futures under `#[tokio::main]` exceed the default query depth.
+#![recursion_limit = "256"]
+
+use std::error::Error;
+use std::time::Duration;
+
+use riffle_aws::{KinesisPublisher, PublishConfig, SqsSender};
+use riffle_codec::SchemaCache;
+use riffle_enricher::reference::{DynamoReference, ReferenceCache};
+use riffle_enricher::{Config, Enricher, STAGE};
+use riffle_registry_client::RegistryClient;
+use riffle_stage::{KinesisOutput, SqsRejects};
+
+/// How long start-up waits for the registry (it may be starting alongside).
+const REGISTRY_PATIENCE: Duration = Duration::from_secs(30);
+
+#[tokio::main]
+async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
+    riffle_telemetry::init(STAGE);
+    let config = Config::from_env()?;
+    let sdk = riffle_aws::sdk_config().await;
+    let registry = RegistryClient::new(&config.registry_url)?;
+    let envelopes = registry.envelope_codec(REGISTRY_PATIENCE).await?;
+    let contracts = riffle_codec::rules::bundled()?;
+    let reference = ReferenceCache::new(
+        DynamoReference::new(riffle_aws::dynamodb_client(&sdk), &config.reference_table),
+        config.reference_ttl,
+    );
+    let output = KinesisOutput::new(
+        KinesisPublisher::new(riffle_aws::kinesis_client(&sdk), PublishConfig::default()),
+        &config.output_stream,
+    );
+    let dlq = SqsRejects::new(
+        SqsSender::new(riffle_aws::sqs_client(&sdk)),
+        &config.dlq_url,
+    );
+    let handler = Enricher::new(
+        envelopes,
+        SchemaCache::new(registry),
+        contracts,
+        reference,
+        output,
+        dlq,
+    );
+    riffle_runtime::run_kinesis(handler).await
+}

@@ -157,3 +157,17 @@ impl<S: SchemaSource, O: Output, R: Rejects> Validator<S, O, R> {
         Ok(failures.into_response())
     }
 }
+
+impl<S, O, R> riffle_runtime::KinesisHandler for Validator<S, O, R>
+where
+    S: SchemaSource + 'static,
+    O: Output + 'static,
+    R: Rejects + 'static,
+{
+    async fn handle(
+        &self,
+        event: KinesisEvent,
+    ) -> Result<KinesisEventResponse, riffle_runtime::HandlerError> {
+        Validator::handle(self, event).await.map_err(Into::into)
+    }
+}
