@@ -190,6 +190,7 @@ async fn provisioning_creates_what_the_templates_declare() {
         (
             "enricher",
             vec![
+                "RIFFLE_DLQ_URL",
                 "RIFFLE_OUTPUT_STREAM",
                 "RIFFLE_REFERENCE_CACHE_TTL_SECS",
                 "RIFFLE_REFERENCE_TABLE",
@@ -198,13 +199,19 @@ async fn provisioning_creates_what_the_templates_declare() {
         ),
         (
             "aggregator",
-            vec!["RIFFLE_VIEW_TABLE", "RIFFLE_VIEW_TTL_DAYS"],
+            vec![
+                "RIFFLE_DLQ_URL",
+                "RIFFLE_REGISTRY_URL",
+                "RIFFLE_VIEW_TABLE",
+                "RIFFLE_VIEW_TTL_DAYS",
+            ],
         ),
         (
             "archiver",
             vec![
                 "RIFFLE_ARCHIVE_BUCKET",
                 "RIFFLE_ARCHIVE_PREFIX",
+                "RIFFLE_DLQ_URL",
                 "RIFFLE_REGISTRY_URL",
             ],
         ),
