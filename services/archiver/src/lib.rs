@@ -1,1 +1,32 @@
-//! placeholder
+//! riffle-archiver: writes every event from the `enriched` stream to the S3 archive as
+//! Parquet, partitioned `subject=/dt=/hour=` by event time, the event log from which the
+//! view can be rebuilt and analysts query with Athena or DuckDB.
+//!
+//! Layout:
+//! - [`handler`]: [`Archiver`], the pure batch handler; its dependencies are ports.
+//! - [`decode`]: the batch's envelopes, other envelope versions fetched once per batch.
+//! - [`key`]: partitions and deterministic object keys.
+//! - [`table`]: the Parquet schema, [`write_rows`] and [`read_rows`] (for tests and replay).
+//! - [`store`]: the [`ObjectStore`] port and its S3 implementation.
+//! - [`dead_letter`]: records no retry can fix, parked on the stage's dead-letter queue
+//!   through the `riffle_stage::Rejects` port; the module doc explains why they are parked
+//!   rather than reported as batch item failures.
+//! - [`config`]: the typed [`Config::from_env`].
+//! - [`error`]: [`ArchiverError`], which knows whether a failed batch is worth retrying.
+//!
+//! `main.rs` only wires these to the AWS clients and `riffle_runtime`.
+
+pub mod config;
+pub mod dead_letter;
+pub mod decode;
+mod error;
+pub mod handler;
+pub mod key;
+pub mod store;
+pub mod table;
+
+pub use config::Config;
+pub use error::ArchiverError;
+pub use handler::{Archiver, BatchReport};
+pub use store::{ObjectStore, S3ObjectStore};
+pub use table::{ArchivedRow, read_rows, write_rows};

@@ -1,1 +1,42 @@
-fn main() {}
+//! The `archiver` function: builds its clients once, registers the envelope schema it
+//! reads with, and hands the pure [`Archiver`] to `riffle_runtime` (Lambda on AWS, the
+//! local event source mapping elsewhere). All logic lives in the library.
+
+// The runtime's future nests the handler's (SDK calls inside spawned writes inside the
+// local mapping's loop) deeper than the compiler's default layout query depth.
+#![recursion_limit = "256"]
+
+use riffle_archiver::{Archiver, Config, S3ObjectStore, handler::SERVICE};
+use riffle_aws::SqsSender;
+use riffle_codec::envelope::{ENVELOPE_SCHEMA, ENVELOPE_SUBJECT};
+use riffle_codec::{EnvelopeCodec, SchemaCache};
+use riffle_registry_client::RegistryClient;
+use riffle_stage::SqsRejects;
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    riffle_telemetry::init(SERVICE);
+    let config = Config::from_env()?;
+    let sdk = riffle_aws::sdk_config().await;
+
+    let registry = RegistryClient::new(&config.registry_url)?;
+    let envelope_id = registry.register(ENVELOPE_SUBJECT, ENVELOPE_SCHEMA).await?;
+    let codec = EnvelopeCodec::new(envelope_id)?;
+
+    let store = S3ObjectStore::new(riffle_aws::s3_client(&sdk), &config.archive_bucket);
+    let dead_letters = SqsRejects::new(
+        SqsSender::new(riffle_aws::sqs_client(&sdk)),
+        &config.dlq_url,
+    );
+    tracing::info!(envelope_id, bucket = %config.archive_bucket, prefix = %config.archive_prefix, "archiver starting");
+    let handler = Archiver::new(
+        codec,
+        SchemaCache::new(registry),
+        store,
+        dead_letters,
+        config.archive_prefix,
+    );
+    riffle_runtime::run_kinesis(handler).await
+}

@@ -1,0 +1,109 @@
+//! The archiver's configuration, from the environment (see docs/CONTRACTS.md).
+
+use crate::ArchiverError;
+use crate::key::DEFAULT_PREFIX;
+
+/// Typed configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// `RIFFLE_ARCHIVE_BUCKET`: the S3 archive bucket.
+    pub archive_bucket: String,
+    /// `RIFFLE_ARCHIVE_PREFIX`: key prefix, without leading or trailing `/`.
+    pub archive_prefix: String,
+    /// `RIFFLE_REGISTRY_URL`: the schema registry.
+    pub registry_url: String,
+    /// `RIFFLE_DLQ_URL`: the SQS queue for records that can never be archived.
+    pub dlq_url: String,
+}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// A missing required variable or an unusable value.
+    pub fn from_env() -> Result<Self, ArchiverError> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads variables through `lookup` (the environment, or a map in tests).
+    ///
+    /// # Errors
+    /// As [`Config::from_env`].
+    pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ArchiverError> {
+        let required = |name: &'static str| {
+            lookup(name)
+                .filter(|v| !v.trim().is_empty())
+                .ok_or(ArchiverError::MissingEnv(name))
+        };
+        let archive_prefix = match lookup("RIFFLE_ARCHIVE_PREFIX") {
+            None => DEFAULT_PREFIX.to_owned(),
+            Some(value) => {
+                let trimmed = value.trim().trim_matches('/');
+                // S3 allows nearly anything, but analysts' tools must find the partitions.
+                if trimmed.contains("//") || trimmed.chars().any(|c| c.is_control() || c == '=') {
+                    return Err(ArchiverError::InvalidEnv {
+                        name: "RIFFLE_ARCHIVE_PREFIX",
+                        value,
+                        reason: "expected a plain key prefix like `events` or `archive/v1`".into(),
+                    });
+                }
+                trimmed.to_owned()
+            }
+        };
+        Ok(Config {
+            archive_bucket: required("RIFFLE_ARCHIVE_BUCKET")?,
+            archive_prefix,
+            registry_url: required("RIFFLE_REGISTRY_URL")?,
+            dlq_url: required("RIFFLE_DLQ_URL")?,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn lookup(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    const BASE: [(&str, &str); 3] = [
+        ("RIFFLE_ARCHIVE_BUCKET", "archive"),
+        ("RIFFLE_REGISTRY_URL", "http://127.0.0.1:1"),
+        ("RIFFLE_DLQ_URL", "http://127.0.0.1:2/q"),
+    ];
+
+    #[test]
+    fn defaults_and_overrides() {
+        let c = Config::from_lookup(lookup(&BASE)).unwrap();
+        assert_eq!(c.archive_prefix, "events");
+        assert_eq!(c.archive_bucket, "archive");
+        let mut pairs = BASE.to_vec();
+        pairs.push(("RIFFLE_ARCHIVE_PREFIX", "/archive/v1/"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs)).unwrap().archive_prefix,
+            "archive/v1"
+        );
+    }
+
+    #[test]
+    fn missing_and_invalid_values_are_typed() {
+        let err = Config::from_lookup(lookup(&BASE[1..])).unwrap_err();
+        assert!(matches!(
+            err,
+            ArchiverError::MissingEnv("RIFFLE_ARCHIVE_BUCKET")
+        ));
+        let mut pairs = BASE.to_vec();
+        pairs.push(("RIFFLE_ARCHIVE_PREFIX", "a//b"));
+        let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
+        assert!(matches!(err, ArchiverError::InvalidEnv { .. }));
+        assert!(!err.retryable());
+    }
+}

@@ -1,0 +1,88 @@
+//! Where records go that no retry can fix.
+//!
+//! A record on `enriched` whose envelope cannot be decoded (bad frame, malformed body, an
+//! envelope schema id the registry does not know), that carries no `enrichment`, whose
+//! payload does not match its writer schema, or whose event time is no date will fail the
+//! same way on every attempt. Reporting it as a
+//! batch item failure would make Lambda resume the shard from it again and again until it
+//! ages out: the shard stalls and every later record is replayed on each attempt. Failing
+//! the whole batch is worse still. So such a record is *parked*: logged, counted, and sent
+//! with its reason to the stage's dead-letter queue (`RIFFLE_DLQ_URL`, SQS) as a
+//! [`RejectMessage`] (the format every stage uses, so one tool replays them all), and the
+//! batch goes on.
+//!
+//! The message carries the record's bytes so it can be replayed after a fix. SQS takes at
+//! most [`MESSAGE_MAX_BYTES`]; a record too big for that is parked without its bytes but
+//! with its shard id and sequence number, which find it on the stream for the retention
+//! period (the same pointer Lambda's own on-failure destination gives).
+//!
+//! If the queue cannot take the messages the batch fails as a whole (`Err`) before any
+//! object is written: nothing may be dropped silently.
+//!
+//! This module and [`crate::decode`] are the same as the aggregator's, which reads the same
+//! stream; they move to `riffle-stage` once both services settle.
+
+use aws_lambda_events::event::kinesis::KinesisEventRecord;
+use riffle_aws::sqs::MESSAGE_MAX_BYTES;
+use riffle_stage::RejectMessage;
+
+/// The dead-letter message for `record`, parked by `stage` with reason `code`, trimmed to
+/// what SQS accepts.
+pub fn park_message(
+    stage: &str,
+    record: &KinesisEventRecord,
+    code: &str,
+    detail: String,
+) -> RejectMessage {
+    let mut message = RejectMessage::new(stage, record, code, detail);
+    if message.to_sqs(String::new()).size() > MESSAGE_MAX_BYTES {
+        message.detail = format!(
+            "{} (record of {} bytes too large for SQS: bytes omitted, find it by shard and sequence number)",
+            message.detail,
+            record.kinesis.data.len()
+        );
+        message.data_base64.clear();
+    }
+    message
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn record(data: Vec<u8>) -> KinesisEventRecord {
+        let mut record = KinesisEventRecord::default();
+        record.kinesis.data.0 = data;
+        record.kinesis.sequence_number = "49".into();
+        record.event_id = Some("shardId-000000000003:49".into());
+        record
+    }
+
+    #[test]
+    fn message_keeps_the_bytes() {
+        let m = park_message(
+            "archiver",
+            &record(vec![0, 1, 2, 255]),
+            "no_enrichment",
+            "x".into(),
+        );
+        assert_eq!(m.data().unwrap(), vec![0, 1, 2, 255]);
+        assert_eq!(m.code, "no_enrichment");
+        assert_eq!(m.shard_id, "shardId-000000000003");
+    }
+
+    #[test]
+    fn oversized_records_keep_only_the_pointer() {
+        let m = park_message(
+            "archiver",
+            &record(vec![7; MESSAGE_MAX_BYTES]),
+            "malformed",
+            "x".into(),
+        );
+        assert!(m.to_sqs("0".into()).size() <= MESSAGE_MAX_BYTES);
+        assert!(m.data_base64.is_empty());
+        assert_eq!(m.sequence_number, "49");
+        assert!(m.detail.contains("too large"));
+    }
+}

@@ -1,0 +1,81 @@
+//! The archiver's one error type.
+
+use riffle_aws::AwsError;
+use riffle_codec::CodecError;
+use riffle_stage::OutputError;
+
+/// Why a batch (or the start-up, or reading an archive object) failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ArchiverError {
+    /// A required environment variable is not set.
+    #[error("environment variable {0} is not set")]
+    MissingEnv(&'static str),
+    /// An environment variable has a value that cannot be used.
+    #[error("environment variable {name}={value:?}: {reason}")]
+    InvalidEnv {
+        /// The variable.
+        name: &'static str,
+        /// Its value.
+        value: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The registry could not give a schema.
+    #[error("schema registry: {0}")]
+    Registry(#[from] CodecError),
+    /// The dead-letter queue could not be reached.
+    #[error("dead-letter queue: {0}")]
+    DeadLetter(#[from] OutputError),
+    /// The dead-letter queue refused some messages even after retries.
+    #[error("{count} records could not be parked on the dead-letter queue")]
+    NotParked {
+        /// Messages not sent.
+        count: usize,
+    },
+    /// Parquet refused to encode (a bug, not bad data: every row fits the schema).
+    #[error("parquet encoding: {0}")]
+    Encode(String),
+    /// An object is larger than one PutObject may be.
+    #[error("object {key} of {bytes} bytes exceeds the PutObject limit of {limit} bytes")]
+    TooLarge {
+        /// The object key.
+        key: String,
+        /// Its size.
+        bytes: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// S3 refused or failed a write.
+    #[error("archive bucket: {0}")]
+    Store(#[source] AwsError),
+    /// A write task ended abnormally (it panicked or was cancelled).
+    #[error("archive write task failed: {0}")]
+    Task(String),
+    /// Bytes read back are not an archive object of this schema.
+    #[error("not a Riffle archive object: {0}")]
+    BadArchive(String),
+}
+
+impl From<parquet::errors::ParquetError> for ArchiverError {
+    fn from(e: parquet::errors::ParquetError) -> Self {
+        ArchiverError::Encode(e.to_string())
+    }
+}
+
+impl ArchiverError {
+    /// Whether the same batch may succeed later: outages and throttling pass; bad
+    /// configuration, encoder bugs and oversized objects need a person.
+    pub fn retryable(&self) -> bool {
+        match self {
+            ArchiverError::MissingEnv(_)
+            | ArchiverError::InvalidEnv { .. }
+            | ArchiverError::Encode(_)
+            | ArchiverError::TooLarge { .. }
+            | ArchiverError::BadArchive(_) => false,
+            ArchiverError::Registry(e) => e.retryable(),
+            ArchiverError::DeadLetter(e) => e.retryable(),
+            ArchiverError::Store(e) => e.retryable(),
+            ArchiverError::NotParked { .. } | ArchiverError::Task(_) => true,
+        }
+    }
+}

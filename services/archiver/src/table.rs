@@ -1,0 +1,415 @@
+//! The archive's Parquet layout: one row per event, written with parquet's column writers
+//! (no Arrow) and read back with its row reader.
+//!
+//! Columns use standard logical types only (UTF8 strings, `TIMESTAMP(MILLIS, UTC)`, plain
+//! numbers and booleans) so that DuckDB, Athena and Spark read the files with no extension.
+//! Snappy compresses every column; one row group per object (an object holds at most one
+//! Lambda batch, a few MiB).
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use parquet::basic::{Compression, ConvertedType};
+use parquet::data_type::{
+    BoolType, ByteArray, ByteArrayType, DataType, DoubleType, Int32Type, Int64Type,
+};
+use parquet::file::properties::WriterProperties;
+use parquet::file::reader::{FileReader, SerializedFileReader};
+use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
+use parquet::record::Field;
+use parquet::schema::parser::parse_message_type;
+
+use crate::ArchiverError;
+
+/// The archive schema. Column order is the order [`write_rows`] writes in.
+pub const SCHEMA: &str = "
+message archived_event {
+  required binary event_id (STRING);
+  required binary source (STRING);
+  required binary subject (STRING);
+  required int32 schema_id;
+  required int64 event_time (TIMESTAMP(MILLIS,true));
+  required int64 ingest_time (TIMESTAMP(MILLIS,true));
+  optional int64 validated_at (TIMESTAMP(MILLIS,true));
+  optional int64 enriched_at (TIMESTAMP(MILLIS,true));
+  required int64 archived_at (TIMESTAMP(MILLIS,true));
+  optional binary trace_header (STRING);
+  required binary agg_key (STRING);
+  required double metric;
+  required int64 window_start (TIMESTAMP(MILLIS,true));
+  required boolean reference_found;
+  required binary attributes_json (STRING);
+  required binary payload_json (STRING);
+  required binary payload;
+  required binary kinesis_partition_key (STRING);
+  required binary kinesis_sequence_number (STRING);
+  required binary kinesis_shard_id (STRING);
+}
+";
+
+/// What the archive records as the writer of its files.
+pub const CREATED_BY: &str = concat!("riffle-archiver ", env!("CARGO_PKG_VERSION"));
+
+/// One archived event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ArchivedRow {
+    /// Producer-assigned event id.
+    pub event_id: String,
+    /// The producing system.
+    pub source: String,
+    /// Payload subject.
+    pub subject: String,
+    /// Payload writer schema id.
+    pub schema_id: i32,
+    /// Event time, epoch millis.
+    pub event_time: i64,
+    /// Ingest time, epoch millis.
+    pub ingest_time: i64,
+    /// When the validator emitted it, epoch millis.
+    pub validated_at: Option<i64>,
+    /// When the enricher emitted it, epoch millis.
+    pub enriched_at: Option<i64>,
+    /// When the archiver wrote it, epoch millis.
+    pub archived_at: i64,
+    /// X-Ray trace header.
+    pub trace_header: Option<String>,
+    /// View key.
+    pub agg_key: String,
+    /// Aggregated value.
+    pub metric: f64,
+    /// Window start, epoch millis.
+    pub window_start: i64,
+    /// Whether reference data was found.
+    pub reference_found: bool,
+    /// Enrichment attributes as a JSON object (keys sorted).
+    pub attributes_json: String,
+    /// The payload rendered as JSON.
+    pub payload_json: String,
+    /// The payload's Avro bytes in writer schema `schema_id`.
+    pub payload: Vec<u8>,
+    /// Kinesis partition key.
+    pub kinesis_partition_key: String,
+    /// Kinesis sequence number.
+    pub kinesis_sequence_number: String,
+    /// Kinesis shard id.
+    pub kinesis_shard_id: String,
+}
+
+/// Enrichment attributes as JSON text with sorted keys, so equal maps give equal text.
+pub fn attributes_json(attributes: &HashMap<String, String>) -> String {
+    let sorted: BTreeMap<&String, &String> = attributes.iter().collect();
+    serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".to_owned())
+}
+
+type RowGroup<'a> = SerializedRowGroupWriter<'a, Vec<u8>>;
+
+fn column<T: DataType>(
+    group: &mut RowGroup<'_>,
+    values: &[T::T],
+    definition_levels: Option<&[i16]>,
+) -> Result<(), ArchiverError> {
+    let mut writer = group
+        .next_column()?
+        .ok_or_else(|| ArchiverError::Encode("schema has fewer columns than written".into()))?;
+    writer
+        .typed::<T>()
+        .write_batch(values, definition_levels, None)?;
+    writer.close()?;
+    Ok(())
+}
+
+fn strings<'r>(
+    rows: &'r [ArchivedRow],
+    get: impl Fn(&'r ArchivedRow) -> &'r str,
+) -> Vec<ByteArray> {
+    rows.iter().map(|r| ByteArray::from(get(r))).collect()
+}
+
+fn longs(rows: &[ArchivedRow], get: impl Fn(&ArchivedRow) -> i64) -> Vec<i64> {
+    rows.iter().map(get).collect()
+}
+
+/// Values and definition levels (1 present, 0 null) of an optional column.
+fn optional<T>(
+    rows: &[ArchivedRow],
+    get: impl Fn(&ArchivedRow) -> Option<T>,
+) -> (Vec<T>, Vec<i16>) {
+    let mut values = Vec::with_capacity(rows.len());
+    let mut levels = Vec::with_capacity(rows.len());
+    for row in rows {
+        match get(row) {
+            Some(v) => {
+                values.push(v);
+                levels.push(1);
+            }
+            None => levels.push(0),
+        }
+    }
+    (values, levels)
+}
+
+/// Encodes `rows` as one Parquet file.
+///
+/// # Errors
+/// [`ArchiverError::Encode`] if parquet refuses the data (a bug, not a data problem).
+pub fn write_rows(rows: &[ArchivedRow]) -> Result<Vec<u8>, ArchiverError> {
+    let schema = Arc::new(parse_message_type(SCHEMA)?);
+    let properties = Arc::new(
+        WriterProperties::builder()
+            .set_compression(Compression::SNAPPY)
+            .set_created_by(CREATED_BY.to_owned())
+            .build(),
+    );
+    let mut writer = SerializedFileWriter::new(Vec::new(), schema, properties)?;
+    let mut group = writer.next_row_group()?;
+    let g = &mut group;
+    column::<ByteArrayType>(g, &strings(rows, |r| &r.event_id), None)?;
+    column::<ByteArrayType>(g, &strings(rows, |r| &r.source), None)?;
+    column::<ByteArrayType>(g, &strings(rows, |r| &r.subject), None)?;
+    let schema_ids: Vec<i32> = rows.iter().map(|r| r.schema_id).collect();
+    column::<Int32Type>(g, &schema_ids, None)?;
+    column::<Int64Type>(g, &longs(rows, |r| r.event_time), None)?;
+    column::<Int64Type>(g, &longs(rows, |r| r.ingest_time), None)?;
+    let (values, levels) = optional(rows, |r| r.validated_at);
+    column::<Int64Type>(g, &values, Some(&levels))?;
+    let (values, levels) = optional(rows, |r| r.enriched_at);
+    column::<Int64Type>(g, &values, Some(&levels))?;
+    column::<Int64Type>(g, &longs(rows, |r| r.archived_at), None)?;
+    let (values, levels) = optional(rows, |r| r.trace_header.as_deref().map(ByteArray::from));
+    column::<ByteArrayType>(g, &values, Some(&levels))?;
+    column::<ByteArrayType>(g, &strings(rows, |r| &r.agg_key), None)?;
+    let metrics: Vec<f64> = rows.iter().map(|r| r.metric).collect();
+    column::<DoubleType>(g, &metrics, None)?;
+    column::<Int64Type>(g, &longs(rows, |r| r.window_start), None)?;
+    let found: Vec<bool> = rows.iter().map(|r| r.reference_found).collect();
+    column::<BoolType>(g, &found, None)?;
+    column::<ByteArrayType>(g, &strings(rows, |r| &r.attributes_json), None)?;
+    column::<ByteArrayType>(g, &strings(rows, |r| &r.payload_json), None)?;
+    let payloads: Vec<ByteArray> = rows
+        .iter()
+        .map(|r| ByteArray::from(r.payload.as_slice()))
+        .collect();
+    column::<ByteArrayType>(g, &payloads, None)?;
+    column::<ByteArrayType>(g, &strings(rows, |r| &r.kinesis_partition_key), None)?;
+    column::<ByteArrayType>(g, &strings(rows, |r| &r.kinesis_sequence_number), None)?;
+    column::<ByteArrayType>(g, &strings(rows, |r| &r.kinesis_shard_id), None)?;
+    if group.next_column()?.is_some() {
+        return Err(ArchiverError::Encode(
+            "schema has more columns than written".into(),
+        ));
+    }
+    group.close()?;
+    Ok(writer.into_inner()?)
+}
+
+/// One row's fields by column name.
+struct Fields<'a>(HashMap<&'a str, &'a Field>);
+
+impl<'a> Fields<'a> {
+    fn get(&self, name: &str) -> Result<&'a Field, ArchiverError> {
+        self.0
+            .get(name)
+            .copied()
+            .ok_or_else(|| ArchiverError::BadArchive(format!("no column `{name}`")))
+    }
+
+    fn wrong(name: &str, field: &Field) -> ArchiverError {
+        ArchiverError::BadArchive(format!("column `{name}` holds {field:?}"))
+    }
+
+    fn string(&self, name: &str) -> Result<String, ArchiverError> {
+        match self.get(name)? {
+            Field::Str(s) => Ok(s.clone()),
+            other => Err(Self::wrong(name, other)),
+        }
+    }
+
+    fn opt_string(&self, name: &str) -> Result<Option<String>, ArchiverError> {
+        match self.get(name)? {
+            Field::Null => Ok(None),
+            Field::Str(s) => Ok(Some(s.clone())),
+            other => Err(Self::wrong(name, other)),
+        }
+    }
+
+    fn millis(&self, name: &str) -> Result<i64, ArchiverError> {
+        match self.get(name)? {
+            Field::TimestampMillis(v) | Field::Long(v) => Ok(*v),
+            other => Err(Self::wrong(name, other)),
+        }
+    }
+
+    fn opt_millis(&self, name: &str) -> Result<Option<i64>, ArchiverError> {
+        match self.get(name)? {
+            Field::Null => Ok(None),
+            Field::TimestampMillis(v) | Field::Long(v) => Ok(Some(*v)),
+            other => Err(Self::wrong(name, other)),
+        }
+    }
+}
+
+/// Reads an archive object back into rows (for tests and replay).
+///
+/// # Errors
+/// [`ArchiverError::BadArchive`] when the bytes are not Parquet or lack a column of
+/// [`SCHEMA`].
+pub fn read_rows(bytes: &[u8]) -> Result<Vec<ArchivedRow>, ArchiverError> {
+    let bad = |e: parquet::errors::ParquetError| ArchiverError::BadArchive(e.to_string());
+    let reader = SerializedFileReader::new(Bytes::copy_from_slice(bytes)).map_err(bad)?;
+    let expected_rows = usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0);
+    let mut out = Vec::with_capacity(expected_rows);
+    for row in reader.get_row_iter(None).map_err(bad)? {
+        let row = row.map_err(bad)?;
+        let f = Fields(
+            row.get_column_iter()
+                .map(|(k, v)| (k.as_str(), v))
+                .collect(),
+        );
+        out.push(ArchivedRow {
+            event_id: f.string("event_id")?,
+            source: f.string("source")?,
+            subject: f.string("subject")?,
+            schema_id: match f.get("schema_id")? {
+                Field::Int(v) => *v,
+                other => return Err(Fields::wrong("schema_id", other)),
+            },
+            event_time: f.millis("event_time")?,
+            ingest_time: f.millis("ingest_time")?,
+            validated_at: f.opt_millis("validated_at")?,
+            enriched_at: f.opt_millis("enriched_at")?,
+            archived_at: f.millis("archived_at")?,
+            trace_header: f.opt_string("trace_header")?,
+            agg_key: f.string("agg_key")?,
+            metric: match f.get("metric")? {
+                Field::Double(v) => *v,
+                other => return Err(Fields::wrong("metric", other)),
+            },
+            window_start: f.millis("window_start")?,
+            reference_found: match f.get("reference_found")? {
+                Field::Bool(v) => *v,
+                other => return Err(Fields::wrong("reference_found", other)),
+            },
+            attributes_json: f.string("attributes_json")?,
+            payload_json: f.string("payload_json")?,
+            payload: match f.get("payload")? {
+                Field::Bytes(b) => b.data().to_vec(),
+                other => return Err(Fields::wrong("payload", other)),
+            },
+            kinesis_partition_key: f.string("kinesis_partition_key")?,
+            kinesis_sequence_number: f.string("kinesis_sequence_number")?,
+            kinesis_shard_id: f.string("kinesis_shard_id")?,
+        });
+    }
+    Ok(out)
+}
+
+/// The converted type of each column, as a reader without logical-type support sees it
+/// (for checking that the archive stays readable by older engines).
+pub fn converted_types(bytes: &[u8]) -> Result<Vec<(String, ConvertedType)>, ArchiverError> {
+    let reader = SerializedFileReader::new(Bytes::copy_from_slice(bytes))
+        .map_err(|e| ArchiverError::BadArchive(e.to_string()))?;
+    let schema = reader.metadata().file_metadata().schema_descr_ptr();
+    Ok(schema
+        .columns()
+        .iter()
+        .map(|c| (c.name().to_owned(), c.converted_type()))
+        .collect())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn row(i: i64) -> ArchivedRow {
+        ArchivedRow {
+            event_id: format!("0190a3c2-7d2e-7000-8000-{i:012}"),
+            source: "shop-web".into(),
+            subject: "com.riffle.shop.OrderPlaced".into(),
+            schema_id: 3,
+            event_time: 1_764_000_000_000 + i,
+            ingest_time: 1_764_000_000_100 + i,
+            validated_at: (i % 2 == 0).then_some(1_764_000_000_200 + i),
+            enriched_at: Some(1_764_000_000_300 + i),
+            archived_at: 1_764_000_001_000,
+            trace_header: (i % 3 == 0).then(|| format!("Root=1-5759e988-{i:024};Sampled=1")),
+            agg_key: "orders:category=books".into(),
+            metric: 12.5 * i as f64,
+            window_start: 1_764_000_000_000,
+            reference_found: i % 2 == 1,
+            attributes_json: attributes_json(&HashMap::from([
+                ("category".to_owned(), "books".to_owned()),
+                ("brand".to_owned(), "ünïcode \"quoted\"".to_owned()),
+            ])),
+            payload_json: format!("{{\"quantity\":{i}}}"),
+            payload: vec![0, 1, 2, 255, i as u8],
+            kinesis_partition_key: format!("pk-{i}"),
+            kinesis_sequence_number: format!("4959{i:04}"),
+            kinesis_shard_id: "shardId-000000000000".into(),
+        }
+    }
+
+    #[test]
+    fn rows_round_trip() {
+        let rows: Vec<ArchivedRow> = (0..7).map(row).collect();
+        let bytes = write_rows(&rows).unwrap();
+        assert_eq!(&bytes[..4], b"PAR1");
+        assert_eq!(read_rows(&bytes).unwrap(), rows);
+    }
+
+    #[test]
+    fn an_empty_file_is_valid() {
+        let bytes = write_rows(&[]).unwrap();
+        assert!(read_rows(&bytes).unwrap().is_empty());
+    }
+
+    #[test]
+    fn columns_carry_standard_types() {
+        let bytes = write_rows(&[row(1)]).unwrap();
+        let types: HashMap<String, ConvertedType> =
+            converted_types(&bytes).unwrap().into_iter().collect();
+        for ts in [
+            "event_time",
+            "ingest_time",
+            "validated_at",
+            "enriched_at",
+            "archived_at",
+            "window_start",
+        ] {
+            assert_eq!(types[ts], ConvertedType::TIMESTAMP_MILLIS, "{ts}");
+        }
+        for s in [
+            "event_id",
+            "payload_json",
+            "attributes_json",
+            "kinesis_shard_id",
+            "trace_header",
+        ] {
+            assert_eq!(types[s], ConvertedType::UTF8, "{s}");
+        }
+        assert_eq!(types["payload"], ConvertedType::NONE);
+        assert_eq!(types.len(), 20);
+    }
+
+    #[test]
+    fn attributes_are_sorted_json() {
+        let json = attributes_json(&HashMap::from([
+            ("b".to_owned(), "2".to_owned()),
+            ("a".to_owned(), "1".to_owned()),
+        ]));
+        assert_eq!(json, r#"{"a":"1","b":"2"}"#);
+    }
+
+    #[test]
+    fn garbage_is_a_typed_error() {
+        assert!(matches!(
+            read_rows(b"not parquet"),
+            Err(ArchiverError::BadArchive(_))
+        ));
+        let mut bytes = write_rows(&[row(1)]).unwrap();
+        let mid = bytes.len() / 2;
+        bytes.truncate(mid);
+        assert!(read_rows(&bytes).is_err());
+    }
+}
