@@ -143,12 +143,15 @@ impl Emulators {
         let base = aws_config::defaults(BehaviorVersion::latest())
             .region(Region::new(LOCAL_REGION))
             .credentials_provider(credentials)
-            .endpoint_url(&self.moto_endpoint)
             .load()
             .await;
+        // Not `.endpoint_url(moto)`: an explicit endpoint on the config wins over the
+        // per-service lookup, which would send Kinesis calls to moto. Answering the lookup for
+        // every service reproduces what AWS_ENDPOINT_URL + AWS_ENDPOINT_URL_KINESIS do.
         base.to_builder()
             .service_config(LocalServiceEndpoints {
                 kinesis: self.kinesis_endpoint.clone(),
+                moto: self.moto_endpoint.clone(),
             })
             .build()
     }
@@ -213,12 +216,19 @@ impl Emulator {
 #[derive(Debug)]
 struct LocalServiceEndpoints {
     kinesis: String,
+    moto: String,
 }
 
 impl LoadServiceConfig for LocalServiceEndpoints {
     fn load_config(&self, key: ServiceConfigKey<'_>) -> Option<String> {
-        (key.service_id() == "Kinesis" && key.env() == "AWS_ENDPOINT_URL")
-            .then(|| self.kinesis.clone())
+        if key.env() != "AWS_ENDPOINT_URL" {
+            return None;
+        }
+        Some(if key.service_id() == "Kinesis" {
+            self.kinesis.clone()
+        } else {
+            self.moto.clone()
+        })
     }
 }
 

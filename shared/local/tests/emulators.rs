@@ -113,6 +113,25 @@ async fn emulators_serve_every_service_and_keep_kinesis_data_across_restart() {
         .await
         .unwrap();
     assert_eq!(read_all(&kinesis, "probe").await, vec![b"hello".to_vec()]);
+    // The stream must live in kinesalite, not in moto (which also speaks Kinesis): a client
+    // pointed at kinesalite alone sees it, one pointed at moto alone does not.
+    let only = |endpoint: &str| {
+        aws_sdk_kinesis::Client::from_conf(
+            aws_sdk_kinesis::config::Builder::from(&sdk)
+                .endpoint_url(endpoint)
+                .build(),
+        )
+    };
+    let names = |client: aws_sdk_kinesis::Client| async move {
+        client
+            .list_streams()
+            .send()
+            .await
+            .map(|o| o.stream_names().to_vec())
+            .unwrap_or_default()
+    };
+    assert_eq!(names(only(emulators.kinesis_endpoint())).await, vec!["probe".to_owned()]);
+    assert!(names(only(emulators.moto_endpoint())).await.is_empty());
 
     // DynamoDB (moto).
     let dynamo = aws_sdk_dynamodb::Client::new(&sdk);
