@@ -1,1 +1,111 @@
-fn main() {}
+//! `riffle`: the project's operator command line.
+
+// The SDK's nested futures under `#[tokio::main]` exceed the default query depth.
+#![recursion_limit = "256"]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use riffle_cli::demo::{self, DemoOptions};
+use riffle_cli::pipeline::PipelineOptions;
+
+#[derive(Parser)]
+#[command(
+    name = "riffle",
+    version,
+    about = "Riffle: a real-time event pipeline on AWS, and its local twin"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole pipeline locally (emulators, registry, four stages), feed it generated
+    /// events, wait until it drains and print a summary checked against the ground truth.
+    Demo {
+        /// Number of events to produce.
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+        /// Events per second.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u32,
+        /// Sources and weights: shop-web, shop-app, web, iot-gateway (e.g. "shop-web=3,web").
+        #[arg(long, default_value = "shop-web,shop-app,web,iot-gateway")]
+        sources: String,
+        /// Share of invalid events (0..=1).
+        #[arg(long, default_value_t = 0.02)]
+        invalid_ratio: f64,
+        /// Seed of the event generator (same seed, same events).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Give up if the pipeline makes no progress for this many seconds.
+        #[arg(long, default_value_t = 60)]
+        idle_timeout: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Demo {
+            events,
+            rate,
+            sources,
+            invalid_ratio,
+            seed,
+            idle_timeout,
+        } => {
+            if !(0.0..=1.0).contains(&invalid_ratio) {
+                eprintln!("error: --invalid-ratio must be between 0 and 1");
+                return ExitCode::from(2);
+            }
+            if rate == 0 {
+                eprintln!("error: --rate must be at least 1");
+                return ExitCode::from(2);
+            }
+            let options = DemoOptions {
+                events,
+                rate,
+                sources,
+                invalid_ratio,
+                seed,
+                idle_timeout: Duration::from_secs(idle_timeout),
+                progress: true,
+            };
+            let pipeline = match PipelineOptions::for_checkout("demo") {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // Ctrl-C drops the run future: children die with their stdin and kill_on_drop,
+            // the emulators with their Drop.
+            let outcome = tokio::select! {
+                r = demo::run(&options, pipeline) => r,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("\ninterrupted; stopping everything");
+                    return ExitCode::from(130);
+                }
+            };
+            match outcome {
+                Ok(report) => {
+                    print!("{}", demo::render(&report));
+                    if report.differences.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("\nerror: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,350 @@
+//! `riffle demo`: the whole pipeline on this machine, fed by the load generator, ending in a
+//! summary checked against the generator's ground truth.
+
+use std::io::Write as _;
+use std::time::{Duration, Instant};
+
+use riffle_loadtest::{Generator, GeneratorConfig, GroundTruth};
+use tokio::task::JoinSet;
+
+use crate::pipeline::{Counters, Pipeline, PipelineError, PipelineOptions, STAGES};
+use crate::verify::{self, Outcome};
+
+/// Events per producer request cycle; PutRecords takes 500 per call, the publisher splits.
+const PUT_CHUNK: usize = 1_000;
+/// Concurrent PutRecords cycles in flight: enough to keep the stream busy, few enough to bound
+/// memory and keep the rate honest.
+const MAX_IN_FLIGHT: usize = 4;
+/// Producer clock tick.
+const TICK: Duration = Duration::from_millis(20);
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    /// Events to produce.
+    pub events: u64,
+    /// Events per second.
+    pub rate: u32,
+    /// Source mix, e.g. `shop-web=2,web,iot-gateway`.
+    pub sources: String,
+    /// Share of invalid events.
+    pub invalid_ratio: f64,
+    /// Generator seed.
+    pub seed: u64,
+    /// Give up when nothing moves for this long.
+    pub idle_timeout: Duration,
+    /// Print progress lines.
+    pub progress: bool,
+}
+
+impl Default for DemoOptions {
+    fn default() -> Self {
+        DemoOptions {
+            events: 20_000,
+            rate: 5_000,
+            sources: "shop-web,shop-app,web,iot-gateway".into(),
+            invalid_ratio: 0.02,
+            seed: 42,
+            idle_timeout: Duration::from_secs(60),
+            progress: true,
+        }
+    }
+}
+
+/// What a run measured.
+#[derive(Debug)]
+pub struct Report {
+    /// The generator's ground truth.
+    pub truth: GroundTruth,
+    /// What the pipeline made.
+    pub outcome: Outcome,
+    /// Stage metric sums.
+    pub counters: Counters,
+    /// Records the producer could not put.
+    pub put_failures: usize,
+    /// Time from the first put until the pipeline drained.
+    pub elapsed: Duration,
+    /// Time spent producing.
+    pub produce_elapsed: Duration,
+    /// Differences from the ground truth (empty = exact).
+    pub differences: Vec<String>,
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn progress_line(c: &Counters, produced: u64, total: u64, rate: f64) -> String {
+    format!(
+        "produced {produced}/{total} ({rate:.0}/s) | validated {} rejected {} | enriched {} | aggregated {} | archived {}",
+        c.count("validator", "RecordsOut"),
+        c.count("validator", "Rejected"),
+        c.count("enricher", "RecordsOut"),
+        c.count("aggregator", "RecordsIn"),
+        c.count("archiver", "RecordsIn"),
+    )
+}
+
+fn say(enabled: bool, text: &str) {
+    if enabled {
+        eprintln!("{text}");
+    }
+}
+
+fn overwrite(enabled: bool, text: &str) {
+    if enabled {
+        eprint!("\r\x1b[2K{text}");
+        let _ = std::io::stderr().flush();
+    }
+}
+
+/// Starts the pipeline, produces, waits for the drain, reads everything back and compares.
+///
+/// # Errors
+/// When a part of the pipeline fails; the pipeline is stopped either way.
+pub async fn run(
+    options: &DemoOptions,
+    pipeline_options: PipelineOptions,
+) -> Result<Report, PipelineError> {
+    let steps = std::sync::atomic::AtomicUsize::new(0);
+    let show = options.progress;
+    let mut pipeline = Pipeline::start(pipeline_options, |step| {
+        let n = steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
+        say(show, &format!("[{n}] {step}"));
+    })
+    .await?;
+    let result = produce_and_check(&mut pipeline, options).await;
+    say(show, "stopping services and emulators");
+    pipeline.shutdown().await;
+    result
+}
+
+async fn produce_and_check(
+    pipeline: &mut Pipeline,
+    options: &DemoOptions,
+) -> Result<Report, PipelineError> {
+    let show = options.progress;
+    let config = GeneratorConfig {
+        seed: options.seed,
+        sources: riffle_loadtest::parse_mix(&options.sources)?,
+        invalid_ratio: options.invalid_ratio,
+        ..GeneratorConfig::default()
+    };
+    let mut generator = Generator::new(config, pipeline.schema_ids())?;
+    let mut truth = GroundTruth::new();
+    let publisher = std::sync::Arc::new(pipeline.publisher());
+    say(
+        show,
+        &format!(
+            "producing {} events at {}/s from {}",
+            options.events, options.rate, options.sources
+        ),
+    );
+
+    let started = Instant::now();
+    let mut produced: u64 = 0;
+    let mut put_failures = 0usize;
+    let mut in_flight = JoinSet::new();
+    let mut last_progress = Instant::now();
+    let stream = pipeline
+        .deployment()
+        .stream_name("RawStream")
+        .ok_or_else(|| PipelineError::Aws("no RawStream in the templates".into()))?
+        .to_string();
+    while produced < options.events {
+        let due = (started.elapsed().as_secs_f64() * f64::from(options.rate)) as u64;
+        let due = due.min(options.events);
+        while produced < due {
+            let n = usize::try_from((due - produced).min(PUT_CHUNK as u64)).unwrap_or(PUT_CHUNK);
+            let now = now_ms();
+            let mut records = Vec::with_capacity(n);
+            for _ in 0..n {
+                let event = generator.next(now)?;
+                truth.record(&event);
+                records.push(riffle_aws::OutRecord {
+                    partition_key: event.partition_key,
+                    data: event.record,
+                });
+            }
+            produced += n as u64;
+            while in_flight.len() >= MAX_IN_FLIGHT {
+                if let Some(done) = in_flight.join_next().await {
+                    put_failures += put_result(done)?;
+                }
+            }
+            let publisher = std::sync::Arc::clone(&publisher);
+            let stream = stream.clone();
+            in_flight.spawn(async move { publisher.put_all(&stream, records).await });
+        }
+        while let Some(done) = in_flight.try_join_next() {
+            put_failures += put_result(done)?;
+        }
+        if last_progress.elapsed() >= Duration::from_secs(1) {
+            let rate = produced as f64 / started.elapsed().as_secs_f64();
+            overwrite(
+                show,
+                &progress_line(&pipeline.counters(), produced, options.events, rate),
+            );
+            last_progress = Instant::now();
+        }
+        tokio::time::sleep(TICK).await;
+    }
+    while let Some(done) = in_flight.join_next().await {
+        put_failures += put_result(done)?;
+    }
+    let produce_elapsed = started.elapsed();
+    let accepted = produced - put_failures as u64;
+
+    let mut last_progress = Instant::now();
+    let counters = pipeline
+        .wait_drained(accepted, options.idle_timeout, |c| {
+            if last_progress.elapsed() >= Duration::from_millis(500) {
+                let rate = produced as f64 / produce_elapsed.as_secs_f64();
+                overwrite(show, &progress_line(c, produced, options.events, rate));
+                last_progress = Instant::now();
+            }
+        })
+        .await?;
+    let elapsed = started.elapsed();
+    overwrite(
+        show,
+        &progress_line(
+            &counters,
+            produced,
+            options.events,
+            produced as f64 / produce_elapsed.as_secs_f64(),
+        ),
+    );
+    say(show, "");
+    say(
+        show,
+        "pipeline drained; reading the view, the archive and the rejects back",
+    );
+
+    let items = pipeline.view_items().await?;
+    let (objects, rows) = pipeline.archive_rows().await?;
+    let rejects = pipeline.drain_queue("RejectsQueue").await?;
+    let outcome = Outcome {
+        rows,
+        objects,
+        rejects,
+        ..Outcome::default()
+    }
+    .with_view_items(&items);
+    let differences = verify::differences(&truth, &outcome);
+    Ok(Report {
+        truth,
+        outcome,
+        counters,
+        put_failures,
+        elapsed,
+        produce_elapsed,
+        differences,
+    })
+}
+
+fn put_result(
+    done: Result<Result<riffle_aws::PutOutcome, riffle_aws::AwsError>, tokio::task::JoinError>,
+) -> Result<usize, PipelineError> {
+    match done {
+        Ok(Ok(outcome)) => Ok(outcome.failed.len()),
+        Ok(Err(e)) => Err(PipelineError::Aws(format!("PutRecords: {e}"))),
+        Err(e) => Err(PipelineError::Aws(format!("producer task: {e}"))),
+    }
+}
+
+/// The summary a person reads at the end of the demo.
+pub fn render(report: &Report) -> String {
+    let c = &report.counters;
+    let mut out = String::new();
+    let mut line = |s: String| {
+        out.push_str(&s);
+        out.push('\n');
+    };
+    line("== Riffle demo summary ==".into());
+    line(format!(
+        "events produced     {} ({} valid, {} invalid, {} put failures)",
+        report.truth.total(),
+        report.truth.valid(),
+        report.truth.rejected(),
+        report.put_failures
+    ));
+    line(format!(
+        "{:<12} {:>10} {:>10} {:>10}",
+        "stage", "in", "out", "rejected"
+    ));
+    for stage in STAGES {
+        let (out_metric, rejected_metric) = match stage {
+            "validator" => ("RecordsOut", "Rejected"),
+            "enricher" => ("RecordsOut", "DeadLettered"),
+            "aggregator" => ("ViewItemsWritten", "RecordsParked"),
+            _ => ("RowsArchived", "RecordsParked"),
+        };
+        line(format!(
+            "{:<12} {:>10} {:>10} {:>10}",
+            stage,
+            c.count(stage, "RecordsIn"),
+            c.count(stage, out_metric),
+            c.count(stage, rejected_metric)
+        ));
+    }
+    line("  (aggregator out = view item writes; archiver out = rows archived)".into());
+    let view_events: u64 = report.outcome.view.values().map(|t| t.count).sum();
+    line(format!(
+        "view rows           {} (counting {} events)",
+        report.outcome.view.len(),
+        view_events
+    ));
+    line(format!(
+        "archive             {} objects, {} rows",
+        report.outcome.objects,
+        report.outcome.rows.len()
+    ));
+    line(format!(
+        "rejects queue       {} {:?}",
+        report.outcome.rejects.len(),
+        report.outcome.rejects_by_code()
+    ));
+    let rows = &report.outcome.rows;
+    let e2e = verify::percentiles(rows.iter().map(|r| r.archived_at - r.ingest_time).collect());
+    let validate = verify::percentiles(
+        rows.iter()
+            .filter_map(|r| r.validated_at.map(|v| v - r.ingest_time))
+            .collect(),
+    );
+    let enrich = verify::percentiles(
+        rows.iter()
+            .filter_map(|r| Some(r.enriched_at? - r.validated_at?))
+            .collect(),
+    );
+    let fmt = |p: Option<(i64, i64, i64)>| {
+        p.map_or("n/a".to_string(), |(a, b, c)| {
+            format!("p50 {a} ms, p95 {b} ms, p99 {c} ms")
+        })
+    };
+    line(format!("latency ingest->archived   {}", fmt(e2e)));
+    line(format!("  ingest->validated        {}", fmt(validate)));
+    line(format!("  validated->enriched      {}", fmt(enrich)));
+    let secs = report.elapsed.as_secs_f64();
+    line(format!(
+        "throughput          {:.0} events/s end to end ({} events in {:.1} s; producing took {:.1} s)",
+        report.truth.total() as f64 / secs,
+        report.truth.total(),
+        secs,
+        report.produce_elapsed.as_secs_f64()
+    ));
+    if report.differences.is_empty() {
+        line("check               OK: view, archive and rejects match the generator's ground truth exactly".into());
+    } else {
+        line(format!(
+            "check               FAILED: {} differences",
+            report.differences.len()
+        ));
+        for d in report.differences.iter().take(20) {
+            line(format!("  - {d}"));
+        }
+    }
+    out
+}

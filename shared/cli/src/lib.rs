@@ -1,0 +1,10 @@
+//! Riffle's operator tooling: the local pipeline orchestrator behind `riffle demo` and the
+//! end-to-end tests, and the checks of a run against the load generator's ground truth.
+//!
+//! Layout: [`pipeline`] (emulators, provisioning, registry and stage processes),
+//! [`demo`] (produce, drain, summarise), [`verify`] (outcome vs ground truth).
+//! The `riffle` binary (`main.rs`) is the command line over these.
+
+pub mod demo;
+pub mod pipeline;
+pub mod verify;

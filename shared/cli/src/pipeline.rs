@@ -1,0 +1,714 @@
+//! The whole pipeline on one machine: emulators, provisioning from the templates, the schema
+//! registry and the four stage processes, each started as it would run as its own function.
+//!
+//! Children are started with `RIFFLE_EXIT_ON_STDIN_EOF=1` and a piped stdin, so they exit when
+//! the pipeline is dropped, even if the orchestrator dies without cleaning up. Their stdout
+//! carries EMF metric lines, which the pipeline sums per service for progress and summaries;
+//! their stderr goes to a log file per process under the state directory.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use riffle_archiver::ArchivedRow;
+use riffle_aws::{KinesisPublisher, OutRecord, PublishConfig, PutOutcome};
+use riffle_loadtest::{GeneratedEvent, SchemaIds};
+use riffle_local::{Deployment, Emulators, REGISTRY_URL_EXPORT};
+use riffle_registry_client::RegistryClient;
+use riffle_stage::RejectMessage;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+
+/// The stage services, in data-flow order.
+pub const STAGES: [&str; 4] = ["validator", "enricher", "aggregator", "archiver"];
+/// The registry's service name (its template and binary).
+pub const REGISTRY: &str = "schema-registry";
+/// How long to wait for a child to announce itself.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a child gets to exit after its stdin closes before it is killed.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+/// DynamoDB limit: items per BatchWriteItem.
+const BATCH_WRITE_MAX_ITEMS: usize = 25;
+/// SQS limit: messages per ReceiveMessage.
+const RECEIVE_MAX_MESSAGES: i32 = 10;
+
+/// Why the pipeline could not run.
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    /// Emulators or provisioning failed.
+    #[error(transparent)]
+    Local(#[from] riffle_local::LocalError),
+    /// A child process could not be started or did not come up.
+    #[error("{service}: {reason}")]
+    Process {
+        /// The service.
+        service: String,
+        /// What went wrong, with the log file to read.
+        reason: String,
+    },
+    /// The registry refused or could not be reached.
+    #[error("schema registry: {0}")]
+    Registry(#[from] riffle_registry_client::ClientError),
+    /// An AWS call against the emulators failed.
+    #[error("{0}")]
+    Aws(String),
+    /// Reading the archive back failed.
+    #[error("archive: {0}")]
+    Archive(String),
+    /// The generator could not be built.
+    #[error("load generator: {0}")]
+    Load(#[from] riffle_loadtest::LoadError),
+}
+
+fn aws<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> PipelineError + '_ {
+    move |e| PipelineError::Aws(format!("{what}: {e}"))
+}
+
+/// Metric sums per service, fed by the children's EMF lines.
+#[derive(Debug, Default, Clone)]
+pub struct Counters {
+    sums: HashMap<String, HashMap<String, f64>>,
+}
+
+impl Counters {
+    /// Sum of `metric` reported by `service` so far.
+    pub fn get(&self, service: &str, metric: &str) -> f64 {
+        self.sums
+            .get(service)
+            .and_then(|m| m.get(metric))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// As a whole count.
+    pub fn count(&self, service: &str, metric: &str) -> u64 {
+        // Counts are sums of whole numbers reported as f64; truncation cannot lose anything.
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let n = self.get(service, metric).max(0.0) as u64;
+        n
+    }
+}
+
+/// Where the pipeline keeps its state and finds its binaries.
+#[derive(Debug, Clone)]
+pub struct PipelineOptions {
+    /// Emulator state and process logs; wiped at start.
+    pub state_dir: PathBuf,
+    /// Directory holding the service binaries.
+    pub bin_dir: PathBuf,
+    /// Directory holding the templates.
+    pub infra_dir: PathBuf,
+    /// Directory holding the schemas.
+    pub schemas_dir: PathBuf,
+}
+
+impl PipelineOptions {
+    /// Defaults for this checkout: state under `.riffle/<name>`, binaries beside the running
+    /// executable (or the `RIFFLE_BIN_DIR` directory).
+    ///
+    /// # Errors
+    /// When the project root cannot be found.
+    pub fn for_checkout(name: &str) -> Result<Self, PipelineError> {
+        let root = riffle_local::project_root()?;
+        Ok(PipelineOptions {
+            state_dir: root.join(".riffle").join(name),
+            bin_dir: bin_dir(),
+            infra_dir: root.join("infra"),
+            schemas_dir: root.join("schemas"),
+        })
+    }
+}
+
+/// The directory of the service binaries: `RIFFLE_BIN_DIR`, else the directory of the running
+/// executable (or its parent, for test executables under `target/<profile>/deps`).
+pub fn bin_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("RIFFLE_BIN_DIR") {
+        return PathBuf::from(dir);
+    }
+    let exe = std::env::current_exe().unwrap_or_default();
+    let dir = exe.parent().map(Path::to_path_buf).unwrap_or_default();
+    if dir.file_name().is_some_and(|n| n == "deps") {
+        return dir.parent().map(Path::to_path_buf).unwrap_or(dir);
+    }
+    dir
+}
+
+struct Proc {
+    service: String,
+    child: Child,
+}
+
+/// A running local pipeline.
+pub struct Pipeline {
+    emulators: Option<Emulators>,
+    deployment: Deployment,
+    sdk: aws_config::SdkConfig,
+    registry: Option<RegistryClient>,
+    schema_ids: SchemaIds,
+    procs: Vec<Proc>,
+    counters: Arc<Mutex<Counters>>,
+    options: PipelineOptions,
+}
+
+impl std::fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("state_dir", &self.options.state_dir)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Pipeline {
+    /// Starts everything; `step` is told what is happening, for progress output.
+    ///
+    /// # Errors
+    /// Whatever stops a part from coming up; the parts already started are stopped.
+    pub async fn start(
+        options: PipelineOptions,
+        step: impl Fn(&str),
+    ) -> Result<Pipeline, PipelineError> {
+        for service in STAGES.iter().chain([&REGISTRY]) {
+            let path = options.bin_dir.join(service);
+            if !path.is_file() {
+                return Err(PipelineError::Process {
+                    service: (*service).to_string(),
+                    reason: format!(
+                        "binary {} not found; build the workspace first (`cargo build --workspace --bins`, \
+                         or set RIFFLE_BIN_DIR)",
+                        path.display()
+                    ),
+                });
+            }
+        }
+        let _ = std::fs::remove_dir_all(&options.state_dir);
+        std::fs::create_dir_all(options.state_dir.join("logs")).map_err(|e| {
+            PipelineError::Process {
+                service: "orchestrator".into(),
+                reason: format!("cannot create {}: {e}", options.state_dir.display()),
+            }
+        })?;
+
+        step("starting local AWS (kinesalite for Kinesis, moto for DynamoDB, S3, SQS)");
+        let emulators = Emulators::start(&options.state_dir.join("aws")).await?;
+        let sdk = emulators.sdk_config().await;
+        step("provisioning from infra/ templates");
+        let mut pipeline = Pipeline {
+            emulators: Some(emulators),
+            deployment: riffle_local::provision(&sdk, &options.infra_dir).await?,
+            sdk,
+            registry: None,
+            schema_ids: SchemaIds {
+                envelope: 0,
+                order: 0,
+                page_view: 0,
+                sensor: 0,
+            },
+            procs: Vec::new(),
+            counters: Arc::new(Mutex::new(Counters::default())),
+            options,
+        };
+
+        step("starting the schema registry");
+        let env = pipeline.deployment.service_env(REGISTRY)?;
+        let url = pipeline
+            .spawn(REGISTRY, env)
+            .await?
+            .ok_or_else(|| PipelineError::Process {
+                service: REGISTRY.into(),
+                reason: "did not announce its address".into(),
+            })?;
+        pipeline.deployment.set_export(REGISTRY_URL_EXPORT, &url);
+        pipeline.registry = Some(RegistryClient::new(&url)?);
+
+        step("registering schemas");
+        pipeline.schema_ids = pipeline.register_schemas().await?;
+        step("seeding reference data");
+        pipeline.seed_reference().await?;
+
+        for service in STAGES {
+            step(&format!("starting {service}"));
+            let env = pipeline.deployment.service_env(service)?;
+            pipeline.spawn(service, env).await?;
+        }
+        Ok(pipeline)
+    }
+
+    /// Registry ids of the envelope and the sample event schemas.
+    pub fn schema_ids(&self) -> SchemaIds {
+        self.schema_ids
+    }
+
+    /// The SDK configuration pointing at the emulators.
+    pub fn sdk(&self) -> &aws_config::SdkConfig {
+        &self.sdk
+    }
+
+    /// The provisioned resources.
+    pub fn deployment(&self) -> &Deployment {
+        &self.deployment
+    }
+
+    /// A snapshot of the children's metric sums.
+    pub fn counters(&self) -> Counters {
+        self.counters.lock().map(|c| c.clone()).unwrap_or_default()
+    }
+
+    /// Log file of `service`.
+    pub fn log_file(&self, service: &str) -> PathBuf {
+        self.options
+            .state_dir
+            .join("logs")
+            .join(format!("{service}.log"))
+    }
+
+    /// Starts `service` with the emulators' environment plus `env`. Returns the URL the
+    /// process announced on stdout (`LISTENING <url>`), if it is a server.
+    async fn spawn(
+        &mut self,
+        service: &str,
+        env: Vec<(String, String)>,
+    ) -> Result<Option<String>, PipelineError> {
+        let fail = |reason: String| PipelineError::Process {
+            service: service.to_string(),
+            reason,
+        };
+        let log_path = self.log_file(service);
+        let log = std::fs::File::create(&log_path).map_err(|e| fail(format!("log file: {e}")))?;
+        let mut command = Command::new(self.options.bin_dir.join(service));
+        if let Some(emulators) = &self.emulators {
+            command.envs(emulators.env());
+        }
+        command
+            .envs(env)
+            .env("RIFFLE_EXIT_ON_STDIN_EOF", "1")
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .kill_on_drop(true);
+        let mut child = command.spawn().map_err(|e| fail(format!("spawn: {e}")))?;
+        let stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| fail("no stdout".into()))?;
+        let mut lines = BufReader::new(stdout).lines();
+
+        let announced = if service == REGISTRY {
+            let wait = async {
+                while let Ok(Some(line)) = lines.next_line().await {
+                    if let Some(url) = line.strip_prefix("LISTENING ") {
+                        return Some(url.trim().to_string());
+                    }
+                }
+                None
+            };
+            match tokio::time::timeout(START_TIMEOUT, wait).await {
+                Ok(Some(url)) => Some(url),
+                _ => {
+                    return Err(fail(format!(
+                        "did not come up within {START_TIMEOUT:?}; see {}",
+                        log_path.display()
+                    )));
+                }
+            }
+        } else {
+            None
+        };
+
+        let counters = Arc::clone(&self.counters);
+        tokio::spawn(async move {
+            while let Ok(Some(line)) = lines.next_line().await {
+                let Some(record) = riffle_telemetry::parse_emf_line(&line) else {
+                    continue;
+                };
+                if let Ok(mut c) = counters.lock() {
+                    let per = c.sums.entry(record.service.clone()).or_default();
+                    for (name, value) in &record.values {
+                        *per.entry(name.clone()).or_default() += value;
+                    }
+                }
+            }
+        });
+        self.procs.push(Proc {
+            service: service.to_string(),
+            child,
+        });
+        Ok(announced)
+    }
+
+    /// The processes that have exited, with their status (a stage must never exit by itself).
+    pub fn exited(&mut self) -> Vec<(String, String)> {
+        self.procs
+            .iter_mut()
+            .filter_map(|p| match p.child.try_wait() {
+                Ok(Some(status)) => Some((p.service.clone(), status.to_string())),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// The registry client (the registry runs once [`Pipeline::start`] returned).
+    ///
+    /// # Errors
+    /// Before the registry is up.
+    pub fn registry(&self) -> Result<&RegistryClient, PipelineError> {
+        self.registry
+            .as_ref()
+            .ok_or_else(|| PipelineError::Process {
+                service: REGISTRY.into(),
+                reason: "not started".into(),
+            })
+    }
+
+    async fn register_schemas(&self) -> Result<SchemaIds, PipelineError> {
+        let registry = self.registry()?;
+        let envelope = registry
+            .register(
+                riffle_codec::envelope::ENVELOPE_SUBJECT,
+                riffle_codec::envelope::ENVELOPE_SCHEMA,
+            )
+            .await?;
+        let contracts =
+            riffle_codec::rules::bundled().map_err(|e| PipelineError::Aws(e.to_string()))?;
+        let mut ids = HashMap::new();
+        for contract in contracts.values() {
+            let path = self.options.schemas_dir.join(&contract.schema_file);
+            let text = std::fs::read_to_string(&path).map_err(|e| PipelineError::Process {
+                service: REGISTRY.into(),
+                reason: format!("reading {}: {e}", path.display()),
+            })?;
+            ids.insert(
+                contract.subject.clone(),
+                registry.register(&contract.subject, &text).await?,
+            );
+        }
+        let id = |subject: &str| {
+            ids.get(subject)
+                .copied()
+                .ok_or_else(|| PipelineError::Process {
+                    service: REGISTRY.into(),
+                    reason: format!("no contract in schemas/rules for {subject}"),
+                })
+        };
+        Ok(SchemaIds {
+            envelope,
+            order: id("com.riffle.shop.OrderPlaced")?,
+            page_view: id("com.riffle.web.PageView")?,
+            sensor: id("com.riffle.iot.SensorReading")?,
+        })
+    }
+
+    async fn seed_reference(&self) -> Result<(), PipelineError> {
+        let table = self
+            .deployment
+            .table_name("ReferenceTable")
+            .ok_or_else(|| PipelineError::Aws("no ReferenceTable in the templates".into()))?
+            .to_string();
+        let client = riffle_aws::dynamodb_client(&self.sdk);
+        let items = riffle_loadtest::reference_items();
+        for chunk in items.chunks(BATCH_WRITE_MAX_ITEMS) {
+            let mut requests = Vec::with_capacity(chunk.len());
+            for item in chunk {
+                let mut attrs: HashMap<String, AttributeValue> = item
+                    .attributes
+                    .iter()
+                    .map(|(k, v)| (k.clone(), AttributeValue::S(v.clone())))
+                    .collect();
+                attrs.insert("pk".into(), AttributeValue::S(item.pk.clone()));
+                let put = PutRequest::builder()
+                    .set_item(Some(attrs))
+                    .build()
+                    .map_err(aws("reference item"))?;
+                requests.push(WriteRequest::builder().put_request(put).build());
+            }
+            let mut pending = HashMap::from([(table.clone(), requests)]);
+            // Unprocessed items are throttling; go again until every item is in.
+            for _ in 0..10 {
+                let out = client
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(aws("seeding reference data"))?;
+                match out.unprocessed_items {
+                    Some(rest) if !rest.is_empty() => pending = rest,
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Puts `events` on the raw stream, as a producer would.
+    ///
+    /// # Errors
+    /// A call error no retry can fix.
+    pub async fn produce(
+        &self,
+        publisher: &KinesisPublisher,
+        events: &[GeneratedEvent],
+    ) -> Result<PutOutcome, PipelineError> {
+        let stream = self
+            .deployment
+            .stream_name("RawStream")
+            .ok_or_else(|| PipelineError::Aws("no RawStream in the templates".into()))?;
+        let records = events
+            .iter()
+            .map(|e| OutRecord {
+                partition_key: e.partition_key.clone(),
+                data: e.record.clone(),
+            })
+            .collect();
+        publisher
+            .put_all(stream, records)
+            .await
+            .map_err(aws("PutRecords"))
+    }
+
+    /// A publisher onto the emulated Kinesis.
+    pub fn publisher(&self) -> KinesisPublisher {
+        KinesisPublisher::new(
+            riffle_aws::kinesis_client(&self.sdk),
+            PublishConfig::default(),
+        )
+    }
+
+    /// Every item of the view table.
+    ///
+    /// # Errors
+    /// A failed Scan.
+    pub async fn view_items(&self) -> Result<Vec<HashMap<String, AttributeValue>>, PipelineError> {
+        let table = self
+            .deployment
+            .table_name("ViewTable")
+            .ok_or_else(|| PipelineError::Aws("no ViewTable in the templates".into()))?;
+        let client = riffle_aws::dynamodb_client(&self.sdk);
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = client
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(aws("Scan view"))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Every archived row and the number of objects they came from.
+    ///
+    /// # Errors
+    /// A failed List/Get or an object that is not readable Parquet.
+    pub async fn archive_rows(&self) -> Result<(usize, Vec<ArchivedRow>), PipelineError> {
+        let bucket = self
+            .deployment
+            .bucket_name("ArchiveBucket")
+            .ok_or_else(|| PipelineError::Aws("no ArchiveBucket in the templates".into()))?;
+        let client = riffle_aws::s3_client(&self.sdk);
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(aws("ListObjectsV2"))?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            match out.next_continuation_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        let mut rows = Vec::new();
+        for key in keys.iter().filter(|k| k.ends_with(".parquet")) {
+            let object = client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(aws("GetObject"))?;
+            let bytes = object
+                .body
+                .collect()
+                .await
+                .map_err(aws("reading object"))?
+                .into_bytes();
+            rows.extend(
+                riffle_archiver::read_rows(&bytes)
+                    .map_err(|e| PipelineError::Archive(format!("{key}: {e}")))?,
+            );
+        }
+        Ok((keys.len(), rows))
+    }
+
+    /// Drains a queue (by template logical id or name), returning the reject messages on it.
+    /// Messages are received and deleted, so call it once, after the pipeline has drained.
+    ///
+    /// # Errors
+    /// A failed Receive/Delete.
+    pub async fn drain_queue(&self, queue: &str) -> Result<Vec<RejectMessage>, PipelineError> {
+        let url = self
+            .deployment
+            .queue_url(queue)
+            .ok_or_else(|| PipelineError::Aws(format!("no queue {queue} in the templates")))?;
+        let client = riffle_aws::sqs_client(&self.sdk);
+        let mut messages = Vec::new();
+        let mut empty_polls = 0;
+        // moto may answer an empty receive while messages are still in flight; two empty
+        // polls in a row mean the queue is empty.
+        while empty_polls < 2 {
+            let out = client
+                .receive_message()
+                .queue_url(url)
+                .max_number_of_messages(RECEIVE_MAX_MESSAGES)
+                .visibility_timeout(300)
+                .send()
+                .await
+                .map_err(aws("ReceiveMessage"))?;
+            let batch = out.messages.unwrap_or_default();
+            if batch.is_empty() {
+                empty_polls += 1;
+                continue;
+            }
+            empty_polls = 0;
+            for m in batch {
+                if let Some(body) = m.body() {
+                    match serde_json::from_str::<RejectMessage>(body) {
+                        Ok(msg) => messages.push(msg),
+                        Err(e) => tracing::warn!(error = %e, "not a reject message on {queue}"),
+                    }
+                }
+                if let Some(handle) = m.receipt_handle() {
+                    client
+                        .delete_message()
+                        .queue_url(url)
+                        .receipt_handle(handle)
+                        .send()
+                        .await
+                        .map_err(aws("DeleteMessage"))?;
+                }
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Approximate number of messages on a queue (by logical id or name).
+    ///
+    /// # Errors
+    /// A failed GetQueueAttributes.
+    pub async fn queue_depth(&self, queue: &str) -> Result<u64, PipelineError> {
+        let url = self
+            .deployment
+            .queue_url(queue)
+            .ok_or_else(|| PipelineError::Aws(format!("no queue {queue} in the templates")))?;
+        let out = riffle_aws::sqs_client(&self.sdk)
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+            .send()
+            .await
+            .map_err(aws("GetQueueAttributes"))?;
+        Ok(out
+            .attributes
+            .and_then(|a| {
+                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
+                    .cloned()
+            })
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    /// Waits until every stage has taken in what the stage before it let through: the
+    /// validator `produced` records, the others what the previous stage emitted. Gives up after
+    /// `idle` without any progress.
+    ///
+    /// # Errors
+    /// A stage process exited, or nothing moved for `idle`.
+    pub async fn wait_drained(
+        &mut self,
+        produced: u64,
+        idle: Duration,
+        mut progress: impl FnMut(&Counters),
+    ) -> Result<Counters, PipelineError> {
+        let mut last = (0, Instant::now());
+        loop {
+            let c = self.counters();
+            progress(&c);
+            if drained(&c, produced) {
+                return Ok(c);
+            }
+            if let Some((service, status)) = self.exited().into_iter().next() {
+                return Err(PipelineError::Process {
+                    reason: format!(
+                        "exited ({status}); see {}",
+                        self.log_file(&service).display()
+                    ),
+                    service,
+                });
+            }
+            let moved = STAGES.iter().map(|s| c.count(s, "RecordsIn")).sum::<u64>();
+            if moved != last.0 {
+                last = (moved, Instant::now());
+            } else if last.1.elapsed() > idle {
+                return Err(PipelineError::Process {
+                    service: "pipeline".into(),
+                    reason: format!(
+                        "no progress for {idle:?}; see the logs in {}",
+                        self.options.state_dir.join("logs").display()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+
+    /// Stops every child (closing stdin, then killing stragglers) and the emulators.
+    pub async fn shutdown(mut self) {
+        for p in &mut self.procs {
+            // Dropping stdin is the signal: each child exits when it reads EOF.
+            drop(p.child.stdin.take());
+        }
+        for p in &mut self.procs {
+            if tokio::time::timeout(STOP_GRACE, p.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = p.child.kill().await;
+            }
+        }
+        if let Some(emulators) = self.emulators.take() {
+            emulators.shutdown().await;
+        }
+    }
+}
+
+/// Whether every stage has taken in what the stage before emitted.
+pub fn drained(c: &Counters, produced: u64) -> bool {
+    let validated = c.count("validator", "RecordsOut");
+    let enriched = c.count("enricher", "RecordsOut");
+    c.count("validator", "RecordsIn") >= produced
+        && c.count("validator", "RecordsOut") + c.count("validator", "Rejected") >= produced
+        && c.count("enricher", "RecordsIn") >= validated
+        && c.count("aggregator", "RecordsIn") >= enriched
+        && c.count("archiver", "RecordsIn") >= enriched
+}
