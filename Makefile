@@ -19,6 +19,8 @@ install: ## Install the local AWS emulators and cfn-lint into .riffle/tools (qui
 	@bash infra/local/install.sh
 
 test: install ## Run every test of the workspace (nextest if present) and lint the templates
+	@# The end-to-end tests start the service binaries as processes, so build them first.
+	cargo build --workspace --bins
 	@if cargo nextest --version >/dev/null 2>&1; then \
 		cargo nextest run --workspace --no-fail-fast; \
 	else \
@@ -41,6 +43,6 @@ cfn-lint: install ## Lint the CloudFormation templates under infra/
 		echo "cfn-lint: no templates yet"; \
 	fi
 
-demo: install ## Build and run the local demo (ARGS="..." passes options)
-	cargo build --release
+demo: install ## Run the whole pipeline locally on generated events (ARGS="--events 50000 --rate 5000")
+	cargo build --release --workspace --bins
 	target/release/riffle demo $(ARGS)
