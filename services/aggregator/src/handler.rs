@@ -14,12 +14,12 @@ use riffle_runtime::{HandlerError, KinesisHandler};
 use riffle_telemetry::Metrics;
 use tokio::task::JoinSet;
 
+use riffle_stage::Rejects;
+use riffle_stage::dead_letter::{park, park_message};
+use riffle_stage::decode::{DecodedBatch, decode_batch};
+
 use crate::AggregatorError;
 use crate::aggregate::{Contribution, Point, ViewKey, ViewRow, apply, pre_aggregate};
-use riffle_stage::Rejects;
-
-use crate::dead_letter::park_message;
-use crate::decode::{DecodedBatch, decode_batch};
 use crate::store::{Saved, ViewStore};
 
 /// The `Service` dimension of the aggregator's metrics.
@@ -148,7 +148,7 @@ impl<S: SchemaSource, V: ViewStore, D: Rejects> Aggregator<S, V, D> {
             if !enrichment.metric.is_finite() {
                 // DynamoDB numbers have no NaN or infinity, and one would poison the sum.
                 if let Some(record) = event.records.get(decoded.index) {
-                    let mut message = park_message(
+                    let message = park_message(
                         SERVICE,
                         record,
                         "non_finite_metric",
@@ -157,10 +157,7 @@ impl<S: SchemaSource, V: ViewStore, D: Rejects> Aggregator<S, V, D> {
                             decoded.envelope.event_id, enrichment.metric
                         ),
                     );
-                    message.event_id = Some(decoded.envelope.event_id.clone());
-                    message.subject = Some(decoded.envelope.subject.clone());
-                    message.source = Some(decoded.envelope.source.clone());
-                    parked.push(message);
+                    parked.push(message.with_envelope(&decoded.envelope));
                 }
                 continue;
             }
@@ -179,26 +176,9 @@ impl<S: SchemaSource, V: ViewStore, D: Rejects> Aggregator<S, V, D> {
 
         // Parked first: if the queue fails, nothing has been applied yet, so the retry of
         // this batch does not count anything twice.
-        if !parked.is_empty() {
-            for message in &parked {
-                tracing::warn!(
-                    code = %message.code,
-                    sequence_number = %message.sequence_number,
-                    detail = %message.detail,
-                    "parking record on the dead-letter queue"
-                );
-            }
-            let messages = parked
-                .iter()
-                .enumerate()
-                .map(|(i, m)| m.to_sqs(i.to_string()))
-                .collect();
-            let failed = self.dead_letters.reject(messages).await?;
-            if !failed.is_empty() {
-                return Err(AggregatorError::NotParked {
-                    count: failed.len(),
-                });
-            }
+        let not_parked = park(&self.dead_letters, &parked).await?;
+        if not_parked > 0 {
+            return Err(AggregatorError::NotParked { count: not_parked });
         }
 
         let contributions = pre_aggregate(points);
@@ -291,10 +271,13 @@ mod tests {
 
     use riffle_aws::AwsError;
 
+    use riffle_stage::SqsMessage;
+    use riffle_stage::testing::{
+        MapSource, Sink, enriched_envelope as envelope, kinesis_event as event, reject_messages,
+    };
+
     use super::*;
     use crate::aggregate::Aggregate;
-    use crate::decode::tests::{MemorySource, envelope, event};
-    use riffle_stage::{OutputError, RejectMessage, SqsMessage};
 
     /// The view port in memory, with a rival writer that bumps an item behind our back.
     #[derive(Default)]
@@ -346,37 +329,13 @@ mod tests {
         }
     }
 
-    #[derive(Default)]
-    struct MemoryLetters {
-        parked: Mutex<Vec<RejectMessage>>,
-        down: bool,
-    }
+    type TestAggregator = Aggregator<MapSource, MemoryStore, Sink<SqsMessage>>;
 
-    impl Rejects for MemoryLetters {
-        async fn reject(&self, messages: Vec<SqsMessage>) -> Result<Vec<usize>, OutputError> {
-            if self.down {
-                return Err(OutputError(AwsError::Call {
-                    operation: "SendMessageBatch",
-                    code: "ServiceUnavailable".into(),
-                    message: String::new(),
-                    retryable: true,
-                }));
-            }
-            let mut parked = self.parked.lock().unwrap();
-            for m in messages {
-                parked.push(serde_json::from_str(&m.body).unwrap());
-            }
-            Ok(Vec::new())
-        }
-    }
-
-    type TestAggregator = Aggregator<MemorySource, MemoryStore, MemoryLetters>;
-
-    fn aggregator(store: MemoryStore, letters: MemoryLetters) -> TestAggregator {
+    fn aggregator(store: MemoryStore, letters: Sink<SqsMessage>) -> TestAggregator {
         let windows = window_lengths(&riffle_codec::rules::bundled().unwrap());
         Aggregator::new(
             EnvelopeCodec::new(7).unwrap(),
-            SchemaCache::new(MemorySource::default()),
+            SchemaCache::new(MapSource::default()),
             store,
             letters,
             windows,
@@ -394,7 +353,7 @@ mod tests {
 
     #[tokio::test]
     async fn batches_add_up_in_the_view() {
-        let agg = aggregator(MemoryStore::default(), MemoryLetters::default());
+        let agg = aggregator(MemoryStore::default(), Sink::new());
         let codec = EnvelopeCodec::new(7).unwrap();
         let first = event(&[
             codec.encode(&envelope("a", 2.0, 0)).unwrap(),
@@ -433,7 +392,7 @@ mod tests {
             rival_bumps: Mutex::new(2),
             ..MemoryStore::default()
         };
-        let agg = aggregator(store, MemoryLetters::default());
+        let agg = aggregator(store, Sink::new());
         let codec = EnvelopeCodec::new(7).unwrap();
         let ev = event(&[codec.encode(&envelope("a", 2.0, 0)).unwrap()]);
         let report = agg.process(&ev, 1).await.unwrap();
@@ -456,7 +415,7 @@ mod tests {
             rival_bumps: Mutex::new(u32::MAX),
             ..MemoryStore::default()
         };
-        let agg = aggregator(store, MemoryLetters::default());
+        let agg = aggregator(store, Sink::new());
         let codec = EnvelopeCodec::new(7).unwrap();
         let ev = event(&[codec.encode(&envelope("a", 2.0, 0)).unwrap()]);
         let err = agg.process(&ev, 1).await.unwrap_err();
@@ -472,7 +431,7 @@ mod tests {
 
     #[tokio::test]
     async fn unusable_records_are_parked_and_the_rest_counted() {
-        let agg = aggregator(MemoryStore::default(), MemoryLetters::default());
+        let agg = aggregator(MemoryStore::default(), Sink::new());
         let codec = EnvelopeCodec::new(7).unwrap();
         let mut plain = envelope("a", 1.0, 0);
         plain.enrichment = None;
@@ -484,11 +443,7 @@ mod tests {
         ]);
         let report = agg.process(&ev, 1).await.unwrap();
         assert_eq!(report.parked, 3);
-        let reasons: Vec<_> = agg
-            .dead_letters
-            .parked
-            .lock()
-            .unwrap()
+        let reasons: Vec<_> = reject_messages(&agg.dead_letters.take())
             .iter()
             .map(|l| l.code.clone())
             .collect();
@@ -501,10 +456,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_dead_letter_outage_fails_before_any_write() {
-        let letters = MemoryLetters {
-            down: true,
-            ..MemoryLetters::default()
-        };
+        let letters = Sink::new();
+        letters.set_refuse(true);
         let agg = aggregator(MemoryStore::default(), letters);
         let codec = EnvelopeCodec::new(7).unwrap();
         let ev = event(&[codec.encode(&envelope("a", 1.0, 0)).unwrap(), vec![9]]);
@@ -520,7 +473,7 @@ mod tests {
             fail_saves: true,
             ..MemoryStore::default()
         };
-        let agg = aggregator(store, MemoryLetters::default());
+        let agg = aggregator(store, Sink::new());
         let codec = EnvelopeCodec::new(7).unwrap();
         let datas: Vec<_> = (0..40)
             .map(|i| codec.encode(&envelope(&format!("k{i}"), 1.0, 0)).unwrap())

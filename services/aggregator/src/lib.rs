@@ -3,13 +3,14 @@
 //!
 //! Layout:
 //! - [`handler`]: [`Aggregator`], the pure batch handler; its dependencies are ports.
-//! - [`decode`]: the batch's envelopes, other envelope versions fetched once per batch.
 //! - [`aggregate`]: pre-aggregation per view item and the merge into the stored item.
 //! - [`store`]: the [`ViewStore`] port and its DynamoDB implementation (BatchGetItem, then
 //!   one conditional PutItem per item per batch).
-//! - [`dead_letter`]: records no retry can fix, parked on the stage's dead-letter queue
-//!   through the `riffle_stage::Rejects` port; the module doc explains why they are parked
-//!   rather than reported as batch item failures.
+//!
+//! Decoding the batch's envelopes and parking the records no retry can fix on the stage's
+//! dead-letter queue are shared with the archiver, which reads the same stream:
+//! `riffle_stage::decode` and `riffle_stage::dead_letter` (whose doc explains why they are
+//! parked rather than reported as batch item failures).
 //! - [`config`]: the typed [`Config::from_env`].
 //! - [`error`]: [`AggregatorError`], which knows whether a failed batch is worth retrying.
 //!
@@ -17,8 +18,6 @@
 
 pub mod aggregate;
 pub mod config;
-pub mod dead_letter;
-pub mod decode;
 mod error;
 pub mod handler;
 pub mod store;

@@ -8,10 +8,10 @@
 //! then in two objects; readers that need exactly one copy deduplicate by `event_id`
 //! (the (shard, sequence) idempotence that the view gets later would fix it here too).
 //! Nothing is ever reported as a batch item failure: a record no retry can fix is parked
-//! (see [`crate::dead_letter`]), and any failure to write affects the whole batch, so it
-//! fails the batch.
+//! (see `riffle_stage::dead_letter`), and any failure to write affects the whole batch, so
+//! it fails the batch.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -19,16 +19,17 @@ use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use riffle_codec::datum::to_json;
 use riffle_codec::source::SchemaSource;
-use riffle_codec::{CodecError, CompiledSchema, Envelope, EnvelopeCodec, SchemaCache};
+use riffle_codec::{Envelope, EnvelopeCodec, SchemaCache};
 use riffle_runtime::{HandlerError, KinesisHandler};
 use riffle_stage::batch::shard_id;
+use riffle_stage::dead_letter::{park, park_message};
+use riffle_stage::decode::{DecodedBatch, decode_batch};
+use riffle_stage::schemas::{BatchSchemas, payload_schema, resolve_schemas_of, take_outage};
 use riffle_stage::{RejectMessage, Rejects};
 use riffle_telemetry::Metrics;
 use tokio::task::JoinSet;
 
 use crate::ArchiverError;
-use crate::dead_letter::park_message;
-use crate::decode::{DecodedBatch, decode_batch};
 use crate::key::{Partition, cmp_sequence, object_key};
 use crate::store::ObjectStore;
 use crate::table::{ArchivedRow, attributes_json, write_rows};
@@ -142,7 +143,13 @@ impl<S: SchemaSource, O: ObjectStore, D: Rejects> Archiver<S, O, D> {
             records,
             mut parked,
         } = decode_batch(SERVICE, &self.codec, &self.schemas, &event.records).await?;
-        let schemas = self.payload_schemas(&records).await?;
+        // The writer schema of every distinct payload schema id, fetched once; an id the
+        // registry does not know parks its records, an outage fails the batch.
+        let envelopes: Vec<&Envelope> = records.iter().map(|d| &d.envelope).collect();
+        let mut schemas = resolve_schemas_of(&self.schemas, envelopes).await;
+        if let Some(e) = take_outage(&mut schemas) {
+            return Err(ArchiverError::Registry(e));
+        }
 
         let mut groups = Groups::new();
         let mut rows = 0;
@@ -163,26 +170,9 @@ impl<S: SchemaSource, O: ObjectStore, D: Rejects> Archiver<S, O, D> {
         }
 
         // Parked first, so that a queue failure fails the batch before anything is written.
-        if !parked.is_empty() {
-            for message in &parked {
-                tracing::warn!(
-                    code = %message.code,
-                    sequence_number = %message.sequence_number,
-                    detail = %message.detail,
-                    "parking record on the dead-letter queue"
-                );
-            }
-            let messages = parked
-                .iter()
-                .enumerate()
-                .map(|(i, m)| m.to_sqs(i.to_string()))
-                .collect();
-            let failed = self.dead_letters.reject(messages).await?;
-            if !failed.is_empty() {
-                return Err(ArchiverError::NotParked {
-                    count: failed.len(),
-                });
-            }
+        let not_parked = park(&self.dead_letters, &parked).await?;
+        if not_parked > 0 {
+            return Err(ArchiverError::NotParked { count: not_parked });
         }
 
         let mut report = BatchReport {
@@ -221,32 +211,6 @@ impl<S: SchemaSource, O: ObjectStore, D: Rejects> Archiver<S, O, D> {
         report.objects.sort();
         Ok(report)
     }
-
-    /// The writer schema of every distinct payload schema id in the batch, fetched once.
-    /// An id the registry does not know parks its records; an outage fails the batch.
-    async fn payload_schemas(
-        &self,
-        records: &[crate::decode::Decoded],
-    ) -> Result<HashMap<i32, Result<Arc<CompiledSchema>, CodecError>>, ArchiverError> {
-        let mut out = HashMap::new();
-        for decoded in records {
-            let id = decoded.envelope.schema_id;
-            if out.contains_key(&id) {
-                continue;
-            }
-            let resolved = match u32::try_from(id) {
-                Ok(id) => self.schemas.get(id).await,
-                Err(_) => Err(CodecError::UnknownSchema(0)),
-            };
-            match resolved {
-                Err(e) if e.retryable() => return Err(ArchiverError::Registry(e)),
-                other => {
-                    out.insert(id, other);
-                }
-            }
-        }
-        Ok(out)
-    }
 }
 
 impl<S, O, D> KinesisHandler for Archiver<S, O, D>
@@ -274,23 +238,15 @@ fn joined(
 fn archived_row(
     record: &KinesisEventRecord,
     envelope: Envelope,
-    schemas: &HashMap<i32, Result<Arc<CompiledSchema>, CodecError>>,
+    schemas: &BatchSchemas,
     now_ms: i64,
 ) -> Result<(Partition, ArchivedRow), Box<RejectMessage>> {
     let park = |envelope: &Envelope, code: &str, detail: String| {
-        let mut message = park_message(SERVICE, record, code, detail);
-        message.event_id = Some(envelope.event_id.clone());
-        message.subject = Some(envelope.subject.clone());
-        message.source = Some(envelope.source.clone());
-        Box::new(message)
+        Box::new(park_message(SERVICE, record, code, detail).with_envelope(envelope))
     };
-    let schema = match schemas.get(&envelope.schema_id) {
-        Some(Ok(schema)) => schema,
-        Some(Err(e)) => return Err(park(&envelope, e.code(), e.to_string())),
-        None => {
-            let detail = format!("schema id {} was not resolved", envelope.schema_id);
-            return Err(park(&envelope, "unknown_schema", detail));
-        }
+    let schema = match payload_schema(schemas, &envelope) {
+        Ok(schema) => schema,
+        Err((code, detail)) => return Err(park(&envelope, code, detail)),
     };
     let mut payload_json = String::with_capacity(envelope.payload.len() * 2);
     if let Err(e) = to_json(schema, &envelope.payload, &mut payload_json) {
@@ -336,11 +292,15 @@ mod tests {
 
     use apache_avro::Schema;
     use apache_avro::types::Value;
+    use std::collections::HashMap;
+
     use riffle_aws::AwsError;
-    use riffle_stage::{OutputError, SqsMessage};
+    use riffle_stage::SqsMessage;
+    use riffle_stage::testing::{
+        MapSource, Sink, enriched_envelope as envelope, kinesis_event as event, reject_messages,
+    };
 
     use super::*;
-    use crate::decode::tests::{MemorySource, envelope, event};
     use crate::table::read_rows;
 
     const ORDER: &str = include_str!("../../../schemas/events/order_placed.avsc");
@@ -390,33 +350,17 @@ mod tests {
         }
     }
 
-    #[derive(Default)]
-    struct MemoryLetters(Mutex<Vec<RejectMessage>>);
-
-    impl Rejects for MemoryLetters {
-        async fn reject(&self, messages: Vec<SqsMessage>) -> Result<Vec<usize>, OutputError> {
-            let mut parked = self.0.lock().unwrap();
-            for m in messages {
-                parked.push(serde_json::from_str(&m.body).unwrap());
-            }
-            Ok(Vec::new())
-        }
-    }
-
     fn archiver(
         bucket: MemoryBucket,
         registry_down: bool,
-    ) -> Archiver<MemorySource, MemoryBucket, MemoryLetters> {
-        let source = MemorySource {
-            schemas: HashMap::from([(ORDER_ID as u32, ORDER.to_owned())]),
-            down: registry_down,
-            ..MemorySource::default()
-        };
+    ) -> Archiver<MapSource, MemoryBucket, Sink<SqsMessage>> {
+        let source = MapSource::with([(ORDER_ID as u32, ORDER)], []);
+        source.set_down(registry_down);
         Archiver::new(
             EnvelopeCodec::new(7).unwrap(),
             SchemaCache::new(source),
             bucket,
-            MemoryLetters::default(),
+            Sink::new(),
             "events",
         )
     }
@@ -485,10 +429,7 @@ mod tests {
         assert_eq!(payload["currency"], "USD");
         assert_eq!(rows[1].kinesis_sequence_number, "49590002");
         // One registry fetch for the one payload schema id of the batch.
-        assert_eq!(
-            *arch.schemas.source().fetches.lock().unwrap(),
-            vec![ORDER_ID as u32]
-        );
+        assert_eq!(arch.schemas.source().fetched(), vec![ORDER_ID as u32]);
     }
 
     #[tokio::test]
@@ -524,14 +465,8 @@ mod tests {
         ]);
         let report = arch.process(&ev, 1).await.unwrap();
         assert_eq!((report.rows, report.parked), (1, 4));
-        let codes: Vec<String> = arch
-            .dead_letters
-            .0
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|m| m.code.clone())
-            .collect();
+        let parked = reject_messages(&arch.dead_letters.take());
+        let codes: Vec<String> = parked.iter().map(|m| m.code.clone()).collect();
         assert_eq!(
             codes,
             vec![
@@ -541,7 +476,6 @@ mod tests {
                 "event_time_out_of_range"
             ]
         );
-        let parked = arch.dead_letters.0.lock().unwrap();
         assert_eq!(
             parked[1].event_id.as_deref(),
             Some(unknown.event_id.as_str())

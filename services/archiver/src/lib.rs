@@ -4,21 +4,20 @@
 //!
 //! Layout:
 //! - [`handler`]: [`Archiver`], the pure batch handler; its dependencies are ports.
-//! - [`decode`]: the batch's envelopes, other envelope versions fetched once per batch.
 //! - [`key`]: partitions and deterministic object keys.
 //! - [`table`]: the Parquet schema, [`write_rows`] and [`read_rows`] (for tests and replay).
 //! - [`store`]: the [`ObjectStore`] port and its S3 implementation.
-//! - [`dead_letter`]: records no retry can fix, parked on the stage's dead-letter queue
-//!   through the `riffle_stage::Rejects` port; the module doc explains why they are parked
-//!   rather than reported as batch item failures.
 //! - [`config`]: the typed [`Config::from_env`].
 //! - [`error`]: [`ArchiverError`], which knows whether a failed batch is worth retrying.
+//!
+//! Decoding the batch's envelopes, resolving payload schemas once per batch and parking the
+//! records no retry can fix on the stage's dead-letter queue are shared with the other
+//! stages: `riffle_stage::decode`, `riffle_stage::schemas` and `riffle_stage::dead_letter`
+//! (whose doc explains why they are parked rather than reported as batch item failures).
 //!
 //! `main.rs` only wires these to the AWS clients and `riffle_runtime`.
 
 pub mod config;
-pub mod dead_letter;
-pub mod decode;
 mod error;
 pub mod handler;
 pub mod key;

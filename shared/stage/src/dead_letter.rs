@@ -1,27 +1,29 @@
 //! Where records go that no retry can fix.
 //!
-//! A record on `enriched` whose envelope cannot be decoded (bad frame, malformed body, an
-//! envelope schema id the registry does not know), that carries no `enrichment`, or whose
-//! metric is not a finite number will fail the same way on every attempt. Reporting it as a
-//! batch item failure would make Lambda resume the shard from it again and again until it
-//! ages out: the shard stalls and every later record is replayed on each attempt. Failing
-//! the whole batch is worse still. So such a record is *parked*: logged, counted, and sent
-//! with its reason to the stage's dead-letter queue (`RIFFLE_DLQ_URL`, SQS) as a
-//! [`RejectMessage`] (the format every stage uses, so one tool replays them all), and the
-//! batch goes on.
+//! A record whose envelope cannot be decoded (bad frame, malformed body, an envelope schema
+//! id the registry does not know), that lacks what the stage needs (the `enrichment` after
+//! the enricher), or whose payload the stage cannot use will fail the same way on every
+//! attempt. Reporting it as a batch item failure would make Lambda resume the shard from it
+//! again and again until it ages out: the shard stalls and every later record is replayed on
+//! each attempt. Failing the whole batch is worse still. So such a record is *parked*:
+//! logged, counted, and sent with its reason to the stage's dead-letter queue
+//! (`RIFFLE_DLQ_URL`, SQS) as a [`RejectMessage`] (the format every stage uses, so one tool
+//! replays them all), and the batch goes on.
 //!
 //! The message carries the record's bytes so it can be replayed after a fix. SQS takes at
 //! most [`MESSAGE_MAX_BYTES`]; a record too big for that is parked without its bytes but
 //! with its shard id and sequence number, which find it on the stream for the retention
 //! period (the same pointer Lambda's own on-failure destination gives).
 //!
-//! If the queue cannot take the messages the batch fails as a whole (`Err`) before
+//! If the queue cannot take the messages the stage fails the batch as a whole (`Err`) before
 //! anything else is written: nothing may be dropped silently, and failing first keeps the
 //! retry from applying the good records twice.
 
 use aws_lambda_events::event::kinesis::KinesisEventRecord;
 use riffle_aws::sqs::MESSAGE_MAX_BYTES;
-use riffle_stage::RejectMessage;
+
+use crate::ports::{OutputError, Rejects};
+use crate::reject::RejectMessage;
 
 /// The dead-letter message for `record`, parked by `stage` with reason `code`, trimmed to
 /// what SQS accepts.
@@ -43,10 +45,39 @@ pub fn park_message(
     message
 }
 
+/// Logs and sends `parked` to the dead-letter queue behind `dead_letters`; returns how many
+/// messages the queue finally refused (the caller fails the batch when that is not zero).
+///
+/// # Errors
+/// The queue could not be called at all.
+pub async fn park<D: Rejects>(
+    dead_letters: &D,
+    parked: &[RejectMessage],
+) -> Result<usize, OutputError> {
+    if parked.is_empty() {
+        return Ok(0);
+    }
+    for message in parked {
+        tracing::warn!(
+            code = %message.code,
+            sequence_number = %message.sequence_number,
+            detail = %message.detail,
+            "parking record on the dead-letter queue"
+        );
+    }
+    let messages = parked
+        .iter()
+        .enumerate()
+        .map(|(i, m)| m.to_sqs(i.to_string()))
+        .collect();
+    Ok(dead_letters.reject(messages).await?.len())
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::testing::{Sink, reject_messages};
 
     fn record(data: Vec<u8>) -> KinesisEventRecord {
         let mut record = KinesisEventRecord::default();
@@ -81,5 +112,22 @@ mod tests {
         assert!(m.data_base64.is_empty());
         assert_eq!(m.sequence_number, "49");
         assert!(m.detail.contains("too large"));
+    }
+
+    #[tokio::test]
+    async fn park_sends_and_counts_refusals() {
+        let parked = vec![
+            park_message("archiver", &record(vec![1]), "malformed", "x".into()),
+            park_message("archiver", &record(vec![2]), "truncated", "y".into()),
+        ];
+        let queue = Sink::new();
+        assert_eq!(park(&queue, &[]).await.unwrap(), 0);
+        assert_eq!(park(&queue, &parked).await.unwrap(), 0);
+        assert_eq!(reject_messages(&queue.take()), parked);
+
+        let refusing = Sink::failing(|i| i == 1);
+        assert_eq!(park(&refusing, &parked).await.unwrap(), 1);
+        refusing.set_refuse(true);
+        assert!(park(&refusing, &parked).await.unwrap_err().retryable());
     }
 }

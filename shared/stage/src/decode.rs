@@ -1,19 +1,19 @@
-//! Turning a Lambda batch of `enriched` records into envelopes, parking what cannot be.
+//! Turning a Lambda batch of `enriched` records into envelopes, parking what cannot be; the
+//! first step of the stages that read `enriched` (aggregator, archiver).
 //!
 //! The envelope version is in every record's frame. Versions this binary was not built
 //! with are fetched from the registry once per id for the whole batch (never per record)
-//! and taught to the codec (`riffle_stage::schemas`). Only a registry outage is worth a retry, and it concerns the
-//! whole batch, so it is the one error returned; everything about the bytes themselves
-//! becomes a dead-letter message (see [`crate::dead_letter`]).
+//! and taught to the codec ([`crate::schemas`]). Only a registry outage is worth a retry,
+//! and it concerns the whole batch, so it is the one error returned; everything about the
+//! bytes themselves becomes a dead-letter message (see [`crate::dead_letter`]).
 
 use aws_lambda_events::event::kinesis::KinesisEventRecord;
 use riffle_codec::source::SchemaSource;
 use riffle_codec::{CodecError, Envelope, EnvelopeCodec, SchemaCache};
 
-use riffle_stage::RejectMessage;
-use riffle_stage::schemas::learn_envelope_versions;
-
 use crate::dead_letter::park_message;
+use crate::reject::RejectMessage;
+use crate::schemas::learn_envelope_versions;
 
 /// A decoded record: its position in the batch and its envelope (with `enrichment` set).
 #[derive(Debug, Clone)]
@@ -59,16 +59,13 @@ pub async fn decode_batch<S: SchemaSource>(
     for (index, record) in records.iter().enumerate() {
         match codec.decode(&record.kinesis.data) {
             Ok(envelope) if envelope.enrichment.is_none() => {
-                let mut message = park_message(
+                let message = park_message(
                     stage,
                     record,
                     "no_enrichment",
                     format!("envelope of event {} has no enrichment", envelope.event_id),
                 );
-                message.event_id = Some(envelope.event_id);
-                message.subject = Some(envelope.subject);
-                message.source = Some(envelope.source);
-                batch.parked.push(message);
+                batch.parked.push(message.with_envelope(&envelope));
             }
             Ok(envelope) => batch.records.push(Decoded { index, envelope }),
             Err(e) => batch
@@ -81,99 +78,23 @@ pub async fn decode_batch<S: SchemaSource>(
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-pub(crate) mod tests {
-    use std::collections::HashMap;
-    use std::sync::Mutex;
-
-    use aws_lambda_events::event::kinesis::KinesisEvent;
+mod tests {
     use riffle_codec::envelope::ENVELOPE_SCHEMA;
-    use riffle_codec::source::SourceError;
-    use riffle_codec::{Enrichment, Envelope};
 
     use super::*;
-
-    /// An in-memory registry: the schema port, not an AWS service.
-    #[derive(Default)]
-    pub(crate) struct MemorySource {
-        pub schemas: HashMap<u32, String>,
-        pub down: bool,
-        pub fetches: Mutex<Vec<u32>>,
-    }
-
-    impl SchemaSource for MemorySource {
-        async fn fetch_schema(&self, id: u32) -> Result<String, SourceError> {
-            self.fetches.lock().unwrap().push(id);
-            if self.down {
-                return Err(SourceError::Unavailable("down".into()));
-            }
-            self.schemas
-                .get(&id)
-                .cloned()
-                .ok_or(SourceError::NotFound(id))
-        }
-    }
-
-    pub(crate) fn envelope(agg_key: &str, metric: f64, window_start: i64) -> Envelope {
-        Envelope {
-            event_id: format!("ev-{agg_key}-{metric}"),
-            source: "test".into(),
-            subject: "com.riffle.shop.OrderPlaced".into(),
-            schema_id: 3,
-            event_time: window_start + 1_000,
-            ingest_time: window_start + 1_100,
-            stage_times: HashMap::new(),
-            trace_header: None,
-            payload: vec![],
-            enrichment: Some(Enrichment {
-                agg_key: agg_key.into(),
-                metric,
-                window_start,
-                reference_found: true,
-                attributes: HashMap::new(),
-            }),
-        }
-    }
-
-    /// A Lambda event as Lambda sends it (JSON), one record per data blob.
-    pub(crate) fn event(datas: &[Vec<u8>]) -> KinesisEvent {
-        let records: Vec<serde_json::Value> = datas
-            .iter()
-            .enumerate()
-            .map(|(i, d)| {
-                let mut blob = aws_lambda_events::encodings::Base64Data::default();
-                blob.extend_from_slice(d);
-                serde_json::json!({
-                    "kinesis": {
-                        "kinesisSchemaVersion": "1.0",
-                        "partitionKey": format!("pk-{i}"),
-                        "sequenceNumber": format!("4959{i:04}"),
-                        "data": blob,
-                        "approximateArrivalTimestamp": 1_764_000_000.5
-                    },
-                    "eventSource": "aws:kinesis",
-                    "eventVersion": "1.0",
-                    "eventID": format!("shardId-000000000000:4959{i:04}"),
-                    "eventName": "aws:kinesis:record",
-                    "invokeIdentityArn": "arn:aws:iam::000000000000:role/riffle",
-                    "awsRegion": "us-east-1",
-                    "eventSourceARN": "arn:aws:kinesis:us-east-1:000000000000:stream/enriched"
-                })
-            })
-            .collect();
-        serde_json::from_value(serde_json::json!({ "Records": records })).unwrap()
-    }
+    use crate::testing::{MapSource, enriched_envelope, kinesis_event};
 
     #[tokio::test]
     async fn parks_garbage_and_unenriched_and_keeps_the_rest() {
         let codec = EnvelopeCodec::new(7).unwrap();
-        let cache = SchemaCache::new(MemorySource::default());
-        let mut plain = envelope("k", 1.0, 0);
+        let cache = SchemaCache::new(MapSource::default());
+        let mut plain = enriched_envelope("k", 1.0, 0);
         plain.enrichment = None;
-        let ev = event(&[
-            codec.encode(&envelope("k", 1.0, 0)).unwrap(),
+        let ev = kinesis_event(&[
+            codec.encode(&enriched_envelope("k", 1.0, 0)).unwrap(),
             vec![1, 2, 3],
             codec.encode(&plain).unwrap(),
-            codec.encode(&envelope("k", 2.0, 0)).unwrap(),
+            codec.encode(&enriched_envelope("k", 2.0, 0)).unwrap(),
         ]);
         let batch = decode_batch("test", &codec, &cache, &ev.records)
             .await
@@ -193,17 +114,13 @@ pub(crate) mod tests {
     async fn other_envelope_versions_are_fetched_once_per_batch() {
         let codec = EnvelopeCodec::new(7).unwrap();
         let newer = EnvelopeCodec::new(9).unwrap();
-        let source = MemorySource {
-            schemas: HashMap::from([(9, ENVELOPE_SCHEMA.to_string())]),
-            ..MemorySource::default()
-        };
-        let cache = SchemaCache::new(source);
-        let ev = event(&[
-            newer.encode(&envelope("a", 1.0, 0)).unwrap(),
-            newer.encode(&envelope("b", 1.0, 0)).unwrap(),
+        let cache = SchemaCache::new(MapSource::with([(9, ENVELOPE_SCHEMA)], []));
+        let ev = kinesis_event(&[
+            newer.encode(&enriched_envelope("a", 1.0, 0)).unwrap(),
+            newer.encode(&enriched_envelope("b", 1.0, 0)).unwrap(),
             // Version 11 is unknown to the registry: parked, not retried.
             {
-                let mut b = newer.encode(&envelope("c", 1.0, 0)).unwrap();
+                let mut b = newer.encode(&enriched_envelope("c", 1.0, 0)).unwrap();
                 b[4] = 11;
                 b
             },
@@ -214,18 +131,17 @@ pub(crate) mod tests {
         assert_eq!(batch.records.len(), 2);
         assert_eq!(batch.parked.len(), 1);
         assert_eq!(batch.parked[0].code, "unknown_schema");
-        assert_eq!(*cache.source().fetches.lock().unwrap(), vec![9, 11]);
+        assert_eq!(cache.source().fetched(), vec![9, 11]);
     }
 
     #[tokio::test]
     async fn a_registry_outage_fails_the_batch() {
         let codec = EnvelopeCodec::new(7).unwrap();
         let other = EnvelopeCodec::new(9).unwrap();
-        let cache = SchemaCache::new(MemorySource {
-            down: true,
-            ..MemorySource::default()
-        });
-        let ev = event(&[other.encode(&envelope("a", 1.0, 0)).unwrap()]);
+        let source = MapSource::default();
+        source.set_down(true);
+        let cache = SchemaCache::new(source);
+        let ev = kinesis_event(&[other.encode(&enriched_envelope("a", 1.0, 0)).unwrap()]);
         let err = decode_batch("test", &codec, &cache, &ev.records)
             .await
             .unwrap_err();

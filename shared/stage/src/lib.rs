@@ -4,12 +4,18 @@
 //!
 //! Layout: [`ports`] (traits plus their AWS implementations), [`reject`] (the message a
 //! rejected record becomes), [`batch`] (failed records -> `KinesisEventResponse`),
-//! [`schemas`] (resolving a batch's schema ids once).
+//! [`schemas`] (resolving a batch's schema ids once), [`decode`] and [`dead_letter`] (the
+//! envelopes of an `enriched` batch, and parking the records no retry can fix), and
+//! `testing` (in-process ports for tests, behind the cargo feature `testing`).
 
 pub mod batch;
+pub mod dead_letter;
+pub mod decode;
 pub mod ports;
 pub mod reject;
 pub mod schemas;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 pub use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};

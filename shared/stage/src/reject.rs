@@ -5,6 +5,7 @@
 
 use aws_lambda_events::event::kinesis::KinesisEventRecord;
 use base64::Engine as _;
+use riffle_codec::Envelope;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::shard_id;
@@ -49,6 +50,14 @@ impl RejectMessage {
             partition_key: record.kinesis.partition_key.clone(),
             data_base64: base64::engine::general_purpose::STANDARD.encode(&record.kinesis.data.0),
         }
+    }
+
+    /// The same reject naming the event it carried (when its envelope could be read).
+    pub fn with_envelope(mut self, envelope: &Envelope) -> Self {
+        self.event_id = Some(envelope.event_id.clone());
+        self.subject = Some(envelope.subject.clone());
+        self.source = Some(envelope.source.clone());
+        self
     }
 
     /// The original record bytes.

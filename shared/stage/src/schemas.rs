@@ -45,8 +45,17 @@ pub async fn resolve_payload_schemas<S: SchemaSource>(
     cache: &SchemaCache<S>,
     envelopes: &[Result<Envelope, CodecError>],
 ) -> BatchSchemas {
+    resolve_schemas_of(cache, envelopes.iter().flatten()).await
+}
+
+/// Resolves each distinct payload schema id of `envelopes` once. An id that is no registry id
+/// (negative) is not asked for; [`payload_schema`] then rejects its records.
+pub async fn resolve_schemas_of<'a, S: SchemaSource>(
+    cache: &SchemaCache<S>,
+    envelopes: impl IntoIterator<Item = &'a Envelope>,
+) -> BatchSchemas {
     let mut resolved = HashMap::new();
-    for envelope in envelopes.iter().flatten() {
+    for envelope in envelopes {
         let Ok(id) = u32::try_from(envelope.schema_id) else {
             continue;
         };
@@ -55,4 +64,74 @@ pub async fn resolve_payload_schemas<S: SchemaSource>(
         }
     }
     resolved
+}
+
+/// Takes out of `schemas` an error worth retrying (the registry could not be asked), if any:
+/// stages that cannot retry single records fail the whole batch with it.
+pub fn take_outage(schemas: &mut BatchSchemas) -> Option<CodecError> {
+    let id = schemas
+        .iter()
+        .find_map(|(id, s)| matches!(s, Err(e) if e.retryable()).then_some(*id))?;
+    schemas.remove(&id).and_then(Result::err)
+}
+
+/// The writer schema of `envelope`'s payload among the batch's, or why the record cannot be
+/// read: a reject code and its detail.
+///
+/// # Errors
+/// The schema id was not resolved (negative, or not in the batch) or the registry refused it.
+pub fn payload_schema<'a>(
+    schemas: &'a BatchSchemas,
+    envelope: &Envelope,
+) -> Result<&'a CompiledSchema, (&'static str, String)> {
+    match u32::try_from(envelope.schema_id)
+        .ok()
+        .and_then(|id| schemas.get(&id))
+    {
+        Some(Ok(schema)) => Ok(schema),
+        Some(Err(e)) => Err((e.code(), e.to_string())),
+        None => Err((
+            "unknown_schema",
+            format!("schema id {} not registered", envelope.schema_id),
+        )),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use crate::testing::{MapSource, enriched_envelope};
+
+    const ORDER: &str = include_str!("../../../schemas/events/order_placed.avsc");
+
+    #[tokio::test]
+    async fn each_id_is_resolved_once_and_outages_are_taken_out() {
+        let cache = SchemaCache::new(MapSource::with([(3, ORDER)], [5]));
+        let mut envelopes = vec![enriched_envelope("a", 1.0, 0); 3];
+        envelopes[1].schema_id = 4;
+        envelopes[2].schema_id = 5;
+        let mut negative = enriched_envelope("b", 1.0, 0);
+        negative.schema_id = -1;
+        envelopes.push(negative.clone());
+        envelopes.push(enriched_envelope("c", 1.0, 0));
+
+        let mut schemas = resolve_schemas_of(&cache, &envelopes).await;
+        let mut fetched = cache.source().fetched();
+        fetched.sort_unstable();
+        assert_eq!(fetched, vec![3, 4, 5]);
+        assert_eq!(payload_schema(&schemas, &envelopes[0]).unwrap().id(), 3);
+        assert_eq!(
+            payload_schema(&schemas, &envelopes[1]).unwrap_err().0,
+            "unknown_schema"
+        );
+        assert_eq!(
+            payload_schema(&schemas, &negative).unwrap_err().0,
+            "unknown_schema"
+        );
+
+        assert!(take_outage(&mut schemas).unwrap().retryable());
+        assert!(take_outage(&mut schemas).is_none());
+        assert_eq!(schemas.len(), 2);
+    }
 }
