@@ -19,7 +19,9 @@ use riffle_codec::datum::read_record;
 use riffle_codec::rules::Contract;
 use riffle_codec::source::SchemaSource;
 use riffle_codec::{CodecError, Enrichment, Envelope, EnvelopeCodec, SchemaCache};
-use riffle_stage::schemas::{BatchSchemas, learn_envelope_versions, resolve_payload_schemas};
+use riffle_stage::schemas::{
+    BatchSchemas, learn_envelope_versions, payload_schema, resolve_payload_schemas, take_outage,
+};
 use riffle_stage::{
     Failures, KinesisEvent, KinesisEventRecord, KinesisEventResponse, OutRecord, Output,
     OutputError, RejectMessage, Rejects,
@@ -121,11 +123,8 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, 
             .iter()
             .map(|r| self.envelopes.decode(&r.kinesis.data.0))
             .collect();
-        let schemas = resolve_payload_schemas(&self.schemas, &decoded).await;
-        if let Some(Err(e)) = schemas
-            .values()
-            .find(|s| matches!(s, Err(e) if e.retryable()))
-        {
+        let mut schemas = resolve_payload_schemas(&self.schemas, &decoded).await;
+        if let Some(e) = take_outage(&mut schemas) {
             return Err(EnricherError::Registry(e.to_string()));
         }
 
@@ -288,23 +287,6 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, 
     }
 }
 
-fn payload_schema<'a>(
-    schemas: &'a BatchSchemas,
-    envelope: &Envelope,
-) -> Result<&'a riffle_codec::CompiledSchema, (&'static str, String)> {
-    match u32::try_from(envelope.schema_id)
-        .ok()
-        .and_then(|id| schemas.get(&id))
-    {
-        Some(Ok(schema)) => Ok(schema),
-        Some(Err(e)) => Err((e.code(), e.to_string())),
-        None => Err((
-            "unknown_schema",
-            format!("schema id {} not registered", envelope.schema_id),
-        )),
-    }
-}
-
 fn window_start(event_time: i64, secs: u32) -> i64 {
     let len = i64::from(secs) * 1000;
     event_time.div_euclid(len) * len
@@ -322,13 +304,11 @@ fn dead_letter<'r>(
     why: String,
     envelope: Option<&Envelope>,
 ) -> (&'r KinesisEventRecord, RejectMessage) {
-    let mut msg = RejectMessage::new(STAGE, record, code, why);
-    if let Some(e) = envelope {
-        msg.event_id = Some(e.event_id.clone());
-        msg.subject = Some(e.subject.clone());
-        msg.source = Some(e.source.clone());
+    let msg = RejectMessage::new(STAGE, record, code, why);
+    match envelope {
+        Some(e) => (record, msg.with_envelope(e)),
+        None => (record, msg),
     }
-    (record, msg)
 }
 
 impl<S, R, O, D> riffle_runtime::KinesisHandler for Enricher<S, R, O, D>
