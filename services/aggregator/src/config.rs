@@ -1,5 +1,7 @@
 //! The aggregator's configuration, from the environment (see docs/CONTRACTS.md).
 
+use riffle_stage::env::Env;
+
 use crate::AggregatorError;
 
 /// Days a view item lives after its window ends, unless `RIFFLE_VIEW_TTL_DAYS` says.
@@ -35,29 +37,18 @@ impl Config {
     /// # Errors
     /// As [`Config::from_env`].
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, AggregatorError> {
-        let required = |name: &'static str| {
-            lookup(name)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or(AggregatorError::MissingEnv(name))
-        };
-        let view_ttl_days = match lookup("RIFFLE_VIEW_TTL_DAYS") {
-            None => DEFAULT_VIEW_TTL_DAYS,
-            Some(value) => match value.trim().parse::<u32>() {
-                Ok(days) if (1..=MAX_VIEW_TTL_DAYS).contains(&days) => days,
-                _ => {
-                    return Err(AggregatorError::InvalidEnv {
-                        name: "RIFFLE_VIEW_TTL_DAYS",
-                        value,
-                        reason: format!("expected whole days in 1..={MAX_VIEW_TTL_DAYS}"),
-                    });
-                }
-            },
-        };
+        let env = Env::new(lookup);
+        let view_ttl_days = env.parsed_or(
+            "RIFFLE_VIEW_TTL_DAYS",
+            DEFAULT_VIEW_TTL_DAYS,
+            |days| (1..=MAX_VIEW_TTL_DAYS).contains(days),
+            &format!("whole days in 1..={MAX_VIEW_TTL_DAYS}"),
+        )?;
         Ok(Config {
-            view_table: required("RIFFLE_VIEW_TABLE")?,
+            view_table: env.required("RIFFLE_VIEW_TABLE")?,
             view_ttl_days,
-            registry_url: required("RIFFLE_REGISTRY_URL")?,
-            dlq_url: required("RIFFLE_DLQ_URL")?,
+            registry_url: env.required("RIFFLE_REGISTRY_URL")?,
+            dlq_url: env.required("RIFFLE_DLQ_URL")?,
         })
     }
 }

@@ -3,6 +3,7 @@
 use riffle_aws::AwsError;
 use riffle_codec::CodecError;
 use riffle_stage::OutputError;
+use riffle_stage::env::EnvError;
 
 /// Why a batch (or the start-up) failed.
 #[derive(Debug, thiserror::Error)]
@@ -74,6 +75,23 @@ impl AggregatorError {
             AggregatorError::NotParked { .. }
             | AggregatorError::Contended { .. }
             | AggregatorError::Task(_) => true,
+        }
+    }
+}
+
+impl From<EnvError> for AggregatorError {
+    fn from(e: EnvError) -> Self {
+        match e {
+            EnvError::Missing(name) => AggregatorError::MissingEnv(name),
+            EnvError::Invalid {
+                name,
+                value,
+                reason,
+            } => AggregatorError::InvalidEnv {
+                name,
+                value,
+                reason,
+            },
         }
     }
 }

@@ -1,5 +1,7 @@
 //! The archiver's configuration, from the environment (see docs/CONTRACTS.md).
 
+use riffle_stage::env::Env;
+
 use crate::ArchiverError;
 use crate::key::DEFAULT_PREFIX;
 
@@ -30,12 +32,8 @@ impl Config {
     /// # Errors
     /// As [`Config::from_env`].
     pub fn from_lookup(lookup: impl Fn(&str) -> Option<String>) -> Result<Self, ArchiverError> {
-        let required = |name: &'static str| {
-            lookup(name)
-                .filter(|v| !v.trim().is_empty())
-                .ok_or(ArchiverError::MissingEnv(name))
-        };
-        let archive_prefix = match lookup("RIFFLE_ARCHIVE_PREFIX") {
+        let env = Env::new(lookup);
+        let archive_prefix = match env.var("RIFFLE_ARCHIVE_PREFIX") {
             None => DEFAULT_PREFIX.to_owned(),
             Some(value) => {
                 let trimmed = value.trim().trim_matches('/');
@@ -51,10 +49,10 @@ impl Config {
             }
         };
         Ok(Config {
-            archive_bucket: required("RIFFLE_ARCHIVE_BUCKET")?,
+            archive_bucket: env.required("RIFFLE_ARCHIVE_BUCKET")?,
             archive_prefix,
-            registry_url: required("RIFFLE_REGISTRY_URL")?,
-            dlq_url: required("RIFFLE_DLQ_URL")?,
+            registry_url: env.required("RIFFLE_REGISTRY_URL")?,
+            dlq_url: env.required("RIFFLE_DLQ_URL")?,
         })
     }
 }

@@ -3,6 +3,7 @@
 use riffle_aws::AwsError;
 use riffle_codec::CodecError;
 use riffle_stage::OutputError;
+use riffle_stage::env::EnvError;
 
 /// Why a batch (or the start-up, or reading an archive object) failed.
 #[derive(Debug, thiserror::Error)]
@@ -76,6 +77,23 @@ impl ArchiverError {
             ArchiverError::DeadLetter(e) => e.retryable(),
             ArchiverError::Store(e) => e.retryable(),
             ArchiverError::NotParked { .. } | ArchiverError::Task(_) => true,
+        }
+    }
+}
+
+impl From<EnvError> for ArchiverError {
+    fn from(e: EnvError) -> Self {
+        match e {
+            EnvError::Missing(name) => ArchiverError::MissingEnv(name),
+            EnvError::Invalid {
+                name,
+                value,
+                reason,
+            } => ArchiverError::InvalidEnv {
+                name,
+                value,
+                reason,
+            },
         }
     }
 }

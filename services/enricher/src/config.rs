@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use riffle_stage::env::{Env, EnvError};
+
 /// Missing or bad configuration: the process cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -16,6 +18,15 @@ pub enum ConfigError {
         /// What it held.
         value: String,
     },
+}
+
+impl From<EnvError> for ConfigError {
+    fn from(e: EnvError) -> Self {
+        match e {
+            EnvError::Missing(name) => ConfigError::Missing(name),
+            EnvError::Invalid { name, value, .. } => ConfigError::NotANumber { name, value },
+        }
+    }
 }
 
 /// Where the enricher reads and writes.
@@ -44,25 +55,19 @@ impl Config {
     /// # Errors
     /// The first missing or malformed variable.
     pub fn from_env() -> Result<Config, ConfigError> {
-        let var = |name: &'static str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .ok_or(ConfigError::Missing(name))
-        };
-        let ttl = match std::env::var("RIFFLE_REFERENCE_CACHE_TTL_SECS") {
-            Ok(v) if !v.is_empty() => v.parse().map_err(|_| ConfigError::NotANumber {
-                name: "RIFFLE_REFERENCE_CACHE_TTL_SECS",
-                value: v,
-            })?,
-            _ => DEFAULT_REFERENCE_TTL_SECS,
-        };
+        let env = Env::process();
+        let ttl = env.parsed_or(
+            "RIFFLE_REFERENCE_CACHE_TTL_SECS",
+            DEFAULT_REFERENCE_TTL_SECS,
+            |_| true,
+            "a whole number of seconds",
+        )?;
         Ok(Config {
-            output_stream: var("RIFFLE_OUTPUT_STREAM")?,
-            reference_table: var("RIFFLE_REFERENCE_TABLE")?,
+            output_stream: env.required("RIFFLE_OUTPUT_STREAM")?,
+            reference_table: env.required("RIFFLE_REFERENCE_TABLE")?,
             reference_ttl: Duration::from_secs(ttl),
-            registry_url: var("RIFFLE_REGISTRY_URL")?,
-            dlq_url: var("RIFFLE_DLQ_URL")?,
+            registry_url: env.required("RIFFLE_REGISTRY_URL")?,
+            dlq_url: env.required("RIFFLE_DLQ_URL")?,
         })
     }
 }

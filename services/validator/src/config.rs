@@ -1,11 +1,40 @@
 //! The validator's configuration, read once at start-up.
 
+use riffle_stage::env::{Env, EnvError};
+
 /// Missing or bad configuration: the process cannot start.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// A required variable is not set.
     #[error("environment variable {0} is required")]
     Missing(&'static str),
+    /// A variable has a value that cannot be used.
+    #[error("environment variable {name}={value:?}: {reason}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What it held.
+        value: String,
+        /// What was expected.
+        reason: String,
+    },
+}
+
+impl From<EnvError> for ConfigError {
+    fn from(e: EnvError) -> Self {
+        match e {
+            EnvError::Missing(name) => ConfigError::Missing(name),
+            EnvError::Invalid {
+                name,
+                value,
+                reason,
+            } => ConfigError::Invalid {
+                name,
+                value,
+                reason,
+            },
+        }
+    }
 }
 
 /// Where the validator sends what.
@@ -23,18 +52,13 @@ impl Config {
     /// Reads `RIFFLE_OUTPUT_STREAM`, `RIFFLE_REJECTS_QUEUE_URL`, `RIFFLE_REGISTRY_URL`.
     ///
     /// # Errors
-    /// [`ConfigError::Missing`] naming the first unset variable.
+    /// [`ConfigError::Missing`] naming the first unset (or blank) variable.
     pub fn from_env() -> Result<Config, ConfigError> {
-        let var = |name: &'static str| {
-            std::env::var(name)
-                .ok()
-                .filter(|v| !v.is_empty())
-                .ok_or(ConfigError::Missing(name))
-        };
+        let env = Env::process();
         Ok(Config {
-            output_stream: var("RIFFLE_OUTPUT_STREAM")?,
-            rejects_queue_url: var("RIFFLE_REJECTS_QUEUE_URL")?,
-            registry_url: var("RIFFLE_REGISTRY_URL")?,
+            output_stream: env.required("RIFFLE_OUTPUT_STREAM")?,
+            rejects_queue_url: env.required("RIFFLE_REJECTS_QUEUE_URL")?,
+            registry_url: env.required("RIFFLE_REGISTRY_URL")?,
         })
     }
 }

@@ -5,12 +5,13 @@
 //! Layout: [`ports`] (traits plus their AWS implementations), [`reject`] (the message a
 //! rejected record becomes), [`batch`] (failed records -> `KinesisEventResponse`),
 //! [`schemas`] (resolving a batch's schema ids once), [`decode`] and [`dead_letter`] (the
-//! envelopes of an `enriched` batch, and parking the records no retry can fix), and
-//! `testing` (in-process ports for tests, behind the cargo feature `testing`).
+//! envelopes of an `enriched` batch, and parking the records no retry can fix), [`env`]
+//! (configuration from environment variables), and `testing` (in-process ports for tests, behind the cargo feature `testing`).
 
 pub mod batch;
 pub mod dead_letter;
 pub mod decode;
+pub mod env;
 pub mod ports;
 pub mod reject;
 pub mod schemas;
