@@ -10,11 +10,13 @@
 //!   bytes and lends out top-level fields without building a tree.
 //! - [`rules`]: per-subject contracts from `schemas/rules/` (validation rules, enrichment).
 //! - [`source`]: the port through which schemas are fetched.
+//! - [`kpl`]: KPL-compatible aggregation of many records into one Kinesis record.
 
 pub mod datum;
 pub mod envelope;
 mod error;
 pub mod frame;
+pub mod kpl;
 pub mod rules;
 pub mod schema;
 pub mod source;

@@ -1,0 +1,401 @@
+//! KPL-compatible record aggregation: many user records in one Kinesis record.
+//!
+//! The format is the Kinesis Producer Library's: the magic bytes `F3 89 9A C2`, a protobuf
+//! `AggregatedRecord` (a table of partition keys, a table of explicit hash keys, and records
+//! pointing into them), and the MD5 of the protobuf bytes. Kinesis charges and throttles per
+//! record and per 1 KiB payload unit, so packing small events cuts both; Lambda does not unpack
+//! aggregates, so every stage deaggregates what it reads, and plain and aggregated records may
+//! be mixed on one stream.
+//!
+//! The protobuf messages are small and fixed, so they are encoded and decoded by hand here,
+//! with every length checked against the input: a corrupt aggregate is a typed error.
+
+use md5::{Digest, Md5};
+
+/// The four bytes that start every aggregated record.
+pub const MAGIC: [u8; 4] = [0xF3, 0x89, 0x9A, 0xC2];
+/// Length of the MD5 trailer.
+pub const DIGEST_LEN: usize = 16;
+
+/// Why bytes that start with [`MAGIC`] are not a valid aggregate.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KplError {
+    /// Too short to hold magic, message and digest.
+    #[error("aggregate of {0} bytes is too short")]
+    Short(usize),
+    /// The MD5 trailer does not match the message.
+    #[error("aggregate checksum mismatch")]
+    Checksum,
+    /// The protobuf message is malformed.
+    #[error("aggregate protobuf: {0}")]
+    Protobuf(String),
+}
+
+impl KplError {
+    /// A short machine-readable code for rejects.
+    pub fn code(&self) -> &'static str {
+        match self {
+            KplError::Short(_) => "kpl_truncated",
+            KplError::Checksum => "kpl_checksum",
+            KplError::Protobuf(_) => "kpl_protobuf",
+        }
+    }
+}
+
+/// One user record inside an aggregate, borrowed from it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SubRecord<'a> {
+    /// The user record's partition key.
+    pub partition_key: &'a str,
+    /// Its explicit hash key, if the producer set one.
+    pub explicit_hash_key: Option<&'a str>,
+    /// Its data.
+    pub data: &'a [u8],
+}
+
+/// Whether `data` is an aggregate (by its magic bytes).
+pub fn is_aggregated(data: &[u8]) -> bool {
+    data.starts_with(&MAGIC)
+}
+
+/// Builds aggregates: add user records, then [`Aggregator::finish`].
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    keys: Vec<String>,
+    hash_keys: Vec<String>,
+    records: Vec<u8>,
+    count: usize,
+}
+
+impl Aggregator {
+    /// An empty aggregate.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Number of user records added.
+    pub fn len(&self) -> usize {
+        self.count
+    }
+
+    /// True before the first record.
+    pub fn is_empty(&self) -> bool {
+        self.count == 0
+    }
+
+    /// The size [`Aggregator::finish`] would return, plus what adding a record of
+    /// `key`/`data` would add (an upper bound), so callers can stay under Kinesis' limits.
+    pub fn size_with(&self, key: &str, data: &[u8]) -> usize {
+        let table_entry = if self.keys.iter().any(|k| k == key) {
+            0
+        } else {
+            1 + 10 + key.len()
+        };
+        let record = 1 + 10 + (1 + 10) + (1 + 10 + data.len());
+        self.encoded_len() + table_entry + record
+    }
+
+    fn encoded_len(&self) -> usize {
+        let tables: usize = self
+            .keys
+            .iter()
+            .chain(&self.hash_keys)
+            .map(|k| 1 + varint_len(k.len() as u64) + k.len())
+            .sum();
+        MAGIC.len() + tables + self.records.len() + DIGEST_LEN
+    }
+
+    /// Adds a user record.
+    pub fn add(&mut self, partition_key: &str, explicit_hash_key: Option<&str>, data: &[u8]) {
+        let key_index = index_of(&mut self.keys, partition_key);
+        let hash_index = explicit_hash_key.map(|h| index_of(&mut self.hash_keys, h));
+        let mut record = Vec::with_capacity(data.len() + 16);
+        put_varint_field(&mut record, 1, key_index as u64);
+        if let Some(i) = hash_index {
+            put_varint_field(&mut record, 2, i as u64);
+        }
+        put_bytes_field(&mut record, 3, data);
+        put_bytes_field(&mut self.records, 3, &record);
+        self.count += 1;
+    }
+
+    /// The aggregate's bytes; the aggregator is empty again afterwards.
+    pub fn finish(&mut self) -> Vec<u8> {
+        let mut message = Vec::with_capacity(self.encoded_len());
+        for key in self.keys.drain(..) {
+            put_bytes_field(&mut message, 1, key.as_bytes());
+        }
+        for key in self.hash_keys.drain(..) {
+            put_bytes_field(&mut message, 2, key.as_bytes());
+        }
+        message.append(&mut self.records);
+        self.count = 0;
+        let digest = Md5::digest(&message);
+        let mut out = Vec::with_capacity(MAGIC.len() + message.len() + DIGEST_LEN);
+        out.extend_from_slice(&MAGIC);
+        out.extend_from_slice(&message);
+        out.extend_from_slice(&digest);
+        out
+    }
+}
+
+fn index_of(table: &mut Vec<String>, key: &str) -> usize {
+    if let Some(i) = table.iter().position(|k| k == key) {
+        return i;
+    }
+    table.push(key.to_string());
+    table.len() - 1
+}
+
+/// Unpacks an aggregate into its user records, in order.
+///
+/// # Errors
+/// Short input, a checksum mismatch, or malformed protobuf (including indexes that point
+/// outside the key tables and invalid UTF-8 keys).
+pub fn deaggregate(data: &[u8]) -> Result<Vec<SubRecord<'_>>, KplError> {
+    if data.len() < MAGIC.len() + DIGEST_LEN || !is_aggregated(data) {
+        return Err(KplError::Short(data.len()));
+    }
+    let message = &data[MAGIC.len()..data.len() - DIGEST_LEN];
+    let digest = &data[data.len() - DIGEST_LEN..];
+    if Md5::digest(message).as_slice() != digest {
+        return Err(KplError::Checksum);
+    }
+    let mut keys = Vec::new();
+    let mut hash_keys = Vec::new();
+    let mut raw_records = Vec::new();
+    let mut reader = Reader {
+        buf: message,
+        pos: 0,
+    };
+    while let Some((field, value)) = reader.field()? {
+        match (field, value) {
+            (1, Value::Bytes(b)) => keys.push(utf8(b)?),
+            (2, Value::Bytes(b)) => hash_keys.push(utf8(b)?),
+            (3, Value::Bytes(b)) => raw_records.push(b),
+            (1..=3, _) => {
+                return Err(KplError::Protobuf(format!(
+                    "field {field} has the wrong wire type"
+                )));
+            }
+            _ => {}
+        }
+    }
+    raw_records
+        .into_iter()
+        .map(|raw| {
+            let mut r = Reader { buf: raw, pos: 0 };
+            let (mut key, mut hash, mut data) = (None, None, None);
+            while let Some((field, value)) = r.field()? {
+                match (field, value) {
+                    (1, Value::Varint(i)) => key = Some(i),
+                    (2, Value::Varint(i)) => hash = Some(i),
+                    (3, Value::Bytes(b)) => data = Some(b),
+                    (1..=3, _) => {
+                        return Err(KplError::Protobuf(format!(
+                            "record field {field} has the wrong wire type"
+                        )));
+                    }
+                    _ => {}
+                }
+            }
+            Ok(SubRecord {
+                partition_key: lookup(
+                    &keys,
+                    key.ok_or_else(|| KplError::Protobuf("record without partition key".into()))?,
+                    "partition key",
+                )?,
+                explicit_hash_key: hash
+                    .map(|i| lookup(&hash_keys, i, "explicit hash key"))
+                    .transpose()?,
+                data: data.ok_or_else(|| KplError::Protobuf("record without data".into()))?,
+            })
+        })
+        .collect()
+}
+
+fn lookup<'a>(table: &[&'a str], i: u64, what: &str) -> Result<&'a str, KplError> {
+    usize::try_from(i)
+        .ok()
+        .and_then(|i| table.get(i).copied())
+        .ok_or_else(|| KplError::Protobuf(format!("{what} index {i} outside its table")))
+}
+
+fn utf8(b: &[u8]) -> Result<&str, KplError> {
+    std::str::from_utf8(b).map_err(|_| KplError::Protobuf("key is not UTF-8".into()))
+}
+
+enum Value<'a> {
+    Varint(u64),
+    Bytes(&'a [u8]),
+    Fixed,
+}
+
+struct Reader<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Reader<'a> {
+    fn varint(&mut self) -> Result<u64, KplError> {
+        let mut value = 0u64;
+        for shift in (0..64).step_by(7) {
+            let byte = *self
+                .buf
+                .get(self.pos)
+                .ok_or_else(|| KplError::Protobuf("varint runs past the end".into()))?;
+            self.pos += 1;
+            value |= u64::from(byte & 0x7f) << shift;
+            if byte & 0x80 == 0 {
+                return Ok(value);
+            }
+        }
+        Err(KplError::Protobuf("varint longer than 10 bytes".into()))
+    }
+
+    fn take(&mut self, n: u64) -> Result<&'a [u8], KplError> {
+        let n = usize::try_from(n).map_err(|_| KplError::Protobuf("length overflow".into()))?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|e| *e <= self.buf.len())
+            .ok_or_else(|| KplError::Protobuf("length runs past the end".into()))?;
+        let out = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(out)
+    }
+
+    /// The next (field number, value), skipping what this format does not use.
+    fn field(&mut self) -> Result<Option<(u64, Value<'a>)>, KplError> {
+        if self.pos >= self.buf.len() {
+            return Ok(None);
+        }
+        let tag = self.varint()?;
+        let value = match tag & 7 {
+            0 => Value::Varint(self.varint()?),
+            1 => {
+                self.take(8)?;
+                Value::Fixed
+            }
+            2 => {
+                let len = self.varint()?;
+                Value::Bytes(self.take(len)?)
+            }
+            5 => {
+                self.take(4)?;
+                Value::Fixed
+            }
+            other => return Err(KplError::Protobuf(format!("unsupported wire type {other}"))),
+        };
+        Ok(Some((tag >> 3, value)))
+    }
+}
+
+fn varint_len(mut v: u64) -> usize {
+    let mut n = 1;
+    while v >= 0x80 {
+        v >>= 7;
+        n += 1;
+    }
+    n
+}
+
+fn put_varint(out: &mut Vec<u8>, mut v: u64) {
+    while v >= 0x80 {
+        out.push((v as u8 & 0x7f) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_varint_field(out: &mut Vec<u8>, field: u64, v: u64) {
+    put_varint(out, field << 3);
+    put_varint(out, v);
+}
+
+fn put_bytes_field(out: &mut Vec<u8>, field: u64, bytes: &[u8]) {
+    put_varint(out, (field << 3) | 2);
+    put_varint(out, bytes.len() as u64);
+    out.extend_from_slice(bytes);
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn round_trips_records_and_shared_keys() {
+        let mut agg = Aggregator::new();
+        agg.add("a", None, b"one");
+        agg.add("b", Some("340282366920938463463374607431768211455"), b"");
+        agg.add("a", None, &[0xff; 300]);
+        assert_eq!(agg.len(), 3);
+        let bound = agg.size_with("c", b"x");
+        let bytes = agg.finish();
+        assert!(agg.is_empty());
+        assert!(bytes.len() < bound);
+        assert!(is_aggregated(&bytes));
+        let subs = deaggregate(&bytes).unwrap();
+        assert_eq!(subs.len(), 3);
+        assert_eq!(
+            subs[0],
+            SubRecord {
+                partition_key: "a",
+                explicit_hash_key: None,
+                data: b"one"
+            }
+        );
+        assert_eq!(
+            subs[1].explicit_hash_key,
+            Some("340282366920938463463374607431768211455")
+        );
+        assert_eq!(subs[1].data, b"");
+        assert_eq!(subs[2].partition_key, "a");
+        assert_eq!(subs[2].data.len(), 300);
+    }
+
+    #[test]
+    fn corrupt_aggregates_are_typed_errors() {
+        let mut agg = Aggregator::new();
+        agg.add("k", None, b"payload");
+        let good = agg.finish();
+        assert!(matches!(deaggregate(&good[..10]), Err(KplError::Short(_))));
+        let mut flipped = good.clone();
+        flipped[6] ^= 1;
+        assert_eq!(deaggregate(&flipped), Err(KplError::Checksum));
+        // Valid checksum over garbage protobuf.
+        let garbage = [0x1a, 0xff, 0xff];
+        let mut forged = MAGIC.to_vec();
+        forged.extend_from_slice(&garbage);
+        forged.extend_from_slice(&Md5::digest(garbage));
+        assert!(matches!(deaggregate(&forged), Err(KplError::Protobuf(_))));
+        // A record pointing outside the key table.
+        let mut record = Vec::new();
+        put_varint_field(&mut record, 1, 5);
+        put_bytes_field(&mut record, 3, b"x");
+        let mut message = Vec::new();
+        put_bytes_field(&mut message, 3, &record);
+        let mut forged = MAGIC.to_vec();
+        forged.extend_from_slice(&message);
+        forged.extend_from_slice(&Md5::digest(&message));
+        assert!(matches!(deaggregate(&forged), Err(KplError::Protobuf(_))));
+    }
+
+    #[test]
+    fn every_cut_and_byte_flip_is_handled() {
+        let mut agg = Aggregator::new();
+        for i in 0..5u8 {
+            agg.add(&format!("key-{i}"), None, &[i; 7]);
+        }
+        let good = agg.finish();
+        for cut in 0..good.len() {
+            let _ = deaggregate(&good[..cut]);
+        }
+        for i in 0..good.len() {
+            let mut b = good.clone();
+            b[i] = b[i].wrapping_add(0x41);
+            assert!(deaggregate(&b).is_err(), "flip at {i} went unnoticed");
+        }
+    }
+}
