@@ -1,6 +1,7 @@
 //! The `archiver` function: builds its clients once, registers the envelope schema it
-//! reads with, and hands the pure [`Archiver`] to `riffle_runtime` (Lambda on AWS, the
-//! local event source mapping elsewhere). All logic lives in the library.
+//! reads with (waiting for the registry while it starts), and hands the pure [`Archiver`] to
+//! `riffle_runtime` (Lambda on AWS, the local event source mapping elsewhere). All logic
+//! lives in the library.
 
 // The runtime's future nests the handler's (SDK calls inside spawned writes inside the
 // local mapping's loop) deeper than the compiler's default layout query depth.
@@ -8,9 +9,8 @@
 
 use riffle_archiver::{Archiver, Config, S3ObjectStore, handler::SERVICE};
 use riffle_aws::SqsSender;
-use riffle_codec::envelope::{ENVELOPE_SCHEMA, ENVELOPE_SUBJECT};
-use riffle_codec::{EnvelopeCodec, SchemaCache};
-use riffle_registry_client::RegistryClient;
+use riffle_codec::SchemaCache;
+use riffle_registry_client::{RegistryClient, STARTUP_PATIENCE};
 use riffle_stage::SqsRejects;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -22,8 +22,8 @@ async fn main() -> Result<(), BoxError> {
     let sdk = riffle_aws::sdk_config().await;
 
     let registry = RegistryClient::new(&config.registry_url)?;
-    let envelope_id = registry.register(ENVELOPE_SUBJECT, ENVELOPE_SCHEMA).await?;
-    let codec = EnvelopeCodec::new(envelope_id)?;
+    let codec = registry.envelope_codec(STARTUP_PATIENCE).await?;
+    let envelope_id = codec.id();
 
     let store = S3ObjectStore::new(riffle_aws::s3_client(&sdk), &config.archive_bucket);
     let dead_letters = SqsRejects::new(

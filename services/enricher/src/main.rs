@@ -5,17 +5,13 @@
 #![recursion_limit = "256"]
 
 use std::error::Error;
-use std::time::Duration;
 
 use riffle_aws::{KinesisPublisher, PublishConfig, SqsSender};
 use riffle_codec::SchemaCache;
 use riffle_enricher::reference::{DynamoReference, ReferenceCache};
 use riffle_enricher::{Config, Enricher, STAGE};
-use riffle_registry_client::RegistryClient;
+use riffle_registry_client::{RegistryClient, STARTUP_PATIENCE};
 use riffle_stage::{KinesisOutput, SqsRejects};
-
-/// How long start-up waits for the registry (it may be starting alongside).
-const REGISTRY_PATIENCE: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
@@ -23,7 +19,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let config = Config::from_env()?;
     let sdk = riffle_aws::sdk_config().await;
     let registry = RegistryClient::new(&config.registry_url)?;
-    let envelopes = registry.envelope_codec(REGISTRY_PATIENCE).await?;
+    let envelopes = registry.envelope_codec(STARTUP_PATIENCE).await?;
     let contracts = riffle_codec::rules::bundled()?;
     let reference = ReferenceCache::new(
         DynamoReference::new(riffle_aws::dynamodb_client(&sdk), &config.reference_table),

@@ -5,16 +5,12 @@
 #![recursion_limit = "256"]
 
 use std::error::Error;
-use std::time::Duration;
 
 use riffle_aws::{KinesisPublisher, PublishConfig, SqsSender};
 use riffle_codec::SchemaCache;
-use riffle_registry_client::RegistryClient;
+use riffle_registry_client::{RegistryClient, STARTUP_PATIENCE};
 use riffle_stage::{KinesisOutput, SqsRejects};
 use riffle_validator::{Config, STAGE, Validator};
-
-/// How long start-up waits for the registry (it may be starting alongside).
-const REGISTRY_PATIENCE: Duration = Duration::from_secs(30);
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
@@ -22,7 +18,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let config = Config::from_env()?;
     let sdk = riffle_aws::sdk_config().await;
     let registry = RegistryClient::new(&config.registry_url)?;
-    let envelopes = registry.envelope_codec(REGISTRY_PATIENCE).await?;
+    let envelopes = registry.envelope_codec(STARTUP_PATIENCE).await?;
     let contracts = riffle_codec::rules::bundled()?;
     let output = KinesisOutput::new(
         KinesisPublisher::new(riffle_aws::kinesis_client(&sdk), PublishConfig::default()),

@@ -29,6 +29,10 @@ pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
 /// hung registry fails the call, not the invocation.
 pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How long a stage's start-up waits for the registry in
+/// [`RegistryClient::envelope_codec`] (the registry may be starting alongside).
+pub const STARTUP_PATIENCE: Duration = Duration::from_secs(30);
+
 /// The API's error code for an unknown schema (id or, in lookups, schema text).
 pub const SCHEMA_NOT_FOUND: u32 = 40403;
 
