@@ -131,6 +131,13 @@ impl EnvelopeCodec {
     /// Framing errors, [`CodecError::UnknownSchema`] for an envelope version not learned yet
     /// (fetch it and [`EnvelopeCodec::learn`] it), [`CodecError::Malformed`] for a bad body.
     pub fn decode(&self, record: &[u8]) -> Result<Envelope, CodecError> {
+        if crate::kpl::is_aggregated(record) {
+            // Valid aggregates are unpacked before decoding; this one could not be, so say why.
+            return Err(crate::kpl::deaggregate(record)
+                .err()
+                .unwrap_or(crate::kpl::KplError::Nested)
+                .into());
+        }
         let (id, body) = frame::split(record)?;
         if id == self.current.id() {
             return self.current.decode(body);
@@ -208,6 +215,19 @@ mod tests {
         let mut huge_len = vec![0, 0, 0, 0, 7];
         huge_len.extend_from_slice(&[0xfe, 0xff, 0xff, 0xff, 0x0f]);
         assert!(codec.decode(&huge_len).is_err());
+    }
+
+    #[test]
+    fn corrupt_aggregates_say_why() {
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let mut agg = crate::kpl::Aggregator::new();
+        agg.add("k", None, &codec.encode(&sample()).unwrap());
+        let mut bytes = agg.finish();
+        let code = |b: &[u8]| codec.decode(b).unwrap_err().code();
+        assert_eq!(code(&bytes), "kpl_nested");
+        let last = bytes.len() - 1;
+        bytes[last] ^= 1;
+        assert_eq!(code(&bytes), "kpl_checksum");
     }
 
     #[test]

@@ -45,6 +45,9 @@ pub enum CodecError {
         /// Where and why decoding stopped.
         reason: String,
     },
+    /// A KPL aggregate that could not be unpacked (or was not unpacked).
+    #[error("{0}")]
+    Aggregate(#[from] crate::kpl::KplError),
     /// A value could not be encoded in its schema.
     #[error("cannot encode with schema {id}: {reason}")]
     Encode {
@@ -73,6 +76,7 @@ impl CodecError {
             CodecError::InvalidSchema { .. } => "invalid_schema",
             CodecError::Malformed { .. } => "malformed",
             CodecError::Encode { .. } => "encode",
+            CodecError::Aggregate(e) => e.code(),
         }
     }
 }

@@ -29,6 +29,9 @@ pub enum KplError {
     /// The protobuf message is malformed.
     #[error("aggregate protobuf: {0}")]
     Protobuf(String),
+    /// A valid aggregate where a single record was expected (aggregates are not nested).
+    #[error("aggregate inside an aggregate")]
+    Nested,
 }
 
 impl KplError {
@@ -38,6 +41,7 @@ impl KplError {
             KplError::Short(_) => "kpl_truncated",
             KplError::Checksum => "kpl_checksum",
             KplError::Protobuf(_) => "kpl_protobuf",
+            KplError::Nested => "kpl_nested",
         }
     }
 }

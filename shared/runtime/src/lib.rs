@@ -9,10 +9,12 @@
 //!   (batch cutting, partial failures, bisection, record age);
 //! - [`checkpoint`]: per-shard checkpoints in DynamoDB;
 //! - [`destination`]: the on-failure SQS messages;
-//! - [`local`]: the local event source mapping itself, [`run_local`].
+//! - [`local`]: the local event source mapping itself, [`run_local`];
+//! - [`deaggregate`]: KPL aggregates unpacked before any handler sees them.
 
 pub mod checkpoint;
 pub mod config;
+pub mod deaggregate;
 pub mod destination;
 pub mod event;
 pub mod local;
@@ -83,7 +85,7 @@ pub async fn run_kinesis<H: KinesisHandler>(
         let service =
             lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<KinesisEvent>| {
                 let handler = handler.clone();
-                async move { handler.handle(event.payload).await }
+                async move { handler.handle(deaggregate::expand(event.payload)).await }
             });
         return lambda_runtime::run(service).await;
     }

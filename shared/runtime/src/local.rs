@@ -520,7 +520,7 @@ impl<H: KinesisHandler> ShardReader<H> {
             metrics.count("Records", segment.records.len() as u64);
             let started = Instant::now();
             let handler = self.ctx.handler.clone();
-            let event = event_of(&segment.records);
+            let event = crate::deaggregate::expand(event_of(&segment.records));
             // Its own task, so a panicking handler fails the batch like a crashed function.
             let outcome = tokio::spawn(async move { handler.handle(event).await }).await;
             metrics.millis("HandlerMs", started.elapsed().as_secs_f64() * 1000.0);

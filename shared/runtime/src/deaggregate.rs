@@ -1,0 +1,106 @@
+//! Unpacking KPL aggregates before the handler sees a batch.
+//!
+//! Lambda hands aggregated records to the function as they are; unpacking them here, for both
+//! the Lambda and the local path, means no handler has to know aggregation exists. Each user
+//! record becomes an event record of its own that keeps its parent's sequence number, so a
+//! failure reported for any of them restarts the shard at the parent, which is the unit
+//! Kinesis and Lambda know. A corrupt aggregate is passed on untouched; the handler rejects it
+//! with its reason (the validator reports the deaggregation error).
+
+use riffle_codec::kpl;
+
+use crate::{KinesisEvent, KinesisEventRecord};
+
+/// `event` with every valid aggregate replaced by its user records, in order.
+pub fn expand(mut event: KinesisEvent) -> KinesisEvent {
+    if !event
+        .records
+        .iter()
+        .any(|r| kpl::is_aggregated(&r.kinesis.data.0))
+    {
+        return event;
+    }
+    let mut records = Vec::with_capacity(event.records.len());
+    for record in event.records.drain(..) {
+        if !kpl::is_aggregated(&record.kinesis.data.0) {
+            records.push(record);
+            continue;
+        }
+        match kpl::deaggregate(&record.kinesis.data.0) {
+            Ok(subs) => records.extend(subs.iter().map(|sub| {
+                let mut user: KinesisEventRecord = record.clone();
+                user.kinesis.partition_key = sub.partition_key.to_owned();
+                user.kinesis.data.0 = sub.data.to_vec();
+                user
+            })),
+            Err(e) => {
+                tracing::warn!(seq = %record.kinesis.sequence_number, error = %e, "corrupt aggregate passed on");
+                records.push(record);
+            }
+        }
+    }
+    event.records = records;
+    event
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn record(seq: &str, key: &str, data: Vec<u8>) -> KinesisEventRecord {
+        let mut r = KinesisEventRecord::default();
+        r.kinesis.sequence_number = seq.into();
+        r.kinesis.partition_key = key.into();
+        r.kinesis.data.0 = data;
+        r
+    }
+
+    #[test]
+    fn expands_aggregates_in_place_and_keeps_plain_records() {
+        let mut agg = kpl::Aggregator::new();
+        agg.add("k1", None, b"one");
+        agg.add("k2", None, b"two");
+        let mut event = KinesisEvent::default();
+        event.records = vec![
+            record("1", "p", b"plain".to_vec()),
+            record("2", "k1", agg.finish()),
+            record("3", "p", b"last".to_vec()),
+        ];
+        let out = expand(event);
+        let seen: Vec<_> = out
+            .records
+            .iter()
+            .map(|r| {
+                (
+                    r.kinesis.sequence_number.as_str(),
+                    r.kinesis.partition_key.as_str(),
+                    r.kinesis.data.0.as_slice(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            seen,
+            vec![
+                ("1", "p", &b"plain"[..]),
+                ("2", "k1", b"one"),
+                ("2", "k2", b"two"),
+                ("3", "p", b"last")
+            ]
+        );
+    }
+
+    #[test]
+    fn corrupt_aggregates_pass_through() {
+        let mut agg = kpl::Aggregator::new();
+        agg.add("k", None, b"x");
+        let mut bytes = agg.finish();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0xff;
+        let mut event = KinesisEvent::default();
+        event.records = vec![record("9", "k", bytes.clone())];
+        let out = expand(event);
+        assert_eq!(out.records.len(), 1);
+        assert_eq!(out.records[0].kinesis.data.0, bytes);
+    }
+}
