@@ -84,12 +84,7 @@ fn main() {
     eprintln!("enricher bench: {RECORDS} records, {RUNS} runs after {WARM_UP}");
 
     let (output, dlq) = (Sink::new(), Sink::new());
-    let enricher = enricher(
-        MapSource::registered(),
-        Catalogue::new(),
-        output.clone(),
-        dlq.clone(),
-    );
+    let enricher = enricher(registered(), Catalogue::new(), output.clone(), dlq.clone());
     let handler = median(|| {
         let batch = event.clone();
         let time = timed(|| {
@@ -104,7 +99,7 @@ fn main() {
     // The parts, each over the whole batch.
     let codec = EnvelopeCodec::new(IDS.envelope).unwrap();
     let contracts = riffle_codec::rules::bundled().unwrap();
-    let cache = SchemaCache::new(MapSource::registered());
+    let cache = SchemaCache::new(registered());
     let data: Vec<&[u8]> = event
         .records
         .iter()

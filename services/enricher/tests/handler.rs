@@ -167,12 +167,7 @@ async fn enriches_every_event_as_the_ground_truth_says() {
 
     let catalogue = Catalogue::new();
     let (output, dlq) = (Sink::new(), Sink::new());
-    let enricher = enricher(
-        MapSource::registered(),
-        catalogue.clone(),
-        output.clone(),
-        dlq.clone(),
-    );
+    let enricher = enricher(registered(), catalogue.clone(), output.clone(), dlq.clone());
     let started = now_ms();
     let response = enricher.handle(kinesis_event(&events)).await.unwrap();
     let handled = (started, now_ms());
@@ -200,7 +195,7 @@ async fn enriches_every_event_as_the_ground_truth_says() {
 #[tokio::test]
 async fn outages_fail_the_batch_for_a_retry() {
     let events = enricher_input(generate(23, 300, 0.0));
-    let (source, catalogue) = (MapSource::registered(), Catalogue::new());
+    let (source, catalogue) = (registered(), Catalogue::new());
     let (output, dlq) = (Sink::new(), Sink::new());
     let enricher = enricher(
         source.clone(),
@@ -241,12 +236,7 @@ async fn records_the_ports_could_not_write_are_retried() {
     let events = enricher_input(generate(25, 3_000, 0.02));
     let output = Sink::failing(|i| i % 9 == 4);
     let dlq = Sink::failing(|i| i % 2 == 0);
-    let enricher = enricher(
-        MapSource::registered(),
-        Catalogue::new(),
-        output.clone(),
-        dlq.clone(),
-    );
+    let enricher = enricher(registered(), Catalogue::new(), output.clone(), dlq.clone());
     let response = enricher.handle(kinesis_event(&events)).await.unwrap();
 
     let seqs_of = |valid: bool| -> Vec<String> {
@@ -275,12 +265,7 @@ async fn records_the_ports_could_not_write_are_retried() {
 #[tokio::test]
 async fn an_empty_batch_asks_nobody() {
     let catalogue = Catalogue::new();
-    let enricher = enricher(
-        MapSource::registered(),
-        catalogue.clone(),
-        Sink::new(),
-        Sink::new(),
-    );
+    let enricher = enricher(registered(), catalogue.clone(), Sink::new(), Sink::new());
     let response = enricher.handle(kinesis_event(&[])).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(catalogue.asked(), (0, 0));

@@ -73,7 +73,7 @@ fn main() {
     );
 
     let (output, rejects) = (Sink::new(), Sink::new());
-    let validator = validator(MapSource::registered(), output.clone(), rejects.clone());
+    let validator = validator(registered(), output.clone(), rejects.clone());
     let handler = median(|| {
         let batch = event.clone();
         let time = timed(|| {
@@ -88,7 +88,7 @@ fn main() {
     // The parts, each over the whole batch.
     let codec = EnvelopeCodec::new(IDS.envelope).unwrap();
     let contracts = riffle_codec::rules::bundled().unwrap();
-    let cache = SchemaCache::new(MapSource::registered());
+    let cache = SchemaCache::new(registered());
     let data: Vec<&[u8]> = event
         .records
         .iter()

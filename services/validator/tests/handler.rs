@@ -38,7 +38,7 @@ async fn every_record_gets_the_generators_outcome() {
     let all: BTreeSet<&str> = InvalidKind::ALL.iter().map(|k| k.code()).collect();
     assert_eq!(codes, all, "every invalid kind is in the batch");
 
-    let (source, output, rejects) = (MapSource::registered(), Sink::new(), Sink::new());
+    let (source, output, rejects) = (registered(), Sink::new(), Sink::new());
     let validator = validator(source.clone(), output.clone(), rejects.clone());
     let started = now_ms();
     let response = validator.handle(kinesis_event(&events)).await.unwrap();
@@ -75,7 +75,7 @@ async fn every_record_gets_the_generators_outcome() {
 #[tokio::test]
 async fn registry_outage_retries_instead_of_rejecting() {
     let events = generate(11, 2_000);
-    let (source, output, rejects) = (MapSource::registered(), Sink::new(), Sink::new());
+    let (source, output, rejects) = (registered(), Sink::new(), Sink::new());
     source.set_down(true);
     let validator = validator(source.clone(), output.clone(), rejects.clone());
     let event = kinesis_event(&events);
@@ -139,7 +139,7 @@ async fn records_the_ports_could_not_write_are_retried() {
     let events = generate(13, 3_000);
     let output = Sink::failing(|i| i % 7 == 3);
     let rejects = Sink::failing(|i| i % 5 == 1);
-    let validator = validator(MapSource::registered(), output.clone(), rejects.clone());
+    let validator = validator(registered(), output.clone(), rejects.clone());
     let response = validator.handle(kinesis_event(&events)).await.unwrap();
 
     // Ports see valid and rejected records in batch order, so index n of a call is the n-th
@@ -187,7 +187,7 @@ async fn records_the_ports_could_not_write_are_retried() {
 async fn a_port_refusing_the_whole_call_fails_the_batch() {
     let events = generate(17, 500);
     let (output, rejects) = (Sink::new(), Sink::new());
-    let validator = validator(MapSource::registered(), output.clone(), rejects.clone());
+    let validator = validator(registered(), output.clone(), rejects.clone());
 
     output.set_refuse(true);
     let err = validator.handle(kinesis_event(&events)).await.unwrap_err();
@@ -205,7 +205,7 @@ async fn a_port_refusing_the_whole_call_fails_the_batch() {
 
 #[tokio::test]
 async fn an_empty_batch_is_an_empty_response() {
-    let validator = validator(MapSource::registered(), Sink::new(), Sink::new());
+    let validator = validator(registered(), Sink::new(), Sink::new());
     let response = validator.handle(kinesis_event(&[])).await.unwrap();
     assert!(response.batch_item_failures.is_empty());
 }

@@ -1,28 +1,19 @@
 //! What the validator's tests and its benchmark share: the registered schemas served from a
-//! map, `Vec`-collecting output and rejects ports, Lambda Kinesis events built from the load
-//! generator's records, and the check of every record's outcome against the generator's
-//! independent ground truth.
-//!
-//! The ports here are in-process implementations of the stage's own traits, not stand-ins for
-//! AWS: the AWS implementations are tested against the emulators in their own crate.
+//! map and `Vec`-collecting output and rejects ports (`riffle_stage::testing`), Lambda Kinesis
+//! events built from the load generator's records, and the check of every record's outcome
+//! against the generator's independent ground truth.
 
 // Each test binary (and the benchmark) uses a different part of this module.
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(dead_code, unused_imports, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::collections::HashMap;
 
 use aws_lambda_events::event::kinesis::KinesisEncryptionType;
-use riffle_aws::AwsError;
 use riffle_codec::envelope::ENVELOPE_SCHEMA;
-use riffle_codec::source::{SchemaSource, SourceError};
 use riffle_codec::{EnvelopeCodec, SchemaCache};
 use riffle_loadtest::{Expected, GeneratedEvent, Generator, GeneratorConfig, SchemaIds};
-use riffle_stage::{
-    KinesisEvent, KinesisEventResponse, OutRecord, Output, OutputError, RejectMessage, Rejects,
-    SqsMessage,
-};
+pub use riffle_stage::testing::{MapSource, Sink, reject_messages};
+use riffle_stage::{KinesisEvent, KinesisEventResponse, OutRecord, RejectMessage, SqsMessage};
 use riffle_validator::Validator;
 
 pub const ORDER_SCHEMA: &str = include_str!("../../../../schemas/events/order_placed.avsc");
@@ -41,145 +32,17 @@ pub const STREAM_ARN: &str = "arn:aws:kinesis:us-east-1:123456789012:stream/riff
 pub const ROLE_ARN: &str = "arn:aws:iam::123456789012:role/riffle-validator";
 pub const SHARD: &str = "shardId-000000000000";
 
-/// Schemas by registry id, as a registry would serve them; `down` makes every fetch fail as an
-/// outage would, `unavailable` only the fetches of some ids.
-#[derive(Clone)]
-pub struct MapSource {
-    inner: Arc<MapInner>,
-}
-
-struct MapInner {
-    schemas: HashMap<u32, String>,
-    unavailable: HashSet<u32>,
-    down: AtomicBool,
-    fetches: AtomicUsize,
-}
-
-impl MapSource {
-    /// The envelope and the three event schemas under [`IDS`].
-    pub fn registered() -> Self {
-        Self::with(
-            [
-                (IDS.envelope, ENVELOPE_SCHEMA),
-                (IDS.order, ORDER_SCHEMA),
-                (IDS.page_view, PAGE_VIEW_SCHEMA),
-                (IDS.sensor, SENSOR_SCHEMA),
-            ],
-            [],
-        )
-    }
-
-    /// `schemas` by id; fetching an id in `unavailable` fails as a registry outage.
-    pub fn with<'a>(
-        schemas: impl IntoIterator<Item = (u32, &'a str)>,
-        unavailable: impl IntoIterator<Item = u32>,
-    ) -> Self {
-        MapSource {
-            inner: Arc::new(MapInner {
-                schemas: schemas
-                    .into_iter()
-                    .map(|(id, s)| (id, s.to_string()))
-                    .collect(),
-                unavailable: unavailable.into_iter().collect(),
-                down: AtomicBool::new(false),
-                fetches: AtomicUsize::new(0),
-            }),
-        }
-    }
-
-    pub fn set_down(&self, down: bool) {
-        self.inner.down.store(down, Ordering::SeqCst);
-    }
-
-    /// How often the registry was asked.
-    pub fn fetches(&self) -> usize {
-        self.inner.fetches.load(Ordering::SeqCst)
-    }
-}
-
-impl SchemaSource for MapSource {
-    async fn fetch_schema(&self, id: u32) -> Result<String, SourceError> {
-        self.inner.fetches.fetch_add(1, Ordering::SeqCst);
-        if self.inner.down.load(Ordering::SeqCst) || self.inner.unavailable.contains(&id) {
-            return Err(SourceError::Unavailable("connection refused (test)".into()));
-        }
-        self.inner
-            .schemas
-            .get(&id)
-            .cloned()
-            .ok_or(SourceError::NotFound(id))
-    }
-}
-
-/// Collects what a port is given. `fail` picks the indexes (within one call) reported as
-/// finally failed, which are then not kept; `refuse` fails whole calls.
-#[derive(Clone)]
-pub struct Sink<T> {
-    inner: Arc<SinkInner<T>>,
-}
-
-struct SinkInner<T> {
-    items: Mutex<Vec<T>>,
-    fail: fn(usize) -> bool,
-    refuse: AtomicBool,
-}
-
-impl<T: Clone> Sink<T> {
-    pub fn new() -> Self {
-        Self::failing(|_| false)
-    }
-
-    pub fn failing(fail: fn(usize) -> bool) -> Self {
-        Sink {
-            inner: Arc::new(SinkInner {
-                items: Mutex::new(Vec::new()),
-                fail,
-                refuse: AtomicBool::new(false),
-            }),
-        }
-    }
-
-    pub fn set_refuse(&self, refuse: bool) {
-        self.inner.refuse.store(refuse, Ordering::SeqCst);
-    }
-
-    /// Everything kept so far, and forgets it.
-    pub fn take(&self) -> Vec<T> {
-        std::mem::take(&mut *self.inner.items.lock().unwrap())
-    }
-
-    fn accept(&self, items: Vec<T>) -> Result<Vec<usize>, OutputError> {
-        if self.inner.refuse.load(Ordering::SeqCst) {
-            return Err(OutputError(AwsError::Call {
-                operation: "PutRecords",
-                code: "ServiceUnavailable".into(),
-                message: "refused (test)".into(),
-                retryable: true,
-            }));
-        }
-        let mut failed = Vec::new();
-        let mut kept = self.inner.items.lock().unwrap();
-        for (i, item) in items.into_iter().enumerate() {
-            if (self.inner.fail)(i) {
-                failed.push(i);
-            } else {
-                kept.push(item);
-            }
-        }
-        Ok(failed)
-    }
-}
-
-impl Output for Sink<OutRecord> {
-    async fn publish(&self, records: Vec<OutRecord>) -> Result<Vec<usize>, OutputError> {
-        self.accept(records)
-    }
-}
-
-impl Rejects for Sink<SqsMessage> {
-    async fn reject(&self, messages: Vec<SqsMessage>) -> Result<Vec<usize>, OutputError> {
-        self.accept(messages)
-    }
+/// The envelope and the three event schemas under [`IDS`], as the registry serves them.
+pub fn registered() -> MapSource {
+    MapSource::with(
+        [
+            (IDS.envelope, ENVELOPE_SCHEMA),
+            (IDS.order, ORDER_SCHEMA),
+            (IDS.page_view, PAGE_VIEW_SCHEMA),
+            (IDS.sensor, SENSOR_SCHEMA),
+        ],
+        [],
+    )
 }
 
 pub type TestValidator = Validator<MapSource, Sink<OutRecord>, Sink<SqsMessage>>;
@@ -245,21 +108,6 @@ pub fn failed(response: &KinesisEventResponse) -> Vec<String> {
         .batch_item_failures
         .iter()
         .map(|f| f.item_identifier.clone().unwrap())
-        .collect()
-}
-
-/// Reject messages as the rejects queue would hold them.
-pub fn reject_messages(sent: &[SqsMessage]) -> Vec<RejectMessage> {
-    sent.iter()
-        .map(|m| {
-            let msg: RejectMessage = serde_json::from_str(&m.body).unwrap();
-            assert!(
-                m.attributes
-                    .contains(&("code".to_string(), msg.code.clone())),
-                "code attribute of {m:?}"
-            );
-            msg
-        })
         .collect()
 }
 
