@@ -11,7 +11,7 @@ use riffle_codec::SchemaCache;
 use riffle_enricher::reference::{DynamoReference, ReferenceCache};
 use riffle_enricher::{Config, Enricher, STAGE};
 use riffle_registry_client::{RegistryClient, STARTUP_PATIENCE};
-use riffle_stage::{KinesisOutput, SqsRejects};
+use riffle_stage::{AggregatingOutput, SqsRejects};
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
@@ -25,8 +25,11 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         DynamoReference::new(riffle_aws::dynamodb_client(&sdk), &config.reference_table),
         config.reference_ttl,
     );
-    let output = KinesisOutput::new(
-        KinesisPublisher::new(riffle_aws::kinesis_client(&sdk), PublishConfig::default()),
+    // Aggregated per shard: one Kinesis record carries many events to the next stage.
+    let kinesis = riffle_aws::kinesis_client(&sdk);
+    let output = AggregatingOutput::new(
+        kinesis.clone(),
+        KinesisPublisher::new(kinesis, PublishConfig::default()),
         &config.output_stream,
     );
     let dlq = SqsRejects::new(

@@ -9,7 +9,7 @@ use std::error::Error;
 use riffle_aws::{KinesisPublisher, PublishConfig, SqsSender};
 use riffle_codec::SchemaCache;
 use riffle_registry_client::{RegistryClient, STARTUP_PATIENCE};
-use riffle_stage::{KinesisOutput, SqsRejects};
+use riffle_stage::{AggregatingOutput, SqsRejects};
 use riffle_validator::{Config, STAGE, Validator};
 
 #[tokio::main]
@@ -20,8 +20,11 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let registry = RegistryClient::new(&config.registry_url)?;
     let envelopes = registry.envelope_codec(STARTUP_PATIENCE).await?;
     let contracts = riffle_codec::rules::bundled()?;
-    let output = KinesisOutput::new(
-        KinesisPublisher::new(riffle_aws::kinesis_client(&sdk), PublishConfig::default()),
+    // Aggregated per shard: one Kinesis record carries many events to the next stage.
+    let kinesis = riffle_aws::kinesis_client(&sdk);
+    let output = AggregatingOutput::new(
+        kinesis.clone(),
+        KinesisPublisher::new(kinesis, PublishConfig::default()),
         &config.output_stream,
     );
     let rejects = SqsRejects::new(

@@ -8,6 +8,7 @@
 //! envelopes of an `enriched` batch, and parking the records no retry can fix), [`env`]
 //! (configuration from environment variables), and `testing` (in-process ports for tests, behind the cargo feature `testing`).
 
+pub mod aggregate;
 pub mod batch;
 pub mod dead_letter;
 pub mod decode;
@@ -18,6 +19,7 @@ pub mod schemas;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
+pub use aggregate::AggregatingOutput;
 pub use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 pub use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 pub use batch::Failures;

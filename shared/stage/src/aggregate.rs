@@ -1,0 +1,243 @@
+//! An [`Output`] that packs records into KPL aggregates, one stream of aggregates per shard.
+//!
+//! Every hop between stages would otherwise cost one Kinesis record per event: the stream's
+//! per-record limits (1,000 records/s per shard) and cost, and the emulator's per-record work,
+//! all scale with it. Aggregating by target shard keeps Kinesis' ordering promise: a user
+//! record lands in the shard its own partition key hashes to (the aggregate carries the key of
+//! its first user record, which hashes to the same shard), and all aggregates for one shard in
+//! one call share that key, so the publisher sends them in order, one after the other.
+
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use md5::{Digest, Md5};
+use riffle_aws::{AwsError, KinesisPublisher, OutRecord};
+use riffle_codec::kpl::Aggregator;
+
+use crate::ports::{Output, OutputError};
+
+/// Largest aggregate we build: the KPL's default (50 KiB) rounded up; small enough that one
+/// lost aggregate is a small retry, big enough to pack a few hundred events.
+pub const AGGREGATE_MAX_BYTES: usize = 64 * 1024;
+/// How long a shard map is trusted; resharding shows up within this.
+pub const SHARD_MAP_TTL: Duration = Duration::from_secs(60);
+
+/// Hash key ranges of a stream's open shards, in ascending order of their start.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ShardMap {
+    starts: Vec<u128>,
+}
+
+impl ShardMap {
+    /// A map from the shards' starting hash keys (any order).
+    pub fn new(mut starts: Vec<u128>) -> Self {
+        starts.sort_unstable();
+        starts.dedup();
+        ShardMap { starts }
+    }
+
+    /// The index of the shard `partition_key` hashes to (Kinesis: MD5 as a 128-bit number).
+    pub fn shard_of(&self, partition_key: &str) -> usize {
+        let hash = u128::from_be_bytes(Md5::digest(partition_key.as_bytes()).into());
+        self.starts
+            .partition_point(|start| *start <= hash)
+            .saturating_sub(1)
+    }
+}
+
+/// Groups `records` by shard and packs each group into aggregates of at most
+/// [`AGGREGATE_MAX_BYTES`]. Returns the aggregates and, for each, the input indexes inside it.
+pub fn pack(map: &ShardMap, records: &[OutRecord]) -> Vec<(OutRecord, Vec<usize>)> {
+    let mut by_shard: Vec<Vec<usize>> = Vec::new();
+    for (i, r) in records.iter().enumerate() {
+        let shard = map.shard_of(&r.partition_key);
+        if by_shard.len() <= shard {
+            by_shard.resize_with(shard + 1, Vec::new);
+        }
+        by_shard[shard].push(i);
+    }
+    let mut out = Vec::new();
+    for members in by_shard.into_iter().filter(|m| !m.is_empty()) {
+        let key = records[members[0]].partition_key.clone();
+        let mut agg = Aggregator::new();
+        let mut inside = Vec::new();
+        for i in members {
+            let r = &records[i];
+            if !agg.is_empty() && agg.size_with(&r.partition_key, &r.data) > AGGREGATE_MAX_BYTES {
+                out.push((
+                    OutRecord {
+                        partition_key: key.clone(),
+                        data: agg.finish(),
+                    },
+                    std::mem::take(&mut inside),
+                ));
+            }
+            agg.add(&r.partition_key, None, &r.data);
+            inside.push(i);
+        }
+        out.push((
+            OutRecord {
+                partition_key: key,
+                data: agg.finish(),
+            },
+            inside,
+        ));
+    }
+    out
+}
+
+/// [`Output`] on a Kinesis stream, aggregated per shard.
+#[derive(Debug)]
+pub struct AggregatingOutput {
+    client: aws_sdk_kinesis::Client,
+    publisher: KinesisPublisher,
+    stream: String,
+    map: Mutex<Option<(Instant, ShardMap)>>,
+}
+
+impl AggregatingOutput {
+    /// Publishes aggregates to `stream`; `client` reads its shard map.
+    pub fn new(
+        client: aws_sdk_kinesis::Client,
+        publisher: KinesisPublisher,
+        stream: impl Into<String>,
+    ) -> Self {
+        AggregatingOutput {
+            client,
+            publisher,
+            stream: stream.into(),
+            map: Mutex::new(None),
+        }
+    }
+
+    async fn shard_map(&self) -> Result<ShardMap, AwsError> {
+        if let Some((at, map)) = self.map.lock().ok().and_then(|m| m.clone())
+            && at.elapsed() < SHARD_MAP_TTL
+        {
+            return Ok(map);
+        }
+        let mut starts = Vec::new();
+        let mut token: Option<String> = None;
+        loop {
+            let request = match &token {
+                Some(t) => self.client.list_shards().next_token(t),
+                None => self.client.list_shards().stream_name(&self.stream),
+            };
+            let out = request
+                .send()
+                .await
+                .map_err(|e| AwsError::from_sdk("ListShards", e))?;
+            for shard in out.shards() {
+                // Closed shards take no writes; only open ones (no ending sequence) count.
+                let open = shard
+                    .sequence_number_range()
+                    .is_some_and(|r| r.ending_sequence_number().is_none());
+                if let (true, Some(range)) = (open, shard.hash_key_range())
+                    && let Ok(start) = range.starting_hash_key().parse::<u128>()
+                {
+                    starts.push(start);
+                }
+            }
+            match out.next_token() {
+                Some(t) => token = Some(t.to_owned()),
+                None => break,
+            }
+        }
+        let map = ShardMap::new(starts);
+        if let Ok(mut slot) = self.map.lock() {
+            *slot = Some((Instant::now(), map.clone()));
+        }
+        Ok(map)
+    }
+}
+
+impl Output for AggregatingOutput {
+    async fn publish(&self, records: Vec<OutRecord>) -> Result<Vec<usize>, OutputError> {
+        if records.is_empty() {
+            return Ok(Vec::new());
+        }
+        let map = self.shard_map().await?;
+        let packed = pack(&map, &records);
+        let (aggregates, members): (Vec<_>, Vec<_>) = packed.into_iter().unzip();
+        let outcome = self.publisher.put_all(&self.stream, aggregates).await?;
+        let mut failed: Vec<usize> = outcome
+            .failed
+            .iter()
+            .filter_map(|f| members.get(f.index))
+            .flatten()
+            .copied()
+            .collect();
+        failed.sort_unstable();
+        Ok(failed)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use riffle_codec::kpl::deaggregate;
+
+    fn rec(key: &str, size: usize) -> OutRecord {
+        OutRecord {
+            partition_key: key.into(),
+            data: vec![7; size],
+        }
+    }
+
+    #[test]
+    fn routes_keys_like_kinesis() {
+        // Two shards split at 2^127, as CreateStream with 2 shards makes them.
+        let map = ShardMap::new(vec![1 << 127, 0]);
+        // MD5("a") = 0c..., below 2^127; MD5("b") = 92..., above.
+        assert_eq!(map.shard_of("a"), 0);
+        assert_eq!(map.shard_of("b"), 1);
+        assert_eq!(ShardMap::new(vec![0]).shard_of("anything"), 0);
+    }
+
+    #[test]
+    fn packs_per_shard_in_order_within_the_size_limit() {
+        let map = ShardMap::new(vec![0, 1 << 127]);
+        let mut records: Vec<_> = (0..200)
+            .map(|i| rec(&format!("key-{}", i % 17), 1000))
+            .collect();
+        records.push(rec("big", 60 * 1024));
+        let packed = pack(&map, &records);
+        let mut seen = Vec::new();
+        for (aggregate, members) in &packed {
+            assert!(
+                aggregate.data.len() <= AGGREGATE_MAX_BYTES + 1024,
+                "{}",
+                aggregate.data.len()
+            );
+            let subs = deaggregate(&aggregate.data).unwrap();
+            assert_eq!(subs.len(), members.len());
+            let shard = map.shard_of(&aggregate.partition_key);
+            for (sub, i) in subs.iter().zip(members) {
+                assert_eq!(sub.partition_key, records[*i].partition_key);
+                assert_eq!(sub.data, records[*i].data.as_slice());
+                assert_eq!(
+                    map.shard_of(sub.partition_key),
+                    shard,
+                    "user record in the wrong shard"
+                );
+            }
+            seen.extend(members.iter().copied());
+        }
+        // Every record exactly once, and in input order within each shard.
+        let mut all = seen.clone();
+        all.sort_unstable();
+        assert_eq!(all, (0..records.len()).collect::<Vec<_>>());
+        for shard in 0..2 {
+            let order: Vec<_> = seen
+                .iter()
+                .filter(|i| map.shard_of(&records[**i].partition_key) == shard)
+                .collect();
+            assert!(order.windows(2).all(|w| w[0] < w[1]));
+        }
+        assert!(
+            packed.len() < 10,
+            "200 KB of small records packs into a few aggregates"
+        );
+    }
+}
