@@ -4,44 +4,26 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
 use riffle_aggregator::{Aggregator, DynamoViewStore, window_lengths};
 use riffle_aws::SqsSender;
-use riffle_codec::source::{SchemaSource, SourceError};
 use riffle_codec::{Enrichment, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_local::Emulators;
 use riffle_runtime::{KinesisEvent, KinesisHandler};
-use riffle_stage::{RejectMessage, SqsRejects};
+use riffle_stage::SqsRejects;
+use riffle_stage::testing::MapSource;
+use riffle_tests::test_support::{create_queue, create_table, drain, enriched_event, state_dir};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const TABLE: &str = "riffle-view";
 const ENVELOPE_ID: u32 = 7;
-/// A real Lambda Kinesis event; the tests swap in their own records' data.
-const EVENT: &str = include_str!("../fixtures/kinesis_event_enriched.json");
-
-fn state_dir(name: &str) -> PathBuf {
-    let dir = riffle_local::project_root()
-        .unwrap()
-        .join(".riffle/test-state")
-        .join(format!("aggregator-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
-/// The envelope is the only schema the aggregator needs, and it is built in.
-struct NoRegistry;
-
-impl SchemaSource for NoRegistry {
-    async fn fetch_schema(&self, id: u32) -> Result<String, SourceError> {
-        Err(SourceError::NotFound(id))
-    }
+/// The envelope is the only schema the aggregator needs, and it is built in: the registry
+/// knows nothing.
+fn no_registry() -> MapSource {
+    MapSource::default()
 }
 
 fn order(agg_key: &str, metric: f64, window_start: i64, n: usize) -> Envelope {
@@ -67,59 +49,7 @@ fn order(agg_key: &str, metric: f64, window_start: i64, n: usize) -> Envelope {
 
 /// The fixture event with one record per blob, sequence numbers from `first_seq`.
 fn event(blobs: &[Vec<u8>], first_seq: u64) -> KinesisEvent {
-    let template: KinesisEvent = serde_json::from_str(EVENT).unwrap();
-    let mut event = template.clone();
-    event.records = blobs
-        .iter()
-        .enumerate()
-        .map(|(i, blob)| {
-            let mut record = template.records[0].clone();
-            let seq = (first_seq + i as u64).to_string();
-            record.kinesis.data.0 = blob.clone();
-            record.kinesis.sequence_number = seq.clone();
-            record.event_id = Some(format!("shardId-000000000000:{seq}"));
-            record
-        })
-        .collect();
-    event
-}
-
-async fn create_view(dynamo: &aws_sdk_dynamodb::Client) {
-    dynamo
-        .create_table()
-        .table_name(TABLE)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("agg_key")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .unwrap(),
-        )
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("window_start")
-                .attribute_type(ScalarAttributeType::N)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("agg_key")
-                .key_type(KeyType::Hash)
-                .build()
-                .unwrap(),
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("window_start")
-                .key_type(KeyType::Range)
-                .build()
-                .unwrap(),
-        )
-        .billing_mode(BillingMode::PayPerRequest)
-        .send()
-        .await
-        .unwrap();
+    enriched_event(blobs, first_seq, "shardId-000000000000")
 }
 
 async fn view_item(
@@ -146,27 +76,7 @@ async fn view_item(
         .collect()
 }
 
-/// Reads the queue until `want` messages arrived or the deadline passed.
-async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str, want: usize) -> Vec<RejectMessage> {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut out = Vec::new();
-    while out.len() < want && tokio::time::Instant::now() < deadline {
-        let got = sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for m in got.messages() {
-            out.push(serde_json::from_str(m.body().unwrap()).unwrap());
-        }
-    }
-    out
-}
-
-type TestAggregator = Aggregator<NoRegistry, DynamoViewStore, SqsRejects>;
+type TestAggregator = Aggregator<MapSource, DynamoViewStore, SqsRejects>;
 
 struct Env {
     emulators: Emulators,
@@ -177,20 +87,22 @@ struct Env {
 
 impl Env {
     async fn start(name: &str) -> Env {
-        let emulators = Emulators::start(&state_dir(name)).await.unwrap();
+        let emulators = Emulators::start(&state_dir(&format!("aggregator-{name}")))
+            .await
+            .unwrap();
         let sdk = emulators.sdk_config().await;
         let dynamo = riffle_aws::dynamodb_client(&sdk);
         let sqs = riffle_aws::sqs_client(&sdk);
-        create_view(&dynamo).await;
-        let queue_url = sqs
-            .create_queue()
-            .queue_name("riffle-aggregator-dlq")
-            .send()
-            .await
-            .unwrap()
-            .queue_url()
-            .unwrap()
-            .to_owned();
+        create_table(
+            &dynamo,
+            TABLE,
+            &[
+                ("agg_key", ScalarAttributeType::S, KeyType::Hash),
+                ("window_start", ScalarAttributeType::N, KeyType::Range),
+            ],
+        )
+        .await;
+        let queue_url = create_queue(&sqs, "riffle-aggregator-dlq").await;
         Env {
             emulators,
             dynamo,
@@ -202,7 +114,7 @@ impl Env {
     fn aggregator(&self) -> TestAggregator {
         Aggregator::new(
             EnvelopeCodec::new(ENVELOPE_ID).unwrap(),
-            SchemaCache::new(NoRegistry),
+            SchemaCache::new(no_registry()),
             DynamoViewStore::new(self.dynamo.clone(), TABLE),
             SqsRejects::new(SqsSender::new(self.sqs.clone()), &self.queue_url),
             window_lengths(&riffle_codec::rules::bundled().unwrap()),
@@ -258,7 +170,7 @@ async fn batches_add_up_and_poison_is_parked() {
     let b1 = view_item(&env.dynamo, "b", W1).await;
     assert_eq!((b1["count"], b1["sum"]), (1.0, 1.5));
 
-    let mut parked = drain(&env.sqs, &env.queue_url, 2).await;
+    let mut parked = drain(&env.sqs, &env.queue_url, 2, DEADLINE).await;
     parked.sort_by(|x, y| x.sequence_number.cmp(&y.sequence_number));
     let codes: Vec<&str> = parked.iter().map(|m| m.code.as_str()).collect();
     assert_eq!(codes, vec!["bad_magic", "no_enrichment"]);

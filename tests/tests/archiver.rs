@@ -5,50 +5,31 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 use std::time::Duration;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
 use riffle_archiver::{Archiver, S3ObjectStore, read_rows};
 use riffle_aws::SqsSender;
-use riffle_codec::source::{SchemaSource, SourceError};
 use riffle_codec::{Enrichment, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_local::Emulators;
 use riffle_runtime::{KinesisEvent, KinesisHandler};
-use riffle_stage::{RejectMessage, SqsRejects};
+use riffle_stage::SqsRejects;
+use riffle_stage::testing::MapSource;
+use riffle_tests::test_support::{create_queue, drain, enriched_event, state_dir};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const BUCKET: &str = "riffle-archive";
 const ENVELOPE_ID: u32 = 7;
 const ORDER_ID: i32 = 3;
 const ORDER: &str = include_str!("../../schemas/events/order_placed.avsc");
-/// A real Lambda Kinesis event; the tests swap in their own records' data.
-const EVENT: &str = include_str!("../fixtures/kinesis_event_enriched.json");
 /// 2025-11-24T16:00:00Z.
 const H16: i64 = 1_764_000_000_000;
 const H17: i64 = H16 + 3_600_000;
 
-fn state_dir(name: &str) -> PathBuf {
-    let dir = riffle_local::project_root()
-        .unwrap()
-        .join(".riffle/test-state")
-        .join(format!("archiver-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
-
 /// The registry's part in this test: the order schema under its id.
-struct Registry;
-
-impl SchemaSource for Registry {
-    async fn fetch_schema(&self, id: u32) -> Result<String, SourceError> {
-        if i64::from(id) == i64::from(ORDER_ID) {
-            Ok(ORDER.to_owned())
-        } else {
-            Err(SourceError::NotFound(id))
-        }
-    }
+fn registry() -> MapSource {
+    MapSource::with([(ORDER_ID as u32, ORDER)], [])
 }
 
 fn order_payload(quantity: i32) -> Vec<u8> {
@@ -96,22 +77,7 @@ fn order(event_time: i64, quantity: i32) -> Envelope {
 }
 
 fn event(blobs: &[Vec<u8>], first_seq: u64) -> KinesisEvent {
-    let template: KinesisEvent = serde_json::from_str(EVENT).unwrap();
-    let mut event = template.clone();
-    event.records = blobs
-        .iter()
-        .enumerate()
-        .map(|(i, blob)| {
-            let mut record = template.records[0].clone();
-            let seq = (first_seq + i as u64).to_string();
-            record.kinesis.data.0 = blob.clone();
-            record.kinesis.sequence_number = seq.clone();
-            record.kinesis.partition_key = format!("pk-{i}");
-            record.event_id = Some(format!("shardId-000000000002:{seq}"));
-            record
-        })
-        .collect();
-    event
+    enriched_event(blobs, first_seq, "shardId-000000000002")
 }
 
 async fn list(s3: &aws_sdk_s3::Client) -> Vec<String> {
@@ -142,44 +108,19 @@ async fn fetch(s3: &aws_sdk_s3::Client, key: &str) -> Vec<u8> {
     got.body.collect().await.unwrap().into_bytes().to_vec()
 }
 
-async fn drain(sqs: &aws_sdk_sqs::Client, queue_url: &str, want: usize) -> Vec<RejectMessage> {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    let mut out = Vec::new();
-    while out.len() < want && tokio::time::Instant::now() < deadline {
-        let got = sqs
-            .receive_message()
-            .queue_url(queue_url)
-            .max_number_of_messages(10)
-            .wait_time_seconds(1)
-            .send()
-            .await
-            .unwrap();
-        for m in got.messages() {
-            out.push(serde_json::from_str(m.body().unwrap()).unwrap());
-        }
-    }
-    out
-}
-
 #[tokio::test]
 async fn batches_land_as_partitioned_parquet_and_reruns_overwrite() {
-    let emulators = Emulators::start(&state_dir("objects")).await.unwrap();
+    let emulators = Emulators::start(&state_dir("archiver-objects"))
+        .await
+        .unwrap();
     let sdk = emulators.sdk_config().await;
     let s3 = riffle_aws::s3_client(&sdk);
     let sqs = riffle_aws::sqs_client(&sdk);
     s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-    let queue_url = sqs
-        .create_queue()
-        .queue_name("riffle-archiver-dlq")
-        .send()
-        .await
-        .unwrap()
-        .queue_url()
-        .unwrap()
-        .to_owned();
+    let queue_url = create_queue(&sqs, "riffle-archiver-dlq").await;
     let archiver = Archiver::new(
         EnvelopeCodec::new(ENVELOPE_ID).unwrap(),
-        SchemaCache::new(Registry),
+        SchemaCache::new(registry()),
         S3ObjectStore::new(s3.clone(), BUCKET),
         SqsRejects::new(SqsSender::new(sqs.clone()), &queue_url),
         "events",
@@ -230,7 +171,7 @@ async fn batches_land_as_partitioned_parquet_and_reruns_overwrite() {
     assert_eq!(payload["quantity"], 1);
     let archived_at = first.archived_at;
 
-    let parked = drain(&sqs, &queue_url, 1).await;
+    let parked = drain(&sqs, &queue_url, 1, DEADLINE).await;
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].code, "unknown_schema");
     assert_eq!(parked[0].sequence_number, "502");

@@ -16,7 +16,9 @@ use riffle_cli::pipeline::PipelineOptions;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_match_the_ground_truth() {
     let mut pipeline = PipelineOptions::for_checkout("e2e").expect("project root");
-    pipeline.state_dir = pipeline.state_dir.join(format!("run-{}", std::process::id()));
+    pipeline.state_dir = pipeline
+        .state_dir
+        .join(format!("run-{}", std::process::id()));
     let options = DemoOptions {
         events: 10_000,
         rate: 5_000,
@@ -31,12 +33,21 @@ async fn ten_thousand_events_match_the_ground_truth() {
     assert_eq!(report.put_failures, 0);
     assert_eq!(report.truth.total(), 10_000);
     let invalid = report.truth.rejected();
-    assert!((120..=280).contains(&invalid), "about 2% invalid, got {invalid}");
+    assert!(
+        (120..=280).contains(&invalid),
+        "about 2% invalid, got {invalid}"
+    );
     assert!(report.differences.is_empty(), "{:#?}", report.differences);
     // The checks above are exact comparisons; these restate the headline numbers plainly.
     assert_eq!(report.outcome.rows.len() as u64, report.truth.valid());
     assert_eq!(report.outcome.rejects.len() as u64, invalid);
     let counted: u64 = report.outcome.view.values().map(|t| t.count).sum();
     assert_eq!(counted, report.truth.valid());
-    assert!(report.outcome.rejects.iter().all(|r| !r.data_base64.is_empty()));
+    assert!(
+        report
+            .outcome
+            .rejects
+            .iter()
+            .all(|r| !r.data_base64.is_empty())
+    );
 }

@@ -4,14 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
-use aws_sdk_kinesis::types::StreamStatus;
+use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType};
 use riffle_aws::{AwsError, KinesisPublisher, OutRecord, PublishConfig};
 use riffle_local::Emulators;
 use riffle_runtime::checkpoint::{Checkpoint, CheckpointStore};
@@ -19,21 +15,13 @@ use riffle_runtime::{
     EsmConfig, HandlerError, KinesisEvent, KinesisEventRecord, KinesisEventResponse,
     KinesisHandler, run_local,
 };
+use riffle_tests::test_support::{create_table, state_dir, wait_active};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const FUNCTION: &str = "test-fn";
 const TABLE: &str = "checkpoints";
-
-fn state_dir(name: &str) -> PathBuf {
-    let dir = riffle_local::project_root()
-        .unwrap()
-        .join(".riffle/test-state")
-        .join(format!("runtime-{name}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&dir);
-    dir
-}
 
 struct Env {
     emulators: Emulators,
@@ -43,30 +31,17 @@ struct Env {
 
 impl Env {
     async fn start(name: &str) -> Env {
-        let emulators = Emulators::start(&state_dir(name)).await.unwrap();
-        let sdk = emulators.sdk_config().await;
-        let kinesis = aws_sdk_kinesis::Client::new(&sdk);
-        aws_sdk_dynamodb::Client::new(&sdk)
-            .create_table()
-            .table_name(TABLE)
-            .attribute_definitions(
-                AttributeDefinition::builder()
-                    .attribute_name("pk")
-                    .attribute_type(ScalarAttributeType::S)
-                    .build()
-                    .unwrap(),
-            )
-            .key_schema(
-                KeySchemaElement::builder()
-                    .attribute_name("pk")
-                    .key_type(KeyType::Hash)
-                    .build()
-                    .unwrap(),
-            )
-            .billing_mode(BillingMode::PayPerRequest)
-            .send()
+        let emulators = Emulators::start(&state_dir(&format!("runtime-{name}")))
             .await
             .unwrap();
+        let sdk = emulators.sdk_config().await;
+        let kinesis = aws_sdk_kinesis::Client::new(&sdk);
+        create_table(
+            &aws_sdk_dynamodb::Client::new(&sdk),
+            TABLE,
+            &[("pk", ScalarAttributeType::S, KeyType::Hash)],
+        )
+        .await;
         Env {
             emulators,
             sdk,
@@ -82,24 +57,7 @@ impl Env {
             .send()
             .await
             .unwrap();
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            let d = self
-                .kinesis
-                .describe_stream_summary()
-                .stream_name(name)
-                .send()
-                .await
-                .unwrap();
-            if d.stream_description_summary().unwrap().stream_status() == &StreamStatus::Active {
-                return;
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "stream never ACTIVE"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        wait_active(&self.kinesis, name, DEADLINE).await;
     }
 
     /// Puts `key:index` records through the publisher, keys cycling over `keys`.

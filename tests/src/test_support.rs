@@ -1,0 +1,140 @@
+//! What the emulator tests share. A test that cannot set up its fixture has failed, so these
+//! helpers panic rather than return errors; waits poll with a deadline, never a fixed sleep.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use aws_sdk_kinesis::types::StreamStatus;
+use riffle_stage::{KinesisEvent, RejectMessage};
+
+/// A recorded Lambda Kinesis event from the `enriched` stream; tests swap in their own
+/// records' data.
+pub const ENRICHED_EVENT: &str = include_str!("../fixtures/kinesis_event_enriched.json");
+
+/// How often waits ask again.
+const POLL: Duration = Duration::from_millis(20);
+
+/// A fresh state dir `<name>-<pid>` for one test run under the git-ignored
+/// `.riffle/test-state/`.
+pub fn state_dir(name: &str) -> PathBuf {
+    let dir = riffle_local::project_root()
+        .unwrap()
+        .join(".riffle/test-state")
+        .join(format!("{name}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    dir
+}
+
+/// Waits until `stream` is ACTIVE, failing the test after `deadline`.
+pub async fn wait_active(kinesis: &aws_sdk_kinesis::Client, stream: &str, deadline: Duration) {
+    let deadline = tokio::time::Instant::now() + deadline;
+    loop {
+        let d = kinesis
+            .describe_stream_summary()
+            .stream_name(stream)
+            .send()
+            .await
+            .unwrap();
+        if d.stream_description_summary().unwrap().stream_status() == &StreamStatus::Active {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "stream never ACTIVE"
+        );
+        tokio::time::sleep(POLL).await;
+    }
+}
+
+/// Creates an on-demand table keyed by `keys` (attribute, type, hash or range).
+pub async fn create_table(
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+    keys: &[(&str, ScalarAttributeType, KeyType)],
+) {
+    let mut request = dynamo
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (name, kind, key) in keys {
+        request = request
+            .attribute_definitions(
+                AttributeDefinition::builder()
+                    .attribute_name(*name)
+                    .attribute_type(kind.clone())
+                    .build()
+                    .unwrap(),
+            )
+            .key_schema(
+                KeySchemaElement::builder()
+                    .attribute_name(*name)
+                    .key_type(key.clone())
+                    .build()
+                    .unwrap(),
+            );
+    }
+    request.send().await.unwrap();
+}
+
+/// Creates the queue `name`; returns its URL.
+pub async fn create_queue(sqs: &aws_sdk_sqs::Client, name: &str) -> String {
+    sqs.create_queue()
+        .queue_name(name)
+        .send()
+        .await
+        .unwrap()
+        .queue_url()
+        .unwrap()
+        .to_owned()
+}
+
+/// Reads reject (or dead-letter) messages off the queue until `want` arrived or `deadline`
+/// passed.
+pub async fn drain(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    want: usize,
+    deadline: Duration,
+) -> Vec<RejectMessage> {
+    let deadline = tokio::time::Instant::now() + deadline;
+    let mut out = Vec::new();
+    while out.len() < want && tokio::time::Instant::now() < deadline {
+        let got = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages() {
+            out.push(serde_json::from_str(m.body().unwrap()).unwrap());
+        }
+    }
+    out
+}
+
+/// [`ENRICHED_EVENT`] with one record per blob on `shard`: sequence numbers from `first_seq`,
+/// partition keys `pk-<i>`.
+pub fn enriched_event(blobs: &[Vec<u8>], first_seq: u64, shard: &str) -> KinesisEvent {
+    let template: KinesisEvent = serde_json::from_str(ENRICHED_EVENT).unwrap();
+    let mut event = template.clone();
+    event.records = blobs
+        .iter()
+        .enumerate()
+        .map(|(i, blob)| {
+            let mut record = template.records[0].clone();
+            let seq = (first_seq + i as u64).to_string();
+            record.kinesis.data.0 = blob.clone();
+            record.kinesis.sequence_number = seq.clone();
+            record.kinesis.partition_key = format!("pk-{i}");
+            record.event_id = Some(format!("{shard}:{seq}"));
+            record
+        })
+        .collect();
+    event
+}
