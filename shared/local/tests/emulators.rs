@@ -130,7 +130,10 @@ async fn emulators_serve_every_service_and_keep_kinesis_data_across_restart() {
             .map(|o| o.stream_names().to_vec())
             .unwrap_or_default()
     };
-    assert_eq!(names(only(emulators.kinesis_endpoint())).await, vec!["probe".to_owned()]);
+    assert_eq!(
+        names(only(emulators.kinesis_endpoint())).await,
+        vec!["probe".to_owned()]
+    );
     assert!(names(only(emulators.moto_endpoint())).await.is_empty());
 
     // DynamoDB (moto).
