@@ -35,6 +35,8 @@ pub struct DemoOptions {
     pub idle_timeout: Duration,
     /// Print progress lines.
     pub progress: bool,
+    /// Pack events into KPL aggregates per shard, as a high-volume producer would.
+    pub aggregate: bool,
 }
 
 impl Default for DemoOptions {
@@ -47,6 +49,7 @@ impl Default for DemoOptions {
             seed: 42,
             idle_timeout: Duration::from_secs(60),
             progress: true,
+            aggregate: true,
         }
     }
 }
@@ -134,7 +137,18 @@ async fn produce_and_check(
     };
     let mut generator = Generator::new(config, pipeline.schema_ids())?;
     let mut truth = GroundTruth::new();
-    let publisher = std::sync::Arc::new(pipeline.publisher());
+    let producer = std::sync::Arc::new(Producer {
+        aggregating: riffle_stage::AggregatingOutput::new(
+            riffle_aws::kinesis_client(pipeline.sdk()),
+            pipeline.publisher(),
+            pipeline
+                .deployment()
+                .stream_name("RawStream")
+                .unwrap_or_default(),
+        ),
+        plain: pipeline.publisher(),
+        aggregate: options.aggregate,
+    });
     say(
         show,
         &format!(
@@ -174,9 +188,9 @@ async fn produce_and_check(
                     put_failures += put_result(done)?;
                 }
             }
-            let publisher = std::sync::Arc::clone(&publisher);
+            let producer = std::sync::Arc::clone(&producer);
             let stream = stream.clone();
-            in_flight.spawn(async move { publisher.put_all(&stream, records).await });
+            in_flight.spawn(async move { producer.put(&stream, records).await });
         }
         while let Some(done) = in_flight.try_join_next() {
             put_failures += put_result(done)?;
@@ -245,11 +259,42 @@ async fn produce_and_check(
     })
 }
 
+/// The demo's producer: plain records, or KPL aggregates packed per shard.
+struct Producer {
+    aggregating: riffle_stage::AggregatingOutput,
+    plain: riffle_aws::KinesisPublisher,
+    aggregate: bool,
+}
+
+impl Producer {
+    /// Puts `records`; returns how many finally failed.
+    async fn put(
+        &self,
+        stream: &str,
+        records: Vec<riffle_aws::OutRecord>,
+    ) -> Result<usize, String> {
+        use riffle_stage::Output as _;
+        if self.aggregate {
+            self.aggregating
+                .publish(records)
+                .await
+                .map(|failed| failed.len())
+                .map_err(|e| e.to_string())
+        } else {
+            self.plain
+                .put_all(stream, records)
+                .await
+                .map(|outcome| outcome.failed.len())
+                .map_err(|e| e.to_string())
+        }
+    }
+}
+
 fn put_result(
-    done: Result<Result<riffle_aws::PutOutcome, riffle_aws::AwsError>, tokio::task::JoinError>,
+    done: Result<Result<usize, String>, tokio::task::JoinError>,
 ) -> Result<usize, PipelineError> {
     match done {
-        Ok(Ok(outcome)) => Ok(outcome.failed.len()),
+        Ok(Ok(failed)) => Ok(failed),
         Ok(Err(e)) => Err(PipelineError::Aws(format!("PutRecords: {e}"))),
         Err(e) => Err(PipelineError::Aws(format!("producer task: {e}"))),
     }

@@ -44,6 +44,9 @@ enum Command {
         /// Give up if the pipeline makes no progress for this many seconds.
         #[arg(long, default_value_t = 60)]
         idle_timeout: u64,
+        /// Put one Kinesis record per event instead of KPL aggregates packed per shard.
+        #[arg(long)]
+        no_aggregate: bool,
     },
 }
 
@@ -58,6 +61,7 @@ async fn main() -> ExitCode {
             invalid_ratio,
             seed,
             idle_timeout,
+            no_aggregate,
         } => {
             if !(0.0..=1.0).contains(&invalid_ratio) {
                 eprintln!("error: --invalid-ratio must be between 0 and 1");
@@ -75,6 +79,7 @@ async fn main() -> ExitCode {
                 seed,
                 idle_timeout: Duration::from_secs(idle_timeout),
                 progress: true,
+                aggregate: !no_aggregate,
             };
             let pipeline = match PipelineOptions::for_checkout("demo") {
                 Ok(p) => p,
