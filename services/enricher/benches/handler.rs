@@ -26,13 +26,24 @@ const RECORDS: usize = 10_000;
 const WARM_UP: usize = 3;
 const RUNS: usize = 20;
 
-fn median(mut run: impl FnMut() -> Duration) -> Duration {
+/// Median and fastest of `RUNS` timings of `run`, after `WARM_UP` untimed ones. The machine
+/// is shared, so the fastest run (the least disturbed) is shown beside the median.
+fn median(mut run: impl FnMut() -> Duration) -> Timing {
     for _ in 0..WARM_UP {
         run();
     }
     let mut times: Vec<Duration> = (0..RUNS).map(|_| run()).collect();
     times.sort();
-    times[RUNS / 2]
+    Timing {
+        median: times[RUNS / 2],
+        min: times[0],
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Timing {
+    median: Duration,
+    min: Duration,
 }
 
 fn timed(f: impl FnOnce()) -> Duration {
@@ -41,13 +52,22 @@ fn timed(f: impl FnOnce()) -> Duration {
     started.elapsed()
 }
 
-fn report(what: &str, time: Duration, records: usize) {
-    let us = time.as_secs_f64() * 1e6 / records as f64;
+/// One result line: µs per record (median, fastest) and records per second (median).
+fn report(what: &str, time: Timing, records: usize) {
+    let per_record = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
+    let us = per_record(time.median);
     eprintln!(
-        "{what:<44} {us:>8.3} µs/record {:>12.0} records/s  ({records} records, median {:.2} ms)",
+        "{what:<44} {us:>7.3} µs/record (min {:>6.3}) {:>9.0} records/s",
+        per_record(time.min),
         1e6 / us,
-        time.as_secs_f64() * 1e3,
     );
+}
+
+/// The load average, to judge how much other work disturbed the figures.
+fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_else(|_| "unknown".into())
 }
 
 /// What the validated stream carries: valid events stamped by the validator, and the
@@ -81,7 +101,10 @@ fn main() {
     let events = validated(generate(42, RECORDS + RECORDS / 10, 0.01));
     assert_eq!(events.len(), RECORDS);
     let event = kinesis_event(&events);
-    eprintln!("enricher bench: {RECORDS} records, {RUNS} runs after {WARM_UP}");
+    eprintln!(
+        "enricher bench: {RECORDS} records, {RUNS} runs after {WARM_UP}, load {}",
+        load()
+    );
 
     let (output, dlq) = (Sink::new(), Sink::new());
     let enricher = enricher(registered(), Catalogue::new(), output.clone(), dlq.clone());
@@ -167,6 +190,7 @@ fn main() {
     );
     report("  reference cache lookup (warm, batch)", lookup, RECORDS);
     report("  enriched envelope encode", encode, enriched.len());
+    eprintln!("\nload {}", load());
 }
 
 /// The enriched envelopes of one run, to time their encoding alone.
