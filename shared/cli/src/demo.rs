@@ -157,6 +157,10 @@ async fn produce_and_check(
         ),
     );
 
+    // Rejects are consumed while the pipeline runs, as an owning team would: besides being
+    // realistic, a long queue makes every send to moto's SQS slower (it scans the queue).
+    let rejects = collect_rejects(pipeline.queue_drainer("RejectsQueue")?);
+
     let started = Instant::now();
     let mut produced: u64 = 0;
     let mut put_failures = 0usize;
@@ -239,7 +243,7 @@ async fn produce_and_check(
 
     let items = pipeline.view_items().await?;
     let (objects, rows) = pipeline.archive_rows().await?;
-    let rejects = pipeline.drain_queue("RejectsQueue").await?;
+    let rejects = rejects.finish().await?;
     let outcome = Outcome {
         rows,
         objects,
@@ -257,6 +261,41 @@ async fn produce_and_check(
         produce_elapsed,
         differences,
     })
+}
+
+/// A task that keeps draining a queue until told to finish.
+struct RejectsCollector {
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<Result<Vec<riffle_stage::RejectMessage>, PipelineError>>,
+}
+
+/// How often the rejects queue is drained during a run.
+const REJECTS_POLL: Duration = Duration::from_millis(500);
+
+fn collect_rejects(drainer: crate::pipeline::QueueDrainer) -> RejectsCollector {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let mut all = Vec::new();
+        loop {
+            all.extend(drainer.drain().await?);
+            tokio::select! {
+                _ = &mut stopped => break,
+                () = tokio::time::sleep(REJECTS_POLL) => {}
+            }
+        }
+        all.extend(drainer.drain().await?);
+        Ok(all)
+    });
+    RejectsCollector { stop, task }
+}
+
+impl RejectsCollector {
+    async fn finish(self) -> Result<Vec<riffle_stage::RejectMessage>, PipelineError> {
+        let _ = self.stop.send(());
+        self.task
+            .await
+            .map_err(|e| PipelineError::Aws(format!("rejects collector: {e}")))?
+    }
 }
 
 /// The demo's producer: plain records, or KPL aggregates packed per shard.

@@ -561,55 +561,28 @@ impl Pipeline {
         Ok((keys.len(), rows))
     }
 
-    /// Drains a queue (by template logical id or name), returning the reject messages on it.
-    /// Messages are received and deleted, so call it once, after the pipeline has drained.
+    /// A handle that drains a queue (by template logical id or name); it can run in a task of
+    /// its own while the pipeline works.
     ///
     /// # Errors
-    /// A failed Receive/Delete.
-    pub async fn drain_queue(&self, queue: &str) -> Result<Vec<RejectMessage>, PipelineError> {
+    /// When the templates have no such queue.
+    pub fn queue_drainer(&self, queue: &str) -> Result<QueueDrainer, PipelineError> {
         let url = self
             .deployment
             .queue_url(queue)
             .ok_or_else(|| PipelineError::Aws(format!("no queue {queue} in the templates")))?;
-        let client = riffle_aws::sqs_client(&self.sdk);
-        let mut messages = Vec::new();
-        let mut empty_polls = 0;
-        // moto may answer an empty receive while messages are still in flight; two empty
-        // polls in a row mean the queue is empty.
-        while empty_polls < 2 {
-            let out = client
-                .receive_message()
-                .queue_url(url)
-                .max_number_of_messages(RECEIVE_MAX_MESSAGES)
-                .visibility_timeout(300)
-                .send()
-                .await
-                .map_err(aws("ReceiveMessage"))?;
-            let batch = out.messages.unwrap_or_default();
-            if batch.is_empty() {
-                empty_polls += 1;
-                continue;
-            }
-            empty_polls = 0;
-            for m in batch {
-                if let Some(body) = m.body() {
-                    match serde_json::from_str::<RejectMessage>(body) {
-                        Ok(msg) => messages.push(msg),
-                        Err(e) => tracing::warn!(error = %e, "not a reject message on {queue}"),
-                    }
-                }
-                if let Some(handle) = m.receipt_handle() {
-                    client
-                        .delete_message()
-                        .queue_url(url)
-                        .receipt_handle(handle)
-                        .send()
-                        .await
-                        .map_err(aws("DeleteMessage"))?;
-                }
-            }
-        }
-        Ok(messages)
+        Ok(QueueDrainer {
+            client: riffle_aws::sqs_client(&self.sdk),
+            url: url.to_string(),
+        })
+    }
+
+    /// Drains a queue once, returning the reject messages on it (see [`QueueDrainer`]).
+    ///
+    /// # Errors
+    /// A failed Receive/Delete.
+    pub async fn drain_queue(&self, queue: &str) -> Result<Vec<RejectMessage>, PipelineError> {
+        self.queue_drainer(queue)?.drain().await
     }
 
     /// Approximate number of messages on a queue (by logical id or name).
@@ -699,6 +672,71 @@ impl Pipeline {
         if let Some(emulators) = self.emulators.take() {
             emulators.shutdown().await;
         }
+    }
+}
+
+/// Receives and deletes everything on one queue.
+#[derive(Debug, Clone)]
+pub struct QueueDrainer {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl QueueDrainer {
+    /// Takes every message off the queue, returning those that are reject messages.
+    ///
+    /// # Errors
+    /// A failed Receive/Delete.
+    pub async fn drain(&self) -> Result<Vec<RejectMessage>, PipelineError> {
+        let mut messages = Vec::new();
+        let mut empty_polls = 0;
+        // moto may answer an empty receive while messages are still in flight; two empty
+        // polls in a row mean the queue is empty.
+        while empty_polls < 2 {
+            let out = self
+                .client
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(RECEIVE_MAX_MESSAGES)
+                .visibility_timeout(300)
+                .send()
+                .await
+                .map_err(aws("ReceiveMessage"))?;
+            let batch = out.messages.unwrap_or_default();
+            if batch.is_empty() {
+                empty_polls += 1;
+                continue;
+            }
+            empty_polls = 0;
+            let mut deletes = Vec::with_capacity(batch.len());
+            for (i, m) in batch.iter().enumerate() {
+                if let Some(body) = m.body() {
+                    match serde_json::from_str::<RejectMessage>(body) {
+                        Ok(msg) => messages.push(msg),
+                        Err(e) => {
+                            tracing::warn!(error = %e, queue = %self.url, "not a reject message")
+                        }
+                    }
+                }
+                if let Some(handle) = m.receipt_handle() {
+                    deletes.push(
+                        aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(handle)
+                            .build()
+                            .map_err(aws("DeleteMessageBatch entry"))?,
+                    );
+                }
+            }
+            self.client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(deletes))
+                .send()
+                .await
+                .map_err(aws("DeleteMessageBatch"))?;
+        }
+        Ok(messages)
     }
 }
 
