@@ -359,7 +359,7 @@ fn subject_state(
     }
     let schema = CompiledSchema::parse(id, schema)?;
     let rules = SubjectRules::parse(file, rules)?;
-    if schema.full_name().as_deref() != Some(rules.subject.as_str()) {
+    if schema.full_name() != Some(rules.subject.as_str()) {
         return Err(LoadError::Rules {
             file: file.to_string(),
             reason: format!(

@@ -209,7 +209,7 @@ fn main() {
                     ) else {
                         continue;
                     };
-                    if schema.full_name().as_deref() != Some(e.subject.as_str()) || upto < 2 {
+                    if schema.full_name() != Some(e.subject.as_str()) || upto < 2 {
                         continue;
                     }
                     let Ok(record) = read_record(schema, &e.payload) else {

@@ -116,7 +116,7 @@ pub fn judge(
             return Verdict::Reject(Reject::new("unknown_schema", detail).of(&envelope));
         }
     };
-    if schema.full_name().as_deref() != Some(envelope.subject.as_str()) {
+    if schema.full_name() != Some(envelope.subject.as_str()) {
         let detail = format!(
             "schema {} is {:?}, envelope says {:?}",
             schema.id(),

@@ -382,7 +382,7 @@ mod tests {
                 .join(&c.schema_file);
             let text = std::fs::read_to_string(&path).unwrap();
             let schema = CompiledSchema::parse(1, &text).unwrap();
-            assert_eq!(schema.full_name().as_deref(), Some(c.subject.as_str()));
+            assert_eq!(schema.full_name(), Some(c.subject.as_str()));
             for rule in &c.fields {
                 assert!(
                     schema.field_index(&rule.name).is_some(),

@@ -21,6 +21,8 @@ pub struct CompiledSchema {
     names: NamesRef<'static>,
     reader: GenericDatumReader<'static>,
     fields: HashMap<String, usize>,
+    // Computed once: the validator compares it with every record's subject.
+    full_name: Option<String>,
 }
 
 impl std::fmt::Debug for CompiledSchema {
@@ -60,12 +62,17 @@ impl CompiledSchema {
                 .collect(),
             _ => HashMap::new(),
         };
+        let full_name = match schema {
+            Schema::Record(r) => Some(r.name.fullname(None)),
+            _ => None,
+        };
         Ok(CompiledSchema {
             id,
             schema,
             names,
             reader,
             fields,
+            full_name,
         })
     }
 
@@ -95,11 +102,8 @@ impl CompiledSchema {
     }
 
     /// The record's full name, when the schema is a named type.
-    pub fn full_name(&self) -> Option<String> {
-        match self.schema {
-            Schema::Record(r) => Some(r.name.fullname(None)),
-            _ => None,
-        }
+    pub fn full_name(&self) -> Option<&str> {
+        self.full_name.as_deref()
     }
 
     /// Decodes an Avro body straight into `T` with serde (no intermediate `Value`).

@@ -26,9 +26,7 @@ pub async fn learn_envelope_versions<'a, S: SchemaSource>(
         match cache.get(id).await {
             // Only an envelope-shaped schema may become an envelope version; any other schema
             // id in an envelope frame is a producer error, rejected when decoding.
-            Ok(schema) if schema.full_name().as_deref() == Some(ENVELOPE_SUBJECT) => {
-                codec.learn(schema)
-            }
+            Ok(schema) if schema.full_name() == Some(ENVELOPE_SUBJECT) => codec.learn(schema),
             Ok(_) => {}
             Err(e) if e.retryable() => unavailable.push(id),
             Err(e) => tracing::debug!(id, error = %e, "envelope version not learned"),
