@@ -112,7 +112,7 @@ pub async fn drain(
             .await
             .unwrap();
         for m in got.messages() {
-            out.push(serde_json::from_str(m.body().unwrap()).unwrap());
+            out.extend(riffle_stage::reject::parse_body(m.body().unwrap()).unwrap());
         }
     }
     out

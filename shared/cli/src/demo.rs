@@ -366,12 +366,17 @@ pub fn render(report: &Report) -> String {
             "aggregator" => ("ViewItemsWritten", "RecordsParked"),
             _ => ("RowsArchived", "RecordsParked"),
         };
+        // The runtime reports under the function's name, the handler under the stage's.
+        let function = format!("riffle-{stage}");
         line(format!(
-            "{:<12} {:>10} {:>10} {:>10}",
+            "{:<12} {:>10} {:>10} {:>10} {:>9} {:>12.0} {:>11.0} ms",
             stage,
             c.count(stage, "RecordsIn"),
             c.count(stage, out_metric),
-            c.count(stage, rejected_metric)
+            c.count(stage, rejected_metric),
+            c.count(&function, "Batches"),
+            c.get(&function, "HandlerMs"),
+            c.max(&function, "IteratorAgeMs"),
         ));
     }
     line("  (aggregator out = view item writes; archiver out = rows archived)".into());

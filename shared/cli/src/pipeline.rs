@@ -71,12 +71,22 @@ fn aws<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> PipelineError + '_
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
     sums: HashMap<String, HashMap<String, f64>>,
+    maxima: HashMap<String, HashMap<String, f64>>,
 }
 
 impl Counters {
     /// Sum of `metric` reported by `service` so far.
     pub fn get(&self, service: &str, metric: &str) -> f64 {
         self.sums
+            .get(service)
+            .and_then(|m| m.get(metric))
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    /// Largest single value of `metric` reported by `service` (e.g. iterator age).
+    pub fn max(&self, service: &str, metric: &str) -> f64 {
+        self.maxima
             .get(service)
             .and_then(|m| m.get(metric))
             .copied()
@@ -331,6 +341,11 @@ impl Pipeline {
                     let per = c.sums.entry(record.service.clone()).or_default();
                     for (name, value) in &record.values {
                         *per.entry(name.clone()).or_default() += value;
+                    }
+                    let top = c.maxima.entry(record.service.clone()).or_default();
+                    for (name, value) in &record.values {
+                        let slot = top.entry(name.clone()).or_insert(*value);
+                        *slot = slot.max(*value);
                     }
                 }
             }
@@ -711,8 +726,8 @@ impl QueueDrainer {
             let mut deletes = Vec::with_capacity(batch.len());
             for (i, m) in batch.iter().enumerate() {
                 if let Some(body) = m.body() {
-                    match serde_json::from_str::<RejectMessage>(body) {
-                        Ok(msg) => messages.push(msg),
+                    match riffle_stage::reject::parse_body(body) {
+                        Ok(rejects) => messages.extend(rejects),
                         Err(e) => {
                             tracing::warn!(error = %e, queue = %self.url, "not a reject message")
                         }

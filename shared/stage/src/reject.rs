@@ -81,6 +81,26 @@ impl RejectMessage {
     }
 }
 
+/// The body of one message on a rejects or dead-letter queue: the rejects of one batch, as
+/// many as fit in one SQS message. Packing them is what keeps a queue's cost (and, locally,
+/// moto's per-message work) proportional to batches rather than to bad records.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RejectBatch {
+    /// The rejected records, in batch order.
+    pub rejects: Vec<RejectMessage>,
+}
+
+/// Reads a queue message body: a [`RejectBatch`], or a single [`RejectMessage`].
+///
+/// # Errors
+/// A body that is neither.
+pub fn parse_body(body: &str) -> Result<Vec<RejectMessage>, serde_json::Error> {
+    match serde_json::from_str::<RejectBatch>(body) {
+        Ok(batch) => Ok(batch.rejects),
+        Err(_) => serde_json::from_str::<RejectMessage>(body).map(|one| vec![one]),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
@@ -97,5 +117,12 @@ mod tests {
         let back: RejectMessage = serde_json::from_str(&sqs.body).unwrap();
         assert_eq!(back, msg);
         assert_eq!(back.data().unwrap(), vec![1, 2, 3, 255]);
+        assert_eq!(parse_body(&sqs.body).unwrap(), vec![msg.clone()]);
+        let batch = serde_json::to_string(&RejectBatch {
+            rejects: vec![msg.clone(), msg.clone()],
+        })
+        .unwrap();
+        assert_eq!(parse_body(&batch).unwrap(), vec![msg.clone(), msg]);
+        assert!(parse_body("{}").is_err());
     }
 }
