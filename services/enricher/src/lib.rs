@@ -84,8 +84,19 @@ enum Plan {
     Enrich {
         envelope: Box<Envelope>,
         lookup: Option<String>,
+        // What the payload gives, read once here; the error dead-letters with the envelope.
+        derived: Result<Derived, (&'static str, String)>,
     },
     DeadLetter(&'static str, String),
+}
+
+/// The payload's part of the enrichment, taken before the reference data is known.
+enum Derived {
+    Spec {
+        agg_key_fields: Vec<Option<String>>,
+        metric: f64,
+    },
+    Default,
 }
 
 impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, O, D> {
@@ -151,22 +162,20 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, 
                 Plan::Enrich {
                     mut envelope,
                     lookup,
+                    derived,
                 } => {
-                    let attributes = lookup
-                        .as_ref()
-                        .and_then(|k| found.get(k).cloned().flatten());
-                    match self.enrich(
-                        &mut envelope,
-                        &schemas,
-                        lookup.is_some(),
-                        attributes.as_deref(),
-                    ) {
-                        Ok(()) => {}
+                    let derived = match derived {
+                        Ok(derived) => derived,
                         Err((code, why)) => {
                             dead.push(dead_letter(record, code, why, Some(&envelope)));
                             continue;
                         }
-                    }
+                    };
+                    let attributes = lookup
+                        .as_ref()
+                        .and_then(|k| found.get(k))
+                        .and_then(Option::as_deref);
+                    self.enrich(&mut envelope, derived, lookup.is_some(), attributes);
                     if envelope
                         .enrichment
                         .as_ref()
@@ -223,7 +232,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, 
         Ok(failures.into_response())
     }
 
-    /// Decodes what is needed to know which reference item the record joins.
+    /// Reads the payload once: which reference item the record joins and what it derives.
     fn plan(&self, decoded: Result<Envelope, CodecError>, schemas: &BatchSchemas) -> Plan {
         let envelope = match decoded {
             Ok(e) => e,
@@ -233,48 +242,64 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, 
             .contracts
             .get(&envelope.subject)
             .and_then(|c| c.enrich.as_ref());
-        let lookup = match (spec, payload_schema(schemas, &envelope)) {
-            (Some(spec), Ok(schema)) => match read_record(schema, &envelope.payload) {
-                Ok(record) => spec.lookup_key(&record),
-                Err(e) => return Plan::DeadLetter(e.code(), e.to_string()),
-            },
-            (_, Err((code, why))) => return Plan::DeadLetter(code, why),
-            (None, Ok(_)) => None,
+        let schema = match payload_schema(schemas, &envelope) {
+            Ok(schema) => schema,
+            Err((code, why)) => return Plan::DeadLetter(code, why),
+        };
+        let record = read_record(schema, &envelope.payload);
+        let (lookup, derived) = match (spec, record) {
+            (Some(spec), Ok(record)) => (
+                spec.lookup_key(&record),
+                Ok(Derived::Spec {
+                    agg_key_fields: spec.agg_key_fields(&record),
+                    // The validator checked the metric's fields; a missing one would be a
+                    // contract change in flight, and counting the event with 0 keeps the
+                    // count right.
+                    metric: spec.metric(&record).unwrap_or(0.0),
+                }),
+            ),
+            (Some(_), Err(e)) => return Plan::DeadLetter(e.code(), e.to_string()),
+            (None, Ok(_)) => (None, Ok(Derived::Default)),
+            (None, Err(e)) => (None, Err((e.code(), e.to_string()))),
         };
         Plan::Enrich {
             envelope: Box::new(envelope),
             lookup,
+            derived,
         }
     }
 
-    /// Derives the enrichment of one envelope.
+    /// Completes the enrichment of one envelope once its reference data is known.
     fn enrich(
         &self,
         envelope: &mut Envelope,
-        schemas: &BatchSchemas,
+        derived: Derived,
         joins: bool,
         reference: Option<&HashMap<String, String>>,
-    ) -> Result<(), (&'static str, String)> {
-        let schema = payload_schema(schemas, envelope)?;
-        let record =
-            read_record(schema, &envelope.payload).map_err(|e| (e.code(), e.to_string()))?;
-        let empty = HashMap::new();
-        let attributes = reference.unwrap_or(&empty);
-        let enrichment = match self
+    ) {
+        let spec = self
             .contracts
             .get(&envelope.subject)
-            .and_then(|c| c.enrich.as_ref())
-        {
-            Some(spec) => Enrichment {
-                agg_key: spec.agg_key(&record, attributes),
-                // The validator checked the metric's fields; a missing one would be a contract
-                // change in flight, and counting the event with 0 keeps the count right.
-                metric: spec.metric(&record).unwrap_or(0.0),
-                window_start: spec.window_start(envelope.event_time),
-                reference_found: !joins || reference.is_some(),
-                attributes: attributes.clone(),
-            },
-            None => Enrichment {
+            .and_then(|c| c.enrich.as_ref());
+        let enrichment = match (spec, derived) {
+            (
+                Some(spec),
+                Derived::Spec {
+                    agg_key_fields,
+                    metric,
+                },
+            ) => {
+                let empty = HashMap::new();
+                let attributes = reference.unwrap_or(&empty);
+                Enrichment {
+                    agg_key: spec.agg_key_from(&agg_key_fields, attributes),
+                    metric,
+                    window_start: spec.window_start(envelope.event_time),
+                    reference_found: !joins || reference.is_some(),
+                    attributes: attributes.clone(),
+                }
+            }
+            _ => Enrichment {
                 agg_key: envelope.subject.clone(),
                 metric: 1.0,
                 window_start: window_start(envelope.event_time, DEFAULT_WINDOW_SECS),
@@ -283,7 +308,6 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, 
             },
         };
         envelope.enrichment = Some(enrichment);
-        Ok(())
     }
 }
 

@@ -290,8 +290,41 @@ impl EnrichSpec {
     /// Fills the `agg_key` template from reference attributes first, then payload fields;
     /// a name found in neither becomes `unknown`, so the event still counts somewhere visible.
     pub fn agg_key(&self, record: &Record<'_>, attributes: &HashMap<String, String>) -> String {
+        self.agg_key_with(attributes, |_, name| {
+            record.get(name).and_then(|f| f.render())
+        })
+    }
+
+    /// The payload values of the `agg_key` template's names, in template order, for
+    /// [`EnrichSpec::agg_key_from`] once the reference attributes are known (so the payload is
+    /// read once, before the reference lookup).
+    pub fn agg_key_fields(&self, record: &Record<'_>) -> Vec<Option<String>> {
+        let mut values = Vec::new();
+        self.agg_key_with(&HashMap::new(), |_, name| {
+            values.push(record.get(name).and_then(|f| f.render()));
+            None
+        });
+        values
+    }
+
+    /// [`EnrichSpec::agg_key`] from the values [`EnrichSpec::agg_key_fields`] took.
+    pub fn agg_key_from(
+        &self,
+        fields: &[Option<String>],
+        attributes: &HashMap<String, String>,
+    ) -> String {
+        self.agg_key_with(attributes, |i, _| fields.get(i).cloned().flatten())
+    }
+
+    /// Fills the template; `field(i, name)` gives the payload value of the `i`th name.
+    fn agg_key_with(
+        &self,
+        attributes: &HashMap<String, String>,
+        mut field: impl FnMut(usize, &str) -> Option<String>,
+    ) -> String {
         let mut out = String::with_capacity(self.agg_key.len() + 16);
         let mut rest = self.agg_key.as_str();
+        let mut index = 0;
         while let Some(open) = rest.find('{') {
             out.push_str(&rest[..open]);
             let after = &rest[open + 1..];
@@ -302,11 +335,12 @@ impl EnrichSpec {
             let name = &after[..close];
             match attributes.get(name) {
                 Some(v) => out.push_str(v),
-                None => match record.get(name).and_then(|f| f.render()) {
+                None => match field(index, name) {
                     Some(v) => out.push_str(&v),
                     None => out.push_str("unknown"),
                 },
             }
+            index += 1;
             rest = &after[close + 1..];
         }
         out.push_str(rest);
@@ -441,6 +475,14 @@ mod tests {
             spec.agg_key(&record, &HashMap::new()),
             "sensors:site=unknown:kind=TEMPERATURE"
         );
+        let fields = spec.agg_key_fields(&record);
+        assert_eq!(fields, [None, Some("TEMPERATURE".to_string())]);
+        for attributes in [attrs, HashMap::new()] {
+            assert_eq!(
+                spec.agg_key_from(&fields, &attributes),
+                spec.agg_key(&record, &attributes)
+            );
+        }
         assert_eq!(spec.metric(&record), Some(3.0));
         assert_eq!(spec.window_start(125_000), 120_000);
         assert_eq!(spec.window_start(-1), -60_000);
