@@ -122,6 +122,7 @@ fn main() {
     let decoded: Vec<_> = data.iter().map(|d| codec.decode(d)).collect();
     let schemas = runtime.block_on(resolve_payload_schemas(&cache, &decoded));
     let envelopes: Vec<Envelope> = decoded.into_iter().flatten().collect();
+    let plans = verdict::plans(&contracts, &schemas);
 
     let parse = median(|| timed(|| drop(black_box(serde_json::from_str::<KinesisEvent>(&json)))));
     let decode = median(|| {
@@ -162,7 +163,8 @@ fn main() {
                         continue;
                     };
                     if check && let Some(contract) = contracts.get(&e.subject) {
-                        drop(black_box(contract.check(
+                        drop(black_box(contract.check_planned(
+                            &plans[&schema.id()],
                             &record,
                             e.event_time,
                             e.ingest_time,
@@ -179,8 +181,15 @@ fn main() {
         let now = verdict::now_ms();
         timed(|| {
             for d in &data {
-                let verdict =
-                    verdict::judge(&codec, &contracts, &schemas, &[], codec.decode(d), now);
+                let verdict = verdict::judge(
+                    &codec,
+                    &contracts,
+                    &schemas,
+                    &plans,
+                    &[],
+                    codec.decode(d),
+                    now,
+                );
                 if let Verdict::Retry(why) = verdict {
                     panic!("retry: {why}");
                 }
@@ -219,8 +228,9 @@ fn main() {
                         black_box(&record);
                         continue;
                     }
+                    let plan = &plans[&schema.id()];
                     if contract
-                        .check(&record, e.event_time, e.ingest_time)
+                        .check_planned(plan, &record, e.event_time, e.ingest_time)
                         .is_err()
                         || upto < 4
                     {

@@ -97,6 +97,7 @@ impl<S: SchemaSource, O: Output, R: Rejects> Validator<S, O, R> {
             .map(|r| self.envelopes.decode(&r.kinesis.data.0))
             .collect();
         let schemas = resolve_payload_schemas(&self.schemas, &envelopes).await;
+        let plans = verdict::plans(&self.contracts, &schemas);
 
         let now = verdict::now_ms();
         let mut valid = Vec::with_capacity(records.len());
@@ -107,6 +108,7 @@ impl<S: SchemaSource, O: Output, R: Rejects> Validator<S, O, R> {
                 &self.envelopes,
                 &self.contracts,
                 &schemas,
+                &plans,
                 &unavailable,
                 envelope,
                 now,

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use riffle_codec::datum::read_record;
-use riffle_codec::rules::Contract;
+use riffle_codec::rules::{CheckPlan, Contract};
 use riffle_codec::{CodecError, Envelope, EnvelopeCodec};
 use riffle_stage::schemas::BatchSchemas;
 use riffle_stage::{KinesisEventRecord, RejectMessage};
@@ -78,6 +78,22 @@ fn codec_verdict(error: CodecError, envelope: Option<&Envelope>) -> Verdict {
     })
 }
 
+/// Contract rules resolved per payload schema id of a batch (see [`plans`]).
+pub type Plans = HashMap<u32, CheckPlan>;
+
+/// Resolves, once per batch, the rules of each payload schema's contract (the contract of
+/// the subject the schema is named after) to field positions.
+pub fn plans(contracts: &HashMap<String, Contract>, schemas: &BatchSchemas) -> Plans {
+    schemas
+        .iter()
+        .filter_map(|(id, schema)| {
+            let schema = schema.as_ref().ok()?;
+            let contract = contracts.get(schema.full_name()?)?;
+            Some((*id, contract.plan(schema)))
+        })
+        .collect()
+}
+
 /// Judges one decoded (or undecodable) envelope.
 ///
 /// `schemas` holds the batch's payload schemas, resolved once per id; `unavailable` the
@@ -86,6 +102,7 @@ pub fn judge(
     codec: &EnvelopeCodec,
     contracts: &HashMap<String, Contract>,
     schemas: &BatchSchemas,
+    plans: &Plans,
     unavailable: &[u32],
     envelope: Result<Envelope, CodecError>,
     now: i64,
@@ -129,7 +146,14 @@ pub fn judge(
         Ok(record) => record,
         Err(e) => return codec_verdict(e, Some(&envelope)),
     };
-    if let Err(v) = contract.check(&record, envelope.event_time, envelope.ingest_time) {
+    // The subject matched the schema's name, so a plan for this schema is this contract's.
+    let checked = match plans.get(&schema.id()) {
+        Some(plan) => {
+            contract.check_planned(plan, &record, envelope.event_time, envelope.ingest_time)
+        }
+        None => contract.check(&record, envelope.event_time, envelope.ingest_time),
+    };
+    if let Err(v) = checked {
         let detail = match &v.field {
             Some(field) => format!("{field}: {}", v.detail),
             None => v.detail.clone(),

@@ -89,6 +89,12 @@ impl<'a> Record<'a> {
             .and_then(|i| self.fields.get(i).copied())
     }
 
+    /// The value of the top-level field at `position` in schema order (see
+    /// [`CompiledSchema::field_index`]), `None` past the last field.
+    pub fn field(&self, position: usize) -> Option<Field<'a>> {
+        self.fields.get(position).copied()
+    }
+
     /// The writer schema.
     pub fn schema(&self) -> &'a CompiledSchema {
         self.schema

@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use regex::Regex;
 use serde::Deserialize;
 
+use crate::CompiledSchema;
 use crate::datum::{Field, Record};
 
 include!(concat!(env!("OUT_DIR"), "/contracts.rs"));
@@ -163,6 +164,14 @@ pub struct Violation {
     pub detail: String,
 }
 
+/// A contract's field rules resolved against one writer schema: the position of each rule's
+/// field, so checking a record of that schema indexes instead of looking names up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CheckPlan {
+    schema_id: u32,
+    positions: Vec<Option<usize>>,
+}
+
 impl Contract {
     /// Parses one contract file.
     ///
@@ -211,6 +220,13 @@ impl Contract {
         event_time: i64,
         ingest_time: i64,
     ) -> Result<(), Violation> {
+        self.check_skew(event_time, ingest_time)?;
+        self.fields
+            .iter()
+            .try_for_each(|rule| rule.check(record.get(&rule.name)))
+    }
+
+    fn check_skew(&self, event_time: i64, ingest_time: i64) -> Result<(), Violation> {
         if let Some(max) = self.max_event_time_skew_ms {
             let skew = ingest_time.saturating_sub(event_time).saturating_abs();
             if skew > max {
@@ -221,12 +237,46 @@ impl Contract {
                 });
             }
         }
-        self.fields.iter().try_for_each(|rule| rule.check(record))
+        Ok(())
+    }
+
+    /// Resolves the field rules against `schema`, once per schema.
+    pub fn plan(&self, schema: &CompiledSchema) -> CheckPlan {
+        CheckPlan {
+            schema_id: schema.id(),
+            positions: self
+                .fields
+                .iter()
+                .map(|rule| schema.field_index(&rule.name))
+                .collect(),
+        }
+    }
+
+    /// [`Contract::check`] through a [`CheckPlan`] of this contract. A plan made for another
+    /// schema than the record's is not used: the check falls back to looking names up.
+    ///
+    /// # Errors
+    /// The [`Violation`].
+    pub fn check_planned(
+        &self,
+        plan: &CheckPlan,
+        record: &Record<'_>,
+        event_time: i64,
+        ingest_time: i64,
+    ) -> Result<(), Violation> {
+        if plan.schema_id != record.schema().id() || plan.positions.len() != self.fields.len() {
+            return self.check(record, event_time, ingest_time);
+        }
+        self.check_skew(event_time, ingest_time)?;
+        self.fields
+            .iter()
+            .zip(&plan.positions)
+            .try_for_each(|(rule, position)| rule.check(position.and_then(|p| record.field(p))))
     }
 }
 
 impl FieldRule {
-    fn check(&self, record: &Record<'_>) -> Result<(), Violation> {
+    fn check(&self, value: Option<Field<'_>>) -> Result<(), Violation> {
         let fail = |kind, detail: String| {
             Err(Violation {
                 kind,
@@ -234,7 +284,7 @@ impl FieldRule {
                 detail,
             })
         };
-        let value = match record.get(&self.name) {
+        let value = match value {
             None | Some(Field::Null) if self.required => {
                 return fail(ViolationKind::Missing, "absent".into());
             }
@@ -446,16 +496,27 @@ mod tests {
             (sensor("dev-0001", f64::NAN, None), ViolationKind::BelowMin),
             (sensor("dev-0001", 1.0, Some(1.5)), ViolationKind::AboveMax),
         ];
+        let plan = contract.plan(&schema);
+        let other_schema = contract.plan(&CompiledSchema::parse(2, SENSOR).unwrap());
         for (bytes, kind) in cases {
-            let err = contract
-                .check(&read_record(&schema, &bytes).unwrap(), 0, 0)
-                .unwrap_err();
+            let record = read_record(&schema, &bytes).unwrap();
+            let err = contract.check(&record, 0, 0).unwrap_err();
             assert_eq!(err.kind, kind, "{err:?}");
+            for plan in [&plan, &other_schema] {
+                assert_eq!(
+                    contract.check_planned(plan, &record, 0, 0),
+                    Err(err.clone())
+                );
+            }
         }
-        let skew = contract
-            .check(&read_record(&schema, &ok).unwrap(), 0, 3_600_001)
-            .unwrap_err();
+        let record = read_record(&schema, &ok).unwrap();
+        assert_eq!(contract.check_planned(&plan, &record, 0, 1000), Ok(()));
+        let skew = contract.check(&record, 0, 3_600_001).unwrap_err();
         assert_eq!(skew.kind, ViolationKind::EventTimeSkew);
+        assert_eq!(
+            contract.check_planned(&plan, &record, 0, 3_600_001),
+            Err(skew)
+        );
     }
 
     #[test]
