@@ -417,7 +417,6 @@ pub fn render(report: &Report) -> String {
     line(format!("  ingest->validated        {}", fmt(validate)));
     line(format!("  validated->enriched      {}", fmt(enrich)));
     let secs = report.elapsed.as_secs_f64();
-    let secs = report.elapsed.as_secs_f64();
     let produce_secs = report.produce_elapsed.as_secs_f64();
     line(format!(
         "throughput          {:.0} events/s end to end ({} events, first put to drained in {:.1} s)",
