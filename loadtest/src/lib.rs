@@ -6,6 +6,8 @@
 //! putting records on Kinesis is the publisher's job (`riffle-aws`).
 //!
 //! Layout:
+//! - [`bench`]: what the stages' handler benchmarks share (timing loop, load average, enriched
+//!   records built from generated events).
 //! - [`reference`]: the fixed product and device catalogue seeded into the reference table.
 //! - [`generator`]: [`Generator`], its [`GeneratorConfig`], the sources, the invalid kinds and
 //!   the [`Expected`] outcome of each [`GeneratedEvent`].
@@ -13,6 +15,7 @@
 //! - `events` (private): the payload structs, encoded with serde straight into their schemas.
 //! - `rules` (private): the generator's own reading of `schemas/rules/*.json`.
 
+pub mod bench;
 mod events;
 pub mod generator;
 pub mod reference;

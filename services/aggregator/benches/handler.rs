@@ -12,148 +12,22 @@
 use std::collections::HashMap;
 use std::hint::black_box;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 
 use riffle_aggregator::aggregate::{Point, ViewKey, ViewRow, apply, pre_aggregate};
 use riffle_aggregator::store::Saved;
 use riffle_aggregator::{Aggregator, AggregatorError, ViewStore, window_lengths};
-use riffle_codec::datum::read_record;
-use riffle_codec::envelope::ENVELOPE_SCHEMA;
-use riffle_codec::{CompiledSchema, Enrichment, EnvelopeCodec, SchemaCache};
-use riffle_loadtest::{Generator, GeneratorConfig, SchemaIds, reference_items};
+use riffle_codec::{EnvelopeCodec, SchemaCache};
+use riffle_loadtest::bench::{
+    IDS, RUNS, WARM_UP, enriched_records, load, median, registered_schemas, report, timed,
+};
 use riffle_stage::SqsMessage;
 use riffle_stage::decode::decode_batch;
 use riffle_stage::testing::{MapSource, Sink, kinesis_event};
 
 const RECORDS: usize = 10_000;
-const WARM_UP: usize = 3;
-const RUNS: usize = 20;
 const TTL_DAYS: u32 = 30;
 /// 2026-01-01T01:00:00Z, after every generated event.
 const NOW_MS: i64 = 1_767_229_200_000;
-
-const ORDER_SCHEMA: &str = include_str!("../../../schemas/events/order_placed.avsc");
-const PAGE_VIEW_SCHEMA: &str = include_str!("../../../schemas/events/page_view.avsc");
-const SENSOR_SCHEMA: &str = include_str!("../../../schemas/events/sensor_reading.avsc");
-
-/// The registry ids the map source serves the schemas under.
-const IDS: SchemaIds = SchemaIds {
-    envelope: 1,
-    order: 2,
-    page_view: 3,
-    sensor: 4,
-};
-
-/// Median and fastest of `RUNS` timings of `run`, after `WARM_UP` untimed ones. The machine
-/// is shared, so the fastest run (the least disturbed) is shown beside the median.
-fn median(mut run: impl FnMut() -> Duration) -> Timing {
-    for _ in 0..WARM_UP {
-        run();
-    }
-    let mut times: Vec<Duration> = (0..RUNS).map(|_| run()).collect();
-    times.sort();
-    Timing {
-        median: times[RUNS / 2],
-        min: times[0],
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Timing {
-    median: Duration,
-    min: Duration,
-}
-
-fn timed(f: impl FnOnce()) -> Duration {
-    let started = Instant::now();
-    f();
-    started.elapsed()
-}
-
-/// One result line: µs per record (median, fastest) and records per second (median).
-fn report(what: &str, time: Timing, records: usize) {
-    let per_record = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
-    let us = per_record(time.median);
-    eprintln!(
-        "{what:<44} {us:>7.3} µs/record (min {:>6.3}) {:>9.0} records/s",
-        per_record(time.min),
-        1e6 / us,
-    );
-}
-
-/// The load average, to judge how much other work disturbed the figures.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
-
-/// The envelope and the three event schemas under [`IDS`], as the registry serves them.
-fn registered() -> MapSource {
-    MapSource::with(
-        [
-            (IDS.envelope, ENVELOPE_SCHEMA),
-            (IDS.order, ORDER_SCHEMA),
-            (IDS.page_view, PAGE_VIEW_SCHEMA),
-            (IDS.sensor, SENSOR_SCHEMA),
-        ],
-        [],
-    )
-}
-
-/// `n` records of the `enriched` stream: valid generated events (1% naming a reference item
-/// the catalogue lacks) stamped by the validator and the enricher, with the enrichment the
-/// enricher derives from the bundled contracts and the generator's catalogue.
-fn enriched_records(n: usize) -> Vec<Vec<u8>> {
-    let config = GeneratorConfig {
-        seed: 42,
-        invalid_ratio: 0.0,
-        missing_reference_ratio: 0.01,
-        ..GeneratorConfig::default()
-    };
-    let events = Generator::new(config, IDS).unwrap().batch(n).unwrap();
-    let codec = EnvelopeCodec::new(IDS.envelope).unwrap();
-    let contracts = riffle_codec::rules::bundled().unwrap();
-    let schemas: HashMap<u32, CompiledSchema> = [
-        (IDS.order, ORDER_SCHEMA),
-        (IDS.page_view, PAGE_VIEW_SCHEMA),
-        (IDS.sensor, SENSOR_SCHEMA),
-    ]
-    .into_iter()
-    .map(|(id, text)| (id, CompiledSchema::parse(id, text).unwrap()))
-    .collect();
-    let catalogue: HashMap<String, HashMap<String, String>> = reference_items()
-        .into_iter()
-        .map(|item| (item.pk, item.attributes.into_iter().collect()))
-        .collect();
-    let none = HashMap::new();
-    events
-        .iter()
-        .map(|e| {
-            let mut envelope = codec.decode(&e.record).unwrap();
-            let schema = &schemas[&(envelope.schema_id as u32)];
-            let record = read_record(schema, &envelope.payload).unwrap();
-            let spec = contracts[&envelope.subject].enrich.as_ref().unwrap();
-            let reference = spec.lookup_key(&record).and_then(|k| catalogue.get(&k));
-            let attributes = reference.unwrap_or(&none);
-            let enrichment = Enrichment {
-                agg_key: spec.agg_key(&record, attributes),
-                metric: spec.metric(&record).unwrap_or(0.0),
-                window_start: spec.window_start(envelope.event_time),
-                reference_found: spec.lookup.is_none() || reference.is_some(),
-                attributes: attributes.clone(),
-            };
-            envelope.enrichment = Some(enrichment);
-            envelope
-                .stage_times
-                .insert("validator".into(), e.ingest_time + 40);
-            envelope
-                .stage_times
-                .insert("enricher".into(), e.ingest_time + 80);
-            codec.encode(&envelope).unwrap()
-        })
-        .collect()
-}
 
 /// The view in process memory, with DynamoDB's conditional-write rule. Clones share it.
 #[derive(Clone, Default)]
@@ -195,14 +69,14 @@ fn main() {
         .enable_all()
         .build()
         .unwrap();
-    let records = enriched_records(RECORDS);
+    let records = enriched_records(RECORDS, IDS);
     let event = kinesis_event(&records);
     let contracts = riffle_codec::rules::bundled().unwrap();
     let view = MemoryView::default();
     let dlq: Sink<SqsMessage> = Sink::new();
     let aggregator = Aggregator::new(
         EnvelopeCodec::new(IDS.envelope).unwrap(),
-        SchemaCache::new(registered()),
+        SchemaCache::new(MapSource::with(registered_schemas(IDS), [])),
         view.clone(),
         dlq.clone(),
         window_lengths(&contracts),
@@ -231,7 +105,7 @@ fn main() {
 
     // The parts, each over the whole batch.
     let codec = EnvelopeCodec::new(IDS.envelope).unwrap();
-    let cache = SchemaCache::new(registered());
+    let cache = SchemaCache::new(MapSource::with(registered_schemas(IDS), []));
     let windows = window_lengths(&contracts);
     runtime
         .block_on(decode_batch("aggregator", &codec, &cache, &event.records))

@@ -13,62 +13,16 @@
 mod common;
 
 use std::hint::black_box;
-use std::time::{Duration, Instant};
 
 use common::*;
 use riffle_codec::datum::read_record;
 use riffle_codec::{Envelope, EnvelopeCodec, SchemaCache};
 use riffle_enricher::reference::ReferenceCache;
+use riffle_loadtest::bench::{RUNS, WARM_UP, load, median, report, timed};
 use riffle_loadtest::{Expected, GeneratedEvent};
 use riffle_stage::schemas::resolve_payload_schemas;
 
 const RECORDS: usize = 10_000;
-const WARM_UP: usize = 3;
-const RUNS: usize = 20;
-
-/// Median and fastest of `RUNS` timings of `run`, after `WARM_UP` untimed ones. The machine
-/// is shared, so the fastest run (the least disturbed) is shown beside the median.
-fn median(mut run: impl FnMut() -> Duration) -> Timing {
-    for _ in 0..WARM_UP {
-        run();
-    }
-    let mut times: Vec<Duration> = (0..RUNS).map(|_| run()).collect();
-    times.sort();
-    Timing {
-        median: times[RUNS / 2],
-        min: times[0],
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Timing {
-    median: Duration,
-    min: Duration,
-}
-
-fn timed(f: impl FnOnce()) -> Duration {
-    let started = Instant::now();
-    f();
-    started.elapsed()
-}
-
-/// One result line: µs per record (median, fastest) and records per second (median).
-fn report(what: &str, time: Timing, records: usize) {
-    let per_record = |d: Duration| d.as_secs_f64() * 1e6 / records as f64;
-    let us = per_record(time.median);
-    eprintln!(
-        "{what:<44} {us:>7.3} µs/record (min {:>6.3}) {:>9.0} records/s",
-        per_record(time.min),
-        1e6 / us,
-    );
-}
-
-/// The load average, to judge how much other work disturbed the figures.
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_else(|_| "unknown".into())
-}
 
 /// What the validated stream carries: valid events stamped by the validator, and the
 /// occasional record nobody can read.
