@@ -592,40 +592,6 @@ impl Pipeline {
         })
     }
 
-    /// Drains a queue once, returning the reject messages on it (see [`QueueDrainer`]).
-    ///
-    /// # Errors
-    /// A failed Receive/Delete.
-    pub async fn drain_queue(&self, queue: &str) -> Result<Vec<RejectMessage>, PipelineError> {
-        self.queue_drainer(queue)?.drain().await
-    }
-
-    /// Approximate number of messages on a queue (by logical id or name).
-    ///
-    /// # Errors
-    /// A failed GetQueueAttributes.
-    pub async fn queue_depth(&self, queue: &str) -> Result<u64, PipelineError> {
-        let url = self
-            .deployment
-            .queue_url(queue)
-            .ok_or_else(|| PipelineError::Aws(format!("no queue {queue} in the templates")))?;
-        let out = riffle_aws::sqs_client(&self.sdk)
-            .get_queue_attributes()
-            .queue_url(url)
-            .attribute_names(aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-            .send()
-            .await
-            .map_err(aws("GetQueueAttributes"))?;
-        Ok(out
-            .attributes
-            .and_then(|a| {
-                a.get(&aws_sdk_sqs::types::QueueAttributeName::ApproximateNumberOfMessages)
-                    .cloned()
-            })
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0))
-    }
-
     /// Waits until every stage has taken in what the stage before it let through: the
     /// validator `produced` records, the others what the previous stage emitted. Gives up after
     /// `idle` without any progress.
