@@ -14,6 +14,7 @@
 //! - `error`: the crate's one error type and its API error codes.
 
 pub mod api;
+pub mod compat;
 pub mod config;
 pub mod error;
 pub mod registry;
