@@ -71,6 +71,13 @@ pub fn object_key(
     key
 }
 
+/// A partition value or file name part as it appears in keys (see [`escape_into`]).
+pub fn escape(part: &str) -> String {
+    let mut out = String::with_capacity(part.len());
+    escape_into(part, &mut out);
+    out
+}
+
 /// Keeps `[A-Za-z0-9._-]` and percent-encodes every other byte, as Hive partition values
 /// are encoded.
 fn escape_into(part: &str, out: &mut String) {

@@ -7,6 +7,10 @@
 //! - [`key`]: partitions and deterministic object keys.
 //! - [`table`]: the Parquet schema, [`write_rows`] and [`read_rows`] (for tests and replay).
 //! - [`store`]: the [`ObjectStore`] port and its S3 implementation.
+//! - [`bucket`]: the [`ArchiveBucket`] port (list, read, delete) for operator tools.
+//! - [`scan`]: partitions, and which objects are live once compaction has run.
+//! - [`compact`]: merging a partition's small objects ([`compact::plan_partition`] pure,
+//!   [`compact::run`] against the bucket).
 //! - [`config`]: the typed [`Config::from_env`].
 //! - [`error`]: [`ArchiverError`], which knows whether a failed batch is worth retrying.
 //!
@@ -17,13 +21,17 @@
 //!
 //! `main.rs` only wires these to the AWS clients and `riffle_runtime`.
 
+pub mod bucket;
+pub mod compact;
 pub mod config;
 mod error;
 pub mod handler;
 pub mod key;
+pub mod scan;
 pub mod store;
 pub mod table;
 
+pub use bucket::{ArchiveBucket, ObjectInfo};
 pub use config::Config;
 pub use error::ArchiverError;
 pub use handler::{Archiver, BatchReport};

@@ -25,8 +25,8 @@ pub trait ObjectStore: Send + Sync + 'static {
 /// The archive in an S3 bucket (use a path-style client, `riffle_aws::s3_client`).
 #[derive(Debug, Clone)]
 pub struct S3ObjectStore {
-    client: aws_sdk_s3::Client,
-    bucket: String,
+    pub(crate) client: aws_sdk_s3::Client,
+    pub(crate) bucket: String,
 }
 
 impl S3ObjectStore {

@@ -14,6 +14,7 @@ use parquet::basic::{Compression, ConvertedType};
 use parquet::data_type::{
     BoolType, ByteArray, ByteArrayType, DataType, DoubleType, Int32Type, Int64Type,
 };
+use parquet::file::metadata::{FooterTail, KeyValue, ParquetMetaDataReader};
 use parquet::file::properties::WriterProperties;
 use parquet::file::reader::{FileReader, SerializedFileReader};
 use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
@@ -154,11 +155,28 @@ fn optional<T>(
 /// # Errors
 /// [`ArchiverError::Encode`] if parquet refuses the data (a bug, not a data problem).
 pub fn write_rows(rows: &[ArchivedRow]) -> Result<Vec<u8>, ArchiverError> {
+    write_rows_with_metadata(rows, Vec::new())
+}
+
+/// [`write_rows`] with key-value pairs in the file's footer (compaction records there which
+/// objects a compacted object replaces; see [`crate::compact`]).
+///
+/// # Errors
+/// As [`write_rows`].
+pub fn write_rows_with_metadata(
+    rows: &[ArchivedRow],
+    metadata: Vec<(String, String)>,
+) -> Result<Vec<u8>, ArchiverError> {
     let schema = Arc::new(parse_message_type(SCHEMA)?);
+    let key_values: Vec<KeyValue> = metadata
+        .into_iter()
+        .map(|(k, v)| KeyValue::new(k, v))
+        .collect();
     let properties = Arc::new(
         WriterProperties::builder()
             .set_compression(Compression::SNAPPY)
             .set_created_by(CREATED_BY.to_owned())
+            .set_key_value_metadata((!key_values.is_empty()).then_some(key_values))
             .build(),
     );
     let mut writer = SerializedFileWriter::new(Vec::new(), schema, properties)?;
@@ -304,6 +322,51 @@ pub fn read_rows(bytes: &[u8]) -> Result<Vec<ArchivedRow>, ArchiverError> {
     Ok(out)
 }
 
+/// Bytes at the end of every Parquet file: the footer's length and the magic `PAR1`.
+pub const FOOTER_TAIL_BYTES: usize = 8;
+
+/// What the last bytes of a Parquet file say about its footer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Footer {
+    /// The footer's key-value pairs (values absent in the file read as empty).
+    KeyValues(Vec<(String, String)>),
+    /// The footer is longer than the bytes given: read this many bytes from the end.
+    NeedTail(usize),
+}
+
+/// Reads the key-value metadata from the last bytes of a Parquet file, so a reader can learn
+/// what a large object replaces without fetching all of it.
+///
+/// # Errors
+/// [`ArchiverError::BadArchive`] when the bytes do not end like a Parquet file.
+pub fn footer_key_values(tail: &[u8]) -> Result<Footer, ArchiverError> {
+    let bad = |e: String| ArchiverError::BadArchive(e);
+    let Some(start) = tail.len().checked_sub(FOOTER_TAIL_BYTES) else {
+        return Err(bad(format!("{} bytes are no Parquet file", tail.len())));
+    };
+    let last: [u8; FOOTER_TAIL_BYTES] = tail[start..]
+        .try_into()
+        .map_err(|_| bad("short footer".into()))?;
+    let footer = FooterTail::try_new(&last).map_err(|e| bad(e.to_string()))?;
+    let length = footer.metadata_length();
+    let Some(from) = start.checked_sub(length) else {
+        return Ok(Footer::NeedTail(length + FOOTER_TAIL_BYTES));
+    };
+    let metadata = ParquetMetaDataReader::decode_metadata(&tail[from..start])
+        .map_err(|e| bad(e.to_string()))?;
+    Ok(Footer::KeyValues(
+        metadata
+            .file_metadata()
+            .key_value_metadata()
+            .map(|kvs| {
+                kvs.iter()
+                    .map(|kv| (kv.key.clone(), kv.value.clone().unwrap_or_default()))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    ))
+}
+
 /// The converted type of each column, as a reader without logical-type support sees it
 /// (for checking that the archive stays readable by older engines).
 pub fn converted_types(bytes: &[u8]) -> Result<Vec<(String, ConvertedType)>, ArchiverError> {
@@ -399,6 +462,31 @@ pub(crate) mod tests {
             ("a".to_owned(), "1".to_owned()),
         ]));
         assert_eq!(json, r#"{"a":"1","b":"2"}"#);
+    }
+
+    #[test]
+    fn footer_key_values_are_read_from_the_tail() {
+        let rows: Vec<ArchivedRow> = (0..3).map(row).collect();
+        let meta = vec![("riffle.x".to_owned(), "a\nb".to_owned())];
+        let bytes = write_rows_with_metadata(&rows, meta.clone()).unwrap();
+        assert_eq!(read_rows(&bytes).unwrap(), rows);
+        assert_eq!(footer_key_values(&bytes).unwrap(), Footer::KeyValues(meta));
+        // A tail too short for the footer says how much to read.
+        let Footer::NeedTail(n) = footer_key_values(&bytes[bytes.len() - 8..]).unwrap() else {
+            panic!("expected NeedTail");
+        };
+        assert!(n > 8 && n < bytes.len());
+        assert!(matches!(
+            footer_key_values(&bytes[bytes.len() - n..]).unwrap(),
+            Footer::KeyValues(_)
+        ));
+        let plain = write_rows(&rows).unwrap();
+        assert_eq!(
+            footer_key_values(&plain).unwrap(),
+            Footer::KeyValues(Vec::new())
+        );
+        assert!(footer_key_values(b"PAR").is_err());
+        assert!(footer_key_values(b"not parquet at all").is_err());
     }
 
     #[test]
