@@ -9,7 +9,7 @@ CFN_LINT := $(TOOLS)/venv/bin/cfn-lint
 TEMPLATES = $(wildcard infra/*.yaml infra/services/*.yaml)
 ARGS ?=
 
-.PHONY: help install test lint fmt-check clippy cfn-lint demo
+.PHONY: help install test lint fmt-check clippy cfn-lint demo fuzz
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -46,3 +46,6 @@ cfn-lint: install ## Lint the CloudFormation templates under infra/
 demo: install ## Run the whole pipeline locally on generated events (ARGS="--events 50000 --rate 5000")
 	cargo build --release --workspace --bins
 	target/release/riffle demo $(ARGS)
+
+fuzz: ## Fuzz each codec decoder briefly with cargo-fuzz on nightly (FUZZ_SECONDS=20 per target)
+	@bash infra/local/fuzz.sh
