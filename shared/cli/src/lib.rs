@@ -2,9 +2,11 @@
 //! end-to-end tests, and the checks of a run against the load generator's ground truth.
 //!
 //! Layout: [`pipeline`] (emulators, provisioning, registry and stage processes),
-//! [`demo`] (produce, drain, summarise), [`verify`] (outcome vs ground truth).
+//! [`demo`] (produce, drain, summarise), [`verify`] (outcome vs ground truth),
+//! [`schema`] (`riffle schema`: register, check, list, diff and the CI gate).
 //! The `riffle` binary (`main.rs`) is the command line over these.
 
 pub mod demo;
 pub mod pipeline;
+pub mod schema;
 pub mod verify;

@@ -48,12 +48,15 @@ enum Command {
         #[arg(long)]
         no_aggregate: bool,
     },
+    /// Schema registry tooling: register, check, list and diff schemas, and the CI gate.
+    Schema(riffle_cli::schema::SchemaArgs),
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
+        Command::Schema(args) => riffle_cli::schema::run(args).await,
         Command::Demo {
             events,
             rate,

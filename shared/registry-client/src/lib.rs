@@ -1,16 +1,24 @@
 //! A client of Riffle's schema registry (the Confluent-compatible REST API): register
-//! schemas, fetch them by id, read a subject's latest version.
+//! schemas, fetch them by id, read subjects and versions, check compatibility and set
+//! compatibility levels, with optional credentials (basic or bearer).
 //!
 //! It is also the codec's [`SchemaSource`]: an id the registry does not know is
 //! [`SourceError::NotFound`] (the record can never be decoded), anything else that goes
 //! wrong (down, timeout, 5xx, a reply that is not the registry's) is
 //! [`SourceError::Unavailable`], so the record is retried rather than dead-lettered.
 //!
-//! Layout: this file — [`RegistryClient`], its [`ClientError`], the reply types; `bootstrap` —
-//! a stage's start-up registration of the envelope schema.
+//! Layout: this file — [`RegistryClient`], its [`ClientError`], the reply types; `admin` —
+//! subjects, versions, compatibility checks and levels; `auth` — [`Credentials`] and the
+//! environment they come from; `bootstrap` — a stage's start-up registration of the
+//! envelope schema.
 //! Caching schemas per id is the codec's job, not the client's.
 
+mod admin;
+mod auth;
 mod bootstrap;
+
+pub use admin::{Compatibility, CompatibilityLevel, SUBJECT_LEVEL_NOT_CONFIGURED, VersionRef};
+pub use auth::{Credentials, PASSWORD_ENV, TOKEN_ENV, USER_ENV};
 
 use std::time::Duration;
 
@@ -39,6 +47,12 @@ pub const SCHEMA_NOT_FOUND: u32 = 40403;
 /// The API's error code for an unknown subject.
 pub const SUBJECT_NOT_FOUND: u32 = 40401;
 
+/// The API's error code for an unknown version of a known subject.
+pub const VERSION_NOT_FOUND: u32 = 40402;
+
+/// The API's error code (and HTTP status) for a registration refused as incompatible.
+pub const INCOMPATIBLE_SCHEMA: u32 = 409;
+
 /// Why a registry call failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
@@ -58,6 +72,25 @@ pub enum ClientError {
         /// The registry's message, or the start of a non-registry body.
         message: String,
     },
+    /// The registry wants credentials, or did not accept the ones sent (HTTP 401).
+    #[error(
+        "registry refused the credentials (401, error code {error_code}): {message}; \
+         set RIFFLE_REGISTRY_USER and RIFFLE_REGISTRY_PASSWORD, or RIFFLE_REGISTRY_TOKEN"
+    )]
+    Unauthorized {
+        /// The API's error code (401 when the body had none).
+        error_code: u32,
+        /// The registry's message.
+        message: String,
+    },
+    /// The credentials were accepted but do not allow this call (HTTP 403).
+    #[error("registry denied the request (403, error code {error_code}): {message}")]
+    Forbidden {
+        /// The API's error code (403 when the body had none).
+        error_code: u32,
+        /// The registry's message.
+        message: String,
+    },
     /// A success reply whose body is not what the API promises.
     #[error("unexpected registry reply: {0}")]
     Decode(String),
@@ -71,14 +104,39 @@ impl ClientError {
             ClientError::Api { status, .. } => {
                 *status >= 500 || *status == StatusCode::TOO_MANY_REQUESTS.as_u16()
             }
-            ClientError::Config(_) | ClientError::Decode(_) => false,
+            ClientError::Config(_)
+            | ClientError::Decode(_)
+            | ClientError::Unauthorized { .. }
+            | ClientError::Forbidden { .. } => false,
         }
     }
 
     /// The API error code, if the registry answered with one.
     pub fn error_code(&self) -> Option<u32> {
         match self {
-            ClientError::Api { error_code, .. } => Some(*error_code),
+            ClientError::Api { error_code, .. }
+            | ClientError::Unauthorized { error_code, .. }
+            | ClientError::Forbidden { error_code, .. } => Some(*error_code),
+            _ => None,
+        }
+    }
+
+    /// The HTTP status the registry answered with, if it answered.
+    pub fn status(&self) -> Option<u16> {
+        match self {
+            ClientError::Api { status, .. } => Some(*status),
+            ClientError::Unauthorized { .. } => Some(401),
+            ClientError::Forbidden { .. } => Some(403),
+            _ => None,
+        }
+    }
+
+    /// The registry's message, if it answered with an error.
+    pub fn message(&self) -> Option<&str> {
+        match self {
+            ClientError::Api { message, .. }
+            | ClientError::Unauthorized { message, .. }
+            | ClientError::Forbidden { message, .. } => Some(message),
             _ => None,
         }
     }
@@ -118,12 +176,14 @@ struct ErrorReply {
 pub struct RegistryClient {
     http: reqwest::Client,
     base: Url,
+    credentials: Option<Credentials>,
 }
 
 impl std::fmt::Debug for RegistryClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RegistryClient")
             .field("base", &self.base.as_str())
+            .field("credentials", &self.credentials)
             .finish()
     }
 }
@@ -153,7 +213,27 @@ impl RegistryClient {
             .timeout(request)
             .build()
             .map_err(|e| ClientError::Config(format!("building the HTTP client: {e}")))?;
-        Ok(Self { http, base })
+        Ok(Self {
+            http,
+            base,
+            credentials: None,
+        })
+    }
+
+    /// The same client sending `credentials` with every request (`None`: anonymous).
+    #[must_use]
+    pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Self {
+        self.credentials = credentials;
+        self
+    }
+
+    /// A client of `base_url` with the credentials the environment names
+    /// ([`Credentials::from_env`]).
+    ///
+    /// # Errors
+    /// A bad URL, or credentials set ambiguously.
+    pub fn from_env_credentials(base_url: &str) -> Result<Self, ClientError> {
+        Ok(Self::new(base_url)?.with_credentials(Credentials::from_env()?))
     }
 
     /// The base URL requests are made against.
@@ -161,15 +241,19 @@ impl RegistryClient {
         self.base.as_str()
     }
 
+    /// The credentials sent with each request, if any.
+    pub fn credentials(&self) -> Option<&Credentials> {
+        self.credentials.as_ref()
+    }
+
     /// Registers `schema_json` (Avro) under `subject` and returns its global id; registering
     /// a schema that is already there returns the id it has.
     pub async fn register(&self, subject: &str, schema_json: &str) -> Result<u32, ClientError> {
-        let body = serde_json::json!({ "schema": schema_json, "schemaType": "AVRO" });
         let request = self
             .http
             .post(self.url(&["subjects", subject, "versions"])?)
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE_V1)
-            .body(body.to_string());
+            .body(admin::schema_body(schema_json));
         let reply: IdReply = self.send(request).await?;
         Ok(reply.id)
     }
@@ -205,29 +289,45 @@ impl RegistryClient {
         &self,
         request: reqwest::RequestBuilder,
     ) -> Result<T, ClientError> {
-        let response = request
-            .header(reqwest::header::ACCEPT, CONTENT_TYPE_V1)
-            .send()
-            .await
-            .map_err(transport)?;
+        let mut request = request.header(reqwest::header::ACCEPT, CONTENT_TYPE_V1);
+        if let Some(credentials) = &self.credentials {
+            request = credentials.apply(request);
+        }
+        let response = request.send().await.map_err(transport)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport)?;
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| ClientError::Decode(e.to_string()));
         }
-        Err(match serde_json::from_slice::<ErrorReply>(&bytes) {
-            Ok(reply) => ClientError::Api {
-                status: status.as_u16(),
-                error_code: reply.error_code,
-                message: reply.message,
-            },
-            // Not the registry talking (a proxy, a load balancer): keep a little of what it said.
-            Err(_) => ClientError::Api {
-                status: status.as_u16(),
-                error_code: u32::from(status.as_u16()),
-                message: String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
-            },
-        })
+        Err(api_error(status, &bytes))
+    }
+}
+
+/// The error for a non-success reply: the registry's code and message when the body is the
+/// API's error shape, else the status and the start of whatever answered.
+fn api_error(status: StatusCode, bytes: &[u8]) -> ClientError {
+    let (error_code, message) = match serde_json::from_slice::<ErrorReply>(bytes) {
+        Ok(reply) => (reply.error_code, reply.message),
+        // Not the registry talking (a proxy, a load balancer): keep a little of what it said.
+        Err(_) => (
+            u32::from(status.as_u16()),
+            String::from_utf8_lossy(&bytes[..bytes.len().min(200)]).into_owned(),
+        ),
+    };
+    match status {
+        StatusCode::UNAUTHORIZED => ClientError::Unauthorized {
+            error_code,
+            message,
+        },
+        StatusCode::FORBIDDEN => ClientError::Forbidden {
+            error_code,
+            message,
+        },
+        _ => ClientError::Api {
+            status: status.as_u16(),
+            error_code,
+            message,
+        },
     }
 }
 
@@ -301,5 +401,61 @@ mod tests {
         assert!(!api(422).retryable());
         assert!(ClientError::Transport("refused".into()).retryable());
         assert!(!ClientError::Decode("x".into()).retryable());
+        assert!(
+            !ClientError::Unauthorized {
+                error_code: 401,
+                message: String::new()
+            }
+            .retryable()
+        );
+    }
+
+    #[test]
+    fn error_replies_keep_code_and_tell_401_from_403() {
+        let body = br#"{"error_code":40101,"message":"bad credentials"}"#;
+        let e = api_error(StatusCode::UNAUTHORIZED, body);
+        assert!(
+            matches!(
+                e,
+                ClientError::Unauthorized {
+                    error_code: 40101,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.message(), Some("bad credentials"));
+        let e = api_error(
+            StatusCode::FORBIDDEN,
+            br#"{"error_code":40301,"message":"no"}"#,
+        );
+        assert!(
+            matches!(
+                e,
+                ClientError::Forbidden {
+                    error_code: 40301,
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(e.status(), Some(403));
+        let e = api_error(
+            StatusCode::CONFLICT,
+            br#"{"error_code":409,"message":"incompatible"}"#,
+        );
+        assert_eq!(e.error_code(), Some(INCOMPATIBLE_SCHEMA));
+        // A proxy's HTML page: the status stands in for the code.
+        let e = api_error(StatusCode::BAD_GATEWAY, b"<html>bad gateway</html>");
+        assert_eq!((e.status(), e.error_code()), (Some(502), Some(502)));
+        assert!(e.retryable());
+    }
+
+    #[test]
+    fn debug_never_shows_credentials() {
+        let c = RegistryClient::new("http://127.0.0.1:1")
+            .unwrap()
+            .with_credentials(Some(Credentials::Bearer("s3cret".into())));
+        assert!(!format!("{c:?}").contains("s3cret"));
     }
 }
