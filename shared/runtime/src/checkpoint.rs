@@ -75,20 +75,51 @@ impl CheckpointStore {
         })
     }
 
-    /// Records that everything up to `seq` (or [`SHARD_END`]) is done.
+    /// Records that everything up to `seq` (or [`SHARD_END`]) is done, whoever holds the
+    /// shard's lease.
     pub async fn save(&self, shard_id: &str, seq: &str) -> Result<(), RuntimeError> {
-        self.client
-            .put_item()
+        self.save_as(shard_id, seq, None).await
+    }
+
+    /// Records that everything up to `seq` (or [`SHARD_END`]) is done; with `owner`, only
+    /// while `owner` holds the shard's lease (the lease lives in the same item, see
+    /// [`crate::lease`]), so an instance that lost a shard cannot move its checkpoint.
+    ///
+    /// # Errors
+    /// [`RuntimeError::LeaseLost`] when `owner` no longer holds the lease.
+    pub async fn save_as(
+        &self,
+        shard_id: &str,
+        seq: &str,
+        owner: Option<&str>,
+    ) -> Result<(), RuntimeError> {
+        // An update, not a put: the lease attributes of the item stay as they are.
+        let mut request = self
+            .client
+            .update_item()
             .table_name(&self.table)
-            .item(PK, AttributeValue::S(self.key(shard_id)))
-            .item(SEQ, AttributeValue::S(seq.to_owned()))
-            .item(
-                UPDATED_AT,
-                AttributeValue::S(chrono::Utc::now().to_rfc3339()),
-            )
-            .send()
-            .await
-            .map_err(|e| RuntimeError::Aws(riffle_aws::AwsError::from_sdk("PutItem", e)))?;
-        Ok(())
+            .key(PK, AttributeValue::S(self.key(shard_id)))
+            .update_expression("SET #seq = :seq, #at = :at")
+            .expression_attribute_names("#seq", SEQ)
+            .expression_attribute_names("#at", UPDATED_AT)
+            .expression_attribute_values(":seq", AttributeValue::S(seq.to_owned()))
+            .expression_attribute_values(":at", AttributeValue::S(chrono::Utc::now().to_rfc3339()));
+        if let Some(owner) = owner {
+            request = request
+                .condition_expression("#owner = :owner")
+                .expression_attribute_names("#owner", crate::lease::LEASE_OWNER)
+                .expression_attribute_values(":owner", AttributeValue::S(owner.to_owned()));
+        }
+        match request.send().await {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                let e = riffle_aws::AwsError::from_sdk("UpdateItem", e);
+                if e.code() == Some(crate::lease::CONDITION_FAILED) {
+                    Err(RuntimeError::LeaseLost(shard_id.to_owned()))
+                } else {
+                    Err(RuntimeError::Aws(e))
+                }
+            }
+        }
     }
 }

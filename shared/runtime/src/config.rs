@@ -22,6 +22,14 @@ pub const RECORD_AGE_MIN_SECS: i32 = 60;
 pub const RECORD_AGE_MAX_SECS: i32 = 604_800;
 /// Environment variable holding the JSON of [`EsmConfig`] locally.
 pub const ESM_ENV: &str = "RIFFLE_ESM";
+/// Environment variable overriding [`EsmConfig::lease_duration_ms`].
+pub const LEASE_DURATION_ENV: &str = "RIFFLE_LEASE_DURATION_MS";
+/// Environment variable overriding [`EsmConfig::lease_renewal_ms`].
+pub const LEASE_RENEWAL_ENV: &str = "RIFFLE_LEASE_RENEWAL_MS";
+/// How long a shard lease lasts unless renewed (local runtime only).
+pub const LEASE_DURATION_DEFAULT_MS: u64 = 10_000;
+/// How often held leases are renewed and the lease table is read (local runtime only).
+pub const LEASE_RENEWAL_DEFAULT_MS: u64 = 3_000;
 
 /// Where a shard with no checkpoint starts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
@@ -53,8 +61,8 @@ pub struct EsmConfig {
     /// How long to gather records before invoking; 0 invokes as soon as records arrive.
     #[serde(default)]
     pub maximum_batching_window_secs: u32,
-    /// Concurrent batches per shard. Only 1 runs for now; higher values are accepted and
-    /// run as 1 (same results, less throughput).
+    /// Concurrent batches per shard: records are spread over this many lanes by a hash of
+    /// their partition key, so one key's records stay in order in one lane.
     #[serde(default = "default_parallelization_factor")]
     pub parallelization_factor: u32,
     /// Where a shard without checkpoint starts.
@@ -79,6 +87,22 @@ pub struct EsmConfig {
     /// SQS queue that receives batches given up on.
     #[serde(default)]
     pub on_failure_queue_url: Option<String>,
+    /// Local runtime only: how long a shard lease lasts unless renewed. Another instance
+    /// of the function takes a shard over once its lease has been expired this long.
+    #[serde(default = "default_lease_duration")]
+    pub lease_duration_ms: u64,
+    /// Local runtime only: how often held leases are renewed (and the shard list and the
+    /// lease table read). Below `lease_duration_ms`, so a live owner never lapses.
+    #[serde(default = "default_lease_renewal")]
+    pub lease_renewal_ms: u64,
+}
+
+fn default_lease_duration() -> u64 {
+    LEASE_DURATION_DEFAULT_MS
+}
+
+fn default_lease_renewal() -> u64 {
+    LEASE_RENEWAL_DEFAULT_MS
 }
 
 fn default_batch_size() -> u32 {
@@ -114,14 +138,31 @@ impl EsmConfig {
             maximum_record_age_secs: -1,
             report_batch_item_failures: false,
             on_failure_queue_url: None,
+            lease_duration_ms: LEASE_DURATION_DEFAULT_MS,
+            lease_renewal_ms: LEASE_RENEWAL_DEFAULT_MS,
         }
     }
 
-    /// Reads and validates the JSON in `RIFFLE_ESM`.
+    /// Reads and validates the JSON in `RIFFLE_ESM`; `RIFFLE_LEASE_DURATION_MS` and
+    /// `RIFFLE_LEASE_RENEWAL_MS` override the lease timing when set.
     pub fn from_env() -> Result<Self, RuntimeError> {
         let raw = std::env::var(ESM_ENV)
             .map_err(|_| RuntimeError::Config(format!("{ESM_ENV} is not set")))?;
-        Self::from_json(&raw)
+        let mut config: EsmConfig = serde_json::from_str(&raw)
+            .map_err(|e| RuntimeError::Config(format!("{ESM_ENV}: {e}")))?;
+        for (name, field) in [
+            (LEASE_DURATION_ENV, &mut config.lease_duration_ms),
+            (LEASE_RENEWAL_ENV, &mut config.lease_renewal_ms),
+        ] {
+            if let Ok(value) = std::env::var(name) {
+                *field = value
+                    .trim()
+                    .parse()
+                    .map_err(|e| RuntimeError::Config(format!("{name}={value}: {e}")))?;
+            }
+        }
+        config.validate()?;
+        Ok(config)
     }
 
     /// Parses and validates the JSON form.
@@ -189,6 +230,12 @@ impl EsmConfig {
         {
             return fail("on_failure_queue_url must not be empty when set".to_owned());
         }
+        if self.lease_renewal_ms == 0 || self.lease_renewal_ms >= self.lease_duration_ms {
+            return fail(format!(
+                "lease_renewal_ms {} must be above 0 and below lease_duration_ms {}",
+                self.lease_renewal_ms, self.lease_duration_ms
+            ));
+        }
         Ok(())
     }
 
@@ -196,6 +243,16 @@ impl EsmConfig {
     pub fn retries_exhausted(&self, attempts: u32) -> bool {
         self.maximum_retry_attempts >= 0
             && i64::from(attempts) > i64::from(self.maximum_retry_attempts)
+    }
+
+    /// How long a shard lease lasts unless renewed.
+    pub fn lease_duration(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_duration_ms)
+    }
+
+    /// How often leases are renewed.
+    pub fn lease_renewal(&self) -> std::time::Duration {
+        std::time::Duration::from_millis(self.lease_renewal_ms)
     }
 
     /// The record age limit, if any.
@@ -261,6 +318,8 @@ mod tests {
             |c| c.starting_position = StartingPosition::AtTimestamp,
             |c| c.stream_name.clear(),
             |c| c.on_failure_queue_url = Some(String::new()),
+            |c| c.lease_renewal_ms = 0,
+            |c| c.lease_renewal_ms = c.lease_duration_ms,
         ];
         for (i, change) in cases.iter().enumerate() {
             let mut c = base.clone();

@@ -8,6 +8,8 @@
 //! - [`event`]: building the Lambda Kinesis event, and the pure rules of the mapping
 //!   (batch cutting, partial failures, bisection, record age);
 //! - [`checkpoint`]: per-shard checkpoints in DynamoDB;
+//! - [`lease`]: per-shard leases in the same items, and the fair-share plan that spreads
+//!   shards over the instances of one function;
 //! - [`destination`]: the on-failure SQS messages;
 //! - [`local`]: the local event source mapping itself, [`run_local`];
 //! - [`deaggregate`]: KPL aggregates unpacked before any handler sees them.
@@ -17,6 +19,7 @@ pub mod config;
 pub mod deaggregate;
 pub mod destination;
 pub mod event;
+pub mod lease;
 pub mod local;
 
 use std::error::Error;
@@ -26,7 +29,7 @@ use std::sync::Arc;
 pub use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 pub use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 pub use config::{EsmConfig, StartingPosition};
-pub use local::run_local;
+pub use local::{Clock, LocalOptions, run_local, run_local_with};
 
 /// What a handler returns to fail a whole batch (retry, bisect, on-failure destination).
 /// The same type `lambda_runtime` uses.
@@ -59,6 +62,9 @@ pub enum RuntimeError {
     /// The stream is not what the mapping expects.
     #[error("stream: {0}")]
     Stream(String),
+    /// Another instance holds the lease of this shard now.
+    #[error("lease of shard {0} lost")]
+    LeaseLost(String),
 }
 
 impl RuntimeError {
@@ -66,7 +72,7 @@ impl RuntimeError {
     pub fn retryable(&self) -> bool {
         match self {
             RuntimeError::Aws(e) => e.retryable(),
-            RuntimeError::Config(_) | RuntimeError::Stream(_) => false,
+            RuntimeError::Config(_) | RuntimeError::Stream(_) | RuntimeError::LeaseLost(_) => false,
         }
     }
 }
