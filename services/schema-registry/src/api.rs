@@ -2,6 +2,9 @@
 //!
 //! Every reply, errors included, is JSON of the registry media type, and nothing a client
 //! sends reaches a panic: path and body rejections are turned into the API's error shape.
+//!
+//! Query flags (`deleted`, `permanent`, `verbose`, `defaultToGlobal`) are true when their
+//! value is `true` in any case; anything else, or their absence, is false.
 
 use std::sync::Arc;
 
@@ -16,6 +19,8 @@ use axum::{Json, Router};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
+use crate::auth::{self, Auth};
+use crate::compat::CompatibilityLevel;
 use crate::error::Error;
 use crate::registry::{Registry, VersionSpec};
 use crate::store::{SchemaStore, VersionRecord};
@@ -31,17 +36,55 @@ const ACCEPTED_REQUEST_TYPES: [&str; 3] = [
     "application/json",
 ];
 
-/// The registry's routes over `registry`.
+/// The registry's routes over `registry`, open to every caller (tests, embedding, and AWS
+/// where IAM guards the function URL).
 pub fn router<S: SchemaStore>(registry: Registry<S>) -> Router {
+    routes(registry)
+}
+
+/// The registry's routes behind `auth`: every route, the fallbacks included, passes the
+/// credential check first.
+pub fn router_with_auth<S: SchemaStore>(registry: Registry<S>, auth: Auth) -> Router {
+    routes(registry).layer(axum::middleware::from_fn_with_state(
+        Arc::new(auth),
+        auth::require,
+    ))
+}
+
+fn routes<S: SchemaStore>(registry: Registry<S>) -> Router {
     Router::new()
         .route("/", get(root))
         .route("/subjects", get(subjects::<S>))
-        .route("/subjects/{subject}", post(lookup::<S>))
+        .route(
+            "/subjects/{subject}",
+            post(lookup::<S>).delete(delete_subject::<S>),
+        )
         .route(
             "/subjects/{subject}/versions",
             get(versions::<S>).post(register::<S>),
         )
-        .route("/subjects/{subject}/versions/{version}", get(version::<S>))
+        .route(
+            "/subjects/{subject}/versions/{version}",
+            get(version::<S>).delete(delete_version::<S>),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions",
+            post(compatible_with_subject::<S>),
+        )
+        .route(
+            "/compatibility/subjects/{subject}/versions/{version}",
+            post(compatible_with_version::<S>),
+        )
+        .route(
+            "/config",
+            get(global_config::<S>).put(set_global_config::<S>),
+        )
+        .route(
+            "/config/{subject}",
+            get(subject_config::<S>)
+                .put(set_subject_config::<S>)
+                .delete(delete_subject_config::<S>),
+        )
         .route(
             "/subjects/{subject}/versions/{version}/schema",
             get(version_schema::<S>),
@@ -128,28 +171,92 @@ impl<St: Send + Sync> FromRequest<St> for SchemaRequest {
     type Rejection = Error;
 
     async fn from_request(req: Request, state: &St) -> Result<Self, Self::Rejection> {
-        if let Some(value) = req.headers().get(CONTENT_TYPE) {
-            let essence = value
-                .to_str()
-                .ok()
-                .and_then(|v| v.split(';').next())
-                .map(|v| v.trim().to_ascii_lowercase())
-                .unwrap_or_default();
-            if !ACCEPTED_REQUEST_TYPES.contains(&essence.as_str()) {
-                return Err(Error::UnsupportedMediaType(essence));
-            }
-        }
-        let bytes = Bytes::from_request(req, state)
-            .await
-            .map_err(|e| Error::BadRequest(e.body_text()))?;
-        let body: SchemaRequest = serde_json::from_slice(&bytes)
-            .map_err(|e| Error::BadRequest(format!("malformed request body: {e}")))?;
+        let body: SchemaRequest = read_json(req, state).await?;
         if !body.references.is_empty() {
             return Err(Error::InvalidSchema(
                 "schema references are not supported".into(),
             ));
         }
         Ok(body)
+    }
+}
+
+/// The body of `PUT /config`: the level's name, checked by the handler so a missing or
+/// unknown one gets the API's invalid-level code rather than a bad request.
+#[derive(Debug, Deserialize)]
+struct ConfigRequest {
+    compatibility: Option<serde_json::Value>,
+}
+
+impl<St: Send + Sync> FromRequest<St> for ConfigRequest {
+    type Rejection = Error;
+
+    async fn from_request(req: Request, state: &St) -> Result<Self, Self::Rejection> {
+        read_json(req, state).await
+    }
+}
+
+impl ConfigRequest {
+    fn level(&self) -> Result<CompatibilityLevel, Error> {
+        match &self.compatibility {
+            Some(serde_json::Value::String(name)) => name
+                .parse()
+                .map_err(|_| Error::InvalidCompatibilityLevel(name.clone())),
+            other => Err(Error::InvalidCompatibilityLevel(
+                other
+                    .as_ref()
+                    .map_or_else(|| "missing".to_owned(), ToString::to_string),
+            )),
+        }
+    }
+}
+
+/// A JSON body of an accepted media type.
+async fn read_json<T: DeserializeOwned, St: Send + Sync>(
+    req: Request,
+    state: &St,
+) -> Result<T, Error> {
+    if let Some(value) = req.headers().get(CONTENT_TYPE) {
+        let essence = value
+            .to_str()
+            .ok()
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .unwrap_or_default();
+        if !ACCEPTED_REQUEST_TYPES.contains(&essence.as_str()) {
+            return Err(Error::UnsupportedMediaType(essence));
+        }
+    }
+    let bytes = Bytes::from_request(req, state)
+        .await
+        .map_err(|e| Error::BadRequest(e.body_text()))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| Error::BadRequest(format!("malformed request body: {e}")))
+}
+
+/// The query's boolean flags.
+struct Flags(Vec<String>);
+
+impl Flags {
+    fn get(&self, name: &str) -> bool {
+        self.0.iter().any(|f| f == name)
+    }
+}
+
+impl<St: Send + Sync> FromRequestParts<St> for Flags {
+    type Rejection = Error;
+
+    async fn from_request_parts(parts: &mut Parts, _: &St) -> Result<Self, Self::Rejection> {
+        let set = parts
+            .uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter_map(|pair| pair.split_once('='))
+            .filter(|(_, value)| value.eq_ignore_ascii_case("true"))
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        Ok(Flags(set))
     }
 }
 
@@ -194,8 +301,11 @@ async fn root() -> Reply<serde_json::Value> {
     ok(serde_json::json!({}))
 }
 
-async fn subjects<S: SchemaStore>(State(reg): Shared<S>) -> Result<Reply<Vec<String>>, Error> {
-    Ok(ok(reg.subjects().await?))
+async fn subjects<S: SchemaStore>(
+    State(reg): Shared<S>,
+    flags: Flags,
+) -> Result<Reply<Vec<String>>, Error> {
+    Ok(ok(reg.subjects(flags.get("deleted")).await?))
 }
 
 async fn register<S: SchemaStore>(
@@ -212,10 +322,16 @@ async fn register<S: SchemaStore>(
 async fn lookup<S: SchemaStore>(
     State(reg): Shared<S>,
     ApiPath(subject): ApiPath<String>,
+    flags: Flags,
     body: SchemaRequest,
 ) -> Result<Reply<VersionBody>, Error> {
     let found = reg
-        .lookup(&subject, &body.schema, body.schema_type.as_deref())
+        .lookup(
+            &subject,
+            &body.schema,
+            body.schema_type.as_deref(),
+            flags.get("deleted"),
+        )
         .await?;
     Ok(ok(found.into()))
 }
@@ -223,24 +339,160 @@ async fn lookup<S: SchemaStore>(
 async fn versions<S: SchemaStore>(
     State(reg): Shared<S>,
     ApiPath(subject): ApiPath<String>,
+    flags: Flags,
 ) -> Result<Reply<Vec<u32>>, Error> {
-    Ok(ok(reg.versions(&subject).await?))
+    Ok(ok(reg.versions(&subject, flags.get("deleted")).await?))
 }
 
 async fn version<S: SchemaStore>(
     State(reg): Shared<S>,
     ApiPath((subject, version)): ApiPath<(String, String)>,
+    flags: Flags,
 ) -> Result<Reply<VersionBody>, Error> {
     let spec = VersionSpec::parse(&version)?;
-    Ok(ok(reg.version(&subject, spec).await?.into()))
+    Ok(ok(reg
+        .version(&subject, spec, flags.get("deleted"))
+        .await?
+        .into()))
 }
 
 async fn version_schema<S: SchemaStore>(
     State(reg): Shared<S>,
     ApiPath((subject, version)): ApiPath<(String, String)>,
+    flags: Flags,
 ) -> Result<Response, Error> {
     let spec = VersionSpec::parse(&version)?;
-    Ok(raw(reg.version(&subject, spec).await?.schema))
+    Ok(raw(reg
+        .version(&subject, spec, flags.get("deleted"))
+        .await?
+        .schema))
+}
+
+async fn delete_subject<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath(subject): ApiPath<String>,
+    flags: Flags,
+) -> Result<Reply<Vec<u32>>, Error> {
+    Ok(ok(reg
+        .delete_subject(&subject, flags.get("permanent"))
+        .await?))
+}
+
+async fn delete_version<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath((subject, version)): ApiPath<(String, String)>,
+    flags: Flags,
+) -> Result<Reply<u32>, Error> {
+    let spec = VersionSpec::parse(&version)?;
+    Ok(ok(reg
+        .delete_version(&subject, spec, flags.get("permanent"))
+        .await?))
+}
+
+#[derive(Serialize)]
+struct CompatibilityBody {
+    is_compatible: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    messages: Option<Vec<String>>,
+}
+
+fn compatibility(messages: Vec<String>, verbose: bool) -> Reply<CompatibilityBody> {
+    ok(CompatibilityBody {
+        is_compatible: messages.is_empty(),
+        messages: verbose.then_some(messages),
+    })
+}
+
+async fn compatible_with_subject<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath(subject): ApiPath<String>,
+    flags: Flags,
+    body: SchemaRequest,
+) -> Result<Reply<CompatibilityBody>, Error> {
+    let messages = reg
+        .check_compatibility(&subject, &body.schema, body.schema_type.as_deref(), None)
+        .await?;
+    Ok(compatibility(messages, flags.get("verbose")))
+}
+
+async fn compatible_with_version<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath((subject, version)): ApiPath<(String, String)>,
+    flags: Flags,
+    body: SchemaRequest,
+) -> Result<Reply<CompatibilityBody>, Error> {
+    let spec = VersionSpec::parse(&version)?;
+    let messages = reg
+        .check_compatibility(
+            &subject,
+            &body.schema,
+            body.schema_type.as_deref(),
+            Some(spec),
+        )
+        .await?;
+    Ok(compatibility(messages, flags.get("verbose")))
+}
+
+#[derive(Serialize)]
+struct LevelBody {
+    #[serde(rename = "compatibilityLevel")]
+    compatibility_level: &'static str,
+}
+
+#[derive(Serialize)]
+struct SetLevelBody {
+    compatibility: &'static str,
+}
+
+fn level(level: CompatibilityLevel) -> Reply<LevelBody> {
+    ok(LevelBody {
+        compatibility_level: level.as_str(),
+    })
+}
+
+async fn global_config<S: SchemaStore>(State(reg): Shared<S>) -> Result<Reply<LevelBody>, Error> {
+    Ok(level(reg.global_level().await?))
+}
+
+async fn set_global_config<S: SchemaStore>(
+    State(reg): Shared<S>,
+    body: ConfigRequest,
+) -> Result<Reply<SetLevelBody>, Error> {
+    let new = body.level()?;
+    reg.set_level(None, new).await?;
+    Ok(ok(SetLevelBody {
+        compatibility: new.as_str(),
+    }))
+}
+
+async fn subject_config<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath(subject): ApiPath<String>,
+    flags: Flags,
+) -> Result<Reply<LevelBody>, Error> {
+    Ok(level(
+        reg.subject_level(&subject, flags.get("defaultToGlobal"))
+            .await?,
+    ))
+}
+
+async fn set_subject_config<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath(subject): ApiPath<String>,
+    body: ConfigRequest,
+) -> Result<Reply<SetLevelBody>, Error> {
+    let new = body.level()?;
+    reg.set_level(Some(&subject), new).await?;
+    Ok(ok(SetLevelBody {
+        compatibility: new.as_str(),
+    }))
+}
+
+async fn delete_subject_config<S: SchemaStore>(
+    State(reg): Shared<S>,
+    ApiPath(subject): ApiPath<String>,
+) -> Result<Reply<LevelBody>, Error> {
+    Ok(level(reg.delete_level(&subject).await?))
 }
 
 /// Ids outside u32 cannot name a schema: answered as an unknown schema, not a bad route.
@@ -272,8 +524,9 @@ async fn raw_schema_by_id<S: SchemaStore>(
 async fn usages<S: SchemaStore>(
     State(reg): Shared<S>,
     ApiPath(id): ApiPath<String>,
+    flags: Flags,
 ) -> Result<Reply<Vec<UsageBody>>, Error> {
-    let usages = reg.usages(parse_id(&id)?).await?;
+    let usages = reg.usages(parse_id(&id)?, flags.get("deleted")).await?;
     Ok(ok(usages
         .into_iter()
         .map(|(subject, version)| UsageBody { subject, version })

@@ -532,9 +532,9 @@ impl Walk<'_> {
             (Definition::Record(reader_fields), Definition::Record(writer_fields)) => {
                 for field in reader_fields {
                     let field_path = format!("{path}/fields/{}", field.name);
-                    let found = writer_fields.iter().find(|wf| {
-                        wf.name == field.name || field.aliases.iter().any(|a| *a == wf.name)
-                    });
+                    let found = writer_fields
+                        .iter()
+                        .find(|wf| wf.name == field.name || field.aliases.contains(&wf.name));
                     match found {
                         Some(wf) => self.types(&field.ty, &wf.ty, &field_path),
                         None if field.has_default => {}

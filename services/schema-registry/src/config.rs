@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 
+use crate::auth::Auth;
 use crate::error::{Error, Result};
 
 /// Where a locally run registry listens unless told otherwise: loopback, any free port.
@@ -19,6 +20,8 @@ pub struct Config {
     /// Stop when stdin closes (`RIFFLE_EXIT_ON_STDIN_EOF=1`), so a parent that dies takes
     /// its child servers with it.
     pub exit_on_stdin_eof: bool,
+    /// Who may call (`RIFFLE_REGISTRY_AUTH` and friends, see [`crate::auth`]).
+    pub auth: Auth,
 }
 
 impl Config {
@@ -43,6 +46,7 @@ impl Config {
             addr,
             lambda: var("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty()),
             exit_on_stdin_eof: var("RIFFLE_EXIT_ON_STDIN_EOF").as_deref() == Some("1"),
+            auth: Auth::from_lookup(&var)?,
         })
     }
 }
@@ -67,6 +71,7 @@ mod tests {
         let c = config(&[("RIFFLE_REGISTRY_TABLE", "schemas")]).unwrap();
         assert_eq!(c.addr, DEFAULT_ADDR.parse().unwrap());
         assert!(!c.lambda && !c.exit_on_stdin_eof);
+        assert_eq!(c.auth, Auth::none());
         let c = config(&[
             ("RIFFLE_REGISTRY_TABLE", "schemas"),
             ("RIFFLE_REGISTRY_ADDR", "127.0.0.1:8081"),

@@ -36,6 +36,57 @@ pub enum Error {
     /// The schema is not registered under the subject (lookup).
     #[error("Schema not found")]
     SchemaNotFound,
+    /// The new schema does not follow the subject's existing ones at its compatibility level.
+    #[error(
+        "Schema being registered is incompatible with an earlier schema for subject \"{subject}\", details: [{}]",
+        messages.join("; ")
+    )]
+    Incompatible {
+        /// The subject registered under.
+        subject: String,
+        /// Why, one line per failed rule.
+        messages: Vec<String>,
+    },
+    /// Every version of the subject is soft deleted already.
+    #[error("Subject '{0}' was soft deleted. Set permanent=true to delete permanently")]
+    SubjectSoftDeleted(String),
+    /// A permanent delete of a subject with live versions.
+    #[error("Subject '{0}' was not deleted first before being permanently deleted")]
+    SubjectNotSoftDeleted(String),
+    /// The version is soft deleted already.
+    #[error(
+        "Subject '{subject}' Version {version} was soft deleted. Set permanent=true to delete permanently"
+    )]
+    VersionSoftDeleted {
+        /// The subject.
+        subject: String,
+        /// The version.
+        version: u32,
+    },
+    /// A permanent delete of a live version.
+    #[error(
+        "Subject '{subject}' Version {version} was not deleted first before being permanently deleted"
+    )]
+    VersionNotSoftDeleted {
+        /// The subject.
+        subject: String,
+        /// The version.
+        version: u32,
+    },
+    /// The subject has no level of its own (and the caller did not ask for the global one).
+    #[error("Subject '{0}' does not have subject-level compatibility configured")]
+    SubjectConfigNotFound(String),
+    /// A compatibility level name the API does not know.
+    #[error(
+        "Invalid compatibility level: {0}. Valid values are NONE, BACKWARD, BACKWARD_TRANSITIVE, FORWARD, FORWARD_TRANSITIVE, FULL and FULL_TRANSITIVE"
+    )]
+    InvalidCompatibilityLevel(String),
+    /// No credential, or one that matches no configured user or token.
+    #[error("Unauthorized")]
+    Unauthenticated,
+    /// A valid credential that may not do this (a read-only user writing).
+    #[error("Forbidden: this credential may only read")]
+    Forbidden,
     /// The request body is not the JSON the endpoint expects.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -83,7 +134,16 @@ impl Error {
             Error::InvalidVersion(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42202),
             // 42208 is the API's code for a malformed subject name.
             Error::InvalidSubject(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42208),
+            Error::InvalidCompatibilityLevel(_) => (StatusCode::UNPROCESSABLE_ENTITY, 42203),
+            Error::Incompatible { .. } => (StatusCode::CONFLICT, 409),
             Error::SubjectNotFound(_) => (StatusCode::NOT_FOUND, 40401),
+            Error::SubjectSoftDeleted(_) => (StatusCode::NOT_FOUND, 40404),
+            Error::SubjectNotSoftDeleted(_) => (StatusCode::NOT_FOUND, 40405),
+            Error::VersionSoftDeleted { .. } => (StatusCode::NOT_FOUND, 40406),
+            Error::VersionNotSoftDeleted { .. } => (StatusCode::NOT_FOUND, 40407),
+            Error::SubjectConfigNotFound(_) => (StatusCode::NOT_FOUND, 40408),
+            Error::Unauthenticated => (StatusCode::UNAUTHORIZED, 40101),
+            Error::Forbidden => (StatusCode::FORBIDDEN, 40301),
             Error::VersionNotFound { .. } => (StatusCode::NOT_FOUND, 40402),
             Error::SchemaIdNotFound(_) | Error::SchemaNotFound => (StatusCode::NOT_FOUND, 40403),
             Error::BadRequest(_) => (StatusCode::BAD_REQUEST, 400),
@@ -126,6 +186,22 @@ mod tests {
         assert_eq!(
             Error::InvalidVersion("x".into()).status_and_code(),
             (StatusCode::UNPROCESSABLE_ENTITY, 42202)
+        );
+        assert_eq!(
+            Error::Incompatible {
+                subject: "s".into(),
+                messages: vec![]
+            }
+            .status_and_code(),
+            (StatusCode::CONFLICT, 409)
+        );
+        assert_eq!(
+            Error::Unauthenticated.status_and_code(),
+            (StatusCode::UNAUTHORIZED, 40101)
+        );
+        assert_eq!(
+            Error::Forbidden.status_and_code(),
+            (StatusCode::FORBIDDEN, 40301)
         );
         assert_eq!(
             Error::Contention(3).status_and_code().0,

@@ -5,15 +5,20 @@
 //! the same id, whichever subject registers it.
 //!
 //! Layout, from the wire inwards:
-//! - `api`: the axum [`router`], request bodies, replies and the API's error shape;
+//! - `api`: the axum [`router`] (and [`router_with_auth`]), request bodies, replies and the
+//!   API's error shape;
+//! - `auth`: the credential check every route passes when auth is configured;
 //! - `registry`: what each operation means over any store, including the registration
-//!   algorithm (dedupe, id allocation, version allocation under concurrency);
+//!   algorithm (dedupe, compatibility, id allocation, version allocation under concurrency)
+//!   and soft/permanent deletion;
+//! - `compat`: compatibility levels and Avro schema-resolution checks, pure;
 //! - `schema`: parsing and fingerprinting a submitted schema;
 //! - `store`: the [`SchemaStore`] port with its DynamoDB and in-memory implementations;
 //! - `config`, `server`: environment and local serving for `main.rs`;
 //! - `error`: the crate's one error type and its API error codes.
 
 pub mod api;
+pub mod auth;
 pub mod compat;
 pub mod config;
 pub mod error;
@@ -22,7 +27,9 @@ pub mod schema;
 pub mod server;
 pub mod store;
 
-pub use api::router;
+pub use api::{router, router_with_auth};
+pub use auth::Auth;
+pub use compat::CompatibilityLevel;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use registry::{MAX_SUBJECT_BYTES, Registered, Registry, VersionSpec};

@@ -1,7 +1,9 @@
 //! The `schema-registry` binary: builds the DynamoDB store once and serves the router,
 //! under Lambda when `AWS_LAMBDA_RUNTIME_API` is set, else on a local socket.
 
-use riffle_schema_registry::{Config, DynamoStore, Registry, router, server};
+use riffle_schema_registry::{
+    CompatibilityLevel, Config, DynamoStore, Registry, router_with_auth, server,
+};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -18,7 +20,9 @@ async fn main() -> Result<(), BoxError> {
     let config = Config::from_env()?;
     let sdk = aws_config::load_from_env().await;
     let store = DynamoStore::new(aws_sdk_dynamodb::Client::new(&sdk), config.table.clone());
-    let app = router(Registry::new(store));
+    // The API's default level (BACKWARD) until `PUT /config` stores another.
+    let registry = Registry::with_default_level(store, CompatibilityLevel::default());
+    let app = router_with_auth(registry, config.auth);
     if config.lambda {
         return lambda_http::run(app).await;
     }

@@ -7,8 +7,15 @@
 //!    conditionally; the loser of a concurrent claim deletes its schema and uses the winner's;
 //! 3. append version `latest + 1` conditionally; on conflict start over from 1.
 //!
-//! Compatibility checks slot in before step 3, against `latest`.
+//! Before step 2 the schema is checked against the subject's live versions at the subject's
+//! compatibility level (its own, else the global one, else the registry's default), so an
+//! incompatible schema takes no id. A lost race re-checks against the new latest.
+//!
+//! Soft-deleted versions keep their numbers (numbers are never reused while a version is
+//! stored) but are invisible to listings, `latest`, lookups and compatibility checks,
+//! unless a caller asks for deleted ones.
 
+use crate::compat::{self, CompatibilityLevel};
 use crate::error::{Error, Result};
 use crate::schema::{self, ParsedSchema};
 use crate::store::{Append, Claim, SchemaRecord, SchemaStore, VersionRecord};
@@ -59,12 +66,25 @@ pub struct Registered {
 /// The registry: its operations over a store.
 pub struct Registry<S> {
     store: S,
+    default_level: CompatibilityLevel,
 }
 
 impl<S: SchemaStore> Registry<S> {
-    /// A registry over `store`.
+    /// A registry over `store` that checks no compatibility until a level is configured
+    /// (`PUT /config`): registration as it was before levels existed, which embedders
+    /// (tests of other crates, tools) rely on. The service itself runs
+    /// [`Registry::with_default_level`] at [`CompatibilityLevel::default`] (`BACKWARD`).
     pub fn new(store: S) -> Self {
-        Self { store }
+        Self::with_default_level(store, CompatibilityLevel::None)
+    }
+
+    /// A registry over `store` whose level, where neither the subject nor the global
+    /// configuration sets one, is `default_level`.
+    pub fn with_default_level(store: S, default_level: CompatibilityLevel) -> Self {
+        Self {
+            store,
+            default_level,
+        }
     }
 
     /// The store underneath.
@@ -81,6 +101,7 @@ impl<S: SchemaStore> Registry<S> {
     ) -> Result<Registered> {
         check_subject(subject)?;
         let parsed = schema::parse(text, schema_type)?;
+        let level = self.effective_level(subject).await?;
         let mut record: Option<SchemaRecord> = None;
         for _ in 0..MAX_APPEND_ATTEMPTS {
             if let Some(existing) = self
@@ -93,6 +114,18 @@ impl<S: SchemaStore> Registry<S> {
                     version: existing.version,
                 });
             }
+            let latest = self.store.latest(subject).await?;
+            if level != CompatibilityLevel::None {
+                let messages = self
+                    .incompatibilities(subject, level, &parsed.text, latest.as_ref())
+                    .await?;
+                if !messages.is_empty() {
+                    return Err(Error::Incompatible {
+                        subject: subject.to_owned(),
+                        messages,
+                    });
+                }
+            }
             let schema = match &record {
                 Some(schema) => schema.clone(),
                 None => {
@@ -101,7 +134,7 @@ impl<S: SchemaStore> Registry<S> {
                     schema
                 }
             };
-            let version = match self.store.latest_version(subject).await? {
+            let version = match latest.map(|l| l.version) {
                 None => 1,
                 Some(latest) if latest < MAX_VERSION => latest + 1,
                 Some(_) => {
@@ -116,6 +149,7 @@ impl<S: SchemaStore> Registry<S> {
                 id: schema.id,
                 schema: schema.schema,
                 fingerprint: parsed.fingerprint.clone(),
+                deleted: false,
             };
             match self.store.append_version(&candidate).await? {
                 Append::Appended => {
@@ -174,12 +208,128 @@ impl<S: SchemaStore> Registry<S> {
             })
     }
 
-    /// The version of `subject` that holds `text` (`POST /subjects/{subject}`).
+    /// Why `text` may not follow the subject's live versions at `level`. `latest` is the
+    /// subject's highest stored version, which spares a read in the usual case (latest live,
+    /// level not transitive).
+    async fn incompatibilities(
+        &self,
+        subject: &str,
+        level: CompatibilityLevel,
+        text: &str,
+        latest: Option<&VersionRecord>,
+    ) -> Result<Vec<String>> {
+        let texts: Vec<String> = match latest {
+            None => return Ok(Vec::new()),
+            Some(latest) if !latest.deleted && !level.transitive() => vec![latest.schema.clone()],
+            Some(_) => self
+                .store
+                .versions(subject)
+                .await?
+                .into_iter()
+                .filter(|v| !v.deleted)
+                .map(|v| v.schema)
+                .collect(),
+        };
+        let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
+        compat::check(level, text, &texts).map_err(|e| Error::Store {
+            op: "compatibility",
+            message: format!("a stored schema of {subject} does not parse: {e}"),
+            retryable: false,
+        })
+    }
+
+    /// The level `subject` is checked at: its own, else the global one, else the default.
+    pub async fn effective_level(&self, subject: &str) -> Result<CompatibilityLevel> {
+        if let Some(level) = self.store.config(Some(subject)).await? {
+            return Ok(level);
+        }
+        self.global_level().await
+    }
+
+    /// The global level, or the registry's default when none is set.
+    pub async fn global_level(&self) -> Result<CompatibilityLevel> {
+        Ok(self.store.config(None).await?.unwrap_or(self.default_level))
+    }
+
+    /// The level set for `subject` (`GET /config/{subject}`); without one, the global level
+    /// if `default_to_global`, else an error.
+    pub async fn subject_level(
+        &self,
+        subject: &str,
+        default_to_global: bool,
+    ) -> Result<CompatibilityLevel> {
+        if let Some(level) = self.store.config(Some(subject)).await? {
+            return Ok(level);
+        }
+        if default_to_global {
+            return self.global_level().await;
+        }
+        Err(Error::SubjectConfigNotFound(subject.to_owned()))
+    }
+
+    /// Sets the level of `subject`, or the global one for `None`.
+    pub async fn set_level(&self, subject: Option<&str>, level: CompatibilityLevel) -> Result<()> {
+        if let Some(subject) = subject {
+            check_subject(subject)?;
+        }
+        self.store.set_config(subject, level).await
+    }
+
+    /// Removes the subject's own level, returning it; the subject then follows the global.
+    pub async fn delete_level(&self, subject: &str) -> Result<CompatibilityLevel> {
+        if check_subject(subject).is_err() {
+            return Err(Error::SubjectConfigNotFound(subject.to_owned()));
+        }
+        self.store
+            .delete_config(subject)
+            .await?
+            .ok_or_else(|| Error::SubjectConfigNotFound(subject.to_owned()))
+    }
+
+    /// Why `text` may not be registered under `subject` (empty: it may), checked against
+    /// one version, or with `None` against the live versions the level looks at. A subject
+    /// without versions accepts anything.
+    pub async fn check_compatibility(
+        &self,
+        subject: &str,
+        text: &str,
+        schema_type: Option<&str>,
+        against: Option<VersionSpec>,
+    ) -> Result<Vec<String>> {
+        let parsed = schema::parse(text, schema_type)?;
+        let level = if check_subject(subject).is_ok() {
+            self.effective_level(subject).await?
+        } else {
+            return match against {
+                Some(_) => Err(Error::SubjectNotFound(subject.to_owned())),
+                None => Ok(Vec::new()),
+            };
+        };
+        match against {
+            Some(spec) => {
+                let old = self.version(subject, spec, false).await?;
+                compat::check(level, &parsed.text, &[&old.schema]).map_err(|e| Error::Store {
+                    op: "compatibility",
+                    message: format!("a stored schema of {subject} does not parse: {e}"),
+                    retryable: false,
+                })
+            }
+            None => {
+                let latest = self.store.latest(subject).await?;
+                self.incompatibilities(subject, level, &parsed.text, latest.as_ref())
+                    .await
+            }
+        }
+    }
+
+    /// The version of `subject` that holds `text` (`POST /subjects/{subject}`); soft-deleted
+    /// versions count with `include_deleted` (the latest such wins).
     pub async fn lookup(
         &self,
         subject: &str,
         text: &str,
         schema_type: Option<&str>,
+        include_deleted: bool,
     ) -> Result<VersionRecord> {
         if check_subject(subject).is_err() {
             return Err(Error::SubjectNotFound(subject.to_owned()));
@@ -192,55 +342,100 @@ impl<S: SchemaStore> Registry<S> {
         {
             return Ok(found);
         }
-        if self.store.latest_version(subject).await?.is_none() {
+        let versions = self.store.versions(subject).await?;
+        if include_deleted
+            && let Some(found) = versions
+                .iter()
+                .rev()
+                .find(|v| v.fingerprint == parsed.fingerprint)
+        {
+            return Ok(found.clone());
+        }
+        if !versions.iter().any(|v| include_deleted || !v.deleted) {
             return Err(Error::SubjectNotFound(subject.to_owned()));
         }
         Err(Error::SchemaNotFound)
     }
 
-    /// All subjects.
-    pub async fn subjects(&self) -> Result<Vec<String>> {
-        self.store.subjects().await
+    /// Subjects with live versions (any versions, with `include_deleted`).
+    pub async fn subjects(&self, include_deleted: bool) -> Result<Vec<String>> {
+        self.store.subjects(include_deleted).await
     }
 
     /// The versions of a subject; an unknown subject is an error, not an empty list.
-    pub async fn versions(&self, subject: &str) -> Result<Vec<u32>> {
+    pub async fn versions(&self, subject: &str, include_deleted: bool) -> Result<Vec<u32>> {
         if check_subject(subject).is_err() {
             return Err(Error::SubjectNotFound(subject.to_owned()));
         }
-        let versions = self.store.versions(subject).await?;
+        let versions: Vec<u32> = self
+            .store
+            .versions(subject)
+            .await?
+            .into_iter()
+            .filter(|v| include_deleted || !v.deleted)
+            .map(|v| v.version)
+            .collect();
         if versions.is_empty() {
             return Err(Error::SubjectNotFound(subject.to_owned()));
         }
         Ok(versions)
     }
 
-    /// One version of a subject.
-    pub async fn version(&self, subject: &str, spec: VersionSpec) -> Result<VersionRecord> {
+    /// One version of a subject; `latest` is the highest live one (the highest of all, with
+    /// `include_deleted`).
+    pub async fn version(
+        &self,
+        subject: &str,
+        spec: VersionSpec,
+        include_deleted: bool,
+    ) -> Result<VersionRecord> {
         if check_subject(subject).is_err() {
             return Err(Error::SubjectNotFound(subject.to_owned()));
         }
-        let number = match spec {
-            VersionSpec::Number(n) => n,
-            VersionSpec::Latest => self
-                .store
-                .latest_version(subject)
-                .await?
-                .ok_or_else(|| Error::SubjectNotFound(subject.to_owned()))?,
-        };
-        if let Some(found) = self.store.version(subject, number).await? {
-            return Ok(found);
+        let visible = |v: &VersionRecord| include_deleted || !v.deleted;
+        match spec {
+            VersionSpec::Number(number) => {
+                if let Some(found) = self.store.version(subject, number).await?
+                    && visible(&found)
+                {
+                    return Ok(found);
+                }
+                if !self.has_visible(subject, include_deleted).await? {
+                    return Err(Error::SubjectNotFound(subject.to_owned()));
+                }
+                Err(Error::VersionNotFound {
+                    subject: subject.to_owned(),
+                    version: number,
+                })
+            }
+            VersionSpec::Latest => {
+                // The highest stored version is live in the usual case: one read.
+                match self.store.latest(subject).await? {
+                    Some(latest) if visible(&latest) => return Ok(latest),
+                    None => return Err(Error::SubjectNotFound(subject.to_owned())),
+                    Some(_) => {}
+                }
+                self.store
+                    .versions(subject)
+                    .await?
+                    .into_iter()
+                    .rev()
+                    .find(visible)
+                    .ok_or_else(|| Error::SubjectNotFound(subject.to_owned()))
+            }
         }
-        if self.store.latest_version(subject).await?.is_none() {
-            return Err(Error::SubjectNotFound(subject.to_owned()));
-        }
-        Err(Error::VersionNotFound {
-            subject: subject.to_owned(),
-            version: number,
-        })
     }
 
-    /// The schema registered under `id`.
+    async fn has_visible(&self, subject: &str, include_deleted: bool) -> Result<bool> {
+        Ok(self
+            .store
+            .versions(subject)
+            .await?
+            .iter()
+            .any(|v| include_deleted || !v.deleted))
+    }
+
+    /// The schema registered under `id`, whether or not the versions using it are deleted.
     pub async fn schema_by_id(&self, id: u32) -> Result<SchemaRecord> {
         self.store
             .schema_by_id(id)
@@ -249,10 +444,94 @@ impl<S: SchemaStore> Registry<S> {
     }
 
     /// Every (subject, version) that uses schema `id`.
-    pub async fn usages(&self, id: u32) -> Result<Vec<(String, u32)>> {
+    pub async fn usages(&self, id: u32, include_deleted: bool) -> Result<Vec<(String, u32)>> {
         // Distinguishes "unknown id" from "known id, no subject yet" (a registration in flight).
         self.schema_by_id(id).await?;
-        self.store.usages(id).await
+        self.store.usages(id, include_deleted).await
+    }
+
+    /// Deletes every version of `subject`: soft deletes the live ones, or with `permanent`
+    /// removes them all, which must have been soft deleted first. Returns the versions
+    /// deleted. A permanent delete also drops the subject's own level.
+    pub async fn delete_subject(&self, subject: &str, permanent: bool) -> Result<Vec<u32>> {
+        if check_subject(subject).is_err() {
+            return Err(Error::SubjectNotFound(subject.to_owned()));
+        }
+        let versions = self.store.versions(subject).await?;
+        if versions.is_empty() {
+            return Err(Error::SubjectNotFound(subject.to_owned()));
+        }
+        let mut deleted = Vec::new();
+        if permanent {
+            if versions.iter().any(|v| !v.deleted) {
+                return Err(Error::SubjectNotSoftDeleted(subject.to_owned()));
+            }
+            for version in &versions {
+                if self.store.hard_delete_version(version).await? {
+                    deleted.push(version.version);
+                }
+            }
+            self.store.delete_config(subject).await?;
+        } else {
+            let live: Vec<&VersionRecord> = versions.iter().filter(|v| !v.deleted).collect();
+            if live.is_empty() {
+                return Err(Error::SubjectSoftDeleted(subject.to_owned()));
+            }
+            for version in live {
+                // False means a concurrent delete got there first: not ours to report.
+                if self.store.soft_delete_version(version).await? {
+                    deleted.push(version.version);
+                }
+            }
+        }
+        Ok(deleted)
+    }
+
+    /// Deletes one version: soft, or with `permanent` for good (soft deleted first).
+    /// `latest` names the highest live version for a soft delete, the highest stored one
+    /// for a permanent delete.
+    pub async fn delete_version(
+        &self,
+        subject: &str,
+        spec: VersionSpec,
+        permanent: bool,
+    ) -> Result<u32> {
+        if check_subject(subject).is_err() {
+            return Err(Error::SubjectNotFound(subject.to_owned()));
+        }
+        let versions = self.store.versions(subject).await?;
+        if versions.is_empty() {
+            return Err(Error::SubjectNotFound(subject.to_owned()));
+        }
+        let record = match spec {
+            VersionSpec::Latest if permanent => versions.last(),
+            VersionSpec::Latest => versions.iter().rev().find(|v| !v.deleted),
+            VersionSpec::Number(n) => versions.iter().find(|v| v.version == n),
+        };
+        let Some(record) = record else {
+            return Err(match spec {
+                VersionSpec::Number(version) => Error::VersionNotFound {
+                    subject: subject.to_owned(),
+                    version,
+                },
+                VersionSpec::Latest => Error::SubjectNotFound(subject.to_owned()),
+            });
+        };
+        let version = record.version;
+        let subject = subject.to_owned();
+        match (permanent, record.deleted) {
+            (true, false) => Err(Error::VersionNotSoftDeleted { subject, version }),
+            (false, true) => Err(Error::VersionSoftDeleted { subject, version }),
+            (true, true) => match self.store.hard_delete_version(record).await? {
+                true => Ok(version),
+                // A concurrent permanent delete removed it meanwhile.
+                false => Err(Error::VersionNotFound { subject, version }),
+            },
+            (false, false) => match self.store.soft_delete_version(record).await? {
+                true => Ok(version),
+                false => Err(Error::VersionSoftDeleted { subject, version }),
+            },
+        }
     }
 }
 
@@ -320,23 +599,29 @@ mod tests {
         let a2 = reg.register("s2", A, None).await.unwrap();
         assert_eq!(a2, Registered { id: 1, version: 1 });
         assert_eq!(
-            reg.usages(1).await.unwrap(),
+            reg.usages(1, false).await.unwrap(),
             vec![("s1".to_owned(), 1), ("s2".to_owned(), 1)]
         );
-        assert_eq!(reg.lookup("s1", B, None).await.unwrap().version, 2);
+        assert_eq!(reg.lookup("s1", B, None, false).await.unwrap().version, 2);
         assert!(matches!(
-            reg.lookup("s2", B, None).await,
+            reg.lookup("s2", B, None, false).await,
             Err(Error::SchemaNotFound)
         ));
         assert!(matches!(
-            reg.lookup("nope", B, None).await,
+            reg.lookup("nope", B, None, false).await,
             Err(Error::SubjectNotFound(_))
         ));
         assert!(matches!(
-            reg.version("s1", VersionSpec::Number(3)).await,
+            reg.version("s1", VersionSpec::Number(3), false).await,
             Err(Error::VersionNotFound { version: 3, .. })
         ));
-        assert_eq!(reg.version("s1", VersionSpec::Latest).await.unwrap().id, 2);
+        assert_eq!(
+            reg.version("s1", VersionSpec::Latest, false)
+                .await
+                .unwrap()
+                .id,
+            2
+        );
     }
 
     #[tokio::test]
@@ -352,6 +637,6 @@ mod tests {
         for task in tasks {
             assert_eq!(task.await.unwrap().unwrap().id, 1);
         }
-        assert_eq!(reg.versions("s0").await.unwrap(), vec![1]);
+        assert_eq!(reg.versions("s0", false).await.unwrap(), vec![1]);
     }
 }

@@ -111,7 +111,7 @@ async fn dynamo_store_against_moto() {
 async fn operations(client: &Client) {
     let reg = registry(client, "ops").await;
     let (a, b) = (schema("A"), schema("B"));
-    assert!(reg.subjects().await.unwrap().is_empty());
+    assert!(reg.subjects(false).await.unwrap().is_empty());
     assert_eq!(
         reg.register("s1", &a, None).await.unwrap(),
         Registered { id: 1, version: 1 }
@@ -135,38 +135,41 @@ async fn operations(client: &Client) {
     );
 
     assert_eq!(
-        reg.subjects().await.unwrap(),
+        reg.subjects(false).await.unwrap(),
         vec!["s1", "s1#V#0000000001", "s2"]
     );
-    assert_eq!(reg.versions("s1").await.unwrap(), vec![1, 2]);
+    assert_eq!(reg.versions("s1", false).await.unwrap(), vec![1, 2]);
     assert!(matches!(
-        reg.versions("nope").await,
+        reg.versions("nope", false).await,
         Err(Error::SubjectNotFound(_))
     ));
-    let latest = reg.version("s1", VersionSpec::Latest).await.unwrap();
+    let latest = reg.version("s1", VersionSpec::Latest, false).await.unwrap();
     assert_eq!(
         (latest.id, latest.version, latest.schema.as_str()),
         (2, 2, b.as_str())
     );
-    let first = reg.version("s1", VersionSpec::Number(1)).await.unwrap();
+    let first = reg
+        .version("s1", VersionSpec::Number(1), false)
+        .await
+        .unwrap();
     assert_eq!((first.id, first.schema.as_str()), (1, a.as_str()));
     assert!(matches!(
-        reg.version("s1", VersionSpec::Number(3)).await,
+        reg.version("s1", VersionSpec::Number(3), false).await,
         Err(Error::VersionNotFound { version: 3, .. })
     ));
     assert!(matches!(
-        reg.version("nope", VersionSpec::Latest).await,
+        reg.version("nope", VersionSpec::Latest, false).await,
         Err(Error::SubjectNotFound(_))
     ));
 
-    let found = reg.lookup("s1", &b, None).await.unwrap();
+    let found = reg.lookup("s1", &b, None, false).await.unwrap();
     assert_eq!((found.id, found.version), (2, 2));
     assert!(matches!(
-        reg.lookup("s2", &b, None).await,
+        reg.lookup("s2", &b, None, false).await,
         Err(Error::SchemaNotFound)
     ));
     assert!(matches!(
-        reg.lookup("nope", &b, None).await,
+        reg.lookup("nope", &b, None, false).await,
         Err(Error::SubjectNotFound(_))
     ));
 
@@ -176,11 +179,11 @@ async fn operations(client: &Client) {
         Err(Error::SchemaIdNotFound(99))
     ));
     assert_eq!(
-        reg.usages(1).await.unwrap(),
+        reg.usages(1, false).await.unwrap(),
         vec![("s1".to_owned(), 1), ("s2".to_owned(), 1)]
     );
     assert_eq!(
-        reg.usages(2).await.unwrap(),
+        reg.usages(2, false).await.unwrap(),
         vec![("s1".to_owned(), 2), ("s1#V#0000000001".to_owned(), 1)]
     );
     assert_eq!(schema_items(client, "ops").await, 2);
@@ -210,7 +213,7 @@ async fn same_schema_same_subject_concurrently(client: &Client) {
     let ids: BTreeSet<u32> = results.iter().map(|r| r.id).collect();
     assert_eq!(ids.len(), 1, "{results:?}");
     assert!(results.iter().all(|r| r.version == 1), "{results:?}");
-    assert_eq!(reg.versions("raced").await.unwrap(), vec![1]);
+    assert_eq!(reg.versions("raced", false).await.unwrap(), vec![1]);
     assert_eq!(schema_items(client, "race-one").await, 1);
 }
 
@@ -225,7 +228,7 @@ async fn same_schema_many_subjects_concurrently(client: &Client) {
     let ids: BTreeSet<u32> = results.iter().map(|r| r.id).collect();
     assert_eq!(ids.len(), 1, "{results:?}");
     let id = results[0].id;
-    assert_eq!(reg.usages(id).await.unwrap().len(), CONCURRENCY);
+    assert_eq!(reg.usages(id, false).await.unwrap().len(), CONCURRENCY);
     assert_eq!(schema_items(client, "race-subjects").await, 1);
     assert_eq!(
         reg.store().id_by_fingerprint("unknown").await.unwrap(),
@@ -246,12 +249,12 @@ async fn many_schemas_one_subject_concurrently(client: &Client) {
     assert_eq!(versions, expected, "{results:?}");
     assert_eq!(ids.len(), CONCURRENCY, "{results:?}");
     assert_eq!(
-        reg.versions("busy").await.unwrap(),
+        reg.versions("busy", false).await.unwrap(),
         expected.into_iter().collect::<Vec<_>>()
     );
     for r in &results {
         let v = reg
-            .version("busy", VersionSpec::Number(r.version))
+            .version("busy", VersionSpec::Number(r.version), false)
             .await
             .unwrap();
         assert_eq!(v.id, r.id);

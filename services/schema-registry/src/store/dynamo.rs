@@ -7,14 +7,25 @@
 //! | `COUNTER` | `ID` | `n` | last allocated id (atomic `ADD`) |
 //! | `ID#<id>` | `SCHEMA` | `id schema fp type` | the schema of an id |
 //! | `FP#<fp>` | `ID` | `id` | fingerprint -> id, written once (`attribute_not_exists`) |
-//! | `SUBJECT#<s>` | `V#<version>` | `subject version id schema fp` | one version |
-//! | `SUBJECT#<s>` | `FP#<fp>` | `version id` | a schema's version in the subject, written once |
-//! | `SUBJECTS` | `<s>` | `subject` | the subject listing, without a scan |
-//! | `ID#<id>` | `USE#<s>#V#<version>` | `subject version` | where an id is used |
+//! | `SUBJECT#<s>` | `V#<version>` | `subject version id schema fp [deleted]` | one version |
+//! | `SUBJECT#<s>` | `FP#<fp>` | `version id` | a schema's live version in the subject |
+//! | `SUBJECT#<s>` | `CONFIG` | `level` | the subject's compatibility level |
+//! | `SUBJECTS` | `<s>` | `subject live kept` | the subject listing, without a scan |
+//! | `ID#<id>` | `USE#<s>#V#<version>` | `subject version [deleted]` | where an id is used |
+//! | `CONFIG` | `GLOBAL` | `level` | the global compatibility level |
 //!
 //! A version and its subject fingerprint entry are written in one transaction, both
 //! conditional, so a subject never holds one schema twice nor one version number twice.
 //! Every read is strongly consistent: registration reads what it (or a rival) just wrote.
+//!
+//! Deletion: a soft delete sets `deleted` (BOOL) on the version and its usage item, removes
+//! the subject's `FP#` entry (so the schema may be registered again, as a new version) and
+//! counts the version out of `live`, in one transaction conditional on the version being
+//! live. A permanent delete removes the version and usage items and counts it out of
+//! `kept`, conditional on `deleted`. The listing's `live` and `kept` counters (`ADD`, so
+//! concurrent writers need no read) let `GET /subjects` filter without reading versions; a
+//! listing item without counters (written before they existed) is checked against its
+//! versions instead.
 
 use std::collections::HashMap;
 
@@ -22,9 +33,12 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
-use aws_sdk_dynamodb::types::{AttributeValue, Put, ReturnValue, TransactWriteItem};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update,
+};
 
 use super::{Append, Claim, SchemaRecord, SchemaStore, VersionRecord};
+use crate::compat::CompatibilityLevel;
 use crate::error::{Error, Result};
 
 type Item = HashMap<String, AttributeValue>;
@@ -102,12 +116,116 @@ impl DynamoStore {
             .set_item(Some(item))
             .set_condition_expression(condition.map(str::to_owned))
             .build()
-            .map_err(|e| Error::Store {
-                op: "append_version",
-                message: e.to_string(),
-                retryable: false,
-            })?;
+            .map_err(build_error)?;
         Ok(TransactWriteItem::builder().put(put).build())
+    }
+
+    /// One update in a transaction; `values` are the expression's `:name` values.
+    fn update<const N: usize>(
+        &self,
+        key: (String, String),
+        expression: &str,
+        condition: Option<&str>,
+        values: [(&str, AttributeValue); N],
+    ) -> Result<TransactWriteItem> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .key(PK, s(key.0))
+            .key(SK, s(key.1))
+            .update_expression(expression)
+            .set_condition_expression(condition.map(str::to_owned))
+            .set_expression_attribute_values(Some(item(values)))
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// One delete in a transaction; `values` are the condition's `:name` values.
+    fn delete<const N: usize>(
+        &self,
+        key: (String, String),
+        condition: Option<&str>,
+        values: [(&str, AttributeValue); N],
+    ) -> Result<TransactWriteItem> {
+        let delete = Delete::builder()
+            .table_name(&self.table)
+            .key(PK, s(key.0))
+            .key(SK, s(key.1))
+            .set_condition_expression(condition.map(str::to_owned))
+            .set_expression_attribute_values((N > 0).then(|| item(values)))
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().delete(delete).build())
+    }
+
+    /// Runs `items` as one transaction; `false` when a condition (or a rival transaction)
+    /// cancelled it.
+    async fn transact(&self, op: &'static str, items: Vec<TransactWriteItem>) -> Result<bool> {
+        let out = self
+            .client
+            .transact_write_items()
+            .set_transact_items(Some(items))
+            .send()
+            .await;
+        match out {
+            Ok(_) => Ok(true),
+            Err(SdkError::ServiceError(e))
+                if matches!(
+                    e.err(),
+                    TransactWriteItemsError::TransactionCanceledException(cancel)
+                        if cancel.cancellation_reasons().iter().any(|r| matches!(
+                            r.code(),
+                            Some("ConditionalCheckFailed" | "TransactionConflict")
+                        ))
+                ) =>
+            {
+                Ok(false)
+            }
+            Err(e) => Err(sdk_error(op, e)),
+        }
+    }
+
+    async fn level(&self, pk: String, sk: &str) -> Result<Option<CompatibilityLevel>> {
+        self.get("config", pk, sk.into())
+            .await?
+            .map(|item| level(&item))
+            .transpose()
+    }
+}
+
+fn build_error(e: impl std::fmt::Display) -> Error {
+    Error::Store {
+        op: "build_request",
+        message: e.to_string(),
+        retryable: false,
+    }
+}
+
+fn level(item: &Item) -> Result<CompatibilityLevel> {
+    get_s(item, "level")?.parse().map_err(|_| corrupt("level"))
+}
+
+/// Where a level is kept: the subject's `CONFIG` item, or the global one.
+fn config_key(subject: Option<&str>) -> (String, String) {
+    match subject {
+        Some(subject) => (subject_pk(subject), "CONFIG".into()),
+        None => ("CONFIG".into(), "GLOBAL".into()),
+    }
+}
+
+fn usage_sk(subject: &str, version: u32) -> String {
+    format!("USE#{subject}#{}", version_sk(version))
+}
+
+fn deleted(item: &Item) -> bool {
+    matches!(item.get("deleted"), Some(AttributeValue::Bool(true)))
+}
+
+/// A counter of the listing item, if the item has it.
+fn counter(item: &Item, name: &str) -> Option<i64> {
+    match item.get(name) {
+        Some(AttributeValue::N(v)) => v.parse().ok(),
+        _ => None,
     }
 }
 
@@ -165,6 +283,7 @@ fn version_record(item: &Item) -> Result<VersionRecord> {
         id: get_n(item, "id")?,
         schema: get_s(item, "schema")?,
         fingerprint: get_s(item, "fp")?,
+        deleted: deleted(item),
     })
 }
 
@@ -318,7 +437,7 @@ impl SchemaStore for DynamoStore {
         self.version(subject, get_n(&entry, "version")?).await
     }
 
-    async fn latest_version(&self, subject: &str) -> Result<Option<u32>> {
+    async fn latest(&self, subject: &str) -> Result<Option<VersionRecord>> {
         let out = self
             .client
             .query()
@@ -331,11 +450,11 @@ impl SchemaStore for DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(|e| sdk_error("latest_version", e))?;
+            .map_err(|e| sdk_error("latest", e))?;
         out.items
             .unwrap_or_default()
             .first()
-            .map(|item| get_n(item, "version"))
+            .map(version_record)
             .transpose()
     }
 
@@ -362,55 +481,29 @@ impl SchemaStore for DynamoStore {
             ]),
             Some(NOT_EXISTS),
         )?;
-        let listing = self.put(
-            item([
-                (PK, s("SUBJECTS")),
-                (SK, s(&record.subject)),
-                ("subject", s(&record.subject)),
-            ]),
+        let listing = self.update(
+            ("SUBJECTS".into(), record.subject.clone()),
+            "SET subject = :s ADD live :one, kept :one",
             None,
+            [(":s", s(&record.subject)), (":one", n(1))],
         )?;
         let usage = self.put(
             item([
                 (PK, s(id_pk(record.id))),
-                (
-                    SK,
-                    s(format!(
-                        "USE#{}#{}",
-                        record.subject,
-                        version_sk(record.version)
-                    )),
-                ),
+                (SK, s(usage_sk(&record.subject, record.version))),
                 ("subject", s(&record.subject)),
                 ("version", n(record.version)),
             ]),
             None,
         )?;
-        let out = self
-            .client
-            .transact_write_items()
-            .transact_items(version)
-            .transact_items(fingerprint)
-            .transact_items(listing)
-            .transact_items(usage)
-            .send()
-            .await;
-        match out {
-            Ok(_) => Ok(Append::Appended),
-            Err(SdkError::ServiceError(e))
-                if matches!(
-                    e.err(),
-                    TransactWriteItemsError::TransactionCanceledException(cancel)
-                        if cancel.cancellation_reasons().iter().any(|r| matches!(
-                            r.code(),
-                            Some("ConditionalCheckFailed" | "TransactionConflict")
-                        ))
-                ) =>
-            {
-                Ok(Append::Conflict)
-            }
-            Err(e) => Err(sdk_error("append_version", e)),
-        }
+        let appended = self
+            .transact("append_version", vec![version, fingerprint, listing, usage])
+            .await?;
+        Ok(if appended {
+            Append::Appended
+        } else {
+            Append::Conflict
+        })
     }
 
     async fn version(&self, subject: &str, version: u32) -> Result<Option<VersionRecord>> {
@@ -420,30 +513,144 @@ impl SchemaStore for DynamoStore {
             .transpose()
     }
 
-    async fn versions(&self, subject: &str) -> Result<Vec<u32>> {
+    async fn versions(&self, subject: &str) -> Result<Vec<VersionRecord>> {
         self.query("versions", subject_pk(subject), Some("V#"))
             .await?
             .iter()
-            .map(|item| get_n(item, "version"))
+            .map(version_record)
             .collect()
     }
 
-    async fn subjects(&self) -> Result<Vec<String>> {
-        self.query("subjects", "SUBJECTS".into(), None)
-            .await?
-            .iter()
-            .map(|item| get_s(item, "subject"))
-            .collect()
+    async fn subjects(&self, include_deleted: bool) -> Result<Vec<String>> {
+        let mut subjects = Vec::new();
+        for listed in self.query("subjects", "SUBJECTS".into(), None).await? {
+            let subject = get_s(&listed, "subject")?;
+            let counted = if include_deleted {
+                counter(&listed, "kept")
+            } else {
+                counter(&listed, "live")
+            };
+            let listed = match counted {
+                Some(count) => count > 0,
+                None => self
+                    .versions(&subject)
+                    .await?
+                    .iter()
+                    .any(|v| include_deleted || !v.deleted),
+            };
+            if listed {
+                subjects.push(subject);
+            }
+        }
+        Ok(subjects)
     }
 
-    async fn usages(&self, id: u32) -> Result<Vec<(String, u32)>> {
+    async fn usages(&self, id: u32, include_deleted: bool) -> Result<Vec<(String, u32)>> {
         let mut usages = self
             .query("usages", id_pk(id), Some("USE#"))
             .await?
             .iter()
+            .filter(|item| include_deleted || !deleted(item))
             .map(|item| Ok((get_s(item, "subject")?, get_n(item, "version")?)))
             .collect::<Result<Vec<_>>>()?;
         usages.sort();
         Ok(usages)
+    }
+
+    async fn soft_delete_version(&self, record: &VersionRecord) -> Result<bool> {
+        let pk = subject_pk(&record.subject);
+        let version = self.update(
+            (pk.clone(), version_sk(record.version)),
+            "SET deleted = :t",
+            Some("attribute_exists(pk) AND (attribute_not_exists(deleted) OR deleted = :f)"),
+            [
+                (":t", AttributeValue::Bool(true)),
+                (":f", AttributeValue::Bool(false)),
+            ],
+        )?;
+        // Only the entry of this version: the invariant says no other can hold the
+        // fingerprint, and the condition keeps a broken invariant from spreading.
+        let fingerprint = self.delete(
+            (pk, format!("FP#{}", record.fingerprint)),
+            Some("attribute_not_exists(pk) OR version = :v"),
+            [(":v", n(record.version))],
+        )?;
+        let listing = self.update(
+            ("SUBJECTS".into(), record.subject.clone()),
+            "ADD live :minus",
+            None,
+            [(":minus", AttributeValue::N("-1".into()))],
+        )?;
+        let usage = self.update(
+            (id_pk(record.id), usage_sk(&record.subject, record.version)),
+            "SET deleted = :t",
+            None,
+            [(":t", AttributeValue::Bool(true))],
+        )?;
+        self.transact(
+            "soft_delete_version",
+            vec![version, fingerprint, listing, usage],
+        )
+        .await
+    }
+
+    async fn hard_delete_version(&self, record: &VersionRecord) -> Result<bool> {
+        let version = self.delete(
+            (subject_pk(&record.subject), version_sk(record.version)),
+            Some("deleted = :t"),
+            [(":t", AttributeValue::Bool(true))],
+        )?;
+        let usage = self.delete(
+            (id_pk(record.id), usage_sk(&record.subject, record.version)),
+            None,
+            [],
+        )?;
+        let listing = self.update(
+            ("SUBJECTS".into(), record.subject.clone()),
+            "ADD kept :minus",
+            None,
+            [(":minus", AttributeValue::N("-1".into()))],
+        )?;
+        self.transact("hard_delete_version", vec![version, usage, listing])
+            .await
+    }
+
+    async fn config(&self, subject: Option<&str>) -> Result<Option<CompatibilityLevel>> {
+        let (pk, sk) = config_key(subject);
+        self.level(pk, &sk).await
+    }
+
+    async fn set_config(&self, subject: Option<&str>, level: CompatibilityLevel) -> Result<()> {
+        let (pk, sk) = config_key(subject);
+        self.client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(item([
+                (PK, s(pk)),
+                (SK, s(sk)),
+                ("level", s(level.as_str())),
+            ])))
+            .send()
+            .await
+            .map_err(|e| sdk_error("set_config", e))?;
+        Ok(())
+    }
+
+    async fn delete_config(&self, subject: &str) -> Result<Option<CompatibilityLevel>> {
+        let (pk, sk) = config_key(Some(subject));
+        let out = self
+            .client
+            .delete_item()
+            .table_name(&self.table)
+            .key(PK, s(pk))
+            .key(SK, s(sk))
+            .return_values(ReturnValue::AllOld)
+            .send()
+            .await
+            .map_err(|e| sdk_error("delete_config", e))?;
+        out.attributes
+            .filter(|old| !old.is_empty())
+            .map(|old| level(&old))
+            .transpose()
     }
 }

@@ -6,6 +6,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
 use super::{Append, Claim, SchemaRecord, SchemaStore, VersionRecord};
+use crate::compat::CompatibilityLevel;
 use crate::error::{Error, Result};
 
 #[derive(Default)]
@@ -15,6 +16,8 @@ struct Inner {
     fingerprints: HashMap<String, u32>,
     /// subject -> version -> record; BTreeMaps keep listings sorted.
     subjects: BTreeMap<String, BTreeMap<u32, VersionRecord>>,
+    global_level: Option<CompatibilityLevel>,
+    subject_levels: HashMap<String, CompatibilityLevel>,
 }
 
 /// Subjects and schemas in memory.
@@ -85,17 +88,17 @@ impl SchemaStore for MemoryStore {
         Ok(self.lock()?.subjects.get(subject).and_then(|versions| {
             versions
                 .values()
-                .find(|v| v.fingerprint == fingerprint)
+                .find(|v| !v.deleted && v.fingerprint == fingerprint)
                 .cloned()
         }))
     }
 
-    async fn latest_version(&self, subject: &str) -> Result<Option<u32>> {
+    async fn latest(&self, subject: &str) -> Result<Option<VersionRecord>> {
         Ok(self
             .lock()?
             .subjects
             .get(subject)
-            .and_then(|versions| versions.keys().next_back().copied()))
+            .and_then(|versions| versions.values().next_back().cloned()))
     }
 
     async fn append_version(&self, record: &VersionRecord) -> Result<Append> {
@@ -104,7 +107,7 @@ impl SchemaStore for MemoryStore {
         if versions.contains_key(&record.version)
             || versions
                 .values()
-                .any(|v| v.fingerprint == record.fingerprint)
+                .any(|v| !v.deleted && v.fingerprint == record.fingerprint)
         {
             return Ok(Append::Conflict);
         }
@@ -120,33 +123,86 @@ impl SchemaStore for MemoryStore {
             .and_then(|versions| versions.get(&version).cloned()))
     }
 
-    async fn versions(&self, subject: &str) -> Result<Vec<u32>> {
+    async fn versions(&self, subject: &str) -> Result<Vec<VersionRecord>> {
         Ok(self
             .lock()?
             .subjects
             .get(subject)
-            .map(|versions| versions.keys().copied().collect())
+            .map(|versions| versions.values().cloned().collect())
             .unwrap_or_default())
     }
 
-    async fn subjects(&self) -> Result<Vec<String>> {
+    async fn subjects(&self, include_deleted: bool) -> Result<Vec<String>> {
         Ok(self
             .lock()?
             .subjects
             .iter()
-            .filter(|(_, versions)| !versions.is_empty())
+            .filter(|(_, versions)| versions.values().any(|v| include_deleted || !v.deleted))
             .map(|(subject, _)| subject.clone())
             .collect())
     }
 
-    async fn usages(&self, id: u32) -> Result<Vec<(String, u32)>> {
+    async fn usages(&self, id: u32, include_deleted: bool) -> Result<Vec<(String, u32)>> {
         let inner = self.lock()?;
         Ok(inner
             .subjects
             .values()
             .flat_map(|versions| versions.values())
-            .filter(|v| v.id == id)
+            .filter(|v| v.id == id && (include_deleted || !v.deleted))
             .map(|v| (v.subject.clone(), v.version))
             .collect())
+    }
+
+    async fn soft_delete_version(&self, record: &VersionRecord) -> Result<bool> {
+        let mut inner = self.lock()?;
+        match inner
+            .subjects
+            .get_mut(&record.subject)
+            .and_then(|versions| versions.get_mut(&record.version))
+        {
+            Some(stored) if !stored.deleted => {
+                stored.deleted = true;
+                Ok(true)
+            }
+            _ => Ok(false),
+        }
+    }
+
+    async fn hard_delete_version(&self, record: &VersionRecord) -> Result<bool> {
+        let mut inner = self.lock()?;
+        let Some(versions) = inner.subjects.get_mut(&record.subject) else {
+            return Ok(false);
+        };
+        if !versions.get(&record.version).is_some_and(|v| v.deleted) {
+            return Ok(false);
+        }
+        versions.remove(&record.version);
+        if versions.is_empty() {
+            inner.subjects.remove(&record.subject);
+        }
+        Ok(true)
+    }
+
+    async fn config(&self, subject: Option<&str>) -> Result<Option<CompatibilityLevel>> {
+        let inner = self.lock()?;
+        Ok(match subject {
+            Some(subject) => inner.subject_levels.get(subject).copied(),
+            None => inner.global_level,
+        })
+    }
+
+    async fn set_config(&self, subject: Option<&str>, level: CompatibilityLevel) -> Result<()> {
+        let mut inner = self.lock()?;
+        match subject {
+            Some(subject) => {
+                inner.subject_levels.insert(subject.to_owned(), level);
+            }
+            None => inner.global_level = Some(level),
+        }
+        Ok(())
+    }
+
+    async fn delete_config(&self, subject: &str) -> Result<Option<CompatibilityLevel>> {
+        Ok(self.lock()?.subject_levels.remove(subject))
     }
 }

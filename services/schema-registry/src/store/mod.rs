@@ -5,9 +5,15 @@
 //! [`crate::registry`] and every store only has to make each primitive atomic.
 //!
 //! Layout: `memory` (a process-local store for API tests and demos), `dynamo` (the real one).
+//!
+//! Deletion is in two steps, as the API has it: a soft delete marks a version deleted (it
+//! stays readable by id and keeps its number), a permanent delete then removes it. A soft
+//! deleted version no longer holds its schema's place in the subject, so registering that
+//! schema again appends a new version.
 
 use std::future::Future;
 
+use crate::compat::CompatibilityLevel;
 use crate::error::Result;
 
 pub mod dynamo;
@@ -42,6 +48,8 @@ pub struct VersionRecord {
     pub schema: String,
     /// The fingerprint of the schema.
     pub fingerprint: String,
+    /// Soft deleted: hidden from listings, still readable by id.
+    pub deleted: bool,
 }
 
 /// The outcome of claiming a fingerprint for a freshly allocated id.
@@ -89,34 +97,74 @@ pub trait SchemaStore: Send + Sync + 'static {
         id: u32,
     ) -> impl Future<Output = Result<Claim>> + Send;
 
-    /// The version of `subject` that holds the schema with this fingerprint, if any.
+    /// The live (not soft deleted) version of `subject` that holds the schema with this
+    /// fingerprint, if any.
     fn version_by_fingerprint(
         &self,
         subject: &str,
         fingerprint: &str,
     ) -> impl Future<Output = Result<Option<VersionRecord>>> + Send;
 
-    /// The highest version of `subject`, if it has any.
-    fn latest_version(&self, subject: &str) -> impl Future<Output = Result<Option<u32>>> + Send;
+    /// The highest-numbered version of `subject`, soft deleted or not, if it has any.
+    fn latest(&self, subject: &str) -> impl Future<Output = Result<Option<VersionRecord>>> + Send;
 
-    /// Writes `record` as a new version, unless that version number or that fingerprint is
-    /// already in the subject; both checks and the write are one atomic step.
+    /// Writes `record` as a new version, unless that version number is taken or a live
+    /// version of the subject holds that fingerprint; both checks and the write are one
+    /// atomic step.
     fn append_version(&self, record: &VersionRecord)
     -> impl Future<Output = Result<Append>> + Send;
 
-    /// One version of a subject.
+    /// One version of a subject, soft deleted or not.
     fn version(
         &self,
         subject: &str,
         version: u32,
     ) -> impl Future<Output = Result<Option<VersionRecord>>> + Send;
 
-    /// All versions of a subject, ascending (empty if the subject is unknown).
-    fn versions(&self, subject: &str) -> impl Future<Output = Result<Vec<u32>>> + Send;
+    /// Every version of a subject, soft deleted ones included, ascending (empty if unknown).
+    fn versions(&self, subject: &str) -> impl Future<Output = Result<Vec<VersionRecord>>> + Send;
 
-    /// All subjects with at least one version, sorted.
-    fn subjects(&self) -> impl Future<Output = Result<Vec<String>>> + Send;
+    /// Subjects with at least one live version (or, with `include_deleted`, any version),
+    /// sorted.
+    fn subjects(&self, include_deleted: bool) -> impl Future<Output = Result<Vec<String>>> + Send;
 
-    /// Every (subject, version) that uses schema `id`, sorted.
-    fn usages(&self, id: u32) -> impl Future<Output = Result<Vec<(String, u32)>>> + Send;
+    /// Every (subject, version) that uses schema `id`, sorted; soft deleted versions only
+    /// with `include_deleted`.
+    fn usages(
+        &self,
+        id: u32,
+        include_deleted: bool,
+    ) -> impl Future<Output = Result<Vec<(String, u32)>>> + Send;
+
+    /// Marks a live version deleted and frees its schema's place in the subject, in one
+    /// atomic step. False if the version is gone or already soft deleted.
+    fn soft_delete_version(
+        &self,
+        record: &VersionRecord,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// Removes a soft-deleted version for good. False if it is gone or not soft deleted.
+    fn hard_delete_version(
+        &self,
+        record: &VersionRecord,
+    ) -> impl Future<Output = Result<bool>> + Send;
+
+    /// The compatibility level set for `subject`, or the global one for `None`.
+    fn config(
+        &self,
+        subject: Option<&str>,
+    ) -> impl Future<Output = Result<Option<CompatibilityLevel>>> + Send;
+
+    /// Sets the compatibility level of `subject`, or the global one for `None`.
+    fn set_config(
+        &self,
+        subject: Option<&str>,
+        level: CompatibilityLevel,
+    ) -> impl Future<Output = Result<()>> + Send;
+
+    /// Removes the subject's own level; returns it, if it had one.
+    fn delete_config(
+        &self,
+        subject: &str,
+    ) -> impl Future<Output = Result<Option<CompatibilityLevel>>> + Send;
 }
