@@ -1,9 +1,10 @@
-//! Every endpoint through real HTTP on a loopback port, over the in-memory store.
+//! Every endpoint through real HTTP on a loopback port, over the in-memory store, with the
+//! service's default compatibility level (BACKWARD).
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use reqwest::StatusCode;
-use riffle_schema_registry::{MemoryStore, Registry, router};
+use riffle_schema_registry::{CompatibilityLevel, MemoryStore, Registry, router};
 use serde_json::{Value, json};
 
 const CT: &str = "application/vnd.schemaregistry.v1+json";
@@ -20,7 +21,10 @@ struct Server {
 async fn start() -> Server {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let app = router(Registry::new(MemoryStore::new()));
+    let app = router(Registry::with_default_level(
+        MemoryStore::new(),
+        CompatibilityLevel::default(),
+    ));
     tokio::spawn(async move { axum::serve(listener, app).await });
     Server {
         base: format!("http://{addr}"),
@@ -41,6 +45,36 @@ impl Server {
 
     async fn post(&self, path: &str, body: &Value) -> (StatusCode, Value) {
         self.post_raw(path, CT, body.to_string()).await
+    }
+
+    async fn put(&self, path: &str, body: &Value) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .put(format!("{}{path}", self.base))
+            .header("content-type", CT)
+            .body(body.to_string())
+            .send()
+            .await
+            .unwrap();
+        read(resp).await
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        let resp = self
+            .http
+            .delete(format!("{}{path}", self.base))
+            .send()
+            .await
+            .unwrap();
+        read(resp).await
+    }
+
+    async fn try_register(&self, subject: &str, schema: &str) -> (StatusCode, Value) {
+        self.post(
+            &format!("/subjects/{subject}/versions"),
+            &json!({ "schema": schema }),
+        )
+        .await
     }
 
     async fn post_raw(&self, path: &str, content_type: &str, body: String) -> (StatusCode, Value) {
@@ -316,4 +350,417 @@ async fn subjects_with_slashes_and_spaces_round_trip() {
 async fn empty_registry() {
     let s = start().await;
     assert_eq!(s.get("/subjects").await, (StatusCode::OK, json!([])));
+}
+
+/// A `User` record with `fields` after its `id`.
+fn user(fields: &str) -> String {
+    format!(
+        r#"{{"type":"record","name":"User","namespace":"riffle","fields":[{{"name":"id","type":"long"}}{fields}]}}"#
+    )
+}
+
+#[tokio::test]
+async fn registration_follows_the_compatibility_level() {
+    let s = start().await;
+    s.register("u", USER).await;
+    // BACKWARD by default: a new field without a default cannot read old data.
+    let no_default = user(r#",{"name":"email","type":"string"}"#);
+    let (status, body) = s.try_register("u", &no_default).await;
+    assert_error((status, body.clone()), StatusCode::CONFLICT, 409);
+    let message = body["message"].as_str().unwrap();
+    assert!(
+        message.contains("READER_FIELD_MISSING_DEFAULT_VALUE") && message.contains("email"),
+        "{message}"
+    );
+    assert_eq!(s.get("/subjects/u/versions").await.1, json!([1]));
+    // With a default it may.
+    s.register("u", USER_V2).await;
+    // Re-registering an existing schema skips the check, even when it would now fail.
+    s.put("/config/u", &json!({"compatibility": "FORWARD"}))
+        .await;
+    s.register("u", USER).await;
+    // NONE lets anything through; the subject's level wins over the global one.
+    s.put("/config/u", &json!({"compatibility": "NONE"})).await;
+    s.register("u", r#"{"type":"string"}"#).await;
+    assert_eq!(s.get("/subjects/u/versions").await.1, json!([1, 2, 3]));
+}
+
+#[tokio::test]
+async fn transitive_levels_check_every_live_version() {
+    let s = start().await;
+    let v1 = user("");
+    let v2 = r#"{"type":"record","name":"User","namespace":"riffle","fields":[{"name":"name","type":"string","default":""}]}"#;
+    let v3 = r#"{"type":"record","name":"User","namespace":"riffle","fields":[{"name":"name","type":"string"}]}"#;
+    s.register("t", &v1).await;
+    s.register("t", v2).await;
+    s.put(
+        "/config/t",
+        &json!({"compatibility": "BACKWARD_TRANSITIVE"}),
+    )
+    .await;
+    // v3 reads v2's data but not v1's (no `name` there, and v3 has no default for it).
+    assert_error(s.try_register("t", v3).await, StatusCode::CONFLICT, 409);
+    let (status, body) = s
+        .post(
+            "/compatibility/subjects/t/versions/latest",
+            &json!({ "schema": v3 }),
+        )
+        .await;
+    assert_eq!(
+        (status, body),
+        (StatusCode::OK, json!({"is_compatible": true}))
+    );
+    // Once version 1 is soft deleted it no longer counts.
+    s.delete("/subjects/t/versions/1").await;
+    s.register("t", v3).await;
+}
+
+#[tokio::test]
+async fn compatibility_endpoints() {
+    let s = start().await;
+    let int = r#"{"type":"record","name":"N","fields":[{"name":"n","type":"int"}]}"#;
+    let long = r#"{"type":"record","name":"N","fields":[{"name":"n","type":"long"}]}"#;
+    // No versions yet: anything is compatible with nothing.
+    assert_eq!(
+        s.post(
+            "/compatibility/subjects/n/versions",
+            &json!({"schema": long})
+        )
+        .await,
+        (StatusCode::OK, json!({"is_compatible": true}))
+    );
+    assert_error(
+        s.post(
+            "/compatibility/subjects/n/versions/latest",
+            &json!({"schema": long}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        40401,
+    );
+    s.register("n", long).await;
+    // int -> long promotes; long -> int does not.
+    assert_eq!(
+        s.post(
+            "/compatibility/subjects/n/versions/1",
+            &json!({"schema": int})
+        )
+        .await,
+        (StatusCode::OK, json!({"is_compatible": false}))
+    );
+    let (status, body) = s
+        .post(
+            "/compatibility/subjects/n/versions?verbose=true",
+            &json!({"schema": int}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["is_compatible"], false);
+    let messages = body["messages"].as_array().unwrap();
+    assert_eq!(messages.len(), 1, "{body}");
+    assert!(
+        messages[0]
+            .as_str()
+            .unwrap()
+            .contains("TYPE_MISMATCH at /fields/n"),
+        "{body}"
+    );
+    assert_eq!(
+        s.post(
+            "/compatibility/subjects/n/versions/latest?verbose=true",
+            &json!({"schema": long}),
+        )
+        .await,
+        (
+            StatusCode::OK,
+            json!({"is_compatible": true, "messages": []})
+        )
+    );
+    // FORWARD flips the direction: the old long reader reads new int data.
+    s.put("/config/n", &json!({"compatibility": "FORWARD"}))
+        .await;
+    assert_eq!(
+        s.post(
+            "/compatibility/subjects/n/versions/1",
+            &json!({"schema": int})
+        )
+        .await
+        .1,
+        json!({"is_compatible": true})
+    );
+    s.put("/config/n", &json!({"compatibility": "FULL"})).await;
+    assert_eq!(
+        s.post(
+            "/compatibility/subjects/n/versions/1",
+            &json!({"schema": int})
+        )
+        .await
+        .1,
+        json!({"is_compatible": false})
+    );
+    // Errors: unknown version, bad version, invalid schema.
+    assert_error(
+        s.post(
+            "/compatibility/subjects/n/versions/7",
+            &json!({"schema": int}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        40402,
+    );
+    assert_error(
+        s.post(
+            "/compatibility/subjects/n/versions/x",
+            &json!({"schema": int}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        42202,
+    );
+    assert_error(
+        s.post(
+            "/compatibility/subjects/n/versions",
+            &json!({"schema": "{\"type\":\"nope\"}"}),
+        )
+        .await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        42201,
+    );
+}
+
+#[tokio::test]
+async fn config_endpoints() {
+    let s = start().await;
+    assert_eq!(
+        s.get("/config").await,
+        (StatusCode::OK, json!({"compatibilityLevel": "BACKWARD"}))
+    );
+    assert_error(s.get("/config/orders").await, StatusCode::NOT_FOUND, 40408);
+    assert_eq!(
+        s.get("/config/orders?defaultToGlobal=true").await.1,
+        json!({"compatibilityLevel": "BACKWARD"})
+    );
+    assert_eq!(
+        s.put("/config", &json!({"compatibility": "full_transitive"}))
+            .await,
+        (StatusCode::OK, json!({"compatibility": "FULL_TRANSITIVE"}))
+    );
+    assert_eq!(
+        s.get("/config").await.1,
+        json!({"compatibilityLevel": "FULL_TRANSITIVE"})
+    );
+    assert_eq!(
+        s.get("/config/orders?defaultToGlobal=true").await.1,
+        json!({"compatibilityLevel": "FULL_TRANSITIVE"})
+    );
+    // A subject may have a level before it has versions.
+    assert_eq!(
+        s.put("/config/orders", &json!({"compatibility": "FORWARD"}))
+            .await,
+        (StatusCode::OK, json!({"compatibility": "FORWARD"}))
+    );
+    assert_eq!(
+        s.get("/config/orders").await.1,
+        json!({"compatibilityLevel": "FORWARD"})
+    );
+    assert_eq!(
+        s.delete("/config/orders").await,
+        (StatusCode::OK, json!({"compatibilityLevel": "FORWARD"}))
+    );
+    assert_error(s.get("/config/orders").await, StatusCode::NOT_FOUND, 40408);
+    assert_error(
+        s.delete("/config/orders").await,
+        StatusCode::NOT_FOUND,
+        40408,
+    );
+    // Invalid levels, and bodies that are not JSON.
+    for bad in [
+        json!({"compatibility": "SIDEWAYS"}),
+        json!({"compatibility": 3}),
+        json!({}),
+    ] {
+        assert_error(
+            s.put("/config", &bad).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42203,
+        );
+        assert_error(
+            s.put("/config/orders", &bad).await,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            42203,
+        );
+    }
+    assert_error(
+        s.post_raw("/config", CT, "{".into()).await,
+        StatusCode::METHOD_NOT_ALLOWED,
+        405,
+    );
+    assert_eq!(
+        s.get("/config").await.1,
+        json!({"compatibilityLevel": "FULL_TRANSITIVE"})
+    );
+}
+
+#[tokio::test]
+async fn soft_and_permanent_deletes() {
+    let s = start().await;
+    let v3 = user(
+        r#",{"name":"email","type":["null","string"],"default":null},{"name":"age","type":"int","default":0}"#,
+    );
+    let id1 = s.register("d", USER).await;
+    let id2 = s.register("d", USER_V2).await;
+    let id3 = s.register("d", &v3).await;
+    s.register("other", USER).await;
+
+    // Soft delete of one version: hidden, still readable by id, number kept.
+    assert_eq!(
+        s.delete("/subjects/d/versions/2").await,
+        (StatusCode::OK, json!(2))
+    );
+    assert_eq!(s.get("/subjects/d/versions").await.1, json!([1, 3]));
+    assert_eq!(
+        s.get("/subjects/d/versions?deleted=true").await.1,
+        json!([1, 2, 3])
+    );
+    assert_error(
+        s.get("/subjects/d/versions/2").await,
+        StatusCode::NOT_FOUND,
+        40402,
+    );
+    assert_eq!(
+        s.get("/subjects/d/versions/2?deleted=true").await.1["id"],
+        id2
+    );
+    assert_eq!(
+        s.get(&format!("/schemas/ids/{id2}")).await,
+        (StatusCode::OK, json!({ "schema": USER_V2 }))
+    );
+    assert_eq!(
+        s.get(&format!("/schemas/ids/{id2}/versions")).await.1,
+        json!([])
+    );
+    assert_eq!(
+        s.get(&format!("/schemas/ids/{id2}/versions?deleted=true"))
+            .await
+            .1,
+        json!([{"subject": "d", "version": 2}])
+    );
+    assert_error(
+        s.post("/subjects/d", &json!({"schema": USER_V2})).await,
+        StatusCode::NOT_FOUND,
+        40403,
+    );
+    assert_eq!(
+        s.post("/subjects/d?deleted=true", &json!({"schema": USER_V2}))
+            .await
+            .1["version"],
+        2
+    );
+    // Twice: soft deleted already. Permanent without soft first: refused.
+    assert_error(
+        s.delete("/subjects/d/versions/2").await,
+        StatusCode::NOT_FOUND,
+        40406,
+    );
+    assert_error(
+        s.delete("/subjects/d/versions/1?permanent=true").await,
+        StatusCode::NOT_FOUND,
+        40407,
+    );
+    assert_error(
+        s.delete("/subjects/d/versions/9").await,
+        StatusCode::NOT_FOUND,
+        40402,
+    );
+    assert_error(
+        s.delete("/subjects/nobody/versions/1").await,
+        StatusCode::NOT_FOUND,
+        40401,
+    );
+    assert_error(
+        s.delete("/subjects/d/versions/zero").await,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        42202,
+    );
+    // `latest` is the highest live version.
+    assert_eq!(
+        s.delete("/subjects/d/versions/latest").await,
+        (StatusCode::OK, json!(3))
+    );
+    assert_eq!(s.get("/subjects/d/versions/latest").await.1["id"], id1);
+    assert_eq!(
+        s.get("/subjects/d/versions/latest?deleted=true").await.1["id"],
+        id3
+    );
+    // Re-registering a soft-deleted schema brings it back as a new version, same id.
+    let (status, body) = s.try_register("d", USER_V2).await;
+    assert_eq!((status, body), (StatusCode::OK, json!({ "id": id2 })));
+    assert_eq!(s.get("/subjects/d/versions").await.1, json!([1, 4]));
+    assert_eq!(
+        s.post("/subjects/d", &json!({"schema": USER_V2})).await.1["version"],
+        4
+    );
+
+    // Permanent delete of a soft-deleted version.
+    assert_eq!(
+        s.delete("/subjects/d/versions/2?permanent=true").await,
+        (StatusCode::OK, json!(2))
+    );
+    assert_eq!(
+        s.get("/subjects/d/versions?deleted=true").await.1,
+        json!([1, 3, 4])
+    );
+    assert_error(
+        s.delete("/subjects/d/versions/2?permanent=true").await,
+        StatusCode::NOT_FOUND,
+        40402,
+    );
+
+    // The whole subject: permanent first is refused, soft lists what it deleted.
+    assert_error(
+        s.delete("/subjects/d?permanent=true").await,
+        StatusCode::NOT_FOUND,
+        40405,
+    );
+    assert_eq!(
+        s.delete("/subjects/d").await,
+        (StatusCode::OK, json!([1, 4]))
+    );
+    assert_error(s.delete("/subjects/d").await, StatusCode::NOT_FOUND, 40404);
+    assert_eq!(s.get("/subjects").await.1, json!(["other"]));
+    assert_eq!(
+        s.get("/subjects?deleted=true").await.1,
+        json!(["d", "other"])
+    );
+    assert_error(
+        s.get("/subjects/d/versions").await,
+        StatusCode::NOT_FOUND,
+        40401,
+    );
+    assert_error(
+        s.get("/subjects/d/versions/latest").await,
+        StatusCode::NOT_FOUND,
+        40401,
+    );
+    assert_error(
+        s.post("/subjects/d", &json!({"schema": USER})).await,
+        StatusCode::NOT_FOUND,
+        40401,
+    );
+    s.put("/config/d", &json!({"compatibility": "NONE"})).await;
+    assert_eq!(
+        s.delete("/subjects/d?permanent=true").await,
+        (StatusCode::OK, json!([1, 3, 4]))
+    );
+    assert_eq!(s.get("/subjects?deleted=true").await.1, json!(["other"]));
+    assert_error(s.delete("/subjects/d").await, StatusCode::NOT_FOUND, 40401);
+    // The permanent delete dropped the subject's level too.
+    assert_error(s.get("/config/d").await, StatusCode::NOT_FOUND, 40408);
+    // Schemas stay readable by id, and come back under their id.
+    assert_eq!(
+        s.get(&format!("/schemas/ids/{id3}")).await.1["schema"],
+        v3.as_str()
+    );
+    assert_eq!(s.register("d", USER).await, id1);
+    assert_eq!(s.get("/subjects/d/versions").await.1, json!([1]));
 }
