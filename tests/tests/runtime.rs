@@ -1,19 +1,24 @@
-//! The local event source mapping against the emulators, through the real AWS SDK: every
-//! record exactly once and in order, restarts resume after the checkpoint, partial batch
-//! failures redeliver from the failed record, poison records end in the on-failure queue.
+//! The local event source mapping against the emulators, through the real AWS SDK, one
+//! test per behaviour of Lambda's Kinesis event source mapping: every record exactly once
+//! and in order, batch size, batching window, the 6 MB payload cut, starting positions,
+//! restarts resuming after the checkpoint, partial batch failures, bisection, retry
+//! budgets, record age, the on-failure queue, parallelization factor lanes, shard leases
+//! shared and taken over by instances, and resharding (split, merge).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType};
 use riffle_aws::{AwsError, KinesisPublisher, OutRecord, PublishConfig};
 use riffle_local::Emulators;
 use riffle_runtime::checkpoint::{Checkpoint, CheckpointStore};
+use riffle_runtime::lease::{LeaseStore, LeaseView};
 use riffle_runtime::{
     EsmConfig, HandlerError, KinesisEvent, KinesisEventRecord, KinesisEventResponse,
-    KinesisHandler, run_local,
+    KinesisHandler, LocalOptions, StartingPosition, run_local_with,
 };
 use riffle_tests::test_support::{create_table, state_dir, wait_active};
 use tokio::sync::oneshot;
@@ -76,13 +81,85 @@ impl Env {
     }
 
     fn checkpoints(&self, stream: &str) -> CheckpointStore {
+        self.checkpoints_of(FUNCTION, stream)
+    }
+
+    fn checkpoints_of(&self, function: &str, stream: &str) -> CheckpointStore {
         CheckpointStore::new(
+            aws_sdk_dynamodb::Client::new(&self.sdk),
+            TABLE,
+            function,
+            stream,
+        )
+    }
+
+    /// The lease table of [`FUNCTION`] on `stream`, read as an onlooker.
+    async fn leases(&self, stream: &str) -> LeaseView {
+        LeaseStore::new(
             aws_sdk_dynamodb::Client::new(&self.sdk),
             TABLE,
             FUNCTION,
             stream,
+            "onlooker",
+            Duration::from_secs(1),
         )
+        .read(riffle_runtime::lease::now_ms())
+        .await
+        .unwrap()
     }
+
+    async fn queue(&self, name: &str) -> (aws_sdk_sqs::Client, String) {
+        let sqs = aws_sdk_sqs::Client::new(&self.sdk);
+        let url = riffle_tests::test_support::create_queue(&sqs, name).await;
+        (sqs, url)
+    }
+
+    /// The shard ids of `stream`, in listing order.
+    async fn shard_ids(&self, stream: &str) -> Vec<String> {
+        self.kinesis
+            .list_shards()
+            .stream_name(stream)
+            .send()
+            .await
+            .unwrap()
+            .shards()
+            .iter()
+            .map(|s| s.shard_id().to_owned())
+            .collect()
+    }
+}
+
+/// Reads on-failure messages off `queue_url` until `want` records arrived or the deadline.
+async fn failure_messages(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    want: usize,
+) -> Vec<serde_json::Value> {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    let mut out: Vec<serde_json::Value> = Vec::new();
+    let count = |out: &[serde_json::Value]| {
+        out.iter()
+            .map(|m| m["records"].as_array().map_or(0, Vec::len))
+            .sum::<usize>()
+    };
+    while count(&out) < want {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {want} records on the on-failure queue"
+        );
+        let got = sqs
+            .receive_message()
+            .queue_url(queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages() {
+            out.push(serde_json::from_str(m.body().unwrap()).unwrap());
+        }
+    }
+    out
 }
 
 /// One record as a handler saw it.
@@ -102,11 +179,23 @@ fn seen(r: &KinesisEventRecord) -> Seen {
     }
 }
 
+/// One invocation: its shard, when it ran, how big its event was.
+#[derive(Debug, Clone)]
+struct Span {
+    shard: String,
+    started: Instant,
+    ended: Instant,
+    records: usize,
+    payload_bytes: usize,
+}
+
 /// Records every invocation; fails as told.
 #[derive(Default)]
 struct Recorder {
     /// Every invocation's records, in invocation order.
     invocations: Mutex<Vec<Vec<Seen>>>,
+    /// Every invocation's shard and time span, in order of ending.
+    spans: Mutex<Vec<Span>>,
     /// Records handled successfully, in order.
     done: Mutex<Vec<Seen>>,
     /// Data that fails the whole batch, every time.
@@ -114,18 +203,59 @@ struct Recorder {
     /// Data reported as a batch item failure the first time it is seen.
     fail_once: Option<String>,
     failed_already: Mutex<bool>,
+    /// Data reported as a batch item failure every time.
+    fail_always: Option<String>,
+    /// Data that fails the whole batch its first N times.
+    fail_times: Option<(String, usize)>,
+    failures_so_far: AtomicUsize,
+    /// How long each invocation takes, so batches can overlap.
+    delay: Option<Duration>,
+    in_flight: AtomicUsize,
+    max_in_flight: AtomicUsize,
 }
 
 impl KinesisHandler for Recorder {
     async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, HandlerError> {
+        let started = Instant::now();
+        let payload_bytes = serde_json::to_vec(&event).unwrap().len();
         let records: Vec<Seen> = event.records.iter().map(seen).collect();
+        let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        self.max_in_flight.fetch_max(now, Ordering::SeqCst);
+        if let Some(delay) = self.delay {
+            // The handler's own work, not a wait for the test's sake.
+            tokio::time::sleep(delay).await;
+        }
+        self.in_flight.fetch_sub(1, Ordering::SeqCst);
         self.invocations.lock().unwrap().push(records.clone());
+        self.spans.lock().unwrap().push(Span {
+            shard: records.first().map(|r| r.shard.clone()).unwrap_or_default(),
+            started,
+            ended: Instant::now(),
+            records: records.len(),
+            payload_bytes,
+        });
         if let Some(poison) = &self.poison
             && records.iter().any(|r| &r.data == poison)
         {
             return Err("poison record".into());
         }
+        if let Some((target, times)) = &self.fail_times
+            && records.iter().any(|r| &r.data == target)
+            && self.failures_so_far.fetch_add(1, Ordering::SeqCst) < *times
+        {
+            return Err("failing for a while".into());
+        }
         let mut response = KinesisEventResponse::default();
+        if let Some(target) = &self.fail_always
+            && let Some(pos) = records.iter().position(|r| &r.data == target)
+        {
+            response.add_failure(records[pos].seq.clone());
+            self.done
+                .lock()
+                .unwrap()
+                .extend(records[..pos].iter().cloned());
+            return Ok(response);
+        }
         let mut ok = records.clone();
         if let Some(target) = &self.fail_once
             && let Some(pos) = records.iter().position(|r| &r.data == target)
@@ -154,18 +284,47 @@ struct Running {
 }
 
 fn start(env: &Env, handler: Arc<Recorder>, config: EsmConfig) -> Running {
+    start_with(env, handler, config, LocalOptions::default())
+}
+
+fn start_with(
+    env: &Env,
+    handler: Arc<Recorder>,
+    config: EsmConfig,
+    options: LocalOptions,
+) -> Running {
     let (stop, stopped) = oneshot::channel::<()>();
     let sdk = env.sdk.clone();
     let task = tokio::spawn(async move {
-        run_local(handler, config, &sdk, async move {
-            let _ = stopped.await;
-        })
+        run_local_with(
+            handler,
+            config,
+            &sdk,
+            async move {
+                let _ = stopped.await;
+            },
+            options,
+        )
         .await
     });
     Running { stop, task }
 }
 
+/// An instance with its own lease owner id.
+fn instance(id: &str) -> LocalOptions {
+    LocalOptions {
+        instance_id: Some(id.to_owned()),
+        ..LocalOptions::default()
+    }
+}
+
 impl Running {
+    /// Dies without a word: no batch finished, no lease released.
+    async fn kill(self) {
+        self.task.abort();
+        let _ = self.task.await;
+    }
+
     async fn stop(self) {
         let _ = self.stop.send(());
         tokio::time::timeout(DEADLINE, self.task)
@@ -188,7 +347,11 @@ async fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 }
 
 fn config(stream: &str) -> EsmConfig {
-    EsmConfig::new(stream, FUNCTION, TABLE)
+    let mut c = EsmConfig::new(stream, FUNCTION, TABLE);
+    // Short leases, so a takeover happens within a test's patience.
+    c.lease_duration_ms = 3_000;
+    c.lease_renewal_ms = 300;
+    c
 }
 
 /// Sequence numbers are decimal strings of up to 128 digits (kinesalite's have 56), too big for
@@ -244,9 +407,15 @@ async fn every_record_once_in_order_per_shard_and_checkpointed() {
     let unique: HashSet<String> = data_of(&done).into_iter().collect();
     let expected: HashSet<String> = (0..300).map(|i| format!("k{}:{i}", i % 17)).collect();
     assert_eq!(unique, expected);
-    for invocation in recorder.invocations.lock().unwrap().iter() {
-        assert!(invocation.len() <= 40, "batch size respected");
-    }
+    let sizes: Vec<usize> = recorder
+        .invocations
+        .lock()
+        .unwrap()
+        .iter()
+        .map(Vec::len)
+        .collect();
+    assert!(sizes.iter().all(|n| *n <= 40), "batch size respected");
+    assert!(sizes.contains(&40), "records waiting fill a batch: {sizes:?}");
     // Per shard, sequence numbers strictly grow; per key, the put order is kept.
     let mut by_shard: HashMap<String, Vec<&Seen>> = HashMap::new();
     for s in &done {
@@ -436,5 +605,386 @@ async fn poison_record_goes_to_the_on_failure_queue() {
             .unwrap(),
         Checkpoint::After(last)
     );
+    env.emulators.shutdown().await;
+}
+
+/// The put index of a record's data `k<key>:<index>`.
+fn index_of(data: &str) -> usize {
+    data.split_once(':').unwrap().1.parse().unwrap()
+}
+
+/// Each key's records were handled in the order they were put.
+fn assert_key_order(done: &[Seen]) {
+    let mut last_index: HashMap<String, usize> = HashMap::new();
+    for s in done {
+        let (key, _) = s.data.split_once(':').unwrap();
+        let i = index_of(&s.data);
+        if let Some(prev) = last_index.insert(key.to_owned(), i) {
+            assert!(prev < i, "key {key}: {i} handled after {prev}");
+        }
+    }
+}
+
+/// Every record of `range` (keys cycling over `keys`) handled exactly once.
+fn assert_exactly_once(done: &[Seen], range: std::ops::Range<usize>, keys: usize) {
+    let data = data_of(done);
+    let unique: HashSet<&String> = data.iter().collect();
+    assert_eq!(unique.len(), data.len(), "no record twice");
+    let expected: HashSet<String> = range.map(|i| format!("k{}:{i}", i % keys)).collect();
+    assert_eq!(
+        unique.into_iter().cloned().collect::<HashSet<_>>(),
+        expected
+    );
+}
+
+async fn wait_async<F: Future<Output = bool>>(what: &str, mut done: impl FnMut() -> F) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done().await {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+use std::future::Future;
+
+#[tokio::test]
+async fn parallelization_factor_runs_lanes_concurrently_in_key_order() {
+    let env = Env::start("lanes").await;
+    env.stream("raw", 1).await;
+    env.put("raw", 0..400, 40).await;
+
+    let recorder = Arc::new(Recorder {
+        delay: Some(Duration::from_millis(30)),
+        ..Recorder::default()
+    });
+    let mut cfg = config("raw");
+    cfg.batch_size = 10;
+    cfg.parallelization_factor = 4;
+    let running = start(&env, recorder.clone(), cfg);
+    wait_for("400 records", || recorder.done().len() >= 400).await;
+    running.stop().await;
+
+    let done = recorder.done();
+    assert_exactly_once(&done, 0..400, 40);
+    assert_key_order(&done);
+    let most = recorder.max_in_flight.load(Ordering::SeqCst);
+    assert!(most > 1, "batches of one shard ran concurrently");
+    assert!(most <= 4, "at most one batch per lane: {most}");
+    // Each batch holds the keys of one lane only.
+    for invocation in recorder.invocations.lock().unwrap().iter() {
+        let lanes: HashSet<usize> = invocation
+            .iter()
+            .map(|r| riffle_runtime::local::lane_of(r.data.split_once(':').unwrap().0, 4))
+            .collect();
+        assert_eq!(lanes.len(), 1, "one lane per batch");
+    }
+    let last = done
+        .iter()
+        .map(|r| r.seq.clone())
+        .max_by(|a, b| seq_key(a).cmp(&seq_key(b)))
+        .unwrap();
+    assert_eq!(
+        env.checkpoints("raw")
+            .load("shardId-000000000000")
+            .await
+            .unwrap(),
+        Checkpoint::After(last)
+    );
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_failing_lane_holds_only_itself() {
+    let env = Env::start("lane-fail").await;
+    env.stream("raw", 1).await;
+    env.put("raw", 0..200, 20).await;
+
+    // The batch with k3:3 fails its first 4 tries; the other lanes go on meanwhile.
+    let recorder = Arc::new(Recorder {
+        fail_times: Some(("k3:3".to_owned(), 4)),
+        delay: Some(Duration::from_millis(30)),
+        ..Recorder::default()
+    });
+    let mut cfg = config("raw");
+    cfg.batch_size = 5;
+    cfg.parallelization_factor = 4;
+    let running = start(&env, recorder.clone(), cfg);
+    wait_for("200 records", || recorder.done().len() >= 200).await;
+    running.stop().await;
+
+    let done = recorder.done();
+    assert_exactly_once(&done, 0..200, 20);
+    assert_key_order(&done);
+    let invocations = recorder.invocations.lock().unwrap().clone();
+    let with_target: Vec<usize> = invocations
+        .iter()
+        .enumerate()
+        .filter(|(_, inv)| inv.iter().any(|r| r.data == "k3:3"))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(with_target.len(), 5, "4 failures, then success");
+    let (first, last) = (with_target[0], with_target[4]);
+    let failing_lane = riffle_runtime::local::lane_of("k3", 4);
+    let lane = |inv: &Vec<Seen>| {
+        riffle_runtime::local::lane_of(inv[0].data.split_once(':').unwrap().0, 4)
+    };
+    assert!(
+        invocations[first..last]
+            .iter()
+            .all(|inv| lane(inv) != failing_lane || inv.iter().any(|r| r.data == "k3:3")),
+        "the failing lane took nothing else while retrying"
+    );
+    let others = invocations[first..last]
+        .iter()
+        .filter(|inv| lane(inv) != failing_lane)
+        .count();
+    assert!(others >= 3, "other lanes went on meanwhile ({others} batches)");
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn two_instances_share_the_shards_never_at_once() {
+    let env = Env::start("share").await;
+    env.stream("raw", 4).await;
+    let shards = env.shard_ids("raw").await;
+    env.put("raw", 0..200, 40).await;
+
+    let a = Arc::new(Recorder::default());
+    let b = Arc::new(Recorder::default());
+    let mut cfg = config("raw");
+    cfg.batch_size = 10;
+    let run_a = start_with(&env, a.clone(), cfg.clone(), instance("a"));
+    let run_b = start_with(&env, b.clone(), cfg, instance("b"));
+    // The fair share: two shards each.
+    wait_async("two leases each", || async {
+        let view = env.leases("raw").await;
+        let owners: Vec<Option<String>> = shards
+            .iter()
+            .map(|s| view.shards.get(s).and_then(|r| r.owner.clone()))
+            .collect();
+        ["a", "b"].iter().all(|who| {
+            owners
+                .iter()
+                .filter(|o| o.as_deref() == Some(*who))
+                .count()
+                == 2
+        })
+    })
+    .await;
+    env.put("raw", 200..400, 40).await;
+    wait_for("400 records", || a.done().len() + b.done().len() >= 400).await;
+    run_a.stop().await;
+    run_b.stop().await;
+
+    let mut all = a.done();
+    all.extend(b.done());
+    assert_exactly_once(&all, 0..400, 40);
+    assert_key_order(&a.done());
+    assert_key_order(&b.done());
+    let covered: HashSet<String> = all.iter().map(|r| r.shard.clone()).collect();
+    assert_eq!(covered.len(), 4, "together they read every shard");
+    assert!(!a.done().is_empty() && !b.done().is_empty(), "both worked");
+    // A shard is read by one instance at a time.
+    let spans_a = a.spans.lock().unwrap().clone();
+    let spans_b = b.spans.lock().unwrap().clone();
+    for x in &spans_a {
+        for y in spans_b.iter().filter(|y| y.shard == x.shard) {
+            assert!(
+                x.ended <= y.started || y.ended <= x.started,
+                "{} read by both at once",
+                x.shard
+            );
+        }
+    }
+    // Stopped instances hand their leases back.
+    let view = env.leases("raw").await;
+    assert!(view.live.is_empty(), "heartbeats removed");
+    for s in &shards {
+        assert_eq!(view.shards[s].owner, None, "{s} released");
+    }
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_dead_instances_shards_are_taken_over_from_the_checkpoint() {
+    let env = Env::start("takeover").await;
+    env.stream("raw", 4).await;
+    let shards = env.shard_ids("raw").await;
+
+    let a = Arc::new(Recorder::default());
+    let b = Arc::new(Recorder::default());
+    let mut cfg = config("raw");
+    cfg.batch_size = 10;
+    let run_a = start_with(&env, a.clone(), cfg.clone(), instance("a"));
+    let run_b = start_with(&env, b.clone(), cfg.clone(), instance("b"));
+    let owners = |view: &LeaseView, who: &str| -> Vec<String> {
+        shards
+            .iter()
+            .filter(|s| view.shards.get(*s).and_then(|r| r.owner.as_deref()) == Some(who))
+            .cloned()
+            .collect()
+    };
+    wait_async("two leases each", || async {
+        let view = env.leases("raw").await;
+        owners(&view, "a").len() == 2 && owners(&view, "b").len() == 2
+    })
+    .await;
+    env.put("raw", 0..200, 40).await;
+    wait_for("200 records", || a.done().len() + b.done().len() >= 200).await;
+    let a_shards = owners(&env.leases("raw").await, "a");
+    run_a.kill().await;
+    let killed = Instant::now();
+    let mut checkpoints = HashMap::new();
+    for s in &a_shards {
+        checkpoints.insert(s.clone(), env.checkpoints("raw").load(s).await.unwrap());
+    }
+
+    env.put("raw", 200..400, 40).await;
+    wait_async("b holds every lease", || async {
+        owners(&env.leases("raw").await, "b").len() == 4
+    })
+    .await;
+    let expected: HashSet<String> = (0..400).map(|i| format!("k{}:{i}", i % 40)).collect();
+    wait_for("every record", || {
+        let mut all: HashSet<String> = data_of(&a.done()).into_iter().collect();
+        all.extend(data_of(&b.done()));
+        all == expected
+    })
+    .await;
+    run_b.stop().await;
+
+    for s in &a_shards {
+        let Checkpoint::After(cp) = &checkpoints[s] else {
+            panic!("{s} had a checkpoint");
+        };
+        let b_done = b.done();
+        let of_shard: Vec<&Seen> = b_done.iter().filter(|r| &r.shard == s).collect();
+        assert!(!of_shard.is_empty(), "b read {s}");
+        assert!(
+            of_shard.iter().all(|r| seq_key(&r.seq) > seq_key(cp)),
+            "b resumed {s} after a's checkpoint"
+        );
+        let first = b
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|x| &x.shard == s)
+            .map(|x| x.started)
+            .min()
+            .unwrap();
+        assert!(
+            first >= killed + Duration::from_millis(cfg.lease_duration_ms - 1_500),
+            "taken over only once the lease expired"
+        );
+    }
+    assert_key_order(&b.done());
+    env.emulators.shutdown().await;
+}
+
+/// Checks a resharded run: every record once, each key in put order across parents and
+/// children, parents checkpointed `SHARD_END`, and no child read before its parents ended.
+async fn assert_children_after_parents(
+    env: &Env,
+    recorder: &Recorder,
+    parents: &[String],
+    children: &[String],
+    records: usize,
+    keys: usize,
+) {
+    let done = recorder.done();
+    assert_exactly_once(&done, 0..records, keys);
+    assert_key_order(&done);
+    let spans = recorder.spans.lock().unwrap().clone();
+    let parents_ended = spans
+        .iter()
+        .filter(|s| parents.contains(&s.shard))
+        .map(|s| s.ended)
+        .max()
+        .expect("parents read");
+    let children_started = spans
+        .iter()
+        .filter(|s| children.contains(&s.shard))
+        .map(|s| s.started)
+        .min()
+        .expect("children read");
+    assert!(
+        parents_ended <= children_started,
+        "a child was read before its parents were done"
+    );
+    let checkpoints = env.checkpoints("raw");
+    for p in parents {
+        assert_eq!(checkpoints.load(p).await.unwrap(), Checkpoint::ShardEnd, "{p}");
+    }
+    for c in children {
+        assert!(
+            matches!(checkpoints.load(c).await.unwrap(), Checkpoint::After(_)),
+            "{c} checkpointed"
+        );
+    }
+}
+
+#[tokio::test]
+async fn split_shard_children_are_read_after_the_parent() {
+    let env = Env::start("split").await;
+    env.stream("raw", 1).await;
+    let recorder = Arc::new(Recorder::default());
+    let mut cfg = config("raw");
+    cfg.batch_size = 10;
+    cfg.parallelization_factor = 2;
+    let running = start(&env, recorder.clone(), cfg);
+    env.put("raw", 0..150, 10).await;
+    env.kinesis
+        .split_shard()
+        .stream_name("raw")
+        .shard_to_split("shardId-000000000000")
+        // Half of the 128-bit hash key space.
+        .new_starting_hash_key("170141183460469231731687303715884105728")
+        .send()
+        .await
+        .unwrap();
+    wait_active(&env.kinesis, "raw", DEADLINE).await;
+    env.put("raw", 150..300, 10).await;
+    wait_for("300 records", || recorder.done().len() >= 300).await;
+    running.stop().await;
+
+    let shards = env.shard_ids("raw").await;
+    assert_eq!(shards.len(), 3);
+    let parents = vec![shards[0].clone()];
+    let children = shards[1..].to_vec();
+    let used: HashSet<String> = recorder.done().iter().map(|r| r.shard.clone()).collect();
+    assert!(children.iter().all(|c| used.contains(c)), "both children read");
+    assert_children_after_parents(&env, &recorder, &parents, &children, 300, 10).await;
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn merged_shard_is_read_after_both_parents() {
+    let env = Env::start("merge").await;
+    env.stream("raw", 2).await;
+    let recorder = Arc::new(Recorder::default());
+    let mut cfg = config("raw");
+    cfg.batch_size = 10;
+    let running = start(&env, recorder.clone(), cfg);
+    env.put("raw", 0..150, 10).await;
+    env.kinesis
+        .merge_shards()
+        .stream_name("raw")
+        .shard_to_merge("shardId-000000000000")
+        .adjacent_shard_to_merge("shardId-000000000001")
+        .send()
+        .await
+        .unwrap();
+    wait_active(&env.kinesis, "raw", DEADLINE).await;
+    env.put("raw", 150..300, 10).await;
+    wait_for("300 records", || recorder.done().len() >= 300).await;
+    running.stop().await;
+
+    let shards = env.shard_ids("raw").await;
+    assert_eq!(shards.len(), 3);
+    assert_children_after_parents(&env, &recorder, &shards[..2], &shards[2..], 300, 10).await;
     env.emulators.shutdown().await;
 }
