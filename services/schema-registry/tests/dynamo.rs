@@ -15,8 +15,12 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
     ScalarAttributeType,
 };
+use reqwest::StatusCode;
 use riffle_local::Emulators;
-use riffle_schema_registry::{DynamoStore, Error, Registered, Registry, SchemaStore, VersionSpec};
+use riffle_schema_registry::{
+    CompatibilityLevel, DynamoStore, Error, Registered, Registry, SchemaStore, VersionSpec, router,
+};
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufReadExt, BufReader};
 
 const CONCURRENCY: usize = 8;
@@ -104,6 +108,10 @@ async fn dynamo_store_against_moto() {
     many_schemas_one_subject_concurrently(&client).await;
     missing_table_is_a_store_error(&client).await;
     binary_serves_from_dynamo(&emulators, &client).await;
+    compatibility_config_and_deletes_over_http(&client).await;
+    concurrent_deletes_of_one_version(&client).await;
+    listing_items_without_counters(&client).await;
+    binary_requires_a_token_when_configured(&emulators, &client).await;
 
     emulators.shutdown().await;
 }
@@ -319,6 +327,320 @@ async fn binary_serves_from_dynamo(emulators: &Emulators, client: &Client) {
         .unwrap();
     assert_eq!(fetched["schema"], text);
 
+    drop(child.stdin.take());
+    let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
+        .await
+        .expect("the registry did not exit after stdin closed")
+        .unwrap();
+    assert!(status.success(), "{status}");
+}
+
+/// The router over a DynamoDB table at the service's default level, on a loopback port.
+async fn serve(client: &Client, table: &str) -> Http {
+    create_table(client, table).await;
+    let store = DynamoStore::new(client.clone(), table);
+    let app = router(Registry::with_default_level(
+        store,
+        CompatibilityLevel::default(),
+    ));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Http {
+        base: format!("http://{addr}"),
+        http: reqwest::Client::new(),
+        token: None,
+    }
+}
+
+struct Http {
+    base: String,
+    http: reqwest::Client,
+    token: Option<String>,
+}
+
+impl Http {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
+        let mut request = self.http.request(method, format!("{}{path}", self.base));
+        if let Some(token) = &self.token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(body) = body {
+            request = request
+                .header("content-type", "application/vnd.schemaregistry.v1+json")
+                .body(body.to_string());
+        }
+        let resp = request.send().await.unwrap();
+        let status = resp.status();
+        let text = resp.text().await.unwrap();
+        (
+            status,
+            serde_json::from_str(&text).unwrap_or_else(|e| panic!("{e}: {text}")),
+        )
+    }
+
+    async fn get(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::GET, path, None).await
+    }
+
+    async fn delete(&self, path: &str) -> (StatusCode, Value) {
+        self.call(reqwest::Method::DELETE, path, None).await
+    }
+
+    async fn put(&self, path: &str, body: Value) -> (StatusCode, Value) {
+        self.call(reqwest::Method::PUT, path, Some(body)).await
+    }
+
+    async fn register(&self, subject: &str, schema: &str) -> (StatusCode, Value) {
+        self.call(
+            reqwest::Method::POST,
+            &format!("/subjects/{subject}/versions"),
+            Some(json!({ "schema": schema })),
+        )
+        .await
+    }
+}
+
+fn code(reply: &(StatusCode, Value)) -> u64 {
+    reply.1["error_code"].as_u64().unwrap_or_default()
+}
+
+fn user(fields: &str) -> String {
+    format!(
+        r#"{{"type":"record","name":"User","namespace":"riffle","fields":[{{"name":"id","type":"long"}}{fields}]}}"#
+    )
+}
+
+/// Levels, compatibility and deletion state kept in DynamoDB, through the API.
+async fn compatibility_config_and_deletes_over_http(client: &Client) {
+    let s = serve(client, "lifecycle").await;
+    let v1 = user("");
+    let v2 = user(r#",{"name":"email","type":["null","string"],"default":null}"#);
+    let breaking = user(r#",{"name":"age","type":"int"}"#);
+    assert_eq!(
+        s.register("u", &v1).await,
+        (StatusCode::OK, json!({"id": 1}))
+    );
+    assert_eq!(
+        s.register("u", &v2).await,
+        (StatusCode::OK, json!({"id": 2}))
+    );
+    // BACKWARD by default; the refused schema takes no id.
+    let refused = s.register("u", &breaking).await;
+    assert_eq!(
+        (refused.0, code(&refused)),
+        (StatusCode::CONFLICT, 409),
+        "{refused:?}"
+    );
+    assert_eq!(schema_items(client, "lifecycle").await, 2);
+
+    // Levels: global and per subject, stored.
+    assert_eq!(
+        s.get("/config").await.1,
+        json!({"compatibilityLevel": "BACKWARD"})
+    );
+    assert_eq!(code(&s.get("/config/u").await), 40408);
+    s.put("/config", json!({"compatibility": "FULL"})).await;
+    assert_eq!(
+        s.get("/config/u?defaultToGlobal=true").await.1,
+        json!({"compatibilityLevel": "FULL"})
+    );
+    s.put("/config/u", json!({"compatibility": "NONE"})).await;
+    assert_eq!(
+        s.get("/config/u").await.1,
+        json!({"compatibilityLevel": "NONE"})
+    );
+    assert_eq!(
+        s.register("u", &breaking).await,
+        (StatusCode::OK, json!({"id": 3}))
+    );
+    assert_eq!(
+        s.delete("/config/u").await.1,
+        json!({"compatibilityLevel": "NONE"})
+    );
+    assert_eq!(code(&s.delete("/config/u").await), 40408);
+    assert_eq!(
+        s.get("/config").await.1,
+        json!({"compatibilityLevel": "FULL"})
+    );
+
+    // Soft delete: hidden from listings, readable by id, the schema free to come back.
+    s.register("other", &v1).await;
+    assert_eq!(
+        s.delete("/subjects/u/versions/2").await,
+        (StatusCode::OK, json!(2))
+    );
+    assert_eq!(code(&s.delete("/subjects/u/versions/2").await), 40406);
+    assert_eq!(
+        code(&s.delete("/subjects/u/versions/1?permanent=true").await),
+        40407
+    );
+    assert_eq!(s.get("/subjects/u/versions").await.1, json!([1, 3]));
+    assert_eq!(
+        s.get("/subjects/u/versions?deleted=true").await.1,
+        json!([1, 2, 3])
+    );
+    assert_eq!(s.get("/schemas/ids/2").await.1["schema"], v2.as_str());
+    assert_eq!(s.get("/schemas/ids/2/versions").await.1, json!([]));
+    assert_eq!(
+        s.get("/schemas/ids/2/versions?deleted=true").await.1,
+        json!([{"subject": "u", "version": 2}])
+    );
+    s.put("/config/u", json!({"compatibility": "NONE"})).await;
+    assert_eq!(
+        s.register("u", &v2).await,
+        (StatusCode::OK, json!({"id": 2}))
+    );
+    assert_eq!(s.get("/subjects/u/versions").await.1, json!([1, 3, 4]));
+    assert_eq!(s.get("/subjects/u/versions/latest").await.1["version"], 4);
+
+    // The subject: soft, then permanent; the listing follows.
+    assert_eq!(code(&s.delete("/subjects/u?permanent=true").await), 40405);
+    assert_eq!(
+        s.delete("/subjects/u").await,
+        (StatusCode::OK, json!([1, 3, 4]))
+    );
+    assert_eq!(code(&s.delete("/subjects/u").await), 40404);
+    assert_eq!(s.get("/subjects").await.1, json!(["other"]));
+    assert_eq!(
+        s.get("/subjects?deleted=true").await.1,
+        json!(["other", "u"])
+    );
+    assert_eq!(
+        s.delete("/subjects/u?permanent=true").await,
+        (StatusCode::OK, json!([1, 2, 3, 4]))
+    );
+    assert_eq!(s.get("/subjects?deleted=true").await.1, json!(["other"]));
+    assert_eq!(
+        code(&s.get("/subjects/u/versions?deleted=true").await),
+        40401
+    );
+    assert_eq!(code(&s.get("/config/u").await), 40408);
+    // Gone from the subject, not from the ids.
+    assert_eq!(s.get("/schemas/ids/3").await.1["schema"], breaking.as_str());
+    assert_eq!(
+        s.get("/schemas/ids/1/versions").await.1,
+        json!([{"subject": "other", "version": 1}])
+    );
+    assert_eq!(
+        s.register("u", &v2).await,
+        (StatusCode::OK, json!({"id": 2}))
+    );
+    assert_eq!(s.get("/subjects").await.1, json!(["other", "u"]));
+}
+
+/// Eight callers soft delete one version at once: exactly one wins.
+async fn concurrent_deletes_of_one_version(client: &Client) {
+    let s = Arc::new(serve(client, "delete-race").await);
+    s.register("r", &user("")).await;
+    let tasks: Vec<_> = (0..CONCURRENCY)
+        .map(|_| {
+            let s = Arc::clone(&s);
+            tokio::spawn(async move { s.delete("/subjects/r/versions/1").await })
+        })
+        .collect();
+    let mut outcomes = Vec::new();
+    for task in tasks {
+        let reply = task.await.unwrap();
+        outcomes.push((reply.0, code(&reply)));
+    }
+    let won = outcomes.iter().filter(|o| o.0 == StatusCode::OK).count();
+    assert_eq!(won, 1, "{outcomes:?}");
+    assert!(
+        outcomes
+            .iter()
+            .all(|o| o.0 == StatusCode::OK || o.1 == 40406),
+        "{outcomes:?}"
+    );
+    // The live counter went down once: the subject is listed as deleted, not as negative.
+    assert_eq!(s.get("/subjects").await.1, json!([]));
+    assert_eq!(s.get("/subjects?deleted=true").await.1, json!(["r"]));
+}
+
+/// A table written before the listing had counters still lists its subjects.
+async fn listing_items_without_counters(client: &Client) {
+    let s = serve(client, "legacy").await;
+    let put = |pairs: Vec<(&str, AttributeValue)>| {
+        client
+            .put_item()
+            .table_name("legacy")
+            .set_item(Some(
+                pairs.into_iter().map(|(k, v)| (k.to_owned(), v)).collect(),
+            ))
+            .send()
+    };
+    let text = user("");
+    put(vec![
+        ("pk", AttributeValue::S("SUBJECTS".into())),
+        ("sk", AttributeValue::S("old".into())),
+        ("subject", AttributeValue::S("old".into())),
+    ])
+    .await
+    .unwrap();
+    put(vec![
+        ("pk", AttributeValue::S("SUBJECT#old".into())),
+        ("sk", AttributeValue::S("V#0000000001".into())),
+        ("subject", AttributeValue::S("old".into())),
+        ("version", AttributeValue::N("1".into())),
+        ("id", AttributeValue::N("1".into())),
+        ("schema", AttributeValue::S(text.clone())),
+        ("fp", AttributeValue::S("legacy".into())),
+    ])
+    .await
+    .unwrap();
+    assert_eq!(s.get("/subjects").await.1, json!(["old"]));
+    assert_eq!(
+        s.get("/subjects/old/versions/latest").await.1["schema"],
+        text.as_str()
+    );
+}
+
+/// The binary reads its auth settings from the environment.
+async fn binary_requires_a_token_when_configured(emulators: &Emulators, client: &Client) {
+    create_table(client, "binary-auth").await;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_schema-registry"))
+        .envs(emulators.env())
+        .env("RIFFLE_REGISTRY_TABLE", "binary-auth")
+        .env("RIFFLE_EXIT_ON_STDIN_EOF", "1")
+        .env("RIFFLE_REGISTRY_AUTH", "bearer")
+        .env("RIFFLE_REGISTRY_TOKENS", "writer-token")
+        .env("RIFFLE_REGISTRY_OPEN_READS", "1")
+        .env_remove("AWS_LAMBDA_RUNTIME_API")
+        .env_remove("RIFFLE_REGISTRY_ADDR")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let line = tokio::time::timeout(Duration::from_secs(60), lines.next_line())
+        .await
+        .expect("no LISTENING line in time")
+        .unwrap()
+        .unwrap();
+    let base = line.strip_prefix("LISTENING ").unwrap().to_owned();
+    let mut s = Http {
+        base,
+        http: reqwest::Client::new(),
+        token: None,
+    };
+    let text = user("");
+    let refused = s.register("b", &text).await;
+    assert_eq!(
+        (refused.0, code(&refused)),
+        (StatusCode::UNAUTHORIZED, 40101)
+    );
+    assert_eq!(s.get("/subjects").await, (StatusCode::OK, json!([])));
+    s.token = Some("writer-token".into());
+    assert_eq!(
+        s.register("b", &text).await,
+        (StatusCode::OK, json!({"id": 1}))
+    );
     drop(child.stdin.take());
     let status = tokio::time::timeout(Duration::from_secs(30), child.wait())
         .await
