@@ -1,6 +1,9 @@
 //! The aggregator against moto's DynamoDB and SQS, through the real AWS SDK: batches add up
-//! in the view (count, sum, min, max), racing batches on the same items lose nothing, and
-//! records that can never be aggregated land on the dead-letter queue.
+//! in the view (count, sum, min, max), racing batches on the same items lose nothing,
+//! records that can never be aggregated land on the dead-letter queue, and every event counts
+//! once however often it is delivered (ADR 0009): redelivered batches, bisection halves,
+//! overlapping ranges, replays after a crash, and the same event id at a new position. The
+//! event-id claims table is tested here too, races included.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
@@ -8,17 +11,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
-use riffle_aggregator::{Aggregator, DynamoViewStore, window_lengths};
+use riffle_aggregator::aggregate::{ViewKey, ViewRow};
+use riffle_aggregator::store::Saved;
+use riffle_aggregator::{Aggregator, AggregatorError, DynamoViewStore, ViewStore, window_lengths};
 use riffle_aws::SqsSender;
 use riffle_codec::{Enrichment, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_local::Emulators;
 use riffle_runtime::{KinesisEvent, KinesisHandler};
-use riffle_stage::SqsRejects;
+use riffle_stage::dedup::{Claim, ClaimRequest, Claims, DynamoClaims, Release};
 use riffle_stage::testing::MapSource;
+use riffle_stage::{OutputError, SqsRejects};
 use riffle_tests::test_support::{create_queue, create_table, drain, enriched_event, state_dir};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const TABLE: &str = "riffle-view";
+const CLAIMS: &str = "riffle-claims";
+const DAY: Duration = Duration::from_secs(24 * 3600);
 const ENVELOPE_ID: u32 = 7;
 /// The envelope is the only schema the aggregator needs, and it is built in: the registry
 /// knows nothing.
@@ -76,7 +84,8 @@ async fn view_item(
         .collect()
 }
 
-type TestAggregator = Aggregator<MapSource, DynamoViewStore, SqsRejects>;
+type TestAggregator<V = DynamoViewStore, C = DynamoClaims> =
+    Aggregator<MapSource, V, C, SqsRejects>;
 
 struct Env {
     emulators: Emulators,
@@ -102,6 +111,12 @@ impl Env {
             ],
         )
         .await;
+        create_table(
+            &dynamo,
+            CLAIMS,
+            &[("pk", ScalarAttributeType::S, KeyType::Hash)],
+        )
+        .await;
         let queue_url = create_queue(&sqs, "riffle-aggregator-dlq").await;
         Env {
             emulators,
@@ -111,11 +126,23 @@ impl Env {
         }
     }
 
+    fn claims(&self) -> DynamoClaims {
+        DynamoClaims::new(self.dynamo.clone(), CLAIMS, DAY)
+    }
+
     fn aggregator(&self) -> TestAggregator {
+        self.aggregator_with(
+            DynamoViewStore::new(self.dynamo.clone(), TABLE),
+            self.claims(),
+        )
+    }
+
+    fn aggregator_with<V: ViewStore, C: Claims>(&self, view: V, claims: C) -> TestAggregator<V, C> {
         Aggregator::new(
             EnvelopeCodec::new(ENVELOPE_ID).unwrap(),
             SchemaCache::new(no_registry()),
-            DynamoViewStore::new(self.dynamo.clone(), TABLE),
+            view,
+            claims,
             SqsRejects::new(SqsSender::new(self.sqs.clone()), &self.queue_url),
             window_lengths(&riffle_codec::rules::bundled().unwrap()),
             30,
@@ -186,7 +213,7 @@ async fn racing_batches_lose_nothing() {
     let env = Env::start("race").await;
     let aggregator = Arc::new(env.aggregator());
     let codec = EnvelopeCodec::new(ENVELOPE_ID).unwrap();
-    // Eight batches (as from eight shards) all hitting the same three items at once.
+    // Eight batches from eight shards all hitting the same three items at once.
     let batches: Vec<KinesisEvent> = (0..8)
         .map(|b| {
             let blobs: Vec<Vec<u8>> = (0..30)
@@ -196,7 +223,7 @@ async fn racing_batches_lose_nothing() {
                     codec.encode(&order(key, metric, W0, b * 30 + i)).unwrap()
                 })
                 .collect();
-            event(&blobs, (b as u64) * 1000)
+            enriched_event(&blobs, 1000, &format!("shardId-00000000000{b}"))
         })
         .collect();
     let mut tasks = tokio::task::JoinSet::new();
@@ -226,5 +253,294 @@ async fn racing_batches_lose_nothing() {
     assert_eq!(total_sum, (0..240).sum::<usize>() as f64);
     assert_eq!(view_item(&env.dynamo, "x", W0).await["min"], 0.0);
     assert_eq!(view_item(&env.dynamo, "z", W0).await["max"], 239.0);
+    env.emulators.shutdown().await;
+}
+
+/// The view's count and sum of one item.
+async fn count_sum(env: &Env, agg_key: &str) -> (f64, f64) {
+    let item = view_item(&env.dynamo, agg_key, W0).await;
+    (item["count"], item["sum"])
+}
+
+fn blobs(codec: &EnvelopeCodec, agg_key: &str, ns: std::ops::Range<usize>) -> Vec<Vec<u8>> {
+    ns.map(|n| codec.encode(&order(agg_key, n as f64, W0, n)).unwrap())
+        .collect()
+}
+
+#[tokio::test]
+async fn redeliveries_and_duplicates_count_once() {
+    let env = Env::start("once").await;
+    let aggregator = env.aggregator();
+    let codec = EnvelopeCodec::new(ENVELOPE_ID).unwrap();
+    // Records 0..8 at sequence numbers 100..108, on items p (even n) and q (odd n).
+    let records: Vec<Vec<u8>> = (0..8)
+        .map(|n| {
+            let key = if n % 2 == 0 { "p" } else { "q" };
+            codec.encode(&order(key, n as f64, W0, n)).unwrap()
+        })
+        .collect();
+
+    let batch = event(&records[..6], 100);
+    aggregator.handle(batch.clone()).await.unwrap();
+    assert_eq!(count_sum(&env, "p").await, (3.0, 6.0));
+    assert_eq!(count_sum(&env, "q").await, (3.0, 9.0));
+    let version = view_item(&env.dynamo, "p", W0).await["version"];
+
+    // The same batch again: nothing changes, not even the version.
+    let report = aggregator.process(&batch, 1).await.unwrap();
+    assert_eq!((report.items_written, report.replayed), (0, 6));
+    assert_eq!(view_item(&env.dynamo, "p", W0).await["version"], version);
+    // Its second half, as a bisection delivers it.
+    aggregator.handle(event(&records[3..6], 103)).await.unwrap();
+    // A range overlapping what was applied and going further.
+    let report = aggregator
+        .process(&event(&records[4..8], 104), 2)
+        .await
+        .unwrap();
+    assert_eq!((report.replayed, report.items_written), (2, 2));
+    assert_eq!(count_sum(&env, "p").await, (4.0, 12.0));
+    assert_eq!(count_sum(&env, "q").await, (4.0, 16.0));
+
+    // The producer retried records 6 and 7: the same event ids at new sequence numbers,
+    // next to a new event.
+    let mut retried = records[6..8].to_vec();
+    retried.push(codec.encode(&order("p", 100.0, W0, 100)).unwrap());
+    let report = aggregator.process(&event(&retried, 300), 3).await.unwrap();
+    assert_eq!(report.duplicates, 2);
+    assert_eq!(count_sum(&env, "p").await, (5.0, 112.0));
+    assert_eq!(count_sum(&env, "q").await, (4.0, 16.0));
+
+    // The applied marks are in the item, per shard.
+    let got = env
+        .dynamo
+        .get_item()
+        .table_name(TABLE)
+        .key("agg_key", AttributeValue::S("p".into()))
+        .key("window_start", AttributeValue::N(W0.to_string()))
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let applied = got.item().unwrap()["applied"].as_m().unwrap();
+    let mark = applied["shardId-000000000000"].as_s().unwrap();
+    assert_eq!(mark, &format!("{:0>64}:00000", 302));
+    env.emulators.shutdown().await;
+}
+
+/// A view whose first save of a given item fails after it was written: the function died
+/// between the write and its answer.
+struct CrashAfterWrite {
+    inner: DynamoViewStore,
+    crash_on: String,
+    crashed: std::sync::atomic::AtomicBool,
+}
+
+impl ViewStore for CrashAfterWrite {
+    async fn load(&self, keys: &[ViewKey]) -> Result<HashMap<ViewKey, ViewRow>, AggregatorError> {
+        self.inner.load(keys).await
+    }
+
+    async fn save(&self, row: &ViewRow) -> Result<Saved, AggregatorError> {
+        let saved = self.inner.save(row).await?;
+        if row.key.agg_key == self.crash_on
+            && !self.crashed.swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(AggregatorError::Task("crashed after the write".into()));
+        }
+        Ok(saved)
+    }
+}
+
+/// Claims whose first marking fails: the function died after every view write.
+struct CrashBeforeMark {
+    inner: DynamoClaims,
+    crashed: std::sync::atomic::AtomicBool,
+}
+
+impl Claims for CrashBeforeMark {
+    async fn claim(
+        &self,
+        stage: &str,
+        requests: &[ClaimRequest<'_>],
+        now_secs: i64,
+    ) -> Result<Vec<Claim>, OutputError> {
+        self.inner.claim(stage, requests, now_secs).await
+    }
+
+    async fn mark_applied(
+        &self,
+        stage: &str,
+        requests: &[ClaimRequest<'_>],
+        now_secs: i64,
+    ) -> Result<(), OutputError> {
+        if !self.crashed.swap(true, std::sync::atomic::Ordering::SeqCst) {
+            return Err(OutputError(riffle_aws::AwsError::Call {
+                operation: "BatchWriteItem",
+                code: "Crash".into(),
+                message: String::new(),
+                retryable: true,
+            }));
+        }
+        self.inner.mark_applied(stage, requests, now_secs).await
+    }
+
+    async fn release(&self, stage: &str, event_ids: &[&str]) -> Result<Vec<Release>, OutputError> {
+        self.inner.release(stage, event_ids).await
+    }
+}
+
+#[tokio::test]
+async fn a_replay_after_a_crash_counts_once() {
+    let env = Env::start("crash").await;
+    let codec = EnvelopeCodec::new(ENVELOPE_ID).unwrap();
+    let mut records = blobs(&codec, "c", 0..4);
+    records.extend(blobs(&codec, "d", 4..8));
+    let batch = event(&records, 500);
+
+    // The view write of `d` lands, then the function dies: `c` may or may not be written.
+    let crashing = env.aggregator_with(
+        CrashAfterWrite {
+            inner: DynamoViewStore::new(env.dynamo.clone(), TABLE),
+            crash_on: "d".into(),
+            crashed: false.into(),
+        },
+        env.claims(),
+    );
+    assert!(crashing.handle(batch.clone()).await.is_err());
+    assert_eq!(count_sum(&env, "d").await, (4.0, 22.0));
+    // Lambda delivers the batch again, to a fresh instance.
+    let report = env.aggregator().process(&batch, 1).await.unwrap();
+    assert_eq!(report.duplicates, 0);
+    assert!(report.replayed >= 4, "{report:?}");
+    assert_eq!(count_sum(&env, "c").await, (4.0, 6.0));
+    assert_eq!(count_sum(&env, "d").await, (4.0, 22.0));
+
+    // Every view write lands, then marking the claims fails: the batch fails and comes again.
+    let next = event(&blobs(&codec, "c", 8..10), 600);
+    let crashing = env.aggregator_with(
+        DynamoViewStore::new(env.dynamo.clone(), TABLE),
+        CrashBeforeMark {
+            inner: env.claims(),
+            crashed: false.into(),
+        },
+    );
+    assert!(crashing.handle(next.clone()).await.is_err());
+    assert_eq!(count_sum(&env, "c").await, (6.0, 23.0));
+    let report = env.aggregator().process(&next, 2).await.unwrap();
+    assert_eq!((report.replayed, report.items_written), (2, 0));
+    assert_eq!(count_sum(&env, "c").await, (6.0, 23.0));
+    // And now the claims are marked: a redrive of these would be dropped.
+    let ids: Vec<String> = (8..10).map(|n| format!("ev-c-{W0}-{n}")).collect();
+    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
+    assert_eq!(
+        env.claims().release("aggregator", &ids).await.unwrap(),
+        vec![Release::Applied, Release::Applied]
+    );
+    env.emulators.shutdown().await;
+}
+
+fn req<'a>(event_id: &'a str, position: &'a str) -> ClaimRequest<'a> {
+    ClaimRequest { event_id, position }
+}
+
+#[tokio::test]
+async fn claims_in_dynamodb() {
+    let env = Env::start("claims").await;
+    let claims = env.claims();
+    let claimed = Claim::Claimed { applied: false };
+    let now = 1_764_000_000;
+
+    let first = claims
+        .claim(
+            "aggregator",
+            &[
+                req("e1", "s/1"),
+                req("e2", "s/2"),
+                req("e1", "s/3"),
+                req("e1", "s/1"),
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(first, vec![claimed, claimed, Claim::Duplicate, claimed]);
+    // A redelivery re-claims; a new position is a duplicate; another stage is apart.
+    let again = claims
+        .claim("aggregator", &[req("e1", "s/1"), req("e2", "s/9")], now + 1)
+        .await
+        .unwrap();
+    assert_eq!(again, vec![claimed, Claim::Duplicate]);
+    assert_eq!(
+        claims
+            .claim("archiver", &[req("e2", "s/9")], now)
+            .await
+            .unwrap(),
+        vec![claimed]
+    );
+
+    claims
+        .mark_applied("aggregator", &[req("e1", "s/1")], now + 2)
+        .await
+        .unwrap();
+    assert_eq!(
+        claims
+            .claim("aggregator", &[req("e1", "s/1")], now + 3)
+            .await
+            .unwrap(),
+        vec![Claim::Claimed { applied: true }]
+    );
+    // The redrive: an applied claim stays, an unapplied one goes and may be claimed anew.
+    assert_eq!(
+        claims
+            .release("aggregator", &["e1", "e2", "nope"])
+            .await
+            .unwrap(),
+        vec![Release::Applied, Release::Released, Release::Unclaimed]
+    );
+    assert_eq!(
+        claims
+            .claim("aggregator", &[req("e2", "s/40")], now + 4)
+            .await
+            .unwrap(),
+        vec![claimed]
+    );
+    // Past the window a claim no longer holds, even before TTL deletes it.
+    assert_eq!(
+        claims
+            .claim(
+                "aggregator",
+                &[req("e1", "s/50")],
+                now + 2 + DAY.as_secs() as i64 + 1
+            )
+            .await
+            .unwrap(),
+        vec![claimed]
+    );
+
+    // Many ids (more than one read and one write chunk) claimed by two tasks at once, each
+    // at its own positions: every id goes to exactly one of them.
+    let ids: Vec<String> = (0..150).map(|i| format!("race-{i}")).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for side in ["a", "b"] {
+        let claims = env.claims();
+        let ids = ids.clone();
+        tasks.spawn(async move {
+            let positions: Vec<String> = (0..ids.len()).map(|i| format!("{side}/{i}")).collect();
+            let requests: Vec<ClaimRequest<'_>> = ids
+                .iter()
+                .zip(&positions)
+                .map(|(id, p)| req(id, p))
+                .collect();
+            claims.claim("aggregator", &requests, now).await.unwrap()
+        });
+    }
+    let a = tasks.join_next().await.unwrap().unwrap();
+    let b = tasks.join_next().await.unwrap().unwrap();
+    for (i, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!(
+            (*x == claimed) != (*y == claimed),
+            "id {i}: {x:?} and {y:?}"
+        );
+    }
     env.emulators.shutdown().await;
 }

@@ -10,6 +10,13 @@ pub const DEFAULT_VIEW_TTL_DAYS: u32 = 30;
 /// TTL further out than that is surely a typo.
 pub const MAX_VIEW_TTL_DAYS: u32 = 5 * 366;
 
+/// Hours a claim on an event id holds unless `RIFFLE_DEDUP_WINDOW_HOURS` says: duplicates
+/// further apart than this are not caught.
+pub const DEFAULT_DEDUP_WINDOW_HOURS: u32 = 24;
+/// A week: producer retries and upstream re-publishes come within minutes, and every hour
+/// of window is claims kept (and paid for) per event.
+pub const MAX_DEDUP_WINDOW_HOURS: u32 = 7 * 24;
+
 /// Typed configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -17,6 +24,10 @@ pub struct Config {
     pub view_table: String,
     /// `RIFFLE_VIEW_TTL_DAYS`: item lifetime after its window ends.
     pub view_ttl_days: u32,
+    /// `RIFFLE_CLAIMS_TABLE`: the DynamoDB table of event-id claims (deduplication).
+    pub claims_table: String,
+    /// `RIFFLE_DEDUP_WINDOW_HOURS`: how long a claim holds.
+    pub dedup_window_hours: u32,
     /// `RIFFLE_REGISTRY_URL`: the schema registry.
     pub registry_url: String,
     /// `RIFFLE_DLQ_URL`: the SQS queue for records that can never be aggregated.
@@ -24,6 +35,11 @@ pub struct Config {
 }
 
 impl Config {
+    /// How long a claim holds.
+    pub fn dedup_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.dedup_window_hours) * 3600)
+    }
+
     /// Reads the process environment.
     ///
     /// # Errors
@@ -44,9 +60,17 @@ impl Config {
             |days| (1..=MAX_VIEW_TTL_DAYS).contains(days),
             &format!("whole days in 1..={MAX_VIEW_TTL_DAYS}"),
         )?;
+        let dedup_window_hours = env.parsed_or(
+            "RIFFLE_DEDUP_WINDOW_HOURS",
+            DEFAULT_DEDUP_WINDOW_HOURS,
+            |hours| (1..=MAX_DEDUP_WINDOW_HOURS).contains(hours),
+            &format!("whole hours in 1..={MAX_DEDUP_WINDOW_HOURS}"),
+        )?;
         Ok(Config {
             view_table: env.required("RIFFLE_VIEW_TABLE")?,
             view_ttl_days,
+            claims_table: env.required("RIFFLE_CLAIMS_TABLE")?,
+            dedup_window_hours,
             registry_url: env.required("RIFFLE_REGISTRY_URL")?,
             dlq_url: env.required("RIFFLE_DLQ_URL")?,
         })
@@ -68,8 +92,9 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
-    const BASE: [(&str, &str); 3] = [
+    const BASE: [(&str, &str); 4] = [
         ("RIFFLE_VIEW_TABLE", "view"),
+        ("RIFFLE_CLAIMS_TABLE", "claims"),
         ("RIFFLE_REGISTRY_URL", "http://127.0.0.1:1"),
         ("RIFFLE_DLQ_URL", "http://127.0.0.1:2/q"),
     ];
@@ -79,12 +104,14 @@ mod tests {
         let c = Config::from_lookup(lookup(&BASE)).unwrap();
         assert_eq!(c.view_ttl_days, DEFAULT_VIEW_TTL_DAYS);
         assert_eq!(c.view_table, "view");
+        assert_eq!(c.claims_table, "claims");
+        assert_eq!(c.dedup_window_hours, DEFAULT_DEDUP_WINDOW_HOURS);
+        assert_eq!(c.dedup_window().as_secs(), 24 * 3600);
         let mut pairs = BASE.to_vec();
         pairs.push(("RIFFLE_VIEW_TTL_DAYS", "7"));
-        assert_eq!(
-            Config::from_lookup(lookup(&pairs)).unwrap().view_ttl_days,
-            7
-        );
+        pairs.push(("RIFFLE_DEDUP_WINDOW_HOURS", "2"));
+        let c = Config::from_lookup(lookup(&pairs)).unwrap();
+        assert_eq!((c.view_ttl_days, c.dedup_window_hours), (7, 2));
     }
 
     #[test]
@@ -94,6 +121,23 @@ mod tests {
             err,
             AggregatorError::MissingEnv("RIFFLE_VIEW_TABLE")
         ));
+        let no_claims: Vec<_> = BASE
+            .iter()
+            .copied()
+            .filter(|(k, _)| !k.contains("CLAIMS"))
+            .collect();
+        assert!(matches!(
+            Config::from_lookup(lookup(&no_claims)).unwrap_err(),
+            AggregatorError::MissingEnv("RIFFLE_CLAIMS_TABLE")
+        ));
+        for bad in ["0", "169", "1.5"] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("RIFFLE_DEDUP_WINDOW_HOURS", bad));
+            assert!(matches!(
+                Config::from_lookup(lookup(&pairs)).unwrap_err(),
+                AggregatorError::InvalidEnv { .. }
+            ));
+        }
         for bad in ["0", "-1", "x", "100000"] {
             let mut pairs = BASE.to_vec();
             pairs.push(("RIFFLE_VIEW_TTL_DAYS", bad));

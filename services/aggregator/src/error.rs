@@ -33,6 +33,9 @@ pub enum AggregatorError {
         /// Messages not sent.
         count: usize,
     },
+    /// The claims table (event-id deduplication) could not be read or written.
+    #[error("claims table: {0}")]
+    Claims(#[source] OutputError),
     /// A DynamoDB call on the view failed.
     #[error("view table: {0}")]
     View(#[source] AwsError),
@@ -70,7 +73,7 @@ impl AggregatorError {
             | AggregatorError::InvalidEnv { .. }
             | AggregatorError::CorruptItem { .. } => false,
             AggregatorError::Registry(e) => e.retryable(),
-            AggregatorError::DeadLetter(e) => e.retryable(),
+            AggregatorError::DeadLetter(e) | AggregatorError::Claims(e) => e.retryable(),
             AggregatorError::View(e) => e.retryable(),
             AggregatorError::NotParked { .. }
             | AggregatorError::Contended { .. }

@@ -1,5 +1,6 @@
-//! The aggregator's batch handler: decode, park the unusable, pre-aggregate, one
-//! conditional write per view item.
+//! The aggregator's batch handler: decode, park the unusable, claim event ids (dropping
+//! duplicates at new positions), pre-aggregate, one conditional write per view item that
+//! skips what the item already holds, then mark the claims applied (ADR 0009).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -19,6 +20,10 @@ use riffle_stage::dead_letter::{park, park_message};
 use riffle_stage::decode::{DecodedBatch, decode_batch};
 
 use crate::AggregatorError;
+use riffle_stage::dedup::{
+    Claim, ClaimRequest, Claims, Position, claim_position, record_positions,
+};
+
 use crate::aggregate::{Contribution, Point, ViewKey, ViewRow, apply, pre_aggregate};
 use crate::store::{Saved, ViewStore};
 
@@ -48,23 +53,48 @@ pub struct BatchReport {
     pub records: usize,
     /// Records sent to the dead-letter queue.
     pub parked: usize,
+    /// Records dropped because their event was claimed at another position (a producer
+    /// retry or an upstream re-publish).
+    pub duplicates: usize,
+    /// Records the view items already held (a redelivery of records applied before).
+    pub replayed: usize,
     /// View items written.
     pub items_written: usize,
     /// Writes that lost a race and were redone.
     pub conflicts: u32,
 }
 
+/// A usable record of the batch, before its claim is known.
+struct Candidate<'a> {
+    agg_key: &'a str,
+    window_start: i64,
+    metric: f64,
+    window_secs: u32,
+    shard: u32,
+    position: Position,
+}
+
+/// What writing one item did.
+struct ItemDone {
+    conflicts: u32,
+    written: bool,
+    skipped: usize,
+    /// Indexes (into the batch's claim requests) of the records the item now holds.
+    records: Vec<u32>,
+}
+
 /// The aggregator: folds `enriched` events into the DynamoDB view.
-pub struct Aggregator<S, V, D> {
+pub struct Aggregator<S, V, C, D> {
     codec: EnvelopeCodec,
     schemas: SchemaCache<S>,
     store: Arc<V>,
+    claims: C,
     dead_letters: D,
     windows: HashMap<String, u32>,
     ttl_days: u32,
 }
 
-impl<S, V, D> std::fmt::Debug for Aggregator<S, V, D> {
+impl<S, V, C, D> std::fmt::Debug for Aggregator<S, V, C, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Aggregator")
             .field("envelope_id", &self.codec.id())
@@ -73,13 +103,15 @@ impl<S, V, D> std::fmt::Debug for Aggregator<S, V, D> {
     }
 }
 
-impl<S: SchemaSource, V: ViewStore, D: Rejects> Aggregator<S, V, D> {
+impl<S: SchemaSource, V: ViewStore, C: Claims, D: Rejects> Aggregator<S, V, C, D> {
     /// An aggregator reading envelopes with `codec` (other envelope versions come from
-    /// `schemas`), writing items that expire `ttl_days` after their window.
+    /// `schemas`), dropping events already claimed at another position in `claims`, writing
+    /// items that expire `ttl_days` after their window.
     pub fn new(
         codec: EnvelopeCodec,
         schemas: SchemaCache<S>,
         store: V,
+        claims: C,
         dead_letters: D,
         windows: HashMap<String, u32>,
         ttl_days: u32,
@@ -88,6 +120,7 @@ impl<S: SchemaSource, V: ViewStore, D: Rejects> Aggregator<S, V, D> {
             codec,
             schemas,
             store: Arc::new(store),
+            claims,
             dead_letters,
             windows,
             ttl_days,
@@ -95,8 +128,8 @@ impl<S: SchemaSource, V: ViewStore, D: Rejects> Aggregator<S, V, D> {
     }
 
     /// Handles one Lambda batch: `Ok` with no item failures once every record is in the
-    /// view or parked; `Err` (the whole batch is retried) when the view or the queue could
-    /// not be written.
+    /// view, parked or dropped as a duplicate; `Err` (the whole batch is retried) when the
+    /// view, the claims or the queue could not be written.
     ///
     /// # Errors
     /// See [`AggregatorError::retryable`].
@@ -113,6 +146,8 @@ impl<S: SchemaSource, V: ViewStore, D: Rejects> Aggregator<S, V, D> {
             Ok(report) => {
                 metrics.count("RecordsIn", report.records as u64);
                 metrics.count("RecordsParked", report.parked as u64);
+                metrics.count("DuplicatesDropped", report.duplicates as u64);
+                metrics.count("RecordsReplayed", report.replayed as u64);
                 metrics.count("ViewItemsWritten", report.items_written as u64);
                 metrics.count("ViewWriteConflicts", u64::from(report.conflicts));
             }
@@ -139,38 +174,77 @@ impl<S: SchemaSource, V: ViewStore, D: Rejects> Aggregator<S, V, D> {
             records,
             mut parked,
         } = decode_batch(SERVICE, &self.codec, &self.schemas, &event.records).await?;
+        let positions = record_positions(&event.records);
 
-        let mut points = Vec::with_capacity(records.len());
+        // A batch comes from one shard, so this list nearly always has one entry.
+        let mut shards: Vec<String> = Vec::new();
+        let mut candidates = Vec::with_capacity(records.len());
+        let mut claim_positions = Vec::with_capacity(records.len());
+        let mut event_ids = Vec::with_capacity(records.len());
         for decoded in &records {
             let Some(enrichment) = decoded.envelope.enrichment.as_ref() else {
                 continue;
             };
-            if !enrichment.metric.is_finite() {
-                // DynamoDB numbers have no NaN or infinity, and one would poison the sum.
-                if let Some(record) = event.records.get(decoded.index) {
-                    let message = park_message(
-                        SERVICE,
-                        record,
-                        "non_finite_metric",
-                        format!(
-                            "event {} has metric {}",
-                            decoded.envelope.event_id, enrichment.metric
-                        ),
-                    );
-                    parked.push(message.with_envelope(&decoded.envelope));
-                }
+            let Some(record) = event.records.get(decoded.index) else {
                 continue;
-            }
+            };
+            let problem = if !enrichment.metric.is_finite() {
+                // DynamoDB numbers have no NaN or infinity, and one would poison the sum.
+                Some((
+                    "non_finite_metric",
+                    format!(
+                        "event {} has metric {}",
+                        decoded.envelope.event_id, enrichment.metric
+                    ),
+                ))
+            } else {
+                None
+            };
+            let located = positions
+                .get(decoded.index)
+                .and_then(|(s, p)| Some((*s, (*p)?)));
+            let (shard, position) = match (problem, located) {
+                (None, Some(located)) => located,
+                (problem, _) => {
+                    // Without a position the record could be applied twice; Lambda never
+                    // sends one, so it is parked rather than guessed at.
+                    let (code, detail) = problem.unwrap_or_else(|| {
+                        (
+                            "no_position",
+                            format!(
+                                "sequence number {:?} is not a Kinesis one",
+                                record.kinesis.sequence_number
+                            ),
+                        )
+                    });
+                    parked.push(
+                        park_message(SERVICE, record, code, detail)
+                            .with_envelope(&decoded.envelope),
+                    );
+                    continue;
+                }
+            };
+            let shard_index = match shards.iter().position(|s| s == shard) {
+                Some(i) => i,
+                None => {
+                    shards.push(shard.to_owned());
+                    shards.len() - 1
+                }
+            };
             let subject = decoded.envelope.subject.as_str();
             let window_secs = self.windows.get(subject).copied().unwrap_or_else(|| {
                 tracing::warn!(subject, "no contract for subject, using the default window");
                 DEFAULT_WINDOW_SECS
             });
-            points.push(Point {
+            claim_positions.push(claim_position(shard, &position));
+            event_ids.push(decoded.envelope.event_id.as_str());
+            candidates.push(Candidate {
                 agg_key: &enrichment.agg_key,
                 window_start: enrichment.window_start,
                 metric: enrichment.metric,
                 window_secs,
+                shard: u32::try_from(shard_index).unwrap_or(u32::MAX),
+                position,
             });
         }
 
@@ -181,46 +255,118 @@ impl<S: SchemaSource, V: ViewStore, D: Rejects> Aggregator<S, V, D> {
             return Err(AggregatorError::NotParked { count: not_parked });
         }
 
-        let contributions = pre_aggregate(points);
-        let keys: Vec<ViewKey> = contributions.keys().cloned().collect();
-        let mut current = self.store.load(&keys).await?;
+        let requests: Vec<ClaimRequest<'_>> = event_ids
+            .iter()
+            .zip(&claim_positions)
+            .map(|(event_id, position)| ClaimRequest { event_id, position })
+            .collect();
+        let now_secs = now_ms.div_euclid(1000);
+        let answers = self
+            .claims
+            .claim(SERVICE, &requests, now_secs)
+            .await
+            .map_err(AggregatorError::Claims)?;
 
-        // IDEMPOTENCE (later): Lambda delivers a batch at least once, so a retried batch
-        // is applied again. The fix goes here: each item keeps, per shard, the highest
-        // sequence number applied to it (`applied.<shardId>`), written in the same
-        // conditional put; a contribution whose batch's last sequence number is not above
-        // it is skipped. Records of one shard arrive in order, so one number per shard
-        // suffices.
-        let mut tasks = JoinSet::new();
         let mut report = BatchReport {
             records: event.records.len(),
             parked: parked.len(),
             ..BatchReport::default()
         };
+        let mut points = Vec::with_capacity(candidates.len());
+        for (i, (c, answer)) in candidates.iter().zip(&answers).enumerate() {
+            if *answer == Claim::Duplicate {
+                report.duplicates += 1;
+                continue;
+            }
+            points.push(Point {
+                agg_key: c.agg_key,
+                window_start: c.window_start,
+                metric: c.metric,
+                window_secs: c.window_secs,
+                shard: c.shard,
+                position: c.position,
+                record: u32::try_from(i).unwrap_or(u32::MAX),
+            });
+        }
+        if report.duplicates > 0 {
+            tracing::info!(
+                duplicates = report.duplicates,
+                "events already claimed at another position dropped"
+            );
+        }
+
+        let contributions = pre_aggregate(points);
+        let keys: Vec<ViewKey> = contributions.keys().cloned().collect();
+        let mut current = self.store.load(&keys).await?;
+        let shards: Arc<[String]> = shards.into();
+
+        let mut tasks = JoinSet::new();
+        let mut done: Vec<u32> = Vec::with_capacity(candidates.len());
+        let mut failed: Option<AggregatorError> = None;
         for (key, contribution) in contributions {
-            if tasks.len() >= MAX_CONCURRENT_WRITES {
-                report.conflicts += joined(tasks.join_next().await)?;
-                report.items_written += 1;
+            while tasks.len() >= MAX_CONCURRENT_WRITES && failed.is_none() {
+                record_done(tasks.join_next().await, &mut report, &mut done, &mut failed);
+            }
+            if failed.is_some() {
+                break;
             }
             let stored = current.remove(&key);
             let store = Arc::clone(&self.store);
+            let shards = Arc::clone(&shards);
             let ttl_days = self.ttl_days;
             tasks.spawn(async move {
-                write_item(&*store, key, stored, contribution, now_ms, ttl_days).await
+                write_item(
+                    &*store,
+                    key,
+                    stored,
+                    contribution,
+                    &shards,
+                    now_ms,
+                    ttl_days,
+                )
+                .await
             });
         }
-        while let Some(done) = tasks.join_next().await {
-            report.conflicts += joined(Some(done))?;
-            report.items_written += 1;
+        // On a failure the writes in flight still finish, so that what did reach the view
+        // is marked applied below (a record given up on later must not be released, or its
+        // redrive would count it twice).
+        while let Some(joined) = tasks.join_next().await {
+            record_done(Some(joined), &mut report, &mut done, &mut failed);
         }
+
+        let to_mark: Vec<ClaimRequest<'_>> = done
+            .iter()
+            .filter_map(|&i| {
+                let i = i as usize;
+                match answers.get(i) {
+                    Some(Claim::Claimed { applied: false }) => requests.get(i).copied(),
+                    _ => None,
+                }
+            })
+            .collect();
+        let marked = if to_mark.is_empty() {
+            Ok(())
+        } else {
+            self.claims.mark_applied(SERVICE, &to_mark, now_secs).await
+        };
+        if let Some(e) = failed {
+            if let Err(mark_error) = marked {
+                tracing::warn!(error = %mark_error, "claims of written items not marked applied");
+            }
+            return Err(e);
+        }
+        // Not marked: the retry finds every item written (the position guard skips them)
+        // and marks again.
+        marked.map_err(AggregatorError::Claims)?;
         Ok(report)
     }
 }
 
-impl<S, V, D> KinesisHandler for Aggregator<S, V, D>
+impl<S, V, C, D> KinesisHandler for Aggregator<S, V, C, D>
 where
     S: SchemaSource + 'static,
     V: ViewStore,
+    C: Claims,
     D: Rejects + 'static,
 {
     async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, HandlerError> {
@@ -228,30 +374,72 @@ where
     }
 }
 
-fn joined(
-    done: Option<Result<Result<u32, AggregatorError>, tokio::task::JoinError>>,
-) -> Result<u32, AggregatorError> {
-    match done {
-        None => Ok(0),
-        Some(Ok(result)) => result,
+fn record_done(
+    joined: Option<Result<Result<ItemDone, AggregatorError>, tokio::task::JoinError>>,
+    report: &mut BatchReport,
+    done: &mut Vec<u32>,
+    failed: &mut Option<AggregatorError>,
+) {
+    let outcome = match joined {
+        None => return,
+        Some(Ok(outcome)) => outcome,
         Some(Err(e)) => Err(AggregatorError::Task(e.to_string())),
+    };
+    match outcome {
+        Ok(item) => {
+            report.conflicts += item.conflicts;
+            report.replayed += item.skipped;
+            if item.written {
+                report.items_written += 1;
+            }
+            done.extend(item.records);
+        }
+        Err(e) => {
+            if failed.is_none() {
+                *failed = Some(e);
+            }
+        }
     }
 }
 
-/// Merges `contribution` into the item and writes it over the version read, re-reading
-/// after each lost race. Returns the number of lost races.
+/// Merges what `contribution` adds to the item and writes it over the version read,
+/// re-reading after each lost race; writes nothing when the item already holds it all.
 async fn write_item<V: ViewStore>(
     store: &V,
     key: ViewKey,
     mut stored: Option<ViewRow>,
     contribution: Contribution,
+    shards: &[String],
     now_ms: i64,
     ttl_days: u32,
-) -> Result<u32, AggregatorError> {
+) -> Result<ItemDone, AggregatorError> {
+    let records = || contribution.samples.iter().map(|s| s.record).collect();
     for attempt in 0..MAX_WRITE_ATTEMPTS {
-        let row = apply(&key, stored.as_ref(), &contribution, now_ms, ttl_days);
+        let merge = apply(
+            &key,
+            stored.as_ref(),
+            &contribution,
+            shards,
+            now_ms,
+            ttl_days,
+        );
+        let Some(row) = merge.row else {
+            return Ok(ItemDone {
+                conflicts: attempt,
+                written: false,
+                skipped: merge.skipped,
+                records: records(),
+            });
+        };
         match store.save(&row).await? {
-            Saved::Written => return Ok(attempt),
+            Saved::Written => {
+                return Ok(ItemDone {
+                    conflicts: attempt,
+                    written: true,
+                    skipped: merge.skipped,
+                    records: records(),
+                });
+            }
             Saved::Conflict => {
                 stored = store.load(std::slice::from_ref(&key)).await?.remove(&key);
             }
@@ -272,8 +460,9 @@ mod tests {
     use riffle_aws::AwsError;
 
     use riffle_stage::SqsMessage;
+    use riffle_stage::dedup::MemoryClaims;
     use riffle_stage::testing::{
-        MapSource, Sink, enriched_envelope as envelope, kinesis_event as event, reject_messages,
+        MapSource, Sink, enriched_envelope as envelope, kinesis_event, reject_messages,
     };
 
     use super::*;
@@ -312,13 +501,26 @@ mod tests {
             let mut bumps = self.rival_bumps.lock().unwrap();
             if *bumps > 0 {
                 *bumps -= 1;
-                // A rival adds one value of 100 to the item first.
-                let contribution = Contribution {
-                    aggregate: Aggregate::of(100.0),
+                // A rival on another shard adds one value of 100 to the item first.
+                let rival = pre_aggregate([Point {
+                    agg_key: &row.key.agg_key,
+                    window_start: row.key.window_start,
+                    metric: 100.0,
                     window_secs: 60,
-                };
-                let rival = apply(&row.key, items.get(&row.key), &contribution, 0, 30);
-                items.insert(row.key.clone(), rival);
+                    shard: 0,
+                    // Later rival writes sit later on the rival's shard.
+                    position: Position::new(&(u32::MAX - *bumps).to_string(), 0).unwrap(),
+                    record: 0,
+                }]);
+                let merge = apply(
+                    &row.key,
+                    items.get(&row.key),
+                    &rival[&row.key],
+                    &["shardId-rival".to_owned()],
+                    0,
+                    30,
+                );
+                items.insert(row.key.clone(), merge.row.unwrap());
             }
             let stored_version = items.get(&row.key).map_or(0, |r| r.version);
             if stored_version + 1 != row.version {
@@ -329,7 +531,7 @@ mod tests {
         }
     }
 
-    type TestAggregator = Aggregator<MapSource, MemoryStore, Sink<SqsMessage>>;
+    type TestAggregator = Aggregator<MapSource, MemoryStore, MemoryClaims, Sink<SqsMessage>>;
 
     fn aggregator(store: MemoryStore, letters: Sink<SqsMessage>) -> TestAggregator {
         let windows = window_lengths(&riffle_codec::rules::bundled().unwrap());
@@ -337,10 +539,33 @@ mod tests {
             EnvelopeCodec::new(7).unwrap(),
             SchemaCache::new(MapSource::default()),
             store,
+            MemoryClaims::default(),
             letters,
             windows,
             30,
         )
+    }
+
+    /// One record per blob on shard 0, sequence numbers from `first_seq`.
+    fn event_at(datas: &[Vec<u8>], first_seq: u64) -> KinesisEvent {
+        let mut ev = kinesis_event(datas);
+        for (i, r) in ev.records.iter_mut().enumerate() {
+            let seq = (first_seq + i as u64).to_string();
+            r.event_id = Some(format!("shardId-000000000000:{seq}"));
+            r.kinesis.sequence_number = seq;
+        }
+        ev
+    }
+
+    fn event(datas: &[Vec<u8>]) -> KinesisEvent {
+        event_at(datas, 100)
+    }
+
+    fn blobs(codec: &EnvelopeCodec, values: &[(&str, f64)]) -> Vec<Vec<u8>> {
+        values
+            .iter()
+            .map(|(k, v)| codec.encode(&envelope(k, *v, 0)).unwrap())
+            .collect()
     }
 
     fn item(agg: &TestAggregator, agg_key: &str, window_start: i64) -> ViewRow {
@@ -355,18 +580,18 @@ mod tests {
     async fn batches_add_up_in_the_view() {
         let agg = aggregator(MemoryStore::default(), Sink::new());
         let codec = EnvelopeCodec::new(7).unwrap();
-        let first = event(&[
-            codec.encode(&envelope("a", 2.0, 0)).unwrap(),
-            codec.encode(&envelope("a", 5.0, 0)).unwrap(),
-            codec.encode(&envelope("b", 1.0, 60_000)).unwrap(),
-        ]);
+        let first = event_at(
+            &[
+                codec.encode(&envelope("a", 2.0, 0)).unwrap(),
+                codec.encode(&envelope("a", 5.0, 0)).unwrap(),
+                codec.encode(&envelope("b", 1.0, 60_000)).unwrap(),
+            ],
+            100,
+        );
         let report = agg.process(&first, 1_000).await.unwrap();
         assert_eq!(report.items_written, 2);
         assert_eq!(report.parked, 0);
-        let second = event(&[
-            codec.encode(&envelope("a", -3.0, 0)).unwrap(),
-            codec.encode(&envelope("a", 1.0, 0)).unwrap(),
-        ]);
+        let second = event_at(&blobs(&codec, &[("a", -3.0), ("a", 1.0)]), 200);
         agg.process(&second, 2_000).await.unwrap();
 
         let a = item(&agg, "a", 0);
@@ -481,5 +706,79 @@ mod tests {
         let err = agg.handle_batch(event(&datas)).await.unwrap_err();
         assert!(matches!(err, AggregatorError::View(_)));
         assert!(err.retryable());
+    }
+
+    #[tokio::test]
+    async fn a_redelivered_batch_changes_nothing() {
+        let agg = aggregator(MemoryStore::default(), Sink::new());
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let ev = event_at(&blobs(&codec, &[("a", 1.0), ("a", 2.0), ("b", 4.0)]), 10);
+        agg.process(&ev, 1_000).await.unwrap();
+        let before = item(&agg, "a", 0);
+        let report = agg.process(&ev, 2_000).await.unwrap();
+        assert_eq!(
+            (report.items_written, report.replayed, report.duplicates),
+            (0, 3, 0)
+        );
+        assert_eq!(item(&agg, "a", 0), before);
+        // Its second half (bisection), then a range overlapping it and going further.
+        agg.process(
+            &event_at(&blobs(&codec, &[("a", 2.0), ("b", 4.0)]), 11),
+            3_000,
+        )
+        .await
+        .unwrap();
+        let overlap = event_at(&blobs(&codec, &[("b", 4.0), ("a", 8.0), ("b", 16.0)]), 12);
+        let report = agg.process(&overlap, 4_000).await.unwrap();
+        assert_eq!((report.replayed, report.items_written), (1, 2));
+        assert_eq!(item(&agg, "a", 0).aggregate.sum, 11.0);
+        assert_eq!(item(&agg, "b", 0).aggregate.sum, 20.0);
+        assert_eq!(item(&agg, "a", 0).aggregate.count, 3);
+    }
+
+    #[tokio::test]
+    async fn an_event_again_at_a_new_position_is_dropped() {
+        let agg = aggregator(MemoryStore::default(), Sink::new());
+        let codec = EnvelopeCodec::new(7).unwrap();
+        agg.process(&event_at(&blobs(&codec, &[("a", 1.0)]), 10), 1_000)
+            .await
+            .unwrap();
+        // The producer retried: the same event id, later on the stream, next to a new one.
+        let retry = event_at(&blobs(&codec, &[("a", 1.0), ("a", 2.0), ("a", 2.0)]), 20);
+        let report = agg.process(&retry, 2_000).await.unwrap();
+        assert_eq!((report.duplicates, report.items_written), (2, 1));
+        assert_eq!(item(&agg, "a", 0).aggregate.sum, 3.0);
+        assert_eq!(agg.claims.len(), 2);
+    }
+
+    #[tokio::test]
+    async fn kpl_user_records_of_one_sequence_number_count_apart() {
+        let agg = aggregator(MemoryStore::default(), Sink::new());
+        let codec = EnvelopeCodec::new(7).unwrap();
+        // Three user records of one aggregate share its sequence number.
+        let mut ev = event_at(&blobs(&codec, &[("a", 1.0), ("a", 2.0), ("a", 4.0)]), 10);
+        for r in &mut ev.records {
+            r.kinesis.sequence_number = "10".into();
+            r.event_id = Some("shardId-000000000000:10".into());
+        }
+        agg.process(&ev, 1).await.unwrap();
+        agg.process(&ev, 2).await.unwrap();
+        assert_eq!(item(&agg, "a", 0).aggregate.sum, 7.0);
+    }
+
+    #[tokio::test]
+    async fn a_record_without_a_kinesis_position_is_parked() {
+        let agg = aggregator(MemoryStore::default(), Sink::new());
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let mut ev = event(&blobs(&codec, &[("a", 1.0), ("a", 2.0)]));
+        ev.records[1].kinesis.sequence_number = "not-a-number".into();
+        let report = agg.process(&ev, 1).await.unwrap();
+        assert_eq!(report.parked, 1);
+        let codes: Vec<_> = reject_messages(&agg.dead_letters.take())
+            .iter()
+            .map(|m| m.code.clone())
+            .collect();
+        assert_eq!(codes, vec!["no_position"]);
+        assert_eq!(item(&agg, "a", 0).aggregate.sum, 1.0);
     }
 }

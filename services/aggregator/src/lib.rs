@@ -3,14 +3,19 @@
 //!
 //! Layout:
 //! - [`handler`]: [`Aggregator`], the pure batch handler; its dependencies are ports.
-//! - [`aggregate`]: pre-aggregation per view item and the merge into the stored item.
+//! - [`aggregate`]: pre-aggregation per view item and the merge into the stored item, which
+//!   skips what the item already holds (per input shard, the highest record position
+//!   applied), so redelivered records count once.
 //! - [`store`]: the [`ViewStore`] port and its DynamoDB implementation (BatchGetItem, then
 //!   one conditional PutItem per item per batch).
 //!
 //! Decoding the batch's envelopes and parking the records no retry can fix on the stage's
 //! dead-letter queue are shared with the archiver, which reads the same stream:
 //! `riffle_stage::decode` and `riffle_stage::dead_letter` (whose doc explains why they are
-//! parked rather than reported as batch item failures).
+//! parked rather than reported as batch item failures). So is the claims table that drops an
+//! event seen again at a new position (a producer retry, an upstream re-publish):
+//! `riffle_stage::dedup`. docs/adr/0009-exactly-once-effects.md tells how the two guards make
+//! the view count every event once, and where that stops.
 //! - [`config`]: the typed [`Config::from_env`].
 //! - [`error`]: [`AggregatorError`], which knows whether a failed batch is worth retrying.
 //!

@@ -12,6 +12,7 @@ use riffle_aws::SqsSender;
 use riffle_codec::SchemaCache;
 use riffle_registry_client::{RegistryClient, STARTUP_PATIENCE};
 use riffle_stage::SqsRejects;
+use riffle_stage::dedup::DynamoClaims;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -26,16 +27,19 @@ async fn main() -> Result<(), BoxError> {
     let envelope_id = codec.id();
     let windows = window_lengths(&riffle_codec::rules::bundled()?);
 
-    let store = DynamoViewStore::new(riffle_aws::dynamodb_client(&sdk), &config.view_table);
+    let dynamo = riffle_aws::dynamodb_client(&sdk);
+    let store = DynamoViewStore::new(dynamo.clone(), &config.view_table);
+    let claims = DynamoClaims::new(dynamo, &config.claims_table, config.dedup_window());
     let dead_letters = SqsRejects::new(
         SqsSender::new(riffle_aws::sqs_client(&sdk)),
         &config.dlq_url,
     );
-    tracing::info!(envelope_id, table = %config.view_table, "aggregator starting");
+    tracing::info!(envelope_id, table = %config.view_table, claims = %config.claims_table, "aggregator starting");
     let handler = Aggregator::new(
         codec,
         SchemaCache::new(registry),
         store,
+        claims,
         dead_letters,
         windows,
         config.view_ttl_days,

@@ -7,7 +7,7 @@
 //! not existing yet). A writer that lost the race reads that one item again (strongly
 //! consistent) and merges again; see [`crate::handler`].
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::time::Duration;
 
@@ -16,7 +16,7 @@ use riffle_aws::AwsError;
 use riffle_aws::backoff::full_jitter;
 
 use crate::AggregatorError;
-use crate::aggregate::{Aggregate, ViewKey, ViewRow};
+use crate::aggregate::{Aggregate, Position, ViewKey, ViewRow};
 
 /// BatchGetItem limit: keys per request.
 pub const BATCH_GET_MAX_KEYS: usize = 100;
@@ -170,10 +170,20 @@ fn key_item(key: &ViewKey) -> HashMap<String, AttributeValue> {
     ])
 }
 
-/// The DynamoDB item of a row: the attributes of `schemas/view_row.avsc` plus `version`.
+/// Attribute holding, per input shard, the highest position applied (ADR 0009).
+pub const APPLIED_ATTRIBUTE: &str = "applied";
+
+/// The DynamoDB item of a row: the attributes of `schemas/view_row.avsc` plus `version` and
+/// `applied` (a map of shard id to [`Position::encode`]).
 pub fn row_item(row: &ViewRow) -> HashMap<String, AttributeValue> {
     let mut item = key_item(&row.key);
     let a = &row.aggregate;
+    let applied = row
+        .applied
+        .iter()
+        .map(|(shard, position)| (shard.clone(), AttributeValue::S(position.encode())))
+        .collect();
+    item.insert(APPLIED_ATTRIBUTE.to_owned(), AttributeValue::M(applied));
     item.extend([
         ("window_secs".to_owned(), number(row.window_secs)),
         ("count".to_owned(), number(a.count)),
@@ -233,9 +243,30 @@ pub fn parse_item(item: &HashMap<String, AttributeValue>) -> Result<ViewRow, Agg
             updated_at: num(item, "updated_at")?,
             expires_at: num(item, "expires_at")?,
             version: num(item, "version")?,
+            applied: applied(item)?,
         })
     };
     read().map_err(corrupt)
+}
+
+/// The `applied` map; an item written before positions were kept has none (nothing is
+/// known to be applied from any shard, which is what an empty map says).
+fn applied(item: &HashMap<String, AttributeValue>) -> Result<BTreeMap<String, Position>, String> {
+    let map = match item.get(APPLIED_ATTRIBUTE) {
+        None => return Ok(BTreeMap::new()),
+        Some(AttributeValue::M(map)) => map,
+        Some(_) => return Err(format!("`{APPLIED_ATTRIBUTE}` is not a map")),
+    };
+    map.iter()
+        .map(|(shard, value)| {
+            let position = value
+                .as_s()
+                .ok()
+                .and_then(|text| Position::decode(text))
+                .ok_or_else(|| format!("`{APPLIED_ATTRIBUTE}.{shard}` is not a position"))?;
+            Ok((shard.clone(), position))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -260,8 +291,26 @@ mod tests {
             updated_at: 1_764_000_001_000,
             expires_at: 1_766_592_060,
             version: 4,
+            applied: BTreeMap::from([
+                (
+                    "shardId-000000000000".into(),
+                    Position::new(
+                        "49590338271490256608559692538361571095921575989136588898",
+                        3,
+                    )
+                    .unwrap(),
+                ),
+                (
+                    "shardId-000000000001".into(),
+                    Position::new("7", 0).unwrap(),
+                ),
+            ]),
         };
         assert_eq!(parse_item(&row_item(&row)).unwrap(), row);
+        // Items from before positions were kept read as holding none.
+        let mut old = row_item(&row);
+        old.remove(APPLIED_ATTRIBUTE);
+        assert!(parse_item(&old).unwrap().applied.is_empty());
     }
 
     #[test]
@@ -276,7 +325,22 @@ mod tests {
             updated_at: 0,
             expires_at: 0,
             version: 1,
+            applied: BTreeMap::new(),
         });
+        let mut bad_mark = item.clone();
+        bad_mark.insert(
+            APPLIED_ATTRIBUTE.into(),
+            AttributeValue::M(HashMap::from([(
+                "shardId-0".into(),
+                AttributeValue::S("12".into()),
+            )])),
+        );
+        assert!(
+            parse_item(&bad_mark)
+                .unwrap_err()
+                .to_string()
+                .contains("applied")
+        );
         item.insert("count".into(), AttributeValue::S("three".into()));
         let err = parse_item(&item).unwrap_err();
         assert!(matches!(err, AggregatorError::CorruptItem { .. }));

@@ -5,13 +5,15 @@
 //! Layout: [`ports`] (traits plus their AWS implementations), [`reject`] (the message a
 //! rejected record becomes), [`batch`] (failed records -> `KinesisEventResponse`),
 //! [`schemas`] (resolving a batch's schema ids once), [`decode`] and [`dead_letter`] (the
-//! envelopes of an `enriched` batch, and parking the records no retry can fix), [`env`]
+//! envelopes of an `enriched` batch, and parking the records no retry can fix), [`dedup`]
+//! (record positions and the event-id claims behind exactly-once effects), [`env`]
 //! (configuration from environment variables), and `testing` (in-process ports for tests, behind the cargo feature `testing`).
 
 pub mod aggregate;
 pub mod batch;
 pub mod dead_letter;
 pub mod decode;
+pub mod dedup;
 pub mod env;
 pub mod ports;
 pub mod reject;
