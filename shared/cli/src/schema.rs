@@ -482,14 +482,18 @@ pub async fn check_file(
         };
         if !answer.is_compatible {
             compatible = false;
+            let against = match target {
+                VersionRef::Latest => "against the latest version".to_owned(),
+                VersionRef::Number(n) => format!("against version {n}"),
+            };
             if answer.messages.is_empty() {
-                messages.push(format!("against version {target}: incompatible"));
+                messages.push(format!("{against}: incompatible"));
             }
             messages.extend(
                 answer
                     .messages
                     .into_iter()
-                    .map(|m| format!("against version {target}: {m}")),
+                    .map(|m| format!("{against}: {m}")),
             );
         }
     }

@@ -66,10 +66,15 @@ pub async fn run(
         let rel = file.strip_prefix(&root).unwrap_or(file);
         history.extend(committed_versions(&root, &commit, rel)?);
     }
-    let current: Vec<SchemaFile> = files
-        .iter()
-        .map(|f| SchemaFile::read(f))
-        .collect::<Result<_, _>>()?;
+    let mut current = Vec::with_capacity(files.len());
+    for file in &files {
+        let mut read = SchemaFile::read(file)?;
+        // Paths as the history shows them, relative to the repository.
+        if let Ok(rel) = file.strip_prefix(&root) {
+            read.path = rel.to_path_buf();
+        }
+        current.push(read);
+    }
 
     let short = commit.get(..10).unwrap_or(&commit);
     println!(
