@@ -4,9 +4,15 @@
 //! Layout: [`pipeline`] (emulators, provisioning, registry and stage processes),
 //! [`demo`] (produce, drain, summarise), [`verify`] (outcome vs ground truth),
 //! [`schema`] (`riffle schema`: register, check, list, diff and the CI gate).
+//! Operator commands over a deployment (AWS or the local twin): [`compact`]
+//! (`riffle archive compact`), [`replay`] (`riffle replay`, the view rebuilt from the
+//! archive), [`dlq`] (`riffle dlq list | show | redrive`).
 //! The `riffle` binary (`main.rs`) is the command line over these.
 
+pub mod compact;
 pub mod demo;
+pub mod dlq;
 pub mod pipeline;
+pub mod replay;
 pub mod schema;
 pub mod verify;

@@ -50,6 +50,12 @@ enum Command {
     },
     /// Schema registry tooling: register, check, list and diff schemas, and the CI gate.
     Schema(riffle_cli::schema::SchemaArgs),
+    /// Archive maintenance: `compact` merges small Parquet objects per partition.
+    Archive(riffle_cli::compact::ArchiveArgs),
+    /// Rebuild the view from the S3 archive into a fresh DynamoDB table.
+    Replay(riffle_cli::replay::ReplayArgs),
+    /// Dead-letter and rejects queues: list them, show messages, redrive records.
+    Dlq(riffle_cli::dlq::DlqArgs),
 }
 
 #[tokio::main]
@@ -57,6 +63,9 @@ async fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Schema(args) => riffle_cli::schema::run(args).await,
+        Command::Archive(args) => riffle_cli::compact::main(args).await,
+        Command::Replay(args) => riffle_cli::replay::main(args).await,
+        Command::Dlq(args) => riffle_cli::dlq::main(args).await,
         Command::Demo {
             events,
             rate,

@@ -61,6 +61,12 @@ pub enum PipelineError {
     /// The generator could not be built.
     #[error("load generator: {0}")]
     Load(#[from] riffle_loadtest::LoadError),
+    /// An operator command's archive work failed (compaction, replay).
+    #[error("archive bucket: {0}")]
+    Archiver(#[from] riffle_archiver::ArchiverError),
+    /// An operator command was asked for something it cannot do as asked.
+    #[error("{0}")]
+    Usage(String),
 }
 
 fn aws<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> PipelineError + '_ {

@@ -1,0 +1,1046 @@
+//! `riffle dlq list | show | redrive`: the deployment's dead-letter queues from a terminal.
+//!
+//! Which queues exist, which stage writes each, and which stream feeds each stage come from
+//! the templates ([`topology`], pure, over `riffle_local::plan`): the stages' on-failure
+//! destinations and `RIFFLE_DLQ_URL` / `RIFFLE_REJECTS_QUEUE_URL` variables, and their event
+//! source mappings. Queue URLs are then looked up by name (GetQueueUrl), so the same command
+//! works against AWS and the local twin (endpoints from the standard AWS variables).
+//!
+//! Two message shapes travel on these queues (docs/CONTRACTS.md, "Queue messages"):
+//! `RejectMessage`s (alone or as a `RejectBatch`) and the event source mapping's on-failure
+//! messages. [`parse_message`] reads both.
+//!
+//! Redrive puts the records a message carries back on the input stream of the stage that
+//! gave up on them, with their original partition keys, and deletes the message only after
+//! every one of its records was put: at least once. A crash between the put and the delete
+//! puts the records again on the next redrive; the stages' event-id claims are what keep a
+//! second delivery from being applied twice, and [`release_claims`] is where redrive hands
+//! the released event ids to them.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, QueueAttributeName,
+};
+use clap::{Args, Subcommand};
+use riffle_aws::{KinesisPublisher, OutRecord, PublishConfig};
+use riffle_codec::EnvelopeCodec;
+use riffle_local::provision::Plan;
+use riffle_local::template::{Attrs, LOCAL_ACCOUNT_ID, Scope};
+use riffle_stage::{KinesisEventRecord, RejectMessage};
+use serde_json::Value;
+
+use crate::pipeline::PipelineError;
+
+/// SQS limit: messages per ReceiveMessage, DeleteMessageBatch and
+/// ChangeMessageVisibilityBatch.
+pub const SQS_BATCH_MAX: usize = 10;
+/// How long `show` hides the messages it reads before making them visible again.
+pub const SHOW_VISIBILITY_SECS: i32 = 30;
+/// How long `redrive` hides a message while it puts its records.
+pub const REDRIVE_VISIBILITY_SECS: i32 = 300;
+/// Empty receives in a row that mean "nothing more to read now".
+const EMPTY_RECEIVES: u32 = 2;
+/// Environment variables through which a stage names a queue it writes.
+const QUEUE_VARIABLES: [&str; 2] = ["RIFFLE_DLQ_URL", "RIFFLE_REJECTS_QUEUE_URL"];
+/// Region used only to build placeholder ARNs while reading the templates.
+const PLAN_REGION: &str = "us-east-1";
+
+/// One dead-letter queue of the deployment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeadLetterQueue {
+    /// Logical id in the platform template (`EnricherDlq`).
+    pub logical: String,
+    /// Queue name (`riffle-enricher-dlq`).
+    pub name: String,
+    /// The stages writing to it (rejects, parked records, on-failure messages).
+    pub stages: Vec<String>,
+}
+
+/// The queues, and each stage's input stream.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Topology {
+    /// Every queue of the platform template, in template order.
+    pub queues: Vec<DeadLetterQueue>,
+    /// Stage (service template name, as `RejectMessage::stage`) -> its input stream.
+    pub stage_streams: BTreeMap<String, String>,
+}
+
+impl Topology {
+    /// The queue by logical id or name.
+    pub fn queue(&self, key: &str) -> Option<&DeadLetterQueue> {
+        self.queues
+            .iter()
+            .find(|q| q.logical == key || q.name == key)
+    }
+
+    /// The stage reading `stream`.
+    pub fn stage_of_stream(&self, stream: &str) -> Option<&str> {
+        self.stage_streams
+            .iter()
+            .find(|(_, s)| s.as_str() == stream)
+            .map(|(stage, _)| stage.as_str())
+    }
+}
+
+fn stream_arn(name: &str) -> String {
+    format!("arn:aws:kinesis:{PLAN_REGION}:{LOCAL_ACCOUNT_ID}:stream/{name}")
+}
+
+fn queue_arn(name: &str) -> String {
+    format!("arn:aws:sqs:{PLAN_REGION}:{LOCAL_ACCOUNT_ID}:{name}")
+}
+
+fn queue_url(name: &str) -> String {
+    format!("https://sqs.{PLAN_REGION}.amazonaws.com/{LOCAL_ACCOUNT_ID}/{name}")
+}
+
+/// Reads the queues and the stages' wiring out of the templates (pure): resources get
+/// placeholder ARNs and URLs, the platform's exports are evaluated with them, and each
+/// service's references are matched back to names.
+pub fn topology(plan: &Plan) -> Topology {
+    let mut resources: BTreeMap<String, Attrs> = BTreeMap::new();
+    let mut names: HashMap<String, String> = HashMap::new();
+    for s in &plan.streams {
+        let arn = stream_arn(&s.name);
+        names.insert(arn.clone(), s.name.clone());
+        resources.insert(
+            s.logical.clone(),
+            Attrs {
+                reference: s.name.clone(),
+                attrs: BTreeMap::from([("Arn".to_owned(), arn)]),
+            },
+        );
+    }
+    for q in &plan.queues {
+        let (arn, url) = (queue_arn(&q.name), queue_url(&q.name));
+        names.insert(arn.clone(), q.name.clone());
+        names.insert(url.clone(), q.name.clone());
+        resources.insert(
+            q.logical.clone(),
+            Attrs {
+                reference: url.clone(),
+                attrs: BTreeMap::from([
+                    ("Arn".to_owned(), arn),
+                    ("QueueUrl".to_owned(), url),
+                    ("QueueName".to_owned(), q.name.clone()),
+                ]),
+            },
+        );
+    }
+    let no_exports = BTreeMap::new();
+    let scope = Scope {
+        resources: &resources,
+        exports: &no_exports,
+    };
+    let mut exports = BTreeMap::new();
+    for (_, output) in plan.platform.outputs() {
+        let Some(export) = &output.export_name else {
+            continue;
+        };
+        // Outputs of resources this reading does not model (keys, tables) just do not resolve.
+        if let (Ok(name), Ok(value)) = (
+            plan.platform.eval(export, scope),
+            plan.platform.eval(&output.value, scope),
+        ) {
+            exports.insert(name, value);
+        }
+    }
+    let no_resources = BTreeMap::new();
+    let scope = Scope {
+        resources: &no_resources,
+        exports: &exports,
+    };
+
+    let mut writers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    let mut stage_streams = BTreeMap::new();
+    for service in &plan.services {
+        let t = &service.template;
+        let resolve = |v| t.eval(v, scope).ok().and_then(|s| names.get(&s).cloned());
+        if let Some(esm) = &service.esm {
+            if let Some(stream) = resolve(&esm.event_source_arn) {
+                stage_streams.insert(service.name.clone(), stream);
+            }
+            if let Some(queue) = esm.on_failure_destination.as_ref().and_then(resolve) {
+                writers
+                    .entry(queue)
+                    .or_default()
+                    .insert(service.name.clone());
+            }
+        }
+        for (variable, value) in &service.env {
+            if QUEUE_VARIABLES.contains(&variable.as_str())
+                && let Some(queue) = resolve(value)
+            {
+                writers
+                    .entry(queue)
+                    .or_default()
+                    .insert(service.name.clone());
+            }
+        }
+    }
+    Topology {
+        queues: plan
+            .queues
+            .iter()
+            .map(|q| DeadLetterQueue {
+                logical: q.logical.clone(),
+                name: q.name.clone(),
+                stages: writers
+                    .get(&q.name)
+                    .map(|s| s.iter().cloned().collect())
+                    .unwrap_or_default(),
+            })
+            .collect(),
+        stage_streams,
+    }
+}
+
+/// An on-failure message of an event source mapping.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FailureMessage {
+    /// `RetryAttemptsExhausted` or `RecordAgeExceeded`.
+    pub condition: String,
+    /// The function that gave up.
+    pub function_arn: String,
+    /// The shard.
+    pub shard_id: String,
+    /// First sequence number of the records.
+    pub start_sequence: String,
+    /// Last sequence number.
+    pub end_sequence: String,
+    /// Records the message stands for.
+    pub batch_size: u64,
+    /// The stream they were read from.
+    pub stream_arn: String,
+    /// The records themselves (local runtime only; Lambda on AWS sends none).
+    pub records: Vec<KinesisEventRecord>,
+    /// Sequence numbers of records whose data did not fit the message.
+    pub data_omitted: Vec<String>,
+}
+
+impl FailureMessage {
+    /// The stream's name, from its ARN.
+    pub fn stream_name(&self) -> &str {
+        self.stream_arn
+            .rsplit_once(":stream/")
+            .map_or(self.stream_arn.as_str(), |(_, name)| name)
+    }
+}
+
+/// A dead-letter message, read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum DeadLetter {
+    /// Records a stage rejected or parked, with their reasons.
+    Rejects(Vec<RejectMessage>),
+    /// Records an event source mapping gave up on.
+    Failure(Box<FailureMessage>),
+    /// Neither shape.
+    Unreadable(String),
+}
+
+/// Reads a message body in either shape.
+pub fn parse_message(body: &str) -> DeadLetter {
+    if let Ok(rejects) = riffle_stage::reject::parse_body(body) {
+        return DeadLetter::Rejects(rejects);
+    }
+    let v: Value = match serde_json::from_str(body) {
+        Ok(v) => v,
+        Err(e) => return DeadLetter::Unreadable(format!("not JSON: {e}")),
+    };
+    let Some(info) = v.get("KinesisBatchInfo") else {
+        return DeadLetter::Unreadable("neither a reject nor an on-failure message".into());
+    };
+    let text = |v: &Value, name: &str| {
+        v.get(name)
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let records = match v.get("records") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(records) => match serde_json::from_value(records.clone()) {
+            Ok(r) => r,
+            Err(e) => return DeadLetter::Unreadable(format!("records: {e}")),
+        },
+    };
+    let context = v.get("requestContext").cloned().unwrap_or(Value::Null);
+    DeadLetter::Failure(Box::new(FailureMessage {
+        condition: text(&context, "condition"),
+        function_arn: text(&context, "functionArn"),
+        shard_id: text(info, "shardId"),
+        start_sequence: text(info, "startSequenceNumber"),
+        end_sequence: text(info, "endSequenceNumber"),
+        batch_size: info.get("batchSize").and_then(Value::as_u64).unwrap_or(0),
+        stream_arn: text(info, "streamArn"),
+        records,
+        data_omitted: v
+            .get("dataOmitted")
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(|s| s.as_str().map(str::to_owned))
+                    .collect()
+            })
+            .unwrap_or_default(),
+    }))
+}
+
+/// What a record's bytes say, one line per event (an aggregate holds several).
+pub fn summarize_record(data: &[u8]) -> Vec<String> {
+    if riffle_codec::kpl::is_aggregated(data) {
+        return match riffle_codec::kpl::deaggregate(data) {
+            Ok(subs) => subs
+                .iter()
+                .flat_map(|s| {
+                    summarize_record(s.data)
+                        .into_iter()
+                        .map(|line| format!("[aggregated] {line}"))
+                })
+                .collect(),
+            Err(e) => vec![format!("corrupt aggregate: {e}")],
+        };
+    }
+    match decode_envelope(data) {
+        Ok(e) => vec![format!(
+            "event {} subject {} source {}",
+            e.event_id, e.subject, e.source
+        )],
+        Err(reason) => vec![format!("undecodable ({} bytes): {reason}", data.len())],
+    }
+}
+
+fn decode_envelope(data: &[u8]) -> Result<riffle_codec::Envelope, String> {
+    // The frame names the envelope's registry id; the bundled envelope schema reads it (an
+    // older envelope version would need the registry and reads as undecodable here).
+    let (id, _) = riffle_codec::frame::split(data).map_err(|e| e.to_string())?;
+    let codec = EnvelopeCodec::new(id).map_err(|e| e.to_string())?;
+    codec.decode(data).map_err(|e| e.to_string())
+}
+
+/// The records of a message to put back: target stream -> records, and the event ids (for
+/// releasing claims) per stage.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedrivePlan {
+    /// Stream -> records, in message order.
+    pub puts: BTreeMap<String, Vec<OutRecord>>,
+    /// Stage -> event ids of the records it will see again (those that decode).
+    pub event_ids: BTreeMap<String, Vec<String>>,
+}
+
+impl RedrivePlan {
+    /// Records to put.
+    pub fn records(&self) -> usize {
+        self.puts.values().map(Vec::len).sum()
+    }
+
+    fn add(&mut self, stage: &str, stream: &str, partition_key: &str, data: Vec<u8>) {
+        for line in decode_ids(&data) {
+            self.event_ids
+                .entry(stage.to_owned())
+                .or_default()
+                .push(line);
+        }
+        self.puts
+            .entry(stream.to_owned())
+            .or_default()
+            .push(OutRecord {
+                partition_key: partition_key.to_owned(),
+                data,
+            });
+    }
+}
+
+fn decode_ids(data: &[u8]) -> Vec<String> {
+    if riffle_codec::kpl::is_aggregated(data) {
+        return riffle_codec::kpl::deaggregate(data)
+            .map(|subs| subs.iter().flat_map(|s| decode_ids(s.data)).collect())
+            .unwrap_or_default();
+    }
+    decode_envelope(data)
+        .map(|e| vec![e.event_id])
+        .unwrap_or_default()
+}
+
+/// What to put back for `message` (pure), or why it cannot be redriven from the message.
+///
+/// # Errors
+/// A message without the records' bytes (metadata-only on-failure messages, records too big
+/// for SQS), of a stage the templates do not know, or unreadable.
+pub fn redrive_plan(message: &DeadLetter, topology: &Topology) -> Result<RedrivePlan, String> {
+    let mut plan = RedrivePlan::default();
+    match message {
+        DeadLetter::Unreadable(reason) => return Err(reason.clone()),
+        DeadLetter::Rejects(rejects) => {
+            for r in rejects {
+                let stream = topology.stage_streams.get(&r.stage).ok_or_else(|| {
+                    format!("stage {:?} has no input stream in the templates", r.stage)
+                })?;
+                let data = match r.data() {
+                    Ok(d) if !d.is_empty() => d,
+                    _ => {
+                        return Err(format!(
+                            "record {} of shard {} has no bytes in the message (too big for SQS): read it from the stream",
+                            r.sequence_number, r.shard_id
+                        ));
+                    }
+                };
+                plan.add(&r.stage, stream, &r.partition_key, data);
+            }
+        }
+        DeadLetter::Failure(f) => {
+            if !f.data_omitted.is_empty() {
+                return Err(format!(
+                    "the data of records {:?} did not fit the message: read them from the stream",
+                    f.data_omitted
+                ));
+            }
+            if f.records.is_empty() {
+                return Err(format!(
+                    "metadata only ({} records of {} from {} to {}): read them from the stream (not built)",
+                    f.batch_size, f.shard_id, f.start_sequence, f.end_sequence
+                ));
+            }
+            let stream = f.stream_name();
+            let stage = topology.stage_of_stream(stream).unwrap_or_default();
+            for r in &f.records {
+                plan.add(
+                    stage,
+                    stream,
+                    &r.kinesis.partition_key,
+                    r.kinesis.data.0.clone(),
+                );
+            }
+        }
+    }
+    Ok(plan)
+}
+
+/// Hands the event ids about to be delivered again to the stage's deduplication, so claims
+/// taken but never applied do not make the stage skip them.
+///
+/// HOOK: the event-id claims (`riffle_stage::dedup`) are not in the workspace yet; once they
+/// are, this calls their `release(stage, event_ids)`. Until then nothing is claimed, so
+/// there is nothing to release.
+pub async fn release_claims(stage: &str, event_ids: &[String]) -> Result<(), PipelineError> {
+    tracing::debug!(
+        stage,
+        count = event_ids.len(),
+        "no event-id claims to release yet"
+    );
+    Ok(())
+}
+
+/// A queue with its approximate depth.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// The queue.
+    pub queue: DeadLetterQueue,
+    /// Its URL, when it exists.
+    pub url: Option<String>,
+    /// Messages available.
+    pub visible: u64,
+    /// Messages received and not yet deleted.
+    pub in_flight: u64,
+    /// Why the queue could not be read.
+    pub error: Option<String>,
+}
+
+fn sqs_error<E: std::fmt::Debug + std::error::Error + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> PipelineError {
+    move |e| {
+        PipelineError::Aws(format!(
+            "{what}: {}",
+            aws_sdk_sqs::error::DisplayErrorContext(&e)
+        ))
+    }
+}
+
+/// Every queue of `topology` with its approximate counts.
+///
+/// # Errors
+/// None per queue (a queue that cannot be read carries its error); kept for symmetry.
+pub async fn list(
+    sqs: &aws_sdk_sqs::Client,
+    topology: &Topology,
+) -> Result<Vec<QueueDepth>, PipelineError> {
+    let mut out = Vec::with_capacity(topology.queues.len());
+    for queue in &topology.queues {
+        let mut depth = QueueDepth {
+            queue: queue.clone(),
+            url: None,
+            visible: 0,
+            in_flight: 0,
+            error: None,
+        };
+        match counts(sqs, &queue.name).await {
+            Ok((url, visible, in_flight)) => {
+                depth.url = Some(url);
+                depth.visible = visible;
+                depth.in_flight = in_flight;
+            }
+            Err(e) => depth.error = Some(e.to_string()),
+        }
+        out.push(depth);
+    }
+    Ok(out)
+}
+
+async fn counts(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+) -> Result<(String, u64, u64), PipelineError> {
+    let url = url_of(sqs, name).await?;
+    let out = sqs
+        .get_queue_attributes()
+        .queue_url(&url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
+        .send()
+        .await
+        .map_err(sqs_error("GetQueueAttributes"))?;
+    let attrs = out.attributes();
+    let get = |a: QueueAttributeName| {
+        attrs
+            .and_then(|m| m.get(&a))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    };
+    Ok((
+        url,
+        get(QueueAttributeName::ApproximateNumberOfMessages),
+        get(QueueAttributeName::ApproximateNumberOfMessagesNotVisible),
+    ))
+}
+
+async fn url_of(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, PipelineError> {
+    sqs.get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(sqs_error("GetQueueUrl"))?
+        .queue_url
+        .ok_or_else(|| PipelineError::Aws(format!("GetQueueUrl {name}: no URL")))
+}
+
+/// The URL of `queue`: a URL as it is, else a logical id or name of the templates' queues,
+/// else a queue name as it is.
+///
+/// # Errors
+/// The queue does not exist.
+pub async fn resolve_queue(
+    sqs: &aws_sdk_sqs::Client,
+    topology: &Topology,
+    queue: &str,
+) -> Result<String, PipelineError> {
+    if queue.starts_with("http://") || queue.starts_with("https://") {
+        return Ok(queue.to_owned());
+    }
+    let name = topology.queue(queue).map_or(queue, |q| q.name.as_str());
+    url_of(sqs, name).await.map_err(|e| {
+        PipelineError::Usage(format!(
+            "no queue {queue:?} ({e}); `riffle dlq list` shows the queues"
+        ))
+    })
+}
+
+/// One received message.
+#[derive(Debug, Clone)]
+pub struct Received {
+    /// SQS message id.
+    pub message_id: String,
+    /// Handle to delete it or change its visibility.
+    pub receipt_handle: String,
+    /// Its body, read.
+    pub message: DeadLetter,
+}
+
+async fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    max: usize,
+    visibility_secs: i32,
+) -> Result<Vec<Received>, PipelineError> {
+    let mut out: Vec<Received> = Vec::new();
+    let mut seen = BTreeSet::new();
+    let mut empty = 0;
+    while out.len() < max && empty < EMPTY_RECEIVES {
+        let want = (max - out.len()).min(SQS_BATCH_MAX);
+        let got = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(i32::try_from(want).unwrap_or(1))
+            .visibility_timeout(visibility_secs)
+            .send()
+            .await
+            .map_err(sqs_error("ReceiveMessage"))?;
+        let messages = got.messages.unwrap_or_default();
+        if messages.is_empty() {
+            empty += 1;
+            continue;
+        }
+        empty = 0;
+        for m in messages {
+            let (Some(id), Some(handle)) = (m.message_id, m.receipt_handle) else {
+                continue;
+            };
+            if !seen.insert(id.clone()) {
+                continue;
+            }
+            out.push(Received {
+                message_id: id,
+                receipt_handle: handle,
+                message: parse_message(m.body.as_deref().unwrap_or_default()),
+            });
+        }
+    }
+    Ok(out)
+}
+
+/// Makes messages visible again (they were only looked at).
+async fn release_messages(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    messages: &[&Received],
+) -> Result<(), PipelineError> {
+    for chunk in messages.chunks(SQS_BATCH_MAX) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(&m.receipt_handle)
+                    .visibility_timeout(0)
+                    .build()
+                    .map_err(sqs_error("ChangeMessageVisibilityBatch entry"))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        sqs.change_message_visibility_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(sqs_error("ChangeMessageVisibilityBatch"))?;
+    }
+    Ok(())
+}
+
+/// Reads up to `max` messages without consuming them (they are visible again afterwards).
+///
+/// # Errors
+/// SQS failed.
+pub async fn show(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    max: usize,
+) -> Result<Vec<Received>, PipelineError> {
+    let messages = receive(sqs, url, max, SHOW_VISIBILITY_SECS).await?;
+    release_messages(sqs, url, &messages.iter().collect::<Vec<_>>()).await?;
+    Ok(messages)
+}
+
+/// What a redrive did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RedriveReport {
+    /// Messages read.
+    pub messages: usize,
+    /// Messages whose records were all put and which were deleted (dry: would be).
+    pub redriven: usize,
+    /// Records put (dry: would be), per stream.
+    pub records: BTreeMap<String, usize>,
+    /// Messages left on the queue, with the reason.
+    pub skipped: Vec<(String, String)>,
+}
+
+/// Puts the records of up to `max` messages back on their stages' input streams and deletes
+/// each message once all its records are in; with `dry_run`, only reports what it would do.
+/// Messages that cannot be redriven stay on the queue, visible again.
+///
+/// # Errors
+/// SQS or Kinesis failed as a whole; records already put stay put and their message stays.
+pub async fn redrive(
+    sdk: &aws_config::SdkConfig,
+    topology: &Topology,
+    url: &str,
+    max: usize,
+    dry_run: bool,
+    mut progress: impl FnMut(&str),
+) -> Result<RedriveReport, PipelineError> {
+    let sqs = riffle_aws::sqs_client(sdk);
+    let publisher =
+        KinesisPublisher::new(riffle_aws::kinesis_client(sdk), PublishConfig::default());
+    let messages = receive(&sqs, url, max, REDRIVE_VISIBILITY_SECS).await?;
+    let mut report = RedriveReport {
+        messages: messages.len(),
+        ..RedriveReport::default()
+    };
+    let mut keep: Vec<&Received> = Vec::new();
+    for (i, m) in messages.iter().enumerate() {
+        let plan = match redrive_plan(&m.message, topology) {
+            Ok(plan) => plan,
+            Err(reason) => {
+                progress(&format!(
+                    "[{}/{}] {}: skipped: {reason}",
+                    i + 1,
+                    messages.len(),
+                    m.message_id
+                ));
+                report.skipped.push((m.message_id.clone(), reason));
+                keep.push(m);
+                continue;
+            }
+        };
+        if dry_run {
+            for (stream, records) in &plan.puts {
+                *report.records.entry(stream.clone()).or_default() += records.len();
+            }
+            report.redriven += 1;
+            keep.push(m);
+            continue;
+        }
+        for (stage, ids) in &plan.event_ids {
+            release_claims(stage, ids).await?;
+        }
+        let mut failed = None;
+        for (stream, records) in &plan.puts {
+            let n = records.len();
+            let outcome = publisher
+                .put_all(stream, records.clone())
+                .await
+                .map_err(|e| PipelineError::Aws(format!("PutRecords {stream}: {e}")))?;
+            if let Some(f) = outcome.failed.first() {
+                failed = Some(format!(
+                    "{} of {n} records not put on {stream}: {}",
+                    outcome.failed.len(),
+                    f.error
+                ));
+                break;
+            }
+            *report.records.entry(stream.clone()).or_default() += n;
+        }
+        if let Some(reason) = failed {
+            progress(&format!(
+                "[{}/{}] {}: kept: {reason}",
+                i + 1,
+                messages.len(),
+                m.message_id
+            ));
+            report.skipped.push((m.message_id.clone(), reason));
+            keep.push(m);
+            continue;
+        }
+        delete(&sqs, url, m).await?;
+        report.redriven += 1;
+        progress(&format!(
+            "[{}/{}] {}: {} records put on {}, message deleted",
+            i + 1,
+            messages.len(),
+            m.message_id,
+            plan.records(),
+            plan.puts.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    }
+    release_messages(&sqs, url, &keep).await?;
+    Ok(report)
+}
+
+async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, m: &Received) -> Result<(), PipelineError> {
+    let entry = DeleteMessageBatchRequestEntry::builder()
+        .id("0")
+        .receipt_handle(&m.receipt_handle)
+        .build()
+        .map_err(sqs_error("DeleteMessageBatch entry"))?;
+    let out = sqs
+        .delete_message_batch()
+        .queue_url(url)
+        .entries(entry)
+        .send()
+        .await
+        .map_err(sqs_error("DeleteMessageBatch"))?;
+    if let Some(f) = out.failed.first() {
+        return Err(PipelineError::Aws(format!(
+            "message {} redriven but not deleted ({}: {}); it will be redriven again",
+            m.message_id,
+            f.code,
+            f.message.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(())
+}
+
+/// The `list` table.
+pub fn render_list(depths: &[QueueDepth]) -> String {
+    let mut out = format!(
+        "{:<24} {:<24} {:>9} {:>9}  {}\n",
+        "QUEUE", "WRITTEN BY", "MESSAGES", "IN FLIGHT", "NOTE"
+    );
+    for d in depths {
+        let stages = if d.queue.stages.is_empty() {
+            "-".to_owned()
+        } else {
+            d.queue.stages.join(",")
+        };
+        let _ = writeln!(
+            out,
+            "{:<24} {:<24} {:>9} {:>9}  {}",
+            d.queue.name,
+            stages,
+            d.visible,
+            d.in_flight,
+            d.error.as_deref().unwrap_or("")
+        );
+    }
+    out
+}
+
+/// One message, readable.
+pub fn render_message(m: &Received) -> String {
+    let mut out = format!("message {}\n", m.message_id);
+    match &m.message {
+        DeadLetter::Unreadable(reason) => {
+            let _ = writeln!(out, "  unreadable: {reason}");
+        }
+        DeadLetter::Rejects(rejects) => {
+            let _ = writeln!(out, "  {} rejected/parked records", rejects.len());
+            for r in rejects {
+                let _ = writeln!(
+                    out,
+                    "  - {} by {}: {} | shard {} seq {} key {}",
+                    r.code, r.stage, r.detail, r.shard_id, r.sequence_number, r.partition_key
+                );
+                match r.data() {
+                    Ok(d) if !d.is_empty() => {
+                        for line in summarize_record(&d) {
+                            let _ = writeln!(out, "      {line}");
+                        }
+                    }
+                    _ => {
+                        let _ = writeln!(out, "      (no bytes in the message)");
+                    }
+                }
+            }
+        }
+        DeadLetter::Failure(f) => {
+            let _ = writeln!(
+                out,
+                "  on-failure: {} from {} | stream {} shard {} seq {}..{} | {} records ({} in the message)",
+                f.condition,
+                f.function_arn,
+                f.stream_name(),
+                f.shard_id,
+                f.start_sequence,
+                f.end_sequence,
+                f.batch_size,
+                f.records.len()
+            );
+            if !f.data_omitted.is_empty() {
+                let _ = writeln!(out, "  data omitted for {:?}", f.data_omitted);
+            }
+            for r in &f.records {
+                let _ = writeln!(
+                    out,
+                    "  - seq {} key {}",
+                    r.kinesis.sequence_number, r.kinesis.partition_key
+                );
+                for line in summarize_record(&r.kinesis.data.0) {
+                    let _ = writeln!(out, "      {line}");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// `riffle dlq`.
+#[derive(Debug, Clone, Args)]
+pub struct DlqArgs {
+    /// The templates folder (default: infra/ of this checkout).
+    #[arg(long, global = true)]
+    pub infra: Option<PathBuf>,
+    #[command(subcommand)]
+    command: DlqCommand,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+enum DlqCommand {
+    /// Every dead-letter and rejects queue, who writes it, and its approximate message count.
+    List,
+    /// Print messages readably without consuming them.
+    Show {
+        /// Queue name (riffle-enricher-dlq), template logical id (EnricherDlq) or URL.
+        queue: String,
+        /// Most messages to print.
+        #[arg(long, default_value_t = 10)]
+        max: usize,
+    },
+    /// Put the records of messages back on their stage's input stream, then delete them.
+    Redrive {
+        /// Queue name, template logical id or URL.
+        queue: String,
+        /// Most messages to redrive.
+        #[arg(long, default_value_t = 100)]
+        max: usize,
+        /// Report what would be put; put and delete nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
+}
+
+/// `riffle dlq ...`.
+pub async fn main(args: DlqArgs) -> ExitCode {
+    match run_command(args).await {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run_command(args: DlqArgs) -> Result<String, PipelineError> {
+    let infra = match args.infra {
+        Some(dir) => dir,
+        None => riffle_local::project_root()?.join("infra"),
+    };
+    let topology = topology(&riffle_local::plan(&infra)?);
+    let sdk = riffle_aws::sdk_config().await;
+    let sqs = riffle_aws::sqs_client(&sdk);
+    match args.command {
+        DlqCommand::List => Ok(render_list(&list(&sqs, &topology).await?)),
+        DlqCommand::Show { queue, max } => {
+            let url = resolve_queue(&sqs, &topology, &queue).await?;
+            let messages = show(&sqs, &url, max).await?;
+            let mut out = format!(
+                "{} messages read from {url} (left on the queue)\n",
+                messages.len()
+            );
+            for m in &messages {
+                out.push_str(&render_message(m));
+            }
+            Ok(out)
+        }
+        DlqCommand::Redrive {
+            queue,
+            max,
+            dry_run,
+        } => {
+            let url = resolve_queue(&sqs, &topology, &queue).await?;
+            let r = redrive(&sdk, &topology, &url, max, dry_run, |l| eprintln!("{l}")).await?;
+            let verb = if dry_run { "would redrive" } else { "redrove" };
+            let mut out = format!(
+                "{verb} {} of {} messages: {:?} records per stream; {} left on the queue\n",
+                r.redriven,
+                r.messages,
+                r.records,
+                r.skipped.len()
+            );
+            for (id, reason) in &r.skipped {
+                let _ = writeln!(out, "  kept {id}: {reason}");
+            }
+            Ok(out)
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn infra() -> PathBuf {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../infra")
+    }
+
+    #[test]
+    fn the_templates_name_every_queue_and_who_writes_it() {
+        let t = topology(&riffle_local::plan(&infra()).unwrap());
+        let by_name: BTreeMap<&str, Vec<&str>> = t
+            .queues
+            .iter()
+            .map(|q| {
+                (
+                    q.name.as_str(),
+                    q.stages.iter().map(String::as_str).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(by_name["riffle-rejects"], vec!["validator"]);
+        assert_eq!(by_name["riffle-validator-dlq"], vec!["validator"]);
+        assert_eq!(by_name["riffle-enricher-dlq"], vec!["enricher"]);
+        assert_eq!(by_name["riffle-aggregator-dlq"], vec!["aggregator"]);
+        assert_eq!(by_name["riffle-archiver-dlq"], vec!["archiver"]);
+        assert_eq!(t.stage_streams["validator"], "riffle-raw");
+        assert_eq!(t.stage_streams["enricher"], "riffle-validated");
+        assert_eq!(t.stage_streams["archiver"], "riffle-enriched");
+        assert_eq!(t.stage_of_stream("riffle-validated"), Some("enricher"));
+        assert_eq!(t.queue("EnricherDlq").unwrap().name, "riffle-enricher-dlq");
+    }
+
+    #[test]
+    fn both_message_shapes_are_read_and_planned() {
+        let t = topology(&riffle_local::plan(&infra()).unwrap());
+        let mut record = KinesisEventRecord::default();
+        record.kinesis.data.0 = vec![9, 9];
+        record.kinesis.partition_key = "pk".into();
+        record.kinesis.sequence_number = "5".into();
+        let reject = RejectMessage::new("aggregator", &record, "no_enrichment", "x".into());
+        let body = serde_json::to_string(&reject).unwrap();
+        let message = parse_message(&body);
+        let plan = redrive_plan(&message, &t).unwrap();
+        assert_eq!(
+            plan.puts["riffle-enriched"],
+            vec![OutRecord {
+                partition_key: "pk".into(),
+                data: vec![9, 9]
+            }]
+        );
+        let mut empty = reject.clone();
+        empty.data_base64.clear();
+        let body = serde_json::to_string(&empty).unwrap();
+        assert!(redrive_plan(&parse_message(&body), &t).is_err());
+
+        let failure = serde_json::json!({
+            "requestContext": {"condition": "RecordAgeExceeded", "functionArn": "f"},
+            "KinesisBatchInfo": {"shardId": "shardId-1", "startSequenceNumber": "1",
+                "endSequenceNumber": "2", "batchSize": 2,
+                "streamArn": "arn:aws:kinesis:us-east-1:1:stream/riffle-validated"},
+        });
+        let DeadLetter::Failure(f) = parse_message(&failure.to_string()) else {
+            panic!("not read as a failure");
+        };
+        assert_eq!(f.stream_name(), "riffle-validated");
+        assert_eq!(f.condition, "RecordAgeExceeded");
+        // Metadata only, as Lambda on AWS sends: nothing to put from the message itself.
+        assert!(
+            redrive_plan(&DeadLetter::Failure(f), &t)
+                .unwrap_err()
+                .contains("metadata only")
+        );
+        assert!(matches!(parse_message("{}"), DeadLetter::Unreadable(_)));
+        assert!(matches!(parse_message("nope"), DeadLetter::Unreadable(_)));
+    }
+
+    #[test]
+    fn records_summarize_without_panicking() {
+        assert!(
+            summarize_record(&[])
+                .first()
+                .unwrap()
+                .starts_with("undecodable")
+        );
+        assert!(
+            summarize_record(&[0, 0, 0, 0, 7, 1, 2])
+                .first()
+                .unwrap()
+                .starts_with("undecodable")
+        );
+    }
+}

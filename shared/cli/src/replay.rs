@@ -1,0 +1,532 @@
+//! `riffle replay`: rebuilds the materialized view from the S3 archive into a fresh DynamoDB
+//! table, so a damaged view can be replaced and the "rebuildable" guarantee checked.
+//!
+//! The archive is read partition by partition (only live objects, see
+//! `riffle_archiver::scan`), each partition's rows folded into the view items in memory with
+//! the aggregator's own fold ([`Aggregate::of`] / [`Aggregate::merge`]), window lengths from
+//! the bundled subject contracts as the aggregator takes them ([`window_lengths`]). Then the
+//! items are written with BatchWriteItem, in the aggregator's item format (built by
+//! `riffle_aggregator::store::row_item`).
+//!
+//! What replay decides like the aggregator: rows with a non-finite metric are left out (the
+//! aggregator parks them); an event archived twice (a retried batch cut differently) counts
+//! once: rows are deduplicated by `event_id` within a partition, which is enough because an
+//! event's partition follows from its subject and event time. Bookkeeping differs by
+//! design: `version` is 1, `updated_at` is the replay's time, and no per-shard marks are
+//! written (the items come from the archive, not from a stream position).
+//!
+//! Memory: rows are held one partition at a time; the view items of the whole archive are
+//! held until written.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification, WriteRequest,
+};
+use clap::Args;
+use riffle_aggregator::aggregate::{Aggregate, SECS_PER_DAY, ViewKey};
+use riffle_aggregator::config::DEFAULT_VIEW_TTL_DAYS;
+use riffle_aggregator::handler::DEFAULT_WINDOW_SECS;
+use riffle_aggregator::window_lengths;
+use riffle_archiver::ArchivedRow;
+use riffle_archiver::S3ObjectStore;
+use riffle_archiver::scan::{Filter, partitions, read_live_rows};
+
+use crate::pipeline::PipelineError;
+
+/// DynamoDB limit: items per BatchWriteItem.
+pub const BATCH_WRITE_MAX_ITEMS: usize = 25;
+/// BatchWriteItem rounds per chunk while DynamoDB keeps returning unprocessed items.
+const BATCH_WRITE_MAX_ATTEMPTS: u32 = 10;
+const UNPROCESSED_BASE_BACKOFF: Duration = Duration::from_millis(50);
+const UNPROCESSED_MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long a created table may take to become ACTIVE.
+const TABLE_ACTIVE_DEADLINE: Duration = Duration::from_secs(120);
+/// The view table's logical id in `infra/platform.yaml`.
+pub const VIEW_TABLE_LOGICAL_ID: &str = "ViewTable";
+
+/// `riffle replay`.
+#[derive(Debug, Clone, Args)]
+pub struct ReplayArgs {
+    /// The archive bucket.
+    #[arg(long, env = "RIFFLE_ARCHIVE_BUCKET")]
+    pub bucket: String,
+    /// Key prefix of the archive in the bucket.
+    #[arg(long, default_value = riffle_archiver::key::DEFAULT_PREFIX)]
+    pub prefix: String,
+    /// The table to fill; it must be empty (or not exist, with --create).
+    #[arg(long)]
+    pub table: String,
+    /// Create the table with the view table's key schema and TTL from infra/platform.yaml.
+    #[arg(long)]
+    pub create: bool,
+    /// Days an item lives after its window ends (the aggregator's RIFFLE_VIEW_TTL_DAYS).
+    #[arg(long, default_value_t = DEFAULT_VIEW_TTL_DAYS)]
+    pub ttl_days: u32,
+    /// The templates folder (default: infra/ of this checkout).
+    #[arg(long)]
+    pub infra: Option<PathBuf>,
+}
+
+/// What to replay.
+#[derive(Debug, Clone)]
+pub struct ReplayOptions {
+    /// The archive bucket.
+    pub bucket: String,
+    /// Its key prefix.
+    pub prefix: String,
+    /// The table to fill.
+    pub table: String,
+    /// Create the table first.
+    pub create: bool,
+    /// Item TTL after the window.
+    pub ttl_days: u32,
+    /// The templates folder, for the key schema.
+    pub infra_dir: PathBuf,
+}
+
+/// What a replay did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReplayReport {
+    /// Partitions read.
+    pub partitions: usize,
+    /// Objects read.
+    pub objects: usize,
+    /// Rows read.
+    pub rows: usize,
+    /// Rows left out as second copies of an event.
+    pub duplicates: usize,
+    /// Rows left out for a non-finite metric.
+    pub non_finite: usize,
+    /// View items written.
+    pub items: usize,
+}
+
+/// The view folded from archive rows (pure).
+#[derive(Debug, Clone)]
+pub struct ViewBuilder {
+    windows: HashMap<String, u32>,
+    ttl_days: u32,
+    items: BTreeMap<ViewKey, (u32, Aggregate)>,
+    report: ReplayReport,
+}
+
+impl ViewBuilder {
+    /// A builder with window lengths per subject.
+    pub fn new(windows: HashMap<String, u32>, ttl_days: u32) -> Self {
+        Self {
+            windows,
+            ttl_days,
+            items: BTreeMap::new(),
+            report: ReplayReport::default(),
+        }
+    }
+
+    /// Folds the live rows of one partition in.
+    pub fn add_partition(&mut self, rows: &[ArchivedRow]) {
+        self.report.partitions += 1;
+        self.report.rows += rows.len();
+        let mut seen: HashSet<&str> = HashSet::with_capacity(rows.len());
+        for row in rows {
+            if !seen.insert(row.event_id.as_str()) {
+                self.report.duplicates += 1;
+                continue;
+            }
+            if !row.metric.is_finite() {
+                self.report.non_finite += 1;
+                continue;
+            }
+            let window_secs = self
+                .windows
+                .get(&row.subject)
+                .copied()
+                .unwrap_or(DEFAULT_WINDOW_SECS);
+            let key = ViewKey {
+                agg_key: row.agg_key.clone(),
+                window_start: row.window_start,
+            };
+            let value = Aggregate::of(row.metric);
+            self.items
+                .entry(key)
+                .and_modify(|(_, a)| a.merge(&value))
+                .or_insert((window_secs, value));
+        }
+    }
+
+    /// Items so far.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// Whether no item was folded yet.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// The counts so far.
+    pub fn report(&self) -> &ReplayReport {
+        &self.report
+    }
+
+    /// The DynamoDB items, in the aggregator's format, stamped `now_ms`.
+    ///
+    /// # Errors
+    /// An item the aggregator's reader refuses (a bug).
+    pub fn items(
+        &self,
+        now_ms: i64,
+    ) -> Result<Vec<HashMap<String, AttributeValue>>, PipelineError> {
+        self.items
+            .iter()
+            .map(|(key, (window_secs, a))| {
+                let window_end_secs = key.window_start.div_euclid(1000) + i64::from(*window_secs);
+                let expires_at =
+                    window_end_secs.saturating_add(i64::from(self.ttl_days) * SECS_PER_DAY);
+                let n = |v: String| AttributeValue::N(v);
+                let core = HashMap::from([
+                    ("agg_key".to_owned(), AttributeValue::S(key.agg_key.clone())),
+                    ("window_start".to_owned(), n(key.window_start.to_string())),
+                    ("window_secs".to_owned(), n(window_secs.to_string())),
+                    ("count".to_owned(), n(a.count.to_string())),
+                    ("sum".to_owned(), n(a.sum.to_string())),
+                    ("min".to_owned(), n(a.min.to_string())),
+                    ("max".to_owned(), n(a.max.to_string())),
+                    ("updated_at".to_owned(), n(now_ms.to_string())),
+                    ("expires_at".to_owned(), n(expires_at.to_string())),
+                    ("version".to_owned(), n("1".to_owned())),
+                ]);
+                // Through the aggregator's reader and writer, so the item carries exactly the
+                // attributes (and formats) the aggregator writes.
+                let row = riffle_aggregator::store::parse_item(&core)
+                    .map_err(|e| PipelineError::Usage(format!("view item {key:?}: {e}")))?;
+                Ok(riffle_aggregator::store::row_item(&row))
+            })
+            .collect()
+    }
+}
+
+fn aws<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> PipelineError {
+    move |e| PipelineError::Aws(format!("{what}: {e}"))
+}
+
+/// Reads the archive and writes the rebuilt view into `options.table`; `progress` gets a
+/// line per partition.
+///
+/// # Errors
+/// The table is not empty (or exists, with `create`), the archive or the table failed.
+pub async fn run(
+    sdk: &aws_config::SdkConfig,
+    options: &ReplayOptions,
+    mut progress: impl FnMut(&str),
+) -> Result<ReplayReport, PipelineError> {
+    let dynamo = riffle_aws::dynamodb_client(sdk);
+    if options.create {
+        create_view_table(&dynamo, &options.table, &options.infra_dir).await?;
+        progress(&format!("created table {}", options.table));
+    } else {
+        ensure_empty(&dynamo, &options.table).await?;
+    }
+
+    let contracts =
+        riffle_codec::rules::bundled().map_err(|e| PipelineError::Usage(e.to_string()))?;
+    let mut view = ViewBuilder::new(window_lengths(&contracts), options.ttl_days);
+    let bucket = S3ObjectStore::new(riffle_aws::s3_client(sdk), &options.bucket);
+    let parts = partitions(&bucket, &options.prefix, &Filter::default()).await?;
+    let total = parts.len();
+    let mut objects = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let rows = read_live_rows(&bucket, part).await?;
+        objects += part.live().count();
+        view.add_partition(&rows);
+        progress(&format!(
+            "[{}/{total}] {}: {} rows from {} objects; {} view items so far",
+            i + 1,
+            part.partition.dir,
+            rows.len(),
+            part.live().count(),
+            view.len()
+        ));
+    }
+    let items = view.items(chrono_now_ms())?;
+    progress(&format!(
+        "writing {} items to {}",
+        items.len(),
+        options.table
+    ));
+    write_items(&dynamo, &options.table, items).await?;
+    let mut report = view.report().clone();
+    report.objects = objects;
+    report.items = view.len();
+    Ok(report)
+}
+
+fn chrono_now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+async fn ensure_empty(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), PipelineError> {
+    let out = dynamo
+        .scan()
+        .table_name(table)
+        .limit(1)
+        .send()
+        .await
+        .map_err(|e| {
+            PipelineError::Usage(format!(
+                "table {table} cannot be read ({}); pass --create to create it",
+                aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+            ))
+        })?;
+    if out.count() > 0 {
+        return Err(PipelineError::Usage(format!(
+            "table {table} is not empty; replay fills a fresh table"
+        )));
+    }
+    Ok(())
+}
+
+async fn create_view_table(
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+    infra_dir: &std::path::Path,
+) -> Result<(), PipelineError> {
+    let plan = riffle_local::plan(infra_dir)?;
+    let spec = plan
+        .tables
+        .iter()
+        .find(|t| t.logical == VIEW_TABLE_LOGICAL_ID)
+        .ok_or_else(|| {
+            PipelineError::Usage(format!(
+                "no {VIEW_TABLE_LOGICAL_ID} in {}",
+                infra_dir.display()
+            ))
+        })?;
+    let mut request = dynamo
+        .create_table()
+        .table_name(table)
+        .billing_mode(BillingMode::PayPerRequest);
+    for (name, kind) in &spec.attributes {
+        request = request.attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(name)
+                .attribute_type(ScalarAttributeType::from(kind.as_str()))
+                .build()
+                .map_err(aws("attribute definition"))?,
+        );
+    }
+    for (name, kind) in &spec.key_schema {
+        request = request.key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(name)
+                .key_type(KeyType::from(kind.as_str()))
+                .build()
+                .map_err(aws("key schema"))?,
+        );
+    }
+    request.send().await.map_err(|e| {
+        PipelineError::Usage(format!(
+            "creating table {table}: {}",
+            aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+        ))
+    })?;
+
+    let deadline = tokio::time::Instant::now() + TABLE_ACTIVE_DEADLINE;
+    loop {
+        let out = dynamo
+            .describe_table()
+            .table_name(table)
+            .send()
+            .await
+            .map_err(aws("DescribeTable"))?;
+        if out.table().and_then(|t| t.table_status()) == Some(&TableStatus::Active) {
+            break;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Err(PipelineError::Aws(format!(
+                "table {table} not ACTIVE after {TABLE_ACTIVE_DEADLINE:?}"
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    if let Some(attribute) = &spec.ttl_attribute {
+        dynamo
+            .update_time_to_live()
+            .table_name(table)
+            .time_to_live_specification(
+                TimeToLiveSpecification::builder()
+                    .attribute_name(attribute)
+                    .enabled(true)
+                    .build()
+                    .map_err(aws("TTL specification"))?,
+            )
+            .send()
+            .await
+            .map_err(aws("UpdateTimeToLive"))?;
+    }
+    Ok(())
+}
+
+async fn write_items(
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+    items: Vec<HashMap<String, AttributeValue>>,
+) -> Result<(), PipelineError> {
+    for chunk in items.chunks(BATCH_WRITE_MAX_ITEMS) {
+        let mut requests = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            let put = PutRequest::builder()
+                .set_item(Some(item.clone()))
+                .build()
+                .map_err(aws("view item"))?;
+            requests.push(WriteRequest::builder().put_request(put).build());
+        }
+        let mut pending = HashMap::from([(table.to_owned(), requests)]);
+        let mut attempt = 0;
+        loop {
+            if attempt > 0 {
+                tokio::time::sleep(riffle_aws::backoff::full_jitter(
+                    attempt - 1,
+                    UNPROCESSED_BASE_BACKOFF,
+                    UNPROCESSED_MAX_BACKOFF,
+                ))
+                .await;
+            }
+            attempt += 1;
+            let out = dynamo
+                .batch_write_item()
+                .set_request_items(Some(pending))
+                .send()
+                .await
+                .map_err(|e| {
+                    PipelineError::Aws(format!(
+                        "BatchWriteItem: {}",
+                        aws_sdk_dynamodb::error::DisplayErrorContext(&e)
+                    ))
+                })?;
+            match out.unprocessed_items {
+                Some(rest) if rest.values().any(|v| !v.is_empty()) => {
+                    if attempt >= BATCH_WRITE_MAX_ATTEMPTS {
+                        return Err(PipelineError::Aws(format!(
+                            "BatchWriteItem: items still unprocessed after {attempt} attempts"
+                        )));
+                    }
+                    pending = rest;
+                }
+                _ => break,
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `riffle replay`: runs [`run`] with progress on stderr and a summary on stdout.
+pub async fn main(args: ReplayArgs) -> ExitCode {
+    let infra_dir = match args.infra {
+        Some(dir) => dir,
+        None => match riffle_local::project_root() {
+            Ok(root) => root.join("infra"),
+            Err(e) => {
+                eprintln!("error: {e} (or pass --infra)");
+                return ExitCode::from(2);
+            }
+        },
+    };
+    let options = ReplayOptions {
+        bucket: args.bucket,
+        prefix: args.prefix,
+        table: args.table,
+        create: args.create,
+        ttl_days: args.ttl_days,
+        infra_dir,
+    };
+    let sdk = riffle_aws::sdk_config().await;
+    match run(&sdk, &options, |line| eprintln!("{line}")).await {
+        Ok(r) => {
+            println!(
+                "replayed {} rows from {} objects in {} partitions into {} items of {} ({} duplicate rows and {} non-finite metrics left out)",
+                r.rows, r.objects, r.partitions, r.items, options.table, r.duplicates, r.non_finite
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, subject: &str, agg_key: &str, window_start: i64, metric: f64) -> ArchivedRow {
+        ArchivedRow {
+            event_id: id.into(),
+            source: "web".into(),
+            subject: subject.into(),
+            schema_id: 1,
+            event_time: window_start,
+            ingest_time: window_start,
+            validated_at: None,
+            enriched_at: None,
+            archived_at: 0,
+            trace_header: None,
+            agg_key: agg_key.into(),
+            metric,
+            window_start,
+            reference_found: true,
+            attributes_json: "{}".into(),
+            payload_json: "{}".into(),
+            payload: Vec::new(),
+            kinesis_partition_key: "k".into(),
+            kinesis_sequence_number: "1".into(),
+            kinesis_shard_id: "s".into(),
+        }
+    }
+
+    #[test]
+    fn folds_rows_once_per_event_and_skips_non_finite_metrics() {
+        let mut view = ViewBuilder::new(HashMap::from([("s1".to_owned(), 300)]), 30);
+        view.add_partition(&[
+            row("a", "s1", "k", 60_000, 2.0),
+            row("b", "s1", "k", 60_000, -1.0),
+            row("a", "s1", "k", 60_000, 2.0),
+            row("c", "s1", "k", 60_000, f64::NAN),
+        ]);
+        view.add_partition(&[row("d", "other", "j", 0, 5.5)]);
+        let r = view.report();
+        assert_eq!(
+            (r.partitions, r.rows, r.duplicates, r.non_finite),
+            (2, 5, 1, 1)
+        );
+        let items = view.items(7).unwrap();
+        assert_eq!(items.len(), 2);
+        let rows: Vec<_> = items
+            .iter()
+            .map(|i| riffle_aggregator::store::parse_item(i).unwrap())
+            .collect();
+        let j = &rows[0];
+        assert_eq!(j.key.agg_key, "j");
+        assert_eq!(j.window_secs, DEFAULT_WINDOW_SECS);
+        let k = &rows[1];
+        assert_eq!(
+            k.aggregate,
+            Aggregate {
+                count: 2,
+                sum: 1.0,
+                min: -1.0,
+                max: 2.0
+            }
+        );
+        assert_eq!(k.window_secs, 300);
+        assert_eq!(k.expires_at, 60 + 300 + 30 * SECS_PER_DAY);
+        assert_eq!(k.updated_at, 7);
+    }
+}
