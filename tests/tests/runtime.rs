@@ -6,7 +6,7 @@
 //! shared and taken over by instances, and resharding (split, merge).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -415,7 +415,10 @@ async fn every_record_once_in_order_per_shard_and_checkpointed() {
         .map(Vec::len)
         .collect();
     assert!(sizes.iter().all(|n| *n <= 40), "batch size respected");
-    assert!(sizes.contains(&40), "records waiting fill a batch: {sizes:?}");
+    assert!(
+        sizes.contains(&40),
+        "records waiting fill a batch: {sizes:?}"
+    );
     // Per shard, sequence numbers strictly grow; per key, the put order is kept.
     let mut by_shard: HashMap<String, Vec<&Seen>> = HashMap::new();
     for s in &done {
@@ -728,9 +731,8 @@ async fn a_failing_lane_holds_only_itself() {
     assert_eq!(with_target.len(), 5, "4 failures, then success");
     let (first, last) = (with_target[0], with_target[4]);
     let failing_lane = riffle_runtime::local::lane_of("k3", 4);
-    let lane = |inv: &Vec<Seen>| {
-        riffle_runtime::local::lane_of(inv[0].data.split_once(':').unwrap().0, 4)
-    };
+    let lane =
+        |inv: &Vec<Seen>| riffle_runtime::local::lane_of(inv[0].data.split_once(':').unwrap().0, 4);
     assert!(
         invocations[first..last]
             .iter()
@@ -741,7 +743,10 @@ async fn a_failing_lane_holds_only_itself() {
         .iter()
         .filter(|inv| lane(inv) != failing_lane)
         .count();
-    assert!(others >= 3, "other lanes went on meanwhile ({others} batches)");
+    assert!(
+        others >= 3,
+        "other lanes went on meanwhile ({others} batches)"
+    );
     env.emulators.shutdown().await;
 }
 
@@ -765,13 +770,9 @@ async fn two_instances_share_the_shards_never_at_once() {
             .iter()
             .map(|s| view.shards.get(s).and_then(|r| r.owner.clone()))
             .collect();
-        ["a", "b"].iter().all(|who| {
-            owners
-                .iter()
-                .filter(|o| o.as_deref() == Some(*who))
-                .count()
-                == 2
-        })
+        ["a", "b"]
+            .iter()
+            .all(|who| owners.iter().filter(|o| o.as_deref() == Some(*who)).count() == 2)
     })
     .await;
     env.put("raw", 200..400, 40).await;
@@ -917,7 +918,11 @@ async fn assert_children_after_parents(
     );
     let checkpoints = env.checkpoints("raw");
     for p in parents {
-        assert_eq!(checkpoints.load(p).await.unwrap(), Checkpoint::ShardEnd, "{p}");
+        assert_eq!(
+            checkpoints.load(p).await.unwrap(),
+            Checkpoint::ShardEnd,
+            "{p}"
+        );
     }
     for c in children {
         assert!(
@@ -956,7 +961,10 @@ async fn split_shard_children_are_read_after_the_parent() {
     let parents = vec![shards[0].clone()];
     let children = shards[1..].to_vec();
     let used: HashSet<String> = recorder.done().iter().map(|r| r.shard.clone()).collect();
-    assert!(children.iter().all(|c| used.contains(c)), "both children read");
+    assert!(
+        children.iter().all(|c| used.contains(c)),
+        "both children read"
+    );
     assert_children_after_parents(&env, &recorder, &parents, &children, 300, 10).await;
     env.emulators.shutdown().await;
 }
@@ -986,5 +994,299 @@ async fn merged_shard_is_read_after_both_parents() {
     let shards = env.shard_ids("raw").await;
     assert_eq!(shards.len(), 3);
     assert_children_after_parents(&env, &recorder, &shards[..2], &shards[2..], 300, 10).await;
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn batching_window_waits_for_records_unless_the_batch_is_full() {
+    let env = Env::start("window").await;
+    env.stream("raw", 1).await;
+    let recorder = Arc::new(Recorder::default());
+    let mut cfg = config("raw");
+    cfg.batch_size = 10;
+    cfg.maximum_batching_window_secs = 2;
+    let running = start(&env, recorder.clone(), cfg);
+
+    let put = Instant::now();
+    env.put("raw", 0..3, 1).await;
+    wait_for("3 records", || recorder.done().len() >= 3).await;
+    let spans = recorder.spans.lock().unwrap().clone();
+    assert_eq!(spans.len(), 1, "one batch for the window");
+    assert_eq!(spans[0].records, 3);
+    assert!(
+        spans[0].started >= put + Duration::from_secs(2),
+        "the batch waited for the window"
+    );
+
+    let put = Instant::now();
+    env.put("raw", 3..13, 1).await;
+    wait_for("13 records", || recorder.done().len() >= 13).await;
+    running.stop().await;
+    let spans = recorder.spans.lock().unwrap().clone();
+    assert_eq!(spans.len(), 2);
+    assert_eq!(spans[1].records, 10);
+    assert!(
+        spans[1].started < put + Duration::from_secs(2),
+        "a full batch does not wait for the window"
+    );
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn starting_positions_trim_horizon_latest_and_at_timestamp() {
+    let env = Env::start("positions").await;
+    env.stream("raw", 1).await;
+    env.put("raw", 0..10, 2).await;
+    // Past every arrival time of the first records, strictly.
+    let boundary = chrono::Utc::now();
+    while chrono::Utc::now().timestamp_millis() <= boundary.timestamp_millis() + 1 {
+        tokio::task::yield_now().await;
+    }
+    env.put("raw", 10..20, 2).await;
+
+    let mapping = |function: &str, position: StartingPosition| {
+        let mut c = config("raw");
+        c.function_name = function.to_owned();
+        c.starting_position = position;
+        c
+    };
+    let trim = Arc::new(Recorder::default());
+    let at = Arc::new(Recorder::default());
+    let latest = Arc::new(Recorder::default());
+    let mut at_cfg = mapping("at", StartingPosition::AtTimestamp);
+    at_cfg.starting_position_timestamp = Some(boundary.timestamp_millis() as f64 / 1000.0);
+    let runs = vec![
+        start(
+            &env,
+            trim.clone(),
+            mapping("trim", StartingPosition::TrimHorizon),
+        ),
+        start(&env, at.clone(), at_cfg),
+        start(
+            &env,
+            latest.clone(),
+            mapping("latest", StartingPosition::Latest),
+        ),
+    ];
+    wait_for("trim horizon reads all", || trim.done().len() >= 20).await;
+    wait_for("at timestamp reads the later half", || {
+        at.done().len() >= 10
+    })
+    .await;
+    // LATEST sees only what is put after it started reading: put until it sees something.
+    let mut i = 20;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while latest.done().is_empty() {
+        assert!(tokio::time::Instant::now() < deadline, "LATEST saw nothing");
+        env.put("raw", i..i + 1, 2).await;
+        i += 1;
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    for run in runs {
+        run.stop().await;
+    }
+    let firsts: Vec<usize> = [&trim, &at, &latest]
+        .iter()
+        .map(|r| r.done().iter().map(|s| index_of(&s.data)).min().unwrap())
+        .collect();
+    assert_eq!(firsts[0], 0, "TRIM_HORIZON starts at the oldest record");
+    assert_eq!(
+        firsts[1], 10,
+        "AT_TIMESTAMP starts at the first record put after it"
+    );
+    assert_eq!(
+        at.done().iter().filter(|s| index_of(&s.data) < 20).count(),
+        10
+    );
+    assert!(firsts[2] >= 20, "LATEST skips what was there before");
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn retry_attempts_minus_one_retries_until_the_batch_succeeds() {
+    let env = Env::start("retry-forever").await;
+    env.stream("raw", 1).await;
+    let (sqs, queue_url) = env.queue("test-fn-dlq").await;
+    env.put("raw", 0..10, 2).await;
+
+    let recorder = Arc::new(Recorder {
+        fail_times: Some(("k1:5".to_owned(), 5)),
+        ..Recorder::default()
+    });
+    let mut cfg = config("raw");
+    cfg.batch_size = 10;
+    cfg.maximum_retry_attempts = -1;
+    cfg.on_failure_queue_url = Some(queue_url.clone());
+    let running = start(&env, recorder.clone(), cfg);
+    wait_for("10 records", || recorder.done().len() >= 10).await;
+    running.stop().await;
+
+    assert_exactly_once(&recorder.done(), 0..10, 2);
+    let invocations = recorder.invocations.lock().unwrap().clone();
+    assert_eq!(invocations.len(), 6, "5 failures, then success");
+    assert!(
+        invocations.iter().all(|inv| inv.len() == 10),
+        "the whole batch retried"
+    );
+    let left = sqs
+        .receive_message()
+        .queue_url(&queue_url)
+        .send()
+        .await
+        .unwrap();
+    assert!(left.messages().is_empty(), "nothing given up on");
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn records_older_than_the_maximum_age_go_to_the_destination() {
+    let env = Env::start("age").await;
+    env.stream("raw", 1).await;
+    let (sqs, queue_url) = env.queue("test-fn-dlq").await;
+    env.put("raw", 0..5, 1).await;
+
+    let recorder = Arc::new(Recorder::default());
+    let mut cfg = config("raw");
+    cfg.maximum_record_age_secs = 60;
+    cfg.on_failure_queue_url = Some(queue_url.clone());
+    // Two minutes on: every record is past the 60 s limit when read.
+    let options = LocalOptions {
+        clock: Arc::new(|| chrono::Utc::now() + chrono::Duration::seconds(120)),
+        ..LocalOptions::default()
+    };
+    let running = start_with(&env, recorder.clone(), cfg, options);
+    let messages = failure_messages(&sqs, &queue_url, 5).await;
+    let mut records: Vec<KinesisEventRecord> = Vec::new();
+    for m in &messages {
+        assert_eq!(m["requestContext"]["condition"], "RecordAgeExceeded");
+        records.extend(
+            serde_json::from_value::<Vec<KinesisEventRecord>>(m["records"].clone()).unwrap(),
+        );
+    }
+    let data: Vec<String> = records
+        .iter()
+        .map(|r| String::from_utf8(r.kinesis.data.0.clone()).unwrap())
+        .collect();
+    assert_eq!(data, (0..5).map(|i| format!("k0:{i}")).collect::<Vec<_>>());
+    let last = records.last().unwrap().kinesis.sequence_number.clone();
+    wait_async("checkpoint past the old records", || async {
+        env.checkpoints("raw")
+            .load("shardId-000000000000")
+            .await
+            .unwrap()
+            == Checkpoint::After(last.clone())
+    })
+    .await;
+    running.stop().await;
+    assert!(
+        recorder.invocations.lock().unwrap().is_empty(),
+        "old records are not processed"
+    );
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn partial_failure_checkpoints_before_the_lowest_failed_record() {
+    let env = Env::start("partial-cp").await;
+    env.stream("raw", 1).await;
+    env.put("raw", 0..10, 1).await;
+
+    let failing = Arc::new(Recorder {
+        fail_always: Some("k0:5".to_owned()),
+        ..Recorder::default()
+    });
+    let mut cfg = config("raw");
+    cfg.report_batch_item_failures = true;
+    let running = start(&env, failing.clone(), cfg.clone());
+    wait_for("a retry of k0:5", || {
+        failing
+            .invocations
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|inv| inv.first().is_some_and(|r| r.data == "k0:5"))
+            .count()
+            >= 2
+    })
+    .await;
+    let before = failing.done().last().unwrap().clone();
+    assert_eq!(before.data, "k0:4");
+    let checkpoints = env.checkpoints("raw");
+    wait_async("checkpoint at k0:4", || async {
+        checkpoints.load(&before.shard).await.unwrap() == Checkpoint::After(before.seq.clone())
+    })
+    .await;
+    running.stop().await;
+    assert_eq!(
+        checkpoints.load(&before.shard).await.unwrap(),
+        Checkpoint::After(before.seq.clone()),
+        "stopped while retrying: the checkpoint stays before the failed record"
+    );
+
+    let healthy = Arc::new(Recorder::default());
+    let running = start(&env, healthy.clone(), cfg);
+    wait_for("the rest", || healthy.done().len() >= 5).await;
+    running.stop().await;
+    let expected: Vec<String> = (5..10).map(|i| format!("k0:{i}")).collect();
+    assert_eq!(
+        data_of(&healthy.done()),
+        expected,
+        "resumed at the failed record"
+    );
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn batches_are_cut_at_the_6_mb_invocation_payload() {
+    let env = Env::start("payload").await;
+    env.stream("raw", 1).await;
+    let publisher = KinesisPublisher::new(env.kinesis.clone(), PublishConfig::default());
+    let records: Vec<OutRecord> = (0..8)
+        .map(|i| {
+            let mut data = format!("k0:{i}:").into_bytes();
+            data.resize(900_000, b'x');
+            OutRecord {
+                partition_key: "k0".into(),
+                data,
+            }
+        })
+        .collect();
+    let outcome = publisher.put_all("raw", records).await.unwrap();
+    assert_eq!(outcome.written, 8);
+
+    let recorder = Arc::new(Recorder::default());
+    let mut cfg = config("raw");
+    cfg.batch_size = 100;
+    let running = start(&env, recorder.clone(), cfg);
+    wait_for("8 records", || {
+        recorder
+            .spans
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|s| s.records)
+            .sum::<usize>()
+            >= 8
+    })
+    .await;
+    running.stop().await;
+    let spans = recorder.spans.lock().unwrap().clone();
+    assert!(spans.len() >= 2, "cut into several batches");
+    for s in &spans {
+        assert!(
+            s.payload_bytes <= riffle_runtime::event::INVOCATION_PAYLOAD_MAX_BYTES,
+            "{} bytes",
+            s.payload_bytes
+        );
+    }
+    assert!(
+        spans[0].records > 1,
+        "as many records as fit: {}",
+        spans[0].records
+    );
+    assert!(
+        spans[0].payload_bytes + 1_300_000 > riffle_runtime::event::INVOCATION_PAYLOAD_MAX_BYTES,
+        "the first batch is as full as one more record allows"
+    );
     env.emulators.shutdown().await;
 }
