@@ -13,14 +13,23 @@
 //!   same key (Kinesis' own semantics). Consumers deduplicate by event id, so this only
 //!   matters for strict ordering; [`PublishConfig::strict_order`] puts at most one record
 //!   per key in a request, which closes that gap at the cost of more requests for hot keys.
+//!
+//! # Fault injection
+//! For fault tests (`riffle chaos`), `RIFFLE_FAULT_THROTTLE_RATE` (0..=1, off by default) is
+//! the probability that an entry is answered as throttled (`ProvisionedThroughputExceeded`)
+//! without being sent, so the retry path runs as it does under real throttling;
+//! `RIFFLE_FAULT_SEED` seeds the draws. [`KinesisPublisher::with_throttle_faults`] sets the
+//! same in code.
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use aws_sdk_kinesis::primitives::Blob;
 use aws_sdk_kinesis::types::PutRecordsRequestEntry;
+use rand::rngs::StdRng;
+use rand::{Rng, SeedableRng};
 use tokio::task::JoinSet;
 
 use crate::AwsError;
@@ -37,6 +46,61 @@ pub const PARTITION_KEY_MAX_CHARS: usize = 256;
 
 /// Per-entry error code for a shard over its write throughput.
 const THROTTLED: &str = "ProvisionedThroughputExceededException";
+/// Fault tests only: probability (0..=1) that an entry is answered as throttled unsent.
+pub const FAULT_THROTTLE_RATE_ENV: &str = "RIFFLE_FAULT_THROTTLE_RATE";
+/// Fault tests only: seed of the injected faults' draws.
+pub const FAULT_SEED_ENV: &str = "RIFFLE_FAULT_SEED";
+
+/// Throttling injected by fault tests: each entry is throttled with probability `rate`.
+#[derive(Debug)]
+struct ThrottleFault {
+    rate: f64,
+    rng: Mutex<StdRng>,
+}
+
+impl ThrottleFault {
+    fn new(rate: f64, seed: u64) -> Option<Arc<Self>> {
+        (rate > 0.0).then(|| {
+            Arc::new(Self {
+                rate: rate.min(1.0),
+                rng: Mutex::new(StdRng::seed_from_u64(seed)),
+            })
+        })
+    }
+
+    /// From [`FAULT_THROTTLE_RATE_ENV`] and [`FAULT_SEED_ENV`]; unset, zero or unreadable is
+    /// off (a typo must not throttle a real deployment, so it is only warned about).
+    fn from_env() -> Option<Arc<Self>> {
+        let raw = std::env::var(FAULT_THROTTLE_RATE_ENV).ok()?;
+        let Some(rate) = raw
+            .trim()
+            .parse::<f64>()
+            .ok()
+            .filter(|r| (0.0..=1.0).contains(r))
+        else {
+            tracing::warn!(value = %raw, "{FAULT_THROTTLE_RATE_ENV} is not within 0..=1; ignored");
+            return None;
+        };
+        let seed = std::env::var(FAULT_SEED_ENV)
+            .ok()
+            .and_then(|s| s.trim().parse::<u64>().ok())
+            .unwrap_or_else(rand::random);
+        // Each process draws its own sequence, so stages with one seed do not fail in step.
+        let seed = seed ^ u64::from(std::process::id()).rotate_left(32);
+        tracing::warn!(
+            rate,
+            "fault injection: PutRecords entries throttled at random"
+        );
+        Self::new(rate, seed)
+    }
+
+    fn hit(&self) -> bool {
+        self.rng
+            .lock()
+            .map(|mut rng| rng.random_bool(self.rate))
+            .unwrap_or(false)
+    }
+}
 
 /// One record to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,15 +202,26 @@ impl PutOutcome {
 pub struct KinesisPublisher {
     client: aws_sdk_kinesis::Client,
     config: Arc<PublishConfig>,
+    throttle: Option<Arc<ThrottleFault>>,
 }
 
 impl KinesisPublisher {
-    /// A publisher over `client`.
+    /// A publisher over `client`. Throttling faults are injected only when
+    /// `RIFFLE_FAULT_THROTTLE_RATE` is set (see the module doc).
     pub fn new(client: aws_sdk_kinesis::Client, config: PublishConfig) -> Self {
         Self {
             client,
             config: Arc::new(config),
+            throttle: ThrottleFault::from_env(),
         }
+    }
+
+    /// The same publisher answering each entry as throttled, unsent, with probability `rate`
+    /// (0 turns injection off), draws seeded by `seed`. For fault tests.
+    #[must_use]
+    pub fn with_throttle_faults(mut self, rate: f64, seed: u64) -> Self {
+        self.throttle = ThrottleFault::new(rate, seed);
+        self
     }
 
     /// Writes `records` to `stream`, reporting per input index what finally failed.
@@ -177,7 +252,10 @@ impl KinesisPublisher {
             let client = self.client.clone();
             let config = self.config.clone();
             let stream = stream.clone();
-            tasks.spawn(async move { run_lane(&client, &config, &stream, lane).await });
+            let throttle = self.throttle.clone();
+            tasks.spawn(async move {
+                run_lane(&client, &config, throttle.as_deref(), &stream, lane).await
+            });
         }
         let mut fatal = None;
         while let Some(joined) = tasks.join_next().await {
@@ -257,6 +335,7 @@ fn plan_requests(lane: Vec<Indexed>, strict_order: bool) -> Vec<Vec<Indexed>> {
 async fn run_lane(
     client: &aws_sdk_kinesis::Client,
     config: &PublishConfig,
+    throttle: Option<&ThrottleFault>,
     stream: &str,
     lane: Vec<Indexed>,
 ) -> Result<PutOutcome, AwsError> {
@@ -288,7 +367,7 @@ async fn run_lane(
             attempt += 1;
             let last_attempt = attempt >= config.max_attempts;
             outcome.requests += 1;
-            let errors = match send(client, stream, &pending).await {
+            let errors = match send(client, throttle, stream, &pending).await {
                 Ok(errors) => errors,
                 Err(e) if !e.retryable() => return Err(e),
                 Err(e) => vec![Some(e); pending.len()],
@@ -316,14 +395,27 @@ async fn run_lane(
     Ok(outcome)
 }
 
-/// One PutRecords call; per entry `None` when written or the entry's error.
+/// One PutRecords call; per entry `None` when written or the entry's error. Entries that
+/// an injected fault throttles are not sent.
 async fn send(
     client: &aws_sdk_kinesis::Client,
+    throttle: Option<&ThrottleFault>,
     stream: &str,
     entries: &[Indexed],
 ) -> Result<Vec<Option<AwsError>>, AwsError> {
+    let injected: Vec<bool> = entries
+        .iter()
+        .map(|_| throttle.is_some_and(ThrottleFault::hit))
+        .collect();
+    let throttled = || AwsError::Entry {
+        code: THROTTLED.to_owned(),
+        message: "Rate exceeded for shard (injected fault)".to_owned(),
+    };
+    if injected.iter().all(|i| *i) {
+        return Ok(entries.iter().map(|_| Some(throttled())).collect());
+    }
     let mut request_entries = Vec::with_capacity(entries.len());
-    for (_, record) in entries {
+    for ((_, record), _) in entries.iter().zip(&injected).filter(|(_, i)| !**i) {
         let entry = PutRecordsRequestEntry::builder()
             .data(Blob::new(record.data.clone()))
             .partition_key(record.partition_key.clone())
@@ -343,18 +435,24 @@ async fn send(
         .send()
         .await
         .map_err(|e| AwsError::from_sdk("PutRecords", e))?;
-    let results = response.records();
-    let errors = (0..entries.len())
-        .map(|i| match results.get(i) {
-            Some(result) => result.error_code().map(|code| AwsError::Entry {
-                code: code.to_owned(),
-                message: result.error_message().unwrap_or_default().to_owned(),
-            }),
-            // A short answer leaves the entry's fate unknown: sending it again is safe.
-            None => Some(AwsError::Entry {
-                code: "InternalFailure".to_owned(),
-                message: "no result for entry".to_owned(),
-            }),
+    let mut results = response.records().iter();
+    let errors = injected
+        .iter()
+        .map(|injected| {
+            if *injected {
+                return Some(throttled());
+            }
+            match results.next() {
+                Some(result) => result.error_code().map(|code| AwsError::Entry {
+                    code: code.to_owned(),
+                    message: result.error_message().unwrap_or_default().to_owned(),
+                }),
+                // A short answer leaves the entry's fate unknown: sending it again is safe.
+                None => Some(AwsError::Entry {
+                    code: "InternalFailure".to_owned(),
+                    message: "no result for entry".to_owned(),
+                }),
+            }
         })
         .collect();
     Ok(errors)
@@ -434,6 +532,21 @@ mod tests {
             .map(|r| r.iter().map(|(i, _)| *i).collect())
             .collect();
         assert_eq!(shape, vec![vec![0, 1], vec![2, 3]]);
+    }
+
+    #[test]
+    fn injected_throttling_follows_its_rate_and_seed() {
+        assert!(ThrottleFault::new(0.0, 1).is_none());
+        let always = ThrottleFault::new(1.0, 1).unwrap();
+        assert!((0..100).all(|_| always.hit()));
+        let draws = |seed| {
+            let f = ThrottleFault::new(0.25, seed).unwrap();
+            (0..4000).map(|_| f.hit()).collect::<Vec<_>>()
+        };
+        let hits = draws(7).iter().filter(|h| **h).count();
+        assert!((800..1200).contains(&hits), "about a quarter, got {hits}");
+        assert_eq!(draws(7), draws(7), "same seed, same faults");
+        assert_ne!(draws(7), draws(8));
     }
 
     #[test]

@@ -12,13 +12,16 @@
 //!   shards over the instances of one function;
 //! - [`destination`]: the on-failure SQS messages;
 //! - [`local`]: the local event source mapping itself, [`run_local`];
-//! - [`deaggregate`]: KPL aggregates unpacked before any handler sees them.
+//! - [`deaggregate`]: KPL aggregates unpacked before any handler sees them;
+//! - [`fault`]: transient handler errors injected for fault tests (local mapping only, off
+//!   unless `RIFFLE_FAULT_HANDLER_ERROR_RATE` is set).
 
 pub mod checkpoint;
 pub mod config;
 pub mod deaggregate;
 pub mod destination;
 pub mod event;
+pub mod fault;
 pub mod lease;
 pub mod local;
 

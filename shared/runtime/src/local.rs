@@ -159,6 +159,7 @@ pub async fn run_local_with<H: KinesisHandler>(
         handler,
         config,
         clock: options.clock,
+        faults: crate::fault::Faults::from_env()?,
     });
     tracing::info!(
         stream = %ctx.config.stream_name, function = %ctx.config.function_name,
@@ -441,6 +442,8 @@ struct Ctx<H> {
     function_arn: String,
     invoke_identity_arn: String,
     clock: Clock,
+    /// Fault tests only: transient handler errors (`RIFFLE_FAULT_HANDLER_ERROR_RATE`).
+    faults: Option<crate::fault::Faults>,
 }
 
 /// How a reader ended.
@@ -984,8 +987,19 @@ async fn deliver_segments<H: KinesisHandler>(
         let started = Instant::now();
         let handler = shared.ctx.handler.clone();
         let event = crate::deaggregate::expand(event_of(&segment.records));
+        let fault = shared
+            .ctx
+            .faults
+            .as_ref()
+            .and_then(crate::fault::Faults::draw);
+        if fault.is_some() {
+            metrics.count("FaultsInjected", 1);
+        }
         // Its own task, so a panicking handler fails the batch like a crashed function.
-        let outcome = tokio::spawn(async move { handler.handle(event).await }).await;
+        let outcome = crate::fault::apply(fault, async move {
+            tokio::spawn(async move { handler.handle(event).await }).await
+        })
+        .await;
         metrics.millis("HandlerMs", started.elapsed().as_secs_f64() * 1000.0);
         let failed_from = match outcome {
             Ok(Ok(response)) => match verdict(
