@@ -8,8 +8,10 @@ CFN_LINT := $(TOOLS)/venv/bin/cfn-lint
 # Every CloudFormation template under infra/ (infra/local holds no templates).
 TEMPLATES = $(wildcard infra/*.yaml infra/services/*.yaml)
 ARGS ?=
+# The last commit production's registry has seen, for schema-gate.
+BASE ?= HEAD
 
-.PHONY: help install test lint fmt-check clippy cfn-lint demo fuzz
+.PHONY: help install test lint fmt-check clippy cfn-lint demo fuzz schema-gate
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -49,3 +51,7 @@ demo: install ## Run the whole pipeline locally on generated events (ARGS="--eve
 
 fuzz: ## Fuzz each codec decoder briefly with cargo-fuzz on nightly (FUZZ_SECONDS=20 per target)
 	@bash infra/local/fuzz.sh
+
+schema-gate: install ## Replay schemas/ git history (to BASE=HEAD) into a local registry, check the working tree
+	cargo build -p riffle-cli -p riffle-schema-registry --bin riffle --bin schema-registry
+	target/debug/riffle schema gate --base $(BASE)
