@@ -28,6 +28,9 @@ use riffle_codec::{Envelope, EnvelopeCodec};
 use riffle_local::Emulators;
 use riffle_runtime::destination::{Condition, FailureContext, failure_messages};
 use riffle_runtime::event::{Pending, Source};
+use riffle_stage::RejectMessage;
+use riffle_stage::dedup::{Claim, ClaimRequest, Claims as _, DEFAULT_CLAIM_WINDOW, DynamoClaims};
+use riffle_stage::reject::RejectBatch;
 use riffle_tests::test_support::state_dir;
 
 const BUCKET: &str = "riffle-archive-ops";
@@ -433,6 +436,95 @@ async fn dead_letters_are_listed_shown_and_redriven() {
         panic!("expected the metadata-only failure");
     };
     assert!(f.records.is_empty());
+
+    // Records the aggregator parked: their event-id claims are released before they go
+    // back on `enriched`, except for an event the aggregator did apply, whose record stays
+    // out (it would be dropped as a duplicate).
+    let claims = DynamoClaims::new(
+        riffle_aws::dynamodb_client(&sdk),
+        "riffle-claims",
+        DEFAULT_CLAIM_WINDOW,
+    );
+    let now = chrono::Utc::now().timestamp();
+    let requests = [
+        ClaimRequest {
+            event_id: "ev-dlq-10",
+            position: "shardId-000000000001/a",
+        },
+        ClaimRequest {
+            event_id: "ev-dlq-11",
+            position: "shardId-000000000001/b",
+        },
+    ];
+    claims.claim("aggregator", &requests, now).await.unwrap();
+    claims
+        .mark_applied("aggregator", &requests[1..], now)
+        .await
+        .unwrap();
+    let parked: Vec<RejectMessage> = [10, 11]
+        .iter()
+        .map(|i| {
+            let mut record = riffle_stage::KinesisEventRecord::default();
+            record.kinesis.data.0 = codec.encode(&envelope(*i)).unwrap();
+            record.kinesis.partition_key = format!("pk-{i}");
+            record.kinesis.sequence_number = i.to_string();
+            RejectMessage::new("aggregator", &record, "non_finite_metric", "NaN".into())
+                .with_envelope(&envelope(*i))
+        })
+        .collect();
+    let aggregator_queue = deployment.queue_url("AggregatorDlq").unwrap().to_owned();
+    sqs.send_message()
+        .queue_url(&aggregator_queue)
+        .message_body(
+            serde_json::to_string(&RejectBatch {
+                rejects: parked.clone(),
+            })
+            .unwrap(),
+        )
+        .send()
+        .await
+        .unwrap();
+    let url = dlq::resolve_queue(&sqs, &topology, "riffle-aggregator-dlq")
+        .await
+        .unwrap();
+    let text: String = dlq::show(&sqs, &url, 10)
+        .await
+        .unwrap()
+        .iter()
+        .map(dlq::render_message)
+        .collect();
+    assert!(text.contains("non_finite_metric by aggregator"), "{text}");
+    let done = dlq::redrive(&sdk, &topology, &url, 10, false, |_| {})
+        .await
+        .unwrap();
+    assert_eq!((done.redriven, done.already_applied), (1, 1));
+    assert_eq!(done.records["riffle-enriched"], 1);
+    let put = stream_records(&kinesis, "riffle-enriched", 1).await;
+    assert_eq!(put, vec![("pk-10".to_owned(), parked[0].data().unwrap())]);
+    // The unapplied claim is gone (the event may be claimed again at its new position); the
+    // applied one stays.
+    let again = claims
+        .claim(
+            "aggregator",
+            &[
+                ClaimRequest {
+                    event_id: "ev-dlq-10",
+                    position: "shardId-000000000002/c",
+                },
+                ClaimRequest {
+                    event_id: "ev-dlq-11",
+                    position: "shardId-000000000002/d",
+                },
+            ],
+            now,
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        vec![Claim::Claimed { applied: false }, Claim::Duplicate]
+    );
+    assert!(dlq::show(&sqs, &url, 10).await.unwrap().is_empty());
     emulators.shutdown().await;
 }
 

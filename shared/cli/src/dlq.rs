@@ -13,9 +13,12 @@
 //! Redrive puts the records a message carries back on the input stream of the stage that
 //! gave up on them, with their original partition keys, and deletes the message only after
 //! every one of its records was put: at least once. A crash between the put and the delete
-//! puts the records again on the next redrive; the stages' event-id claims are what keep a
-//! second delivery from being applied twice, and [`release_claims`] is where redrive hands
-//! the released event ids to them.
+//! puts the records again on the next redrive; the stages' event-id claims
+//! (`riffle_stage::dedup`) are what keep a second delivery from being applied twice. Before
+//! putting, redrive releases the claims of the message's events at the stage that gave up
+//! ([`release_claims`], for the stages the templates give a claims table): an event never
+//! applied may then be claimed again; an event already applied keeps its claim, and its
+//! record is not put back (the stage would drop it as a duplicate anyway).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -30,6 +33,7 @@ use riffle_aws::{KinesisPublisher, OutRecord, PublishConfig};
 use riffle_codec::EnvelopeCodec;
 use riffle_local::provision::Plan;
 use riffle_local::template::{Attrs, LOCAL_ACCOUNT_ID, Scope};
+use riffle_stage::dedup::{Claims as _, DEFAULT_CLAIM_WINDOW, DynamoClaims, Release};
 use riffle_stage::{KinesisEventRecord, RejectMessage};
 use serde_json::Value;
 
@@ -44,6 +48,8 @@ pub const SHOW_VISIBILITY_SECS: i32 = 30;
 pub const REDRIVE_VISIBILITY_SECS: i32 = 300;
 /// Empty receives in a row that mean "nothing more to read now".
 const EMPTY_RECEIVES: u32 = 2;
+/// Environment variable through which a stage names its event-id claims table.
+const CLAIMS_VARIABLE: &str = "RIFFLE_CLAIMS_TABLE";
 /// Environment variables through which a stage names a queue it writes.
 const QUEUE_VARIABLES: [&str; 2] = ["RIFFLE_DLQ_URL", "RIFFLE_REJECTS_QUEUE_URL"];
 /// Region used only to build placeholder ARNs while reading the templates.
@@ -67,6 +73,8 @@ pub struct Topology {
     pub queues: Vec<DeadLetterQueue>,
     /// Stage (service template name, as `RejectMessage::stage`) -> its input stream.
     pub stage_streams: BTreeMap<String, String>,
+    /// Stage -> the DynamoDB table of its event-id claims (`RIFFLE_CLAIMS_TABLE`).
+    pub claims: BTreeMap<String, String>,
 }
 
 impl Topology {
@@ -131,6 +139,21 @@ pub fn topology(plan: &Plan) -> Topology {
             },
         );
     }
+    for t in &plan.tables {
+        resources.insert(
+            t.logical.clone(),
+            Attrs {
+                reference: t.name.clone(),
+                attrs: BTreeMap::from([(
+                    "Arn".to_owned(),
+                    format!(
+                        "arn:aws:dynamodb:{PLAN_REGION}:{LOCAL_ACCOUNT_ID}:table/{}",
+                        t.name
+                    ),
+                )]),
+            },
+        );
+    }
     let no_exports = BTreeMap::new();
     let scope = Scope {
         resources: &resources,
@@ -157,6 +180,7 @@ pub fn topology(plan: &Plan) -> Topology {
 
     let mut writers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut stage_streams = BTreeMap::new();
+    let mut claims = BTreeMap::new();
     for service in &plan.services {
         let t = &service.template;
         let resolve = |v| t.eval(v, scope).ok().and_then(|s| names.get(&s).cloned());
@@ -172,6 +196,12 @@ pub fn topology(plan: &Plan) -> Topology {
             }
         }
         for (variable, value) in &service.env {
+            if variable == CLAIMS_VARIABLE
+                && let Ok(table) = t.eval(value, scope)
+                && plan.tables.iter().any(|spec| spec.name == table)
+            {
+                claims.insert(service.name.clone(), table);
+            }
             if QUEUE_VARIABLES.contains(&variable.as_str())
                 && let Some(queue) = resolve(value)
             {
@@ -196,6 +226,7 @@ pub fn topology(plan: &Plan) -> Topology {
             })
             .collect(),
         stage_streams,
+        claims,
     }
 }
 
@@ -327,6 +358,9 @@ fn decode_envelope(data: &[u8]) -> Result<riffle_codec::Envelope, String> {
 pub struct RedrivePlan {
     /// Stream -> records, in message order.
     pub puts: BTreeMap<String, Vec<OutRecord>>,
+    /// Stream -> the event ids in each record of `puts` (same order; empty when the record
+    /// does not decode).
+    pub record_events: BTreeMap<String, Vec<Vec<String>>>,
     /// Stage -> event ids of the records it will see again (those that decode).
     pub event_ids: BTreeMap<String, Vec<String>>,
 }
@@ -337,13 +371,44 @@ impl RedrivePlan {
         self.puts.values().map(Vec::len).sum()
     }
 
+    /// The plan without the records all of whose events are in `applied`; returns how many
+    /// records it left out.
+    pub fn without_applied(&mut self, applied: &BTreeSet<String>) -> usize {
+        if applied.is_empty() {
+            return 0;
+        }
+        let mut dropped = 0;
+        for (stream, records) in &mut self.puts {
+            let Some(events) = self.record_events.get_mut(stream) else {
+                continue;
+            };
+            let flags: Vec<bool> = events
+                .iter()
+                .map(|ids| ids.is_empty() || !ids.iter().all(|id| applied.contains(id)))
+                .collect();
+            let before = records.len();
+            let mut keep = flags.iter().copied();
+            records.retain(|_| keep.next().unwrap_or(true));
+            let mut keep = flags.iter().copied();
+            events.retain(|_| keep.next().unwrap_or(true));
+            dropped += before - records.len();
+        }
+        self.puts.retain(|_, records| !records.is_empty());
+        dropped
+    }
+
     fn add(&mut self, stage: &str, stream: &str, partition_key: &str, data: Vec<u8>) {
-        for line in decode_ids(&data) {
+        let ids = decode_ids(&data);
+        if !stage.is_empty() {
             self.event_ids
                 .entry(stage.to_owned())
                 .or_default()
-                .push(line);
+                .extend(ids.iter().cloned());
         }
+        self.record_events
+            .entry(stream.to_owned())
+            .or_default()
+            .push(ids);
         self.puts
             .entry(stream.to_owned())
             .or_default()
@@ -419,19 +484,28 @@ pub fn redrive_plan(message: &DeadLetter, topology: &Topology) -> Result<Redrive
     Ok(plan)
 }
 
-/// Hands the event ids about to be delivered again to the stage's deduplication, so claims
-/// taken but never applied do not make the stage skip them.
+/// Releases, in the claims table `table`, the claims `stage` holds on `event_ids` and never
+/// applied, so the stage takes the redriven records as new; returns the ids it did apply
+/// (their claims stay, and their records need not go back).
 ///
-/// HOOK: the event-id claims (`riffle_stage::dedup`) are not in the workspace yet; once they
-/// are, this calls their `release(stage, event_ids)`. Until then nothing is claimed, so
-/// there is nothing to release.
-pub async fn release_claims(stage: &str, event_ids: &[String]) -> Result<(), PipelineError> {
-    tracing::debug!(
-        stage,
-        count = event_ids.len(),
-        "no event-id claims to release yet"
-    );
-    Ok(())
+/// # Errors
+/// The claims table could not be reached.
+pub async fn release_claims(
+    claims: &DynamoClaims,
+    stage: &str,
+    event_ids: &[String],
+) -> Result<BTreeSet<String>, PipelineError> {
+    let ids: Vec<&str> = event_ids.iter().map(String::as_str).collect();
+    let answers = claims
+        .release(stage, &ids)
+        .await
+        .map_err(|e| PipelineError::Aws(format!("releasing claims of {stage}: {e}")))?;
+    Ok(ids
+        .iter()
+        .zip(answers)
+        .filter(|(_, a)| *a == Release::Applied)
+        .map(|(id, _)| (*id).to_owned())
+        .collect())
 }
 
 /// A queue with its approximate depth.
@@ -655,6 +729,8 @@ pub struct RedriveReport {
     pub records: BTreeMap<String, usize>,
     /// Messages left on the queue, with the reason.
     pub skipped: Vec<(String, String)>,
+    /// Records not put back because their stage had already applied every event in them.
+    pub already_applied: usize,
 }
 
 /// Puts the records of up to `max` messages back on their stages' input streams and deletes
@@ -679,9 +755,10 @@ pub async fn redrive(
         messages: messages.len(),
         ..RedriveReport::default()
     };
+    let dynamo = riffle_aws::dynamodb_client(sdk);
     let mut keep: Vec<&Received> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
-        let plan = match redrive_plan(&m.message, topology) {
+        let mut plan = match redrive_plan(&m.message, topology) {
             Ok(plan) => plan,
             Err(reason) => {
                 progress(&format!(
@@ -703,9 +780,14 @@ pub async fn redrive(
             keep.push(m);
             continue;
         }
+        let mut applied = BTreeSet::new();
         for (stage, ids) in &plan.event_ids {
-            release_claims(stage, ids).await?;
+            if let Some(table) = topology.claims.get(stage) {
+                let claims = DynamoClaims::new(dynamo.clone(), table, DEFAULT_CLAIM_WINDOW);
+                applied.extend(release_claims(&claims, stage, ids).await?);
+            }
         }
+        report.already_applied += plan.without_applied(&applied);
         let mut failed = None;
         for (stream, records) in &plan.puts {
             let n = records.len();
@@ -981,6 +1063,12 @@ mod tests {
         assert_eq!(t.stage_streams["enricher"], "riffle-validated");
         assert_eq!(t.stage_streams["archiver"], "riffle-enriched");
         assert_eq!(t.stage_of_stream("riffle-validated"), Some("enricher"));
+        // Only the stages that claim event ids have claims to release.
+        assert_eq!(
+            t.claims.get("aggregator").map(String::as_str),
+            Some("riffle-claims")
+        );
+        assert!(!t.claims.contains_key("enricher"));
         assert_eq!(t.queue("EnricherDlq").unwrap().name, "riffle-enricher-dlq");
     }
 
@@ -1002,6 +1090,12 @@ mod tests {
                 data: vec![9, 9]
             }]
         );
+        let mut dropped = plan.clone();
+        assert_eq!(
+            dropped.without_applied(&BTreeSet::from(["x".to_owned()])),
+            0
+        );
+        assert_eq!(dropped, plan);
         let mut empty = reject.clone();
         empty.data_base64.clear();
         let body = serde_json::to_string(&empty).unwrap();
