@@ -385,3 +385,54 @@ async fn gate_passes_an_optional_field_with_default() {
     );
     assert!(out.contains("every change is compatible"), "{out}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transitive_levels_check_every_version() {
+    use riffle_registry_client::{CompatibilityLevel, RegistryClient};
+    let url = registry().await;
+    let client = RegistryClient::new(&url).unwrap();
+    let schema = |fields: &str| {
+        format!(
+            r#"{{"type":"record","name":"Probe","namespace":"com.riffle.test","fields":[{fields}]}}"#
+        )
+    };
+    let subject = "com.riffle.test.Probe";
+    // v1 has `a` as an int, v2 drops it (backward compatible: readers ignore it).
+    client
+        .register(subject, &schema(r#"{"name":"a","type":"int"}"#))
+        .await
+        .unwrap();
+    client.register(subject, &schema("")).await.unwrap();
+    // `a` comes back as a string with a default: fine against v2, unreadable against v1.
+    let dir = test_support::state_dir("schema-cli-transitive");
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("probe.avsc");
+    std::fs::write(
+        &file,
+        schema(r#"{"name":"a","type":"string","default":"z"}"#),
+    )
+    .unwrap();
+    let args = [
+        "schema",
+        "check",
+        "--registry",
+        url.as_str(),
+        file.to_str().unwrap(),
+    ];
+
+    let (code, out, err) = run(&project(), &args, &[]).await;
+    assert_eq!(
+        code, 0,
+        "BACKWARD looks at the latest version only: {out}{err}"
+    );
+
+    client
+        .set_config(Some(subject), CompatibilityLevel::BackwardTransitive)
+        .await
+        .unwrap();
+    let (code, out, err) = run(&project(), &args, &[]).await;
+    assert_eq!(code, 1, "{out}{err}");
+    assert!(out.contains("BACKWARD_TRANSITIVE"), "{out}");
+    assert!(out.contains("against version 1:"), "{out}");
+    assert!(!out.contains("against version 2:"), "{out}");
+}
