@@ -534,6 +534,20 @@ fn sqs_error<E: std::fmt::Debug + std::error::Error + 'static>(
     }
 }
 
+/// An SQS call error as operation and code only, for one table cell.
+fn short_error<E, R>(
+    operation: &'static str,
+) -> impl FnOnce(aws_sdk_sqs::error::SdkError<E, R>) -> String
+where
+    E: aws_sdk_sqs::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug,
+{
+    move |e| {
+        let e = riffle_aws::AwsError::from_sdk(operation, e);
+        format!("{operation}: {}", e.code().unwrap_or("failed"))
+    }
+}
+
 /// Every queue of `topology` with its approximate counts.
 ///
 /// # Errors
@@ -557,18 +571,22 @@ pub async fn list(
                 depth.visible = visible;
                 depth.in_flight = in_flight;
             }
-            Err(e) => depth.error = Some(e.to_string()),
+            Err(e) => depth.error = Some(e),
         }
         out.push(depth);
     }
     Ok(out)
 }
 
-async fn counts(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-) -> Result<(String, u64, u64), PipelineError> {
-    let url = url_of(sqs, name).await?;
+async fn counts(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(String, u64, u64), String> {
+    let url = sqs
+        .get_queue_url()
+        .queue_name(name)
+        .send()
+        .await
+        .map_err(short_error("GetQueueUrl"))?
+        .queue_url
+        .ok_or_else(|| "GetQueueUrl: no URL".to_owned())?;
     let out = sqs
         .get_queue_attributes()
         .queue_url(&url)
@@ -576,7 +594,7 @@ async fn counts(
         .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
         .send()
         .await
-        .map_err(sqs_error("GetQueueAttributes"))?;
+        .map_err(short_error("GetQueueAttributes"))?;
     let attrs = out.attributes();
     let get = |a: QueueAttributeName| {
         attrs
@@ -996,7 +1014,18 @@ async fn run_command(args: DlqArgs) -> Result<String, PipelineError> {
     let sdk = riffle_aws::sdk_config().await;
     let sqs = riffle_aws::sqs_client(&sdk);
     match args.command {
-        DlqCommand::List => Ok(render_list(&list(&sqs, &topology).await?)),
+        DlqCommand::List => {
+            let depths = list(&sqs, &topology).await?;
+            let failed = depths.iter().filter(|d| d.error.is_some()).count();
+            if failed > 0 {
+                eprint!("{}", render_list(&depths));
+                return Err(PipelineError::Aws(format!(
+                    "{failed} of {} queues could not be read",
+                    depths.len()
+                )));
+            }
+            Ok(render_list(&depths))
+        }
         DlqCommand::Show { queue, max } => {
             let url = resolve_queue(&sqs, &topology, &queue).await?;
             let messages = show(&sqs, &url, max).await?;
