@@ -264,7 +264,7 @@ async fn produce_and_check(
 }
 
 /// A task that keeps draining a queue until told to finish.
-struct RejectsCollector {
+pub(crate) struct RejectsCollector {
     stop: tokio::sync::oneshot::Sender<()>,
     task: tokio::task::JoinHandle<Result<Vec<riffle_stage::RejectMessage>, PipelineError>>,
 }
@@ -272,7 +272,7 @@ struct RejectsCollector {
 /// How often the rejects queue is drained during a run.
 const REJECTS_POLL: Duration = Duration::from_millis(500);
 
-fn collect_rejects(drainer: crate::pipeline::QueueDrainer) -> RejectsCollector {
+pub(crate) fn collect_rejects(drainer: crate::pipeline::QueueDrainer) -> RejectsCollector {
     let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let mut all = Vec::new();
@@ -290,7 +290,7 @@ fn collect_rejects(drainer: crate::pipeline::QueueDrainer) -> RejectsCollector {
 }
 
 impl RejectsCollector {
-    async fn finish(self) -> Result<Vec<riffle_stage::RejectMessage>, PipelineError> {
+    pub(crate) async fn finish(self) -> Result<Vec<riffle_stage::RejectMessage>, PipelineError> {
         let _ = self.stop.send(());
         self.task
             .await

@@ -7,8 +7,11 @@
 //! Operator commands over a deployment (AWS or the local twin): [`compact`]
 //! (`riffle archive compact`), [`replay`] (`riffle replay`, the view rebuilt from the
 //! archive), [`dlq`] (`riffle dlq list | show | redrive`).
+//! Fault tests: [`chaos`] (`riffle chaos`: kills, injected faults and a kinesalite restart
+//! during a run, then lost / doubled checked against the ground truth).
 //! The `riffle` binary (`main.rs`) is the command line over these.
 
+pub mod chaos;
 pub mod compact;
 pub mod demo;
 pub mod dlq;

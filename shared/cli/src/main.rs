@@ -56,6 +56,38 @@ enum Command {
     Replay(riffle_cli::replay::ReplayArgs),
     /// Dead-letter and rejects queues: list them, show messages, redrive records.
     Dlq(riffle_cli::dlq::DlqArgs),
+    /// The guarantees under faults: run the local pipeline while killing stage processes,
+    /// injecting handler errors and throttling, and restarting kinesalite; then check that
+    /// nothing was lost or doubled (exit 1 if anything was).
+    Chaos {
+        /// Number of events to produce.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Stage processes to kill (SIGKILL) during the run.
+        #[arg(long, default_value_t = 20)]
+        kills: u32,
+        /// Seed of the events, the kill schedule and the injected faults.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Events per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u32,
+        /// Share of poison (invalid) events (0..=1).
+        #[arg(long, default_value_t = 0.01)]
+        invalid_ratio: f64,
+        /// Probability a PutRecords entry is answered as throttled (0..1).
+        #[arg(long, default_value_t = 0.05)]
+        throttle_rate: f64,
+        /// Probability a batch invocation fails transiently (0..1).
+        #[arg(long, default_value_t = 0.02)]
+        handler_error_rate: f64,
+        /// Do not restart kinesalite mid-run.
+        #[arg(long)]
+        no_kinesis_restart: bool,
+        /// Give up waiting for the drain when nothing moves for this many seconds.
+        #[arg(long, default_value_t = 90)]
+        idle_timeout: u64,
+    },
 }
 
 #[tokio::main]
@@ -66,6 +98,31 @@ async fn main() -> ExitCode {
         Command::Archive(args) => riffle_cli::compact::main(args).await,
         Command::Replay(args) => riffle_cli::replay::main(args).await,
         Command::Dlq(args) => riffle_cli::dlq::main(args).await,
+        Command::Chaos {
+            events,
+            kills,
+            seed,
+            rate,
+            invalid_ratio,
+            throttle_rate,
+            handler_error_rate,
+            no_kinesis_restart,
+            idle_timeout,
+        } => {
+            let options = riffle_cli::chaos::ChaosOptions {
+                events,
+                kills,
+                seed,
+                rate,
+                invalid_ratio,
+                throttle_rate,
+                handler_error_rate,
+                restart_kinesis: !no_kinesis_restart,
+                idle_timeout: Duration::from_secs(idle_timeout),
+                ..riffle_cli::chaos::ChaosOptions::default()
+            };
+            chaos(options).await
+        }
         Command::Demo {
             events,
             rate,
@@ -123,6 +180,41 @@ async fn main() -> ExitCode {
                     ExitCode::FAILURE
                 }
             }
+        }
+    }
+}
+
+async fn chaos(options: riffle_cli::chaos::ChaosOptions) -> ExitCode {
+    if let Err(e) = options.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let pipeline = match PipelineOptions::for_checkout("chaos") {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = tokio::select! {
+        r = riffle_cli::chaos::run(&options, pipeline) => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\ninterrupted; stopping everything");
+            return ExitCode::from(130);
+        }
+    };
+    match outcome {
+        Ok(report) => {
+            print!("{}", riffle_cli::chaos::render(&report));
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("\nerror: {e}");
+            ExitCode::FAILURE
         }
     }
 }

@@ -5,6 +5,10 @@
 //! the pipeline is dropped, even if the orchestrator dies without cleaning up. Their stdout
 //! carries EMF metric lines, which the pipeline sums per service for progress and summaries;
 //! their stderr goes to a log file per process under the state directory.
+//!
+//! For fault tests a stage can be killed (SIGKILL, no clean shutdown) and started again,
+//! and kinesalite restarted on its LevelDB state; the counters keep summing across
+//! restarts, and a restarted process appends to its log.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -167,6 +171,8 @@ pub struct Pipeline {
     procs: Vec<Proc>,
     counters: Arc<Mutex<Counters>>,
     options: PipelineOptions,
+    /// Added to every stage's environment, at start and at each restart.
+    stage_env: Vec<(String, String)>,
 }
 
 impl std::fmt::Debug for Pipeline {
@@ -184,6 +190,19 @@ impl Pipeline {
     /// Whatever stops a part from coming up; the parts already started are stopped.
     pub async fn start(
         options: PipelineOptions,
+        step: impl Fn(&str),
+    ) -> Result<Pipeline, PipelineError> {
+        Self::start_with_env(options, Vec::new(), step).await
+    }
+
+    /// [`Pipeline::start`] with `stage_env` added to the environment of every stage process
+    /// (fault injection settings, lease timing), at start and at every restart.
+    ///
+    /// # Errors
+    /// As [`Pipeline::start`].
+    pub async fn start_with_env(
+        options: PipelineOptions,
+        stage_env: Vec<(String, String)>,
         step: impl Fn(&str),
     ) -> Result<Pipeline, PipelineError> {
         for service in STAGES.iter().chain([&REGISTRY]) {
@@ -225,6 +244,7 @@ impl Pipeline {
             procs: Vec::new(),
             counters: Arc::new(Mutex::new(Counters::default())),
             options,
+            stage_env,
         };
 
         step("starting the schema registry");
@@ -246,10 +266,74 @@ impl Pipeline {
 
         for service in STAGES {
             step(&format!("starting {service}"));
-            let env = pipeline.deployment.service_env(service)?;
-            pipeline.spawn(service, env).await?;
+            pipeline.spawn_stage(service).await?;
         }
         Ok(pipeline)
+    }
+
+    async fn spawn_stage(&mut self, service: &str) -> Result<(), PipelineError> {
+        let mut env = self.deployment.service_env(service)?;
+        env.extend(self.stage_env.iter().cloned());
+        self.spawn(service, env).await?;
+        Ok(())
+    }
+
+    /// Kills the running process of stage `service` with SIGKILL, as a crash would: no
+    /// batch is finished, no checkpoint written, no lease handed back. Waits until it is gone.
+    ///
+    /// # Errors
+    /// When no process of `service` runs.
+    pub async fn kill_stage(&mut self, service: &str) -> Result<(), PipelineError> {
+        let index = self
+            .procs
+            .iter()
+            .position(|p| p.service == service)
+            .ok_or_else(|| PipelineError::Process {
+                service: service.to_string(),
+                reason: "not running, cannot kill it".into(),
+            })?;
+        let mut proc = self.procs.remove(index);
+        // `kill` sends SIGKILL on Unix and reaps the process.
+        proc.child.kill().await.map_err(|e| PipelineError::Process {
+            service: service.to_string(),
+            reason: format!("kill: {e}"),
+        })
+    }
+
+    /// Starts stage `service` again (after [`Pipeline::kill_stage`]) with the environment it
+    /// had; its metrics keep adding to the same counters.
+    ///
+    /// # Errors
+    /// When it runs already or cannot be started.
+    pub async fn restart_stage(&mut self, service: &str) -> Result<(), PipelineError> {
+        if self.is_running(service) {
+            return Err(PipelineError::Process {
+                service: service.to_string(),
+                reason: "already running".into(),
+            });
+        }
+        self.spawn_stage(service).await
+    }
+
+    /// Whether a process of `service` was started and not killed (it may have exited: see
+    /// [`Pipeline::exited`]).
+    pub fn is_running(&self, service: &str) -> bool {
+        self.procs.iter().any(|p| p.service == service)
+    }
+
+    /// Stops kinesalite and starts it again on the same port and LevelDB state: every
+    /// client keeps its endpoint, acknowledged records are still there.
+    ///
+    /// # Errors
+    /// When it does not come back.
+    pub async fn restart_kinesis(&mut self) -> Result<(), PipelineError> {
+        match self.emulators.as_mut() {
+            Some(emulators) => Ok(emulators.restart_kinesis().await?),
+            None => Err(PipelineError::Process {
+                service: "kinesalite".into(),
+                reason: "the emulators are not running".into(),
+            }),
+        }
     }
 
     /// Registry ids of the envelope and the sample event schemas.
@@ -292,7 +376,12 @@ impl Pipeline {
             reason,
         };
         let log_path = self.log_file(service);
-        let log = std::fs::File::create(&log_path).map_err(|e| fail(format!("log file: {e}")))?;
+        // Appending: a restarted process continues the log of the one it replaces.
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)
+            .map_err(|e| fail(format!("log file: {e}")))?;
         let mut command = Command::new(self.options.bin_dir.join(service));
         if let Some(emulators) = &self.emulators {
             command.envs(emulators.env());
@@ -372,6 +461,15 @@ impl Pipeline {
                 _ => None,
             })
             .collect()
+    }
+
+    /// Like [`Pipeline::exited`], and forgets those processes, so the stage can be started
+    /// again with [`Pipeline::restart_stage`].
+    pub fn take_exited(&mut self) -> Vec<(String, String)> {
+        let gone = self.exited();
+        self.procs
+            .retain(|p| !gone.iter().any(|(service, _)| *service == p.service));
+        gone
     }
 
     /// The registry client (the registry runs once [`Pipeline::start`] returned).
@@ -676,6 +774,22 @@ impl QueueDrainer {
     /// A failed Receive/Delete.
     pub async fn drain(&self) -> Result<Vec<RejectMessage>, PipelineError> {
         let mut messages = Vec::new();
+        for body in self.drain_bodies().await? {
+            match riffle_stage::reject::parse_body(&body) {
+                Ok(rejects) => messages.extend(rejects),
+                Err(e) => tracing::warn!(error = %e, queue = %self.url, "not a reject message"),
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Takes every message off the queue, returning their bodies whatever their shape
+    /// (reject messages, the runtime's on-failure messages).
+    ///
+    /// # Errors
+    /// A failed Receive/Delete.
+    pub async fn drain_bodies(&self) -> Result<Vec<String>, PipelineError> {
+        let mut bodies = Vec::new();
         let mut empty_polls = 0;
         // moto may answer an empty receive while messages are still in flight; two empty
         // polls in a row mean the queue is empty.
@@ -698,12 +812,7 @@ impl QueueDrainer {
             let mut deletes = Vec::with_capacity(batch.len());
             for (i, m) in batch.iter().enumerate() {
                 if let Some(body) = m.body() {
-                    match riffle_stage::reject::parse_body(body) {
-                        Ok(rejects) => messages.extend(rejects),
-                        Err(e) => {
-                            tracing::warn!(error = %e, queue = %self.url, "not a reject message")
-                        }
-                    }
+                    bodies.push(body.to_string());
                 }
                 if let Some(handle) = m.receipt_handle() {
                     deletes.push(
@@ -723,7 +832,7 @@ impl QueueDrainer {
                 .await
                 .map_err(aws("DeleteMessageBatch"))?;
         }
-        Ok(messages)
+        Ok(bodies)
     }
 }
 

@@ -64,24 +64,9 @@ pub fn differences(truth: &GroundTruth, outcome: &Outcome) -> Vec<String> {
             outcome.corrupt_view_items
         ));
     }
-    let expected = truth.view();
-    for (key, want) in expected {
-        match outcome.view.get(key) {
-            None => problems.push(format!("view item {key:?} missing (expected {want:?})")),
-            Some(got) if !got.approx_eq(want) => {
-                problems.push(format!("view item {key:?}: got {got:?}, expected {want:?}"));
-            }
-            Some(_) => {}
-        }
-    }
-    for key in outcome.view.keys().filter(|k| !expected.contains_key(*k)) {
-        problems.push(format!("unexpected view item {key:?}"));
-    }
+    problems.extend(view_differences(truth, outcome));
 
-    let mut archived: BTreeMap<&str, u32> = BTreeMap::new();
-    for row in &outcome.rows {
-        *archived.entry(row.event_id.as_str()).or_default() += 1;
-    }
+    let archived = archived_per_event(&outcome.rows);
     let doubled = archived.values().filter(|n| **n > 1).count();
     if doubled > 0 {
         problems.push(format!("{doubled} events archived more than once"));
@@ -130,6 +115,34 @@ pub fn differences(truth: &GroundTruth, outcome: &Outcome) -> Vec<String> {
         }
     }
     problems
+}
+
+/// Every view item that is missing, unexpected, or differs from the ground truth.
+pub fn view_differences(truth: &GroundTruth, outcome: &Outcome) -> Vec<String> {
+    let mut problems = Vec::new();
+    let expected = truth.view();
+    for (key, want) in expected {
+        match outcome.view.get(key) {
+            None => problems.push(format!("view item {key:?} missing (expected {want:?})")),
+            Some(got) if !got.approx_eq(want) => {
+                problems.push(format!("view item {key:?}: got {got:?}, expected {want:?}"));
+            }
+            Some(_) => {}
+        }
+    }
+    for key in outcome.view.keys().filter(|k| !expected.contains_key(*k)) {
+        problems.push(format!("unexpected view item {key:?}"));
+    }
+    problems
+}
+
+/// Archived rows per event id: 1 is right, more is an event archived more than once.
+pub fn archived_per_event(rows: &[ArchivedRow]) -> BTreeMap<&str, u32> {
+    let mut archived: BTreeMap<&str, u32> = BTreeMap::new();
+    for row in rows {
+        *archived.entry(row.event_id.as_str()).or_default() += 1;
+    }
+    archived
 }
 
 /// Percentiles (p50, p95, p99) of a set of millisecond latencies.
