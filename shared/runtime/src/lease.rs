@@ -4,9 +4,10 @@
 //! A lease lives in the shard's checkpoint item (`<function>#<stream>#<shard>`), beside
 //! `seq`: `lease_owner` (the instance id), `lease_expires_ms` (epoch milliseconds) and
 //! `lease_counter` (bumped by every take, renewal and release). Every change is a
-//! conditional update: a renewal only while the owner and counter are the ones this
-//! instance wrote, a take only while the lease is free or expired *and* the counter is the
-//! one the taker read, so two instances racing for one lease cannot both win. Checkpoint
+//! conditional update: a renewal or release only while this instance is the owner, a take
+//! only while the lease is free or expired *and* the counter is the one the taker read, so
+//! two instances racing for one lease cannot both win, and a take decided on a stale read
+//! fails. Checkpoint
 //! writes are conditional on the owner too ([`crate::checkpoint::CheckpointStore::save_as`]).
 //!
 //! Each instance also keeps a heartbeat item `<function>#<stream>#instance#<id>` with its
@@ -302,21 +303,17 @@ impl LeaseStore {
         self.conditional(request.send().await, next)
     }
 
-    /// Extends a held lease; the new counter, or `None` when it is no longer ours.
-    pub async fn renew(
-        &self,
-        shard_id: &str,
-        counter: i64,
-        now_ms: i64,
-    ) -> Result<Option<i64>, RuntimeError> {
-        let next = counter + 1;
+    /// Extends a held lease; false when it is no longer ours. Conditional on the owner
+    /// only: a takeover changes the owner, and a renewal whose answer was lost (a timeout)
+    /// must not make the next one fail.
+    pub async fn renew(&self, shard_id: &str, now_ms: i64) -> Result<bool, RuntimeError> {
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(PK, self.key(shard_id))
-            .update_expression("SET #expires = :expires, #counter = :next")
-            .condition_expression("#owner = :me AND #counter = :counter")
+            .update_expression("SET #expires = :expires, #counter = #counter + :one")
+            .condition_expression("#owner = :me")
             .expression_attribute_names("#owner", LEASE_OWNER)
             .expression_attribute_names("#expires", LEASE_EXPIRES_MS)
             .expression_attribute_names("#counter", LEASE_COUNTER)
@@ -325,28 +322,27 @@ impl LeaseStore {
                 ":expires",
                 AttributeValue::N((now_ms + self.duration_ms).to_string()),
             )
-            .expression_attribute_values(":next", AttributeValue::N(next.to_string()))
-            .expression_attribute_values(":counter", AttributeValue::N(counter.to_string()))
+            .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
             .send()
             .await;
-        self.conditional(out, next)
+        self.conditional(out, 0).map(|o| o.is_some())
     }
 
     /// Hands a held lease back (free at once); a lease no longer ours is left alone.
-    pub async fn release(&self, shard_id: &str, counter: i64) -> Result<(), RuntimeError> {
+    pub async fn release(&self, shard_id: &str) -> Result<(), RuntimeError> {
         let out = self
             .client
             .update_item()
             .table_name(&self.table)
             .key(PK, self.key(shard_id))
-            .update_expression("REMOVE #owner SET #expires = :zero, #counter = :next")
+            .update_expression("REMOVE #owner SET #expires = :zero, #counter = #counter + :one")
             .condition_expression("#owner = :me")
             .expression_attribute_names("#owner", LEASE_OWNER)
             .expression_attribute_names("#expires", LEASE_EXPIRES_MS)
             .expression_attribute_names("#counter", LEASE_COUNTER)
             .expression_attribute_values(":me", AttributeValue::S(self.owner.clone()))
             .expression_attribute_values(":zero", AttributeValue::N("0".to_owned()))
-            .expression_attribute_values(":next", AttributeValue::N((counter + 1).to_string()))
+            .expression_attribute_values(":one", AttributeValue::N("1".to_owned()))
             .send()
             .await;
         self.conditional(out, 0).map(|_| ())

@@ -194,13 +194,29 @@ type ReaderResult = (String, Result<ShardEnd, RuntimeError>);
 
 /// A shard whose lease this instance holds, and its reader.
 struct Held {
-    counter: i64,
     stop: watch::Sender<bool>,
-    /// Until when the reader may start work (epoch ms): one lease duration after the
-    /// last successful take or renewal was sent.
-    valid_until_ms: Arc<AtomicI64>,
     /// Being handed back to give another instance its share.
     shedding: bool,
+}
+
+/// The lease of one shard as its reader sees it, kept up by [`keep_lease`].
+#[derive(Debug)]
+struct LeaseState {
+    /// Until when the reader may start work (epoch ms): one lease duration after the
+    /// last successful take or renewal was sent.
+    valid_until_ms: AtomicI64,
+    /// Another instance holds it now.
+    lost: AtomicBool,
+}
+
+impl LeaseState {
+    fn expired(&self) -> bool {
+        now_ms() >= self.valid_until_ms.load(Ordering::SeqCst)
+    }
+
+    fn lost(&self) -> bool {
+        self.lost.load(Ordering::SeqCst)
+    }
 }
 
 struct Coordinator<H> {
@@ -219,7 +235,6 @@ impl<H: KinesisHandler> Coordinator<H> {
         if let Err(e) = leases.heartbeat(now_ms()).await {
             tracing::warn!(error = %e, "heartbeat failed");
         }
-        self.renew().await;
         match list_shards(&self.ctx.kinesis, &self.ctx.config.stream_name).await {
             Ok(shards) => self.shards = shards,
             Err(e) => tracing::warn!(error = %e, "ListShards failed; will try again"),
@@ -251,17 +266,13 @@ impl<H: KinesisHandler> Coordinator<H> {
         for (shard, seen) in plan.take {
             let now = now_ms();
             match self.ctx.leases.acquire(&shard, seen, now).await {
-                Ok(Some(counter)) => {
+                Ok(Some(_)) => {
                     let previous = view.shards.get(&shard).and_then(|r| r.owner.clone());
                     if previous.is_some() {
                         takeovers += 1;
                         tracing::info!(shard = %shard, from = ?previous, "took over an expired lease");
                     }
-                    self.spawn_reader(
-                        shard,
-                        counter,
-                        now + self.ctx.config.lease_duration_ms as i64,
-                    );
+                    self.spawn_reader(shard, now + self.ctx.config.lease_duration_ms as i64);
                 }
                 Ok(None) => {
                     tracing::debug!(shard = %shard, "another instance took the lease first")
@@ -280,45 +291,33 @@ impl<H: KinesisHandler> Coordinator<H> {
         metrics.flush();
     }
 
-    async fn renew(&mut self) {
-        for (shard, h) in &mut self.held {
-            let now = now_ms();
-            match self.ctx.leases.renew(shard, h.counter, now).await {
-                Ok(Some(counter)) => {
-                    h.counter = counter;
-                    h.valid_until_ms.store(
-                        now + self.ctx.config.lease_duration_ms as i64,
-                        Ordering::SeqCst,
-                    );
-                }
-                Ok(None) => {
-                    tracing::warn!(shard = %shard, "lease lost to another instance");
-                    h.valid_until_ms.store(0, Ordering::SeqCst);
-                    let _ = h.stop.send(true);
-                }
-                // The reader stops by itself when the lease runs out unrenewed.
-                Err(e) => tracing::warn!(shard = %shard, error = %e, "renewing a lease failed"),
-            }
-        }
-    }
-
-    fn spawn_reader(&mut self, shard: String, counter: i64, valid_until_ms: i64) {
+    fn spawn_reader(&mut self, shard: String, valid_until_ms: i64) {
         let (stop, stop_rx) = watch::channel(false);
-        let valid_until_ms = Arc::new(AtomicI64::new(valid_until_ms));
+        let lease = Arc::new(LeaseState {
+            valid_until_ms: AtomicI64::new(valid_until_ms),
+            lost: AtomicBool::new(false),
+        });
         let ctx = self.ctx.clone();
-        let lease = valid_until_ms.clone();
         let shard_id = shard.clone();
         let handle = self.readers.spawn(async move {
-            let result = ShardReader::run(ctx, shard_id.clone(), stop_rx, lease).await;
+            let result = tokio::select! {
+                r = ShardReader::run(ctx.clone(), shard_id.clone(), stop_rx, lease.clone()) => r,
+                () = keep_lease(&ctx, &shard_id, &lease) => unreachable_end(),
+            };
+            if !lease.lost() {
+                // Conditional on still being the owner, so a lease taken meanwhile is
+                // untouched.
+                if let Err(e) = ctx.leases.release(&shard_id).await {
+                    tracing::warn!(shard = %shard_id, error = %e, "releasing a lease failed; it will expire");
+                }
+            }
             (shard_id, result)
         });
         self.tasks.insert(handle.id(), shard.clone());
         self.held.insert(
             shard,
             Held {
-                counter,
                 stop,
-                valid_until_ms,
                 shedding: false,
             },
         );
@@ -341,19 +340,17 @@ impl<H: KinesisHandler> Coordinator<H> {
                 }
             },
         };
+        self.held.remove(&shard);
         match result {
             Ok(Ok(ShardEnd::Finished)) => tracing::info!(shard = %shard, "shard finished"),
             Ok(Ok(ShardEnd::Stopped)) => {}
-            Ok(Ok(ShardEnd::Lost)) => tracing::warn!(shard = %shard, "shard given up: lease lost"),
+            Ok(Ok(ShardEnd::Lost)) => {
+                tracing::warn!(shard = %shard, "shard given up: lease lost");
+            }
             // Taken again at a later tick.
             Ok(Err(e)) => tracing::error!(shard = %shard, error = %e, "shard reader failed"),
+            // The lease expires and is taken again.
             Err(e) => tracing::error!(shard = %shard, error = %e, "shard reader task died"),
-        }
-        if let Some(h) = self.held.remove(&shard) {
-            // Conditional on still being the owner, so a lease lost meanwhile is untouched.
-            if let Err(e) = self.ctx.leases.release(&shard, h.counter).await {
-                tracing::warn!(shard = %shard, error = %e, "releasing a lease failed; it will expire");
-            }
         }
     }
 
@@ -362,17 +359,9 @@ impl<H: KinesisHandler> Coordinator<H> {
         for h in self.held.values() {
             let _ = h.stop.send(true);
         }
-        // Readers finish their batches within the lease: keep renewing meanwhile.
-        let mut renew = tokio::time::interval(self.ctx.config.lease_renewal());
-        renew.tick().await;
-        loop {
-            tokio::select! {
-                joined = self.readers.join_next_with_id() => match joined {
-                    Some(joined) => self.reader_ended(joined).await,
-                    None => break,
-                },
-                _ = renew.tick() => self.renew().await,
-            }
+        // Each reader task keeps its lease until its batches are done, then releases it.
+        while let Some(joined) = self.readers.join_next_with_id().await {
+            self.reader_ended(joined).await;
         }
         if let Err(e) = self.ctx.leases.leave().await {
             tracing::warn!(error = %e, "removing the heartbeat failed; it will expire");
@@ -381,6 +370,35 @@ impl<H: KinesisHandler> Coordinator<H> {
         metrics.count("LeasesHeld", 0);
         metrics.flush();
     }
+}
+
+/// Renews a shard's lease every renewal interval, for as long as its reader runs (the
+/// reader task drops this future when the reader ends). Beside the reader rather than
+/// in the coordinator's round, so slow listing or table reads never delay a renewal.
+async fn keep_lease<H>(ctx: &Ctx<H>, shard_id: &str, lease: &LeaseState) {
+    loop {
+        tokio::time::sleep(ctx.config.lease_renewal()).await;
+        let now = now_ms();
+        match ctx.leases.renew(shard_id, now).await {
+            Ok(true) => {
+                lease
+                    .valid_until_ms
+                    .fetch_max(now + ctx.config.lease_duration_ms as i64, Ordering::SeqCst);
+            }
+            Ok(false) => {
+                tracing::warn!(shard = %shard_id, "lease lost to another instance");
+                lease.lost.store(true, Ordering::SeqCst);
+                std::future::pending::<()>().await;
+            }
+            // The reader pauses once the lease runs out unrenewed.
+            Err(e) => tracing::warn!(shard = %shard_id, error = %e, "renewing a lease failed"),
+        }
+    }
+}
+
+/// [`keep_lease`] never ends; this keeps the reader's result type in the `select!`.
+fn unreachable_end() -> Result<ShardEnd, RuntimeError> {
+    Ok(ShardEnd::Stopped)
 }
 
 /// `arn:aws:kinesis:REGION:ACCOUNT:stream/NAME` -> (REGION, ACCOUNT).
@@ -519,8 +537,7 @@ struct ShardShared<H> {
     ctx: Arc<Ctx<H>>,
     source: Source,
     stop: watch::Receiver<bool>,
-    valid_until_ms: Arc<AtomicI64>,
-    lost: AtomicBool,
+    lease: Arc<LeaseState>,
     progress: tokio::sync::Mutex<Progress>,
     millis_behind: AtomicI64,
 }
@@ -530,13 +547,9 @@ impl<H: KinesisHandler> ShardShared<H> {
         &self.source.shard_id
     }
 
-    fn lease_gone(&self) -> bool {
-        self.lost.load(Ordering::SeqCst) || now_ms() >= self.valid_until_ms.load(Ordering::SeqCst)
-    }
-
     /// No new work: shutdown, the lease handed back, lost or run out.
     fn halted(&self) -> bool {
-        *self.stop.borrow() || self.lease_gone()
+        *self.stop.borrow() || self.lease.lost() || self.lease.expired()
     }
 
     /// Marks records finished and moves the checkpoint as far as the shard allows.
@@ -563,7 +576,7 @@ impl<H: KinesisHandler> ShardShared<H> {
                 Ok(()) => return,
                 Err(RuntimeError::LeaseLost(_)) => {
                     tracing::warn!(shard = %self.shard_id(), "checkpoint refused: the lease is another instance's");
-                    self.lost.store(true, Ordering::SeqCst);
+                    self.lease.lost.store(true, Ordering::SeqCst);
                     return;
                 }
                 Err(e) => {
@@ -608,7 +621,7 @@ impl<H: KinesisHandler> ShardReader<H> {
         ctx: Arc<Ctx<H>>,
         shard_id: String,
         mut stop: watch::Receiver<bool>,
-        valid_until_ms: Arc<AtomicI64>,
+        lease: Arc<LeaseState>,
     ) -> Result<ShardEnd, RuntimeError> {
         let mut failures = 0;
         let start = loop {
@@ -637,8 +650,7 @@ impl<H: KinesisHandler> ShardReader<H> {
             ctx,
             source,
             stop: stop.clone(),
-            valid_until_ms,
-            lost: AtomicBool::new(false),
+            lease,
             progress: tokio::sync::Mutex::new(Progress::default()),
             millis_behind: AtomicI64::new(0),
         });
@@ -671,22 +683,27 @@ impl<H: KinesisHandler> ShardReader<H> {
             while let Some(joined) = self.inflight.try_join_next() {
                 self.lane_ended(joined);
             }
-            if self.interrupted || self.shared.halted() {
-                while let Some(joined) = self.inflight.join_next().await {
-                    self.lane_ended(joined);
-                }
-                return Ok(if self.shared.lease_gone() {
+            let lease = self.shared.lease.clone();
+            if self.interrupted || *self.stop.borrow() || lease.lost() {
+                self.drain().await;
+                return Ok(if lease.lost() || lease.expired() {
                     ShardEnd::Lost
                 } else {
                     ShardEnd::Stopped
                 });
+            }
+            if lease.expired() {
+                // A renewal is late (a slow table): start nothing until it comes, or the
+                // lease turns out to be another instance's.
+                self.wait(EMPTY_POLL_INTERVAL).await;
+                continue;
             }
             if self.closed
                 && self.inflight.is_empty()
                 && self.lanes.iter().all(|l| l.buffer.is_empty())
             {
                 self.shared.save_checkpoint(SHARD_END).await;
-                return Ok(if self.shared.lost.load(Ordering::SeqCst) {
+                return Ok(if self.shared.lease.lost() {
                     ShardEnd::Lost
                 } else {
                     ShardEnd::Finished
