@@ -57,6 +57,8 @@ const LEASE_DURATION_MS: u64 = 3_000;
 const LEASE_RENEWAL_MS: u64 = 1_000;
 /// How often the drain is checked.
 const DRAIN_POLL: Duration = Duration::from_secs(1);
+/// A stage that exits by itself this often is broken, not faulted: the run stops.
+const MAX_SELF_EXITS: usize = 5;
 /// The shortest pause before a killed stage is started again.
 const MIN_RESTART_DELAY: Duration = Duration::from_millis(100);
 /// The dead-letter queues (template logical ids) and the stage whose failures they take.
@@ -695,6 +697,20 @@ async fn restart_exited(
     faults: &mut Vec<Fault>,
 ) -> Result<(), PipelineError> {
     for (stage, status) in pipeline.take_exited() {
+        let before = faults
+            .iter()
+            .filter(|f| matches!(f, Fault::Exited { stage: s, .. } if *s == stage))
+            .count();
+        if before + 1 >= MAX_SELF_EXITS {
+            return Err(PipelineError::Process {
+                reason: format!(
+                    "exited by itself {} times (last: {status}); see {}",
+                    before + 1,
+                    pipeline.log_file(&stage).display()
+                ),
+                service: stage,
+            });
+        }
         tracing::warn!(%stage, %status, "stage exited by itself; starting it again");
         pipeline.restart_stage(&stage).await?;
         faults.push(Fault::Exited { stage, status });
@@ -1108,7 +1124,7 @@ pub fn render(report: &ChaosReport) -> String {
                 took.as_millis()
             )),
             Fault::Exited { stage, status } => line(format!(
-                "stage exited        {stage} by itself ({status}); started again"
+                "stage exited        {stage} by itself ({status}); started again (see its log)"
             )),
             Fault::Kill { .. } => {}
         }
