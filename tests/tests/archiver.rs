@@ -1,22 +1,34 @@
-//! The archiver against moto's S3 and SQS, through the real AWS SDK (path-style client): a
-//! batch lands as one Parquet object per subject/date/hour with the documented keys and
-//! rows, a re-run of the same batch overwrites rather than adds, and records that can never
-//! be archived land on the dead-letter queue.
+//! The archiver against moto's S3, SQS and DynamoDB, through the real AWS SDK (path-style
+//! client): a batch lands as one Parquet object per subject/date/hour with the documented
+//! keys and rows, records that can never be archived land on the dead-letter queue, and every
+//! event lands once (ADR 0009, "Amendment: the archive"): the same batch twice, a batch then
+//! its bisection halves, a duplicate event id at a new sequence number, a crash between an
+//! object's write and its claims' marks followed by a redelivery cut differently, and the same
+//! with the crashed attempt's object compacted away before the redelivery. Every test reads
+//! every row of the archive back from Parquet and counts them by event id.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use apache_avro::Schema;
 use apache_avro::types::Value;
-use riffle_archiver::{Archiver, S3ObjectStore, read_rows};
-use riffle_aws::SqsSender;
+use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType};
+use riffle_archiver::compact::{self, CompactOptions};
+use riffle_archiver::scan::{self, Filter};
+use riffle_archiver::{
+    ArchiveBucket, Archiver, ArchiverError, DynamoIntents, Intents, ObjectInfo, ObjectStore,
+    S3ObjectStore, read_rows,
+};
+use riffle_aws::{AwsError, SqsSender};
 use riffle_codec::{Enrichment, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_local::Emulators;
 use riffle_runtime::{KinesisEvent, KinesisHandler};
-use riffle_stage::SqsRejects;
+use riffle_stage::dedup::{Claim, ClaimRequest, Claims, DynamoClaims, Release};
 use riffle_stage::testing::MapSource;
-use riffle_tests::test_support::{create_queue, drain, enriched_event, state_dir};
+use riffle_stage::{OutputError, SqsRejects};
+use riffle_tests::test_support::{create_queue, create_table, drain, enriched_event, state_dir};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 const BUCKET: &str = "riffle-archive";
@@ -26,6 +38,9 @@ const ORDER: &str = include_str!("../../schemas/events/order_placed.avsc");
 /// 2025-11-24T16:00:00Z.
 const H16: i64 = 1_764_000_000_000;
 const H17: i64 = H16 + 3_600_000;
+const CLAIMS: &str = "riffle-claims";
+const DAY: Duration = Duration::from_secs(24 * 3600);
+const SHARD: &str = "shardId-000000000002";
 
 /// The registry's part in this test: the order schema under its id.
 fn registry() -> MapSource {
@@ -108,23 +123,197 @@ async fn fetch(s3: &aws_sdk_s3::Client, key: &str) -> Vec<u8> {
     got.body.collect().await.unwrap().into_bytes().to_vec()
 }
 
+/// The emulators with the bucket, the claims table and the dead-letter queue made.
+struct Env {
+    emulators: Emulators,
+    s3: aws_sdk_s3::Client,
+    sqs: aws_sdk_sqs::Client,
+    dynamo: aws_sdk_dynamodb::Client,
+    queue_url: String,
+}
+
+impl Env {
+    async fn start(name: &str) -> Env {
+        let emulators = Emulators::start(&state_dir(&format!("archiver-{name}")))
+            .await
+            .unwrap();
+        let sdk = emulators.sdk_config().await;
+        let s3 = riffle_aws::s3_client(&sdk);
+        let sqs = riffle_aws::sqs_client(&sdk);
+        let dynamo = riffle_aws::dynamodb_client(&sdk);
+        s3.create_bucket().bucket(BUCKET).send().await.unwrap();
+        create_table(
+            &dynamo,
+            CLAIMS,
+            &[("pk", ScalarAttributeType::S, KeyType::Hash)],
+        )
+        .await;
+        let queue_url = create_queue(&sqs, "riffle-archiver-dlq").await;
+        Env {
+            emulators,
+            s3,
+            sqs,
+            dynamo,
+            queue_url,
+        }
+    }
+
+    fn store(&self) -> S3ObjectStore {
+        S3ObjectStore::new(self.s3.clone(), BUCKET)
+    }
+
+    fn claims(&self) -> DynamoClaims {
+        DynamoClaims::new(self.dynamo.clone(), CLAIMS, DAY)
+    }
+
+    fn intents(&self) -> DynamoIntents {
+        DynamoIntents::new(self.dynamo.clone(), CLAIMS, DAY)
+    }
+
+    fn archiver_with<O: ArchiveBucket, C: Claims>(
+        &self,
+        store: O,
+        claims: C,
+    ) -> Archiver<MapSource, O, C, DynamoIntents, SqsRejects> {
+        Archiver::new(
+            EnvelopeCodec::new(ENVELOPE_ID).unwrap(),
+            SchemaCache::new(registry()),
+            store,
+            claims,
+            self.intents(),
+            SqsRejects::new(SqsSender::new(self.sqs.clone()), &self.queue_url),
+            "events",
+        )
+    }
+
+    fn archiver(
+        &self,
+    ) -> Archiver<MapSource, S3ObjectStore, DynamoClaims, DynamoIntents, SqsRejects> {
+        self.archiver_with(self.store(), self.claims())
+    }
+
+    /// Archive rows per event id, read from every live object (as readers do: objects a
+    /// compacted object replaces are skipped).
+    async fn rows_per_event(&self) -> BTreeMap<String, usize> {
+        let store = self.store();
+        let mut out = BTreeMap::new();
+        for partition in scan::partitions(&store, "events", &Filter::default())
+            .await
+            .unwrap()
+        {
+            for row in scan::read_live_rows(&store, &partition).await.unwrap() {
+                *out.entry(row.event_id).or_default() += 1;
+            }
+        }
+        out
+    }
+
+    /// Asserts that the archive holds exactly one row of each of `events`, and no other.
+    async fn assert_once(&self, events: &[Envelope]) {
+        let counts = self.rows_per_event().await;
+        let want: BTreeMap<String, usize> =
+            events.iter().map(|e| (e.event_id.clone(), 1)).collect();
+        assert_eq!(counts, want);
+    }
+}
+
+/// `n` orders from `from`, every third an hour later.
+fn orders(from: i32, n: i32) -> Vec<Envelope> {
+    (from..from + n)
+        .map(|i| {
+            let at = if i % 3 == 0 { H17 } else { H16 };
+            order(at + i64::from(i), i)
+        })
+        .collect()
+}
+
+fn encoded(events: &[Envelope]) -> Vec<Vec<u8>> {
+    let codec = EnvelopeCodec::new(ENVELOPE_ID).unwrap();
+    events.iter().map(|e| codec.encode(e).unwrap()).collect()
+}
+
+/// Records `range` of `event`, as Lambda would redeliver a part of it.
+fn cut(event: &KinesisEvent, range: std::ops::Range<usize>) -> KinesisEvent {
+    let mut out = event.clone();
+    out.records = event.records[range].to_vec();
+    out
+}
+
+/// Claims whose marking fails while `crash` is set: the function was killed after its
+/// object writes and before any mark.
+struct KilledBeforeMarks {
+    inner: DynamoClaims,
+    crash: AtomicBool,
+}
+
+impl Claims for KilledBeforeMarks {
+    async fn claim(
+        &self,
+        stage: &str,
+        requests: &[ClaimRequest<'_>],
+        now_secs: i64,
+    ) -> Result<Vec<Claim>, OutputError> {
+        self.inner.claim(stage, requests, now_secs).await
+    }
+
+    async fn mark_applied(
+        &self,
+        stage: &str,
+        requests: &[ClaimRequest<'_>],
+        now_secs: i64,
+    ) -> Result<(), OutputError> {
+        if self.crash.load(Ordering::SeqCst) {
+            return Err(OutputError(AwsError::Call {
+                operation: "BatchWriteItem",
+                code: "Killed".into(),
+                message: "SIGKILL".into(),
+                retryable: true,
+            }));
+        }
+        self.inner.mark_applied(stage, requests, now_secs).await
+    }
+
+    async fn release(&self, stage: &str, event_ids: &[&str]) -> Result<Vec<Release>, OutputError> {
+        self.inner.release(stage, event_ids).await
+    }
+}
+
+/// A bucket whose writes land but answer with an error (a timeout after S3 stored the
+/// object): the attempt cannot know its objects exist, so it marks nothing.
+struct LostAnswers(S3ObjectStore);
+
+impl ObjectStore for LostAnswers {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), ArchiverError> {
+        self.0.put(key, body).await?;
+        Err(ArchiverError::Store(AwsError::Call {
+            operation: "PutObject",
+            code: "Timeout".into(),
+            message: "the answer never came".into(),
+            retryable: true,
+        }))
+    }
+}
+
+impl ArchiveBucket for LostAnswers {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ArchiverError> {
+        self.0.list(prefix).await
+    }
+    async fn get(&self, key: &str) -> Result<Vec<u8>, ArchiverError> {
+        self.0.get(key).await
+    }
+    async fn get_tail(&self, key: &str, bytes: usize) -> Result<Vec<u8>, ArchiverError> {
+        self.0.get_tail(key, bytes).await
+    }
+    async fn delete(&self, keys: &[String]) -> Result<(), ArchiverError> {
+        self.0.delete(keys).await
+    }
+}
+
 #[tokio::test]
-async fn batches_land_as_partitioned_parquet_and_reruns_overwrite() {
-    let emulators = Emulators::start(&state_dir("archiver-objects"))
-        .await
-        .unwrap();
-    let sdk = emulators.sdk_config().await;
-    let s3 = riffle_aws::s3_client(&sdk);
-    let sqs = riffle_aws::sqs_client(&sdk);
-    s3.create_bucket().bucket(BUCKET).send().await.unwrap();
-    let queue_url = create_queue(&sqs, "riffle-archiver-dlq").await;
-    let archiver = Archiver::new(
-        EnvelopeCodec::new(ENVELOPE_ID).unwrap(),
-        SchemaCache::new(registry()),
-        S3ObjectStore::new(s3.clone(), BUCKET),
-        SqsRejects::new(SqsSender::new(sqs.clone()), &queue_url),
-        "events",
-    );
+async fn batches_land_as_partitioned_parquet_and_reruns_add_nothing() {
+    let env = Env::start("objects").await;
+    let (s3, sqs, queue_url) = (&env.s3, &env.sqs, &env.queue_url);
+    let archiver = env.archiver();
 
     let codec = EnvelopeCodec::new(ENVELOPE_ID).unwrap();
     let mut unknown_schema = order(H16 + 5, 9);
@@ -146,9 +335,9 @@ async fn batches_land_as_partitioned_parquet_and_reruns_overwrite() {
         format!("{prefix}/hour=16/shardId-000000000002-500-503.parquet"),
         format!("{prefix}/hour=17/shardId-000000000002-501-501.parquet"),
     ];
-    assert_eq!(list(&s3).await, expected);
+    assert_eq!(list(s3).await, expected);
 
-    let rows = read_rows(&fetch(&s3, &expected[0]).await).unwrap();
+    let rows = read_rows(&fetch(s3, &expected[0]).await).unwrap();
     let ids: Vec<&str> = rows.iter().map(|r| r.event_id.as_str()).collect();
     assert_eq!(
         ids,
@@ -169,19 +358,136 @@ async fn batches_land_as_partitioned_parquet_and_reruns_overwrite() {
     assert_eq!(payload["coupon"], "SAVE10");
     assert_eq!(payload["currency"], "EUR");
     assert_eq!(payload["quantity"], 1);
-    let archived_at = first.archived_at;
 
-    let parked = drain(&sqs, &queue_url, 1, DEADLINE).await;
+    let parked = drain(sqs, queue_url, 1, DEADLINE).await;
     assert_eq!(parked.len(), 1);
     assert_eq!(parked[0].code, "unknown_schema");
     assert_eq!(parked[0].sequence_number, "502");
     assert_eq!(parked[0].stage, "archiver");
 
-    // Lambda retries the same batch: the same objects are overwritten, none added.
-    archiver.handle(batch).await.unwrap();
-    assert_eq!(list(&s3).await, expected);
-    let again = read_rows(&fetch(&s3, &expected[0]).await).unwrap();
-    assert_eq!(again.len(), 2);
-    assert!(again[0].archived_at >= archived_at);
-    emulators.shutdown().await;
+    // Lambda retries the same batch: every claim is applied, nothing is written.
+    let again = archiver.process(&batch, H17 + 7_200_000).await.unwrap();
+    assert_eq!((again.rows, again.replayed), (0, 3));
+    assert_eq!(list(s3).await, expected);
+    env.assert_once(&[order(H16 + 1, 1), order(H17 + 1, 2), order(H16 + 2, 3)])
+        .await;
+    assert!(env.intents().pending(SHARD).await.unwrap().is_empty());
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_batch_then_its_bisection_halves_and_a_duplicate_at_a_new_position_land_once() {
+    let env = Env::start("halves").await;
+    let archiver = env.archiver();
+    let events = orders(0, 10);
+    let batch = event(&encoded(&events), 1_000);
+    let now = H17 + 7_200_000;
+    assert_eq!(archiver.process(&batch, now).await.unwrap().rows, 10);
+    for half in [cut(&batch, 0..5), cut(&batch, 5..10)] {
+        let r = archiver.process(&half, now).await.unwrap();
+        assert_eq!((r.rows, r.replayed), (0, 5));
+    }
+    // A producer retry and an upstream re-publish: the same events at new sequence
+    // numbers, beside a new one.
+    let mut again = vec![events[3].clone(), events[7].clone()];
+    let fresh = orders(10, 1);
+    again.extend(fresh.iter().cloned());
+    let r = archiver
+        .process(&event(&encoded(&again), 2_000), now)
+        .await
+        .unwrap();
+    assert_eq!((r.rows, r.duplicates), (1, 2));
+    let mut all = events.clone();
+    all.extend(fresh);
+    env.assert_once(&all).await;
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_crash_between_writes_and_marks_then_a_different_cut_lands_once() {
+    let env = Env::start("crash").await;
+    let events = orders(0, 12);
+    let batch = event(&encoded(&events), 3_000);
+    let now = H17 + 7_200_000;
+
+    // Killed after its object writes, before any mark: records 0..8.
+    let killed = env.archiver_with(
+        env.store(),
+        KilledBeforeMarks {
+            inner: env.claims(),
+            crash: AtomicBool::new(true),
+        },
+    );
+    let err = killed.process(&cut(&batch, 0..8), now).await.unwrap_err();
+    assert!(err.retryable());
+    assert_eq!(list(&env.s3).await.len(), 2);
+    assert_eq!(env.intents().pending(SHARD).await.unwrap().len(), 2);
+
+    // Redelivered from the checkpoint as a bigger batch (more records arrived), then
+    // bisected after a failure: each cut names its objects differently.
+    let archiver = env.archiver();
+    let r = archiver.process(&cut(&batch, 0..12), now).await.unwrap();
+    assert_eq!((r.rows, r.recovered), (4, 8));
+    for half in [cut(&batch, 0..6), cut(&batch, 6..12)] {
+        assert_eq!(archiver.process(&half, now).await.unwrap().rows, 0);
+    }
+    env.assert_once(&events).await;
+    assert!(env.intents().pending(SHARD).await.unwrap().is_empty());
+
+    // The same with the write's answer lost: the objects are there, the attempt marked
+    // nothing, and the redelivery is a bisection half followed by the other half. The first
+    // half finishes the lost attempt's work (every row of its objects marked, from their
+    // footers), so the second finds its claims applied.
+    let more = orders(12, 6);
+    let batch = event(&encoded(&more), 4_000);
+    let lost = env.archiver_with(LostAnswers(env.store()), env.claims());
+    lost.process(&batch, now).await.unwrap_err();
+    let r = archiver.process(&cut(&batch, 0..3), now).await.unwrap();
+    assert_eq!((r.rows, r.recovered), (0, 3));
+    let r = archiver.process(&cut(&batch, 3..6), now).await.unwrap();
+    assert_eq!((r.rows, r.replayed), (0, 3));
+    assert!(env.intents().pending(SHARD).await.unwrap().is_empty());
+    let mut all = events.clone();
+    all.extend(more);
+    env.assert_once(&all).await;
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn an_object_compacted_away_after_a_crash_still_counts() {
+    let env = Env::start("compacted").await;
+    let archiver = env.archiver();
+    let now = H17 + 7_200_000;
+    // An earlier batch, so the hour-16 partition has two small objects to merge.
+    let earlier = orders(0, 3);
+    archiver
+        .process(&event(&encoded(&earlier), 5_000), now)
+        .await
+        .unwrap();
+
+    let events = orders(3, 9);
+    let batch = event(&encoded(&events), 6_000);
+    let killed = env.archiver_with(
+        env.store(),
+        KilledBeforeMarks {
+            inner: env.claims(),
+            crash: AtomicBool::new(true),
+        },
+    );
+    killed.process(&batch, now).await.unwrap_err();
+    let options = CompactOptions {
+        prefix: "events".into(),
+        ..CompactOptions::default()
+    };
+    let compacted = compact::run(&env.store(), &options, |_| {}).await.unwrap();
+    assert!(compacted.written >= 1, "{compacted:?}");
+
+    let r = archiver.process(&cut(&batch, 0..5), now).await.unwrap();
+    assert_eq!((r.rows, r.recovered), (0, 5));
+    let r = archiver.process(&cut(&batch, 5..9), now).await.unwrap();
+    assert_eq!((r.rows, r.recovered), (0, 4));
+    let mut all = earlier.clone();
+    all.extend(events);
+    env.assert_once(&all).await;
+    env.emulators.shutdown().await;
 }

@@ -5,6 +5,13 @@ use riffle_stage::env::Env;
 use crate::ArchiverError;
 use crate::key::DEFAULT_PREFIX;
 
+/// Hours a claim on an event id holds unless `RIFFLE_DEDUP_WINDOW_HOURS` says: duplicates
+/// further apart than this are not caught. The same default as the aggregator's.
+pub const DEFAULT_DEDUP_WINDOW_HOURS: u32 = 24;
+/// A week: producer retries and upstream re-publishes come within minutes, and every hour
+/// of window is claims kept (and paid for) per event.
+pub const MAX_DEDUP_WINDOW_HOURS: u32 = 7 * 24;
+
 /// Typed configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
@@ -16,9 +23,19 @@ pub struct Config {
     pub registry_url: String,
     /// `RIFFLE_DLQ_URL`: the SQS queue for records that can never be archived.
     pub dlq_url: String,
+    /// `RIFFLE_CLAIMS_TABLE`: the DynamoDB table of event-id claims (stage `archiver`) and
+    /// of the archiver's write intents.
+    pub claims_table: String,
+    /// `RIFFLE_DEDUP_WINDOW_HOURS`: how long a claim holds.
+    pub dedup_window_hours: u32,
 }
 
 impl Config {
+    /// How long a claim holds.
+    pub fn dedup_window(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(u64::from(self.dedup_window_hours) * 3600)
+    }
+
     /// Reads the process environment.
     ///
     /// # Errors
@@ -48,11 +65,19 @@ impl Config {
                 trimmed.to_owned()
             }
         };
+        let dedup_window_hours = env.parsed_or(
+            "RIFFLE_DEDUP_WINDOW_HOURS",
+            DEFAULT_DEDUP_WINDOW_HOURS,
+            |hours| (1..=MAX_DEDUP_WINDOW_HOURS).contains(hours),
+            &format!("whole hours in 1..={MAX_DEDUP_WINDOW_HOURS}"),
+        )?;
         Ok(Config {
             archive_bucket: env.required("RIFFLE_ARCHIVE_BUCKET")?,
             archive_prefix,
             registry_url: env.required("RIFFLE_REGISTRY_URL")?,
             dlq_url: env.required("RIFFLE_DLQ_URL")?,
+            claims_table: env.required("RIFFLE_CLAIMS_TABLE")?,
+            dedup_window_hours,
         })
     }
 }
@@ -72,10 +97,11 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
-    const BASE: [(&str, &str); 3] = [
+    const BASE: [(&str, &str); 4] = [
         ("RIFFLE_ARCHIVE_BUCKET", "archive"),
         ("RIFFLE_REGISTRY_URL", "http://127.0.0.1:1"),
         ("RIFFLE_DLQ_URL", "http://127.0.0.1:2/q"),
+        ("RIFFLE_CLAIMS_TABLE", "claims"),
     ];
 
     #[test]
@@ -83,6 +109,9 @@ mod tests {
         let c = Config::from_lookup(lookup(&BASE)).unwrap();
         assert_eq!(c.archive_prefix, "events");
         assert_eq!(c.archive_bucket, "archive");
+        assert_eq!(c.claims_table, "claims");
+        assert_eq!(c.dedup_window_hours, DEFAULT_DEDUP_WINDOW_HOURS);
+        assert_eq!(c.dedup_window().as_secs(), 24 * 3600);
         let mut pairs = BASE.to_vec();
         pairs.push(("RIFFLE_ARCHIVE_PREFIX", "/archive/v1/"));
         assert_eq!(
@@ -103,5 +132,30 @@ mod tests {
         let err = Config::from_lookup(lookup(&pairs)).unwrap_err();
         assert!(matches!(err, ArchiverError::InvalidEnv { .. }));
         assert!(!err.retryable());
+        let no_claims: Vec<_> = BASE
+            .iter()
+            .copied()
+            .filter(|(k, _)| !k.contains("CLAIMS"))
+            .collect();
+        assert!(matches!(
+            Config::from_lookup(lookup(&no_claims)).unwrap_err(),
+            ArchiverError::MissingEnv("RIFFLE_CLAIMS_TABLE")
+        ));
+        for bad in ["0", "169", "x"] {
+            let mut pairs = BASE.to_vec();
+            pairs.push(("RIFFLE_DEDUP_WINDOW_HOURS", bad));
+            assert!(matches!(
+                Config::from_lookup(lookup(&pairs)).unwrap_err(),
+                ArchiverError::InvalidEnv { .. }
+            ));
+        }
+        let mut pairs = BASE.to_vec();
+        pairs.push(("RIFFLE_DEDUP_WINDOW_HOURS", "168"));
+        assert_eq!(
+            Config::from_lookup(lookup(&pairs))
+                .unwrap()
+                .dedup_window_hours,
+            168
+        );
     }
 }

@@ -46,6 +46,12 @@ pub enum ArchiverError {
         /// The limit.
         limit: usize,
     },
+    /// The claims table could not be read or written (event-id claims, ADR 0009).
+    #[error("claims: {0}")]
+    Claims(#[source] OutputError),
+    /// The write intents could not be read or written (see `crate::intent`).
+    #[error("write intents: {0}")]
+    Intents(#[source] AwsError),
     /// S3 refused or failed a write.
     #[error("archive bucket: {0}")]
     Store(#[source] AwsError),
@@ -75,7 +81,8 @@ impl ArchiverError {
             | ArchiverError::BadArchive(_) => false,
             ArchiverError::Registry(e) => e.retryable(),
             ArchiverError::DeadLetter(e) => e.retryable(),
-            ArchiverError::Store(e) => e.retryable(),
+            ArchiverError::Store(e) | ArchiverError::Intents(e) => e.retryable(),
+            ArchiverError::Claims(e) => e.retryable(),
             ArchiverError::NotParked { .. } | ArchiverError::Task(_) => true,
         }
     }

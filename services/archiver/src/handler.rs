@@ -1,22 +1,39 @@
-//! The archiver's batch handler: decode, render payloads, group by partition, one Parquet
-//! object per group.
+//! The archiver's batch handler: decode, render payloads, claim event ids, one Parquet object
+//! per partition group, each group's claims marked applied right after its object is written
+//! (ADR 0009, "Amendment: the archive").
 //!
-//! Retries: every object key is made of the shard and the first and last sequence numbers
-//! of its records, so a batch retried as it was overwrites its own objects. A retry that
-//! cuts the shard differently (bisection on error, or a batch that grew while waiting)
-//! names its objects differently, and the events it shares with the first attempt are
-//! then in two objects; readers that need exactly one copy deduplicate by `event_id`
-//! (the (shard, sequence) idempotence that the view gets later would fix it here too).
+//! Exactly once, in this order:
+//! 1. **Claims** (`riffle_stage::dedup`, stage `archiver`): an event claimed at another
+//!    position is a duplicate (a producer retry, an upstream re-publish) and is dropped; a
+//!    claim already marked applied means its row is durable (a redelivery) and is skipped.
+//! 2. **Recovery**: the shard's write intents ([`crate::intent`]) name the objects an
+//!    earlier attempt was writing when it died or failed. Each one that exists is read back
+//!    and every row in it marked applied (its footer lists the rows' sub-record indexes, so
+//!    their claim positions are exact); the records of this batch found in it are skipped.
+//!    One that never got written is forgotten. One compacted away since (named in a
+//!    compacted object's `riffle.replaces`) is found in the compacted object; there only
+//!    this batch's records can be matched, by event id and sequence number, and the intent
+//!    stays until the shard has moved past its records.
+//! 3. **Writes**: the rest are grouped by (partition, shard). The groups' intents are added
+//!    to the shard's item before any object is written; each object is put, its events'
+//!    claims marked, and its intent removed once the wave is done.
+//!
+//! A redelivery, cut however it is (bisection halves, a batch that grew, a restart at a
+//! later record), therefore skips every event whose row is durable: marked, or in an object
+//! an intent names. Object keys are made of the shard and the first and last sequence
+//! numbers of the rows written; a key that names an existing object with other rows (found
+//! during recovery) gets a tag, so no write ever replaces rows that are marked.
 //! Nothing is ever reported as a batch item failure: a record no retry can fix is parked
 //! (see `riffle_stage::dead_letter`), and any failure to write affects the whole batch, so
-//! it fails the batch.
+//! it fails the batch (after the writes in flight finish and are marked).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
 use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
+use md5::{Digest, Md5};
 use riffle_codec::datum::to_json;
 use riffle_codec::source::SchemaSource;
 use riffle_codec::{Envelope, EnvelopeCodec, SchemaCache};
@@ -24,17 +41,24 @@ use riffle_runtime::{HandlerError, KinesisHandler};
 use riffle_stage::batch::shard_id;
 use riffle_stage::dead_letter::{park, park_message};
 use riffle_stage::decode::{DecodedBatch, decode_batch};
+use riffle_stage::dedup::{
+    Claim, ClaimRequest, Claims, Position, claim_position, record_positions,
+};
 use riffle_stage::schemas::{BatchSchemas, payload_schema, resolve_schemas_of, take_outage};
 use riffle_stage::{RejectMessage, Rejects};
 use riffle_telemetry::Metrics;
 use tokio::task::JoinSet;
 
 use crate::ArchiverError;
-use crate::key::{Partition, cmp_sequence, object_key};
-use crate::store::ObjectStore;
-use crate::table::{ArchivedRow, attributes_json, write_rows};
+use crate::bucket::ArchiveBucket;
+use crate::intent::{Intent, Intents, MAX_INTENTS_PER_WAVE};
+use crate::key::{Partition, cmp_sequence, object_key, tagged_key};
+use crate::scan::{is_compacted, replaces};
+use crate::table::{
+    ArchivedRow, Footer, attributes_json, footer_key_values, read_rows, write_rows_with_metadata,
+};
 
-/// The `Service` dimension of the archiver's metrics.
+/// The `Service` dimension of the archiver's metrics, and its stage name in the claims.
 pub const SERVICE: &str = "archiver";
 /// Objects written at the same time.
 pub const MAX_CONCURRENT_PUTS: usize = 8;
@@ -42,6 +66,14 @@ pub const MAX_CONCURRENT_PUTS: usize = 8;
 pub const VALIDATOR_STAGE: &str = "validator";
 /// `stage_times` key of the enricher's emit time.
 pub const ENRICHER_STAGE: &str = "enricher";
+/// Footer key of an archived object: the sub-record index of each row (its index among the
+/// user records of its Kinesis record), comma-separated in row order. With the row's shard
+/// and sequence number it gives the row's claim position, so recovery can mark every row
+/// of an object that a crashed attempt wrote.
+pub const SUB_INDEXES_KEY: &str = "riffle.sub_indexes";
+/// Claim id of an event without an event id: its position, so a redelivery of it is still
+/// recognised (a duplicate of it at a new position cannot be).
+pub const POSITION_CLAIM_PREFIX: &str = "#position#";
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -50,24 +82,32 @@ pub struct BatchReport {
     pub records: usize,
     /// Records sent to the dead-letter queue.
     pub parked: usize,
-    /// Rows archived.
+    /// Rows archived by this batch.
     pub rows: usize,
+    /// Records dropped: their event was claimed at another position.
+    pub duplicates: usize,
+    /// Records skipped: their claims were already marked applied (a redelivery).
+    pub replayed: usize,
+    /// Records skipped: found in an object of an earlier attempt that had not marked them.
+    pub recovered: usize,
     /// Keys of the objects written, sorted.
     pub objects: Vec<String>,
     /// Bytes written.
     pub bytes: usize,
 }
 
-/// The archiver: writes every `enriched` event to the S3 archive.
-pub struct Archiver<S, O, D> {
+/// The archiver: writes every `enriched` event to the S3 archive once.
+pub struct Archiver<S, O, C, I, D> {
     codec: EnvelopeCodec,
     schemas: SchemaCache<S>,
     store: Arc<O>,
+    claims: Arc<C>,
+    intents: I,
     dead_letters: D,
     prefix: String,
 }
 
-impl<S, O, D> std::fmt::Debug for Archiver<S, O, D> {
+impl<S, O, C, I, D> std::fmt::Debug for Archiver<S, O, C, I, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Archiver")
             .field("envelope_id", &self.codec.id())
@@ -76,15 +116,73 @@ impl<S, O, D> std::fmt::Debug for Archiver<S, O, D> {
     }
 }
 
-type Groups = BTreeMap<(Partition, String), Vec<ArchivedRow>>;
+/// A usable record, before its claim is known.
+struct Candidate {
+    partition: Partition,
+    row: ArchivedRow,
+    sub: u32,
+    /// The event id, or for an event without one its [`POSITION_CLAIM_PREFIX`] id.
+    claim_id: String,
+    claim_position: String,
+}
 
-impl<S: SchemaSource, O: ObjectStore, D: Rejects> Archiver<S, O, D> {
+impl Candidate {
+    fn request(&self) -> ClaimRequest<'_> {
+        ClaimRequest {
+            event_id: &self.claim_id,
+            position: &self.claim_position,
+        }
+    }
+}
+
+/// The claim id of an event: its event id, or its position when it has none.
+fn claim_id(event_id: &str, claim_position: &str) -> String {
+    if event_id.is_empty() {
+        format!("{POSITION_CLAIM_PREFIX}{claim_position}")
+    } else {
+        event_id.to_owned()
+    }
+}
+
+/// One object to write and the claims it settles.
+struct Group {
+    intent: Intent,
+    body: Vec<u8>,
+    rows: usize,
+    /// (claim id, claim position) of every row.
+    marks: Vec<(String, String)>,
+}
+
+/// What recovery learned about one shard's intents.
+#[derive(Default)]
+struct Recovery {
+    /// (shard, sequence number, event id) of rows found durable in the bucket.
+    durable: HashSet<(String, String, String)>,
+    /// Claims to mark applied: every row of each found object with a sub-index footer.
+    marks: Vec<(String, String)>,
+    /// Intents settled (found and marked, never written, or behind the shard's progress).
+    settled: Vec<Intent>,
+    /// Object keys seen in the partitions looked at.
+    existing: HashSet<String>,
+}
+
+impl<S, O, C, I, D> Archiver<S, O, C, I, D>
+where
+    S: SchemaSource,
+    O: ArchiveBucket,
+    C: Claims,
+    I: Intents,
+    D: Rejects,
+{
     /// An archiver reading envelopes with `codec`, payload (and other envelope) schemas from
-    /// `schemas`, writing objects under `prefix`.
+    /// `schemas`, writing objects under `prefix`, each event once by its claims in `claims`
+    /// (stage [`SERVICE`]) and the write intents in `intents`.
     pub fn new(
         codec: EnvelopeCodec,
         schemas: SchemaCache<S>,
         store: O,
+        claims: C,
+        intents: I,
         dead_letters: D,
         prefix: impl Into<String>,
     ) -> Self {
@@ -92,14 +190,16 @@ impl<S: SchemaSource, O: ObjectStore, D: Rejects> Archiver<S, O, D> {
             codec,
             schemas,
             store: Arc::new(store),
+            claims: Arc::new(claims),
+            intents,
             dead_letters,
             prefix: prefix.into(),
         }
     }
 
-    /// Handles one Lambda batch: `Ok` with no item failures once every record is archived
-    /// or parked; `Err` (the whole batch is retried) when the bucket, the registry or the
-    /// queue failed.
+    /// Handles one Lambda batch: `Ok` with no item failures once every record is archived,
+    /// parked or dropped as a duplicate; `Err` (the whole batch is retried) when the bucket,
+    /// the claims, the registry or the queue failed.
     ///
     /// # Errors
     /// See [`ArchiverError::retryable`].
@@ -117,6 +217,12 @@ impl<S: SchemaSource, O: ObjectStore, D: Rejects> Archiver<S, O, D> {
                 metrics.count("RecordsIn", report.records as u64);
                 metrics.count("RecordsParked", report.parked as u64);
                 metrics.count("RowsArchived", report.rows as u64);
+                metrics.count("DuplicatesDropped", report.duplicates as u64);
+                metrics.count(
+                    "RecordsReplayed",
+                    (report.replayed + report.recovered) as u64,
+                );
+                metrics.count("RecordsRecovered", report.recovered as u64);
                 metrics.count("ObjectsWritten", report.objects.len() as u64);
                 metrics.count("BytesWritten", report.bytes as u64);
             }
@@ -130,7 +236,8 @@ impl<S: SchemaSource, O: ObjectStore, D: Rejects> Archiver<S, O, D> {
         result.map(|_| KinesisEventResponse::default())
     }
 
-    /// [`Archiver::handle_batch`] at a given time (`archived_at`), reporting what it did.
+    /// [`Archiver::handle_batch`] at a given time (`archived_at`, and the claims' clock),
+    /// reporting what it did.
     ///
     /// # Errors
     /// As [`Archiver::handle_batch`].
@@ -150,20 +257,36 @@ impl<S: SchemaSource, O: ObjectStore, D: Rejects> Archiver<S, O, D> {
         if let Some(e) = take_outage(&mut schemas) {
             return Err(ArchiverError::Registry(e));
         }
+        let positions = record_positions(&event.records);
 
-        let mut groups = Groups::new();
-        let mut rows = 0;
+        let mut candidates = Vec::with_capacity(records.len());
         for decoded in records {
             let Some(record) = event.records.get(decoded.index) else {
                 continue;
             };
+            let Some((shard, Some(position))) = positions.get(decoded.index).copied() else {
+                // Without a position a redelivery could not be told from a new event; Lambda
+                // never sends one, so it is parked rather than archived unguarded.
+                let detail = format!(
+                    "sequence number {:?} is not a Kinesis one",
+                    record.kinesis.sequence_number
+                );
+                parked.push(
+                    park_message(SERVICE, record, "no_position", detail)
+                        .with_envelope(&decoded.envelope),
+                );
+                continue;
+            };
             match archived_row(record, decoded.envelope, &schemas, now_ms) {
                 Ok((partition, row)) => {
-                    rows += 1;
-                    groups
-                        .entry((partition, row.kinesis_shard_id.clone()))
-                        .or_default()
-                        .push(row);
+                    let claim_position = claim_position(shard, &position);
+                    candidates.push(Candidate {
+                        partition,
+                        claim_id: claim_id(&row.event_id, &claim_position),
+                        row,
+                        sub: position.sub(),
+                        claim_position,
+                    });
                 }
                 Err(message) => parked.push(*message),
             }
@@ -174,63 +297,426 @@ impl<S: SchemaSource, O: ObjectStore, D: Rejects> Archiver<S, O, D> {
         if not_parked > 0 {
             return Err(ArchiverError::NotParked { count: not_parked });
         }
-
         let mut report = BatchReport {
             records: event.records.len(),
             parked: parked.len(),
-            rows,
             ..BatchReport::default()
         };
-        let mut tasks = JoinSet::new();
-        for ((partition, shard), group) in groups {
+
+        let now_secs = now_ms.div_euclid(1000);
+        let requests: Vec<ClaimRequest<'_>> = candidates.iter().map(Candidate::request).collect();
+        let answers = self
+            .claims
+            .claim(SERVICE, &requests, now_secs)
+            .await
+            .map_err(ArchiverError::Claims)?;
+        drop(requests);
+        let mut fresh = Vec::with_capacity(candidates.len());
+        for (candidate, answer) in candidates.into_iter().zip(answers) {
+            match answer {
+                Claim::Duplicate => report.duplicates += 1,
+                Claim::Claimed { applied: true } => report.replayed += 1,
+                Claim::Claimed { applied: false } => fresh.push(candidate),
+            }
+        }
+        if report.duplicates > 0 {
+            tracing::info!(
+                duplicates = report.duplicates,
+                "events already claimed at another position dropped"
+            );
+        }
+        if fresh.is_empty() {
+            return Ok(report);
+        }
+
+        let recovery = self.recover(event, &fresh, now_secs).await?;
+        let before = fresh.len();
+        fresh.retain(|c| {
+            !recovery.durable.contains(&(
+                c.row.kinesis_shard_id.clone(),
+                c.row.kinesis_sequence_number.clone(),
+                c.row.event_id.clone(),
+            ))
+        });
+        report.recovered = before - fresh.len();
+        if report.recovered > 0 {
+            tracing::warn!(
+                recovered = report.recovered,
+                "records found in objects of an earlier attempt that had not marked them"
+            );
+        }
+
+        let groups = self.groups(fresh, &recovery.existing)?;
+        self.write_groups(groups, now_secs, &mut report).await?;
+        report.objects.sort();
+        Ok(report)
+    }
+
+    /// Settles the intents of the shards of `fresh`: marks the rows of objects an earlier
+    /// attempt wrote, and says which of `fresh` are among them.
+    async fn recover(
+        &self,
+        event: &KinesisEvent,
+        fresh: &[Candidate],
+        now_secs: i64,
+    ) -> Result<Recovery, ArchiverError> {
+        let mut shards: Vec<&str> = fresh
+            .iter()
+            .map(|c| c.row.kinesis_shard_id.as_str())
+            .collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut recovery = Recovery::default();
+        let mut listed: HashMap<String, Vec<String>> = HashMap::new();
+        for shard in shards {
+            let pending = self.intents.pending(shard).await?;
+            if pending.is_empty() {
+                continue;
+            }
+            // The batch starts at the shard's first record not yet done: nothing before it
+            // comes again.
+            let start = event
+                .records
+                .iter()
+                .filter(|r| shard_id(r) == shard)
+                .map(|r| r.kinesis.sequence_number.as_str())
+                .min_by(|a, b| cmp_sequence(a, b))
+                .unwrap_or_default();
+            let mut settled = Vec::new();
+            for intent in pending {
+                if intent.is_behind(start) {
+                    settled.push(intent);
+                    continue;
+                }
+                let Some(dir) = intent.key.rsplit_once('/').map(|(d, _)| format!("{d}/")) else {
+                    settled.push(intent);
+                    continue;
+                };
+                if !listed.contains_key(&dir) {
+                    let keys: Vec<String> = self
+                        .store
+                        .list(&dir)
+                        .await?
+                        .into_iter()
+                        .map(|o| o.key)
+                        .collect();
+                    recovery.existing.extend(keys.iter().cloned());
+                    listed.insert(dir.clone(), keys);
+                }
+                let keys = listed.get(&dir).map(Vec::as_slice).unwrap_or_default();
+                if keys.contains(&intent.key) {
+                    let bytes = self.store.get(&intent.key).await?;
+                    let rows = read_rows(&bytes)
+                        .map_err(|e| ArchiverError::BadArchive(format!("{}: {e}", intent.key)))?;
+                    let subs = sub_indexes(&bytes, rows.len());
+                    for (i, row) in rows.into_iter().enumerate() {
+                        let position = subs
+                            .as_ref()
+                            .and_then(|s| s.get(i))
+                            .and_then(|sub| Position::new(&row.kinesis_sequence_number, *sub));
+                        if let Some(position) = position {
+                            let claim_position = claim_position(&row.kinesis_shard_id, &position);
+                            recovery
+                                .marks
+                                .push((claim_id(&row.event_id, &claim_position), claim_position));
+                        }
+                        recovery.durable.insert((
+                            row.kinesis_shard_id,
+                            row.kinesis_sequence_number,
+                            row.event_id,
+                        ));
+                    }
+                    if subs.is_some() {
+                        settled.push(intent);
+                    }
+                    continue;
+                }
+                match self.compacted_rows(keys, &intent, shard).await? {
+                    Some(rows) => recovery.durable.extend(rows),
+                    None => settled.push(intent),
+                }
+            }
+            recovery.settled.extend(settled.iter().cloned());
+            // This batch's records found durable: marked below with their own positions
+            // (rows of a compacted object carry no sub-record index).
+            for c in fresh.iter().filter(|c| c.row.kinesis_shard_id == shard) {
+                let key = (
+                    c.row.kinesis_shard_id.clone(),
+                    c.row.kinesis_sequence_number.clone(),
+                    c.row.event_id.clone(),
+                );
+                if recovery.durable.contains(&key) {
+                    recovery
+                        .marks
+                        .push((c.claim_id.clone(), c.claim_position.clone()));
+                }
+            }
+            if !recovery.marks.is_empty() {
+                let requests: Vec<ClaimRequest<'_>> = recovery
+                    .marks
+                    .iter()
+                    .map(|(id, position)| ClaimRequest {
+                        event_id: id,
+                        position,
+                    })
+                    .collect();
+                self.claims
+                    .mark_applied(SERVICE, &requests, now_secs)
+                    .await
+                    .map_err(ArchiverError::Claims)?;
+                recovery.marks.clear();
+            }
+            self.intents.remove(shard, &settled).await?;
+        }
+        Ok(recovery)
+    }
+
+    /// The rows of `shard` within `intent`'s range in the compacted object (of the listed
+    /// `keys`) that replaces the intent's object; `None` when none does.
+    async fn compacted_rows(
+        &self,
+        keys: &[String],
+        intent: &Intent,
+        shard: &str,
+    ) -> Result<Option<Vec<(String, String, String)>>, ArchiverError> {
+        let name = intent.key.rsplit('/').next().unwrap_or(&intent.key);
+        for key in keys.iter().filter(|k| is_compacted(k)) {
+            if !replaces(&*self.store, key).await?.iter().any(|n| n == name) {
+                continue;
+            }
+            let bytes = self.store.get(key).await?;
+            let rows =
+                read_rows(&bytes).map_err(|e| ArchiverError::BadArchive(format!("{key}: {e}")))?;
+            return Ok(Some(
+                rows.into_iter()
+                    .filter(|r| {
+                        r.kinesis_shard_id == shard && intent.covers(&r.kinesis_sequence_number)
+                    })
+                    .map(|r| (r.kinesis_shard_id, r.kinesis_sequence_number, r.event_id))
+                    .collect(),
+            ));
+        }
+        Ok(None)
+    }
+
+    /// One object per (partition, shard) of `fresh`, encoded.
+    fn groups(
+        &self,
+        fresh: Vec<Candidate>,
+        existing: &HashSet<String>,
+    ) -> Result<Vec<Group>, ArchiverError> {
+        let mut by_partition: BTreeMap<(Partition, String), Vec<Candidate>> = BTreeMap::new();
+        for c in fresh {
+            by_partition
+                .entry((c.partition.clone(), c.row.kinesis_shard_id.clone()))
+                .or_default()
+                .push(c);
+        }
+        let mut groups = Vec::with_capacity(by_partition.len());
+        for ((partition, shard), members) in by_partition {
             let (Some(first), Some(last)) = (
-                group
+                members
                     .iter()
-                    .map(|r| r.kinesis_sequence_number.as_str())
+                    .map(|c| c.row.kinesis_sequence_number.as_str())
                     .min_by(|a, b| cmp_sequence(a, b)),
-                group
+                members
                     .iter()
-                    .map(|r| r.kinesis_sequence_number.as_str())
+                    .map(|c| c.row.kinesis_sequence_number.as_str())
                     .max_by(|a, b| cmp_sequence(a, b)),
             ) else {
                 continue;
             };
-            let key = object_key(&self.prefix, &partition, &shard, first, last);
-            let body = write_rows(&group)?;
-            report.bytes += body.len();
-            report.objects.push(key.clone());
-            if tasks.len() >= MAX_CONCURRENT_PUTS {
-                joined(tasks.join_next().await)?;
+            let mut key = object_key(&self.prefix, &partition, &shard, first, last);
+            if existing.contains(&key) {
+                // An earlier attempt's object under this name holds rows this group does not
+                // (they are skipped as durable): a new name keeps them.
+                let mut hasher = Md5::new();
+                for c in &members {
+                    hasher.update(c.claim_position.as_bytes());
+                    hasher.update(b"\n");
+                }
+                let tag: String = hasher.finalize()[..6]
+                    .iter()
+                    .map(|b| format!("{b:02x}"))
+                    .collect();
+                key = tagged_key(&key, &tag);
             }
-            let store = Arc::clone(&self.store);
-            tasks.spawn(async move { store.put(&key, body).await });
+            let intent = Intent {
+                first_sequence: first.to_owned(),
+                last_sequence: last.to_owned(),
+                key,
+            };
+            let subs: Vec<String> = members.iter().map(|c| c.sub.to_string()).collect();
+            let mut rows = Vec::with_capacity(members.len());
+            let mut marks = Vec::with_capacity(members.len());
+            for c in members {
+                marks.push((c.claim_id, c.claim_position));
+                rows.push(c.row);
+            }
+            let body = write_rows_with_metadata(
+                &rows,
+                vec![(SUB_INDEXES_KEY.to_owned(), subs.join(","))],
+            )?;
+            groups.push(Group {
+                intent,
+                body,
+                rows: rows.len(),
+                marks,
+            });
         }
-        while let Some(done) = tasks.join_next().await {
-            joined(Some(done))?;
+        Ok(groups)
+    }
+
+    /// Writes `groups` in waves: intents added, objects put and their claims marked, intents
+    /// removed. On a failure the writes in flight still finish and are marked, so what did
+    /// reach the bucket is known as durable to the retry without a look at the bucket.
+    async fn write_groups(
+        &self,
+        mut groups: Vec<Group>,
+        now_secs: i64,
+        report: &mut BatchReport,
+    ) -> Result<(), ArchiverError> {
+        while !groups.is_empty() {
+            let rest = groups.split_off(groups.len().min(MAX_INTENTS_PER_WAVE));
+            let wave = std::mem::replace(&mut groups, rest);
+            let mut by_shard: BTreeMap<String, Vec<Intent>> = BTreeMap::new();
+            for g in &wave {
+                by_shard
+                    .entry(shard_of(&g.marks))
+                    .or_default()
+                    .push(g.intent.clone());
+            }
+            for (shard, intents) in &by_shard {
+                self.intents.add(shard, intents, now_secs).await?;
+            }
+
+            let mut tasks = JoinSet::new();
+            let mut done: BTreeMap<String, Vec<Intent>> = BTreeMap::new();
+            let mut failed: Option<ArchiverError> = None;
+            for group in wave {
+                while tasks.len() >= MAX_CONCURRENT_PUTS && failed.is_none() {
+                    settle(tasks.join_next().await, report, &mut done, &mut failed);
+                }
+                if failed.is_some() {
+                    break;
+                }
+                let store = Arc::clone(&self.store);
+                let claims = Arc::clone(&self.claims);
+                tasks.spawn(async move { write_group(&*store, &*claims, group, now_secs).await });
+            }
+            while let Some(joined) = tasks.join_next().await {
+                settle(Some(joined), report, &mut done, &mut failed);
+            }
+            for (shard, intents) in &done {
+                if let Err(e) = self.intents.remove(shard, intents).await {
+                    // Harmless: the next batch finds the objects and their marks in place.
+                    tracing::warn!(error = %e, shard, "write intents of marked objects not removed");
+                }
+            }
+            if let Some(e) = failed {
+                return Err(e);
+            }
         }
-        report.objects.sort();
-        Ok(report)
+        Ok(())
     }
 }
 
-impl<S, O, D> KinesisHandler for Archiver<S, O, D>
+/// The shard of a group's rows, from the first claim position (`<shard>/<position>`).
+fn shard_of(marks: &[(String, String)]) -> String {
+    marks
+        .first()
+        .and_then(|(_, p)| p.rsplit_once('/'))
+        .map(|(shard, _)| shard.to_owned())
+        .unwrap_or_default()
+}
+
+/// What a finished write task tells.
+struct Written {
+    shard: String,
+    intent: Intent,
+    rows: usize,
+    bytes: usize,
+}
+
+/// Puts one object, then marks its rows' claims applied.
+async fn write_group<O: ArchiveBucket, C: Claims>(
+    store: &O,
+    claims: &C,
+    group: Group,
+    now_secs: i64,
+) -> Result<Written, ArchiverError> {
+    let bytes = group.body.len();
+    store.put(&group.intent.key, group.body).await?;
+    let requests: Vec<ClaimRequest<'_>> = group
+        .marks
+        .iter()
+        .map(|(id, position)| ClaimRequest {
+            event_id: id,
+            position,
+        })
+        .collect();
+    claims
+        .mark_applied(SERVICE, &requests, now_secs)
+        .await
+        .map_err(ArchiverError::Claims)?;
+    Ok(Written {
+        shard: shard_of(&group.marks),
+        intent: group.intent,
+        rows: group.rows,
+        bytes,
+    })
+}
+
+fn settle(
+    joined: Option<Result<Result<Written, ArchiverError>, tokio::task::JoinError>>,
+    report: &mut BatchReport,
+    done: &mut BTreeMap<String, Vec<Intent>>,
+    failed: &mut Option<ArchiverError>,
+) {
+    match joined {
+        None => {}
+        Some(Ok(Ok(w))) => {
+            report.rows += w.rows;
+            report.bytes += w.bytes;
+            report.objects.push(w.intent.key.clone());
+            done.entry(w.shard).or_default().push(w.intent);
+        }
+        Some(Ok(Err(e))) => {
+            failed.get_or_insert(e);
+        }
+        Some(Err(e)) => {
+            failed.get_or_insert(ArchiverError::Task(e.to_string()));
+        }
+    }
+}
+
+/// The sub-record indexes in an object's footer, when it has one entry per row.
+fn sub_indexes(bytes: &[u8], rows: usize) -> Option<Vec<u32>> {
+    let Ok(Footer::KeyValues(pairs)) = footer_key_values(bytes) else {
+        return None;
+    };
+    let (_, value) = pairs.into_iter().find(|(k, _)| k == SUB_INDEXES_KEY)?;
+    if rows == 0 {
+        return Some(Vec::new());
+    }
+    let subs: Vec<u32> = value
+        .split(',')
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    (subs.len() == rows).then_some(subs)
+}
+
+impl<S, O, C, I, D> KinesisHandler for Archiver<S, O, C, I, D>
 where
     S: SchemaSource + 'static,
-    O: ObjectStore,
+    O: ArchiveBucket,
+    C: Claims,
+    I: Intents,
     D: Rejects + 'static,
 {
     async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, HandlerError> {
         self.handle_batch(event).await.map_err(Into::into)
-    }
-}
-
-fn joined(
-    done: Option<Result<Result<(), ArchiverError>, tokio::task::JoinError>>,
-) -> Result<(), ArchiverError> {
-    match done {
-        None => Ok(()),
-        Some(Ok(result)) => result,
-        Some(Err(e)) => Err(ArchiverError::Task(e.to_string())),
     }
 }
 
@@ -289,18 +775,25 @@ fn archived_row(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use std::sync::Mutex;
+    use std::sync::atomic::{AtomicUsize, Ordering};
 
     use apache_avro::Schema;
     use apache_avro::types::Value;
     use std::collections::HashMap;
 
     use riffle_aws::AwsError;
+    use riffle_stage::OutputError;
     use riffle_stage::SqsMessage;
+    use riffle_stage::dedup::{MemoryClaims, Release};
     use riffle_stage::testing::{
         MapSource, Sink, enriched_envelope as envelope, kinesis_event as event, reject_messages,
     };
 
     use super::*;
+    use crate::bucket::ObjectInfo;
+    use crate::intent::MemoryIntents;
+    use crate::scan::REPLACES_KEY;
+    use crate::store::ObjectStore;
     use crate::table::read_rows;
 
     const ORDER: &str = include_str!("../../../schemas/events/order_placed.avsc");
@@ -329,37 +822,149 @@ mod tests {
             .unwrap()
     }
 
+    fn down() -> ArchiverError {
+        ArchiverError::Store(AwsError::Call {
+            operation: "PutObject",
+            code: "SlowDown".into(),
+            message: String::new(),
+            retryable: true,
+        })
+    }
+
     #[derive(Default)]
     struct MemoryBucket {
         objects: Mutex<BTreeMap<String, Vec<u8>>>,
         down: bool,
     }
 
+    impl MemoryBucket {
+        /// Archived rows per event id, over the live objects (those no compacted object
+        /// replaces).
+        fn rows_per_event(&self) -> BTreeMap<String, usize> {
+            let objects = self.objects.lock().unwrap();
+            let mut replaced = HashSet::new();
+            for (key, bytes) in objects.iter().filter(|(k, _)| is_compacted(k)) {
+                let Ok(Footer::KeyValues(kv)) = footer_key_values(bytes) else {
+                    continue;
+                };
+                let dir = &key[..key.rfind('/').unwrap() + 1];
+                for (_, names) in kv.iter().filter(|(k, _)| k == REPLACES_KEY) {
+                    replaced.extend(names.lines().map(|n| format!("{dir}{n}")));
+                }
+            }
+            let mut out = BTreeMap::new();
+            for (key, bytes) in objects.iter() {
+                if replaced.contains(key) {
+                    continue;
+                }
+                for row in read_rows(bytes).unwrap() {
+                    *out.entry(row.event_id).or_default() += 1;
+                }
+            }
+            out
+        }
+    }
+
     impl ObjectStore for MemoryBucket {
         async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), ArchiverError> {
             if self.down {
-                return Err(ArchiverError::Store(AwsError::Call {
-                    operation: "PutObject",
-                    code: "SlowDown".into(),
-                    message: String::new(),
-                    retryable: true,
-                }));
+                return Err(down());
             }
             self.objects.lock().unwrap().insert(key.to_owned(), body);
             Ok(())
         }
     }
 
-    fn archiver(
-        bucket: MemoryBucket,
-        registry_down: bool,
-    ) -> Archiver<MapSource, MemoryBucket, Sink<SqsMessage>> {
+    impl ArchiveBucket for MemoryBucket {
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ArchiverError> {
+            Ok(self
+                .objects
+                .lock()
+                .unwrap()
+                .iter()
+                .filter(|(k, _)| k.starts_with(prefix))
+                .map(|(k, v)| ObjectInfo {
+                    key: k.clone(),
+                    size: v.len() as u64,
+                })
+                .collect())
+        }
+
+        async fn get(&self, key: &str) -> Result<Vec<u8>, ArchiverError> {
+            self.objects
+                .lock()
+                .unwrap()
+                .get(key)
+                .cloned()
+                .ok_or_else(down)
+        }
+
+        async fn get_tail(&self, key: &str, bytes: usize) -> Result<Vec<u8>, ArchiverError> {
+            let all = self.get(key).await?;
+            Ok(all[all.len().saturating_sub(bytes)..].to_vec())
+        }
+
+        async fn delete(&self, keys: &[String]) -> Result<(), ArchiverError> {
+            let mut objects = self.objects.lock().unwrap();
+            for k in keys {
+                objects.remove(k);
+            }
+            Ok(())
+        }
+    }
+
+    /// Claims whose marking fails while `crash` is set: the function died right after its
+    /// object writes.
+    #[derive(Clone, Default)]
+    struct CrashingClaims {
+        inner: MemoryClaims,
+        crash: Arc<AtomicUsize>,
+    }
+
+    impl Claims for CrashingClaims {
+        async fn claim(
+            &self,
+            stage: &str,
+            requests: &[ClaimRequest<'_>],
+            now_secs: i64,
+        ) -> Result<Vec<Claim>, OutputError> {
+            self.inner.claim(stage, requests, now_secs).await
+        }
+
+        async fn mark_applied(
+            &self,
+            stage: &str,
+            requests: &[ClaimRequest<'_>],
+            now_secs: i64,
+        ) -> Result<(), OutputError> {
+            if self.crash.load(Ordering::SeqCst) > 0 {
+                return Err(OutputError(AwsError::Call {
+                    operation: "BatchWriteItem",
+                    code: "Killed".into(),
+                    message: "the process died".into(),
+                    retryable: true,
+                }));
+            }
+            self.inner.mark_applied(stage, requests, now_secs).await
+        }
+
+        async fn release(&self, stage: &str, ids: &[&str]) -> Result<Vec<Release>, OutputError> {
+            self.inner.release(stage, ids).await
+        }
+    }
+
+    type TestArchiver =
+        Archiver<MapSource, MemoryBucket, CrashingClaims, MemoryIntents, Sink<SqsMessage>>;
+
+    fn archiver(bucket: MemoryBucket, registry_down: bool) -> TestArchiver {
         let source = MapSource::with([(ORDER_ID as u32, ORDER)], []);
         source.set_down(registry_down);
         Archiver::new(
             EnvelopeCodec::new(7).unwrap(),
             SchemaCache::new(source),
             bucket,
+            CrashingClaims::default(),
+            MemoryIntents::default(),
             Sink::new(),
             "events",
         )
@@ -388,6 +993,32 @@ mod tests {
     // 2025-11-24T16:00:00Z and an hour later.
     const H16: i64 = 1_764_000_000_000;
     const H17: i64 = H16 + 3_600_000;
+    const NOW: i64 = H17 + 3_600_000;
+
+    /// `n` orders over two hours, as one batch.
+    fn batch(n: i32) -> KinesisEvent {
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let blobs: Vec<Vec<u8>> = (0..n)
+            .map(|i| {
+                let at = if i % 3 == 0 { H17 } else { H16 };
+                codec.encode(&order(at + i64::from(i), i)).unwrap()
+            })
+            .collect();
+        event(&blobs)
+    }
+
+    fn slice(ev: &KinesisEvent, range: std::ops::Range<usize>) -> KinesisEvent {
+        let mut out = ev.clone();
+        out.records = ev.records[range].to_vec();
+        out
+    }
+
+    fn once_each(arch: &TestArchiver, n: usize) {
+        let counts = arch.store.rows_per_event();
+        assert_eq!(counts.len(), n, "every event archived");
+        let doubled: Vec<_> = counts.iter().filter(|(_, c)| **c != 1).collect();
+        assert!(doubled.is_empty(), "rows more than once: {doubled:?}");
+    }
 
     #[tokio::test]
     async fn groups_land_under_their_partitions() {
@@ -395,6 +1026,7 @@ mod tests {
         let codec = EnvelopeCodec::new(7).unwrap();
         let mut page = order(H16 + 1, 1);
         page.subject = "com.riffle.web.PageView".into();
+        page.event_id = "page-1".into();
         let ev = event(&[
             codec.encode(&order(H16 + 10, 1)).unwrap(),
             codec.encode(&order(H17 + 10, 2)).unwrap(),
@@ -412,8 +1044,10 @@ mod tests {
             ]
         );
         let objects = arch.store.objects.lock().unwrap();
-        let rows = read_rows(&objects[&report.objects[0]]).unwrap();
+        let bytes = &objects[&report.objects[0]];
+        let rows = read_rows(bytes).unwrap();
         assert_eq!(rows.len(), 2);
+        assert_eq!(sub_indexes(bytes, 2), Some(vec![0, 0]));
         let first = &rows[0];
         assert_eq!(first.event_time, H16 + 10);
         assert_eq!(first.validated_at, Some(H16 + 15));
@@ -430,20 +1064,190 @@ mod tests {
         assert_eq!(rows[1].kinesis_sequence_number, "49590002");
         // One registry fetch for the one payload schema id of the batch.
         assert_eq!(arch.schemas.source().fetched(), vec![ORDER_ID as u32]);
+        // Every object's intent is gone once its claims are marked.
+        assert!(arch.intents.is_empty());
     }
 
     #[tokio::test]
-    async fn the_same_batch_writes_the_same_keys() {
+    async fn a_batch_again_or_cut_in_halves_writes_nothing_more() {
+        let arch = archiver(MemoryBucket::default(), false);
+        let ev = batch(12);
+        let first = arch.process(&ev, NOW).await.unwrap();
+        assert_eq!(first.rows, 12);
+        let again = arch.process(&ev, NOW + 1).await.unwrap();
+        assert_eq!((again.rows, again.replayed), (0, 12));
+        assert!(again.objects.is_empty());
+        for half in [slice(&ev, 0..6), slice(&ev, 6..12), slice(&ev, 3..12)] {
+            let r = arch.process(&half, NOW + 2).await.unwrap();
+            assert_eq!(r.rows, 0);
+            assert_eq!(r.replayed, half.records.len());
+        }
+        once_each(&arch, 12);
+    }
+
+    #[tokio::test]
+    async fn a_duplicate_event_at_a_new_position_is_dropped() {
+        let arch = archiver(MemoryBucket::default(), false);
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let blobs = vec![
+            codec.encode(&order(H16, 1)).unwrap(),
+            codec.encode(&order(H16, 2)).unwrap(),
+            // A producer retry: the first event again, at a new sequence number.
+            codec.encode(&order(H16, 1)).unwrap(),
+        ];
+        let report = arch.process(&event(&blobs), NOW).await.unwrap();
+        assert_eq!((report.rows, report.duplicates), (2, 1));
+        // And in a later batch (here: its own position is 49590000, the copy's 49590002).
+        let later = arch
+            .process(&slice(&event(&blobs), 2..3), NOW)
+            .await
+            .unwrap();
+        assert_eq!((later.rows, later.duplicates), (0, 1));
+        once_each(&arch, 2);
+    }
+
+    #[tokio::test]
+    async fn a_crash_between_write_and_marks_is_finished_by_any_redelivery() {
+        let ev = batch(12);
+        // Bisection halves, a restart at a later record, a batch that grew: each cut
+        // differently from the crashed attempt, so its object keys differ too.
+        let cuts: [&[(usize, usize)]; 3] = [&[(0, 6), (6, 12)], &[(4, 12), (0, 12)], &[(0, 12)]];
+        for (crashed, redeliveries) in [(0..9, cuts[0]), (0..12, cuts[1]), (2..9, cuts[2])] {
+            let arch = archiver(MemoryBucket::default(), false);
+            arch.claims.crash.store(1, Ordering::SeqCst);
+            let err = arch.process(&slice(&ev, crashed.clone()), NOW).await;
+            assert!(matches!(err, Err(ArchiverError::Claims(_))), "{err:?}");
+            assert!(!arch.intents.is_empty(), "intents stay for the retry");
+            arch.claims.crash.store(0, Ordering::SeqCst);
+            let mut recovered = 0;
+            for (from, to) in redeliveries {
+                let r = arch
+                    .process(&slice(&ev, *from..*to), NOW + 1)
+                    .await
+                    .unwrap();
+                recovered += r.recovered;
+            }
+            assert!(recovered > 0, "{crashed:?}");
+            once_each(&arch, 12);
+            assert!(arch.intents.is_empty());
+        }
+    }
+
+    #[tokio::test]
+    async fn an_object_compacted_away_before_the_redelivery_still_counts() {
+        let arch = archiver(MemoryBucket::default(), false);
+        let ev = batch(6);
+        arch.claims.crash.store(1, Ordering::SeqCst);
+        arch.process(&ev, NOW).await.unwrap_err();
+        arch.claims.crash.store(0, Ordering::SeqCst);
+        // Compaction merges the hour-16 object (with a neighbour) and deletes its inputs.
+        let (key, bytes) = {
+            let objects = arch.store.objects.lock().unwrap();
+            let (k, v) = objects.iter().find(|(k, _)| k.contains("hour=16")).unwrap();
+            (k.clone(), v.clone())
+        };
+        let dir = &key[..key.rfind('/').unwrap() + 1];
+        let name = &key[dir.len()..];
+        let merged = crate::table::write_rows_with_metadata(
+            &read_rows(&bytes).unwrap(),
+            vec![(REPLACES_KEY.to_owned(), format!("{name}\nother.parquet"))],
+        )
+        .unwrap();
+        arch.store
+            .put(&format!("{dir}compacted-x.parquet"), merged)
+            .await
+            .unwrap();
+        arch.store.delete(std::slice::from_ref(&key)).await.unwrap();
+
+        let r = arch.process(&slice(&ev, 0..4), NOW + 1).await.unwrap();
+        assert_eq!(r.recovered, 4);
+        let r = arch.process(&slice(&ev, 4..6), NOW + 1).await.unwrap();
+        assert_eq!(r.recovered, 2);
+        once_each(&arch, 6);
+        // The compacted object's intent waits until the shard is past its records.
+        assert_eq!(arch.intents.len(), 1);
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let mut next = event(&vec![codec.encode(&order(H16, 99)).unwrap(); 7]);
+        next.records.drain(..6);
+        arch.process(&next, NOW + 2).await.unwrap();
+        assert!(arch.intents.is_empty());
+    }
+
+    #[tokio::test]
+    async fn an_intent_whose_object_never_landed_is_forgotten() {
+        let arch = archiver(
+            MemoryBucket {
+                down: true,
+                ..MemoryBucket::default()
+            },
+            false,
+        );
+        let ev = batch(3);
+        let err = arch.process(&ev, NOW).await.unwrap_err();
+        assert!(err.retryable());
+        assert_eq!(arch.intents.len(), 2);
+        let arch = Archiver {
+            store: Arc::new(MemoryBucket::default()),
+            ..arch
+        };
+        let r = arch.process(&ev, NOW + 1).await.unwrap();
+        assert_eq!((r.rows, r.recovered), (3, 0));
+        assert!(arch.intents.is_empty());
+        once_each(&arch, 3);
+    }
+
+    #[tokio::test]
+    async fn a_taken_key_is_never_overwritten() {
         let arch = archiver(MemoryBucket::default(), false);
         let codec = EnvelopeCodec::new(7).unwrap();
         let ev = event(&[
             codec.encode(&order(H16, 1)).unwrap(),
-            codec.encode(&order(H17, 1)).unwrap(),
+            codec.encode(&order(H16, 2)).unwrap(),
         ]);
-        let first = arch.process(&ev, 1).await.unwrap();
-        let second = arch.process(&ev, 2).await.unwrap();
-        assert_eq!(first.objects, second.objects);
-        assert_eq!(arch.store.objects.lock().unwrap().len(), 2);
+        // An earlier attempt's object under the very key this batch computes, holding a row
+        // this batch does not have (only a released claim or an expired one gets here).
+        let key = "events/subject=com.riffle.shop.OrderPlaced/dt=2025-11-24/hour=16/shardId-000000000000-49590000-49590001.parquet";
+        let mut ghost = crate::table::tests::row(1);
+        ghost.event_id = "ghost".into();
+        ghost.kinesis_shard_id = "shardId-000000000000".into();
+        ghost.kinesis_sequence_number = "49590000".into();
+        let body =
+            write_rows_with_metadata(&[ghost], vec![(SUB_INDEXES_KEY.to_owned(), "7".to_owned())])
+                .unwrap();
+        arch.store.put(key, body).await.unwrap();
+        let intent = Intent {
+            first_sequence: "49590000".into(),
+            last_sequence: "49590001".into(),
+            key: key.into(),
+        };
+        arch.intents
+            .add("shardId-000000000000", &[intent], 0)
+            .await
+            .unwrap();
+        let report = arch.process(&ev, NOW).await.unwrap();
+        assert_eq!((report.rows, report.recovered), (2, 0));
+        assert_ne!(report.objects, vec![key.to_owned()]);
+        assert!(report.objects[0].ends_with(".parquet"));
+        let counts = arch.store.rows_per_event();
+        assert_eq!(counts.values().sum::<usize>(), 3);
+        assert_eq!(counts["ghost"], 1);
+        // Its row's claim was marked at its exact position from the footer.
+        let got = arch
+            .claims
+            .claim(
+                SERVICE,
+                &[ClaimRequest {
+                    event_id: "ghost",
+                    position: &format!(
+                        "shardId-000000000000/{}",
+                        Position::new("49590000", 7).unwrap().encode()
+                    ),
+                }],
+                NOW / 1000,
+            )
+            .await
+            .unwrap();
+        assert_eq!(got, vec![Claim::Claimed { applied: true }]);
     }
 
     #[tokio::test]
@@ -456,15 +1260,17 @@ mod tests {
         malformed.payload.truncate(3);
         let mut timeless = order(H16, 3);
         timeless.event_time = i64::MAX;
-        let ev = event(&[
+        let mut ev = event(&[
             codec.encode(&order(H16, 4)).unwrap(),
             codec.encode(&unknown).unwrap(),
             codec.encode(&malformed).unwrap(),
             codec.encode(&timeless).unwrap(),
             vec![0, 0, 0],
+            codec.encode(&order(H16, 5)).unwrap(),
         ]);
+        ev.records[5].kinesis.sequence_number = "not-a-number".into();
         let report = arch.process(&ev, 1).await.unwrap();
-        assert_eq!((report.rows, report.parked), (1, 4));
+        assert_eq!((report.rows, report.parked), (1, 5));
         let parked = reject_messages(&arch.dead_letters.take());
         let codes: Vec<String> = parked.iter().map(|m| m.code.clone()).collect();
         assert_eq!(
@@ -473,12 +1279,31 @@ mod tests {
                 "truncated",
                 "unknown_schema",
                 "malformed",
-                "event_time_out_of_range"
+                "event_time_out_of_range",
+                "no_position",
             ]
         );
         assert_eq!(
             parked[1].event_id.as_deref(),
             Some(unknown.event_id.as_str())
+        );
+    }
+
+    #[tokio::test]
+    async fn events_without_an_id_are_claimed_by_position() {
+        let arch = archiver(MemoryBucket::default(), false);
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let mut a = order(H16, 1);
+        a.event_id = String::new();
+        let mut b = order(H16, 2);
+        b.event_id = String::new();
+        let ev = event(&[codec.encode(&a).unwrap(), codec.encode(&b).unwrap()]);
+        assert_eq!(arch.process(&ev, NOW).await.unwrap().rows, 2);
+        let again = arch.process(&slice(&ev, 1..2), NOW).await.unwrap();
+        assert_eq!((again.rows, again.replayed), (0, 1));
+        assert_eq!(
+            arch.store.rows_per_event(),
+            BTreeMap::from([(String::new(), 2)])
         );
     }
 

@@ -71,6 +71,19 @@ pub fn object_key(
     key
 }
 
+/// `key` with `-<tag>` before its `.parquet` suffix: the name of a group whose plain key is
+/// already taken by an object holding other rows (see `crate::handler`), so writing it never
+/// overwrites them.
+pub fn tagged_key(key: &str, tag: &str) -> String {
+    let stem = key.strip_suffix(".parquet").unwrap_or(key);
+    let mut out = String::with_capacity(stem.len() + tag.len() + 10);
+    out.push_str(stem);
+    out.push('-');
+    escape_into(tag, &mut out);
+    out.push_str(".parquet");
+    out
+}
+
 /// A partition value or file name part as it appears in keys (see [`escape_into`]).
 pub fn escape(part: &str) -> String {
     let mut out = String::with_capacity(part.len());
@@ -121,6 +134,18 @@ mod tests {
             "archive/v1/subject=com.riffle.shop.OrderPlaced/dt=2025-11-24/hour=16/s-1-2.parquet"
         );
         assert!(object_key("", &p, "s", "1", "2").starts_with("subject="));
+    }
+
+    #[test]
+    fn tagged_keys_stay_in_their_folder() {
+        assert_eq!(
+            tagged_key("e/d/s-1-2.parquet", "ab12"),
+            "e/d/s-1-2-ab12.parquet"
+        );
+        assert_eq!(
+            tagged_key("e/d/s-1-2.parquet", "a/b"),
+            "e/d/s-1-2-a%2Fb.parquet"
+        );
     }
 
     #[test]

@@ -3,7 +3,12 @@
 //! view can be rebuilt and analysts query with Athena or DuckDB.
 //!
 //! Layout:
-//! - [`handler`]: [`Archiver`], the pure batch handler; its dependencies are ports.
+//! - [`handler`]: [`Archiver`], the pure batch handler; its dependencies are ports. Each
+//!   event lands once: event-id claims (`riffle_stage::dedup`), marked applied per object
+//!   written, and write intents for the window between an object's write and its marks
+//!   (docs/adr/0009-exactly-once-effects.md, "Amendment: the archive").
+//! - [`intent`]: the [`Intents`] port (which objects an attempt was about to write, per
+//!   shard) in the claims table and in memory.
 //! - [`key`]: partitions and deterministic object keys.
 //! - [`table`]: the Parquet schema, [`write_rows`] and [`read_rows`] (for tests and replay).
 //! - [`store`]: the [`ObjectStore`] port and its S3 implementation.
@@ -26,6 +31,7 @@ pub mod compact;
 pub mod config;
 mod error;
 pub mod handler;
+pub mod intent;
 pub mod key;
 pub mod scan;
 pub mod store;
@@ -35,5 +41,6 @@ pub use bucket::{ArchiveBucket, ObjectInfo};
 pub use config::Config;
 pub use error::ArchiverError;
 pub use handler::{Archiver, BatchReport};
+pub use intent::{DynamoIntents, Intent, Intents, MemoryIntents};
 pub use store::{ObjectStore, S3ObjectStore};
 pub use table::{ArchivedRow, read_rows, write_rows};

@@ -7,11 +7,12 @@
 // local mapping's loop) deeper than the compiler's default layout query depth.
 #![recursion_limit = "256"]
 
-use riffle_archiver::{Archiver, Config, S3ObjectStore, handler::SERVICE};
+use riffle_archiver::{Archiver, Config, DynamoIntents, S3ObjectStore, handler::SERVICE};
 use riffle_aws::SqsSender;
 use riffle_codec::SchemaCache;
 use riffle_registry_client::{RegistryClient, STARTUP_PATIENCE};
 use riffle_stage::SqsRejects;
+use riffle_stage::dedup::DynamoClaims;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -30,11 +31,16 @@ async fn main() -> Result<(), BoxError> {
         SqsSender::new(riffle_aws::sqs_client(&sdk)),
         &config.dlq_url,
     );
-    tracing::info!(envelope_id, bucket = %config.archive_bucket, prefix = %config.archive_prefix, "archiver starting");
+    let dynamo = riffle_aws::dynamodb_client(&sdk);
+    let claims = DynamoClaims::new(dynamo.clone(), &config.claims_table, config.dedup_window());
+    let intents = DynamoIntents::new(dynamo, &config.claims_table, config.dedup_window());
+    tracing::info!(envelope_id, bucket = %config.archive_bucket, prefix = %config.archive_prefix, claims = %config.claims_table, "archiver starting");
     let handler = Archiver::new(
         codec,
         SchemaCache::new(registry),
         store,
+        claims,
+        intents,
         dead_letters,
         config.archive_prefix,
     );
