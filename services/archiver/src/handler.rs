@@ -160,8 +160,6 @@ struct Recovery {
     durable: HashSet<(String, String, String)>,
     /// Claims to mark applied: every row of each found object with a sub-index footer.
     marks: Vec<(String, String)>,
-    /// Intents settled (found and marked, never written, or behind the shard's progress).
-    settled: Vec<Intent>,
     /// Object keys seen in the partitions looked at.
     existing: HashSet<String>,
 }
@@ -436,7 +434,6 @@ where
                     None => settled.push(intent),
                 }
             }
-            recovery.settled.extend(settled.iter().cloned());
             // This batch's records found durable: marked below with their own positions
             // (rows of a compacted object carry no sub-record index).
             for c in fresh.iter().filter(|c| c.row.kinesis_shard_id == shard) {
