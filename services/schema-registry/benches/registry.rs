@@ -154,9 +154,10 @@ async fn run() {
         http: reqwest::Client::new(),
     });
     println!(
-        "registry bench: HTTP on {addr}, DynamoDB on moto ({}), {} cores",
+        "registry bench: HTTP on {addr}, DynamoDB on moto ({}), {} cores, load average {}",
         emulators.moto_endpoint(),
-        std::thread::available_parallelism().map_or(0, |n| n.get())
+        std::thread::available_parallelism().map_or(0, |n| n.get()),
+        load_average()
     );
 
     // New subjects, new schemas: the whole write path.
@@ -238,6 +239,14 @@ async fn run() {
         );
     }
     emulators.shutdown().await;
+}
+
+/// The 1-minute load average: the machine is shared, and figures taken under load say so.
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|text| text.split_whitespace().next().map(str::to_owned))
+        .unwrap_or_else(|| "unknown".into())
 }
 
 async fn create_table(client: &Client) {

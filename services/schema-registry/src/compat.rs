@@ -125,15 +125,26 @@ impl FromStr for CompatibilityLevel {
     }
 }
 
+/// A schema text the checks could not read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CompatError {
+    /// The schema being checked (the caller's fault).
+    #[error("new schema: {0}")]
+    New(String),
+    /// A stored schema (the registry's fault: it accepted the text once).
+    #[error("existing schema: {0}")]
+    Existing(String),
+}
+
 /// Why `new` may not follow `existing` (oldest first) at `level`; empty when it may.
 ///
 /// Non-transitive levels look at the last of `existing` only. Each message names the
-/// direction that failed and the old schema's position in `existing`.
+/// direction that failed.
 pub fn check(
     level: CompatibilityLevel,
     new: &str,
     existing: &[&str],
-) -> Result<Vec<String>, String> {
+) -> Result<Vec<String>, CompatError> {
     let against: &[&str] = if level.transitive() {
         existing
     } else {
@@ -146,9 +157,9 @@ pub fn check(
     if against.is_empty() || level == CompatibilityLevel::None {
         return Ok(messages);
     }
-    let new = Parsed::parse(new)?;
+    let new = Parsed::parse(new).map_err(CompatError::New)?;
     for old in against {
-        let old = Parsed::parse(old)?;
+        let old = Parsed::parse(old).map_err(CompatError::Existing)?;
         if level.backward() {
             for m in resolve(&new, &old) {
                 messages.push(format!("BACKWARD (new schema reading old data): {m}"));
@@ -794,6 +805,19 @@ mod tests {
     }
 
     #[test]
+    fn unreadable_texts_say_which_side() {
+        let good = record(ID);
+        assert!(matches!(
+            check(Backward, r#""Unknown""#, &[&good]),
+            Err(CompatError::New(_))
+        ));
+        assert!(matches!(
+            check(Backward, &good, &["{"]),
+            Err(CompatError::Existing(_))
+        ));
+    }
+
+    #[test]
     fn fixed_by_name_and_size() {
         let f =
             |name: &str, size: u32| format!(r#"{{"type":"fixed","name":"{name}","size":{size}}}"#);
@@ -824,10 +848,16 @@ mod tests {
 
     #[test]
     fn project_schemas_read_themselves() {
-        let envelope = include_str!("../../../schemas/envelope.avsc");
-        assert!(ok(envelope, envelope));
-        for level in CompatibilityLevel::ALL {
-            assert!(check(level, envelope, &[envelope]).unwrap().is_empty());
+        for text in [
+            include_str!("../../../schemas/envelope.avsc"),
+            include_str!("../../../schemas/view_row.avsc"),
+            include_str!("../../../schemas/events/order_placed.avsc"),
+            include_str!("../../../schemas/events/page_view.avsc"),
+            include_str!("../../../schemas/events/sensor_reading.avsc"),
+        ] {
+            for level in CompatibilityLevel::ALL {
+                assert!(check(level, text, &[text]).unwrap().is_empty(), "{text}");
+            }
         }
     }
 }

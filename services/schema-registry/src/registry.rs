@@ -231,11 +231,7 @@ impl<S: SchemaStore> Registry<S> {
                 .collect(),
         };
         let texts: Vec<&str> = texts.iter().map(String::as_str).collect();
-        compat::check(level, text, &texts).map_err(|e| Error::Store {
-            op: "compatibility",
-            message: format!("a stored schema of {subject} does not parse: {e}"),
-            retryable: false,
-        })
+        compat::check(level, text, &texts).map_err(|e| compat_error(subject, e))
     }
 
     /// The level `subject` is checked at: its own, else the global one, else the default.
@@ -308,11 +304,8 @@ impl<S: SchemaStore> Registry<S> {
         match against {
             Some(spec) => {
                 let old = self.version(subject, spec, false).await?;
-                compat::check(level, &parsed.text, &[&old.schema]).map_err(|e| Error::Store {
-                    op: "compatibility",
-                    message: format!("a stored schema of {subject} does not parse: {e}"),
-                    retryable: false,
-                })
+                compat::check(level, &parsed.text, &[&old.schema])
+                    .map_err(|e| compat_error(subject, e))
             }
             None => {
                 let latest = self.store.latest(subject).await?;
@@ -532,6 +525,19 @@ impl<S: SchemaStore> Registry<S> {
                 false => Err(Error::VersionSoftDeleted { subject, version }),
             },
         }
+    }
+}
+
+/// A text the checks cannot read: the caller's schema is invalid; a stored one means the
+/// store holds what it should not.
+fn compat_error(subject: &str, error: compat::CompatError) -> Error {
+    match error {
+        compat::CompatError::New(e) => Error::InvalidSchema(e),
+        compat::CompatError::Existing(e) => Error::Store {
+            op: "compatibility",
+            message: format!("a stored schema of {subject} cannot be checked: {e}"),
+            retryable: false,
+        },
     }
 }
 
