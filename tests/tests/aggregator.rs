@@ -470,6 +470,12 @@ async fn claims_in_dynamodb() {
         .await
         .unwrap();
     assert_eq!(again, vec![claimed, Claim::Duplicate]);
+    // Of one event twice in a call, the request at the held position is the claimed one.
+    let both = claims
+        .claim("aggregator", &[req("e1", "s/0"), req("e1", "s/1")], now + 1)
+        .await
+        .unwrap();
+    assert_eq!(both, vec![Claim::Duplicate, claimed]);
     assert_eq!(
         claims
             .claim("archiver", &[req("e2", "s/9")], now)

@@ -199,9 +199,10 @@ pub fn claim_position(shard: &str, position: &Position) -> String {
 /// Event-id claims, per stage.
 pub trait Claims: Send + Sync + 'static {
     /// Claims every request for `stage` at `now_secs` (epoch seconds); one answer per
-    /// request, in order. Within one call, the first request of an event id is the one
-    /// that may claim it; later ones at other positions are duplicates. An empty event id
-    /// cannot be deduplicated and is always claimed.
+    /// request, in order, as if they were claimed one after the other: a claim already held
+    /// answers every request of its event id (claimed at its position, duplicate elsewhere),
+    /// and of an event id not held, the first request claims it. An empty event id cannot
+    /// be deduplicated and is always claimed.
     ///
     /// # Errors
     /// The store could not be reached; nothing is known about any request then.
@@ -246,27 +247,15 @@ pub fn claim_key(stage: &str, event_id: &str) -> String {
     format!("{stage}#sha256:{hex}")
 }
 
-/// Answers the requests a call can settle without the store (empty ids, repeats of an id
-/// already requested earlier in the call); `None` for those the store must decide.
+/// Answers the requests no store is asked about: an empty event id cannot be deduplicated,
+/// so it is always claimed.
 fn settle_locally(requests: &[ClaimRequest<'_>]) -> Vec<Option<Claim>> {
-    let mut first: HashMap<&str, &str> = HashMap::with_capacity(requests.len());
     requests
         .iter()
         .map(|r| {
-            if r.event_id.is_empty() {
-                return Some(Claim::Claimed { applied: false });
-            }
-            match first.get(r.event_id) {
-                Some(position) if *position == r.position => {
-                    // The same record twice in one call: the first answer stands.
-                    None
-                }
-                Some(_) => Some(Claim::Duplicate),
-                None => {
-                    first.insert(r.event_id, r.position);
-                    None
-                }
-            }
+            r.event_id
+                .is_empty()
+                .then_some(Claim::Claimed { applied: false })
         })
         .collect()
 }
@@ -299,7 +288,9 @@ impl Stored {
 /// the claims.
 #[derive(Debug, Clone)]
 pub struct MemoryClaims {
-    claims: Arc<Mutex<HashMap<String, Stored>>>,
+    /// Per stage, per event id: looked up by borrowed strings, so a claim held already
+    /// (the common case) costs no allocation.
+    claims: Arc<Mutex<HashMap<String, HashMap<String, Stored>>>>,
     window_secs: i64,
 }
 
@@ -318,9 +309,9 @@ impl MemoryClaims {
         }
     }
 
-    /// Claims held (expired ones included until touched).
+    /// Claims held, every stage together (expired ones included until touched).
     pub fn len(&self) -> usize {
-        self.lock().len()
+        self.lock().values().map(HashMap::len).sum()
     }
 
     /// True when no claim is held.
@@ -328,7 +319,7 @@ impl MemoryClaims {
         self.len() == 0
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Stored>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, HashMap<String, Stored>>> {
         // A poisoned lock only means another thread panicked mid-update of a plain map.
         self.claims
             .lock()
@@ -344,7 +335,8 @@ impl Claims for MemoryClaims {
         now_secs: i64,
     ) -> Result<Vec<Claim>, OutputError> {
         let settled = settle_locally(requests);
-        let mut claims = self.lock();
+        let mut all = self.lock();
+        let claims = all.entry(stage.to_owned()).or_default();
         Ok(requests
             .iter()
             .zip(settled)
@@ -352,12 +344,11 @@ impl Claims for MemoryClaims {
                 if let Some(answer) = settled {
                     return answer;
                 }
-                let key = claim_key(stage, r.event_id);
-                match claims.get(&key) {
+                match claims.get(r.event_id) {
                     Some(stored) if stored.live(now_secs) => stored.answer(r.position),
                     _ => {
                         claims.insert(
-                            key,
+                            r.event_id.to_owned(),
                             Stored {
                                 position: r.position.to_owned(),
                                 applied: false,
@@ -377,10 +368,11 @@ impl Claims for MemoryClaims {
         requests: &[ClaimRequest<'_>],
         now_secs: i64,
     ) -> Result<(), OutputError> {
-        let mut claims = self.lock();
+        let mut all = self.lock();
+        let claims = all.entry(stage.to_owned()).or_default();
         for r in requests.iter().filter(|r| !r.event_id.is_empty()) {
             claims.insert(
-                claim_key(stage, r.event_id),
+                r.event_id.to_owned(),
                 Stored {
                     position: r.position.to_owned(),
                     applied: true,
@@ -392,18 +384,16 @@ impl Claims for MemoryClaims {
     }
 
     async fn release(&self, stage: &str, event_ids: &[&str]) -> Result<Vec<Release>, OutputError> {
-        let mut claims = self.lock();
+        let mut all = self.lock();
+        let claims = all.entry(stage.to_owned()).or_default();
         Ok(event_ids
             .iter()
-            .map(|id| {
-                let key = claim_key(stage, id);
-                match claims.get(&key) {
-                    None => Release::Unclaimed,
-                    Some(stored) if stored.applied => Release::Applied,
-                    Some(_) => {
-                        claims.remove(&key);
-                        Release::Released
-                    }
+            .map(|id| match claims.get(*id) {
+                None => Release::Unclaimed,
+                Some(stored) if stored.applied => Release::Applied,
+                Some(_) => {
+                    claims.remove(*id);
+                    Release::Released
                 }
             })
             .collect())
@@ -637,7 +627,7 @@ impl Claims for DynamoClaims {
                 continue;
             }
             if first_of_key.contains_key(key.as_str()) {
-                // The same record twice in one call: answered with the first.
+                // The event again in this call: answered once the first write is known.
                 continue;
             }
             first_of_key.insert(key, i);
@@ -657,14 +647,17 @@ impl Claims for DynamoClaims {
         }
         Ok(answers
             .into_iter()
-            .zip(&keys)
-            .map(|(answer, key)| {
+            .zip(requests.iter().zip(&keys))
+            .map(|(answer, (request, key))| {
                 answer.unwrap_or_else(|| {
-                    let claimed = first_of_key
-                        .get(key.as_str())
-                        .and_then(|i| won.get(i))
-                        .copied()
-                        .unwrap_or(false);
+                    // Every request of a key written in this call: claimed if the write won
+                    // and it is at the position written.
+                    let claimed = first_of_key.get(key.as_str()).is_some_and(|&i| {
+                        won.get(&i).copied().unwrap_or(false)
+                            && requests
+                                .get(i)
+                                .is_some_and(|f| f.position == request.position)
+                    });
                     if claimed {
                         Claim::Claimed { applied: false }
                     } else {
@@ -909,6 +902,13 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(got, vec![claimed, Claim::Duplicate]);
+        // Of the same event twice in one call, the one at the held position is claimed,
+        // wherever it comes in the call.
+        let got = claims
+            .claim("agg", &[req("a", "s/0"), req("a", "s/1")], 1_001)
+            .await
+            .unwrap();
+        assert_eq!(got, vec![Claim::Duplicate, claimed]);
         // Another stage has its own claims.
         assert_eq!(
             claims
