@@ -101,7 +101,9 @@ impl<S: SchemaStore> Registry<S> {
     ) -> Result<Registered> {
         check_subject(subject)?;
         let parsed = schema::parse(text, schema_type)?;
-        let level = self.effective_level(subject).await?;
+        // Read once, and only when there is something to be compatible with: a subject's
+        // first version needs no level.
+        let mut level: Option<CompatibilityLevel> = None;
         let mut record: Option<SchemaRecord> = None;
         for _ in 0..MAX_APPEND_ATTEMPTS {
             if let Some(existing) = self
@@ -115,7 +117,11 @@ impl<S: SchemaStore> Registry<S> {
                 });
             }
             let latest = self.store.latest(subject).await?;
-            if level != CompatibilityLevel::None {
+            if latest.is_some() {
+                let level = match level {
+                    Some(level) => level,
+                    None => *level.insert(self.effective_level(subject).await?),
+                };
                 let messages = self
                     .incompatibilities(subject, level, &parsed.text, latest.as_ref())
                     .await?;
@@ -218,6 +224,9 @@ impl<S: SchemaStore> Registry<S> {
         text: &str,
         latest: Option<&VersionRecord>,
     ) -> Result<Vec<String>> {
+        if level == CompatibilityLevel::None {
+            return Ok(Vec::new());
+        }
         let texts: Vec<String> = match latest {
             None => return Ok(Vec::new()),
             Some(latest) if !latest.deleted && !level.transitive() => vec![latest.schema.clone()],
