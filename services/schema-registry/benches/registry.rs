@@ -1,6 +1,9 @@
 //! How many registrations and lookups per second the registry serves over HTTP, with the
 //! DynamoDB store on the local emulator (moto): the service as the stages meet it, loopback
-//! and all, so the figures are bounded by moto, which serializes its backend calls.
+//! and all, so the figures are bounded by moto, which serializes its backend calls. Writes
+//! are bounded hardest: moto deep-copies every table a TransactWriteItems touches (to roll
+//! back on failure), so each new version costs time in proportion to the table's size. The
+//! write figures say how the local twin behaves, not what DynamoDB would do.
 //!
 //! `cargo bench -p riffle-schema-registry --bench registry`. Measured, each after a short
 //! warm-up:
