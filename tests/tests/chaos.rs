@@ -133,7 +133,7 @@ async fn nothing_lost_or_doubled_under_kills_faults_and_a_kinesalite_restart() {
         handler_error_rate: 0.02,
         restart_kinesis: true,
         max_restart_delay: Duration::from_secs(1),
-        idle_timeout: Duration::from_secs(45),
+        idle_timeout: Duration::from_secs(60),
         progress: false,
         ..ChaosOptions::default()
     };

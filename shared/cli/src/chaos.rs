@@ -111,7 +111,10 @@ impl Default for ChaosOptions {
             handler_error_rate: 0.02,
             restart_kinesis: true,
             max_restart_delay: Duration::from_secs(2),
-            idle_timeout: Duration::from_secs(90),
+            // The aggregator's and the archiver's batches (1,000 and 5,000 records, each
+            // record claimed in DynamoDB) take tens of seconds on moto: nothing is counted
+            // until a batch ends.
+            idle_timeout: Duration::from_secs(300),
             progress: true,
         }
     }

@@ -85,7 +85,7 @@ enum Command {
         #[arg(long)]
         no_kinesis_restart: bool,
         /// Give up waiting for the drain when nothing moves for this many seconds.
-        #[arg(long, default_value_t = 90)]
+        #[arg(long, default_value_t = 300)]
         idle_timeout: u64,
     },
 }
