@@ -68,7 +68,9 @@ async fn read_all(kinesis: &aws_sdk_kinesis::Client, stream: &str) -> Vec<Vec<u8
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_entries_are_retried_and_written_once_and_survive_a_kinesalite_restart() {
-    let mut emulators = Emulators::start(&state_dir("chaos-throttle")).await.unwrap();
+    let mut emulators = Emulators::start(&state_dir("chaos-throttle"))
+        .await
+        .unwrap();
     let sdk = emulators.sdk_config().await;
     let kinesis = riffle_aws::kinesis_client(&sdk);
     kinesis
@@ -113,7 +115,10 @@ async fn throttled_entries_are_retried_and_written_once_and_survive_a_kinesalite
         .map(|i| format!("record-{i}").into_bytes())
         .collect();
     expected.sort();
-    assert_eq!(stored, expected, "each record exactly once, after the restart too");
+    assert_eq!(
+        stored, expected,
+        "each record exactly once, after the restart too"
+    );
     emulators.shutdown().await;
 }
 
