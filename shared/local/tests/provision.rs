@@ -200,6 +200,8 @@ async fn provisioning_creates_what_the_templates_declare() {
         (
             "aggregator",
             vec![
+                "RIFFLE_CLAIMS_TABLE",
+                "RIFFLE_DEDUP_WINDOW_HOURS",
                 "RIFFLE_DLQ_URL",
                 "RIFFLE_REGISTRY_URL",
                 "RIFFLE_VIEW_TABLE",
@@ -211,6 +213,8 @@ async fn provisioning_creates_what_the_templates_declare() {
             vec![
                 "RIFFLE_ARCHIVE_BUCKET",
                 "RIFFLE_ARCHIVE_PREFIX",
+                "RIFFLE_CLAIMS_TABLE",
+                "RIFFLE_DEDUP_WINDOW_HOURS",
                 "RIFFLE_DLQ_URL",
                 "RIFFLE_REGISTRY_URL",
             ],
@@ -272,10 +276,13 @@ async fn provisioning_creates_what_the_templates_declare() {
     let registry = deployment.service_env("schema-registry").unwrap();
     assert_eq!(
         registry,
-        [(
-            "RIFFLE_REGISTRY_TABLE".to_owned(),
-            "riffle-schemas".to_owned()
-        )]
+        [
+            (
+                "RIFFLE_REGISTRY_TABLE".to_owned(),
+                "riffle-schemas".to_owned()
+            ),
+            ("RIFFLE_REGISTRY_AUTH".to_owned(), "none".to_owned())
+        ]
     );
     assert!(deployment.esm("schema-registry").is_none());
 
