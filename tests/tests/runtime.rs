@@ -1290,3 +1290,43 @@ async fn batches_are_cut_at_the_6_mb_invocation_payload() {
     );
     env.emulators.shutdown().await;
 }
+
+#[tokio::test]
+async fn reading_goes_on_after_kinesalite_restarts() {
+    let mut env = Env::start("kinesis-restart").await;
+    env.stream("raw", 2).await;
+    env.put("raw", 0..100, 7).await;
+    let handler = Arc::new(Recorder::default());
+    let mut cfg = config("raw");
+    cfg.batch_size = 20;
+    let running = start(&env, handler.clone(), cfg);
+    let distinct = |h: &Recorder| {
+        h.done()
+            .into_iter()
+            .map(|s| s.data)
+            .collect::<HashSet<_>>()
+            .len()
+    };
+    wait_for("records before the restart", || distinct(&handler) >= 100).await;
+
+    // Twice: once while the readers poll an idle stream, once while they are busy.
+    let mut total = 100;
+    for round in 0..2 {
+        if round == 1 {
+            env.put("raw", total..total + 100, 7).await;
+            total += 100;
+        }
+        env.emulators.restart_kinesis().await.unwrap();
+        env.put("raw", total..total + 100, 7).await;
+        total += 100;
+        wait_for("every record after the restart", || {
+            distinct(&handler) >= total
+        })
+        .await;
+    }
+    let expected: HashSet<String> = (0..total).map(|i| format!("k{}:{i}", i % 7)).collect();
+    let got: HashSet<String> = data_of(&handler.done()).into_iter().collect();
+    assert_eq!(got, expected);
+    running.stop().await;
+    env.emulators.shutdown().await;
+}

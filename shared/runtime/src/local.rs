@@ -348,7 +348,9 @@ impl<H: KinesisHandler> Coordinator<H> {
                 tracing::warn!(shard = %shard, "shard given up: lease lost");
             }
             // Taken again at a later tick.
-            Ok(Err(e)) => tracing::error!(shard = %shard, error = %e, "shard reader failed"),
+            Ok(Err(e)) => {
+                tracing::warn!(shard = %shard, error = %e, "shard reader failed; taking it again from its checkpoint")
+            }
             // The lease expires and is taken again.
             Err(e) => tracing::error!(shard = %shard, error = %e, "shard reader task died"),
         }
@@ -679,6 +681,7 @@ impl<H: KinesisHandler> ShardReader<H> {
         // Enough buffered for every lane to cut a full batch.
         let cap = batch_size.saturating_mul(self.lanes.len()).max(1);
         let mut failures: u32 = 0;
+        let mut paused_since: Option<Instant> = None;
         loop {
             while let Some(joined) = self.inflight.try_join_next() {
                 self.lane_ended(joined);
@@ -694,9 +697,23 @@ impl<H: KinesisHandler> ShardReader<H> {
             }
             if lease.expired() {
                 // A renewal is late (a slow table): start nothing until it comes, or the
-                // lease turns out to be another instance's.
+                // lease turns out to be another instance's. Not for ever: a pause that
+                // outlasts a whole lease duration ends the reader, so the coordinator sees
+                // it and takes the shard again from its checkpoint.
+                let since = *paused_since.get_or_insert_with(|| {
+                    tracing::warn!(shard = %self.shard_id(), "lease renewal late; reader paused");
+                    Instant::now()
+                });
+                if since.elapsed() >= config.lease_duration() {
+                    tracing::warn!(shard = %self.shard_id(), "lease not renewed for a whole lease duration; giving the shard up");
+                    self.interrupted = true;
+                    continue;
+                }
                 self.wait(EMPTY_POLL_INTERVAL).await;
                 continue;
+            }
+            if paused_since.take().is_some() {
+                tracing::info!(shard = %self.shard_id(), "lease renewed; reader resumed");
             }
             if self.closed
                 && self.inflight.is_empty()
