@@ -31,7 +31,6 @@ use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes, PutRequest, Wri
 use riffle_aws::AwsError;
 use riffle_aws::backoff::full_jitter;
 use sha2::{Digest, Sha256};
-use tokio::task::JoinSet;
 
 use crate::batch::shard_id;
 use crate::ports::OutputError;
@@ -50,8 +49,6 @@ pub const BATCH_GET_MAX_KEYS: usize = 100;
 pub const BATCH_WRITE_MAX_ITEMS: usize = 25;
 /// DynamoDB limit: bytes of a partition key value. Longer claim keys are hashed.
 pub const PARTITION_KEY_MAX_BYTES: usize = 2048;
-/// Conditional claim writes in flight at once per batch.
-pub const MAX_CLAIMS_IN_FLIGHT: usize = 32;
 /// Calls per chunk while DynamoDB keeps returning unprocessed keys or items.
 pub const UNPROCESSED_MAX_ATTEMPTS: u32 = 8;
 const UNPROCESSED_BASE_BACKOFF: Duration = Duration::from_millis(25);
@@ -427,10 +424,14 @@ impl Claims for MemoryClaims {
 /// `{pk, pos, applied, expires_at}`.
 ///
 /// A claim first reads the keys (BatchGetItem, strongly consistent), so the common case of
-/// a duplicate or a redelivery costs a read; only keys not held are written, each with a
-/// conditional PutItem, [`MAX_CLAIMS_IN_FLIGHT`] at a time. The condition, not the read,
-/// decides a race: of two writers of one event id, one wins and the other gets a
-/// duplicate.
+/// a duplicate or a redelivery costs a read; keys not held are then written with
+/// BatchWriteItem, 25 a call. The writes are not conditional: copies of one event carry the
+/// same partition key, so they land on the same shard, and a stage reads a shard with one
+/// batch at a time (ParallelizationFactor 1), so two claims of one event id never race.
+/// The exceptions are in ADR 0009 (a producer that re-sends an event under another key; a
+/// batch outliving its shard lease in the local runtime). A conditional PutItem per event
+/// cost one request each, about ten times the batched writes on the local DynamoDB, and
+/// bought nothing the shard order does not already give.
 #[derive(Debug, Clone)]
 pub struct DynamoClaims {
     client: aws_sdk_dynamodb::Client,
@@ -499,41 +500,6 @@ impl DynamoClaims {
             }
         }
         Ok(out)
-    }
-
-    /// One conditional PutItem: true when this position now holds the claim.
-    async fn put_claim(
-        client: aws_sdk_dynamodb::Client,
-        table: Arc<str>,
-        key: String,
-        position: String,
-        now_secs: i64,
-        expires_at: i64,
-    ) -> Result<bool, OutputError> {
-        let result = client
-            .put_item()
-            .table_name(&*table)
-            .item(PK, AttributeValue::S(key))
-            .item(POS, AttributeValue::S(position.clone()))
-            .item(APPLIED, AttributeValue::Bool(false))
-            .item(EXPIRES_AT, AttributeValue::N(expires_at.to_string()))
-            // Free, held at this same position (a redelivery), or expired but not yet
-            // deleted by TTL.
-            .condition_expression("attribute_not_exists(pk) OR pos = :pos OR expires_at < :now")
-            .expression_attribute_values(":pos", AttributeValue::S(position))
-            .expression_attribute_values(":now", AttributeValue::N(now_secs.to_string()))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
-            Err(e)
-                if e.as_service_error()
-                    .is_some_and(|s| s.is_conditional_check_failed_exception()) =>
-            {
-                Ok(false)
-            }
-            Err(e) => Err(OutputError(AwsError::from_sdk("PutItem", e))),
-        }
     }
 
     async fn write_batch(&self, mut pending: Vec<WriteRequest>) -> Result<(), OutputError> {
@@ -636,11 +602,10 @@ impl Claims for DynamoClaims {
         to_read.dedup();
         let stored = self.read(&to_read).await?;
 
-        let expires_at = now_secs.saturating_add(self.window_secs);
-        // Index of the first request per key still to be written, and its task's answer.
+        let expires_at = AttributeValue::N(now_secs.saturating_add(self.window_secs).to_string());
+        // Index of the first request per key still to be written: that request claims.
         let mut first_of_key: HashMap<&str, usize> = HashMap::new();
-        let mut tasks = JoinSet::new();
-        let mut won: HashMap<usize, bool> = HashMap::new();
+        let mut writes = Vec::new();
         for (i, (request, key)) in requests.iter().zip(&keys).enumerate() {
             if answers[i].is_some() {
                 continue;
@@ -650,36 +615,32 @@ impl Claims for DynamoClaims {
                 continue;
             }
             if first_of_key.contains_key(key.as_str()) {
-                // The event again in this call: answered once the first write is known.
+                // The event again in this call: answered from the first request below.
                 continue;
             }
             first_of_key.insert(key, i);
-            while tasks.len() >= MAX_CLAIMS_IN_FLIGHT {
-                collect(&mut tasks, &mut won).await?;
-            }
-            let client = self.client.clone();
-            let table = Arc::clone(&self.table);
-            let (key, position) = (key.clone(), request.position.to_owned());
-            tasks.spawn(async move {
-                let ok = Self::put_claim(client, table, key, position, now_secs, expires_at).await;
-                (i, ok)
-            });
+            let put = PutRequest::builder()
+                .item(PK, AttributeValue::S(key.clone()))
+                .item(POS, AttributeValue::S(request.position.to_owned()))
+                .item(APPLIED, AttributeValue::Bool(false))
+                .item(EXPIRES_AT, expires_at.clone())
+                .build()
+                .map_err(|e| build_error("BatchWriteItem", &e))?;
+            writes.push(WriteRequest::builder().put_request(put).build());
         }
-        while !tasks.is_empty() {
-            collect(&mut tasks, &mut won).await?;
+        for chunk in writes.chunks(BATCH_WRITE_MAX_ITEMS) {
+            self.write_batch(chunk.to_vec()).await?;
         }
         Ok(answers
             .into_iter()
             .zip(requests.iter().zip(&keys))
             .map(|(answer, (request, key))| {
                 answer.unwrap_or_else(|| {
-                    // Every request of a key written in this call: claimed if the write won
-                    // and it is at the position written.
+                    // Every request of a key written in this call: claimed at the position written.
                     let claimed = first_of_key.get(key.as_str()).is_some_and(|&i| {
-                        won.get(&i).copied().unwrap_or(false)
-                            && requests
-                                .get(i)
-                                .is_some_and(|f| f.position == request.position)
+                        requests
+                            .get(i)
+                            .is_some_and(|f| f.position == request.position)
                     });
                     if claimed {
                         Claim::Claimed { applied: false }
@@ -761,25 +722,6 @@ impl Claims for DynamoClaims {
             out.push(answer);
         }
         Ok(out)
-    }
-}
-
-async fn collect(
-    tasks: &mut JoinSet<(usize, Result<bool, OutputError>)>,
-    won: &mut HashMap<usize, bool>,
-) -> Result<(), OutputError> {
-    match tasks.join_next().await {
-        None => Ok(()),
-        Some(Ok((i, result))) => {
-            won.insert(i, result?);
-            Ok(())
-        }
-        Some(Err(e)) => Err(OutputError(AwsError::Call {
-            operation: "PutItem",
-            code: "TaskFailed".into(),
-            message: e.to_string(),
-            retryable: true,
-        })),
     }
 }
 
