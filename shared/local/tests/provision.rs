@@ -183,6 +183,7 @@ async fn provisioning_creates_what_the_templates_declare() {
             "validator",
             vec![
                 "RIFFLE_OUTPUT_STREAM",
+                "RIFFLE_REGISTRY_SIGV4",
                 "RIFFLE_REGISTRY_URL",
                 "RIFFLE_REJECTS_QUEUE_URL",
             ],
@@ -194,6 +195,7 @@ async fn provisioning_creates_what_the_templates_declare() {
                 "RIFFLE_OUTPUT_STREAM",
                 "RIFFLE_REFERENCE_CACHE_TTL_SECS",
                 "RIFFLE_REFERENCE_TABLE",
+                "RIFFLE_REGISTRY_SIGV4",
                 "RIFFLE_REGISTRY_URL",
             ],
         ),
@@ -203,6 +205,7 @@ async fn provisioning_creates_what_the_templates_declare() {
                 "RIFFLE_CLAIMS_TABLE",
                 "RIFFLE_DEDUP_WINDOW_HOURS",
                 "RIFFLE_DLQ_URL",
+                "RIFFLE_REGISTRY_SIGV4",
                 "RIFFLE_REGISTRY_URL",
                 "RIFFLE_VIEW_TABLE",
                 "RIFFLE_VIEW_TTL_DAYS",
@@ -216,6 +219,7 @@ async fn provisioning_creates_what_the_templates_declare() {
                 "RIFFLE_CLAIMS_TABLE",
                 "RIFFLE_DEDUP_WINDOW_HOURS",
                 "RIFFLE_DLQ_URL",
+                "RIFFLE_REGISTRY_SIGV4",
                 "RIFFLE_REGISTRY_URL",
             ],
         ),
@@ -265,6 +269,9 @@ async fn provisioning_creates_what_the_templates_declare() {
         deployment.queue_url("riffle-rejects")
     );
     assert_eq!(validator["RIFFLE_REGISTRY_URL"], "http://127.0.0.1:9/");
+    // Passed through as on AWS: a local stage signing with the emulators' static credentials
+    // is harmless, the local registry runs with auth `none` and ignores Authorization.
+    assert_eq!(validator["RIFFLE_REGISTRY_SIGV4"], "1");
     let archiver: BTreeMap<String, String> = deployment
         .service_env("archiver")
         .unwrap()

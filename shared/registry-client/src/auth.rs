@@ -1,5 +1,6 @@
-//! Credentials for a registry that asks for them: HTTP basic (user and password) or a bearer
-//! token, read from the environment so no secret has to travel on a command line.
+//! Credentials for a registry that asks for them: HTTP basic (user and password), a bearer
+//! token, or AWS SigV4 signing (the registry on AWS is a Lambda function URL with AuthType
+//! `AWS_IAM`), read from the environment so no secret has to travel on a command line.
 
 use crate::ClientError;
 
@@ -9,6 +10,10 @@ pub const USER_ENV: &str = "RIFFLE_REGISTRY_USER";
 pub const PASSWORD_ENV: &str = "RIFFLE_REGISTRY_PASSWORD";
 /// A bearer token, the alternative to a user and password.
 pub const TOKEN_ENV: &str = "RIFFLE_REGISTRY_TOKEN";
+/// `1`: sign every request with SigV4 (service `lambda`, the SDK's default credentials and
+/// region); `0` or unset: do not. Exclusive with the other three, because SigV4 takes the
+/// `Authorization` header they would use.
+pub const SIGV4_ENV: &str = "RIFFLE_REGISTRY_SIGV4";
 
 /// How the client proves who it is. `Debug` never shows the secret.
 #[derive(Clone, PartialEq, Eq)]
@@ -22,6 +27,9 @@ pub enum Credentials {
     },
     /// `Authorization: Bearer <token>`.
     Bearer(String),
+    /// AWS SigV4 with the default credential chain: no secret is held here, the keys are
+    /// resolved (and refreshed) by the SDK when a request is signed.
+    Iam,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -33,6 +41,7 @@ impl std::fmt::Debug for Credentials {
                 .field("password", &"<redacted>")
                 .finish(),
             Credentials::Bearer(_) => f.write_str("Bearer(<redacted>)"),
+            Credentials::Iam => f.write_str("Iam"),
         }
     }
 }
@@ -41,8 +50,9 @@ impl Credentials {
     /// Credentials from the process environment, `None` when none are set.
     ///
     /// # Errors
-    /// A half-given pair (user without password or the reverse), or both a user and a token:
-    /// guessing which one was meant would send the wrong secret.
+    /// A half-given pair (user without password or the reverse), more than one of a user, a
+    /// token and [`SIGV4_ENV`]`=1` (guessing which one was meant would send the wrong
+    /// secret), or a [`SIGV4_ENV`] other than `0`/`1`.
     pub fn from_env() -> Result<Option<Self>, ClientError> {
         Self::from_lookup(|name| std::env::var(name).ok())
     }
@@ -53,6 +63,24 @@ impl Credentials {
     /// As [`Credentials::from_env`].
     pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Option<Self>, ClientError> {
         let get = |name: &str| var(name).filter(|v| !v.is_empty());
+        let sigv4 = match get(SIGV4_ENV).as_deref() {
+            None | Some("0") => false,
+            Some("1") => true,
+            Some(other) => {
+                return Err(ClientError::Config(format!(
+                    "{SIGV4_ENV}={other:?}: expected 0 or 1"
+                )));
+            }
+        };
+        if sigv4 {
+            return match (get(USER_ENV), get(PASSWORD_ENV), get(TOKEN_ENV)) {
+                (None, None, None) => Ok(Some(Credentials::Iam)),
+                _ => Err(ClientError::Config(format!(
+                    "{SIGV4_ENV}=1 and {USER_ENV}/{PASSWORD_ENV}/{TOKEN_ENV} are set; \
+                     SigV4 uses the Authorization header, set one of them"
+                ))),
+            };
+        }
         match (get(USER_ENV), get(PASSWORD_ENV), get(TOKEN_ENV)) {
             (None, None, None) => Ok(None),
             (None, None, Some(token)) => Ok(Some(Credentials::Bearer(token))),
@@ -69,11 +97,13 @@ impl Credentials {
         }
     }
 
-    /// Adds the `Authorization` header to `request`.
+    /// Adds the `Authorization` header to `request`; [`Credentials::Iam`] leaves it alone,
+    /// as a signature covers the finished request and is added in `send`.
     pub(crate) fn apply(&self, request: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
         match self {
             Credentials::Basic { user, password } => request.basic_auth(user, Some(password)),
             Credentials::Bearer(token) => request.bearer_auth(token),
+            Credentials::Iam => request,
         }
     }
 }
@@ -109,6 +139,27 @@ mod tests {
                 password: "pw".into()
             })
         );
+    }
+
+    #[test]
+    fn reads_sigv4_switch() {
+        assert_eq!(from(&[(SIGV4_ENV, "1")]).unwrap(), Some(Credentials::Iam));
+        assert_eq!(from(&[(SIGV4_ENV, "0")]).unwrap(), None);
+        assert_eq!(
+            from(&[(SIGV4_ENV, "0"), (TOKEN_ENV, "t")]).unwrap(),
+            Some(Credentials::Bearer("t".into()))
+        );
+        for pairs in [
+            &[(SIGV4_ENV, "yes")][..],
+            &[(SIGV4_ENV, "1"), (TOKEN_ENV, "t")][..],
+            &[(SIGV4_ENV, "1"), (USER_ENV, "ci"), (PASSWORD_ENV, "pw")][..],
+            &[(SIGV4_ENV, "1"), (USER_ENV, "ci")][..],
+        ] {
+            assert!(
+                matches!(from(pairs), Err(ClientError::Config(_))),
+                "{pairs:?}"
+            );
+        }
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! A client of Riffle's schema registry (the Confluent-compatible REST API): register
 //! schemas, fetch them by id, read subjects and versions, check compatibility and set
-//! compatibility levels, with optional credentials (basic or bearer).
+//! compatibility levels, with optional credentials (basic, bearer, or AWS SigV4 for the
+//! registry behind a Lambda function URL with AuthType `AWS_IAM`).
 //!
 //! It is also the codec's [`SchemaSource`]: an id the registry does not know is
 //! [`SourceError::NotFound`] (the record can never be decoded), anything else that goes
@@ -9,18 +10,24 @@
 //!
 //! Layout: this file — [`RegistryClient`], its [`ClientError`], the reply types; `admin` —
 //! subjects, versions, compatibility checks and levels; `auth` — [`Credentials`] and the
-//! environment they come from; `bootstrap` — a stage's start-up registration of the
+//! environment they come from; `sigv4` — signing a finished request for
+//! [`Credentials::Iam`]; `bootstrap` — a stage's start-up registration of the
 //! envelope schema.
 //! Caching schemas per id is the codec's job, not the client's.
 
 mod admin;
 mod auth;
 mod bootstrap;
+mod sigv4;
 
 pub use admin::{Compatibility, CompatibilityLevel, SUBJECT_LEVEL_NOT_CONFIGURED, VersionRef};
-pub use auth::{Credentials, PASSWORD_ENV, TOKEN_ENV, USER_ENV};
+pub use auth::{Credentials, PASSWORD_ENV, SIGV4_ENV, TOKEN_ENV, USER_ENV};
+pub use sigv4::SIGV4_SERVICE;
 
+use std::sync::Arc;
 use std::time::Duration;
+
+use aws_config::SdkConfig;
 
 use reqwest::{StatusCode, Url};
 use riffle_codec::source::{SchemaSource, SourceError};
@@ -75,7 +82,8 @@ pub enum ClientError {
     /// The registry wants credentials, or did not accept the ones sent (HTTP 401).
     #[error(
         "registry refused the credentials (401, error code {error_code}): {message}; \
-         set RIFFLE_REGISTRY_USER and RIFFLE_REGISTRY_PASSWORD, or RIFFLE_REGISTRY_TOKEN"
+         set RIFFLE_REGISTRY_USER and RIFFLE_REGISTRY_PASSWORD, RIFFLE_REGISTRY_TOKEN, \
+         or RIFFLE_REGISTRY_SIGV4=1 on AWS"
     )]
     Unauthorized {
         /// The API's error code (401 when the body had none).
@@ -177,6 +185,10 @@ pub struct RegistryClient {
     http: reqwest::Client,
     base: Url,
     credentials: Option<Credentials>,
+    /// Where [`Credentials::Iam`] gets keys, region and clock: set by
+    /// [`RegistryClient::with_sdk_config`], else the default chain loaded on the first signed
+    /// request (so a client that never signs never touches AWS configuration).
+    aws: Arc<tokio::sync::OnceCell<SdkConfig>>,
 }
 
 impl std::fmt::Debug for RegistryClient {
@@ -217,6 +229,7 @@ impl RegistryClient {
             http,
             base,
             credentials: None,
+            aws: Arc::default(),
         })
     }
 
@@ -224,6 +237,14 @@ impl RegistryClient {
     #[must_use]
     pub fn with_credentials(mut self, credentials: Option<Credentials>) -> Self {
         self.credentials = credentials;
+        self
+    }
+
+    /// The same client signing with `sdk`'s credentials provider, region and time source
+    /// when its credentials are [`Credentials::Iam`], instead of the default chain.
+    #[must_use]
+    pub fn with_sdk_config(mut self, sdk: SdkConfig) -> Self {
+        self.aws = Arc::new(tokio::sync::OnceCell::new_with(Some(sdk)));
         self
     }
 
@@ -293,7 +314,14 @@ impl RegistryClient {
         if let Some(credentials) = &self.credentials {
             request = credentials.apply(request);
         }
-        let response = request.send().await.map_err(transport)?;
+        let mut request = request
+            .build()
+            .map_err(|e| ClientError::Config(format!("building the request: {e}")))?;
+        if self.credentials == Some(Credentials::Iam) {
+            let sdk = self.aws.get_or_init(sigv4::default_sdk_config).await;
+            sigv4::sign_with(sdk, &mut request).await?;
+        }
+        let response = self.http.execute(request).await.map_err(transport)?;
         let status = response.status();
         let bytes = response.bytes().await.map_err(transport)?;
         if status.is_success() {
