@@ -17,7 +17,10 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     riffle_telemetry::init(STAGE);
     let config = Config::from_env()?;
     let sdk = riffle_aws::sdk_config().await;
-    let registry = RegistryClient::new(&config.registry_url)?;
+    // Credentials as the environment names them (SigV4 on AWS, where the function URL
+    // requires IAM), signed with the same credentials and region as every other AWS call.
+    let registry =
+        RegistryClient::from_env_credentials(&config.registry_url)?.with_sdk_config(sdk.clone());
     let envelopes = registry.envelope_codec(STARTUP_PATIENCE).await?;
     let contracts = riffle_codec::rules::bundled()?;
     // Aggregated per shard: one Kinesis record carries many events to the next stage.
