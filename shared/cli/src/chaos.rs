@@ -385,7 +385,11 @@ struct Ledger {
     /// Per event: its id and, for a valid one, its view item.
     events: Vec<(String, Option<(String, i64)>)>,
     by_id: HashMap<String, usize>,
-    by_bytes: HashMap<u64, usize>,
+    /// Events by the hash of their bytes: several where records are byte-identical (a record
+    /// truncated to its first bytes carries nothing of its event).
+    by_bytes: HashMap<u64, Vec<usize>>,
+    /// Per event: its partition key, which tells byte-identical records apart.
+    keys: Vec<String>,
     throttled: u64,
     retries: u64,
 }
@@ -410,7 +414,11 @@ impl Ledger {
         };
         self.events.push((event.event_id.clone(), item));
         self.by_id.insert(event.event_id.clone(), index);
-        self.by_bytes.insert(bytes_key(&event.record), index);
+        self.by_bytes
+            .entry(bytes_key(&event.record))
+            .or_default()
+            .push(index);
+        self.keys.push(event.partition_key.clone());
     }
 
     fn is_valid(&self, index: usize) -> bool {
@@ -875,7 +883,11 @@ fn identify(ledger: &Ledger, codec: &EnvelopeCodec, data: &[u8]) -> Vec<Option<u
             .flat_map(|sub| identify(ledger, codec, sub.data))
             .collect();
     }
-    if let Some(index) = ledger.by_bytes.get(&bytes_key(data)) {
+    if let Some(index) = ledger
+        .by_bytes
+        .get(&bytes_key(data))
+        .and_then(|all| all.first())
+    {
         return vec![Some(*index)];
     }
     vec![
@@ -934,9 +946,38 @@ fn assess(
     let mut on_rejects: BTreeSet<usize> = BTreeSet::new();
     let mut on_dlq: BTreeMap<usize, BTreeSet<&str>> = BTreeMap::new();
     let mut unidentified = 0u64;
+    // Byte-identical records of one partition key, told apart by where they were on the
+    // stream: the n-th distinct (shard, sequence) seen is the n-th such event. A record
+    // rejected twice (a retried batch) comes back at the same place and counts once.
+    let mut places: HashMap<(u64, &str), Vec<(&str, &str)>> = HashMap::new();
     for r in rejects {
         let data = r.data().unwrap_or_default();
-        match identify(ledger, codec, &data).as_slice() {
+        let twins: Vec<usize> = ledger
+            .by_bytes
+            .get(&bytes_key(&data))
+            .map(|all| {
+                all.iter()
+                    .copied()
+                    .filter(|i| ledger.keys.get(*i).is_some_and(|k| *k == r.partition_key))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let found = if let [only] = twins.as_slice() {
+            vec![Some(*only)]
+        } else if twins.len() > 1 {
+            let seen = places
+                .entry((bytes_key(&data), r.partition_key.as_str()))
+                .or_default();
+            let place = (r.shard_id.as_str(), r.sequence_number.as_str());
+            let nth = seen.iter().position(|p| *p == place).unwrap_or_else(|| {
+                seen.push(place);
+                seen.len() - 1
+            });
+            vec![twins.get(nth).copied()]
+        } else {
+            identify(ledger, codec, &data)
+        };
+        match found.as_slice() {
             [Some(index)] => {
                 on_rejects.insert(*index);
                 if let Some((id, _)) = ledger.events.get(*index)
