@@ -105,33 +105,6 @@ impl PutRecordsPort for KinesisPort {
     }
 
     async fn shard_starts(&self, stream: &str) -> Result<Vec<u128>, AwsError> {
-        let mut starts = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let request = match &token {
-                Some(t) => self.client.list_shards().next_token(t),
-                None => self.client.list_shards().stream_name(stream),
-            };
-            let out = request
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("ListShards", e))?;
-            for shard in out.shards() {
-                // Closed shards take no writes; only open ones (no ending sequence) count.
-                let open = shard
-                    .sequence_number_range()
-                    .is_some_and(|r| r.ending_sequence_number().is_none());
-                if let (true, Some(range)) = (open, shard.hash_key_range())
-                    && let Ok(start) = range.starting_hash_key().parse::<u128>()
-                {
-                    starts.push(start);
-                }
-            }
-            match out.next_token() {
-                Some(t) => token = Some(t.to_owned()),
-                None => break,
-            }
-        }
-        Ok(starts)
+        riffle_stage::aggregate::open_shard_starts(&self.client, stream).await
     }
 }

@@ -116,33 +116,7 @@ impl AggregatingOutput {
         {
             return Ok(map);
         }
-        let mut starts = Vec::new();
-        let mut token: Option<String> = None;
-        loop {
-            let request = match &token {
-                Some(t) => self.client.list_shards().next_token(t),
-                None => self.client.list_shards().stream_name(&self.stream),
-            };
-            let out = request
-                .send()
-                .await
-                .map_err(|e| AwsError::from_sdk("ListShards", e))?;
-            for shard in out.shards() {
-                // Closed shards take no writes; only open ones (no ending sequence) count.
-                let open = shard
-                    .sequence_number_range()
-                    .is_some_and(|r| r.ending_sequence_number().is_none());
-                if let (true, Some(range)) = (open, shard.hash_key_range())
-                    && let Ok(start) = range.starting_hash_key().parse::<u128>()
-                {
-                    starts.push(start);
-                }
-            }
-            match out.next_token() {
-                Some(t) => token = Some(t.to_owned()),
-                None => break,
-            }
-        }
+        let starts = open_shard_starts(&self.client, &self.stream).await?;
         let map = ShardMap::new(starts);
         if let Ok(mut slot) = self.map.lock() {
             *slot = Some((Instant::now(), map.clone()));
@@ -170,6 +144,44 @@ impl Output for AggregatingOutput {
         failed.sort_unstable();
         Ok(failed)
     }
+}
+
+/// The starting hash keys of `stream`'s open shards (closed shards take no writes), from
+/// ListShards followed through its pages.
+///
+/// # Errors
+/// A failed ListShards call.
+pub async fn open_shard_starts(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> Result<Vec<u128>, AwsError> {
+    let mut starts = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let request = match &token {
+            Some(t) => client.list_shards().next_token(t),
+            None => client.list_shards().stream_name(stream),
+        };
+        let out = request
+            .send()
+            .await
+            .map_err(|e| AwsError::from_sdk("ListShards", e))?;
+        for shard in out.shards() {
+            let open = shard
+                .sequence_number_range()
+                .is_some_and(|r| r.ending_sequence_number().is_none());
+            if let (true, Some(range)) = (open, shard.hash_key_range())
+                && let Ok(start) = range.starting_hash_key().parse::<u128>()
+            {
+                starts.push(start);
+            }
+        }
+        match out.next_token() {
+            Some(t) => token = Some(t.to_owned()),
+            None => break,
+        }
+    }
+    Ok(starts)
 }
 
 #[cfg(test)]
