@@ -336,6 +336,9 @@ pub struct Generator {
     subjects: [SubjectState; 3],
     catalogue: HashMap<String, HashMap<String, String>>,
     simulated: u64,
+    /// The origin stamped on the next events and its next sequence (see
+    /// [`Generator::stamp_origins`]).
+    origin: Option<(String, u64)>,
 }
 
 impl std::fmt::Debug for Generator {
@@ -372,6 +375,13 @@ fn subject_state(
 }
 
 impl Generator {
+    /// Stamps the events generated from now on with origin `id` and sequences 1, 2, ...
+    /// (`schemas/envelope.avsc`), as a producer does for one channel whose records it puts
+    /// in order per shard; `None` stamps nothing, as a producer that does not say.
+    pub fn stamp_origins(&mut self, id: Option<String>) {
+        self.origin = id.map(|id| (id, 0));
+    }
+
     /// A generator writing with the given registry ids.
     ///
     /// # Errors
@@ -390,6 +400,7 @@ impl Generator {
             subjects,
             catalogue: catalogue(),
             simulated: 0,
+            origin: None,
         };
         generator.check_rules_are_followable()?;
         // Checking consumed randomness; start every run from the seed alone.
@@ -483,6 +494,14 @@ impl Generator {
         let state = &self.subjects[kind as usize];
         let mut body = payload.encode(&state.schema)?;
         let mut envelope = Envelope {
+            origin: self.origin.as_mut().map(|(id, seq)| {
+                *seq += 1;
+                riffle_codec::Origin {
+                    id: id.clone(),
+                    seq: seq.to_string(),
+                    sub: 0,
+                }
+            }),
             event_id: event_id.clone(),
             source: source.name().to_string(),
             subject: source.subject().to_string(),

@@ -18,7 +18,8 @@ use riffle_aws::SqsSender;
 use riffle_codec::{Enrichment, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_local::Emulators;
 use riffle_runtime::{KinesisEvent, KinesisHandler};
-use riffle_stage::dedup::{Claim, ClaimRequest, Claims, DynamoClaims, Release};
+use riffle_stage::dedup::Position;
+use riffle_stage::marks::{DynamoMarks, MarkStore, Marks, ShardMarks};
 use riffle_stage::testing::MapSource;
 use riffle_stage::{OutputError, SqsRejects};
 use riffle_tests::test_support::{create_queue, create_table, drain, enriched_event, state_dir};
@@ -36,6 +37,7 @@ fn no_registry() -> MapSource {
 
 fn order(agg_key: &str, metric: f64, window_start: i64, n: usize) -> Envelope {
     Envelope {
+        origin: None,
         event_id: format!("ev-{agg_key}-{window_start}-{n}"),
         source: "shop-web".into(),
         subject: "com.riffle.shop.OrderPlaced".into(),
@@ -84,8 +86,7 @@ async fn view_item(
         .collect()
 }
 
-type TestAggregator<V = DynamoViewStore, C = DynamoClaims> =
-    Aggregator<MapSource, V, C, SqsRejects>;
+type TestAggregator<V = DynamoViewStore, C = DynamoMarks> = Aggregator<MapSource, V, C, SqsRejects>;
 
 struct Env {
     emulators: Emulators,
@@ -126,8 +127,8 @@ impl Env {
         }
     }
 
-    fn claims(&self) -> DynamoClaims {
-        DynamoClaims::new(self.dynamo.clone(), CLAIMS, DAY)
+    fn claims(&self) -> DynamoMarks {
+        DynamoMarks::new(self.dynamo.clone(), CLAIMS)
     }
 
     fn aggregator(&self) -> TestAggregator {
@@ -137,12 +138,16 @@ impl Env {
         )
     }
 
-    fn aggregator_with<V: ViewStore, C: Claims>(&self, view: V, claims: C) -> TestAggregator<V, C> {
+    fn aggregator_with<V: ViewStore, C: MarkStore>(
+        &self,
+        view: V,
+        claims: C,
+    ) -> TestAggregator<V, C> {
         Aggregator::new(
             EnvelopeCodec::new(ENVELOPE_ID).unwrap(),
             SchemaCache::new(no_registry()),
             view,
-            claims,
+            Marks::new(claims, DAY),
             SqsRejects::new(SqsSender::new(self.sqs.clone()), &self.queue_url),
             window_lengths(&riffle_codec::rules::bundled().unwrap()),
             30,
@@ -272,12 +277,19 @@ async fn redeliveries_and_duplicates_count_once() {
     let env = Env::start("once").await;
     let aggregator = env.aggregator();
     let codec = EnvelopeCodec::new(ENVELOPE_ID).unwrap();
-    // Records 0..8 at sequence numbers 100..108, on items p (even n) and q (odd n).
+    // Records 0..8 at sequence numbers 100..108, on items p (even n) and q (odd n), each
+    // with the origin the enricher gave it (sequence n).
+    let stamped = |key: &str, n: usize| {
+        let mut e = order(key, n as f64, W0, n);
+        e.origin = Some(riffle_codec::Origin {
+            id: "enricher/shardId-000000000009".into(),
+            seq: n.to_string(),
+            sub: 0,
+        });
+        codec.encode(&e).unwrap()
+    };
     let records: Vec<Vec<u8>> = (0..8)
-        .map(|n| {
-            let key = if n % 2 == 0 { "p" } else { "q" };
-            codec.encode(&order(key, n as f64, W0, n)).unwrap()
-        })
+        .map(|n| stamped(if n % 2 == 0 { "p" } else { "q" }, n))
         .collect();
 
     let batch = event(&records[..6], 100);
@@ -286,9 +298,10 @@ async fn redeliveries_and_duplicates_count_once() {
     assert_eq!(count_sum(&env, "q").await, (3.0, 9.0));
     let version = view_item(&env.dynamo, "p", W0).await["version"];
 
-    // The same batch again: nothing changes, not even the version.
+    // The same batch again: every record is at or below its origin's mark, nothing changes,
+    // not even the version.
     let report = aggregator.process(&batch, 1).await.unwrap();
-    assert_eq!((report.items_written, report.replayed), (0, 6));
+    assert_eq!((report.items_written, report.duplicates), (0, 6));
     assert_eq!(view_item(&env.dynamo, "p", W0).await["version"], version);
     // Its second half, as a bisection delivers it.
     aggregator.handle(event(&records[3..6], 103)).await.unwrap();
@@ -297,14 +310,14 @@ async fn redeliveries_and_duplicates_count_once() {
         .process(&event(&records[4..8], 104), 2)
         .await
         .unwrap();
-    assert_eq!((report.replayed, report.items_written), (2, 2));
+    assert_eq!((report.duplicates, report.items_written), (2, 2));
     assert_eq!(count_sum(&env, "p").await, (4.0, 12.0));
     assert_eq!(count_sum(&env, "q").await, (4.0, 16.0));
 
     // The producer retried records 6 and 7: the same event ids at new sequence numbers,
     // next to a new event.
     let mut retried = records[6..8].to_vec();
-    retried.push(codec.encode(&order("p", 100.0, W0, 100)).unwrap());
+    retried.push(stamped("p", 100));
     let report = aggregator.process(&event(&retried, 300), 3).await.unwrap();
     assert_eq!(report.duplicates, 2);
     assert_eq!(count_sum(&env, "p").await, (5.0, 112.0));
@@ -351,41 +364,33 @@ impl ViewStore for CrashAfterWrite {
     }
 }
 
-/// Claims whose first marking fails: the function died after every view write.
+/// Marks whose first write fails: the function died after every view write.
 struct CrashBeforeMark {
-    inner: DynamoClaims,
+    inner: DynamoMarks,
     crashed: std::sync::atomic::AtomicBool,
 }
 
-impl Claims for CrashBeforeMark {
-    async fn claim(
-        &self,
-        stage: &str,
-        requests: &[ClaimRequest<'_>],
-        now_secs: i64,
-    ) -> Result<Vec<Claim>, OutputError> {
-        self.inner.claim(stage, requests, now_secs).await
+impl MarkStore for CrashBeforeMark {
+    async fn load(&self, stage: &str, shard: &str) -> Result<ShardMarks, OutputError> {
+        self.inner.load(stage, shard).await
     }
 
-    async fn mark_applied(
+    async fn save(
         &self,
         stage: &str,
-        requests: &[ClaimRequest<'_>],
-        now_secs: i64,
-    ) -> Result<(), OutputError> {
+        shard: &str,
+        marks: &ShardMarks,
+        expires_at: i64,
+    ) -> Result<bool, OutputError> {
         if !self.crashed.swap(true, std::sync::atomic::Ordering::SeqCst) {
             return Err(OutputError(riffle_aws::AwsError::Call {
-                operation: "BatchWriteItem",
+                operation: "PutItem",
                 code: "Crash".into(),
                 message: String::new(),
                 retryable: true,
             }));
         }
-        self.inner.mark_applied(stage, requests, now_secs).await
-    }
-
-    async fn release(&self, stage: &str, event_ids: &[&str]) -> Result<Vec<Release>, OutputError> {
-        self.inner.release(stage, event_ids).await
+        self.inner.save(stage, shard, marks, expires_at).await
     }
 }
 
@@ -415,7 +420,7 @@ async fn a_replay_after_a_crash_counts_once() {
     assert_eq!(count_sum(&env, "c").await, (4.0, 6.0));
     assert_eq!(count_sum(&env, "d").await, (4.0, 22.0));
 
-    // Every view write lands, then marking the claims fails: the batch fails and comes again.
+    // Every view write lands, then writing the marks fails: the batch fails and comes again.
     let next = event(&blobs(&codec, "c", 8..10), 600);
     let crashing = env.aggregator_with(
         DynamoViewStore::new(env.dynamo.clone(), TABLE),
@@ -429,127 +434,90 @@ async fn a_replay_after_a_crash_counts_once() {
     let report = env.aggregator().process(&next, 2).await.unwrap();
     assert_eq!((report.replayed, report.items_written), (2, 0));
     assert_eq!(count_sum(&env, "c").await, (6.0, 23.0));
-    // And now the claims are marked: a redrive of these would be dropped.
-    let ids: Vec<String> = (8..10).map(|n| format!("ev-c-{W0}-{n}")).collect();
-    let ids: Vec<&str> = ids.iter().map(String::as_str).collect();
-    assert_eq!(
-        env.claims().release("aggregator", &ids).await.unwrap(),
-        vec![Release::Applied, Release::Applied]
-    );
+    // And now the marks are written: the batch once more is all copies.
+    let report = env.aggregator().process(&next, 3).await.unwrap();
+    assert_eq!((report.duplicates, report.items_written), (2, 0));
     env.emulators.shutdown().await;
 }
 
-fn req<'a>(event_id: &'a str, position: &'a str) -> ClaimRequest<'a> {
-    ClaimRequest { event_id, position }
-}
-
 #[tokio::test]
-async fn claims_in_dynamodb() {
-    let env = Env::start("claims").await;
-    let claims = env.claims();
-    let claimed = Claim::Claimed { applied: false };
-    let now = 1_764_000_000;
-
-    let first = claims
-        .claim(
-            "aggregator",
-            &[
-                req("e1", "s/1"),
-                req("e2", "s/2"),
-                req("e1", "s/3"),
-                req("e1", "s/1"),
-            ],
-            now,
-        )
-        .await
-        .unwrap();
-    assert_eq!(first, vec![claimed, claimed, Claim::Duplicate, claimed]);
-    // A redelivery re-claims; a new position is a duplicate; another stage is apart.
-    let again = claims
-        .claim("aggregator", &[req("e1", "s/1"), req("e2", "s/9")], now + 1)
-        .await
-        .unwrap();
-    assert_eq!(again, vec![claimed, Claim::Duplicate]);
-    // Of one event twice in a call, the request at the held position is the claimed one.
-    let both = claims
-        .claim("aggregator", &[req("e1", "s/0"), req("e1", "s/1")], now + 1)
-        .await
-        .unwrap();
-    assert_eq!(both, vec![Claim::Duplicate, claimed]);
+async fn marks_in_dynamodb() {
+    let env = Env::start("marks").await;
+    let store = env.claims();
+    let pos = |n: u64, sub: u32| Position::new(&n.to_string(), sub).unwrap();
     assert_eq!(
-        claims
-            .claim("archiver", &[req("e2", "s/9")], now)
-            .await
-            .unwrap(),
-        vec![claimed]
+        store.load("aggregator", "shardId-1").await.unwrap(),
+        ShardMarks::default()
     );
-
-    claims
-        .mark_applied("aggregator", &[req("e1", "s/1")], now + 2)
-        .await
-        .unwrap();
-    assert_eq!(
-        claims
-            .claim("aggregator", &[req("e1", "s/1")], now + 3)
-            .await
-            .unwrap(),
-        vec![Claim::Claimed { applied: true }]
-    );
-    // The redrive: an applied claim stays, an unapplied one goes and may be claimed anew.
-    assert_eq!(
-        claims
-            .release("aggregator", &["e1", "e2", "nope"])
-            .await
-            .unwrap(),
-        vec![Release::Applied, Release::Released, Release::Unclaimed]
-    );
-    assert_eq!(
-        claims
-            .claim("aggregator", &[req("e2", "s/40")], now + 4)
-            .await
-            .unwrap(),
-        vec![claimed]
-    );
-    // Past the window a claim no longer holds, even before TTL deletes it.
-    assert_eq!(
-        claims
-            .claim(
-                "aggregator",
-                &[req("e1", "s/50")],
-                now + 2 + DAY.as_secs() as i64 + 1
-            )
-            .await
-            .unwrap(),
-        vec![claimed]
-    );
-
-    // Many ids (more than one read and one write chunk) claimed at one set of positions, then
-    // at another (copies of the events on the same shard, read one batch after the other):
-    // the first holds every claim, the second gets duplicates, the first again re-claims.
-    let ids: Vec<String> = (0..150).map(|i| format!("race-{i}")).collect();
-    let at =
-        |side: &str| -> Vec<String> { (0..ids.len()).map(|i| format!("{side}/{i}")).collect() };
-    let (first, second) = (at("a"), at("b"));
-    fn requests<'a>(ids: &'a [String], positions: &'a [String]) -> Vec<ClaimRequest<'a>> {
-        ids.iter()
-            .zip(positions)
-            .map(|(id, p)| req(id, p))
-            .collect()
+    let marks = Marks::new(env.claims(), DAY);
+    let mut gate = marks.open("aggregator", &["shardId-1"]).await.unwrap();
+    // An origin id may be empty (records that name none); DynamoDB map keys may not.
+    let big = "49590338271490256608559692538361571095921575989136588898";
+    let tickets = [
+        gate.admit("shardId-1", "", Position::new(big, 2).unwrap()),
+        gate.admit("shardId-1", "producer-1/0", pos(7, 0)),
+        gate.admit("shardId-1", "validator/shardId-0", pos(9, 1)),
+    ];
+    for t in tickets {
+        gate.done(t.unwrap());
     }
-    let a = claims
-        .claim("aggregator", &requests(&ids, &first), now)
-        .await
-        .unwrap();
-    assert!(a.iter().all(|c| *c == claimed), "{a:?}");
-    let b = claims
-        .claim("aggregator", &requests(&ids, &second), now)
-        .await
-        .unwrap();
-    assert!(b.iter().all(|c| *c == Claim::Duplicate), "{b:?}");
-    let again = claims
-        .claim("aggregator", &requests(&ids, &first), now)
-        .await
-        .unwrap();
-    assert!(again.iter().all(|c| *c == claimed), "{again:?}");
+    assert_eq!(
+        marks
+            .commit("aggregator", &mut gate, 1_000)
+            .await
+            .unwrap()
+            .writes,
+        1
+    );
+    let stored = store.load("aggregator", "shardId-1").await.unwrap();
+    assert_eq!(stored.version, 1);
+    assert_eq!(stored.marks.len(), 3);
+    assert_eq!(stored.marks[""].seq, Position::new(big, 2).unwrap());
+    assert_eq!(stored.marks["producer-1/0"].seq, pos(7, 0));
+    assert_eq!(stored.marks["validator/shardId-0"].at, 1_000);
+    // Another stage and another shard are apart.
+    assert_eq!(
+        store.load("archiver", "shardId-1").await.unwrap().version,
+        0
+    );
+    assert_eq!(
+        store.load("aggregator", "shardId-2").await.unwrap().version,
+        0
+    );
+    // A writer on a stale version loses, whether the item exists or not.
+    assert!(
+        !store
+            .save("aggregator", "shardId-1", &stored, 2_000)
+            .await
+            .unwrap()
+    );
+    let mut next = stored.clone();
+    next.version = 2;
+    assert!(
+        store
+            .save("aggregator", "shardId-1", &next, 2_000)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .save("aggregator", "shardId-1", &next, 2_000)
+            .await
+            .unwrap()
+    );
+    let fresh = ShardMarks {
+        version: 1,
+        ..ShardMarks::default()
+    };
+    assert!(
+        !store
+            .save("aggregator", "shardId-1", &fresh, 2_000)
+            .await
+            .unwrap()
+    );
+    // A copy below its mark is seen again after a reload.
+    let mut gate = marks.open("aggregator", &["shardId-1"]).await.unwrap();
+    assert_eq!(gate.admit("shardId-1", "producer-1/0", pos(7, 0)), None);
+    assert!(gate.admit("shardId-1", "producer-1/0", pos(8, 0)).is_some());
     env.emulators.shutdown().await;
 }

@@ -25,7 +25,7 @@ use riffle_aws::{AwsError, SqsSender};
 use riffle_codec::{Enrichment, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_local::Emulators;
 use riffle_runtime::{KinesisEvent, KinesisHandler};
-use riffle_stage::dedup::{Claim, ClaimRequest, Claims, DynamoClaims, Release};
+use riffle_stage::marks::{DynamoMarks, MarkStore, Marks, ShardMarks};
 use riffle_stage::testing::MapSource;
 use riffle_stage::{OutputError, SqsRejects};
 use riffle_tests::test_support::{create_queue, create_table, drain, enriched_event, state_dir};
@@ -72,6 +72,7 @@ fn order_payload(quantity: i32) -> Vec<u8> {
 
 fn order(event_time: i64, quantity: i32) -> Envelope {
     Envelope {
+        origin: None,
         event_id: format!("ev-{event_time}-{quantity}"),
         source: "shop-web".into(),
         subject: "com.riffle.shop.OrderPlaced".into(),
@@ -162,15 +163,15 @@ impl Env {
         S3ObjectStore::new(self.s3.clone(), BUCKET)
     }
 
-    fn claims(&self) -> DynamoClaims {
-        DynamoClaims::new(self.dynamo.clone(), CLAIMS, DAY)
+    fn claims(&self) -> DynamoMarks {
+        DynamoMarks::new(self.dynamo.clone(), CLAIMS)
     }
 
     fn intents(&self) -> DynamoIntents {
         DynamoIntents::new(self.dynamo.clone(), CLAIMS, DAY)
     }
 
-    fn archiver_with<O: ArchiveBucket, C: Claims>(
+    fn archiver_with<O: ArchiveBucket, C: MarkStore>(
         &self,
         store: O,
         claims: C,
@@ -179,7 +180,7 @@ impl Env {
             EnvelopeCodec::new(ENVELOPE_ID).unwrap(),
             SchemaCache::new(registry()),
             store,
-            claims,
+            Marks::new(claims, DAY),
             self.intents(),
             SqsRejects::new(SqsSender::new(self.sqs.clone()), &self.queue_url),
             "events",
@@ -188,7 +189,7 @@ impl Env {
 
     fn archiver(
         &self,
-    ) -> Archiver<MapSource, S3ObjectStore, DynamoClaims, DynamoIntents, SqsRejects> {
+    ) -> Archiver<MapSource, S3ObjectStore, DynamoMarks, DynamoIntents, SqsRejects> {
         self.archiver_with(self.store(), self.claims())
     }
 
@@ -218,11 +219,19 @@ impl Env {
 }
 
 /// `n` orders from `from`, every third an hour later.
+/// Orders `from..from + n`, each with the origin an upstream stage gave it (sequence `i`), so
+/// that a copy at a new position is recognised as one.
 fn orders(from: i32, n: i32) -> Vec<Envelope> {
     (from..from + n)
         .map(|i| {
             let at = if i % 3 == 0 { H17 } else { H16 };
-            order(at + i64::from(i), i)
+            let mut e = order(at + i64::from(i), i);
+            e.origin = Some(riffle_codec::Origin {
+                id: "enricher/shardId-000000000009".into(),
+                seq: i.to_string(),
+                sub: 0,
+            });
+            e
         })
         .collect()
 }
@@ -239,42 +248,34 @@ fn cut(event: &KinesisEvent, range: std::ops::Range<usize>) -> KinesisEvent {
     out
 }
 
-/// Claims whose marking fails while `crash` is set: the function was killed after its
-/// object writes and before any mark.
+/// Marks whose writing fails while `crash` is set: the function was killed after its
+/// object writes and before the marks.
 struct KilledBeforeMarks {
-    inner: DynamoClaims,
+    inner: DynamoMarks,
     crash: AtomicBool,
 }
 
-impl Claims for KilledBeforeMarks {
-    async fn claim(
-        &self,
-        stage: &str,
-        requests: &[ClaimRequest<'_>],
-        now_secs: i64,
-    ) -> Result<Vec<Claim>, OutputError> {
-        self.inner.claim(stage, requests, now_secs).await
+impl MarkStore for KilledBeforeMarks {
+    async fn load(&self, stage: &str, shard: &str) -> Result<ShardMarks, OutputError> {
+        self.inner.load(stage, shard).await
     }
 
-    async fn mark_applied(
+    async fn save(
         &self,
         stage: &str,
-        requests: &[ClaimRequest<'_>],
-        now_secs: i64,
-    ) -> Result<(), OutputError> {
+        shard: &str,
+        marks: &ShardMarks,
+        expires_at: i64,
+    ) -> Result<bool, OutputError> {
         if self.crash.load(Ordering::SeqCst) {
             return Err(OutputError(AwsError::Call {
-                operation: "BatchWriteItem",
+                operation: "PutItem",
                 code: "Killed".into(),
                 message: "SIGKILL".into(),
                 retryable: true,
             }));
         }
-        self.inner.mark_applied(stage, requests, now_secs).await
-    }
-
-    async fn release(&self, stage: &str, event_ids: &[&str]) -> Result<Vec<Release>, OutputError> {
-        self.inner.release(stage, event_ids).await
+        self.inner.save(stage, shard, marks, expires_at).await
     }
 }
 
@@ -367,7 +368,7 @@ async fn batches_land_as_partitioned_parquet_and_reruns_add_nothing() {
 
     // Lambda retries the same batch: every claim is applied, nothing is written.
     let again = archiver.process(&batch, H17 + 7_200_000).await.unwrap();
-    assert_eq!((again.rows, again.replayed), (0, 3));
+    assert_eq!((again.rows, again.duplicates), (0, 3));
     assert_eq!(list(s3).await, expected);
     env.assert_once(&[order(H16 + 1, 1), order(H17 + 1, 2), order(H16 + 2, 3)])
         .await;
@@ -385,7 +386,7 @@ async fn a_batch_then_its_bisection_halves_and_a_duplicate_at_a_new_position_lan
     assert_eq!(archiver.process(&batch, now).await.unwrap().rows, 10);
     for half in [cut(&batch, 0..5), cut(&batch, 5..10)] {
         let r = archiver.process(&half, now).await.unwrap();
-        assert_eq!((r.rows, r.replayed), (0, 5));
+        assert_eq!((r.rows, r.duplicates), (0, 5));
     }
     // A producer retry and an upstream re-publish: the same events at new sequence
     // numbers, beside a new one.
@@ -432,12 +433,12 @@ async fn a_crash_between_writes_and_marks_then_a_different_cut_lands_once() {
         assert_eq!(archiver.process(&half, now).await.unwrap().rows, 0);
     }
     env.assert_once(&events).await;
-    assert!(env.intents().pending(SHARD).await.unwrap().is_empty());
+    // The found objects' intents stay until a batch starts past their records.
+    assert_eq!(env.intents().pending(SHARD).await.unwrap().len(), 2);
 
-    // The same with the write's answer lost: the objects are there, the attempt marked
-    // nothing, and the redelivery is a bisection half followed by the other half. The first
-    // half finishes the lost attempt's work (every row of its objects marked, from their
-    // footers), so the second finds its claims applied.
+    // The same with the write's answer lost: the objects are there, the attempt wrote no
+    // marks, and the redelivery is a bisection half followed by the other half. Each half
+    // finds its records in the lost attempt's objects (their intents are still pending).
     let more = orders(12, 6);
     let batch = event(&encoded(&more), 4_000);
     let lost = env.archiver_with(LostAnswers(env.store()), env.claims());
@@ -445,10 +446,18 @@ async fn a_crash_between_writes_and_marks_then_a_different_cut_lands_once() {
     let r = archiver.process(&cut(&batch, 0..3), now).await.unwrap();
     assert_eq!((r.rows, r.recovered), (0, 3));
     let r = archiver.process(&cut(&batch, 3..6), now).await.unwrap();
-    assert_eq!((r.rows, r.replayed), (0, 3));
+    assert_eq!((r.rows, r.recovered), (0, 3));
+    assert!(!env.intents().pending(SHARD).await.unwrap().is_empty());
+    // The next batch starts past them: they are forgotten.
+    let last = orders(18, 1);
+    archiver
+        .process(&event(&encoded(&last), 5_000), now)
+        .await
+        .unwrap();
     assert!(env.intents().pending(SHARD).await.unwrap().is_empty());
     let mut all = events.clone();
     all.extend(more);
+    all.extend(last);
     env.assert_once(&all).await;
     env.emulators.shutdown().await;
 }

@@ -29,7 +29,7 @@ use riffle_local::Emulators;
 use riffle_runtime::destination::{Condition, FailureContext, failure_messages};
 use riffle_runtime::event::{Pending, Source};
 use riffle_stage::RejectMessage;
-use riffle_stage::dedup::{Claim, ClaimRequest, Claims as _, DEFAULT_CLAIM_WINDOW, DynamoClaims};
+use riffle_stage::dedup::redriven_elsewhere;
 use riffle_stage::reject::RejectBatch;
 use riffle_tests::test_support::state_dir;
 
@@ -234,6 +234,7 @@ async fn compaction_keeps_every_row_and_survives_a_crash() {
 
 fn envelope(i: usize) -> Envelope {
     Envelope {
+        origin: None,
         event_id: format!("ev-dlq-{i}"),
         source: "shop-web".into(),
         subject: "com.riffle.shop.OrderPlaced".into(),
@@ -426,9 +427,26 @@ async fn dead_letters_are_listed_shown_and_redriven() {
         "{:?}",
         done.skipped
     );
-    let mut put = stream_records(&kinesis, "riffle-validated", 3).await;
-    put.sort();
-    assert_eq!(put, expected);
+    // The same events under the same keys, each with a new origin addressed to the enricher.
+    let mut put = redriven(
+        &codec,
+        stream_records(&kinesis, "riffle-validated", 3).await,
+    );
+    put.sort_by(|a, b| a.0.cmp(&b.0));
+    let expected_events: Vec<(String, String)> = (0..3)
+        .map(|i| (format!("pk-{i}"), envelope(i).event_id))
+        .collect();
+    assert_eq!(
+        put.iter()
+            .map(|(k, e)| (k.clone(), e.event_id.clone()))
+            .collect::<Vec<_>>(),
+        expected_events
+    );
+    for (_, e) in &put {
+        let origin = e.origin.as_ref().unwrap();
+        assert!(origin.id.starts_with("redrive:enricher/"), "{origin:?}");
+        assert!(redriven_elsewhere(e, "validator") && !redriven_elsewhere(e, "enricher"));
+    }
     // The redriven message is gone; the one that could not be redriven stays.
     let left = dlq::show(&sqs, &url, 10).await.unwrap();
     assert_eq!(left.len(), 1);
@@ -437,30 +455,8 @@ async fn dead_letters_are_listed_shown_and_redriven() {
     };
     assert!(f.records.is_empty());
 
-    // Records the aggregator parked: their event-id claims are released before they go
-    // back on `enriched`, except for an event the aggregator did apply, whose record stays
-    // out (it would be dropped as a duplicate).
-    let claims = DynamoClaims::new(
-        riffle_aws::dynamodb_client(&sdk),
-        "riffle-claims",
-        DEFAULT_CLAIM_WINDOW,
-    );
-    let now = chrono::Utc::now().timestamp();
-    let requests = [
-        ClaimRequest {
-            event_id: "ev-dlq-10",
-            position: "shardId-000000000001/a",
-        },
-        ClaimRequest {
-            event_id: "ev-dlq-11",
-            position: "shardId-000000000001/b",
-        },
-    ];
-    claims.claim("aggregator", &requests, now).await.unwrap();
-    claims
-        .mark_applied("aggregator", &requests[1..], now)
-        .await
-        .unwrap();
+    // Records the aggregator parked go back on `enriched` addressed to the aggregator: the
+    // archiver, which reads the same stream and archived them already, leaves them alone.
     let parked: Vec<RejectMessage> = [10, 11]
         .iter()
         .map(|i| {
@@ -497,35 +493,27 @@ async fn dead_letters_are_listed_shown_and_redriven() {
     let done = dlq::redrive(&sdk, &topology, &url, 10, false, |_| {})
         .await
         .unwrap();
-    assert_eq!((done.redriven, done.already_applied), (1, 1));
-    assert_eq!(done.records["riffle-enriched"], 1);
-    let put = stream_records(&kinesis, "riffle-enriched", 1).await;
-    assert_eq!(put, vec![("pk-10".to_owned(), parked[0].data().unwrap())]);
-    // The unapplied claim is gone (the event may be claimed again at its new position); the
-    // applied one stays.
-    let again = claims
-        .claim(
-            "aggregator",
-            &[
-                ClaimRequest {
-                    event_id: "ev-dlq-10",
-                    position: "shardId-000000000002/c",
-                },
-                ClaimRequest {
-                    event_id: "ev-dlq-11",
-                    position: "shardId-000000000002/d",
-                },
-            ],
-            now,
-        )
-        .await
-        .unwrap();
-    assert_eq!(
-        again,
-        vec![Claim::Claimed { applied: false }, Claim::Duplicate]
-    );
+    assert_eq!(done.redriven, 1);
+    assert_eq!(done.records["riffle-enriched"], 2);
+    let put = redriven(&codec, stream_records(&kinesis, "riffle-enriched", 2).await);
+    let mut ids: Vec<String> = put.iter().map(|(_, e)| e.event_id.clone()).collect();
+    ids.sort();
+    assert_eq!(ids, vec!["ev-dlq-10".to_owned(), "ev-dlq-11".to_owned()]);
+    for (_, e) in &put {
+        assert!(redriven_elsewhere(e, "archiver") && !redriven_elsewhere(e, "aggregator"));
+    }
+    // Two records of one message: two distinct origins, so no mark holds either back.
+    assert_ne!(put[0].1.origin, put[1].1.origin);
     assert!(dlq::show(&sqs, &url, 10).await.unwrap().is_empty());
     emulators.shutdown().await;
+}
+
+/// The envelopes of redriven records, with their partition keys.
+fn redriven(codec: &EnvelopeCodec, records: Vec<(String, Vec<u8>)>) -> Vec<(String, Envelope)> {
+    records
+        .into_iter()
+        .map(|(key, data)| (key, codec.decode(&data).unwrap()))
+        .collect()
 }
 
 /// The aggregate attributes of a view item: (window_secs, count, sum, min, max, expires_at).

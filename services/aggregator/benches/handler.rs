@@ -23,7 +23,8 @@ use riffle_loadtest::bench::{
 };
 use riffle_stage::SqsMessage;
 use riffle_stage::decode::decode_batch;
-use riffle_stage::dedup::{MemoryClaims, Position};
+use riffle_stage::dedup::Position;
+use riffle_stage::marks::{DEFAULT_MARK_WINDOW, Marks, MemoryMarks};
 use riffle_stage::testing::{MapSource, Sink, kinesis_event};
 
 const RECORDS: usize = 10_000;
@@ -76,13 +77,13 @@ fn main() {
     let contracts = riffle_codec::rules::bundled().unwrap();
     let view = MemoryView::default();
     let dlq: Sink<SqsMessage> = Sink::new();
+    let marks = MemoryMarks::default();
     let aggregator = Aggregator::new(
         EnvelopeCodec::new(IDS.envelope).unwrap(),
         SchemaCache::new(MapSource::with(registered_schemas(IDS), [])),
         view.clone(),
-        // Claims stay between runs: every later run re-claims at the same positions, the
-        // common case of a claims table that mostly answers from its first read.
-        MemoryClaims::default(),
+        // Marks are cleared before every run, so each run handles the batch as new.
+        Marks::new(marks.clone(), DEFAULT_MARK_WINDOW),
         dlq.clone(),
         window_lengths(&contracts),
         TTL_DAYS,
@@ -95,6 +96,7 @@ fn main() {
 
     let mut items = 0;
     let handler = median(|| {
+        marks.clear();
         let time = timed(|| {
             let report = runtime
                 .block_on(aggregator.process(&event, NOW_MS))

@@ -10,11 +10,11 @@ pub const DEFAULT_VIEW_TTL_DAYS: u32 = 30;
 /// TTL further out than that is surely a typo.
 pub const MAX_VIEW_TTL_DAYS: u32 = 5 * 366;
 
-/// Hours a claim on an event id holds unless `RIFFLE_DEDUP_WINDOW_HOURS` says: duplicates
-/// further apart than this are not caught.
+/// Hours an origin's mark is kept after it last moved unless `RIFFLE_DEDUP_WINDOW_HOURS`
+/// says: copies further apart than this are not caught.
 pub const DEFAULT_DEDUP_WINDOW_HOURS: u32 = 24;
 /// A week: producer retries and upstream re-publishes come within minutes, and every hour
-/// of window is claims kept (and paid for) per event.
+/// of window keeps the marks of producers long gone.
 pub const MAX_DEDUP_WINDOW_HOURS: u32 = 7 * 24;
 
 /// Typed configuration.
@@ -24,9 +24,9 @@ pub struct Config {
     pub view_table: String,
     /// `RIFFLE_VIEW_TTL_DAYS`: item lifetime after its window ends.
     pub view_ttl_days: u32,
-    /// `RIFFLE_CLAIMS_TABLE`: the DynamoDB table of event-id claims (deduplication).
+    /// `RIFFLE_CLAIMS_TABLE`: the DynamoDB table holding the origin marks (ADR 0010).
     pub claims_table: String,
-    /// `RIFFLE_DEDUP_WINDOW_HOURS`: how long a claim holds.
+    /// `RIFFLE_DEDUP_WINDOW_HOURS`: how long an idle origin's mark is kept.
     pub dedup_window_hours: u32,
     /// `RIFFLE_REGISTRY_URL`: the schema registry.
     pub registry_url: String,

@@ -33,9 +33,10 @@ pub enum AggregatorError {
         /// Messages not sent.
         count: usize,
     },
-    /// The claims table (event-id deduplication) could not be read or written.
-    #[error("claims table: {0}")]
-    Claims(#[source] OutputError),
+    /// The origin marks (deduplication, ADR 0010) could not be read or written, or moved
+    /// under this batch.
+    #[error("marks: {0}")]
+    Marks(#[source] OutputError),
     /// A DynamoDB call on the view failed.
     #[error("view table: {0}")]
     View(#[source] AwsError),
@@ -73,7 +74,7 @@ impl AggregatorError {
             | AggregatorError::InvalidEnv { .. }
             | AggregatorError::CorruptItem { .. } => false,
             AggregatorError::Registry(e) => e.retryable(),
-            AggregatorError::DeadLetter(e) | AggregatorError::Claims(e) => e.retryable(),
+            AggregatorError::DeadLetter(e) | AggregatorError::Marks(e) => e.retryable(),
             AggregatorError::View(e) => e.retryable(),
             AggregatorError::NotParked { .. }
             | AggregatorError::Contended { .. }

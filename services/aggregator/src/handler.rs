@@ -1,6 +1,6 @@
-//! The aggregator's batch handler: decode, park the unusable, claim event ids (dropping
-//! duplicates at new positions), pre-aggregate, one conditional write per view item that
-//! skips what the item already holds, then mark the claims applied (ADR 0009).
+//! The aggregator's batch handler: decode, park the unusable, drop copies by their origins'
+//! marks, pre-aggregate, one conditional write per view item that skips what the item
+//! already holds, then one write of the shard's marks (ADR 0009 A, ADR 0010).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -20,9 +20,8 @@ use riffle_stage::dead_letter::{park, park_message};
 use riffle_stage::decode::{DecodedBatch, decode_batch};
 
 use crate::AggregatorError;
-use riffle_stage::dedup::{
-    Claim, ClaimRequest, Claims, Position, claim_position, record_positions,
-};
+use riffle_stage::dedup::{Position, origin_of, record_positions, redriven_elsewhere};
+use riffle_stage::marks::{MarkStore, Marks, Ticket};
 
 use crate::aggregate::{Contribution, Point, ViewKey, ViewRow, apply, pre_aggregate};
 use crate::store::{Saved, ViewStore};
@@ -53,8 +52,8 @@ pub struct BatchReport {
     pub records: usize,
     /// Records sent to the dead-letter queue.
     pub parked: usize,
-    /// Records dropped because their event was claimed at another position (a producer
-    /// retry or an upstream re-publish).
+    /// Records dropped as copies: not above their origin's mark (a producer retry, an
+    /// upstream re-publish, or a redelivery after the batch's marks were written).
     pub duplicates: usize,
     /// Records the view items already held (a redelivery of records applied before).
     pub replayed: usize,
@@ -62,6 +61,8 @@ pub struct BatchReport {
     pub items_written: usize,
     /// Writes that lost a race and were redone.
     pub conflicts: u32,
+    /// Marks items written (one per input shard whose marks moved).
+    pub mark_writes: usize,
 }
 
 /// A usable record of the batch, before its claim is known.
@@ -79,22 +80,22 @@ struct ItemDone {
     conflicts: u32,
     written: bool,
     skipped: usize,
-    /// Indexes (into the batch's claim requests) of the records the item now holds.
+    /// Indexes (into the batch's admitted records) of the records the item now holds.
     records: Vec<u32>,
 }
 
 /// The aggregator: folds `enriched` events into the DynamoDB view.
-pub struct Aggregator<S, V, C, D> {
+pub struct Aggregator<S, V, M, D> {
     codec: EnvelopeCodec,
     schemas: SchemaCache<S>,
     store: Arc<V>,
-    claims: C,
+    marks: Marks<M>,
     dead_letters: D,
     windows: HashMap<String, u32>,
     ttl_days: u32,
 }
 
-impl<S, V, C, D> std::fmt::Debug for Aggregator<S, V, C, D> {
+impl<S, V, M, D> std::fmt::Debug for Aggregator<S, V, M, D> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Aggregator")
             .field("envelope_id", &self.codec.id())
@@ -103,15 +104,15 @@ impl<S, V, C, D> std::fmt::Debug for Aggregator<S, V, C, D> {
     }
 }
 
-impl<S: SchemaSource, V: ViewStore, C: Claims, D: Rejects> Aggregator<S, V, C, D> {
+impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M, D> {
     /// An aggregator reading envelopes with `codec` (other envelope versions come from
-    /// `schemas`), dropping events already claimed at another position in `claims`, writing
-    /// items that expire `ttl_days` after their window.
+    /// `schemas`), dropping copies by the origin marks in `marks`, writing items that
+    /// expire `ttl_days` after their window.
     pub fn new(
         codec: EnvelopeCodec,
         schemas: SchemaCache<S>,
         store: V,
-        claims: C,
+        marks: Marks<M>,
         dead_letters: D,
         windows: HashMap<String, u32>,
         ttl_days: u32,
@@ -120,7 +121,7 @@ impl<S: SchemaSource, V: ViewStore, C: Claims, D: Rejects> Aggregator<S, V, C, D
             codec,
             schemas,
             store: Arc::new(store),
-            claims,
+            marks,
             dead_letters,
             windows,
             ttl_days,
@@ -128,8 +129,8 @@ impl<S: SchemaSource, V: ViewStore, C: Claims, D: Rejects> Aggregator<S, V, C, D
     }
 
     /// Handles one Lambda batch: `Ok` with no item failures once every record is in the
-    /// view, parked or dropped as a duplicate; `Err` (the whole batch is retried) when the
-    /// view, the claims or the queue could not be written.
+    /// view, parked or dropped as a copy; `Err` (the whole batch is retried) when the
+    /// view, the marks or the queue could not be written.
     ///
     /// # Errors
     /// See [`AggregatorError::retryable`].
@@ -150,6 +151,7 @@ impl<S: SchemaSource, V: ViewStore, C: Claims, D: Rejects> Aggregator<S, V, C, D
                 metrics.count("RecordsReplayed", report.replayed as u64);
                 metrics.count("ViewItemsWritten", report.items_written as u64);
                 metrics.count("ViewWriteConflicts", u64::from(report.conflicts));
+                metrics.count("MarkWrites", report.mark_writes as u64);
             }
             Err(e) => {
                 tracing::error!(error = %e, retryable = e.retryable(), records = event.records.len(), "batch failed");
@@ -179,9 +181,13 @@ impl<S: SchemaSource, V: ViewStore, C: Claims, D: Rejects> Aggregator<S, V, C, D
         // A batch comes from one shard, so this list nearly always has one entry.
         let mut shards: Vec<String> = Vec::new();
         let mut candidates = Vec::with_capacity(records.len());
-        let mut claim_positions = Vec::with_capacity(records.len());
-        let mut event_ids = Vec::with_capacity(records.len());
+        let mut origins = Vec::with_capacity(records.len());
+        let mut elsewhere = 0;
         for decoded in &records {
+            if redriven_elsewhere(&decoded.envelope, SERVICE) {
+                elsewhere += 1;
+                continue;
+            }
             let Some(enrichment) = decoded.envelope.enrichment.as_ref() else {
                 continue;
             };
@@ -236,8 +242,7 @@ impl<S: SchemaSource, V: ViewStore, C: Claims, D: Rejects> Aggregator<S, V, C, D
                 tracing::warn!(subject, "no contract for subject, using the default window");
                 DEFAULT_WINDOW_SECS
             });
-            claim_positions.push(claim_position(shard, &position));
-            event_ids.push(decoded.envelope.event_id.as_str());
+            origins.push(origin_of(&decoded.envelope, position));
             candidates.push(Candidate {
                 agg_key: &enrichment.agg_key,
                 window_start: enrichment.window_start,
@@ -255,29 +260,26 @@ impl<S: SchemaSource, V: ViewStore, C: Claims, D: Rejects> Aggregator<S, V, C, D
             return Err(AggregatorError::NotParked { count: not_parked });
         }
 
-        let requests: Vec<ClaimRequest<'_>> = event_ids
-            .iter()
-            .zip(&claim_positions)
-            .map(|(event_id, position)| ClaimRequest { event_id, position })
-            .collect();
-        let now_secs = now_ms.div_euclid(1000);
-        let answers = self
-            .claims
-            .claim(SERVICE, &requests, now_secs)
-            .await
-            .map_err(AggregatorError::Claims)?;
-
         let mut report = BatchReport {
             records: event.records.len(),
             parked: parked.len(),
+            duplicates: elsewhere,
             ..BatchReport::default()
         };
+        let shard_names: Vec<&str> = shards.iter().map(String::as_str).collect();
+        let mut gate = self
+            .marks
+            .open(SERVICE, &shard_names)
+            .await
+            .map_err(AggregatorError::Marks)?;
+        let mut tickets: Vec<Ticket> = Vec::with_capacity(candidates.len());
         let mut points = Vec::with_capacity(candidates.len());
-        for (i, (c, answer)) in candidates.iter().zip(&answers).enumerate() {
-            if *answer == Claim::Duplicate {
+        for (c, (origin, seq)) in candidates.iter().zip(&origins) {
+            let shard = shards.get(c.shard as usize).map_or("", String::as_str);
+            let Some(ticket) = gate.admit(shard, origin, *seq) else {
                 report.duplicates += 1;
                 continue;
-            }
+            };
             points.push(Point {
                 agg_key: c.agg_key,
                 window_start: c.window_start,
@@ -285,13 +287,14 @@ impl<S: SchemaSource, V: ViewStore, C: Claims, D: Rejects> Aggregator<S, V, C, D
                 window_secs: c.window_secs,
                 shard: c.shard,
                 position: c.position,
-                record: u32::try_from(i).unwrap_or(u32::MAX),
+                record: u32::try_from(tickets.len()).unwrap_or(u32::MAX),
             });
+            tickets.push(ticket);
         }
         if report.duplicates > 0 {
             tracing::info!(
                 duplicates = report.duplicates,
-                "events already claimed at another position dropped"
+                "copies not above their origin's mark dropped"
             );
         }
 
@@ -327,46 +330,40 @@ impl<S: SchemaSource, V: ViewStore, C: Claims, D: Rejects> Aggregator<S, V, C, D
                 .await
             });
         }
-        // On a failure the writes in flight still finish, so that what did reach the view
-        // is marked applied below (a record given up on later must not be released, or its
-        // redrive would count it twice).
+        // On a failure the writes in flight still finish; the marks are not written, so the
+        // retry admits the batch again and the items' position guards skip what landed.
         while let Some(joined) = tasks.join_next().await {
             record_done(Some(joined), &mut report, &mut done, &mut failed);
         }
-
-        let to_mark: Vec<ClaimRequest<'_>> = done
-            .iter()
-            .filter_map(|&i| {
-                let i = i as usize;
-                match answers.get(i) {
-                    Some(Claim::Claimed { applied: false }) => requests.get(i).copied(),
-                    _ => None,
-                }
-            })
-            .collect();
-        let marked = if to_mark.is_empty() {
-            Ok(())
-        } else {
-            self.claims.mark_applied(SERVICE, &to_mark, now_secs).await
-        };
         if let Some(e) = failed {
-            if let Err(mark_error) = marked {
-                tracing::warn!(error = %mark_error, "claims of written items not marked applied");
-            }
             return Err(e);
         }
-        // Not marked: the retry finds every item written (the position guard skips them)
-        // and marks again.
-        marked.map_err(AggregatorError::Claims)?;
+        for i in done {
+            if let Some(ticket) = tickets.get(i as usize) {
+                gate.done(*ticket);
+            }
+        }
+        let committed = self
+            .marks
+            .commit(SERVICE, &mut gate, now_ms.div_euclid(1000))
+            .await
+            .map_err(AggregatorError::Marks)?;
+        report.mark_writes = committed.writes;
+        if committed.evicted > 0 {
+            tracing::warn!(
+                evicted = committed.evicted,
+                "origin marks dropped past the per-shard cap"
+            );
+        }
         Ok(report)
     }
 }
 
-impl<S, V, C, D> KinesisHandler for Aggregator<S, V, C, D>
+impl<S, V, M, D> KinesisHandler for Aggregator<S, V, M, D>
 where
     S: SchemaSource + 'static,
     V: ViewStore,
-    C: Claims,
+    M: MarkStore,
     D: Rejects + 'static,
 {
     async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, HandlerError> {
@@ -460,7 +457,7 @@ mod tests {
     use riffle_aws::AwsError;
 
     use riffle_stage::SqsMessage;
-    use riffle_stage::dedup::MemoryClaims;
+    use riffle_stage::marks::{DEFAULT_MARK_WINDOW, MemoryMarks};
     use riffle_stage::testing::{
         MapSource, Sink, enriched_envelope as envelope, kinesis_event, reject_messages,
     };
@@ -531,7 +528,7 @@ mod tests {
         }
     }
 
-    type TestAggregator = Aggregator<MapSource, MemoryStore, MemoryClaims, Sink<SqsMessage>>;
+    type TestAggregator = Aggregator<MapSource, MemoryStore, MemoryMarks, Sink<SqsMessage>>;
 
     fn aggregator(store: MemoryStore, letters: Sink<SqsMessage>) -> TestAggregator {
         let windows = window_lengths(&riffle_codec::rules::bundled().unwrap());
@@ -539,7 +536,7 @@ mod tests {
             EnvelopeCodec::new(7).unwrap(),
             SchemaCache::new(MapSource::default()),
             store,
-            MemoryClaims::default(),
+            Marks::new(MemoryMarks::default(), DEFAULT_MARK_WINDOW),
             letters,
             windows,
             30,
@@ -716,9 +713,10 @@ mod tests {
         agg.process(&ev, 1_000).await.unwrap();
         let before = item(&agg, "a", 0);
         let report = agg.process(&ev, 2_000).await.unwrap();
+        // The batch's marks were written: every record is a copy now.
         assert_eq!(
             (report.items_written, report.replayed, report.duplicates),
-            (0, 3, 0)
+            (0, 0, 3)
         );
         assert_eq!(item(&agg, "a", 0), before);
         // Its second half (bisection), then a range overlapping it and going further.
@@ -730,25 +728,85 @@ mod tests {
         .unwrap();
         let overlap = event_at(&blobs(&codec, &[("b", 4.0), ("a", 8.0), ("b", 16.0)]), 12);
         let report = agg.process(&overlap, 4_000).await.unwrap();
-        assert_eq!((report.replayed, report.items_written), (1, 2));
+        assert_eq!((report.duplicates, report.items_written), (1, 2));
         assert_eq!(item(&agg, "a", 0).aggregate.sum, 11.0);
         assert_eq!(item(&agg, "b", 0).aggregate.sum, 20.0);
         assert_eq!(item(&agg, "a", 0).aggregate.count, 3);
+    }
+
+    /// Envelopes of `values` from producer channel `origin`, sequences from `first`.
+    fn from_origin(
+        codec: &EnvelopeCodec,
+        origin: &str,
+        first: u64,
+        values: &[(&str, f64)],
+    ) -> Vec<Vec<u8>> {
+        values
+            .iter()
+            .enumerate()
+            .map(|(i, (k, v))| {
+                let mut e = envelope(k, *v, 0);
+                e.origin = Some(riffle_codec::Origin {
+                    id: origin.into(),
+                    seq: (first + i as u64).to_string(),
+                    sub: 0,
+                });
+                codec.encode(&e).unwrap()
+            })
+            .collect()
     }
 
     #[tokio::test]
     async fn an_event_again_at_a_new_position_is_dropped() {
         let agg = aggregator(MemoryStore::default(), Sink::new());
         let codec = EnvelopeCodec::new(7).unwrap();
-        agg.process(&event_at(&blobs(&codec, &[("a", 1.0)]), 10), 1_000)
-            .await
-            .unwrap();
-        // The producer retried: the same event id, later on the stream, next to a new one.
-        let retry = event_at(&blobs(&codec, &[("a", 1.0), ("a", 2.0), ("a", 2.0)]), 20);
-        let report = agg.process(&retry, 2_000).await.unwrap();
+        let first = from_origin(&codec, "p/0", 1, &[("a", 1.0)]);
+        let report = agg.process(&event_at(&first, 10), 1_000).await.unwrap();
+        assert_eq!(report.mark_writes, 1);
+        // The producer retried: the same origin sequence later on the stream, then a new one,
+        // and the new one again in the same batch.
+        let second = from_origin(&codec, "p/0", 2, &[("a", 2.0)]);
+        let retry = [first.clone(), second.clone(), second].concat();
+        let report = agg.process(&event_at(&retry, 20), 2_000).await.unwrap();
         assert_eq!((report.duplicates, report.items_written), (2, 1));
         assert_eq!(item(&agg, "a", 0).aggregate.sum, 3.0);
-        assert_eq!(agg.claims.len(), 2);
+        // Another channel of the same producer has marks of its own.
+        let other = from_origin(&codec, "p/1", 1, &[("a", 4.0)]);
+        agg.process(&event_at(&other, 30), 3_000).await.unwrap();
+        assert_eq!(item(&agg, "a", 0).aggregate.sum, 7.0);
+        assert_eq!(agg.marks.store().writes(), 3);
+    }
+
+    #[tokio::test]
+    async fn a_redelivery_after_a_crash_before_the_marks_is_skipped_by_the_items() {
+        let agg = aggregator(MemoryStore::default(), Sink::new());
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let ev = event_at(&blobs(&codec, &[("a", 1.0), ("a", 2.0), ("b", 4.0)]), 10);
+        agg.process(&ev, 1_000).await.unwrap();
+        // The same view, marks that never got written (the process died before them).
+        let crashed = Aggregator {
+            marks: Marks::new(MemoryMarks::default(), DEFAULT_MARK_WINDOW),
+            ..agg
+        };
+        let report = crashed.process(&ev, 2_000).await.unwrap();
+        assert_eq!(
+            (report.items_written, report.replayed, report.duplicates),
+            (0, 3, 0)
+        );
+        assert_eq!(item(&crashed, "a", 0).aggregate.sum, 3.0);
+    }
+
+    #[tokio::test]
+    async fn a_failed_view_write_moves_no_mark() {
+        let store = MemoryStore {
+            fail_saves: true,
+            ..MemoryStore::default()
+        };
+        let agg = aggregator(store, Sink::new());
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let ev = event_at(&from_origin(&codec, "p/0", 1, &[("a", 1.0)]), 10);
+        agg.process(&ev, 1).await.unwrap_err();
+        assert_eq!(agg.marks.store().writes(), 0);
     }
 
     #[tokio::test]

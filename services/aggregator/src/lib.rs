@@ -12,10 +12,11 @@
 //! Decoding the batch's envelopes and parking the records no retry can fix on the stage's
 //! dead-letter queue are shared with the archiver, which reads the same stream:
 //! `riffle_stage::decode` and `riffle_stage::dead_letter` (whose doc explains why they are
-//! parked rather than reported as batch item failures). So is the claims table that drops an
-//! event seen again at a new position (a producer retry, an upstream re-publish):
-//! `riffle_stage::dedup`. docs/adr/0009-exactly-once-effects.md tells how the two guards make
-//! the view count every event once, and where that stops.
+//! parked rather than reported as batch item failures). So are the origin marks that drop a
+//! copy of an event already applied (a producer retry, an upstream re-publish):
+//! `riffle_stage::marks`. docs/adr/0009-exactly-once-effects.md (A, the position guard in each
+//! item) and docs/adr/0010-exactly-once-at-batch-cost.md tell how the two guards make the view
+//! count every event once, and where that stops.
 //! - [`config`]: the typed [`Config::from_env`].
 //! - [`error`]: [`AggregatorError`], which knows whether a failed batch is worth retrying.
 //!

@@ -12,7 +12,7 @@ use riffle_aws::SqsSender;
 use riffle_codec::SchemaCache;
 use riffle_registry_client::{RegistryClient, STARTUP_PATIENCE};
 use riffle_stage::SqsRejects;
-use riffle_stage::dedup::DynamoClaims;
+use riffle_stage::marks::{DynamoMarks, Marks};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -32,17 +32,20 @@ async fn main() -> Result<(), BoxError> {
 
     let dynamo = riffle_aws::dynamodb_client(&sdk);
     let store = DynamoViewStore::new(dynamo.clone(), &config.view_table);
-    let claims = DynamoClaims::new(dynamo, &config.claims_table, config.dedup_window());
+    let marks = Marks::new(
+        DynamoMarks::new(dynamo, &config.claims_table),
+        config.dedup_window(),
+    );
     let dead_letters = SqsRejects::new(
         SqsSender::new(riffle_aws::sqs_client(&sdk)),
         &config.dlq_url,
     );
-    tracing::info!(envelope_id, table = %config.view_table, claims = %config.claims_table, "aggregator starting");
+    tracing::info!(envelope_id, table = %config.view_table, marks = %config.claims_table, "aggregator starting");
     let handler = Aggregator::new(
         codec,
         SchemaCache::new(registry),
         store,
-        claims,
+        marks,
         dead_letters,
         windows,
         config.view_ttl_days,

@@ -27,10 +27,9 @@ use riffle_loadtest::bench::{
     IDS, RUNS, WARM_UP, enriched_records, event_schemas, load, median, registered_schemas, report,
     timed,
 };
-use riffle_stage::OutputError;
 use riffle_stage::SqsMessage;
 use riffle_stage::decode::decode_batch;
-use riffle_stage::dedup::{Claim, ClaimRequest, Claims, MemoryClaims, Release};
+use riffle_stage::marks::{DEFAULT_MARK_WINDOW, Marks, MemoryMarks};
 use riffle_stage::testing::{MapSource, Sink, kinesis_event};
 
 const RECORDS: usize = 10_000;
@@ -91,44 +90,6 @@ impl ArchiveBucket for MemoryBucket {
     }
 }
 
-/// In-memory claims that can be emptied between runs. Clones share them.
-#[derive(Clone, Default)]
-struct FreshClaims(Arc<Mutex<MemoryClaims>>);
-
-impl FreshClaims {
-    fn current(&self) -> MemoryClaims {
-        self.0.lock().unwrap().clone()
-    }
-
-    fn reset(&self) {
-        *self.0.lock().unwrap() = MemoryClaims::default();
-    }
-}
-
-impl Claims for FreshClaims {
-    async fn claim(
-        &self,
-        stage: &str,
-        requests: &[ClaimRequest<'_>],
-        now_secs: i64,
-    ) -> Result<Vec<Claim>, OutputError> {
-        self.current().claim(stage, requests, now_secs).await
-    }
-
-    async fn mark_applied(
-        &self,
-        stage: &str,
-        requests: &[ClaimRequest<'_>],
-        now_secs: i64,
-    ) -> Result<(), OutputError> {
-        self.current().mark_applied(stage, requests, now_secs).await
-    }
-
-    async fn release(&self, stage: &str, ids: &[&str]) -> Result<Vec<Release>, OutputError> {
-        self.current().release(stage, ids).await
-    }
-}
-
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -139,12 +100,12 @@ fn main() {
     let event = kinesis_event(&records);
     let bucket = MemoryBucket::default();
     let dlq: Sink<SqsMessage> = Sink::new();
-    let claims = FreshClaims::default();
+    let marks = MemoryMarks::default();
     let archiver = Archiver::new(
         EnvelopeCodec::new(IDS.envelope).unwrap(),
         SchemaCache::new(MapSource::with(registered_schemas(IDS), [])),
         bucket.clone(),
-        claims.clone(),
+        Marks::new(marks.clone(), DEFAULT_MARK_WINDOW),
         MemoryIntents::default(),
         dlq.clone(),
         "events",
@@ -157,7 +118,7 @@ fn main() {
 
     let mut written = (0, 0);
     let handler = median(|| {
-        claims.reset();
+        marks.clear();
         timed(|| {
             let report = runtime.block_on(archiver.process(&event, NOW_MS)).unwrap();
             assert_eq!((report.parked, report.rows), (0, RECORDS));
@@ -167,7 +128,7 @@ fn main() {
     let redelivery = median(|| {
         timed(|| {
             let report = runtime.block_on(archiver.process(&event, NOW_MS)).unwrap();
-            assert_eq!((report.rows, report.replayed), (0, RECORDS));
+            assert_eq!((report.rows, report.duplicates), (0, RECORDS));
         })
     });
     assert!(dlq.take().is_empty());
@@ -225,7 +186,7 @@ fn main() {
 
     eprintln!();
     report(
-        "Archiver::process (in-process bucket, claims)",
+        "Archiver::process (in-process bucket, marks)",
         handler,
         RECORDS,
     );

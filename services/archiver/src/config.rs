@@ -5,11 +5,11 @@ use riffle_stage::env::Env;
 use crate::ArchiverError;
 use crate::key::DEFAULT_PREFIX;
 
-/// Hours a claim on an event id holds unless `RIFFLE_DEDUP_WINDOW_HOURS` says: duplicates
-/// further apart than this are not caught. The same default as the aggregator's.
+/// Hours an origin's mark is kept after it last moved unless `RIFFLE_DEDUP_WINDOW_HOURS`
+/// says: copies further apart than this are not caught. The same default as the aggregator's.
 pub const DEFAULT_DEDUP_WINDOW_HOURS: u32 = 24;
 /// A week: producer retries and upstream re-publishes come within minutes, and every hour
-/// of window is claims kept (and paid for) per event.
+/// of window keeps the marks of producers long gone.
 pub const MAX_DEDUP_WINDOW_HOURS: u32 = 7 * 24;
 
 /// Typed configuration.
@@ -26,7 +26,7 @@ pub struct Config {
     /// `RIFFLE_CLAIMS_TABLE`: the DynamoDB table of event-id claims (stage `archiver`) and
     /// of the archiver's write intents.
     pub claims_table: String,
-    /// `RIFFLE_DEDUP_WINDOW_HOURS`: how long a claim holds.
+    /// `RIFFLE_DEDUP_WINDOW_HOURS`: how long an idle origin's mark is kept.
     pub dedup_window_hours: u32,
 }
 

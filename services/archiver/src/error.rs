@@ -46,9 +46,9 @@ pub enum ArchiverError {
         /// The limit.
         limit: usize,
     },
-    /// The claims table could not be read or written (event-id claims, ADR 0009).
-    #[error("claims: {0}")]
-    Claims(#[source] OutputError),
+    /// The origin marks could not be read or written, or moved under this batch (ADR 0010).
+    #[error("marks: {0}")]
+    Marks(#[source] OutputError),
     /// The write intents could not be read or written (see `crate::intent`).
     #[error("write intents: {0}")]
     Intents(#[source] AwsError),
@@ -82,7 +82,7 @@ impl ArchiverError {
             ArchiverError::Registry(e) => e.retryable(),
             ArchiverError::DeadLetter(e) => e.retryable(),
             ArchiverError::Store(e) | ArchiverError::Intents(e) => e.retryable(),
-            ArchiverError::Claims(e) => e.retryable(),
+            ArchiverError::Marks(e) => e.retryable(),
             ArchiverError::NotParked { .. } | ArchiverError::Task(_) => true,
         }
     }

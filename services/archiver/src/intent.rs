@@ -2,19 +2,18 @@
 //! write so that a redelivery after a crash can finish what the crashed attempt began
 //! (ADR 0009, "Amendment: the archive").
 //!
-//! The claims table (`riffle_stage::dedup`) says per event whether its row is durable
-//! (`applied`). An object is written first and its events marked afterwards, so a crash in
-//! between leaves rows in the archive whose claims are not marked; a redelivery cut
-//! differently would name its objects differently and write those rows again. An [`Intent`]
-//! closes that window: the handler adds the intents of its objects to its shard's intent
-//! item before any of them is written, and removes each once its events are marked. Any
-//! intent found at the start of a batch is an object whose marks may be missing; the handler
-//! looks for it in the bucket and, if it is there, marks its rows before claiming anything
-//! new (see [`crate::handler`]).
+//! The origin marks (`riffle_stage::marks`) say which records' rows are durable, and they
+//! are written once per batch, after its objects. A crash in between leaves rows in the
+//! archive that the marks do not cover; a redelivery cut differently would name its objects
+//! differently and write those rows again. An [`Intent`] closes that window: the handler adds
+//! the intents of its objects to its shard's intent item before any of them is written, and
+//! removes each once the marks cover all its rows. Any intent found at the start of a batch
+//! is an object whose rows the marks may not cover; the handler looks for it in the bucket
+//! and skips the records it finds in it (see [`crate::handler`]).
 //!
-//! One item per input shard, in the claims table: `pk = "archiver-intents#<shard id>"`, a
-//! string set `pending` of encoded intents, and `expires_at` (the claims' TTL attribute, so an
-//! abandoned shard's item goes away with its claims). Adding and removing are single
+//! One item per input shard, in the marks table: `pk = "archiver-intents#<shard id>"`, a
+//! string set `pending` of encoded intents, and `expires_at` (the table's TTL attribute, so an
+//! abandoned shard's item goes away). Adding and removing are single
 //! `UpdateItem`s with `ADD`/`DELETE` on the set: atomic, so even concurrent batches of one
 //! shard cannot lose each other's entries.
 
@@ -25,14 +24,18 @@ use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use riffle_aws::AwsError;
-use riffle_stage::dedup::claim_key;
 
 use crate::ArchiverError;
 use crate::key::cmp_sequence;
 
-/// The "stage" part of intent item keys; no real stage is called this, so intent items and
-/// claims never share a key.
+/// The prefix of intent item keys; marks items start with `marks#`, so they never share a
+/// key.
 pub const INTENT_STAGE: &str = "archiver-intents";
+/// The partition key of `shard`'s intent item (shard ids are short: no hashing needed).
+pub fn intent_key(shard: &str) -> String {
+    format!("{INTENT_STAGE}#{shard}")
+}
+
 /// Intents one batch adds to its shard's item at a time. DynamoDB items hold at most
 /// 400 KB and an intent is a key (~250 bytes) plus two sequence numbers, so a batch with more
 /// groups than this writes them in waves, each removed before the next is added.
@@ -217,7 +220,7 @@ impl Intents for DynamoIntents {
             .client
             .get_item()
             .table_name(&*self.table)
-            .key(PK, AttributeValue::S(claim_key(INTENT_STAGE, shard)))
+            .key(PK, AttributeValue::S(intent_key(shard)))
             .consistent_read(true)
             .send()
             .await
@@ -243,7 +246,7 @@ impl Intents for DynamoIntents {
         self.client
             .update_item()
             .table_name(&*self.table)
-            .key(PK, AttributeValue::S(claim_key(INTENT_STAGE, shard)))
+            .key(PK, AttributeValue::S(intent_key(shard)))
             .update_expression("ADD #p :entries SET #e = :expires")
             .expression_attribute_names("#p", PENDING)
             .expression_attribute_names("#e", EXPIRES_AT)
@@ -265,7 +268,7 @@ impl Intents for DynamoIntents {
         self.client
             .update_item()
             .table_name(&*self.table)
-            .key(PK, AttributeValue::S(claim_key(INTENT_STAGE, shard)))
+            .key(PK, AttributeValue::S(intent_key(shard)))
             .update_expression("DELETE #p :entries")
             .expression_attribute_names("#p", PENDING)
             .expression_attribute_values(

@@ -12,7 +12,7 @@ use riffle_aws::SqsSender;
 use riffle_codec::SchemaCache;
 use riffle_registry_client::{RegistryClient, STARTUP_PATIENCE};
 use riffle_stage::SqsRejects;
-use riffle_stage::dedup::DynamoClaims;
+use riffle_stage::marks::{DynamoMarks, Marks};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -35,14 +35,17 @@ async fn main() -> Result<(), BoxError> {
         &config.dlq_url,
     );
     let dynamo = riffle_aws::dynamodb_client(&sdk);
-    let claims = DynamoClaims::new(dynamo.clone(), &config.claims_table, config.dedup_window());
+    let marks = Marks::new(
+        DynamoMarks::new(dynamo.clone(), &config.claims_table),
+        config.dedup_window(),
+    );
     let intents = DynamoIntents::new(dynamo, &config.claims_table, config.dedup_window());
-    tracing::info!(envelope_id, bucket = %config.archive_bucket, prefix = %config.archive_prefix, claims = %config.claims_table, "archiver starting");
+    tracing::info!(envelope_id, bucket = %config.archive_bucket, prefix = %config.archive_prefix, marks = %config.claims_table, "archiver starting");
     let handler = Archiver::new(
         codec,
         SchemaCache::new(registry),
         store,
-        claims,
+        marks,
         intents,
         dead_letters,
         config.archive_prefix,

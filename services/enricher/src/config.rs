@@ -42,6 +42,8 @@ pub struct Config {
     pub registry_url: String,
     /// Dead-letter queue for records no retry can fix.
     pub dlq_url: String,
+    /// `RIFFLE_CLAIMS_TABLE`: the DynamoDB table holding the origin marks (ADR 0010).
+    pub marks_table: String,
 }
 
 /// Default reference cache TTL: reference data changes rarely, and a stale category for five
@@ -50,7 +52,7 @@ pub const DEFAULT_REFERENCE_TTL_SECS: u64 = 300;
 
 impl Config {
     /// Reads `RIFFLE_OUTPUT_STREAM`, `RIFFLE_REFERENCE_TABLE`, `RIFFLE_REGISTRY_URL`,
-    /// `RIFFLE_DLQ_URL`, `RIFFLE_REFERENCE_CACHE_TTL_SECS` (optional).
+    /// `RIFFLE_DLQ_URL`, `RIFFLE_CLAIMS_TABLE`, `RIFFLE_REFERENCE_CACHE_TTL_SECS` (optional).
     ///
     /// # Errors
     /// The first missing or malformed variable.
@@ -68,6 +70,7 @@ impl Config {
             reference_ttl: Duration::from_secs(ttl),
             registry_url: env.required("RIFFLE_REGISTRY_URL")?,
             dlq_url: env.required("RIFFLE_DLQ_URL")?,
+            marks_table: env.required("RIFFLE_CLAIMS_TABLE")?,
         })
     }
 }

@@ -19,6 +19,7 @@ use riffle_codec::datum::read_record;
 use riffle_codec::rules::Contract;
 use riffle_codec::source::SchemaSource;
 use riffle_codec::{CodecError, Enrichment, Envelope, EnvelopeCodec, SchemaCache};
+use riffle_stage::marks::{MarkStore, Marks};
 use riffle_stage::schemas::{
     BatchSchemas, learn_envelope_versions, payload_schema, resolve_payload_schemas, take_outage,
 };
@@ -48,13 +49,16 @@ pub enum EnricherError {
     /// The registry could not be asked about a schema.
     #[error("schema registry unavailable: {0}")]
     Registry(String),
+    /// The origin marks could not be read or written (ADR 0010).
+    #[error("marks: {0}")]
+    Marks(#[source] OutputError),
 }
 
 impl EnricherError {
     /// Whether retrying the batch may help.
     pub fn retryable(&self) -> bool {
         match self {
-            EnricherError::Output(e) => e.retryable(),
+            EnricherError::Output(e) | EnricherError::Marks(e) => e.retryable(),
             EnricherError::Reference(e) => e.retryable(),
             EnricherError::Registry(_) => true,
         }
@@ -62,16 +66,17 @@ impl EnricherError {
 }
 
 /// The enricher's handler.
-pub struct Enricher<S, R, O, D> {
+pub struct Enricher<S, R, O, D, M> {
     envelopes: EnvelopeCodec,
     schemas: SchemaCache<S>,
     contracts: HashMap<String, Contract>,
     reference: ReferenceCache<R>,
     output: O,
     dlq: D,
+    marks: Marks<M>,
 }
 
-impl<S, R, O, D> std::fmt::Debug for Enricher<S, R, O, D> {
+impl<S, R, O, D, M> std::fmt::Debug for Enricher<S, R, O, D, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Enricher")
             .field("envelopes", &self.envelopes)
@@ -99,8 +104,11 @@ enum Derived {
     Default,
 }
 
-impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, O, D> {
-    /// An enricher writing with `envelopes`, deriving by `contracts` (by subject).
+impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
+    Enricher<S, R, O, D, M>
+{
+    /// An enricher writing with `envelopes`, deriving by `contracts` (by subject), dropping
+    /// copies by the origin marks in `marks` (the validator's re-publishes, redeliveries).
     pub fn new(
         envelopes: EnvelopeCodec,
         schemas: SchemaCache<S>,
@@ -108,6 +116,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, 
         reference: ReferenceCache<R>,
         output: O,
         dlq: D,
+        marks: Marks<M>,
     ) -> Self {
         Enricher {
             envelopes,
@@ -116,6 +125,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, 
             reference,
             output,
             dlq,
+            marks,
         }
     }
 
@@ -130,10 +140,15 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, 
         if let Some(id) = unavailable.first() {
             return Err(EnricherError::Registry(format!("envelope schema {id}")));
         }
-        let decoded: Vec<_> = records
+        let mut decoded: Vec<_> = records
             .iter()
             .map(|r| self.envelopes.decode(&r.kinesis.data.0))
             .collect();
+        let batch = self
+            .marks
+            .republish(STAGE, records, &mut decoded)
+            .await
+            .map_err(EnricherError::Marks)?;
         let mut schemas = resolve_payload_schemas(&self.schemas, &decoded).await;
         if let Some(e) = take_outage(&mut schemas) {
             return Err(EnricherError::Registry(e.to_string()));
@@ -145,7 +160,9 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, 
             .collect();
         let keys: Vec<String> = plans
             .iter()
-            .filter_map(|p| match p {
+            .enumerate()
+            .filter(|(i, _)| !batch.is_copy(*i))
+            .filter_map(|(_, p)| match p {
                 Plan::Enrich { lookup, .. } => lookup.clone(),
                 Plan::DeadLetter(..) => None,
             })
@@ -157,7 +174,10 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, 
         let mut out_records = Vec::with_capacity(records.len());
         let mut dead = Vec::new();
         let mut missing_reference = 0u64;
-        for (record, plan) in records.iter().zip(plans) {
+        for (i, (record, plan)) in records.iter().zip(plans).enumerate() {
+            if batch.is_copy(i) {
+                continue;
+            }
             match plan {
                 Plan::Enrich {
                     mut envelope,
@@ -209,6 +229,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, 
         metrics.count("RecordsOut", out.len() as u64);
         metrics.count("ReferenceMissing", missing_reference);
         metrics.count("DeadLettered", dead.len() as u64);
+        metrics.count("DuplicatesDropped", batch.copies() as u64);
 
         let mut failures = Failures::default();
         let (dead_records, messages): (Vec<_>, Vec<_>) = dead
@@ -228,7 +249,16 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects> Enricher<S, R, 
             }
         }
         metrics.count("RecordsFailed", failures.len() as u64);
+        let committed = self
+            .marks
+            .finish(STAGE, batch, records, &failures, now.div_euclid(1000))
+            .await;
+        metrics.count(
+            "MarkWrites",
+            committed.as_ref().map_or(0, |c| c.writes) as u64,
+        );
         metrics.flush();
+        committed.map_err(EnricherError::Marks)?;
         Ok(failures.into_response())
     }
 
@@ -335,12 +365,13 @@ fn dead_letter<'r>(
     }
 }
 
-impl<S, R, O, D> riffle_runtime::KinesisHandler for Enricher<S, R, O, D>
+impl<S, R, O, D, M> riffle_runtime::KinesisHandler for Enricher<S, R, O, D, M>
 where
     S: SchemaSource + 'static,
     R: ReferenceSource + 'static,
     O: Output + 'static,
     D: Rejects + 'static,
+    M: MarkStore,
 {
     async fn handle(
         &self,

@@ -11,6 +11,7 @@ use riffle_codec::SchemaCache;
 use riffle_enricher::reference::{DynamoReference, ReferenceCache};
 use riffle_enricher::{Config, Enricher, STAGE};
 use riffle_registry_client::{RegistryClient, STARTUP_PATIENCE};
+use riffle_stage::marks::{DEFAULT_MARK_WINDOW, DynamoMarks, Marks};
 use riffle_stage::{AggregatingOutput, SqsRejects};
 
 #[tokio::main]
@@ -32,7 +33,15 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let kinesis = riffle_aws::kinesis_client(&sdk);
     let output = AggregatingOutput::new(
         kinesis.clone(),
-        KinesisPublisher::new(kinesis, PublishConfig::default()),
+        // Strict order: at most one aggregate per target shard in a request, so the origin
+        // marks downstream never see a later record before an earlier one (ADR 0010).
+        KinesisPublisher::new(
+            kinesis,
+            PublishConfig {
+                strict_order: true,
+                ..PublishConfig::default()
+            },
+        ),
         &config.output_stream,
     );
     let dlq = SqsRejects::new(
@@ -46,6 +55,10 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         reference,
         output,
         dlq,
+        Marks::new(
+            DynamoMarks::new(riffle_aws::dynamodb_client(&sdk), &config.marks_table),
+            DEFAULT_MARK_WINDOW,
+        ),
     );
     riffle_runtime::run_kinesis(handler).await
 }

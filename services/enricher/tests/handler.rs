@@ -13,6 +13,7 @@ use riffle_codec::datum::read_record;
 use riffle_codec::{CompiledSchema, EnvelopeCodec};
 use riffle_loadtest::{Expected, GeneratedEvent, approx_eq};
 use riffle_stage::RejectMessage;
+use riffle_stage::dedup::{Position, republished_origin};
 
 /// Invalid records the enricher cannot read either (the rest break rules only the validator
 /// checks, and never reach it).
@@ -39,6 +40,7 @@ fn enricher_input(events: Vec<GeneratedEvent>) -> Vec<GeneratedEvent> {
 }
 
 fn assert_enriched(
+    shard: &str,
     events: &[GeneratedEvent],
     catalogue: &Catalogue,
     published: &[riffle_stage::OutRecord],
@@ -93,7 +95,14 @@ fn assert_enriched(
                 original
                     .stage_times
                     .insert(riffle_enricher::STAGE.to_string(), stamped);
-                assert_eq!(envelope, original, "only enrichment and stage time added");
+                // Re-published under the enricher's own origin: its input shard and position.
+                let position = Position::new(&sequence_number(i), 0).unwrap();
+                original.origin =
+                    Some(republished_origin(riffle_enricher::STAGE, shard, &position));
+                assert_eq!(
+                    envelope, original,
+                    "only enrichment, stage time and origin added"
+                );
             }
             Expected::Rejected { code, .. } => {
                 dead_expected += 1;
@@ -173,20 +182,25 @@ async fn enriches_every_event_as_the_ground_truth_says() {
     let handled = (started, now_ms());
     assert_eq!(failed(&response), Vec::<String>::new());
     let dead = reject_messages(&dlq.take());
-    assert_enriched(&events, &catalogue, &output.take(), &dead, handled);
+    assert_enriched(SHARD, &events, &catalogue, &output.take(), &dead, handled);
 
     // One reference call for the batch, each distinct key asked once.
     let first_keys = reference_keys(&events);
     assert_eq!(catalogue.asked(), (1, first_keys.len()));
 
-    // The next batch finds the catalogue in the cache; only keys never seen are fetched.
+    // The next batch finds the catalogue in the cache; only keys never seen are fetched. (It
+    // comes from another shard: its sequence numbers start over.)
     let more = enricher_input(generate(22, 1_000, 0.05));
     let started = now_ms();
-    let response = enricher.handle(kinesis_event(&more)).await.unwrap();
+    let other = "shardId-000000000001";
+    let response = enricher
+        .handle(kinesis_event_on(&more, other))
+        .await
+        .unwrap();
     let handled = (started, now_ms());
     assert!(response.batch_item_failures.is_empty());
     let dead = reject_messages(&dlq.take());
-    assert_enriched(&more, &catalogue, &output.take(), &dead, handled);
+    assert_enriched(other, &more, &catalogue, &output.take(), &dead, handled);
     let unseen = reference_keys(&more).difference(&first_keys).count();
     assert!(unseen > 0);
     assert_eq!(catalogue.asked(), (2, first_keys.len() + unseen));
@@ -228,7 +242,7 @@ async fn outages_fail_the_batch_for_a_retry() {
     let handled = (started, now_ms());
     assert!(response.batch_item_failures.is_empty());
     let dead = reject_messages(&dlq.take());
-    assert_enriched(&events, &catalogue, &output.take(), &dead, handled);
+    assert_enriched(SHARD, &events, &catalogue, &output.take(), &dead, handled);
 }
 
 #[tokio::test]

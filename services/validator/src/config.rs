@@ -46,10 +46,13 @@ pub struct Config {
     pub rejects_queue_url: String,
     /// Schema registry base URL.
     pub registry_url: String,
+    /// `RIFFLE_CLAIMS_TABLE`: the DynamoDB table holding the origin marks (ADR 0010).
+    pub marks_table: String,
 }
 
 impl Config {
-    /// Reads `RIFFLE_OUTPUT_STREAM`, `RIFFLE_REJECTS_QUEUE_URL`, `RIFFLE_REGISTRY_URL`.
+    /// Reads `RIFFLE_OUTPUT_STREAM`, `RIFFLE_REJECTS_QUEUE_URL`, `RIFFLE_REGISTRY_URL`,
+    /// `RIFFLE_CLAIMS_TABLE`.
     ///
     /// # Errors
     /// [`ConfigError::Missing`] naming the first unset (or blank) variable.
@@ -59,6 +62,7 @@ impl Config {
             output_stream: env.required("RIFFLE_OUTPUT_STREAM")?,
             rejects_queue_url: env.required("RIFFLE_REJECTS_QUEUE_URL")?,
             registry_url: env.required("RIFFLE_REGISTRY_URL")?,
+            marks_table: env.required("RIFFLE_CLAIMS_TABLE")?,
         })
     }
 }

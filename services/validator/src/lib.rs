@@ -4,8 +4,9 @@
 //! Layout: [`Config`] (environment), [`Validator`] (the pure handler, generic over its ports),
 //! [`verdict`] (the decision for one record, free of I/O).
 //!
-//! Outcomes per record: valid -> validated stream, same partition key, with the validator's
-//! stage time; invalid -> rejects queue with a code and the original bytes; registry down ->
+//! Outcomes per record: a copy of one handled already (not above its origin's mark, see
+//! `riffle_stage::marks`) -> dropped; valid -> validated stream, same partition key, with the
+//! validator's stage time and origin `validator/<shard>` at its raw position; invalid -> rejects queue with a code and the original bytes; registry down ->
 //! reported as a batch item failure so Lambda retries it (never rejected for our outage).
 
 mod config;
@@ -16,6 +17,7 @@ use std::collections::HashMap;
 use riffle_codec::rules::Contract;
 use riffle_codec::source::SchemaSource;
 use riffle_codec::{EnvelopeCodec, SchemaCache};
+use riffle_stage::marks::{MarkStore, Marks};
 use riffle_stage::schemas::{learn_envelope_versions, resolve_payload_schemas};
 use riffle_stage::{
     Failures, KinesisEvent, KinesisEventResponse, OutRecord, Output, OutputError, Rejects,
@@ -34,27 +36,31 @@ pub enum ValidatorError {
     /// The output stream or the rejects queue could not be written at all.
     #[error("output failed: {0}")]
     Output(#[from] OutputError),
+    /// The origin marks could not be read or written (ADR 0010).
+    #[error("marks: {0}")]
+    Marks(#[source] OutputError),
 }
 
 impl ValidatorError {
     /// Whether retrying the batch may help.
     pub fn retryable(&self) -> bool {
         match self {
-            ValidatorError::Output(e) => e.retryable(),
+            ValidatorError::Output(e) | ValidatorError::Marks(e) => e.retryable(),
         }
     }
 }
 
 /// The validator's handler.
-pub struct Validator<S, O, R> {
+pub struct Validator<S, O, R, M> {
     envelopes: EnvelopeCodec,
     schemas: SchemaCache<S>,
     contracts: HashMap<String, Contract>,
     output: O,
     rejects: R,
+    marks: Marks<M>,
 }
 
-impl<S, O, R> std::fmt::Debug for Validator<S, O, R> {
+impl<S, O, R, M> std::fmt::Debug for Validator<S, O, R, M> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Validator")
             .field("envelopes", &self.envelopes)
@@ -62,15 +68,17 @@ impl<S, O, R> std::fmt::Debug for Validator<S, O, R> {
     }
 }
 
-impl<S: SchemaSource, O: Output, R: Rejects> Validator<S, O, R> {
+impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M> {
     /// A validator writing envelopes with `envelopes`, resolving payload schemas through
-    /// `schemas`, enforcing `contracts` (by subject).
+    /// `schemas`, enforcing `contracts` (by subject), dropping copies by the origin marks in
+    /// `marks` (producer retries, its own redeliveries).
     pub fn new(
         envelopes: EnvelopeCodec,
         schemas: SchemaCache<S>,
         contracts: HashMap<String, Contract>,
         output: O,
         rejects: R,
+        marks: Marks<M>,
     ) -> Self {
         Validator {
             envelopes,
@@ -78,6 +86,7 @@ impl<S: SchemaSource, O: Output, R: Rejects> Validator<S, O, R> {
             contracts,
             output,
             rejects,
+            marks,
         }
     }
 
@@ -92,10 +101,15 @@ impl<S: SchemaSource, O: Output, R: Rejects> Validator<S, O, R> {
         let records = &event.records;
         let data = records.iter().map(|r| r.kinesis.data.0.as_slice());
         let unavailable = learn_envelope_versions(&self.envelopes, &self.schemas, data).await;
-        let envelopes: Vec<_> = records
+        let mut envelopes: Vec<_> = records
             .iter()
             .map(|r| self.envelopes.decode(&r.kinesis.data.0))
             .collect();
+        let batch = self
+            .marks
+            .republish(STAGE, records, &mut envelopes)
+            .await
+            .map_err(ValidatorError::Marks)?;
         let schemas = resolve_payload_schemas(&self.schemas, &envelopes).await;
         let plans = verdict::plans(&self.contracts, &schemas);
 
@@ -103,7 +117,10 @@ impl<S: SchemaSource, O: Output, R: Rejects> Validator<S, O, R> {
         let mut valid = Vec::with_capacity(records.len());
         let mut rejected = Vec::new();
         let mut failures = Failures::default();
-        for (record, envelope) in records.iter().zip(envelopes) {
+        for (i, (record, envelope)) in records.iter().zip(envelopes).enumerate() {
+            if batch.is_copy(i) {
+                continue;
+            }
             match verdict::judge(
                 &self.envelopes,
                 &self.contracts,
@@ -135,6 +152,7 @@ impl<S: SchemaSource, O: Output, R: Rejects> Validator<S, O, R> {
         metrics.count("RecordsOut", valid.len() as u64);
         metrics.count("Rejected", rejected.len() as u64);
         metrics.count("RecordsRetried", failures.len() as u64);
+        metrics.count("DuplicatesDropped", batch.copies() as u64);
 
         let (valid_records, out): (Vec<_>, Vec<_>) = valid.into_iter().unzip();
         let (rejected_records, messages): (Vec<_>, Vec<_>) = rejected
@@ -155,16 +173,26 @@ impl<S: SchemaSource, O: Output, R: Rejects> Validator<S, O, R> {
             }
         }
         metrics.count("RecordsFailed", failures.len() as u64);
+        let committed = self
+            .marks
+            .finish(STAGE, batch, records, &failures, now.div_euclid(1000))
+            .await;
+        metrics.count(
+            "MarkWrites",
+            committed.as_ref().map_or(0, |c| c.writes) as u64,
+        );
         metrics.flush();
+        committed.map_err(ValidatorError::Marks)?;
         Ok(failures.into_response())
     }
 }
 
-impl<S, O, R> riffle_runtime::KinesisHandler for Validator<S, O, R>
+impl<S, O, R, M> riffle_runtime::KinesisHandler for Validator<S, O, R, M>
 where
     S: SchemaSource + 'static,
     O: Output + 'static,
     R: Rejects + 'static,
+    M: MarkStore,
 {
     async fn handle(
         &self,

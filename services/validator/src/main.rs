@@ -9,6 +9,7 @@ use std::error::Error;
 use riffle_aws::{KinesisPublisher, PublishConfig, SqsSender};
 use riffle_codec::SchemaCache;
 use riffle_registry_client::{RegistryClient, STARTUP_PATIENCE};
+use riffle_stage::marks::{DEFAULT_MARK_WINDOW, DynamoMarks, Marks};
 use riffle_stage::{AggregatingOutput, SqsRejects};
 use riffle_validator::{Config, STAGE, Validator};
 
@@ -27,7 +28,15 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
     let kinesis = riffle_aws::kinesis_client(&sdk);
     let output = AggregatingOutput::new(
         kinesis.clone(),
-        KinesisPublisher::new(kinesis, PublishConfig::default()),
+        // Strict order: at most one aggregate per target shard in a request, so the origin
+        // marks downstream never see a later record before an earlier one (ADR 0010).
+        KinesisPublisher::new(
+            kinesis,
+            PublishConfig {
+                strict_order: true,
+                ..PublishConfig::default()
+            },
+        ),
         &config.output_stream,
     );
     let rejects = SqsRejects::new(
@@ -40,6 +49,10 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
         contracts,
         output,
         rejects,
+        Marks::new(
+            DynamoMarks::new(riffle_aws::dynamodb_client(&sdk), &config.marks_table),
+            DEFAULT_MARK_WINDOW,
+        ),
     );
     riffle_runtime::run_kinesis(handler).await
 }

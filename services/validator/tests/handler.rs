@@ -58,10 +58,14 @@ async fn every_record_gets_the_generators_outcome() {
     // unregistered id once as an envelope version and once as a payload schema.
     let first = source.fetches();
     assert!(first <= 5, "{first} registry fetches for one batch");
-    // Registered schemas stay cached; only the unregistered id is asked about again.
+    // Registered schemas stay cached; only the unregistered id is asked about again. (The
+    // batch comes from another shard: its sequence numbers start over.)
     let more = generate(8, 1_000);
     let started = now_ms();
-    let response = validator.handle(kinesis_event(&more)).await.unwrap();
+    let response = validator
+        .handle(kinesis_event_on(&more, "shardId-000000000001"))
+        .await
+        .unwrap();
     let handled = (started, now_ms());
     assert!(response.batch_item_failures.is_empty());
     let rejected = reject_messages(&rejects.take());

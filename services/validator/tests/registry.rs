@@ -60,6 +60,10 @@ async fn validates_against_a_real_registry() {
         riffle_codec::rules::bundled().unwrap(),
         output.clone(),
         rejects.clone(),
+        riffle_stage::marks::Marks::new(
+            riffle_stage::marks::MemoryMarks::default(),
+            riffle_stage::marks::DEFAULT_MARK_WINDOW,
+        ),
     );
     let started = now_ms();
     let response = validator.handle(kinesis_event(&events)).await.unwrap();
@@ -97,6 +101,10 @@ async fn an_unreachable_registry_means_retry() {
         riffle_codec::rules::bundled().unwrap(),
         output.clone(),
         rejects.clone(),
+        riffle_stage::marks::Marks::new(
+            riffle_stage::marks::MemoryMarks::default(),
+            riffle_stage::marks::DEFAULT_MARK_WINDOW,
+        ),
     );
     let response = validator.handle(kinesis_event(&events)).await.unwrap();
     let retried: HashSet<String> = failed(&response).into_iter().collect();

@@ -162,6 +162,8 @@ async fn produce_and_check(
     let rejects = collect_rejects(pipeline.queue_drainer("RejectsQueue")?);
 
     let started = Instant::now();
+    let run_started = now_ms();
+    let mut chunks: u64 = 0;
     let mut produced: u64 = 0;
     let mut put_failures = 0usize;
     let mut in_flight = JoinSet::new();
@@ -178,6 +180,15 @@ async fn produce_and_check(
             let n = usize::try_from((due - produced).min(PUT_CHUNK as u64)).unwrap_or(PUT_CHUNK);
             let now = now_ms();
             let mut records = Vec::with_capacity(n);
+            // One origin per put call (ADR 0010): its records reach each shard in order (one
+            // aggregate per shard at a time), while the calls in flight do not wait for each
+            // other. Plain records have no such order across keys, so they carry none.
+            generator.stamp_origins(
+                options
+                    .aggregate
+                    .then(|| format!("demo-{run_started}/{chunks}")),
+            );
+            chunks += 1;
             for _ in 0..n {
                 let event = generator.next(now)?;
                 truth.record(&event);

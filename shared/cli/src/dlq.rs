@@ -13,12 +13,12 @@
 //! Redrive puts the records a message carries back on the input stream of the stage that
 //! gave up on them, with their original partition keys, and deletes the message only after
 //! every one of its records was put: at least once. A crash between the put and the delete
-//! puts the records again on the next redrive; the stages' event-id claims
-//! (`riffle_stage::dedup`) are what keep a second delivery from being applied twice. Before
-//! putting, redrive releases the claims of the message's events at the stage that gave up
-//! ([`release_claims`], for the stages the templates give a claims table): an event never
-//! applied may then be claimed again; an event already applied keeps its claim, and its
-//! record is not put back (the stage would drop it as a duplicate anyway).
+//! puts the records again on the next redrive. Every record put back gets a new origin
+//! addressed to the stage that gave up (`riffle_stage::dedup::redrive_origin`, ADR 0010): its
+//! old origin is below that stage's marks and would be dropped as a copy, and the other
+//! readers of the stream (the aggregator and the archiver share `enriched`) must leave it
+//! alone. KPL aggregates are put back as their user records, each re-encoded with the new
+//! origin; a record that does not decode goes back as it was (it is parked again).
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
@@ -33,7 +33,7 @@ use riffle_aws::{KinesisPublisher, OutRecord, PublishConfig};
 use riffle_codec::EnvelopeCodec;
 use riffle_local::provision::Plan;
 use riffle_local::template::{Attrs, LOCAL_ACCOUNT_ID, Scope};
-use riffle_stage::dedup::{Claims as _, DEFAULT_CLAIM_WINDOW, DynamoClaims, Release};
+use riffle_stage::dedup::redrive_origin;
 use riffle_stage::{KinesisEventRecord, RejectMessage};
 use serde_json::Value;
 
@@ -48,8 +48,6 @@ pub const SHOW_VISIBILITY_SECS: i32 = 30;
 pub const REDRIVE_VISIBILITY_SECS: i32 = 300;
 /// Empty receives in a row that mean "nothing more to read now".
 const EMPTY_RECEIVES: u32 = 2;
-/// Environment variable through which a stage names its event-id claims table.
-const CLAIMS_VARIABLE: &str = "RIFFLE_CLAIMS_TABLE";
 /// Environment variables through which a stage names a queue it writes.
 const QUEUE_VARIABLES: [&str; 2] = ["RIFFLE_DLQ_URL", "RIFFLE_REJECTS_QUEUE_URL"];
 /// Region used only to build placeholder ARNs while reading the templates.
@@ -73,8 +71,6 @@ pub struct Topology {
     pub queues: Vec<DeadLetterQueue>,
     /// Stage (service template name, as `RejectMessage::stage`) -> its input stream.
     pub stage_streams: BTreeMap<String, String>,
-    /// Stage -> the DynamoDB table of its event-id claims (`RIFFLE_CLAIMS_TABLE`).
-    pub claims: BTreeMap<String, String>,
 }
 
 impl Topology {
@@ -180,7 +176,6 @@ pub fn topology(plan: &Plan) -> Topology {
 
     let mut writers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut stage_streams = BTreeMap::new();
-    let mut claims = BTreeMap::new();
     for service in &plan.services {
         let t = &service.template;
         let resolve = |v| t.eval(v, scope).ok().and_then(|s| names.get(&s).cloned());
@@ -196,12 +191,6 @@ pub fn topology(plan: &Plan) -> Topology {
             }
         }
         for (variable, value) in &service.env {
-            if variable == CLAIMS_VARIABLE
-                && let Ok(table) = t.eval(value, scope)
-                && plan.tables.iter().any(|spec| spec.name == table)
-            {
-                claims.insert(service.name.clone(), table);
-            }
             if QUEUE_VARIABLES.contains(&variable.as_str())
                 && let Some(queue) = resolve(value)
             {
@@ -226,7 +215,6 @@ pub fn topology(plan: &Plan) -> Topology {
             })
             .collect(),
         stage_streams,
-        claims,
     }
 }
 
@@ -352,17 +340,11 @@ fn decode_envelope(data: &[u8]) -> Result<riffle_codec::Envelope, String> {
     codec.decode(data).map_err(|e| e.to_string())
 }
 
-/// The records of a message to put back: target stream -> records, and the event ids (for
-/// releasing claims) per stage.
+/// The records of a message to put back: target stream -> records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RedrivePlan {
     /// Stream -> records, in message order.
     pub puts: BTreeMap<String, Vec<OutRecord>>,
-    /// Stream -> the event ids in each record of `puts` (same order; empty when the record
-    /// does not decode).
-    pub record_events: BTreeMap<String, Vec<Vec<String>>>,
-    /// Stage -> event ids of the records it will see again (those that decode).
-    pub event_ids: BTreeMap<String, Vec<String>>,
 }
 
 impl RedrivePlan {
@@ -371,63 +353,46 @@ impl RedrivePlan {
         self.puts.values().map(Vec::len).sum()
     }
 
-    /// The plan without the records all of whose events are in `applied`; returns how many
-    /// records it left out.
-    pub fn without_applied(&mut self, applied: &BTreeSet<String>) -> usize {
-        if applied.is_empty() {
-            return 0;
-        }
-        let mut dropped = 0;
-        for (stream, records) in &mut self.puts {
-            let Some(events) = self.record_events.get_mut(stream) else {
-                continue;
-            };
-            let flags: Vec<bool> = events
-                .iter()
-                .map(|ids| ids.is_empty() || !ids.iter().all(|id| applied.contains(id)))
-                .collect();
-            let before = records.len();
-            let mut keep = flags.iter().copied();
-            records.retain(|_| keep.next().unwrap_or(true));
-            let mut keep = flags.iter().copied();
-            events.retain(|_| keep.next().unwrap_or(true));
-            dropped += before - records.len();
-        }
-        self.puts.retain(|_, records| !records.is_empty());
-        dropped
-    }
-
-    fn add(&mut self, stage: &str, stream: &str, partition_key: &str, data: Vec<u8>) {
-        let ids = decode_ids(&data);
-        if !stage.is_empty() {
-            self.event_ids
-                .entry(stage.to_owned())
-                .or_default()
-                .extend(ids.iter().cloned());
-        }
-        self.record_events
-            .entry(stream.to_owned())
-            .or_default()
-            .push(ids);
-        self.puts
-            .entry(stream.to_owned())
-            .or_default()
-            .push(OutRecord {
-                partition_key: partition_key.to_owned(),
+    /// Adds the user records of `data` for `stage`, each with a new origin addressed to it
+    /// (record indexes count on from what the plan holds, so they are unique per message).
+    fn add(
+        &mut self,
+        stage: &str,
+        message_id: &str,
+        stream: &str,
+        partition_key: &str,
+        data: Vec<u8>,
+    ) {
+        let users: Vec<(String, Vec<u8>)> = if riffle_codec::kpl::is_aggregated(&data) {
+            match riffle_codec::kpl::deaggregate(&data) {
+                Ok(subs) => subs
+                    .iter()
+                    .map(|s| (s.partition_key.to_owned(), s.data.to_vec()))
+                    .collect(),
+                Err(_) => vec![(partition_key.to_owned(), data)],
+            }
+        } else {
+            vec![(partition_key.to_owned(), data)]
+        };
+        let records = self.puts.entry(stream.to_owned()).or_default();
+        for (key, bytes) in users {
+            let index = records.len();
+            let data = restamp(&bytes, stage, message_id, index).unwrap_or(bytes);
+            records.push(OutRecord {
+                partition_key: key,
                 data,
             });
+        }
     }
 }
 
-fn decode_ids(data: &[u8]) -> Vec<String> {
-    if riffle_codec::kpl::is_aggregated(data) {
-        return riffle_codec::kpl::deaggregate(data)
-            .map(|subs| subs.iter().flat_map(|s| decode_ids(s.data)).collect())
-            .unwrap_or_default();
-    }
-    decode_envelope(data)
-        .map(|e| vec![e.event_id])
-        .unwrap_or_default()
+/// `data` re-encoded with a redrive origin, or `None` when it does not decode.
+fn restamp(data: &[u8], stage: &str, message_id: &str, index: usize) -> Option<Vec<u8>> {
+    let (id, _) = riffle_codec::frame::split(data).ok()?;
+    let codec = EnvelopeCodec::new(id).ok()?;
+    let mut envelope = codec.decode(data).ok()?;
+    envelope.origin = Some(redrive_origin(stage, message_id, index));
+    codec.encode(&envelope).ok()
 }
 
 /// What to put back for `message` (pure), or why it cannot be redriven from the message.
@@ -435,7 +400,11 @@ fn decode_ids(data: &[u8]) -> Vec<String> {
 /// # Errors
 /// A message without the records' bytes (metadata-only on-failure messages, records too big
 /// for SQS), of a stage the templates do not know, or unreadable.
-pub fn redrive_plan(message: &DeadLetter, topology: &Topology) -> Result<RedrivePlan, String> {
+pub fn redrive_plan(
+    message: &DeadLetter,
+    message_id: &str,
+    topology: &Topology,
+) -> Result<RedrivePlan, String> {
     let mut plan = RedrivePlan::default();
     match message {
         DeadLetter::Unreadable(reason) => return Err(reason.clone()),
@@ -453,7 +422,7 @@ pub fn redrive_plan(message: &DeadLetter, topology: &Topology) -> Result<Redrive
                         ));
                     }
                 };
-                plan.add(&r.stage, stream, &r.partition_key, data);
+                plan.add(&r.stage, message_id, stream, &r.partition_key, data);
             }
         }
         DeadLetter::Failure(f) => {
@@ -474,6 +443,7 @@ pub fn redrive_plan(message: &DeadLetter, topology: &Topology) -> Result<Redrive
             for r in &f.records {
                 plan.add(
                     stage,
+                    message_id,
                     stream,
                     &r.kinesis.partition_key,
                     r.kinesis.data.0.clone(),
@@ -482,30 +452,6 @@ pub fn redrive_plan(message: &DeadLetter, topology: &Topology) -> Result<Redrive
         }
     }
     Ok(plan)
-}
-
-/// Releases, in the claims table `table`, the claims `stage` holds on `event_ids` and never
-/// applied, so the stage takes the redriven records as new; returns the ids it did apply
-/// (their claims stay, and their records need not go back).
-///
-/// # Errors
-/// The claims table could not be reached.
-pub async fn release_claims(
-    claims: &DynamoClaims,
-    stage: &str,
-    event_ids: &[String],
-) -> Result<BTreeSet<String>, PipelineError> {
-    let ids: Vec<&str> = event_ids.iter().map(String::as_str).collect();
-    let answers = claims
-        .release(stage, &ids)
-        .await
-        .map_err(|e| PipelineError::Aws(format!("releasing claims of {stage}: {e}")))?;
-    Ok(ids
-        .iter()
-        .zip(answers)
-        .filter(|(_, a)| *a == Release::Applied)
-        .map(|(id, _)| (*id).to_owned())
-        .collect())
 }
 
 /// A queue with its approximate depth.
@@ -747,8 +693,6 @@ pub struct RedriveReport {
     pub records: BTreeMap<String, usize>,
     /// Messages left on the queue, with the reason.
     pub skipped: Vec<(String, String)>,
-    /// Records not put back because their stage had already applied every event in them.
-    pub already_applied: usize,
 }
 
 /// Puts the records of up to `max` messages back on their stages' input streams and deletes
@@ -773,10 +717,9 @@ pub async fn redrive(
         messages: messages.len(),
         ..RedriveReport::default()
     };
-    let dynamo = riffle_aws::dynamodb_client(sdk);
     let mut keep: Vec<&Received> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
-        let mut plan = match redrive_plan(&m.message, topology) {
+        let plan = match redrive_plan(&m.message, &m.message_id, topology) {
             Ok(plan) => plan,
             Err(reason) => {
                 progress(&format!(
@@ -798,14 +741,6 @@ pub async fn redrive(
             keep.push(m);
             continue;
         }
-        let mut applied = BTreeSet::new();
-        for (stage, ids) in &plan.event_ids {
-            if let Some(table) = topology.claims.get(stage) {
-                let claims = DynamoClaims::new(dynamo.clone(), table, DEFAULT_CLAIM_WINDOW);
-                applied.extend(release_claims(&claims, stage, ids).await?);
-            }
-        }
-        report.already_applied += plan.without_applied(&applied);
         let mut failed = None;
         for (stream, records) in &plan.puts {
             let n = records.len();
@@ -1092,12 +1027,6 @@ mod tests {
         assert_eq!(t.stage_streams["enricher"], "riffle-validated");
         assert_eq!(t.stage_streams["archiver"], "riffle-enriched");
         assert_eq!(t.stage_of_stream("riffle-validated"), Some("enricher"));
-        // Only the stages that claim event ids have claims to release.
-        assert_eq!(
-            t.claims.get("aggregator").map(String::as_str),
-            Some("riffle-claims")
-        );
-        assert!(!t.claims.contains_key("enricher"));
         assert_eq!(t.queue("EnricherDlq").unwrap().name, "riffle-enricher-dlq");
     }
 
@@ -1111,7 +1040,8 @@ mod tests {
         let reject = RejectMessage::new("aggregator", &record, "no_enrichment", "x".into());
         let body = serde_json::to_string(&reject).unwrap();
         let message = parse_message(&body);
-        let plan = redrive_plan(&message, &t).unwrap();
+        // Bytes that do not decode go back as they were.
+        let plan = redrive_plan(&message, "m-1", &t).unwrap();
         assert_eq!(
             plan.puts["riffle-enriched"],
             vec![OutRecord {
@@ -1119,16 +1049,10 @@ mod tests {
                 data: vec![9, 9]
             }]
         );
-        let mut dropped = plan.clone();
-        assert_eq!(
-            dropped.without_applied(&BTreeSet::from(["x".to_owned()])),
-            0
-        );
-        assert_eq!(dropped, plan);
         let mut empty = reject.clone();
         empty.data_base64.clear();
         let body = serde_json::to_string(&empty).unwrap();
-        assert!(redrive_plan(&parse_message(&body), &t).is_err());
+        assert!(redrive_plan(&parse_message(&body), "m-2", &t).is_err());
 
         let failure = serde_json::json!({
             "requestContext": {"condition": "RecordAgeExceeded", "functionArn": "f"},
@@ -1143,7 +1067,7 @@ mod tests {
         assert_eq!(f.condition, "RecordAgeExceeded");
         // Metadata only, as Lambda on AWS sends: nothing to put from the message itself.
         assert!(
-            redrive_plan(&DeadLetter::Failure(f), &t)
+            redrive_plan(&DeadLetter::Failure(f), "m-3", &t)
                 .unwrap_err()
                 .contains("metadata only")
         );

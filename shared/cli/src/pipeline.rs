@@ -590,11 +590,15 @@ impl Pipeline {
             .map_err(aws("PutRecords"))
     }
 
-    /// A publisher onto the emulated Kinesis.
+    /// A publisher onto the emulated Kinesis, in strict order (at most one record per key in
+    /// a request), as the origin marks need from aggregating producers (ADR 0010).
     pub fn publisher(&self) -> KinesisPublisher {
         KinesisPublisher::new(
             riffle_aws::kinesis_client(&self.sdk),
-            PublishConfig::default(),
+            PublishConfig {
+                strict_order: true,
+                ..PublishConfig::default()
+            },
         )
     }
 

@@ -41,6 +41,22 @@ pub struct Envelope {
     /// Set by the enricher.
     #[serde(default)]
     pub enrichment: Option<Enrichment>,
+    /// Where the record comes from (ADR 0010); `None` from producers that do not say.
+    #[serde(default)]
+    pub origin: Option<Origin>,
+}
+
+/// A record's origin (see `schemas/envelope.avsc`): an id whose records reach each shard in
+/// order, and the record's place in that order.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Origin {
+    /// `<producer id>/<channel>`, or `<stage>/<input shard id>` for a stage's re-publish.
+    pub id: String,
+    /// Decimal sequence number within `id`.
+    pub seq: String,
+    /// User record index inside a KPL aggregate at `seq`; 0 otherwise.
+    #[serde(default)]
+    pub sub: i32,
 }
 
 /// What the enricher derived (see `schemas/envelope.avsc`).
@@ -164,11 +180,12 @@ fn encoded_len_hint(e: &Envelope) -> usize {
     let strings = e.event_id.len() + e.source.len() + e.subject.len() + e.payload.len();
     let stages: usize = e.stage_times.keys().map(|k| k.len() + 2 * VARINT).sum();
     let trace = e.trace_header.as_ref().map_or(0, String::len);
+    let origin = e.origin.as_ref().map_or(0, |o| o.id.len() + o.seq.len());
     let enrichment = e.enrichment.as_ref().map_or(0, |x| {
         let attributes: usize = x.attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
         x.agg_key.len() + attributes + (2 * x.attributes.len() + 6) * VARINT
     });
-    strings + stages + trace + enrichment + 12 * VARINT
+    strings + stages + trace + enrichment + origin + 15 * VARINT
 }
 
 fn write_long(out: &mut Vec<u8>, v: i64) {
@@ -236,6 +253,15 @@ fn write_envelope(e: &Envelope, out: &mut Vec<u8>) {
             out.push(0);
         }
     }
+    match &e.origin {
+        None => out.push(0),
+        Some(o) => {
+            out.push(2);
+            write_bytes(out, o.id.as_bytes());
+            write_bytes(out, o.seq.as_bytes());
+            write_long(out, i64::from(o.sub));
+        }
+    }
 }
 
 /// Reads what [`write_envelope`] writes: the bundled envelope version, field by field. The
@@ -295,6 +321,16 @@ fn read_envelope(body: &[u8]) -> Result<Envelope, String> {
         }
         b => return Err(format!("enrichment: union branch {b} out of range")),
     };
+    let origin = match r.long("origin branch")? {
+        0 => None,
+        1 => Some(Origin {
+            id: r.string("origin id")?,
+            seq: r.string("origin seq")?,
+            sub: i32::try_from(r.long("origin sub")?)
+                .map_err(|_| "origin sub: int out of range".to_string())?,
+        }),
+        b => return Err(format!("origin: union branch {b} out of range")),
+    };
     if r.pos != body.len() {
         return Err(format!("{} trailing bytes", body.len() - r.pos));
     }
@@ -309,6 +345,7 @@ fn read_envelope(body: &[u8]) -> Result<Envelope, String> {
         trace_header,
         payload,
         enrichment,
+        origin,
     })
 }
 
@@ -412,6 +449,11 @@ mod tests {
             trace_header: Some("Root=1-5759e988-bd862e3fe1be46a994272793;Sampled=1".into()),
             payload: vec![1, 2, 3, 4],
             enrichment: None,
+            origin: Some(Origin {
+                id: "p-1/0".into(),
+                seq: "42".into(),
+                sub: 0,
+            }),
         }
     }
 

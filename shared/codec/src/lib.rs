@@ -21,6 +21,6 @@ pub mod rules;
 pub mod schema;
 pub mod source;
 
-pub use envelope::{Enrichment, Envelope, EnvelopeCodec};
+pub use envelope::{Enrichment, Envelope, EnvelopeCodec, Origin};
 pub use error::CodecError;
 pub use schema::{CompiledSchema, SchemaCache};

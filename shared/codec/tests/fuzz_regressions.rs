@@ -54,6 +54,7 @@ fn event_schemas() -> Vec<(String, CompiledSchema)> {
 
 fn envelope(payload: Vec<u8>) -> Envelope {
     Envelope {
+        origin: None,
         event_id: "0190a3c2-7d2e-7000-8000-000000000001".into(),
         source: "shop-web".into(),
         subject: "com.riffle.shop.OrderPlaced".into(),

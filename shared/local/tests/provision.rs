@@ -182,6 +182,7 @@ async fn provisioning_creates_what_the_templates_declare() {
         (
             "validator",
             vec![
+                "RIFFLE_CLAIMS_TABLE",
                 "RIFFLE_OUTPUT_STREAM",
                 "RIFFLE_REGISTRY_SIGV4",
                 "RIFFLE_REGISTRY_URL",
@@ -191,6 +192,7 @@ async fn provisioning_creates_what_the_templates_declare() {
         (
             "enricher",
             vec![
+                "RIFFLE_CLAIMS_TABLE",
                 "RIFFLE_DLQ_URL",
                 "RIFFLE_OUTPUT_STREAM",
                 "RIFFLE_REFERENCE_CACHE_TTL_SECS",

@@ -92,6 +92,7 @@ impl ProducerEvent {
             None => uuid::Uuid::now_v7().to_string(),
         };
         let envelope = Envelope {
+            origin: None,
             event_id,
             source: self.source,
             subject: self.subject,

@@ -20,6 +20,12 @@ impl Failures {
             .push(record.kinesis.sequence_number.clone());
     }
 
+    /// Whether `record` was marked failed.
+    pub fn contains(&self, record: &KinesisEventRecord) -> bool {
+        self.sequence_numbers
+            .contains(&record.kinesis.sequence_number)
+    }
+
     /// How many records failed.
     pub fn len(&self) -> usize {
         self.sequence_numbers.len()

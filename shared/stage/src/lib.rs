@@ -6,7 +6,8 @@
 //! rejected record becomes), [`batch`] (failed records -> `KinesisEventResponse`),
 //! [`schemas`] (resolving a batch's schema ids once), [`decode`] and [`dead_letter`] (the
 //! envelopes of an `enriched` batch, and parking the records no retry can fix), [`dedup`]
-//! (record positions and the event-id claims behind exactly-once effects), [`env`]
+//! (record positions and origins), [`marks`] (the per-batch high-water marks behind
+//! exactly-once effects), [`env`]
 //! (configuration from environment variables), and `testing` (in-process ports for tests, behind the cargo feature `testing`).
 
 pub mod aggregate;
@@ -15,6 +16,7 @@ pub mod dead_letter;
 pub mod decode;
 pub mod dedup;
 pub mod env;
+pub mod marks;
 pub mod ports;
 pub mod reject;
 pub mod schemas;

@@ -212,6 +212,7 @@ pub fn kinesis_event(datas: &[Vec<u8>]) -> KinesisEvent {
 /// `ev-<agg_key>-<metric>`, one second into the window.
 pub fn enriched_envelope(agg_key: &str, metric: f64, window_start: i64) -> Envelope {
     Envelope {
+        origin: None,
         event_id: format!("ev-{agg_key}-{metric}"),
         source: "test".into(),
         subject: "com.riffle.shop.OrderPlaced".into(),

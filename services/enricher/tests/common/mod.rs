@@ -62,11 +62,16 @@ pub fn sequence_number(i: usize) -> String {
 
 /// The Lambda event the event source mapping would deliver for `events`, in order.
 pub fn kinesis_event(events: &[GeneratedEvent]) -> KinesisEvent {
+    kinesis_event_on(events, SHARD)
+}
+
+/// [`kinesis_event`] from another shard (a batch whose sequence numbers start over).
+pub fn kinesis_event_on(events: &[GeneratedEvent], shard: &str) -> KinesisEvent {
     let source = riffle_runtime::event::Source {
         aws_region: "us-east-1".into(),
         event_source_arn: STREAM_ARN.into(),
         invoke_identity_arn: ROLE_ARN.into(),
-        shard_id: SHARD.into(),
+        shard_id: shard.into(),
     };
     let mut event = KinesisEvent::default();
     event.records = events
@@ -164,7 +169,13 @@ impl ReferenceSource for Catalogue {
     }
 }
 
-pub type TestEnricher = Enricher<MapSource, Catalogue, Sink<OutRecord>, Sink<SqsMessage>>;
+pub type TestEnricher = Enricher<
+    MapSource,
+    Catalogue,
+    Sink<OutRecord>,
+    Sink<SqsMessage>,
+    riffle_stage::marks::MemoryMarks,
+>;
 
 /// An enricher writing envelope version [`IDS`]`.envelope`, with the bundled contracts.
 pub fn enricher(
@@ -180,6 +191,10 @@ pub fn enricher(
         ReferenceCache::new(catalogue, CACHE_TTL),
         output,
         dlq,
+        riffle_stage::marks::Marks::new(
+            riffle_stage::marks::MemoryMarks::default(),
+            riffle_stage::marks::DEFAULT_MARK_WINDOW,
+        ),
     )
 }
 

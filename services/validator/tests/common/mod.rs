@@ -45,7 +45,8 @@ pub fn registered() -> MapSource {
     )
 }
 
-pub type TestValidator = Validator<MapSource, Sink<OutRecord>, Sink<SqsMessage>>;
+pub type TestValidator =
+    Validator<MapSource, Sink<OutRecord>, Sink<SqsMessage>, riffle_stage::marks::MemoryMarks>;
 
 /// A validator writing envelope version [`IDS`]`.envelope`, with the bundled contracts.
 pub fn validator(
@@ -59,6 +60,10 @@ pub fn validator(
         riffle_codec::rules::bundled().unwrap(),
         output,
         rejects,
+        riffle_stage::marks::Marks::new(
+            riffle_stage::marks::MemoryMarks::default(),
+            riffle_stage::marks::DEFAULT_MARK_WINDOW,
+        ),
     )
 }
 
@@ -78,11 +83,16 @@ pub fn sequence_number(i: usize) -> String {
 
 /// The Lambda event the event source mapping would deliver for `events`, in order.
 pub fn kinesis_event(events: &[GeneratedEvent]) -> KinesisEvent {
+    kinesis_event_on(events, SHARD)
+}
+
+/// [`kinesis_event`] from another shard (a batch whose sequence numbers start over).
+pub fn kinesis_event_on(events: &[GeneratedEvent], shard: &str) -> KinesisEvent {
     let source = riffle_runtime::event::Source {
         aws_region: "us-east-1".into(),
         event_source_arn: STREAM_ARN.into(),
         invoke_identity_arn: ROLE_ARN.into(),
-        shard_id: SHARD.into(),
+        shard_id: shard.into(),
     };
     let mut event = KinesisEvent::default();
     event.records = events
@@ -122,13 +132,14 @@ pub fn assert_outcomes(
     rejected: &[RejectMessage],
     handled: (i64, i64),
 ) {
-    let valid: Vec<&GeneratedEvent> = events
+    let valid: Vec<(usize, &GeneratedEvent)> = events
         .iter()
-        .filter(|e| matches!(e.expected, Expected::Valid { .. }))
+        .enumerate()
+        .filter(|(_, e)| matches!(e.expected, Expected::Valid { .. }))
         .collect();
     assert_eq!(published.len(), valid.len(), "published count");
     // Same order as received: the validated stream keeps the order per partition key.
-    for (out, event) in published.iter().zip(&valid) {
+    for (out, (i, event)) in published.iter().zip(&valid) {
         let envelope = codec.decode(&out.data).unwrap();
         assert_eq!(envelope.event_id, event.event_id);
         assert_eq!(out.partition_key, event.partition_key, "{}", event.event_id);
@@ -141,7 +152,18 @@ pub fn assert_outcomes(
         original
             .stage_times
             .insert(riffle_validator::STAGE.to_string(), stamped.unwrap());
-        assert_eq!(envelope, original, "only the stage time is added");
+        // Re-published under the validator's own origin: its input shard and position.
+        let origin = envelope.origin.clone().unwrap();
+        assert!(origin.id.starts_with("validator/shardId-"), "{origin:?}");
+        assert_eq!(
+            (origin.seq.as_str(), origin.sub),
+            (sequence_number(*i).as_str(), 0)
+        );
+        original.origin = Some(origin);
+        assert_eq!(
+            envelope, original,
+            "only the stage time and origin are added"
+        );
     }
 
     let by_seq: HashMap<&str, &RejectMessage> = rejected
@@ -165,7 +187,7 @@ pub fn assert_outcomes(
             .unwrap_or_else(|| panic!("{code} event {i} not rejected"));
         assert_eq!(msg.code, code, "event {i}: {}", msg.detail);
         assert_eq!(msg.stage, riffle_validator::STAGE);
-        assert_eq!(msg.shard_id, SHARD);
+        assert!(msg.shard_id.starts_with("shardId-"), "{}", msg.shard_id);
         assert_eq!(msg.partition_key, event.partition_key);
         assert_eq!(msg.data().unwrap(), event.record, "original bytes kept");
         let named = envelope_readable.then(|| event.event_id.clone());
