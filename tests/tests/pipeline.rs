@@ -1,7 +1,8 @@
 //! End to end on the local emulators: 10,000 generated events (about 2% invalid) through the
 //! registry and the four stage processes, exactly as `riffle demo` runs them. The view, the
 //! archive (read back from Parquet) and the rejects queue must equal the generator's ground
-//! truth, which is computed independently of the pipeline's code.
+//! truth, which is computed independently of the pipeline's code. What the stages report
+//! asking of DynamoDB must equal what the local DynamoDB recorded.
 //!
 //! Needs the service binaries (`cargo build --workspace --bins`, which `make test` does) and
 //! the emulators (`make install`).
@@ -49,5 +50,31 @@ async fn ten_thousand_events_match_the_ground_truth() {
             .rejects
             .iter()
             .all(|r| !r.data_base64.is_empty())
+    );
+
+    // What the stages say they asked of DynamoDB (their `DynamoItemsRead`/`Written`
+    // metrics, bookkeeping of the local event source mapping included) is exactly what the
+    // local DynamoDB recorded from them, and it is bookkeeping per batch, not per event.
+    let metered = |metric: &str| -> u64 {
+        riffle_cli::pipeline::STAGES
+            .iter()
+            .map(|stage| report.counters.count(&format!("riffle-{stage}"), metric))
+            .sum()
+    };
+    let (reads, writes) = (metered("DynamoItemsRead"), metered("DynamoItemsWritten"));
+    assert_eq!(
+        (reads, writes),
+        (report.emulator_dynamo.reads, report.emulator_dynamo.writes),
+        "stage metrics against the emulator's recording"
+    );
+    assert!(writes > 0 && reads > 0);
+    let valid = report.truth.valid() as f64;
+    // The enricher's reads are its reference cache filling (one per catalogue key and
+    // process, a fixed cost that 10,000 events do not yet dilute); everything else is
+    // bookkeeping per batch.
+    let reference = report.counters.count("riffle-enricher", "DynamoItemsRead");
+    assert!(
+        (writes as f64) / valid <= 0.05 && ((reads - reference) as f64) / valid <= 0.05,
+        "{reads} reads ({reference} of reference data) and {writes} writes for {valid} events"
     );
 }

@@ -63,7 +63,14 @@ pub struct BatchReport {
     pub conflicts: u32,
     /// Marks items written (one per input shard whose marks moved).
     pub mark_writes: usize,
+    /// Time from ingest to the view for the events this batch applied, at the 5th, 10th,
+    /// ..., 100th percentile (empty when it applied none): a fixed number of samples per
+    /// batch, so the metric costs the same whatever the batch size.
+    pub ingest_to_view_ms: Vec<u64>,
 }
+
+/// Percentiles [`BatchReport::ingest_to_view_ms`] reports.
+pub const LATENCY_QUANTILES: usize = 20;
 
 /// A usable record of the batch, before its claim is known.
 struct Candidate<'a> {
@@ -73,6 +80,7 @@ struct Candidate<'a> {
     window_secs: u32,
     shard: u32,
     position: Position,
+    ingest_time: i64,
 }
 
 /// What writing one item did.
@@ -152,6 +160,9 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
                 metrics.count("ViewItemsWritten", report.items_written as u64);
                 metrics.count("ViewWriteConflicts", u64::from(report.conflicts));
                 metrics.count("MarkWrites", report.mark_writes as u64);
+                for ms in &report.ingest_to_view_ms {
+                    metrics.millis("IngestToViewMs", *ms as f64);
+                }
             }
             Err(e) => {
                 tracing::error!(error = %e, retryable = e.retryable(), records = event.records.len(), "batch failed");
@@ -250,6 +261,7 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
                 window_secs,
                 shard: u32::try_from(shard_index).unwrap_or(u32::MAX),
                 position,
+                ingest_time: decoded.envelope.ingest_time,
             });
         }
 
@@ -273,6 +285,7 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
             .await
             .map_err(AggregatorError::Marks)?;
         let mut tickets: Vec<Ticket> = Vec::with_capacity(candidates.len());
+        let mut ingested: Vec<i64> = Vec::with_capacity(candidates.len());
         let mut points = Vec::with_capacity(candidates.len());
         for (c, (origin, seq)) in candidates.iter().zip(&origins) {
             let shard = shards.get(c.shard as usize).map_or("", String::as_str);
@@ -290,6 +303,7 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
                 record: u32::try_from(tickets.len()).unwrap_or(u32::MAX),
             });
             tickets.push(ticket);
+            ingested.push(c.ingest_time);
         }
         if report.duplicates > 0 {
             tracing::info!(
@@ -349,6 +363,11 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
             .await
             .map_err(AggregatorError::Marks)?;
         report.mark_writes = committed.writes;
+        report.ingest_to_view_ms = quantiles(
+            chrono::Utc::now().timestamp_millis(),
+            &mut ingested,
+            LATENCY_QUANTILES,
+        );
         if committed.evicted > 0 {
             tracing::warn!(
                 evicted = committed.evicted,
@@ -369,6 +388,26 @@ where
     async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, HandlerError> {
         self.handle_batch(event).await.map_err(Into::into)
     }
+}
+
+/// Ages at `now_ms` of the times in `times` at `n` evenly spaced percentiles (the last is
+/// the oldest); empty for no times.
+fn quantiles(now_ms: i64, times: &mut [i64], n: usize) -> Vec<u64> {
+    if times.is_empty() {
+        return Vec::new();
+    }
+    // Newest first: the youngest age first, the oldest last.
+    times.sort_unstable_by(|a, b| b.cmp(a));
+    (1..=n)
+        .map(|q| {
+            let rank = (q * times.len()).div_ceil(n).saturating_sub(1);
+            let at = times
+                .get(rank.min(times.len() - 1))
+                .copied()
+                .unwrap_or(now_ms);
+            u64::try_from(now_ms.saturating_sub(at)).unwrap_or(0)
+        })
+        .collect()
 }
 
 fn record_done(
@@ -794,6 +833,15 @@ mod tests {
             (0, 3, 0)
         );
         assert_eq!(item(&crashed, "a", 0).aggregate.sum, 3.0);
+    }
+
+    #[test]
+    fn quantiles_are_ages_at_even_percentiles() {
+        let mut times: Vec<i64> = (1..=100).collect();
+        let q = quantiles(100, &mut times, 4);
+        assert_eq!(q, vec![24, 49, 74, 99]);
+        assert_eq!(quantiles(5, &mut [5], 3), vec![0, 0, 0]);
+        assert!(quantiles(5, &mut [], 3).is_empty());
     }
 
     #[tokio::test]

@@ -426,6 +426,7 @@ async fn send(
                 message: e.to_string(),
                 retryable: false,
             })?;
+        crate::meter::kinesis_put(record.size());
         request_entries.push(entry);
     }
     let response = client

@@ -6,7 +6,8 @@
 //! - [`kinesis`]: [`KinesisPublisher`], PutRecords within Kinesis' limits, retrying only
 //!   the failed entries and keeping order per partition key;
 //! - [`sqs`]: [`SqsSender`], SendMessageBatch within SQS' limits;
-//! - [`backoff`]: exponential backoff with full jitter, shared by both.
+//! - [`backoff`]: exponential backoff with full jitter, shared by both;
+//! - [`meter`]: DynamoDB items and Kinesis PUT payload units this process asked for.
 //!
 //! Endpoints come only from the SDK's own variables (`AWS_ENDPOINT_URL`,
 //! `AWS_ENDPOINT_URL_KINESIS`, ...), so the same code talks to AWS and to the local
@@ -14,6 +15,7 @@
 
 pub mod backoff;
 pub mod kinesis;
+pub mod meter;
 pub mod sqs;
 
 use std::time::Duration;
@@ -70,9 +72,12 @@ pub fn sqs_client(config: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::new(config)
 }
 
-/// A DynamoDB client.
+/// A DynamoDB client whose item reads and writes are counted ([`meter`]).
 pub fn dynamodb_client(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
-    aws_sdk_dynamodb::Client::new(config)
+    let dynamo_config = aws_sdk_dynamodb::config::Builder::from(config)
+        .interceptor(meter::DynamoMeter)
+        .build();
+    aws_sdk_dynamodb::Client::from_conf(dynamo_config)
 }
 
 /// Error codes that mean "try again later" in the services Riffle uses.

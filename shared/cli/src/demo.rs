@@ -71,6 +71,11 @@ pub struct Report {
     pub produce_elapsed: Duration,
     /// Differences from the ground truth (empty = exact).
     pub differences: Vec<String>,
+    /// What the producer (this process) put on Kinesis.
+    pub producer_usage: riffle_aws::meter::Usage,
+    /// DynamoDB items the local DynamoDB was asked for by the stages (the registry's table
+    /// left out), from its request recorder: what the stages' own metrics must equal.
+    pub emulator_dynamo: riffle_local::recording::ItemCounts,
 }
 
 fn now_ms() -> i64 {
@@ -162,6 +167,7 @@ async fn produce_and_check(
     let rejects = collect_rejects(pipeline.queue_drainer("RejectsQueue")?);
 
     let started = Instant::now();
+    let usage_before = riffle_aws::meter::usage();
     let run_started = now_ms();
     let mut chunks: u64 = 0;
     let mut produced: u64 = 0;
@@ -224,10 +230,11 @@ async fn produce_and_check(
         put_failures += put_result(done)?;
     }
     let produce_elapsed = started.elapsed();
+    let producer_usage = riffle_aws::meter::usage().since(&usage_before);
     let accepted = produced - put_failures as u64;
 
     let mut last_progress = Instant::now();
-    let counters = pipeline
+    pipeline
         .wait_drained(accepted, options.idle_timeout, |c| {
             if last_progress.elapsed() >= Duration::from_millis(500) {
                 let rate = produced as f64 / produce_elapsed.as_secs_f64();
@@ -237,6 +244,19 @@ async fn produce_and_check(
         })
         .await?;
     let elapsed = started.elapsed();
+    // The stages stop first, so their last metrics (checkpoints, lease hand-back) are in.
+    let schemas_table = pipeline
+        .deployment()
+        .table_name("SchemasTable")
+        .unwrap_or_default()
+        .to_owned();
+    let mut emulator_dynamo = riffle_local::recording::ItemCounts::default();
+    for (table, counts) in pipeline.stop_stages().await? {
+        if table != schemas_table {
+            emulator_dynamo += counts;
+        }
+    }
+    let counters = pipeline.counters();
     overwrite(
         show,
         &progress_line(
@@ -271,6 +291,8 @@ async fn produce_and_check(
         elapsed,
         produce_elapsed,
         differences,
+        producer_usage,
+        emulator_dynamo,
     })
 }
 
@@ -367,8 +389,17 @@ pub fn render(report: &Report) -> String {
         report.put_failures
     ));
     line(format!(
-        "{:<12} {:>10} {:>10} {:>10}",
-        "stage", "in", "out", "rejected"
+        "{:<12} {:>8} {:>8} {:>8} {:>7} {:>10} {:>9} {:>9} {:>9} {:>8}",
+        "stage",
+        "in",
+        "out",
+        "rejected",
+        "batches",
+        "handler-ms",
+        "max-age-ms",
+        "ddb-reads",
+        "ddb-writes",
+        "put-units"
     ));
     for stage in STAGES {
         let (out_metric, rejected_metric) = match stage {
@@ -380,7 +411,7 @@ pub fn render(report: &Report) -> String {
         // The runtime reports under the function's name, the handler under the stage's.
         let function = format!("riffle-{stage}");
         line(format!(
-            "{:<12} {:>10} {:>10} {:>10} {:>9} {:>12.0} {:>11.0} ms",
+            "{:<12} {:>8} {:>8} {:>8} {:>7} {:>10.0} {:>9.0} {:>9} {:>9} {:>8}",
             stage,
             c.count(stage, "RecordsIn"),
             c.count(stage, out_metric),
@@ -388,9 +419,12 @@ pub fn render(report: &Report) -> String {
             c.count(&function, "Batches"),
             c.get(&function, "HandlerMs"),
             c.max(&function, "IteratorAgeMs"),
+            c.count(&function, "DynamoItemsRead"),
+            c.count(&function, "DynamoItemsWritten"),
+            c.count(&function, "KinesisPutUnits"),
         ));
     }
-    line("  (aggregator out = view item writes; archiver out = rows archived)".into());
+    line("  (aggregator out = view item writes; archiver out = rows archived; max-age = largest iterator age; ddb = DynamoDB items read by key and written, bookkeeping of the local event source mapping included; put-units = Kinesis PUT payload units)".into());
     let view_events: u64 = report.outcome.view.values().map(|t| t.count).sum();
     line(format!(
         "view rows           {} (counting {} events)",
@@ -424,6 +458,38 @@ pub fn render(report: &Report) -> String {
             format!("p50 {a} ms, p95 {b} ms, p99 {c} ms")
         })
     };
+    let valid = report.truth.valid().max(1) as f64;
+    let per_event = |metric: &str| -> f64 {
+        STAGES
+            .iter()
+            .map(|stage| c.get(&format!("riffle-{stage}"), metric))
+            .sum::<f64>()
+            / valid
+    };
+    line(format!(
+        "cost per valid event    DynamoDB {:.4} item reads, {:.4} item writes; Kinesis PUT payload units {:.4} (producer) + {:.4} (stages)",
+        per_event("DynamoItemsRead"),
+        per_event("DynamoItemsWritten"),
+        report.producer_usage.kinesis_put_units as f64 / valid,
+        per_event("KinesisPutUnits"),
+    ));
+    line(format!(
+        "  counted at the local DynamoDB: {} item reads, {} item writes ({:.4} and {:.4} per valid event)",
+        report.emulator_dynamo.reads,
+        report.emulator_dynamo.writes,
+        report.emulator_dynamo.reads as f64 / valid,
+        report.emulator_dynamo.writes as f64 / valid,
+    ));
+    let view = verify::percentiles(
+        c.samples("aggregator", "IngestToViewMs")
+            .iter()
+            .map(|ms| *ms as i64)
+            .collect(),
+    );
+    line(format!(
+        "latency ingest->view       {} (per-batch percentiles of the aggregator)",
+        fmt(view)
+    ));
     line(format!("latency ingest->archived   {}", fmt(e2e)));
     line(format!("  ingest->validated        {}", fmt(validate)));
     line(format!("  validated->enriched      {}", fmt(enrich)));

@@ -10,7 +10,7 @@
 //! and kinesalite restarted on its LevelDB state; the counters keep summing across
 //! restarts, and a restarted process appends to its log.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::{Arc, Mutex};
@@ -28,6 +28,8 @@ use tokio::process::{Child, Command};
 
 /// The stage services, in data-flow order.
 pub const STAGES: [&str; 4] = ["validator", "enricher", "aggregator", "archiver"];
+/// The AWS SDK's service id of DynamoDB, whose local emulator records requests.
+const DYNAMODB_SERVICE_ID: &str = "DynamoDB";
 /// The registry's service name (its template and binary).
 pub const REGISTRY: &str = "schema-registry";
 /// How long to wait for a child to announce itself.
@@ -82,9 +84,21 @@ fn aws<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> PipelineError + '_
 pub struct Counters {
     sums: HashMap<String, HashMap<String, f64>>,
     maxima: HashMap<String, HashMap<String, f64>>,
+    samples: HashMap<String, HashMap<String, Vec<f64>>>,
 }
 
+/// Metrics whose every value is kept (for percentiles), not only summed.
+const SAMPLED_METRICS: [&str; 1] = ["IngestToViewMs"];
+
 impl Counters {
+    /// Every value of a [`SAMPLED_METRICS`] metric reported by `service`.
+    pub fn samples(&self, service: &str, metric: &str) -> &[f64] {
+        self.samples
+            .get(service)
+            .and_then(|m| m.get(metric))
+            .map_or(&[], Vec::as_slice)
+    }
+
     /// Sum of `metric` reported by `service` so far.
     pub fn get(&self, service: &str, metric: &str) -> f64 {
         self.sums
@@ -159,6 +173,8 @@ pub fn bin_dir() -> PathBuf {
 struct Proc {
     service: String,
     child: Child,
+    /// The task reading its stdout into the counters; ends at the child's EOF.
+    reader: tokio::task::JoinHandle<()>,
 }
 
 /// A running local pipeline.
@@ -227,7 +243,8 @@ impl Pipeline {
         })?;
 
         step("starting local AWS (kinesalite for Kinesis, moto for DynamoDB, S3, SQS)");
-        let emulators = Emulators::start(&options.state_dir.join("aws")).await?;
+        // moto per service: the whole pipeline runs on it (see `Emulators::start_split`).
+        let emulators = Emulators::start_split(&options.state_dir.join("aws")).await?;
         let sdk = emulators.sdk_config().await;
         step("provisioning from infra/ templates");
         let mut pipeline = Pipeline {
@@ -263,6 +280,12 @@ impl Pipeline {
         pipeline.schema_ids = pipeline.register_schemas().await?;
         step("seeding reference data");
         pipeline.seed_reference().await?;
+        // From here on the local DynamoDB keeps every request, so what the stages say they
+        // asked of it can be checked against what it got (`Pipeline::stop_stages`).
+        pipeline
+            .emulators()?
+            .start_recording(DYNAMODB_SERVICE_ID)
+            .await?;
 
         for service in STAGES {
             step(&format!("starting {service}"));
@@ -276,6 +299,46 @@ impl Pipeline {
         env.extend(self.stage_env.iter().cloned());
         self.spawn(service, env).await?;
         Ok(())
+    }
+
+    fn emulators(&self) -> Result<&Emulators, PipelineError> {
+        self.emulators
+            .as_ref()
+            .ok_or_else(|| PipelineError::Process {
+                service: "emulators".into(),
+                reason: "already stopped".into(),
+            })
+    }
+
+    /// Stops the four stages (each finishes its batch, writes its checkpoints and reports its
+    /// last metrics), waits until their metrics are read, and returns the DynamoDB items the
+    /// local DynamoDB was asked for since the stages started, per table. The registry keeps
+    /// running; its own table is in the answer too.
+    ///
+    /// # Errors
+    /// The recorder could not be stopped or read.
+    pub async fn stop_stages(
+        &mut self,
+    ) -> Result<BTreeMap<String, riffle_local::recording::ItemCounts>, PipelineError> {
+        let (stages, others): (Vec<Proc>, Vec<Proc>) = std::mem::take(&mut self.procs)
+            .into_iter()
+            .partition(|p| STAGES.contains(&p.service.as_str()));
+        self.procs = others;
+        for mut p in stages {
+            drop(p.child.stdin.take());
+            if tokio::time::timeout(STOP_GRACE, p.child.wait())
+                .await
+                .is_err()
+            {
+                let _ = p.child.kill().await;
+            }
+            let _ = p.reader.await;
+        }
+        let recording = self
+            .emulators()?
+            .stop_recording(DYNAMODB_SERVICE_ID)
+            .await?;
+        Ok(riffle_local::recording::dynamo_items(&recording)?)
     }
 
     /// Kills the running process of stage `service` with SIGKILL, as a crash would: no
@@ -427,7 +490,7 @@ impl Pipeline {
         };
 
         let counters = Arc::clone(&self.counters);
-        tokio::spawn(async move {
+        let reader = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 let Some(record) = riffle_telemetry::parse_emf_line(&line) else {
                     continue;
@@ -442,12 +505,19 @@ impl Pipeline {
                         let slot = top.entry(name.clone()).or_insert(*value);
                         *slot = slot.max(*value);
                     }
+                    let kept = c.samples.entry(record.service.clone()).or_default();
+                    for (name, value) in &record.values {
+                        if SAMPLED_METRICS.contains(&name.as_str()) {
+                            kept.entry(name.clone()).or_default().push(*value);
+                        }
+                    }
                 }
             }
         });
         self.procs.push(Proc {
             service: service.to_string(),
             child,
+            reader,
         });
         Ok(announced)
     }

@@ -32,9 +32,28 @@ pub struct Emulators {
     moto: Emulator,
     kinesis_endpoint: String,
     moto_endpoint: String,
+    /// moto processes of their own for single services ([`Emulators::start_split`]).
+    dedicated: Vec<Dedicated>,
     state_dir: PathBuf,
     root: PathBuf,
 }
+
+/// A moto process that serves one service alone.
+struct Dedicated {
+    /// The SDK's service id (`DynamoDB`, `S3`), which its endpoint lookup uses.
+    service_id: &'static str,
+    /// The variable that points services at it (`AWS_ENDPOINT_URL_DYNAMODB`).
+    variable: &'static str,
+    emulator: Emulator,
+    endpoint: String,
+}
+
+/// The services [`Emulators::start_split`] gives a moto process each: (service id, endpoint
+/// variable, name). Everything else (SQS, ...) stays on the general one.
+const DEDICATED_SERVICES: [(&str, &str, &str); 2] = [
+    ("DynamoDB", "AWS_ENDPOINT_URL_DYNAMODB", "dynamodb"),
+    ("S3", "AWS_ENDPOINT_URL_S3", "s3"),
+];
 
 /// One child process and the pipe whose closing tells it to stop.
 struct Emulator {
@@ -59,6 +78,19 @@ impl Emulators {
     /// (created). Kinesis data lives in `state_dir/kinesis` (LevelDB), logs in
     /// `state_dir/kinesalite.log` and `state_dir/moto.log`.
     pub async fn start(state_dir: &Path) -> Result<Emulators, LocalError> {
+        Self::start_with(state_dir, false).await
+    }
+
+    /// As [`Emulators::start`], with DynamoDB and S3 each on a moto process of its own, found
+    /// through `AWS_ENDPOINT_URL_DYNAMODB` and `AWS_ENDPOINT_URL_S3` (the SDK's per-service
+    /// variables). moto handles one request at a time per process (see
+    /// `infra/local/moto_server.py`), so a whole pipeline on one process queues its view
+    /// writes behind Parquet uploads and queue traffic; apart, they run side by side.
+    pub async fn start_split(state_dir: &Path) -> Result<Emulators, LocalError> {
+        Self::start_with(state_dir, true).await
+    }
+
+    async fn start_with(state_dir: &Path, split: bool) -> Result<Emulators, LocalError> {
         let root = project_root()?;
         let tools = tools_dir();
         std::fs::create_dir_all(state_dir).map_err(LocalError::io(format!(
@@ -69,12 +101,38 @@ impl Emulators {
             .map_err(LocalError::io(format!("resolving {}", state_dir.display())))?;
 
         let kinesis_launch = kinesalite_launch(&root, &tools, &state_dir, 0)?;
-        let moto_launch = moto_launch(&root, &tools, &state_dir)?;
+        let general_launch = moto_launch(&root, &tools, &state_dir, "moto")?;
+        let [dynamodb, s3] = DEDICATED_SERVICES.map(|(_, _, name)| {
+            split
+                .then(|| moto_launch(&root, &tools, &state_dir, name))
+                .transpose()
+        });
         // Started together: moto's import time dominates, kinesalite comes up meanwhile.
-        let (kinesis, moto) = tokio::join!(spawn(kinesis_launch), spawn(moto_launch));
+        let (kinesis, moto, dynamodb, s3) = tokio::join!(
+            spawn(kinesis_launch),
+            spawn(general_launch),
+            spawn_some(dynamodb?),
+            spawn_some(s3?)
+        );
+        let dedicated = [dynamodb, s3];
         let (kinesis, moto) = (kinesis?, moto?);
         let moto_endpoint = format!("http://127.0.0.1:{}", moto.port);
         wait_http(&moto_endpoint, &moto).await?;
+        let mut dedicated_emulators = Vec::new();
+        for ((service_id, variable, _), emulator) in DEDICATED_SERVICES.iter().zip(dedicated) {
+            let Some(emulator) = emulator else {
+                continue;
+            };
+            let emulator = emulator?;
+            let endpoint = format!("http://127.0.0.1:{}", emulator.port);
+            wait_http(&endpoint, &emulator).await?;
+            dedicated_emulators.push(Dedicated {
+                service_id,
+                variable,
+                emulator,
+                endpoint,
+            });
+        }
         let kinesis_endpoint = format!("http://127.0.0.1:{}", kinesis.port);
         tracing::debug!(%kinesis_endpoint, %moto_endpoint, state_dir = %state_dir.display(), "emulators ready");
         Ok(Emulators {
@@ -82,9 +140,45 @@ impl Emulators {
             moto,
             kinesis_endpoint,
             moto_endpoint,
+            dedicated: dedicated_emulators,
             state_dir,
             root,
         })
+    }
+
+    /// Starts moto's request recorder on the process serving `service_id` (from an empty
+    /// recording): every request it gets from now on is kept, until
+    /// [`Emulators::stop_recording`].
+    ///
+    /// # Errors
+    /// [`LocalError::Recording`] when moto does not answer.
+    pub async fn start_recording(&self, service_id: &str) -> Result<(), LocalError> {
+        let endpoint = self.endpoint_of(service_id).to_owned();
+        recorder(&endpoint, "reset-recording", reqwest::Method::POST).await?;
+        recorder(&endpoint, "start-recording", reqwest::Method::POST).await?;
+        Ok(())
+    }
+
+    /// Stops the recorder started by [`Emulators::start_recording`] and returns what it kept
+    /// (read with [`crate::recording`]).
+    ///
+    /// # Errors
+    /// [`LocalError::Recording`] when moto does not answer.
+    pub async fn stop_recording(&self, service_id: &str) -> Result<String, LocalError> {
+        let endpoint = self.endpoint_of(service_id).to_owned();
+        recorder(&endpoint, "stop-recording", reqwest::Method::POST).await?;
+        recorder(&endpoint, "download-recording", reqwest::Method::GET).await
+    }
+
+    /// The endpoint serving `service_id` (the SDK's id: `DynamoDB`, `S3`, `SQS`, ...).
+    pub fn endpoint_of(&self, service_id: &str) -> &str {
+        if service_id == "Kinesis" {
+            return &self.kinesis_endpoint;
+        }
+        self.dedicated
+            .iter()
+            .find(|d| d.service_id == service_id)
+            .map_or(self.moto_endpoint.as_str(), |d| d.endpoint.as_str())
     }
 
     /// `http://127.0.0.1:PORT` of kinesalite.
@@ -115,6 +209,10 @@ impl Emulators {
     /// Environment for child processes: the SDK's standard endpoint, region and credential
     /// variables, so services find the emulators with no local-only code path.
     pub fn env(&self) -> Vec<(String, String)> {
+        let dedicated = self
+            .dedicated
+            .iter()
+            .map(|d| (d.variable.to_owned(), d.endpoint.clone()));
         [
             ("AWS_ENDPOINT_URL", self.moto_endpoint.as_str()),
             ("AWS_ENDPOINT_URL_KINESIS", self.kinesis_endpoint.as_str()),
@@ -126,6 +224,7 @@ impl Emulators {
         ]
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
+        .chain(dedicated)
         .collect()
     }
 
@@ -152,6 +251,11 @@ impl Emulators {
             .service_config(LocalServiceEndpoints {
                 kinesis: self.kinesis_endpoint.clone(),
                 moto: self.moto_endpoint.clone(),
+                dedicated: self
+                    .dedicated
+                    .iter()
+                    .map(|d| (d.service_id, d.endpoint.clone()))
+                    .collect(),
             })
             .build()
     }
@@ -181,9 +285,14 @@ impl Emulators {
         }
     }
 
-    /// Stops both emulators cleanly and waits until they have exited.
+    /// Stops every emulator cleanly and waits until they have exited.
     pub async fn shutdown(mut self) {
-        tokio::join!(self.kinesis.stop(), self.moto.stop());
+        let dedicated = std::mem::take(&mut self.dedicated);
+        tokio::join!(self.kinesis.stop(), self.moto.stop(), async {
+            for mut d in dedicated {
+                d.emulator.stop().await;
+            }
+        });
     }
 }
 
@@ -193,6 +302,9 @@ impl Drop for Emulators {
         // outlive us (closing stdin would do it too, a kill is immediate).
         let _ = self.kinesis.child.start_kill();
         let _ = self.moto.child.start_kill();
+        for d in &mut self.dedicated {
+            let _ = d.emulator.child.start_kill();
+        }
     }
 }
 
@@ -217,6 +329,7 @@ impl Emulator {
 struct LocalServiceEndpoints {
     kinesis: String,
     moto: String,
+    dedicated: Vec<(&'static str, String)>,
 }
 
 impl LoadServiceConfig for LocalServiceEndpoints {
@@ -224,11 +337,16 @@ impl LoadServiceConfig for LocalServiceEndpoints {
         if key.env() != "AWS_ENDPOINT_URL" {
             return None;
         }
-        Some(if key.service_id() == "Kinesis" {
-            self.kinesis.clone()
-        } else {
-            self.moto.clone()
-        })
+        let service = key.service_id();
+        if service == "Kinesis" {
+            return Some(self.kinesis.clone());
+        }
+        Some(
+            self.dedicated
+                .iter()
+                .find(|(id, _)| *id == service)
+                .map_or_else(|| self.moto.clone(), |(_, e)| e.clone()),
+        )
     }
 }
 
@@ -313,7 +431,25 @@ fn kinesalite_launch(
     })
 }
 
-fn moto_launch(root: &Path, tools: &Path, state_dir: &Path) -> Result<Launch, LocalError> {
+/// moto's variable for its request recorder's file.
+pub const MOTO_RECORDING_ENV: &str = "MOTO_RECORDER_FILEPATH";
+/// The recorder's file, in the run's state folder.
+pub const MOTO_RECORDING_FILE: &str = "moto_recording";
+
+/// Spawns `launch`, if there is one.
+async fn spawn_some(launch: Option<Launch>) -> Option<Result<Emulator, LocalError>> {
+    match launch {
+        Some(launch) => Some(spawn(launch).await),
+        None => None,
+    }
+}
+
+fn moto_launch(
+    root: &Path,
+    tools: &Path,
+    state_dir: &Path,
+    name: &'static str,
+) -> Result<Launch, LocalError> {
     let python = require(
         "moto (Python venv)",
         tools.join("venv").join("bin").join("python"),
@@ -326,14 +462,24 @@ fn moto_launch(root: &Path, tools: &Path, state_dir: &Path) -> Result<Launch, Lo
         "infra/local/moto_server.py",
         root.join("infra/local/moto_server.py"),
     )?;
+    let file = if name == "moto" {
+        MOTO_RECORDING_FILE.to_owned()
+    } else {
+        format!("{MOTO_RECORDING_FILE}-{name}")
+    };
     Ok(Launch {
-        name: "moto",
+        name,
         program: python,
         // Port 0: the server binds first and reports its port, so no other process can
         // take the port between our choosing it and moto binding it.
         args: vec![script.display().to_string(), "0".to_owned()],
-        envs: Vec::new(),
-        log: state_dir.join("moto.log"),
+        // Where moto's request recorder writes (MOTO_ENABLE_RECORDING=1, or the recorder's
+        // start endpoint): the run's own folder, not the working directory.
+        envs: vec![(
+            MOTO_RECORDING_ENV.into(),
+            state_dir.join(file).display().to_string(),
+        )],
+        log: state_dir.join(format!("{name}.log")),
     })
 }
 
@@ -424,6 +570,24 @@ fn tail(log: &Path) -> String {
 }
 
 /// Polls an HTTP endpoint until it answers at all (any status means the server serves).
+/// One call of moto's recorder API (`/moto-api/recorder/<action>`); the answer's body.
+async fn recorder(
+    endpoint: &str,
+    action: &str,
+    method: reqwest::Method,
+) -> Result<String, LocalError> {
+    let url = format!("{endpoint}/moto-api/recorder/{action}");
+    let failed = |e: reqwest::Error| LocalError::Recording(format!("{url}: {e}"));
+    let response = reqwest::Client::new()
+        .request(method, &url)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .and_then(reqwest::Response::error_for_status)
+        .map_err(failed)?;
+    response.text().await.map_err(failed)
+}
+
 async fn wait_http(endpoint: &str, emulator: &Emulator) -> Result<(), LocalError> {
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(5))

@@ -4,6 +4,10 @@ use std::time::Duration;
 /// Everything that can go wrong starting emulators, reading templates or provisioning.
 #[derive(Debug, thiserror::Error)]
 pub enum LocalError {
+    /// moto's request recorder could not be driven or read.
+    #[error("moto's request recorder: {0}")]
+    Recording(String),
+
     /// The project root (workspace with `infra/` and `schemas/`) was not found.
     #[error("cannot find the Riffle project root: {0} (set RIFFLE_ROOT to the repository)")]
     ProjectRoot(String),

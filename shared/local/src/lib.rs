@@ -10,11 +10,13 @@
 //! - [`provision`]: the templates turned into API calls against the emulators, and the
 //!   resulting [`Deployment`]: local names, each service's environment and its event source
 //!   mapping settings ([`EsmSettings`], passed to services as `RIFFLE_ESM`).
+//! - [`recording`]: moto's request recorder read back (DynamoDB items per table).
 //! - [`error`]: [`LocalError`], the crate's one error type.
 
 pub mod emulators;
 pub mod error;
 pub mod provision;
+pub mod recording;
 pub mod template;
 
 pub use emulators::{Emulators, project_root, tools_dir};

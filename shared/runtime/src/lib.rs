@@ -91,18 +91,60 @@ pub async fn run_kinesis<H: KinesisHandler>(
 ) -> Result<(), Box<dyn Error + Send + Sync>> {
     let handler = Arc::new(handler);
     if std::env::var_os(LAMBDA_RUNTIME_API_ENV).is_some() {
+        let function: Arc<str> = std::env::var(LAMBDA_FUNCTION_NAME_ENV)
+            .unwrap_or_default()
+            .into();
         let service =
             lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<KinesisEvent>| {
                 let handler = handler.clone();
-                async move { handler.handle(deaggregate::expand(event.payload)).await }
+                let function = function.clone();
+                async move {
+                    let response = handler.handle(deaggregate::expand(event.payload)).await;
+                    report_usage(&function);
+                    response
+                }
             });
         return lambda_runtime::run(service).await;
     }
     let config = EsmConfig::from_env()?;
+    let function = config.function_name.clone();
     let sdk = riffle_aws::sdk_config().await;
     let exit_on_eof = std::env::var(EXIT_ON_STDIN_EOF_ENV).is_ok_and(|v| v == "1");
-    run_local(handler, config, &sdk, shutdown_signal(exit_on_eof)).await?;
+    let result = run_local(handler, config, &sdk, shutdown_signal(exit_on_eof)).await;
+    report_usage(&function);
+    result?;
     Ok(())
+}
+
+/// The variable Lambda names the function in.
+pub const LAMBDA_FUNCTION_NAME_ENV: &str = "AWS_LAMBDA_FUNCTION_NAME";
+
+/// Prints, as metrics of `service`, what this process asked of DynamoDB and Kinesis since the
+/// last report (`riffle_aws::meter`): `DynamoItemsRead`, `DynamoItemsWritten`,
+/// `DynamoItemsScanned`, `KinesisPutUnits`, `KinesisRecordsPut`. Called after every batch, so
+/// the bookkeeping of the handler and of the runtime (checkpoints, leases) is counted with
+/// the batch that caused it; each increase is reported once, whichever task reports it.
+pub fn report_usage(service: &str) {
+    static LAST: std::sync::Mutex<Option<riffle_aws::meter::Usage>> = std::sync::Mutex::new(None);
+    let delta = {
+        let mut last = LAST
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let now = riffle_aws::meter::usage();
+        let delta = now.since(&last.unwrap_or_default());
+        *last = Some(now);
+        delta
+    };
+    if delta == riffle_aws::meter::Usage::default() {
+        return;
+    }
+    let mut metrics = riffle_telemetry::Metrics::new(service.to_owned());
+    metrics.count("DynamoItemsRead", delta.dynamo_reads);
+    metrics.count("DynamoItemsWritten", delta.dynamo_writes);
+    metrics.count("DynamoItemsScanned", delta.dynamo_scanned);
+    metrics.count("KinesisPutUnits", delta.kinesis_put_units);
+    metrics.count("KinesisRecordsPut", delta.kinesis_records);
+    metrics.flush();
 }
 
 /// Completes on SIGTERM or SIGINT, or at the end of stdin when `exit_on_stdin_eof`.

@@ -1035,6 +1035,7 @@ async fn deliver_segments<H: KinesisHandler>(
         })
         .await;
         metrics.millis("HandlerMs", started.elapsed().as_secs_f64() * 1000.0);
+        crate::report_usage(&config.function_name);
         let failed_from = match outcome {
             Ok(Ok(response)) => match verdict(
                 &segment.records,

@@ -192,11 +192,16 @@ pub fn redriven_elsewhere(envelope: &Envelope, stage: &str) -> bool {
     })
 }
 
+/// The origin id of what `stage` re-publishes from `shard`: `<stage>/<shard>`.
+pub fn republished_origin_id(stage: &str, shard: &str) -> String {
+    format!("{stage}/{shard}")
+}
+
 /// The origin a stage stamps on the record it re-publishes from `shard` at `position`: the
 /// same on every retry of the batch, so downstream drops the copies (ADR 0010).
 pub fn republished_origin(stage: &str, shard: &str, position: &Position) -> riffle_codec::Origin {
     riffle_codec::Origin {
-        id: format!("{stage}/{shard}"),
+        id: republished_origin_id(stage, shard),
         seq: position.sequence(),
         sub: i32::try_from(position.sub()).unwrap_or(i32::MAX),
     }

@@ -27,7 +27,9 @@ use riffle_aws::AwsError;
 use riffle_codec::{CodecError, Envelope};
 
 use crate::Failures;
-use crate::dedup::{Position, origin_of, record_positions, redriven_elsewhere, republished_origin};
+use crate::dedup::{
+    Position, origin_of, record_positions, redriven_elsewhere, republished_origin_id,
+};
 use crate::ports::OutputError;
 
 /// How long an origin's mark is kept after it last moved unless configured. Copies further
@@ -404,9 +406,16 @@ impl<M: MarkStore> Marks<M> {
         shards.sort_unstable();
         shards.dedup();
         let mut gate = self.open(stage, &shards).await?;
+        // The stage's origin id per shard, made once: `<stage>/<shard>`.
+        let ids: Vec<(&str, String)> = shards
+            .iter()
+            .map(|shard| (*shard, republished_origin_id(stage, shard)))
+            .collect();
         let mut tickets = vec![None; records.len()];
         let mut copies = vec![false; records.len()];
-        for (i, ((shard, position), envelope)) in positions.iter().zip(envelopes).enumerate() {
+        for (i, (((shard, position), envelope), record)) in
+            positions.iter().zip(envelopes).zip(records).enumerate()
+        {
             let (Some(position), Ok(envelope)) = (position, envelope) else {
                 continue;
             };
@@ -419,7 +428,17 @@ impl<M: MarkStore> Marks<M> {
                 None => copies[i] = true,
                 Some(ticket) => {
                     tickets[i] = Some(ticket);
-                    envelope.origin = Some(republished_origin(stage, shard, position));
+                    let id = ids
+                        .iter()
+                        .find(|(s, _)| s == shard)
+                        .map(|(_, id)| id.clone())
+                        .unwrap_or_default();
+                    // The record's own sequence number is the position's decimal form.
+                    envelope.origin = Some(riffle_codec::Origin {
+                        id,
+                        seq: record.kinesis.sequence_number.clone(),
+                        sub: i32::try_from(position.sub()).unwrap_or(i32::MAX),
+                    });
                 }
             }
         }

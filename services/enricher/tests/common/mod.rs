@@ -169,6 +169,8 @@ impl ReferenceSource for Catalogue {
     }
 }
 
+pub use riffle_stage::marks::MemoryMarks;
+
 pub type TestEnricher = Enricher<
     MapSource,
     Catalogue,
@@ -184,6 +186,17 @@ pub fn enricher(
     output: Sink<OutRecord>,
     dlq: Sink<SqsMessage>,
 ) -> TestEnricher {
+    enricher_with_marks(source, catalogue, output, dlq, MemoryMarks::default())
+}
+
+/// [`enricher`] keeping its origin marks in `marks` (benches clear them between runs).
+pub fn enricher_with_marks(
+    source: MapSource,
+    catalogue: Catalogue,
+    output: Sink<OutRecord>,
+    dlq: Sink<SqsMessage>,
+    marks: MemoryMarks,
+) -> TestEnricher {
     Enricher::new(
         EnvelopeCodec::new(IDS.envelope).unwrap(),
         SchemaCache::new(source),
@@ -191,10 +204,7 @@ pub fn enricher(
         ReferenceCache::new(catalogue, CACHE_TTL),
         output,
         dlq,
-        riffle_stage::marks::Marks::new(
-            riffle_stage::marks::MemoryMarks::default(),
-            riffle_stage::marks::DEFAULT_MARK_WINDOW,
-        ),
+        riffle_stage::marks::Marks::new(marks, riffle_stage::marks::DEFAULT_MARK_WINDOW),
     )
 }
 

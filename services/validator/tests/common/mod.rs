@@ -45,6 +45,8 @@ pub fn registered() -> MapSource {
     )
 }
 
+pub use riffle_stage::marks::MemoryMarks;
+
 pub type TestValidator =
     Validator<MapSource, Sink<OutRecord>, Sink<SqsMessage>, riffle_stage::marks::MemoryMarks>;
 
@@ -54,16 +56,23 @@ pub fn validator(
     output: Sink<OutRecord>,
     rejects: Sink<SqsMessage>,
 ) -> TestValidator {
+    validator_with_marks(source, output, rejects, MemoryMarks::default())
+}
+
+/// [`validator`] keeping its origin marks in `marks` (benches clear them between runs).
+pub fn validator_with_marks(
+    source: MapSource,
+    output: Sink<OutRecord>,
+    rejects: Sink<SqsMessage>,
+    marks: MemoryMarks,
+) -> TestValidator {
     Validator::new(
         EnvelopeCodec::new(IDS.envelope).unwrap(),
         SchemaCache::new(source),
         riffle_codec::rules::bundled().unwrap(),
         output,
         rejects,
-        riffle_stage::marks::Marks::new(
-            riffle_stage::marks::MemoryMarks::default(),
-            riffle_stage::marks::DEFAULT_MARK_WINDOW,
-        ),
+        riffle_stage::marks::Marks::new(marks, riffle_stage::marks::DEFAULT_MARK_WINDOW),
     )
 }
 
