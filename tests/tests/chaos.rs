@@ -6,7 +6,8 @@
 //! - The chaos run, small enough for CI: 3,000 events from four sources, 1% poison, three
 //!   stage processes killed with SIGKILL and started again, transient handler errors
 //!   (before and after the handler's effects), throttling in every stage and the producer,
-//!   kinesalite restarted once mid-run. Once drained, nothing may be lost or doubled, the
+//!   whole put calls sent again by the producer (as after a lost answer), kinesalite
+//!   restarted once mid-run. Once drained, nothing may be lost or doubled, the
 //!   view must equal the ground truth, the archive must hold each valid event once, and the
 //!   rejects and dead-letter queues exactly the poison records. `riffle chaos` is the same
 //!   run with bigger numbers.
@@ -136,6 +137,8 @@ async fn nothing_lost_or_doubled_under_kills_faults_and_a_kinesalite_restart() {
         invalid_ratio: 0.01,
         throttle_rate: 0.03,
         handler_error_rate: 0.02,
+        // Half the producer's put calls go again whole, as after a lost answer.
+        resend_rate: 0.5,
         restart_kinesis: true,
         max_restart_delay: Duration::from_secs(1),
         idle_timeout: Duration::from_secs(60),
@@ -159,6 +162,10 @@ async fn nothing_lost_or_doubled_under_kills_faults_and_a_kinesalite_restart() {
             .faults
             .iter()
             .any(|x| matches!(x, chaos::Fault::KinesisRestart { .. }))
+    );
+    assert!(
+        report.producer_resent > 0,
+        "the run must re-send whole calls"
     );
     assert!(report.drained, "the pipeline did not drain");
     assert_eq!(f.lost(), 0, "lost: {f:?}");

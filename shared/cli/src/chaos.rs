@@ -35,7 +35,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use aws_sdk_kinesis::types::ShardIteratorType;
-use riffle_aws::{KinesisPublisher, OutRecord};
+use riffle_aws::OutRecord;
 use riffle_codec::EnvelopeCodec;
 use riffle_loadtest::{Expected, Generator, GeneratorConfig, GroundTruth};
 use riffle_runtime::checkpoint::{Checkpoint, CheckpointStore};
@@ -88,6 +88,8 @@ pub struct ChaosOptions {
     pub throttle_rate: f64,
     /// Probability a batch invocation fails transiently.
     pub handler_error_rate: f64,
+    /// Share of the producer's put calls sent again whole after they succeeded.
+    pub resend_rate: f64,
     /// Restart kinesalite once, half way through the chaos.
     pub restart_kinesis: bool,
     /// A killed stage is started again after a random delay up to this.
@@ -109,6 +111,7 @@ impl Default for ChaosOptions {
             invalid_ratio: 0.01,
             throttle_rate: 0.05,
             handler_error_rate: 0.02,
+            resend_rate: 0.05,
             restart_kinesis: true,
             max_restart_delay: Duration::from_secs(2),
             // The aggregator's and the archiver's batches (1,000 and 5,000 records, each
@@ -274,6 +277,9 @@ pub struct ChaosReport {
     pub producer_throttled: u64,
     /// Producer entries sent again.
     pub producer_retries: u64,
+    /// Records the producer put twice: whole put calls sent again as if their answer had
+    /// been lost (the validator must drop every copy).
+    pub producer_resent: u64,
     /// Whether every stage's checkpoint reached the end of its input.
     pub drained: bool,
     /// From the first put to the drain.
@@ -392,6 +398,8 @@ struct Ledger {
     keys: Vec<String>,
     throttled: u64,
     retries: u64,
+    /// Records put a second time by whole-call re-sends.
+    resent: u64,
 }
 
 fn bytes_key(data: &[u8]) -> u64 {
@@ -499,9 +507,15 @@ async fn chaos(
         .stream_name("RawStream")
         .ok_or_else(|| PipelineError::Aws("no RawStream in the templates".into()))?
         .to_string();
-    let publisher = pipeline
-        .publisher()
-        .with_throttle_faults(options.throttle_rate, options.seed);
+    // KPL aggregates per shard in strict order, each put call with an origin of its own, as
+    // ADR 0010 asks of producers: so its retries and re-sends are copies the validator drops.
+    let producer_output = riffle_stage::AggregatingOutput::new(
+        riffle_aws::kinesis_client(pipeline.sdk()),
+        pipeline
+            .publisher()
+            .with_throttle_faults(options.throttle_rate, options.seed),
+        &stream,
+    );
     let rejects = collect_rejects(pipeline.queue_drainer("RejectsQueue")?);
     let plan = schedule(options);
     say(
@@ -528,10 +542,13 @@ async fn chaos(
     let produced = Arc::new(AtomicU64::new(0));
     let producer = tokio::spawn(produce(
         generator,
-        publisher,
-        stream,
-        options.events,
-        options.rate,
+        producer_output,
+        Production {
+            total: options.events,
+            rate: options.rate,
+            resend_rate: options.resend_rate,
+            seed: options.seed,
+        },
         Arc::clone(&produced),
     ));
 
@@ -691,6 +708,7 @@ async fn chaos(
         counters,
         producer_throttled: ledger.throttled,
         producer_retries: ledger.retries,
+        producer_resent: ledger.resent,
         truth: ledger.truth,
         drained,
         elapsed,
@@ -731,17 +749,36 @@ async fn restart_exited(
 
 /// Puts `total` events at `rate`, each chunk retried until Kinesis has taken all of it;
 /// an event enters the ground truth once accepted.
-async fn produce(
-    mut generator: Generator,
-    publisher: KinesisPublisher,
-    stream: String,
+/// Mixed into the seed for the producer's re-send draws.
+const RESEND_SEED: u64 = 0x5e5e_4d00_0000_0001;
+
+/// How [`produce`] offers the events.
+struct Production {
     total: u64,
     rate: u32,
+    /// Share of put calls sent again whole after they succeeded (a lost answer).
+    resend_rate: f64,
+    seed: u64,
+}
+
+async fn produce(
+    mut generator: Generator,
+    output: riffle_stage::AggregatingOutput,
+    production: Production,
     produced: Arc<AtomicU64>,
 ) -> Result<Ledger, PipelineError> {
+    let Production {
+        total,
+        rate,
+        resend_rate,
+        seed,
+    } = production;
     let mut ledger = Ledger::default();
+    // Its own stream of draws, apart from the kill schedule's.
+    let mut rng = SplitMix::new(seed ^ RESEND_SEED);
     let started = Instant::now();
     let mut done: u64 = 0;
+    let mut calls: u64 = 0;
     while done < total {
         let due = ((started.elapsed().as_secs_f64() * f64::from(rate)) as u64).min(total);
         if due <= done {
@@ -750,6 +787,8 @@ async fn produce(
         }
         let n = usize::try_from((due - done).min(PUT_CHUNK as u64)).unwrap_or(PUT_CHUNK);
         let now = now_ms();
+        generator.stamp_origins(Some(format!("chaos-{seed}/{calls}")));
+        calls += 1;
         let mut events = Vec::with_capacity(n);
         for _ in 0..n {
             events.push(generator.next(now)?);
@@ -761,7 +800,12 @@ async fn produce(
                 data: e.record.clone(),
             })
             .collect();
-        put_until_accepted(&publisher, &stream, records, &mut ledger).await?;
+        put_until_accepted(&output, records.clone(), &mut ledger).await?;
+        if rng.unit() < resend_rate {
+            // The answer "got lost": the whole call goes again, every record a copy.
+            put_until_accepted(&output, records, &mut ledger).await?;
+            ledger.resent += n as u64;
+        }
         for event in &events {
             ledger.record(event);
         }
@@ -778,34 +822,34 @@ fn now_ms() -> i64 {
 }
 
 async fn put_until_accepted(
-    publisher: &KinesisPublisher,
-    stream: &str,
+    output: &riffle_stage::AggregatingOutput,
     mut pending: Vec<OutRecord>,
     ledger: &mut Ledger,
 ) -> Result<(), PipelineError> {
     let deadline = Instant::now() + PUT_DEADLINE;
     loop {
-        let outcome = publisher
-            .put_all(stream, pending.clone())
+        let (failed, outcome) = output
+            .publish_counted(pending.clone())
             .await
             .map_err(|e| PipelineError::Aws(format!("PutRecords: {e}")))?;
         ledger.throttled += outcome.throttled as u64;
         ledger.retries += outcome.retries as u64;
-        if outcome.failed.is_empty() {
+        if failed.is_empty() {
             return Ok(());
         }
         if Instant::now() >= deadline {
             return Err(PipelineError::Aws(format!(
                 "PutRecords: {} records still refused after {PUT_DEADLINE:?}: {:?}",
-                outcome.failed.len(),
+                failed.len(),
                 riffle_aws::kinesis::failure_codes(&outcome)
             )));
         }
-        ledger.retries += outcome.failed.len() as u64;
-        pending = outcome
-            .failed
+        ledger.retries += failed.len() as u64;
+        // In order, from the first refused: the publisher sent nothing after a refused
+        // aggregate of the same shard, so the shard sees the origin's records in order.
+        pending = failed
             .iter()
-            .filter_map(|f| pending.get(f.index).cloned())
+            .filter_map(|i| pending.get(*i).cloned())
             .collect();
         tokio::time::sleep(PUT_RETRY_PAUSE).await;
     }
@@ -1187,8 +1231,8 @@ pub fn render(report: &ChaosReport) -> String {
         .collect();
     line(format!("handler faults      {}", per_stage.join(", ")));
     line(format!(
-        "producer            {} entries throttled, {} resent",
-        report.producer_throttled, report.producer_retries
+        "producer            {} entries throttled, {} retried; {} records put twice by whole-call re-sends",
+        report.producer_throttled, report.producer_retries, report.producer_resent
     ));
     line(format!(
         "drained             {} ({:.1} s from the first put)",

@@ -81,6 +81,10 @@ enum Command {
         /// Probability a batch invocation fails transiently (0..1).
         #[arg(long, default_value_t = 0.02)]
         handler_error_rate: f64,
+        /// Share of the producer's put calls sent again whole after they succeeded, as when
+        /// an answer is lost (0..1): every record a copy the validator must drop.
+        #[arg(long, default_value_t = 0.05)]
+        resend_rate: f64,
         /// Do not restart kinesalite mid-run.
         #[arg(long)]
         no_kinesis_restart: bool,
@@ -106,6 +110,7 @@ async fn main() -> ExitCode {
             invalid_ratio,
             throttle_rate,
             handler_error_rate,
+            resend_rate,
             no_kinesis_restart,
             idle_timeout,
         } => {
@@ -117,6 +122,7 @@ async fn main() -> ExitCode {
                 invalid_ratio,
                 throttle_rate,
                 handler_error_rate,
+                resend_rate,
                 restart_kinesis: !no_kinesis_restart,
                 idle_timeout: Duration::from_secs(idle_timeout),
                 ..riffle_cli::chaos::ChaosOptions::default()

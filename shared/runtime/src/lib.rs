@@ -16,6 +16,13 @@
 //! - [`fault`]: transient handler errors injected for fault tests (local mapping only, off
 //!   unless `RIFFLE_FAULT_HANDLER_ERROR_RATE` is set).
 
+/// Every binary that runs a stage (and its benches and tests) allocates through mimalloc:
+/// the aggregator and the archiver hold a whole batch of decoded envelopes (a dozen small
+/// allocations each) at once, and glibc's allocator spent most of their decode time in its
+/// slow paths (`malloc_consolidate`, measured with perf in the aggregator bench).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 pub mod checkpoint;
 pub mod config;
 pub mod deaggregate;

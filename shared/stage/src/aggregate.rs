@@ -11,7 +11,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
-use riffle_aws::{AwsError, KinesisPublisher, OutRecord};
+use riffle_aws::{AwsError, KinesisPublisher, OutRecord, PutOutcome};
 use riffle_codec::kpl::Aggregator;
 
 use crate::ports::{Output, OutputError};
@@ -129,10 +129,18 @@ impl AggregatingOutput {
     }
 }
 
-impl Output for AggregatingOutput {
-    async fn publish(&self, records: Vec<OutRecord>) -> Result<Vec<usize>, OutputError> {
+impl AggregatingOutput {
+    /// [`Output::publish`], with the publisher's account of the aggregates (throttles,
+    /// retries, requests).
+    ///
+    /// # Errors
+    /// As [`Output::publish`].
+    pub async fn publish_counted(
+        &self,
+        records: Vec<OutRecord>,
+    ) -> Result<(Vec<usize>, PutOutcome), OutputError> {
         if records.is_empty() {
-            return Ok(Vec::new());
+            return Ok((Vec::new(), PutOutcome::default()));
         }
         let map = self.shard_map().await?;
         let packed = pack(&map, &records);
@@ -146,7 +154,13 @@ impl Output for AggregatingOutput {
             .copied()
             .collect();
         failed.sort_unstable();
-        Ok(failed)
+        Ok((failed, outcome))
+    }
+}
+
+impl Output for AggregatingOutput {
+    async fn publish(&self, records: Vec<OutRecord>) -> Result<Vec<usize>, OutputError> {
+        Ok(self.publish_counted(records).await?.0)
     }
 }
 

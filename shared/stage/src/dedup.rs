@@ -12,7 +12,8 @@ use crate::batch::shard_id;
 /// have 56 digits today; 64 leaves room and fits two 32-digit halves in `u128`s.
 pub const SEQUENCE_DIGITS: usize = 64;
 /// Largest sub-record index an encoded position holds (5 digits). Aggregates between stages
-/// are at most 64 KiB (ADR 0008), so even 1-byte user records stay far below.
+/// are at most about 1 MiB (ADR 0010), and a user record takes well over ten bytes in one
+/// (its envelope alone is more), so its index stays below this.
 pub const MAX_SUB_INDEX: u32 = 99_999;
 /// Half of [`SEQUENCE_DIGITS`]: 10^32 < 2^107, so each half fits a `u128`.
 const HALF_DIGITS: usize = SEQUENCE_DIGITS / 2;

@@ -28,7 +28,8 @@ use riffle_codec::{CodecError, Envelope};
 
 use crate::Failures;
 use crate::dedup::{
-    Position, origin_of, record_positions, redriven_elsewhere, republished_origin_id,
+    Position, REDRIVE_ORIGIN_PREFIX, origin_of, record_positions, redriven_elsewhere,
+    republished_origin_id,
 };
 use crate::ports::OutputError;
 
@@ -250,8 +251,8 @@ impl Gate {
     }
 }
 
-/// Drops marks that have not moved for `window_secs`, then the oldest past
-/// [`MAX_ORIGINS_PER_SHARD`]; returns how many were dropped past the cap.
+/// Drops marks that have not moved for `window_secs`, then, past [`MAX_ORIGINS_PER_SHARD`],
+/// redrive origins and the oldest; returns how many were dropped past the cap.
 fn prune(marks: &mut ShardMarks, now_secs: i64, window_secs: i64) -> usize {
     marks
         .marks
@@ -260,9 +261,15 @@ fn prune(marks: &mut ShardMarks, now_secs: i64, window_secs: i64) -> usize {
     if excess == 0 {
         return 0;
     }
-    let mut ages: Vec<(i64, String)> = marks.marks.iter().map(|(k, m)| (m.at, k.clone())).collect();
+    // Redriven records' origins go first (each stands for one record put back, and only a
+    // second redrive of that same record needs it), then the marks that moved longest ago.
+    let mut ages: Vec<(bool, i64, String)> = marks
+        .marks
+        .iter()
+        .map(|(k, m)| (!k.starts_with(REDRIVE_ORIGIN_PREFIX), m.at, k.clone()))
+        .collect();
     ages.sort_unstable();
-    for (_, origin) in ages.into_iter().take(excess) {
+    for (_, _, origin) in ages.into_iter().take(excess) {
         marks.marks.remove(&origin);
     }
     excess
@@ -767,6 +774,15 @@ mod tests {
         );
         assert_eq!(stored.marks.len(), MAX_ORIGINS_PER_SHARD);
         assert_eq!(done.evicted, 1);
+        // A redriven record's origin goes before any stage's or producer's, however new.
+        let mut gate = m.open("s", &["sh"]).await.unwrap();
+        let redriven = gate.admit("sh", "redrive:s/m-1/0", pos(0)).unwrap();
+        gate.done(redriven);
+        let done = m.commit("s", &mut gate, 160).await.unwrap();
+        let stored = m.store().get("s", "sh");
+        assert_eq!(done.evicted, 1);
+        assert!(!stored.marks.contains_key("redrive:s/m-1/0"));
+        assert_eq!(stored.marks.len(), MAX_ORIGINS_PER_SHARD);
     }
 
     #[tokio::test]
