@@ -18,10 +18,10 @@ use riffle_aws::SqsSender;
 use riffle_codec::{Enrichment, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_local::Emulators;
 use riffle_runtime::{KinesisEvent, KinesisHandler};
+use riffle_stage::SqsRejects;
 use riffle_stage::dedup::Position;
 use riffle_stage::marks::{DynamoMarks, MarkStore, Marks, ShardMarks};
-use riffle_stage::testing::MapSource;
-use riffle_stage::{OutputError, SqsRejects};
+use riffle_stage::testing::{FailingMarks, MapSource};
 use riffle_tests::test_support::{create_queue, create_table, drain, enriched_event, state_dir};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -364,36 +364,6 @@ impl ViewStore for CrashAfterWrite {
     }
 }
 
-/// Marks whose first write fails: the function died after every view write.
-struct CrashBeforeMark {
-    inner: DynamoMarks,
-    crashed: std::sync::atomic::AtomicBool,
-}
-
-impl MarkStore for CrashBeforeMark {
-    async fn load(&self, stage: &str, shard: &str) -> Result<ShardMarks, OutputError> {
-        self.inner.load(stage, shard).await
-    }
-
-    async fn save(
-        &self,
-        stage: &str,
-        shard: &str,
-        marks: &ShardMarks,
-        expires_at: i64,
-    ) -> Result<bool, OutputError> {
-        if !self.crashed.swap(true, std::sync::atomic::Ordering::SeqCst) {
-            return Err(OutputError(riffle_aws::AwsError::Call {
-                operation: "PutItem",
-                code: "Crash".into(),
-                message: String::new(),
-                retryable: true,
-            }));
-        }
-        self.inner.save(stage, shard, marks, expires_at).await
-    }
-}
-
 #[tokio::test]
 async fn a_replay_after_a_crash_counts_once() {
     let env = Env::start("crash").await;
@@ -424,10 +394,8 @@ async fn a_replay_after_a_crash_counts_once() {
     let next = event(&blobs(&codec, "c", 8..10), 600);
     let crashing = env.aggregator_with(
         DynamoViewStore::new(env.dynamo.clone(), TABLE),
-        CrashBeforeMark {
-            inner: env.claims(),
-            crashed: false.into(),
-        },
+        // Its marks write fails: the function died after every view write.
+        FailingMarks::new(env.claims(), 1),
     );
     assert!(crashing.handle(next.clone()).await.is_err());
     assert_eq!(count_sum(&env, "c").await, (6.0, 23.0));

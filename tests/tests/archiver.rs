@@ -9,7 +9,6 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use apache_avro::Schema;
@@ -25,9 +24,9 @@ use riffle_aws::{AwsError, SqsSender};
 use riffle_codec::{Enrichment, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_local::Emulators;
 use riffle_runtime::{KinesisEvent, KinesisHandler};
-use riffle_stage::marks::{DynamoMarks, MarkStore, Marks, ShardMarks};
-use riffle_stage::testing::MapSource;
-use riffle_stage::{OutputError, SqsRejects};
+use riffle_stage::SqsRejects;
+use riffle_stage::marks::{DynamoMarks, MarkStore, Marks};
+use riffle_stage::testing::{FailingMarks, MapSource};
 use riffle_tests::test_support::{create_queue, create_table, drain, enriched_event, state_dir};
 
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -248,37 +247,6 @@ fn cut(event: &KinesisEvent, range: std::ops::Range<usize>) -> KinesisEvent {
     out
 }
 
-/// Marks whose writing fails while `crash` is set: the function was killed after its
-/// object writes and before the marks.
-struct KilledBeforeMarks {
-    inner: DynamoMarks,
-    crash: AtomicBool,
-}
-
-impl MarkStore for KilledBeforeMarks {
-    async fn load(&self, stage: &str, shard: &str) -> Result<ShardMarks, OutputError> {
-        self.inner.load(stage, shard).await
-    }
-
-    async fn save(
-        &self,
-        stage: &str,
-        shard: &str,
-        marks: &ShardMarks,
-        expires_at: i64,
-    ) -> Result<bool, OutputError> {
-        if self.crash.load(Ordering::SeqCst) {
-            return Err(OutputError(AwsError::Call {
-                operation: "PutItem",
-                code: "Killed".into(),
-                message: "SIGKILL".into(),
-                retryable: true,
-            }));
-        }
-        self.inner.save(stage, shard, marks, expires_at).await
-    }
-}
-
 /// A bucket whose writes land but answer with an error (a timeout after S3 stored the
 /// object): the attempt cannot know its objects exist, so it marks nothing.
 struct LostAnswers(S3ObjectStore);
@@ -414,10 +382,8 @@ async fn a_crash_between_writes_and_marks_then_a_different_cut_lands_once() {
     // Killed after its object writes, before any mark: records 0..8.
     let killed = env.archiver_with(
         env.store(),
-        KilledBeforeMarks {
-            inner: env.claims(),
-            crash: AtomicBool::new(true),
-        },
+        // Killed after its object writes, before its marks.
+        FailingMarks::new(env.claims(), 1),
     );
     let err = killed.process(&cut(&batch, 0..8), now).await.unwrap_err();
     assert!(err.retryable());
@@ -478,10 +444,8 @@ async fn an_object_compacted_away_after_a_crash_still_counts() {
     let batch = event(&encoded(&events), 6_000);
     let killed = env.archiver_with(
         env.store(),
-        KilledBeforeMarks {
-            inner: env.claims(),
-            crash: AtomicBool::new(true),
-        },
+        // Killed after its object writes, before its marks.
+        FailingMarks::new(env.claims(), 1),
     );
     killed.process(&batch, now).await.unwrap_err();
     let options = CompactOptions {

@@ -734,18 +734,18 @@ fn archived_row(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use std::sync::Mutex;
-    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::atomic::Ordering;
 
     use apache_avro::Schema;
     use apache_avro::types::Value;
     use std::collections::HashMap;
 
     use riffle_aws::AwsError;
-    use riffle_stage::OutputError;
     use riffle_stage::SqsMessage;
-    use riffle_stage::marks::{DEFAULT_MARK_WINDOW, MemoryMarks, ShardMarks};
+    use riffle_stage::marks::{DEFAULT_MARK_WINDOW, MemoryMarks};
     use riffle_stage::testing::{
-        MapSource, Sink, enriched_envelope as envelope, kinesis_event as event, reject_messages,
+        FailingMarks, MapSource, Sink, enriched_envelope as envelope, kinesis_event as event,
+        reject_messages,
     };
 
     use super::*;
@@ -872,40 +872,13 @@ mod tests {
         }
     }
 
-    /// Marks whose writing fails while `crash` is set: the function died right after its
-    /// object writes.
-    #[derive(Clone, Default)]
-    struct CrashingMarks {
-        inner: MemoryMarks,
-        crash: Arc<AtomicUsize>,
-    }
-
-    impl MarkStore for CrashingMarks {
-        async fn load(&self, stage: &str, shard: &str) -> Result<ShardMarks, OutputError> {
-            self.inner.load(stage, shard).await
-        }
-
-        async fn save(
-            &self,
-            stage: &str,
-            shard: &str,
-            marks: &ShardMarks,
-            expires_at: i64,
-        ) -> Result<bool, OutputError> {
-            if self.crash.load(Ordering::SeqCst) > 0 {
-                return Err(OutputError(AwsError::Call {
-                    operation: "PutItem",
-                    code: "Killed".into(),
-                    message: "the process died".into(),
-                    retryable: true,
-                }));
-            }
-            self.inner.save(stage, shard, marks, expires_at).await
-        }
-    }
-
-    type TestArchiver =
-        Archiver<MapSource, MemoryBucket, CrashingMarks, MemoryIntents, Sink<SqsMessage>>;
+    type TestArchiver = Archiver<
+        MapSource,
+        MemoryBucket,
+        FailingMarks<MemoryMarks>,
+        MemoryIntents,
+        Sink<SqsMessage>,
+    >;
 
     fn archiver(bucket: MemoryBucket, registry_down: bool) -> TestArchiver {
         let source = MapSource::with([(ORDER_ID as u32, ORDER)], []);
@@ -914,7 +887,7 @@ mod tests {
             EnvelopeCodec::new(7).unwrap(),
             SchemaCache::new(source),
             bucket,
-            Marks::new(CrashingMarks::default(), DEFAULT_MARK_WINDOW),
+            Marks::new(FailingMarks::default(), DEFAULT_MARK_WINDOW),
             MemoryIntents::default(),
             Sink::new(),
             "events",
@@ -1074,11 +1047,11 @@ mod tests {
         let cuts: [&[(usize, usize)]; 3] = [&[(0, 6), (6, 12)], &[(4, 12), (0, 12)], &[(0, 12)]];
         for (crashed, redeliveries) in [(0..9, cuts[0]), (0..12, cuts[1]), (2..9, cuts[2])] {
             let arch = archiver(MemoryBucket::default(), false);
-            arch.marks.store().crash.store(1, Ordering::SeqCst);
+            arch.marks.store().fail.store(1, Ordering::SeqCst);
             let err = arch.process(&slice(&ev, crashed.clone()), NOW).await;
             assert!(matches!(err, Err(ArchiverError::Marks(_))), "{err:?}");
             assert!(!arch.intents.is_empty(), "intents stay for the retry");
-            arch.marks.store().crash.store(0, Ordering::SeqCst);
+            arch.marks.store().fail.store(0, Ordering::SeqCst);
             let mut recovered = 0;
             for (from, to) in redeliveries {
                 let r = arch
@@ -1103,9 +1076,9 @@ mod tests {
     async fn an_object_compacted_away_before_the_redelivery_still_counts() {
         let arch = archiver(MemoryBucket::default(), false);
         let ev = batch(6);
-        arch.marks.store().crash.store(1, Ordering::SeqCst);
+        arch.marks.store().fail.store(1, Ordering::SeqCst);
         arch.process(&ev, NOW).await.unwrap_err();
-        arch.marks.store().crash.store(0, Ordering::SeqCst);
+        arch.marks.store().fail.store(0, Ordering::SeqCst);
         // Compaction merges the hour-16 object (with a neighbour) and deletes its inputs.
         let (key, bytes) = {
             let objects = arch.store.objects.lock().unwrap();

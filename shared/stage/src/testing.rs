@@ -231,3 +231,56 @@ pub fn enriched_envelope(agg_key: &str, metric: f64, window_start: i64) -> Envel
         }),
     }
 }
+
+/// A [`crate::marks::MarkStore`] whose next `fail` saves fail as a killed process's would
+/// (set [`FailingMarks::fail`], e.g. to 1: the function died after its effects and before
+/// its marks); loads and the other saves go to `inner`.
+#[derive(Debug, Clone, Default)]
+pub struct FailingMarks<M> {
+    /// Where the marks really are.
+    pub inner: M,
+    /// Saves still to fail.
+    pub fail: Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl<M> FailingMarks<M> {
+    /// `inner`, its next `saves` saves failing.
+    pub fn new(inner: M, saves: usize) -> Self {
+        FailingMarks {
+            inner,
+            fail: Arc::new(std::sync::atomic::AtomicUsize::new(saves)),
+        }
+    }
+}
+
+impl<M: crate::marks::MarkStore> crate::marks::MarkStore for FailingMarks<M> {
+    async fn load(
+        &self,
+        stage: &str,
+        shard: &str,
+    ) -> Result<crate::marks::ShardMarks, OutputError> {
+        self.inner.load(stage, shard).await
+    }
+
+    async fn save(
+        &self,
+        stage: &str,
+        shard: &str,
+        marks: &crate::marks::ShardMarks,
+        expires_at: i64,
+    ) -> Result<bool, OutputError> {
+        let failing = self
+            .fail
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+            .is_ok();
+        if failing {
+            return Err(OutputError(AwsError::Call {
+                operation: "PutItem",
+                code: "Killed".into(),
+                message: "the process died before its marks".into(),
+                retryable: true,
+            }));
+        }
+        self.inner.save(stage, shard, marks, expires_at).await
+    }
+}
