@@ -375,11 +375,17 @@ fn subject_state(
 }
 
 impl Generator {
-    /// Stamps the events generated from now on with origin `id` and sequences 1, 2, ...
-    /// (`schemas/envelope.avsc`), as a producer does for one channel whose records it puts
-    /// in order per shard; `None` stamps nothing, as a producer that does not say.
-    pub fn stamp_origins(&mut self, id: Option<String>) {
-        self.origin = id.map(|id| (id, 0));
+    /// Stamps the events generated from now on with origin `id` and the sequences after
+    /// `last` (`schemas/envelope.avsc`: `last + 1`, `last + 2`, ...), as a producer does for
+    /// one channel whose records it puts in order per shard; `None` stamps nothing, as a
+    /// producer that does not say.
+    pub fn stamp_origins(&mut self, origin: Option<(String, u64)>) {
+        self.origin = origin;
+    }
+
+    /// The last sequence stamped (see [`Generator::stamp_origins`]), to go on from later.
+    pub fn last_origin_seq(&self) -> Option<u64> {
+        self.origin.as_ref().map(|(_, seq)| *seq)
     }
 
     /// A generator writing with the given registry ids.

@@ -778,7 +778,9 @@ async fn produce(
     let mut rng = SplitMix::new(seed ^ RESEND_SEED);
     let started = Instant::now();
     let mut done: u64 = 0;
-    let mut calls: u64 = 0;
+    // One origin for the run: calls go one after the other, and a call's refused records are
+    // put again before the next call starts, so every shard sees the sequence in order.
+    generator.stamp_origins(Some((format!("chaos-{seed}"), 0)));
     while done < total {
         let due = ((started.elapsed().as_secs_f64() * f64::from(rate)) as u64).min(total);
         if due <= done {
@@ -787,8 +789,6 @@ async fn produce(
         }
         let n = usize::try_from((due - done).min(PUT_CHUNK as u64)).unwrap_or(PUT_CHUNK);
         let now = now_ms();
-        generator.stamp_origins(Some(format!("chaos-{seed}/{calls}")));
-        calls += 1;
         let mut events = Vec::with_capacity(n);
         for _ in 0..n {
             events.push(generator.next(now)?);

@@ -169,7 +169,12 @@ async fn produce_and_check(
     let started = Instant::now();
     let usage_before = riffle_aws::meter::usage();
     let run_started = now_ms();
-    let mut chunks: u64 = 0;
+    // A few origins, one per put call in flight (ADR 0010): a slot's calls go one after the
+    // other, so its records reach each shard in order (one aggregate per shard at a time),
+    // while the slots' calls do not wait for each other. The marks then hold a handful of
+    // origins, not one per call. Plain records have no order across keys, so carry none.
+    let mut free_slots: Vec<usize> = (0..MAX_IN_FLIGHT).rev().collect();
+    let mut slot_seq = [0u64; MAX_IN_FLIGHT];
     let mut produced: u64 = 0;
     let mut put_failures = 0usize;
     let mut in_flight = JoinSet::new();
@@ -183,18 +188,25 @@ async fn produce_and_check(
         let due = (started.elapsed().as_secs_f64() * f64::from(options.rate)) as u64;
         let due = due.min(options.events);
         while produced < due {
+            let slot = match free_slots.pop() {
+                Some(slot) => slot,
+                None => {
+                    let Some(done) = in_flight.join_next().await else {
+                        break;
+                    };
+                    let (slot, failed) = put_result(done)?;
+                    put_failures += failed;
+                    slot
+                }
+            };
             let n = usize::try_from((due - produced).min(PUT_CHUNK as u64)).unwrap_or(PUT_CHUNK);
             let now = now_ms();
             let mut records = Vec::with_capacity(n);
-            // One origin per put call (ADR 0010): its records reach each shard in order (one
-            // aggregate per shard at a time), while the calls in flight do not wait for each
-            // other. Plain records have no such order across keys, so they carry none.
             generator.stamp_origins(
                 options
                     .aggregate
-                    .then(|| format!("demo-{run_started}/{chunks}")),
+                    .then(|| (format!("demo-{run_started}/{slot}"), slot_seq[slot])),
             );
-            chunks += 1;
             for _ in 0..n {
                 let event = generator.next(now)?;
                 truth.record(&event);
@@ -203,18 +215,16 @@ async fn produce_and_check(
                     data: event.record,
                 });
             }
+            slot_seq[slot] = generator.last_origin_seq().unwrap_or(0);
             produced += n as u64;
-            while in_flight.len() >= MAX_IN_FLIGHT {
-                if let Some(done) = in_flight.join_next().await {
-                    put_failures += put_result(done)?;
-                }
-            }
             let producer = std::sync::Arc::clone(&producer);
             let stream = stream.clone();
-            in_flight.spawn(async move { producer.put(&stream, records).await });
+            in_flight.spawn(async move { (slot, producer.put(&stream, records).await) });
         }
         while let Some(done) = in_flight.try_join_next() {
-            put_failures += put_result(done)?;
+            let (slot, failed) = put_result(done)?;
+            put_failures += failed;
+            free_slots.push(slot);
         }
         if last_progress.elapsed() >= Duration::from_secs(1) {
             let rate = produced as f64 / started.elapsed().as_secs_f64();
@@ -227,7 +237,7 @@ async fn produce_and_check(
         tokio::time::sleep(TICK).await;
     }
     while let Some(done) = in_flight.join_next().await {
-        put_failures += put_result(done)?;
+        put_failures += put_result(done)?.1;
     }
     let produce_elapsed = started.elapsed();
     let producer_usage = riffle_aws::meter::usage().since(&usage_before);
@@ -362,12 +372,13 @@ impl Producer {
     }
 }
 
+/// The slot of a finished put call and how many of its records finally failed.
 fn put_result(
-    done: Result<Result<usize, String>, tokio::task::JoinError>,
-) -> Result<usize, PipelineError> {
+    done: Result<(usize, Result<usize, String>), tokio::task::JoinError>,
+) -> Result<(usize, usize), PipelineError> {
     match done {
-        Ok(Ok(failed)) => Ok(failed),
-        Ok(Err(e)) => Err(PipelineError::Aws(format!("PutRecords: {e}"))),
+        Ok((slot, Ok(failed))) => Ok((slot, failed)),
+        Ok((_, Err(e))) => Err(PipelineError::Aws(format!("PutRecords: {e}"))),
         Err(e) => Err(PipelineError::Aws(format!("producer task: {e}"))),
     }
 }
