@@ -321,7 +321,11 @@ where
 
         let recovery = self.recover(event, &fresh).await?;
         let before = fresh.len();
+        // Nothing found durable (every batch but one after a crash): no per-record lookup.
         fresh.retain(|c| {
+            if recovery.durable.is_empty() {
+                return true;
+            }
             let durable = recovery.durable.contains(&(
                 c.row.kinesis_shard_id.clone(),
                 c.row.kinesis_sequence_number.clone(),
@@ -466,15 +470,28 @@ where
         fresh: Vec<Fresh>,
         existing: &HashSet<String>,
     ) -> Result<Vec<Group>, ArchiverError> {
-        let mut by_partition: BTreeMap<(Partition, String), Vec<Fresh>> = BTreeMap::new();
-        for c in fresh {
-            by_partition
-                .entry((c.partition.clone(), c.row.kinesis_shard_id.clone()))
-                .or_default()
-                .push(c);
+        // The (partition, shard) keys are few: one clone per group, not per record.
+        let mut keys: Vec<((Partition, String), Vec<usize>)> = Vec::new();
+        for (i, c) in fresh.iter().enumerate() {
+            let found = keys
+                .iter_mut()
+                .find(|((p, s), _)| *p == c.partition && *s == c.row.kinesis_shard_id);
+            match found {
+                Some((_, members)) => members.push(i),
+                None => keys.push((
+                    (c.partition.clone(), c.row.kinesis_shard_id.clone()),
+                    vec![i],
+                )),
+            }
         }
-        let mut groups = Vec::with_capacity(by_partition.len());
-        for ((partition, shard), members) in by_partition {
+        keys.sort_by(|a, b| a.0.cmp(&b.0));
+        let mut slots: Vec<Option<Fresh>> = fresh.into_iter().map(Some).collect();
+        let mut groups = Vec::with_capacity(keys.len());
+        for ((partition, shard), indexes) in keys {
+            let members: Vec<Fresh> = indexes
+                .iter()
+                .filter_map(|&i| slots.get_mut(i).and_then(Option::take))
+                .collect();
             let (Some(first), Some(last)) = (
                 members
                     .iter()
