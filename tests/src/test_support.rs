@@ -123,16 +123,19 @@ pub async fn drain(
 pub fn enriched_event(blobs: &[Vec<u8>], first_seq: u64, shard: &str) -> KinesisEvent {
     let template: KinesisEvent = serde_json::from_str(ENRICHED_EVENT).unwrap();
     let mut event = template.clone();
+    let mut source = (*template.records[0].source).clone();
+    source.shard_id = shard.to_owned();
+    let source = std::sync::Arc::new(source);
     event.records = blobs
         .iter()
         .enumerate()
         .map(|(i, blob)| {
             let mut record = template.records[0].clone();
             let seq = (first_seq + i as u64).to_string();
-            record.kinesis.data.0 = blob.clone();
-            record.kinesis.sequence_number = seq.clone();
+            record.kinesis.data = blob.clone();
+            record.kinesis.sequence_number = seq;
             record.kinesis.partition_key = format!("pk-{i}");
-            record.event_id = Some(format!("{shard}:{seq}"));
+            record.source = source.clone();
             record
         })
         .collect();

@@ -26,8 +26,9 @@ use riffle_cli::pipeline::{Pipeline, PipelineOptions};
 use riffle_cli::replay::{self, ReplayOptions};
 use riffle_codec::{Envelope, EnvelopeCodec};
 use riffle_local::Emulators;
+use riffle_runtime::Source;
 use riffle_runtime::destination::{Condition, FailureContext, failure_messages};
-use riffle_runtime::event::{Pending, Source};
+use riffle_runtime::event::Pending;
 use riffle_stage::RejectMessage;
 use riffle_stage::dedup::redriven_elsewhere;
 use riffle_stage::reject::RejectBatch;
@@ -310,12 +311,12 @@ async fn dead_letters_are_listed_shown_and_redriven() {
 
     // Three records the enricher's mapping gave up on, as the local runtime reports them.
     let stream_arn = deployment.stream_arn("ValidatedStream").unwrap().to_owned();
-    let source = Source {
+    let source = std::sync::Arc::new(Source {
         aws_region: "us-east-1".into(),
         event_source_arn: stream_arn.clone(),
         invoke_identity_arn: "arn:aws:iam::123456789012:role/riffle-enricher".into(),
         shard_id: "shardId-000000000000".into(),
-    };
+    });
     let codec = EnvelopeCodec::new(7).unwrap();
     let expected: Vec<(String, Vec<u8>)> = (0..3)
         .map(|i| (format!("pk-{i}"), codec.encode(&envelope(i)).unwrap()))
@@ -329,7 +330,6 @@ async fn dead_letters_are_listed_shown_and_redriven() {
                 key,
                 &(4_959_000 + i).to_string(),
                 chrono::Utc::now(),
-                Default::default(),
             ))
         })
         .collect();
@@ -461,7 +461,7 @@ async fn dead_letters_are_listed_shown_and_redriven() {
         .iter()
         .map(|i| {
             let mut record = riffle_stage::KinesisEventRecord::default();
-            record.kinesis.data.0 = codec.encode(&envelope(*i)).unwrap();
+            record.kinesis.data = codec.encode(&envelope(*i)).unwrap();
             record.kinesis.partition_key = format!("pk-{i}");
             record.kinesis.sequence_number = i.to_string();
             RejectMessage::new("aggregator", &record, "non_finite_metric", "NaN".into())

@@ -171,11 +171,10 @@ struct Seen {
 }
 
 fn seen(r: &KinesisEventRecord) -> Seen {
-    let event_id = r.event_id.clone().unwrap_or_default();
     Seen {
-        shard: event_id.split(':').next().unwrap_or_default().to_owned(),
+        shard: r.source.shard_id.clone(),
         seq: r.kinesis.sequence_number.clone(),
-        data: String::from_utf8(r.kinesis.data.0.clone()).unwrap(),
+        data: String::from_utf8(r.kinesis.data.clone()).unwrap(),
     }
 }
 
@@ -579,7 +578,7 @@ async fn poison_record_goes_to_the_on_failure_queue() {
     let records: Vec<KinesisEventRecord> =
         serde_json::from_value(message["records"].clone()).unwrap();
     assert_eq!(records.len(), 1);
-    assert_eq!(records[0].kinesis.data.0, poison.as_bytes());
+    assert_eq!(records[0].kinesis.data, poison.as_bytes());
     assert_eq!(
         info["startSequenceNumber"].as_str().unwrap(),
         records[0].kinesis.sequence_number
@@ -1165,7 +1164,7 @@ async fn records_older_than_the_maximum_age_go_to_the_destination() {
     }
     let data: Vec<String> = records
         .iter()
-        .map(|r| String::from_utf8(r.kinesis.data.0.clone()).unwrap())
+        .map(|r| String::from_utf8(r.kinesis.data.clone()).unwrap())
         .collect();
     assert_eq!(data, (0..5).map(|i| format!("k0:{i}")).collect::<Vec<_>>());
     let last = records.last().unwrap().kinesis.sequence_number.clone();

@@ -6,11 +6,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use riffle_codec::rules::Contract;
 use riffle_codec::source::SchemaSource;
 use riffle_codec::{EnvelopeCodec, SchemaCache};
+use riffle_runtime::KinesisEvent;
 use riffle_runtime::{HandlerError, KinesisHandler};
 use riffle_telemetry::Metrics;
 use tokio::task::JoinSet;
@@ -587,7 +587,6 @@ mod tests {
         let mut ev = kinesis_event(datas);
         for (i, r) in ev.records.iter_mut().enumerate() {
             let seq = (first_seq + i as u64).to_string();
-            r.event_id = Some(format!("shardId-000000000000:{seq}"));
             r.kinesis.sequence_number = seq;
         }
         ev
@@ -865,7 +864,6 @@ mod tests {
         let mut ev = event_at(&blobs(&codec, &[("a", 1.0), ("a", 2.0), ("a", 4.0)]), 10);
         for r in &mut ev.records {
             r.kinesis.sequence_number = "10".into();
-            r.event_id = Some("shardId-000000000000:10".into());
         }
         agg.process(&ev, 1).await.unwrap();
         agg.process(&ev, 2).await.unwrap();

@@ -31,13 +31,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
-use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use md5::{Digest, Md5};
 use riffle_codec::datum::to_json;
 use riffle_codec::source::SchemaSource;
 use riffle_codec::{Envelope, EnvelopeCodec, SchemaCache};
 use riffle_runtime::{HandlerError, KinesisHandler};
+use riffle_runtime::{KinesisEvent, KinesisEventRecord};
 use riffle_stage::batch::shard_id;
 use riffle_stage::dead_letter::{park, park_message};
 use riffle_stage::decode::{DecodedBatch, decode_batch};

@@ -86,11 +86,7 @@ fn main() {
     let codec = EnvelopeCodec::new(IDS.envelope).unwrap();
     let contracts = riffle_codec::rules::bundled().unwrap();
     let cache = SchemaCache::new(registered());
-    let data: Vec<&[u8]> = event
-        .records
-        .iter()
-        .map(|r| &r.kinesis.data.0[..])
-        .collect();
+    let data: Vec<&[u8]> = event.records.iter().map(|r| &r.kinesis.data[..]).collect();
     let decoded: Vec<_> = data.iter().map(|d| codec.decode(d)).collect();
     let schemas = runtime.block_on(resolve_payload_schemas(&cache, &decoded));
     let envelopes: Vec<Envelope> = decoded.into_iter().flatten().collect();

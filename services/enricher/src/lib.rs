@@ -135,14 +135,14 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
     /// Registry, reference data or output unavailable: the batch is retried as a whole.
     pub async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, EnricherError> {
         let records = &event.records;
-        let data = records.iter().map(|r| r.kinesis.data.0.as_slice());
+        let data = records.iter().map(|r| r.kinesis.data.as_slice());
         let unavailable = learn_envelope_versions(&self.envelopes, &self.schemas, data).await;
         if let Some(id) = unavailable.first() {
             return Err(EnricherError::Registry(format!("envelope schema {id}")));
         }
         let mut decoded: Vec<_> = records
             .iter()
-            .map(|r| self.envelopes.decode(&r.kinesis.data.0))
+            .map(|r| self.envelopes.decode(&r.kinesis.data))
             .collect();
         let batch = self
             .marks

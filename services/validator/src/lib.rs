@@ -99,11 +99,11 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
         event: KinesisEvent,
     ) -> Result<KinesisEventResponse, ValidatorError> {
         let records = &event.records;
-        let data = records.iter().map(|r| r.kinesis.data.0.as_slice());
+        let data = records.iter().map(|r| r.kinesis.data.as_slice());
         let unavailable = learn_envelope_versions(&self.envelopes, &self.schemas, data).await;
         let mut envelopes: Vec<_> = records
             .iter()
-            .map(|r| self.envelopes.decode(&r.kinesis.data.0))
+            .map(|r| self.envelopes.decode(&r.kinesis.data))
             .collect();
         let batch = self
             .marks

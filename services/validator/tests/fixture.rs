@@ -98,7 +98,7 @@ async fn lambda_event_file_through_the_validator() {
             Fate::Rejected(code) => {
                 let msg = rejected.iter().find(|m| &m.sequence_number == seq).unwrap();
                 assert_eq!(msg.code, code, "{}", msg.detail);
-                assert_eq!(msg.data().unwrap(), record.kinesis.data.0);
+                assert_eq!(msg.data().unwrap(), record.kinesis.data);
             }
             Fate::Retried => assert_eq!(retried, vec![seq.clone()]),
         }

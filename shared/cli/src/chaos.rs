@@ -965,7 +965,7 @@ fn dead_letter_records(body: &str) -> Result<Vec<Vec<u8>>, String> {
     if omitted > 0 {
         return Err(format!("{omitted} records without their data"));
     }
-    Ok(records.into_iter().map(|r| r.kinesis.data.0).collect())
+    Ok(records.into_iter().map(|r| r.kinesis.data).collect())
 }
 
 /// The figures and the failures of a run, from what was read back.

@@ -446,7 +446,7 @@ pub fn redrive_plan(
                     message_id,
                     stream,
                     &r.kinesis.partition_key,
-                    r.kinesis.data.0.clone(),
+                    r.kinesis.data.clone(),
                 );
             }
         }
@@ -882,7 +882,7 @@ pub fn render_message(m: &Received) -> String {
                     "  - seq {} key {}",
                     r.kinesis.sequence_number, r.kinesis.partition_key
                 );
-                for line in summarize_record(&r.kinesis.data.0) {
+                for line in summarize_record(&r.kinesis.data) {
                     let _ = writeln!(out, "      {line}");
                 }
             }
@@ -1034,7 +1034,7 @@ mod tests {
     fn both_message_shapes_are_read_and_planned() {
         let t = topology(&riffle_local::plan(&infra()).unwrap());
         let mut record = KinesisEventRecord::default();
-        record.kinesis.data.0 = vec![9, 9];
+        record.kinesis.data = vec![9, 9];
         record.kinesis.partition_key = "pk".into();
         record.kinesis.sequence_number = "5".into();
         let reject = RejectMessage::new("aggregator", &record, "no_enrichment", "x".into());

@@ -16,21 +16,21 @@ pub fn expand(mut event: KinesisEvent) -> KinesisEvent {
     if !event
         .records
         .iter()
-        .any(|r| kpl::is_aggregated(&r.kinesis.data.0))
+        .any(|r| kpl::is_aggregated(&r.kinesis.data))
     {
         return event;
     }
     let mut records = Vec::with_capacity(event.records.len());
     for record in event.records.drain(..) {
-        if !kpl::is_aggregated(&record.kinesis.data.0) {
+        if !kpl::is_aggregated(&record.kinesis.data) {
             records.push(record);
             continue;
         }
-        match kpl::deaggregate(&record.kinesis.data.0) {
+        match kpl::deaggregate(&record.kinesis.data) {
             Ok(subs) => records.extend(subs.iter().map(|sub| {
                 let mut user: KinesisEventRecord = record.clone();
                 user.kinesis.partition_key = sub.partition_key.to_owned();
-                user.kinesis.data.0 = sub.data.to_vec();
+                user.kinesis.data = sub.data.to_vec();
                 user
             })),
             Err(e) => {
@@ -52,7 +52,7 @@ mod tests {
         let mut r = KinesisEventRecord::default();
         r.kinesis.sequence_number = seq.into();
         r.kinesis.partition_key = key.into();
-        r.kinesis.data.0 = data;
+        r.kinesis.data = data;
         r
     }
 
@@ -61,12 +61,13 @@ mod tests {
         let mut agg = kpl::Aggregator::new();
         agg.add("k1", None, b"one");
         agg.add("k2", None, b"two");
-        let mut event = KinesisEvent::default();
-        event.records = vec![
-            record("1", "p", b"plain".to_vec()),
-            record("2", "k1", agg.finish()),
-            record("3", "p", b"last".to_vec()),
-        ];
+        let event = KinesisEvent {
+            records: vec![
+                record("1", "p", b"plain".to_vec()),
+                record("2", "k1", agg.finish()),
+                record("3", "p", b"last".to_vec()),
+            ],
+        };
         let out = expand(event);
         let seen: Vec<_> = out
             .records
@@ -75,7 +76,7 @@ mod tests {
                 (
                     r.kinesis.sequence_number.as_str(),
                     r.kinesis.partition_key.as_str(),
-                    r.kinesis.data.0.as_slice(),
+                    r.kinesis.data.as_slice(),
                 )
             })
             .collect();
@@ -97,10 +98,11 @@ mod tests {
         let mut bytes = agg.finish();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
-        let mut event = KinesisEvent::default();
-        event.records = vec![record("9", "k", bytes.clone())];
+        let event = KinesisEvent {
+            records: vec![record("9", "k", bytes.clone())],
+        };
         let out = expand(event);
         assert_eq!(out.records.len(), 1);
-        assert_eq!(out.records[0].kinesis.data.0, bytes);
+        assert_eq!(out.records[0].kinesis.data, bytes);
     }
 }

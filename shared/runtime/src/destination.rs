@@ -144,23 +144,17 @@ pub fn failure_messages(ctx: &FailureContext<'_>, records: &[Pending]) -> Vec<St
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-    use crate::event::Source;
-    use aws_lambda_events::event::kinesis::KinesisEventRecord;
+    use crate::record::{KinesisEventRecord, Source};
+    use std::sync::Arc;
 
     fn pending(seq: u64, len: usize) -> Pending {
-        let source = Source {
+        let source = Arc::new(Source {
             aws_region: "us-east-1".into(),
             event_source_arn: "arn:aws:kinesis:us-east-1:1:stream/s".into(),
             invoke_identity_arn: "arn:aws:iam::1:role/f".into(),
             shard_id: "shardId-000000000001".into(),
-        };
-        Pending::new(source.event_record(
-            vec![1; len],
-            "k",
-            &seq.to_string(),
-            Utc::now(),
-            Default::default(),
-        ))
+        });
+        Pending::new(source.event_record(vec![1; len], "k", &seq.to_string(), Utc::now()))
     }
 
     fn ctx() -> FailureContext<'static> {
@@ -189,7 +183,7 @@ mod tests {
         assert_eq!(info["batchSize"], 3);
         let back: Vec<KinesisEventRecord> = serde_json::from_value(v["records"].clone()).unwrap();
         assert_eq!(back.len(), 3);
-        assert_eq!(back[0].kinesis.data.0, vec![1; 10]);
+        assert_eq!(back[0].kinesis.data, vec![1; 10]);
     }
 
     #[test]

@@ -4,12 +4,12 @@
 
 use std::collections::VecDeque;
 
-use aws_lambda_events::encodings::SecondTimestamp;
-use aws_lambda_events::event::kinesis::{KinesisEncryptionType, KinesisEventRecord};
+use std::sync::Arc;
+
 use aws_lambda_events::event::streams::KinesisEventResponse;
 use chrono::{DateTime, Utc};
 
-use crate::KinesisEvent;
+use crate::record::{KinesisEvent, KinesisEventRecord, KinesisRecord, Source};
 
 /// Lambda limit: bytes of one synchronous invocation payload (6 MB).
 pub const INVOCATION_PAYLOAD_MAX_BYTES: usize = 6 * 1024 * 1024;
@@ -19,63 +19,38 @@ const EVENT_ENVELOPE_BYTES: usize = 16;
 /// checks the estimate never falls short).
 const RECORD_FIXED_JSON_BYTES: usize = 360;
 
-/// Where the records of one shard come from, stamped into every event record.
-#[derive(Debug, Clone)]
-pub struct Source {
-    /// The stream's region.
-    pub aws_region: String,
-    /// The stream's ARN.
-    pub event_source_arn: String,
-    /// The function's role ARN.
-    pub invoke_identity_arn: String,
-    /// The shard read.
-    pub shard_id: String,
-}
-
 impl Source {
     /// The Lambda event record for one Kinesis record.
-    pub fn record(&self, record: &aws_sdk_kinesis::types::Record) -> KinesisEventRecord {
+    pub fn record(self: &Arc<Self>, record: &aws_sdk_kinesis::types::Record) -> KinesisEventRecord {
         let arrival = record
             .approximate_arrival_timestamp()
             .and_then(|t| DateTime::<Utc>::from_timestamp_millis(t.to_millis().ok()?))
             .unwrap_or_else(Utc::now);
-        let encryption = match record.encryption_type() {
-            Some(aws_sdk_kinesis::types::EncryptionType::Kms) => KinesisEncryptionType::Kms,
-            _ => KinesisEncryptionType::None,
-        };
         self.event_record(
             record.data().as_ref().to_vec(),
             record.partition_key(),
             record.sequence_number(),
             arrival,
-            encryption,
         )
     }
 
     /// The Lambda event record from its parts.
     pub fn event_record(
-        &self,
+        self: &Arc<Self>,
         data: Vec<u8>,
         partition_key: &str,
         sequence_number: &str,
         arrival: DateTime<Utc>,
-        encryption: KinesisEncryptionType,
     ) -> KinesisEventRecord {
-        let mut r = KinesisEventRecord::default();
-        r.aws_region = Some(self.aws_region.clone());
-        r.event_id = Some(format!("{}:{sequence_number}", self.shard_id));
-        r.event_name = Some("aws:kinesis:record".to_owned());
-        r.event_source = Some("aws:kinesis".to_owned());
-        r.event_source_arn = Some(self.event_source_arn.clone());
-        r.event_version = Some("1.0".to_owned());
-        r.invoke_identity_arn = Some(self.invoke_identity_arn.clone());
-        r.kinesis.approximate_arrival_timestamp = SecondTimestamp(arrival);
-        r.kinesis.data.0 = data;
-        r.kinesis.encryption_type = encryption;
-        r.kinesis.partition_key = partition_key.to_owned();
-        r.kinesis.sequence_number = sequence_number.to_owned();
-        r.kinesis.kinesis_schema_version = Some("1.0".to_owned());
-        r
+        KinesisEventRecord {
+            source: self.clone(),
+            kinesis: KinesisRecord {
+                data,
+                partition_key: partition_key.to_owned(),
+                sequence_number: sequence_number.to_owned(),
+                approximate_arrival_timestamp: arrival,
+            },
+        }
     }
 }
 
@@ -102,21 +77,21 @@ impl Pending {
 
     /// When Kinesis received the record.
     pub fn arrival(&self) -> DateTime<Utc> {
-        self.record.kinesis.approximate_arrival_timestamp.0
+        self.record.kinesis.approximate_arrival_timestamp
     }
 }
 
 /// An upper bound of the record's length in the event JSON, without serializing it.
 pub fn estimate_json_size(r: &KinesisEventRecord) -> usize {
-    let opt = |s: &Option<String>| s.as_deref().map_or(0, escaped_len);
+    let source = &r.source;
     RECORD_FIXED_JSON_BYTES
-        + r.kinesis.data.0.len().div_ceil(3) * 4
+        + r.kinesis.data.len().div_ceil(3) * 4
         + escaped_len(&r.kinesis.partition_key)
-        + escaped_len(&r.kinesis.sequence_number)
-        + opt(&r.aws_region)
-        + opt(&r.event_id)
-        + opt(&r.event_source_arn)
-        + opt(&r.invoke_identity_arn)
+        + escaped_len(&r.kinesis.sequence_number) * 2
+        + escaped_len(&source.shard_id)
+        + escaped_len(&source.aws_region)
+        + escaped_len(&source.event_source_arn)
+        + escaped_len(&source.invoke_identity_arn)
 }
 
 /// Length of a string once JSON-escaped (control characters worst case `\u00XX`).
@@ -157,9 +132,9 @@ fn cut_batch_within(
 
 /// The event for a batch.
 pub fn event_of(batch: &[Pending]) -> KinesisEvent {
-    let mut event = KinesisEvent::default();
-    event.records = batch.iter().map(|p| p.record.clone()).collect();
-    event
+    KinesisEvent {
+        records: batch.iter().map(|p| p.record.clone()).collect(),
+    }
 }
 
 /// How a handler's successful answer is read.
@@ -227,13 +202,13 @@ mod tests {
 
     const FIXTURE: &str = include_str!("../../../tests/fixtures/kinesis_event.json");
 
-    fn source() -> Source {
-        Source {
+    fn source() -> Arc<Source> {
+        Arc::new(Source {
             aws_region: "us-east-1".into(),
             event_source_arn: "arn:aws:kinesis:us-east-1:123456789012:stream/riffle-raw".into(),
             invoke_identity_arn: "arn:aws:iam::123456789012:role/riffle-validator".into(),
             shard_id: "shardId-000000000000".into(),
-        }
+        })
     }
 
     fn pending(seq: u64, len: usize) -> Pending {
@@ -242,7 +217,6 @@ mod tests {
             "key",
             &seq.to_string(),
             DateTime::from_timestamp_millis(1_700_000_000_000 + (seq % 1_000_000) as i64).unwrap(),
-            KinesisEncryptionType::None,
         ))
     }
 
@@ -263,47 +237,21 @@ mod tests {
             .iter()
             .map(|r| {
                 source().event_record(
-                    r.kinesis.data.0.clone(),
+                    r.kinesis.data.clone(),
                     &r.kinesis.partition_key,
                     &r.kinesis.sequence_number,
-                    r.kinesis.approximate_arrival_timestamp.0,
-                    KinesisEncryptionType::None,
+                    r.kinesis.approximate_arrival_timestamp,
                 )
             })
             .collect();
         assert_eq!(built, parsed.records);
-        // Field by field in JSON too, so the names on the wire are Lambda's.
+        // In JSON too, so every name and value on the wire is Lambda's.
         let fixture: serde_json::Value = serde_json::from_str(FIXTURE).unwrap();
         let ours = serde_json::to_value(event_of(
             &built.into_iter().map(Pending::new).collect::<Vec<_>>(),
         ))
         .unwrap();
-        for (theirs, mine) in fixture["Records"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .zip(ours["Records"].as_array().unwrap())
-        {
-            for key in [
-                "awsRegion",
-                "eventID",
-                "eventName",
-                "eventSource",
-                "eventSourceARN",
-                "eventVersion",
-                "invokeIdentityArn",
-            ] {
-                assert_eq!(theirs[key], mine[key], "{key}");
-            }
-            for key in [
-                "data",
-                "partitionKey",
-                "sequenceNumber",
-                "kinesisSchemaVersion",
-            ] {
-                assert_eq!(theirs["kinesis"][key], mine["kinesis"][key], "{key}");
-            }
-        }
+        assert_eq!(ours, fixture);
     }
 
     #[test]

@@ -5,6 +5,7 @@
 //! - this file: the [`KinesisHandler`] trait, [`run_kinesis`] (picks Lambda or local),
 //!   shutdown signals, [`RuntimeError`];
 //! - [`config`]: [`EsmConfig`], the mapping's settings with Lambda's limits;
+//! - [`record`]: the Lambda Kinesis event's types, parsed with few allocations;
 //! - [`event`]: building the Lambda Kinesis event, and the pure rules of the mapping
 //!   (batch cutting, partial failures, bisection, record age);
 //! - [`checkpoint`]: per-shard checkpoints in DynamoDB;
@@ -31,15 +32,16 @@ pub mod event;
 pub mod fault;
 pub mod lease;
 pub mod local;
+pub mod record;
 
 use std::error::Error;
 use std::future::Future;
 use std::sync::Arc;
 
-pub use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 pub use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 pub use config::{EsmConfig, StartingPosition};
 pub use local::{Clock, LocalOptions, run_local, run_local_with};
+pub use record::{KinesisEvent, KinesisEventRecord, KinesisRecord, Source};
 
 /// What a handler returns to fail a whole batch (retry, bisect, on-failure destination).
 /// The same type `lambda_runtime` uses.

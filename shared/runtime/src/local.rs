@@ -33,10 +33,11 @@ use crate::checkpoint::{Checkpoint, CheckpointStore, SHARD_END};
 use crate::config::{EsmConfig, StartingPosition};
 use crate::destination::{Condition, FailureContext, failure_messages};
 use crate::event::{
-    INVOCATION_PAYLOAD_MAX_BYTES, Pending, Source, Verdict, bisect, cut_batch, event_of,
-    split_expired, verdict,
+    INVOCATION_PAYLOAD_MAX_BYTES, Pending, Verdict, bisect, cut_batch, event_of, split_expired,
+    verdict,
 };
 use crate::lease::{self, LeaseStore, LeaseView, now_ms};
+use crate::record::Source;
 use crate::{KinesisHandler, RuntimeError};
 
 /// Kinesis limit: records per GetRecords call.
@@ -537,7 +538,7 @@ impl Progress {
 /// What a shard's lanes share.
 struct ShardShared<H> {
     ctx: Arc<Ctx<H>>,
-    source: Source,
+    source: Arc<Source>,
     stop: watch::Receiver<bool>,
     lease: Arc<LeaseState>,
     progress: tokio::sync::Mutex<Progress>,
@@ -641,12 +642,12 @@ impl<H: KinesisHandler> ShardReader<H> {
         if start == Checkpoint::ShardEnd {
             return Ok(ShardEnd::Finished);
         }
-        let source = Source {
+        let source = Arc::new(Source {
             aws_region: ctx.region.clone(),
             event_source_arn: ctx.stream_arn.clone(),
             invoke_identity_arn: ctx.invoke_identity_arn.clone(),
             shard_id,
-        };
+        });
         let lanes = ctx.config.parallelization_factor.max(1) as usize;
         let shared = Arc::new(ShardShared {
             ctx,

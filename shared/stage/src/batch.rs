@@ -1,6 +1,6 @@
 //! Per-record failures of one batch, reported the way Lambda expects them.
 
-use aws_lambda_events::event::kinesis::KinesisEventRecord;
+use crate::KinesisEventRecord;
 use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 
 /// Sequence numbers of the records a handler could not finish.
@@ -52,13 +52,9 @@ impl Failures {
     }
 }
 
-/// The shard a record came from, taken from Lambda's `eventID` (`shardId-...:<sequence>`).
+/// The shard a record came from (Lambda's `eventID` is `shardId-...:<sequence>`).
 pub fn shard_id(record: &KinesisEventRecord) -> &str {
-    record
-        .event_id
-        .as_deref()
-        .and_then(|id| id.split(':').next())
-        .unwrap_or("shardId-unknown")
+    &record.source.shard_id
 }
 
 #[cfg(test)]
@@ -69,7 +65,7 @@ mod tests {
     fn failures_become_item_identifiers() {
         let mut record = KinesisEventRecord::default();
         record.kinesis.sequence_number = "4955".into();
-        record.event_id = Some("shardId-000000000001:4955".into());
+        record.source = crate::Source::of_shard("shardId-000000000001");
         let mut failures = Failures::default();
         assert!(failures.is_empty());
         failures.fail(&record);

@@ -19,7 +19,7 @@
 //! anything else is written: nothing may be dropped silently, and failing first keeps the
 //! retry from applying the good records twice.
 
-use aws_lambda_events::event::kinesis::KinesisEventRecord;
+use crate::KinesisEventRecord;
 use riffle_aws::sqs::MESSAGE_MAX_BYTES;
 
 use crate::ports::{OutputError, Rejects};
@@ -81,9 +81,9 @@ mod tests {
 
     fn record(data: Vec<u8>) -> KinesisEventRecord {
         let mut record = KinesisEventRecord::default();
-        record.kinesis.data.0 = data;
+        record.kinesis.data = data;
         record.kinesis.sequence_number = "49".into();
-        record.event_id = Some("shardId-000000000003:49".into());
+        record.source = crate::Source::of_shard("shardId-000000000003");
         record
     }
 

@@ -7,7 +7,7 @@
 //! and it concerns the whole batch, so it is the one error returned; everything about the
 //! bytes themselves becomes a dead-letter message (see [`crate::dead_letter`]).
 
-use aws_lambda_events::event::kinesis::KinesisEventRecord;
+use crate::KinesisEventRecord;
 use riffle_codec::source::SchemaSource;
 use riffle_codec::{CodecError, Envelope, EnvelopeCodec, SchemaCache};
 

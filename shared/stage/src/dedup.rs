@@ -3,7 +3,7 @@
 //! The per-batch high-water marks built on them are in [`crate::marks`]
 //! (docs/adr/0010-exactly-once-at-batch-cost.md).
 
-use aws_lambda_events::event::kinesis::KinesisEventRecord;
+use crate::KinesisEventRecord;
 use riffle_codec::Envelope;
 
 use crate::batch::shard_id;
@@ -305,7 +305,7 @@ mod tests {
     fn record(shard: &str, seq: &str) -> KinesisEventRecord {
         let mut r = KinesisEventRecord::default();
         r.kinesis.sequence_number = seq.into();
-        r.event_id = Some(format!("{shard}:{seq}"));
+        r.source = crate::Source::of_shard(shard);
         r
     }
 

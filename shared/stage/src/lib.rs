@@ -24,9 +24,9 @@ pub mod schemas;
 pub mod testing;
 
 pub use aggregate::AggregatingOutput;
-pub use aws_lambda_events::event::kinesis::{KinesisEvent, KinesisEventRecord};
 pub use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};
 pub use batch::Failures;
 pub use ports::{KinesisOutput, Output, OutputError, Rejects, SqsRejects};
 pub use reject::RejectMessage;
 pub use riffle_aws::{OutRecord, SqsMessage};
+pub use riffle_runtime::{KinesisEvent, KinesisEventRecord, KinesisRecord, Source};

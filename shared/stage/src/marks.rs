@@ -21,7 +21,7 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use aws_lambda_events::event::kinesis::KinesisEventRecord;
+use crate::KinesisEventRecord;
 use aws_sdk_dynamodb::types::AttributeValue;
 use riffle_aws::AwsError;
 use riffle_codec::{CodecError, Envelope};

@@ -173,9 +173,9 @@ mod tests {
     use crate::reject::parse_body;
 
     fn reject(i: usize, size: usize) -> SqsMessage {
-        let mut record = aws_lambda_events::event::kinesis::KinesisEventRecord::default();
+        let mut record = riffle_runtime::KinesisEventRecord::default();
         record.kinesis.sequence_number = i.to_string();
-        record.kinesis.data.0 = vec![7; size];
+        record.kinesis.data = vec![7; size];
         RejectMessage::new("validator", &record, "bad_magic", format!("#{i}")).to_sqs(i.to_string())
     }
 

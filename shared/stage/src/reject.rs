@@ -3,7 +3,7 @@
 //! It carries the reason in machine-readable form and the original bytes, so a fixed record
 //! can be replayed and nothing is lost.
 
-use aws_lambda_events::event::kinesis::KinesisEventRecord;
+use crate::KinesisEventRecord;
 use base64::Engine as _;
 use riffle_codec::Envelope;
 use serde::{Deserialize, Serialize};
@@ -48,7 +48,7 @@ impl RejectMessage {
             shard_id: shard_id(record).to_string(),
             sequence_number: record.kinesis.sequence_number.clone(),
             partition_key: record.kinesis.partition_key.clone(),
-            data_base64: base64::engine::general_purpose::STANDARD.encode(&record.kinesis.data.0),
+            data_base64: base64::engine::general_purpose::STANDARD.encode(&record.kinesis.data),
         }
     }
 
@@ -109,7 +109,7 @@ mod tests {
     #[test]
     fn keeps_the_original_bytes() {
         let mut record = KinesisEventRecord::default();
-        record.kinesis.data.0 = vec![1, 2, 3, 255];
+        record.kinesis.data = vec![1, 2, 3, 255];
         record.kinesis.sequence_number = "7".into();
         record.kinesis.partition_key = "k".into();
         let msg = RejectMessage::new("validator", &record, "bad_magic", "byte 0 is 0x01".into());

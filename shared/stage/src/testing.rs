@@ -11,7 +11,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use aws_lambda_events::event::kinesis::KinesisEvent;
+use crate::KinesisEvent;
 use riffle_aws::{AwsError, OutRecord, SqsMessage};
 use riffle_codec::source::{SchemaSource, SourceError};
 use riffle_codec::{Enrichment, Envelope};

@@ -14,7 +14,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
-use aws_lambda_events::event::kinesis::KinesisEncryptionType;
 use riffle_aws::AwsError;
 use riffle_codec::envelope::ENVELOPE_SCHEMA;
 use riffle_codec::{EnvelopeCodec, SchemaCache};
@@ -67,14 +66,13 @@ pub fn kinesis_event(events: &[GeneratedEvent]) -> KinesisEvent {
 
 /// [`kinesis_event`] from another shard (a batch whose sequence numbers start over).
 pub fn kinesis_event_on(events: &[GeneratedEvent], shard: &str) -> KinesisEvent {
-    let source = riffle_runtime::event::Source {
+    let source = std::sync::Arc::new(riffle_runtime::Source {
         aws_region: "us-east-1".into(),
         event_source_arn: STREAM_ARN.into(),
         invoke_identity_arn: ROLE_ARN.into(),
         shard_id: shard.into(),
-    };
-    let mut event = KinesisEvent::default();
-    event.records = events
+    });
+    let records = events
         .iter()
         .enumerate()
         .map(|(i, e)| {
@@ -84,11 +82,10 @@ pub fn kinesis_event_on(events: &[GeneratedEvent], shard: &str) -> KinesisEvent 
                 &e.partition_key,
                 &sequence_number(i),
                 arrival,
-                KinesisEncryptionType::None,
             )
         })
         .collect();
-    event
+    KinesisEvent { records }
 }
 
 /// Sequence numbers of a response's batch item failures, in order.
