@@ -27,7 +27,7 @@ use riffle_cli::replay::{self, ReplayOptions};
 use riffle_codec::{Envelope, EnvelopeCodec};
 use riffle_local::Emulators;
 use riffle_runtime::Source;
-use riffle_runtime::destination::{Condition, FailureContext, failure_messages};
+use riffle_runtime::destination::{Condition, FailureContext, failure_message};
 use riffle_runtime::event::Pending;
 use riffle_stage::RejectMessage;
 use riffle_stage::dedup::redriven_elsewhere;
@@ -309,45 +309,54 @@ async fn dead_letters_are_listed_shown_and_redriven() {
     let sqs = riffle_aws::sqs_client(&sdk);
     let kinesis = riffle_aws::kinesis_client(&sdk);
 
-    // Three records the enricher's mapping gave up on, as the local runtime reports them.
+    // Three records on the enricher's input stream (one shard) that its mapping gave up on,
+    // reported as Lambda does: positions only.
     let stream_arn = deployment.stream_arn("ValidatedStream").unwrap().to_owned();
-    let source = std::sync::Arc::new(Source {
-        aws_region: "us-east-1".into(),
-        event_source_arn: stream_arn.clone(),
-        invoke_identity_arn: "arn:aws:iam::123456789012:role/riffle-enricher".into(),
-        shard_id: "shardId-000000000000".into(),
-    });
     let codec = EnvelopeCodec::new(7).unwrap();
     let expected: Vec<(String, Vec<u8>)> = (0..3)
         .map(|i| (format!("pk-{i}"), codec.encode(&envelope(i)).unwrap()))
         .collect();
-    let pending: Vec<Pending> = expected
-        .iter()
-        .enumerate()
-        .map(|(i, (key, data))| {
-            Pending::new(source.event_record(
-                data.clone(),
-                key,
-                &(4_959_000 + i).to_string(),
-                chrono::Utc::now(),
-            ))
-        })
-        .collect();
+    let mut pending: Vec<Pending> = Vec::new();
+    for (key, data) in &expected {
+        let put = kinesis
+            .put_record()
+            .stream_name("riffle-validated")
+            .partition_key(key)
+            .explicit_hash_key("0")
+            .data(aws_sdk_kinesis::primitives::Blob::new(data.clone()))
+            .send()
+            .await
+            .unwrap();
+        let source = std::sync::Arc::new(Source {
+            aws_region: "us-east-1".into(),
+            event_source_arn: stream_arn.clone(),
+            invoke_identity_arn: "arn:aws:iam::123456789012:role/riffle-enricher".into(),
+            shard_id: put.shard_id().to_owned(),
+        });
+        pending.push(Pending::new(source.event_record(
+            data.clone(),
+            key,
+            put.sequence_number(),
+            chrono::Utc::now(),
+        )));
+    }
+    let shard = pending[0].record.source.shard_id.clone();
     let ctx = FailureContext {
         function_arn: "arn:aws:lambda:us-east-1:123456789012:function:riffle-enricher",
         stream_arn: &stream_arn,
-        shard_id: "shardId-000000000000",
+        shard_id: &shard,
         condition: Condition::RetryAttemptsExhausted,
         invoke_count: 4,
         now: chrono::Utc::now(),
     };
-    let bodies = failure_messages(&ctx, &pending);
-    assert_eq!(bodies.len(), 1);
-    // The same failure as Lambda on AWS sends it: metadata only, nothing to redrive from.
-    let mut metadata_only: serde_json::Value = serde_json::from_str(&bodies[0]).unwrap();
-    metadata_only.as_object_mut().unwrap().remove("records");
+    let readable = failure_message(&ctx, &pending);
+    // The same shape naming records the stream no longer holds (past its retention).
+    let mut aged_out = readable.clone();
+    aged_out.kinesis_batch_info.start_sequence_number = "1".into();
+    aged_out.kinesis_batch_info.end_sequence_number = "2".into();
+    aged_out.kinesis_batch_info.batch_size = 2;
     let queue = deployment.queue_url("EnricherDlq").unwrap().to_owned();
-    for body in [bodies[0].clone(), metadata_only.to_string()] {
+    for body in [readable.to_body(), aged_out.to_body()] {
         sqs.send_message()
             .queue_url(&queue)
             .message_body(body)
@@ -383,13 +392,18 @@ async fn dead_letters_are_listed_shown_and_redriven() {
         .unwrap();
     let shown = dlq::show(&sqs, &url, 10).await.unwrap();
     assert_eq!(shown.len(), 2);
-    let text: String = shown.iter().map(dlq::render_message).collect();
+    let mut text = String::new();
+    for m in &shown {
+        let read = dlq::read_ranges(&kinesis, &dlq::stream_ranges(&m.message, &topology)).await;
+        text.push_str(&dlq::render_message(m, &read));
+    }
     for needle in [
         "RetryAttemptsExhausted",
         "riffle-validated",
         "shardId-000000000000",
         "event ev-dlq-0 subject com.riffle.shop.OrderPlaced source shop-web",
         "event ev-dlq-2",
+        "records not readable from the stream: records 1..2",
     ] {
         assert!(text.contains(needle), "{needle:?} missing from\n{text}");
     }
@@ -412,10 +426,10 @@ async fn dead_letters_are_listed_shown_and_redriven() {
         .unwrap();
     assert_eq!((dry.messages, dry.redriven, dry.skipped.len()), (2, 1, 1));
     assert_eq!(dry.records["riffle-validated"], 3);
-    assert!(
-        stream_records(&kinesis, "riffle-validated", 0)
-            .await
-            .is_empty()
+    assert_eq!(
+        stream_records(&kinesis, "riffle-validated", 3).await,
+        expected,
+        "nothing put"
     );
 
     let done = dlq::redrive(&sdk, &topology, &url, 10, false, |_| {})
@@ -423,15 +437,19 @@ async fn dead_letters_are_listed_shown_and_redriven() {
         .unwrap();
     assert_eq!((done.redriven, done.skipped.len()), (1, 1));
     assert!(
-        done.skipped[0].1.contains("metadata only"),
+        done.skipped[0]
+            .1
+            .contains("records 1..2 of riffle-validated")
+            && done.skipped[0].1.contains("no longer on the stream"),
         "{:?}",
         done.skipped
     );
     // The same events under the same keys, each with a new origin addressed to the enricher.
     let mut put = redriven(
         &codec,
-        stream_records(&kinesis, "riffle-validated", 3).await,
+        stream_records(&kinesis, "riffle-validated", 6).await,
     );
+    put.retain(|(_, e)| e.origin.is_some());
     put.sort_by(|a, b| a.0.cmp(&b.0));
     let expected_events: Vec<(String, String)> = (0..3)
         .map(|i| (format!("pk-{i}"), envelope(i).event_id))
@@ -451,9 +469,9 @@ async fn dead_letters_are_listed_shown_and_redriven() {
     let left = dlq::show(&sqs, &url, 10).await.unwrap();
     assert_eq!(left.len(), 1);
     let DeadLetter::Failure(f) = &left[0].message else {
-        panic!("expected the metadata-only failure");
+        panic!("expected the failure whose records aged out");
     };
-    assert!(f.records.is_empty());
+    assert_eq!(f.kinesis_batch_info.start_sequence_number, "1");
 
     // Records the aggregator parked go back on `enriched` addressed to the aggregator: the
     // archiver, which reads the same stream and archived them already, leaves them alone.
@@ -487,7 +505,7 @@ async fn dead_letters_are_listed_shown_and_redriven() {
         .await
         .unwrap()
         .iter()
-        .map(dlq::render_message)
+        .map(|m| dlq::render_message(m, &Ok(Vec::new())))
         .collect();
     assert!(text.contains("non_finite_metric by aggregator"), "{text}");
     let done = dlq::redrive(&sdk, &topology, &url, 10, false, |_| {})

@@ -7,7 +7,9 @@
 //!   the failed entries and keeping order per partition key;
 //! - [`sqs`]: [`SqsSender`], SendMessageBatch within SQS' limits;
 //! - [`backoff`]: exponential backoff with full jitter, shared by both;
-//! - [`meter`]: DynamoDB items and Kinesis PUT payload units this process asked for.
+//! - [`meter`]: DynamoDB items and Kinesis PUT payload units this process asked for;
+//! - [`on_failure`]: Lambda's on-failure message for Kinesis sources (metadata only);
+//! - [`stream_read`]: records read back from a shard by position.
 //!
 //! Endpoints come only from the SDK's own variables (`AWS_ENDPOINT_URL`,
 //! `AWS_ENDPOINT_URL_KINESIS`, ...), so the same code talks to AWS and to the local
@@ -16,7 +18,9 @@
 pub mod backoff;
 pub mod kinesis;
 pub mod meter;
+pub mod on_failure;
 pub mod sqs;
+pub mod stream_read;
 
 use std::time::Duration;
 

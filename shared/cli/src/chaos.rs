@@ -39,7 +39,6 @@ use riffle_aws::OutRecord;
 use riffle_codec::EnvelopeCodec;
 use riffle_loadtest::{Expected, Generator, GeneratorConfig, GroundTruth};
 use riffle_runtime::checkpoint::{Checkpoint, CheckpointStore};
-use riffle_stage::KinesisEventRecord;
 
 use crate::demo::collect_rejects;
 use crate::pipeline::{Counters, Pipeline, PipelineError, PipelineOptions, STAGES};
@@ -679,9 +678,10 @@ async fn chaos(
     let (_, rows) = pipeline.archive_rows().await?;
     let rejects = rejects.finish().await?;
     let mut dead_letters = Vec::new();
+    let kinesis = riffle_aws::kinesis_client(pipeline.sdk());
     for (queue, stage) in DEAD_LETTER_QUEUES {
         for body in pipeline.queue_drainer(queue)?.drain_bodies().await? {
-            dead_letters.push((stage, body));
+            dead_letters.push((stage, dead_letter_records(&kinesis, &body).await));
         }
     }
     let codec = EnvelopeCodec::new(pipeline.schema_ids().envelope)
@@ -942,30 +942,26 @@ fn identify(ledger: &Ledger, codec: &EnvelopeCodec, data: &[u8]) -> Vec<Option<u
     ]
 }
 
-/// The records of one dead-letter queue message: reject messages (written by handlers) or
-/// the runtime's on-failure message (records in the Lambda event shape).
-fn dead_letter_records(body: &str) -> Result<Vec<Vec<u8>>, String> {
-    if let Ok(rejects) = riffle_stage::reject::parse_body(body) {
-        return Ok(rejects
+/// The records of one dead-letter message, or why they could not be had.
+type DeadLetterRecords = Result<Vec<Vec<u8>>, String>;
+
+/// The records a dead-letter message stands for: its own bytes (rejects, parked records) or,
+/// for an on-failure message (positions only, as Lambda sends), the records read back from
+/// the stream.
+async fn dead_letter_records(kinesis: &aws_sdk_kinesis::Client, body: &str) -> DeadLetterRecords {
+    let message = crate::dlq::parse_message(body);
+    match &message {
+        crate::dlq::DeadLetter::Unreadable(reason) => Err(reason.clone()),
+        crate::dlq::DeadLetter::Rejects(rejects) => Ok(rejects
             .iter()
             .map(|r| r.data().unwrap_or_default())
-            .collect());
+            .collect()),
+        crate::dlq::DeadLetter::Failure(_) => {
+            let ranges = crate::dlq::stream_ranges(&message, &crate::dlq::Topology::default());
+            let read = crate::dlq::read_ranges(kinesis, &ranges).await?;
+            Ok(read.into_iter().flatten().map(|(_, data)| data).collect())
+        }
     }
-    let value: serde_json::Value = serde_json::from_str(body).map_err(|e| e.to_string())?;
-    let records = value
-        .get("records")
-        .cloned()
-        .ok_or_else(|| "neither a reject nor an on-failure message".to_string())?;
-    let records: Vec<KinesisEventRecord> =
-        serde_json::from_value(records).map_err(|e| e.to_string())?;
-    let omitted = value
-        .get("dataOmitted")
-        .and_then(serde_json::Value::as_array)
-        .map_or(0, Vec::len);
-    if omitted > 0 {
-        return Err(format!("{omitted} records without their data"));
-    }
-    Ok(records.into_iter().map(|r| r.kinesis.data).collect())
 }
 
 /// The figures and the failures of a run, from what was read back.
@@ -973,7 +969,7 @@ fn assess(
     ledger: &Ledger,
     outcome: &Outcome,
     rejects: &[riffle_stage::RejectMessage],
-    dead_letters: &[(&str, String)],
+    dead_letters: &[(&str, DeadLetterRecords)],
     codec: &EnvelopeCodec,
 ) -> (Figures, Vec<String>) {
     let truth = &ledger.truth;
@@ -1038,11 +1034,11 @@ fn assess(
             _ => unidentified += 1,
         }
     }
-    for (stage, body) in dead_letters {
-        match dead_letter_records(body) {
+    for (stage, records) in dead_letters {
+        match records {
             Ok(records) => {
                 for data in records {
-                    for found in identify(ledger, codec, &data) {
+                    for found in identify(ledger, codec, data) {
                         match found {
                             Some(index) => {
                                 on_dlq.entry(index).or_default().insert(*stage);
@@ -1374,25 +1370,5 @@ mod tests {
             env.iter()
                 .any(|(k, v)| k == "RIFFLE_FAULT_HANDLER_ERROR_RATE" && v == "0.02")
         );
-    }
-
-    #[test]
-    fn on_failure_messages_give_their_records_back() {
-        let body = serde_json::json!({
-            "requestContext": {"condition": "RetryAttemptsExhausted"},
-            "records": [{
-                "eventSource": "aws:kinesis", "eventID": "shardId-000000000000:1",
-                "eventName": "aws:kinesis:record", "eventVersion": "1.0",
-                "awsRegion": "us-east-1", "eventSourceARN": "arn:aws:kinesis:us-east-1:1:stream/s",
-                "invokeIdentityArn": "arn:aws:iam::1:role/r",
-                "kinesis": {"kinesisSchemaVersion": "1.0", "partitionKey": "k",
-                    "sequenceNumber": "1", "data": "AQID",
-                    "approximateArrivalTimestamp": 1.0}
-            }],
-            "dataOmitted": []
-        })
-        .to_string();
-        assert_eq!(dead_letter_records(&body).unwrap(), vec![vec![1u8, 2, 3]]);
-        assert!(dead_letter_records("{}").is_err());
     }
 }

@@ -8,9 +8,11 @@
 //!
 //! Two message shapes travel on these queues (docs/CONTRACTS.md, "Queue messages"):
 //! `RejectMessage`s (alone or as a `RejectBatch`) and the event source mapping's on-failure
-//! messages. [`parse_message`] reads both.
+//! messages (`riffle_aws::on_failure`, positions only, as Lambda sends them). [`parse_message`]
+//! reads both; [`stream_ranges`] + [`read_ranges`] take back from the streams the records a
+//! message names by position only (all of an on-failure message's; rejects too big for SQS).
 //!
-//! Redrive puts the records a message carries back on the input stream of the stage that
+//! Redrive puts the records a message stands for back on the input stream of the stage that
 //! gave up on them, with their original partition keys, and deletes the message only after
 //! every one of its records was put: at least once. A crash between the put and the delete
 //! puts the records again on the next redrive. Every record put back gets a new origin
@@ -29,13 +31,13 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, QueueAttributeName,
 };
 use clap::{Args, Subcommand};
+use riffle_aws::on_failure::OnFailure;
 use riffle_aws::{KinesisPublisher, OutRecord, PublishConfig};
 use riffle_codec::EnvelopeCodec;
 use riffle_local::provision::Plan;
 use riffle_local::template::{Attrs, LOCAL_ACCOUNT_ID, Scope};
+use riffle_stage::RejectMessage;
 use riffle_stage::dedup::redrive_origin;
-use riffle_stage::{KinesisEventRecord, RejectMessage};
-use serde_json::Value;
 
 use crate::pipeline::PipelineError;
 
@@ -218,45 +220,13 @@ pub fn topology(plan: &Plan) -> Topology {
     }
 }
 
-/// An on-failure message of an event source mapping.
-#[derive(Debug, Clone, PartialEq)]
-pub struct FailureMessage {
-    /// `RetryAttemptsExhausted` or `RecordAgeExceeded`.
-    pub condition: String,
-    /// The function that gave up.
-    pub function_arn: String,
-    /// The shard.
-    pub shard_id: String,
-    /// First sequence number of the records.
-    pub start_sequence: String,
-    /// Last sequence number.
-    pub end_sequence: String,
-    /// Records the message stands for.
-    pub batch_size: u64,
-    /// The stream they were read from.
-    pub stream_arn: String,
-    /// The records themselves (local runtime only; Lambda on AWS sends none).
-    pub records: Vec<KinesisEventRecord>,
-    /// Sequence numbers of records whose data did not fit the message.
-    pub data_omitted: Vec<String>,
-}
-
-impl FailureMessage {
-    /// The stream's name, from its ARN.
-    pub fn stream_name(&self) -> &str {
-        self.stream_arn
-            .rsplit_once(":stream/")
-            .map_or(self.stream_arn.as_str(), |(_, name)| name)
-    }
-}
-
 /// A dead-letter message, read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum DeadLetter {
     /// Records a stage rejected or parked, with their reasons.
     Rejects(Vec<RejectMessage>),
-    /// Records an event source mapping gave up on.
-    Failure(Box<FailureMessage>),
+    /// Records an event source mapping gave up on, by position (Lambda's message).
+    Failure(Box<OnFailure>),
     /// Neither shape.
     Unreadable(String),
 }
@@ -266,46 +236,88 @@ pub fn parse_message(body: &str) -> DeadLetter {
     if let Ok(rejects) = riffle_stage::reject::parse_body(body) {
         return DeadLetter::Rejects(rejects);
     }
-    let v: Value = match serde_json::from_str(body) {
-        Ok(v) => v,
-        Err(e) => return DeadLetter::Unreadable(format!("not JSON: {e}")),
-    };
-    let Some(info) = v.get("KinesisBatchInfo") else {
-        return DeadLetter::Unreadable("neither a reject nor an on-failure message".into());
-    };
-    let text = |v: &Value, name: &str| {
-        v.get(name)
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_owned()
-    };
-    let records = match v.get("records") {
-        None | Some(Value::Null) => Vec::new(),
-        Some(records) => match serde_json::from_value(records.clone()) {
-            Ok(r) => r,
-            Err(e) => return DeadLetter::Unreadable(format!("records: {e}")),
-        },
-    };
-    let context = v.get("requestContext").cloned().unwrap_or(Value::Null);
-    DeadLetter::Failure(Box::new(FailureMessage {
-        condition: text(&context, "condition"),
-        function_arn: text(&context, "functionArn"),
-        shard_id: text(info, "shardId"),
-        start_sequence: text(info, "startSequenceNumber"),
-        end_sequence: text(info, "endSequenceNumber"),
-        batch_size: info.get("batchSize").and_then(Value::as_u64).unwrap_or(0),
-        stream_arn: text(info, "streamArn"),
-        records,
-        data_omitted: v
-            .get("dataOmitted")
-            .and_then(Value::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(|s| s.as_str().map(str::to_owned))
-                    .collect()
+    match OnFailure::parse(body) {
+        Ok(m) => DeadLetter::Failure(Box::new(m)),
+        Err(e) if serde_json::from_str::<serde_json::Value>(body).is_ok() => {
+            DeadLetter::Unreadable(format!("neither a reject nor an on-failure message ({e})"))
+        }
+        Err(e) => DeadLetter::Unreadable(format!("not JSON: {e}")),
+    }
+}
+
+/// Records a message names by position only: read back from the stream before planning.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamRange {
+    /// The stream's name.
+    pub stream: String,
+    /// The shard.
+    pub shard: String,
+    /// First sequence number.
+    pub start: String,
+    /// Last sequence number.
+    pub end: String,
+}
+
+/// A record read back from a stream: partition key and bytes.
+pub type StreamRecord = (String, Vec<u8>);
+
+/// What of `message` must be read from the streams, in the order [`redrive_plan`] takes it:
+/// the whole range of an on-failure message, and every reject whose bytes did not fit SQS.
+pub fn stream_ranges(message: &DeadLetter, topology: &Topology) -> Vec<StreamRange> {
+    match message {
+        DeadLetter::Unreadable(_) => Vec::new(),
+        DeadLetter::Failure(f) => {
+            let info = &f.kinesis_batch_info;
+            vec![StreamRange {
+                stream: info.stream_name().to_owned(),
+                shard: info.shard_id.clone(),
+                start: info.start_sequence_number.clone(),
+                end: info.end_sequence_number.clone(),
+            }]
+        }
+        DeadLetter::Rejects(rejects) => rejects
+            .iter()
+            .filter(|r| r.data().map_or(true, |d| d.is_empty()))
+            .filter_map(|r| {
+                Some(StreamRange {
+                    stream: topology.stage_streams.get(&r.stage)?.clone(),
+                    shard: r.shard_id.clone(),
+                    start: r.sequence_number.clone(),
+                    end: r.sequence_number.clone(),
+                })
             })
-            .unwrap_or_default(),
-    }))
+            .collect(),
+    }
+}
+
+/// Reads `ranges` from their streams.
+///
+/// # Errors
+/// Why a range could not be read whole (its records aged out of the stream, Kinesis
+/// refused), naming the positions.
+pub async fn read_ranges(
+    kinesis: &aws_sdk_kinesis::Client,
+    ranges: &[StreamRange],
+) -> Result<Vec<Vec<StreamRecord>>, String> {
+    let mut out = Vec::with_capacity(ranges.len());
+    for r in ranges {
+        let records =
+            riffle_aws::stream_read::read_range(kinesis, &r.stream, &r.shard, &r.start, &r.end)
+                .await
+                .map_err(|e| {
+                    format!(
+                        "records {}..{} of {} {}: {e}",
+                        r.start, r.end, r.stream, r.shard
+                    )
+                })?;
+        out.push(
+            records
+                .into_iter()
+                .map(|rec| (rec.partition_key, rec.data.into_inner()))
+                .collect(),
+        );
+    }
+    Ok(out)
 }
 
 /// What a record's bytes say, one line per event (an aggregate holds several).
@@ -395,17 +407,20 @@ fn restamp(data: &[u8], stage: &str, message_id: &str, index: usize) -> Option<V
     codec.encode(&envelope).ok()
 }
 
-/// What to put back for `message` (pure), or why it cannot be redriven from the message.
+/// What to put back for `message` (pure), given what [`stream_ranges`] named read back from
+/// the streams (`read`, in the same order), or why it cannot be redriven.
 ///
 /// # Errors
-/// A message without the records' bytes (metadata-only on-failure messages, records too big
-/// for SQS), of a stage the templates do not know, or unreadable.
+/// Records missing from `read`, a read range that does not hold the records the message
+/// names, a stage the templates do not know, or an unreadable message.
 pub fn redrive_plan(
     message: &DeadLetter,
     message_id: &str,
     topology: &Topology,
+    read: &[Vec<StreamRecord>],
 ) -> Result<RedrivePlan, String> {
     let mut plan = RedrivePlan::default();
+    let mut read = read.iter();
     match message {
         DeadLetter::Unreadable(reason) => return Err(reason.clone()),
         DeadLetter::Rejects(rejects) => {
@@ -415,39 +430,39 @@ pub fn redrive_plan(
                 })?;
                 let data = match r.data() {
                     Ok(d) if !d.is_empty() => d,
-                    _ => {
-                        return Err(format!(
-                            "record {} of shard {} has no bytes in the message (too big for SQS): read it from the stream",
-                            r.sequence_number, r.shard_id
-                        ));
-                    }
+                    _ => match read.next().and_then(|range| range.first()) {
+                        Some((_, data)) => data.clone(),
+                        None => {
+                            return Err(format!(
+                                "record {} of shard {} is neither in the message nor read from {stream}",
+                                r.sequence_number, r.shard_id
+                            ));
+                        }
+                    },
                 };
                 plan.add(&r.stage, message_id, stream, &r.partition_key, data);
             }
         }
         DeadLetter::Failure(f) => {
-            if !f.data_omitted.is_empty() {
+            let info = &f.kinesis_batch_info;
+            let records = read.next().map_or(&[][..], Vec::as_slice);
+            if records.len() as u64 != info.batch_size {
                 return Err(format!(
-                    "the data of records {:?} did not fit the message: read them from the stream",
-                    f.data_omitted
+                    "{} records read from {} {} between {} and {}, the message names {}",
+                    records.len(),
+                    info.stream_name(),
+                    info.shard_id,
+                    info.start_sequence_number,
+                    info.end_sequence_number,
+                    info.batch_size
                 ));
             }
-            if f.records.is_empty() {
-                return Err(format!(
-                    "metadata only ({} records of {} from {} to {}): read them from the stream (not built)",
-                    f.batch_size, f.shard_id, f.start_sequence, f.end_sequence
-                ));
-            }
-            let stream = f.stream_name();
-            let stage = topology.stage_of_stream(stream).unwrap_or_default();
-            for r in &f.records {
-                plan.add(
-                    stage,
-                    message_id,
-                    stream,
-                    &r.kinesis.partition_key,
-                    r.kinesis.data.clone(),
-                );
+            let stream = info.stream_name();
+            let stage = topology
+                .stage_of_stream(stream)
+                .ok_or_else(|| format!("stream {stream:?} feeds no stage of the templates"))?;
+            for (key, data) in records {
+                plan.add(stage, message_id, stream, key, data.clone());
             }
         }
     }
@@ -710,8 +725,8 @@ pub async fn redrive(
     mut progress: impl FnMut(&str),
 ) -> Result<RedriveReport, PipelineError> {
     let sqs = riffle_aws::sqs_client(sdk);
-    let publisher =
-        KinesisPublisher::new(riffle_aws::kinesis_client(sdk), PublishConfig::default());
+    let kinesis = riffle_aws::kinesis_client(sdk);
+    let publisher = KinesisPublisher::new(kinesis.clone(), PublishConfig::default());
     let messages = receive(&sqs, url, max, REDRIVE_VISIBILITY_SECS).await?;
     let mut report = RedriveReport {
         messages: messages.len(),
@@ -719,20 +734,22 @@ pub async fn redrive(
     };
     let mut keep: Vec<&Received> = Vec::new();
     for (i, m) in messages.iter().enumerate() {
-        let plan = match redrive_plan(&m.message, &m.message_id, topology) {
-            Ok(plan) => plan,
-            Err(reason) => {
-                progress(&format!(
-                    "[{}/{}] {}: skipped: {reason}",
-                    i + 1,
-                    messages.len(),
-                    m.message_id
-                ));
-                report.skipped.push((m.message_id.clone(), reason));
-                keep.push(m);
-                continue;
-            }
-        };
+        let read = read_ranges(&kinesis, &stream_ranges(&m.message, topology)).await;
+        let plan =
+            match read.and_then(|read| redrive_plan(&m.message, &m.message_id, topology, &read)) {
+                Ok(plan) => plan,
+                Err(reason) => {
+                    progress(&format!(
+                        "[{}/{}] {}: skipped: {reason}",
+                        i + 1,
+                        messages.len(),
+                        m.message_id
+                    ));
+                    report.skipped.push((m.message_id.clone(), reason));
+                    keep.push(m);
+                    continue;
+                }
+            };
         if dry_run {
             for (stream, records) in &plan.puts {
                 *report.records.entry(stream.clone()).or_default() += records.len();
@@ -833,9 +850,20 @@ pub fn render_list(depths: &[QueueDepth]) -> String {
     out
 }
 
-/// One message, readable.
-pub fn render_message(m: &Received) -> String {
+/// One message, readable, with the records [`stream_ranges`] named as read back (or why
+/// they could not be).
+pub fn render_message(m: &Received, read: &Result<Vec<Vec<StreamRecord>>, String>) -> String {
     let mut out = format!("message {}\n", m.message_id);
+    let summarize = |out: &mut String, data: &[u8]| {
+        for line in summarize_record(data) {
+            let _ = writeln!(out, "      {line}");
+        }
+    };
+    let mut read_back = match read {
+        Ok(ranges) => ranges.iter().map(|r| Ok(r.as_slice())).collect(),
+        Err(e) => vec![Err(e.as_str())],
+    }
+    .into_iter();
     match &m.message {
         DeadLetter::Unreadable(reason) => {
             let _ = writeln!(out, "  unreadable: {reason}");
@@ -849,42 +877,47 @@ pub fn render_message(m: &Received) -> String {
                     r.code, r.stage, r.detail, r.shard_id, r.sequence_number, r.partition_key
                 );
                 match r.data() {
-                    Ok(d) if !d.is_empty() => {
-                        for line in summarize_record(&d) {
-                            let _ = writeln!(out, "      {line}");
+                    Ok(d) if !d.is_empty() => summarize(&mut out, &d),
+                    _ => match read_back.next() {
+                        Some(Ok([(_, data), ..])) => {
+                            let _ = writeln!(out, "      (too big for SQS; read from the stream)");
+                            summarize(&mut out, data);
                         }
-                    }
-                    _ => {
-                        let _ = writeln!(out, "      (no bytes in the message)");
-                    }
+                        Some(Err(e)) => {
+                            let _ = writeln!(out, "      (not in the message: {e})");
+                        }
+                        _ => {
+                            let _ = writeln!(out, "      (no bytes in the message)");
+                        }
+                    },
                 }
             }
         }
         DeadLetter::Failure(f) => {
+            let info = &f.kinesis_batch_info;
             let _ = writeln!(
                 out,
-                "  on-failure: {} from {} | stream {} shard {} seq {}..{} | {} records ({} in the message)",
-                f.condition,
-                f.function_arn,
-                f.stream_name(),
-                f.shard_id,
-                f.start_sequence,
-                f.end_sequence,
-                f.batch_size,
-                f.records.len()
+                "  on-failure: {} from {} after {} invocations | stream {} shard {} seq {}..{} | {} records",
+                f.request_context.condition.as_str(),
+                f.request_context.function_arn,
+                f.request_context.approximate_invoke_count,
+                info.stream_name(),
+                info.shard_id,
+                info.start_sequence_number,
+                info.end_sequence_number,
+                info.batch_size,
             );
-            if !f.data_omitted.is_empty() {
-                let _ = writeln!(out, "  data omitted for {:?}", f.data_omitted);
-            }
-            for r in &f.records {
-                let _ = writeln!(
-                    out,
-                    "  - seq {} key {}",
-                    r.kinesis.sequence_number, r.kinesis.partition_key
-                );
-                for line in summarize_record(&r.kinesis.data) {
-                    let _ = writeln!(out, "      {line}");
+            match read_back.next() {
+                Some(Ok(records)) => {
+                    for (key, data) in records {
+                        let _ = writeln!(out, "  - key {key}");
+                        summarize(&mut out, data);
+                    }
                 }
+                Some(Err(e)) => {
+                    let _ = writeln!(out, "  records not readable from the stream: {e}");
+                }
+                None => {}
             }
         }
     }
@@ -964,12 +997,14 @@ async fn run_command(args: DlqArgs) -> Result<String, PipelineError> {
         DlqCommand::Show { queue, max } => {
             let url = resolve_queue(&sqs, &topology, &queue).await?;
             let messages = show(&sqs, &url, max).await?;
+            let kinesis = riffle_aws::kinesis_client(&sdk);
             let mut out = format!(
                 "{} messages read from {url} (left on the queue)\n",
                 messages.len()
             );
             for m in &messages {
-                out.push_str(&render_message(m));
+                let read = read_ranges(&kinesis, &stream_ranges(&m.message, &topology)).await;
+                out.push_str(&render_message(m, &read));
             }
             Ok(out)
         }
@@ -1033,15 +1068,20 @@ mod tests {
     #[test]
     fn both_message_shapes_are_read_and_planned() {
         let t = topology(&riffle_local::plan(&infra()).unwrap());
-        let mut record = KinesisEventRecord::default();
+        let mut record = riffle_stage::KinesisEventRecord::default();
         record.kinesis.data = vec![9, 9];
         record.kinesis.partition_key = "pk".into();
         record.kinesis.sequence_number = "5".into();
+        record.source = riffle_stage::Source::of_shard("shardId-000000000002");
         let reject = RejectMessage::new("aggregator", &record, "no_enrichment", "x".into());
         let body = serde_json::to_string(&reject).unwrap();
         let message = parse_message(&body);
+        assert!(
+            stream_ranges(&message, &t).is_empty(),
+            "the bytes are in the message"
+        );
         // Bytes that do not decode go back as they were.
-        let plan = redrive_plan(&message, "m-1", &t).unwrap();
+        let plan = redrive_plan(&message, "m-1", &t, &[]).unwrap();
         assert_eq!(
             plan.puts["riffle-enriched"],
             vec![OutRecord {
@@ -1049,28 +1089,58 @@ mod tests {
                 data: vec![9, 9]
             }]
         );
+        // Bytes too big for SQS: read from the stage's input stream at the record's place.
         let mut empty = reject.clone();
         empty.data_base64.clear();
-        let body = serde_json::to_string(&empty).unwrap();
-        assert!(redrive_plan(&parse_message(&body), "m-2", &t).is_err());
+        let empty = parse_message(&serde_json::to_string(&empty).unwrap());
+        assert_eq!(
+            stream_ranges(&empty, &t),
+            vec![StreamRange {
+                stream: "riffle-enriched".into(),
+                shard: "shardId-000000000002".into(),
+                start: "5".into(),
+                end: "5".into(),
+            }]
+        );
+        assert!(redrive_plan(&empty, "m-2", &t, &[]).is_err());
+        let read = vec![vec![("pk".to_owned(), vec![7u8])]];
+        assert_eq!(
+            redrive_plan(&empty, "m-2", &t, &read).unwrap().puts["riffle-enriched"][0].data,
+            vec![7]
+        );
 
-        let failure = serde_json::json!({
-            "requestContext": {"condition": "RecordAgeExceeded", "functionArn": "f"},
+        // Lambda's message names positions only; the records come from the stream.
+        let failure = r#"{
+            "requestContext": {"requestId": "r", "functionArn": "f",
+                "condition": "RecordAgeExceeded", "approximateInvokeCount": 1},
+            "responseContext": {"statusCode": 200, "executedVersion": "$LATEST"},
+            "version": "1.0", "timestamp": "2026-01-01T00:00:00.000Z",
             "KinesisBatchInfo": {"shardId": "shardId-1", "startSequenceNumber": "1",
                 "endSequenceNumber": "2", "batchSize": 2,
-                "streamArn": "arn:aws:kinesis:us-east-1:1:stream/riffle-validated"},
-        });
-        let DeadLetter::Failure(f) = parse_message(&failure.to_string()) else {
+                "streamArn": "arn:aws:kinesis:us-east-1:1:stream/riffle-validated"}}"#;
+        let message = parse_message(failure);
+        let DeadLetter::Failure(f) = &message else {
             panic!("not read as a failure");
         };
-        assert_eq!(f.stream_name(), "riffle-validated");
-        assert_eq!(f.condition, "RecordAgeExceeded");
-        // Metadata only, as Lambda on AWS sends: nothing to put from the message itself.
-        assert!(
-            redrive_plan(&DeadLetter::Failure(f), "m-3", &t)
-                .unwrap_err()
-                .contains("metadata only")
+        assert_eq!(f.kinesis_batch_info.stream_name(), "riffle-validated");
+        assert_eq!(
+            stream_ranges(&message, &t),
+            vec![StreamRange {
+                stream: "riffle-validated".into(),
+                shard: "shardId-1".into(),
+                start: "1".into(),
+                end: "2".into(),
+            }]
         );
+        let one = vec![vec![("a".to_owned(), vec![1u8])]];
+        let short = redrive_plan(&message, "m-3", &t, &one).unwrap_err();
+        assert!(short.contains("1 records read"), "{short}");
+        let two = vec![vec![
+            ("a".to_owned(), vec![1u8]),
+            ("b".to_owned(), vec![2u8]),
+        ]];
+        let plan = redrive_plan(&message, "m-3", &t, &two).unwrap();
+        assert_eq!(plan.puts["riffle-validated"].len(), 2);
         assert!(matches!(parse_message("{}"), DeadLetter::Unreadable(_)));
         assert!(matches!(parse_message("nope"), DeadLetter::Unreadable(_)));
     }

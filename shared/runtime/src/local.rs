@@ -31,7 +31,7 @@ use tokio::task::JoinSet;
 
 use crate::checkpoint::{Checkpoint, CheckpointStore, SHARD_END};
 use crate::config::{EsmConfig, StartingPosition};
-use crate::destination::{Condition, FailureContext, failure_messages};
+use crate::destination::{Condition, FailureContext, failure_message};
 use crate::event::{
     INVOCATION_PAYLOAD_MAX_BYTES, Pending, Verdict, bisect, cut_batch, event_of, split_expired,
     verdict,
@@ -1138,15 +1138,11 @@ async fn give_up<H: KinesisHandler>(
         invoke_count: attempts,
         now: (shared.ctx.clock)(),
     };
-    let mut messages: Vec<SqsMessage> = failure_messages(&ctx, records)
-        .into_iter()
-        .enumerate()
-        .map(|(i, body)| SqsMessage {
-            id: i.to_string(),
-            body,
-            attributes: Vec::new(),
-        })
-        .collect();
+    let mut messages = vec![SqsMessage {
+        id: "0".to_owned(),
+        body: failure_message(&ctx, records).to_body(),
+        attributes: Vec::new(),
+    }];
     let mut stop = shared.stop.clone();
     let mut failures = 0;
     loop {
