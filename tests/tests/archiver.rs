@@ -14,12 +14,12 @@ use std::time::Duration;
 use apache_avro::Schema;
 use apache_avro::types::Value;
 use aws_sdk_dynamodb::types::{KeyType, ScalarAttributeType};
-use riffle_archiver::compact::{self, CompactOptions};
-use riffle_archiver::scan::{self, Filter};
-use riffle_archiver::{
-    ArchiveBucket, Archiver, ArchiverError, DynamoIntents, Intents, ObjectInfo, ObjectStore,
-    S3ObjectStore, read_rows,
+use riffle_archive::compact::{self, CompactOptions};
+use riffle_archive::scan::{self, Filter};
+use riffle_archive::{
+    ArchiveBucket, ArchiveError, ObjectInfo, ObjectStore, S3ObjectStore, read_rows,
 };
+use riffle_archiver::{Archiver, DynamoIntents, Intents};
 use riffle_aws::{AwsError, SqsSender};
 use riffle_codec::{Enrichment, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_local::Emulators;
@@ -252,9 +252,9 @@ fn cut(event: &KinesisEvent, range: std::ops::Range<usize>) -> KinesisEvent {
 struct LostAnswers(S3ObjectStore);
 
 impl ObjectStore for LostAnswers {
-    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), ArchiverError> {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), ArchiveError> {
         self.0.put(key, body).await?;
-        Err(ArchiverError::Store(AwsError::Call {
+        Err(ArchiveError::Store(AwsError::Call {
             operation: "PutObject",
             code: "Timeout".into(),
             message: "the answer never came".into(),
@@ -264,16 +264,16 @@ impl ObjectStore for LostAnswers {
 }
 
 impl ArchiveBucket for LostAnswers {
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ArchiverError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ArchiveError> {
         self.0.list(prefix).await
     }
-    async fn get(&self, key: &str) -> Result<Vec<u8>, ArchiverError> {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, ArchiveError> {
         self.0.get(key).await
     }
-    async fn get_tail(&self, key: &str, bytes: usize) -> Result<Vec<u8>, ArchiverError> {
+    async fn get_tail(&self, key: &str, bytes: usize) -> Result<Vec<u8>, ArchiveError> {
         self.0.get_tail(key, bytes).await
     }
-    async fn delete(&self, keys: &[String]) -> Result<(), ArchiverError> {
+    async fn delete(&self, keys: &[String]) -> Result<(), ArchiveError> {
         self.0.delete(keys).await
     }
 }

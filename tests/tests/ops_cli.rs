@@ -15,12 +15,10 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use riffle_aggregator::aggregate::ViewRow;
-use riffle_aggregator::store::parse_item;
-use riffle_archiver::compact::{self, CompactOptions};
-use riffle_archiver::key::{Partition, object_key};
-use riffle_archiver::scan::{self, Filter};
-use riffle_archiver::{ArchiveBucket, ArchivedRow, ObjectStore, S3ObjectStore, write_rows};
+use riffle_archive::compact::{self, CompactOptions};
+use riffle_archive::key::{Partition, object_key};
+use riffle_archive::scan::{self, Filter};
+use riffle_archive::{ArchiveBucket, ArchivedRow, ObjectStore, S3ObjectStore, write_rows};
 use riffle_cli::dlq::{self, DeadLetter};
 use riffle_cli::pipeline::{Pipeline, PipelineOptions};
 use riffle_cli::replay::{self, ReplayOptions};
@@ -33,6 +31,8 @@ use riffle_stage::RejectMessage;
 use riffle_stage::dedup::redriven_elsewhere;
 use riffle_stage::reject::RejectBatch;
 use riffle_tests::test_support::state_dir;
+use riffle_view::ViewRow;
+use riffle_view::parse_item;
 
 const BUCKET: &str = "riffle-archive-ops";
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -172,7 +172,7 @@ async fn compaction_keeps_every_row_and_survives_a_crash() {
     // Every row, every column, unchanged.
     assert_eq!(rows_seen(&store).await, before);
     // In (shard, sequence) order; rows of one sequence number in their written order.
-    let in_object = riffle_archiver::read_rows(&store.get(&merged).await.unwrap()).unwrap();
+    let in_object = riffle_archive::read_rows(&store.get(&merged).await.unwrap()).unwrap();
     let order: Vec<&str> = in_object.iter().map(|r| r.event_id.as_str()).collect();
     assert_eq!(order, vec!["f", "a", "b", "c", "d", "e"]);
     let names: BTreeSet<String> = scan::replaces(&store, &merged)

@@ -9,53 +9,9 @@
 
 use std::collections::{BTreeMap, HashMap};
 
-pub use riffle_stage::dedup::Position;
+pub use riffle_codec::Position;
 
-/// Seconds in a day, for the TTL.
-pub const SECS_PER_DAY: i64 = 86_400;
-
-/// The key of one view item: a key over one tumbling window.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct ViewKey {
-    /// Partition key.
-    pub agg_key: String,
-    /// Window start, epoch millis (sort key).
-    pub window_start: i64,
-}
-
-/// Count, sum, min and max of some metric values.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Aggregate {
-    /// Number of values.
-    pub count: i64,
-    /// Their sum.
-    pub sum: f64,
-    /// The smallest.
-    pub min: f64,
-    /// The largest.
-    pub max: f64,
-}
-
-impl Aggregate {
-    /// The aggregate of one value.
-    pub fn of(value: f64) -> Self {
-        Self {
-            count: 1,
-            sum: value,
-            min: value,
-            max: value,
-        }
-    }
-
-    /// Folds `other` in; associative and commutative, so batches can be applied in any
-    /// grouping.
-    pub fn merge(&mut self, other: &Aggregate) {
-        self.count += other.count;
-        self.sum += other.sum;
-        self.min = self.min.min(other.min);
-        self.max = self.max.max(other.max);
-    }
-}
+pub use riffle_view::{Aggregate, SECS_PER_DAY, ViewKey, ViewRow};
 
 /// One record's value as pre-aggregation keeps it: enough to fold it again alone when an
 /// earlier delivery applied only part of the batch to an item.
@@ -170,27 +126,6 @@ pub fn pre_aggregate<'a>(
         }
     }
     out
-}
-
-/// One item of the view (`schemas/view_row.avsc`) plus its optimistic-lock version and the
-/// highest position applied per input shard.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ViewRow {
-    /// The item's key.
-    pub key: ViewKey,
-    /// Window length.
-    pub window_secs: u32,
-    /// The aggregate so far.
-    pub aggregate: Aggregate,
-    /// Last write, epoch millis.
-    pub updated_at: i64,
-    /// TTL, epoch seconds.
-    pub expires_at: i64,
-    /// Incremented by every write; a write succeeds only over the version it read.
-    pub version: u64,
-    /// Per input shard id, the highest record position folded into this item. Written in
-    /// the same conditional put as the aggregate, so the two never disagree.
-    pub applied: BTreeMap<String, Position>,
 }
 
 /// How much of a batch's contribution an item has already seen from one shard.

@@ -5,7 +5,7 @@ use riffle_stage::env::Env;
 use crate::AggregatorError;
 
 /// Days a view item lives after its window ends, unless `RIFFLE_VIEW_TTL_DAYS` says.
-pub const DEFAULT_VIEW_TTL_DAYS: u32 = 30;
+pub use riffle_view::DEFAULT_VIEW_TTL_DAYS;
 /// DynamoDB TTL only deletes items whose expiry is at most five years in the past, and a
 /// TTL further out than that is surely a typo.
 pub const MAX_VIEW_TTL_DAYS: u32 = 5 * 366;

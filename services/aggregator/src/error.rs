@@ -65,6 +65,16 @@ pub enum AggregatorError {
     Task(String),
 }
 
+impl From<riffle_view::ItemError> for AggregatorError {
+    fn from(e: riffle_view::ItemError) -> Self {
+        AggregatorError::CorruptItem {
+            agg_key: e.agg_key,
+            window_start: e.window_start,
+            reason: e.reason,
+        }
+    }
+}
+
 impl AggregatorError {
     /// Whether the same batch may succeed later. A corrupt item or bad configuration needs
     /// an operator; throttling, outages and contention pass.

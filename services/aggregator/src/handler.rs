@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use aws_lambda_events::event::streams::KinesisEventResponse;
-use riffle_codec::rules::Contract;
 use riffle_codec::source::SchemaSource;
 use riffle_codec::{EnvelopeCodec, SchemaCache};
 use riffle_runtime::KinesisEvent;
@@ -32,18 +31,8 @@ pub const SERVICE: &str = "aggregator";
 pub const MAX_CONCURRENT_WRITES: usize = 16;
 /// Read-merge-write rounds per item before the batch gives up (and Lambda retries it).
 pub const MAX_WRITE_ATTEMPTS: u32 = 8;
-/// Window length for a subject without a bundled contract. The envelope does not carry the
-/// window length, and the enricher only enriches subjects it has a contract for, so this is
-/// a fallback that should never be used.
-pub const DEFAULT_WINDOW_SECS: u32 = 60;
 
-/// Window length per subject, from the bundled subject contracts.
-pub fn window_lengths(contracts: &HashMap<String, Contract>) -> HashMap<String, u32> {
-    contracts
-        .iter()
-        .filter_map(|(subject, c)| c.enrich.as_ref().map(|e| (subject.clone(), e.window_secs)))
-        .collect()
-}
+pub use riffle_view::{DEFAULT_WINDOW_SECS, window_lengths};
 
 /// What one batch did, for tests and metrics.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]

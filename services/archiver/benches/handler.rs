@@ -13,14 +13,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::BTreeMap;
 use std::hint::black_box;
-use std::sync::{Arc, Mutex};
 
-use riffle_archiver::{
-    ArchiveBucket, Archiver, ArchiverError, MemoryIntents, ObjectInfo, ObjectStore, read_rows,
-    write_rows,
-};
+use riffle_archive::testing::MemoryBucket;
+use riffle_archive::{read_rows, write_rows};
+use riffle_archiver::{Archiver, MemoryIntents};
 use riffle_codec::datum::to_json;
 use riffle_codec::{EnvelopeCodec, SchemaCache};
 use riffle_loadtest::bench::{
@@ -35,60 +32,6 @@ use riffle_stage::testing::{MapSource, Sink, kinesis_event};
 const RECORDS: usize = 10_000;
 /// 2026-01-01T01:00:00Z, after every generated event (the rows' `archived_at`).
 const NOW_MS: i64 = 1_767_229_200_000;
-
-/// The bucket in process memory: keeps every object's bytes by key. Clones share it.
-#[derive(Clone, Default)]
-struct MemoryBucket {
-    objects: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
-}
-
-impl MemoryBucket {
-    fn objects(&self) -> BTreeMap<String, Vec<u8>> {
-        self.objects.lock().unwrap().clone()
-    }
-}
-
-impl ObjectStore for MemoryBucket {
-    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), ArchiverError> {
-        self.objects.lock().unwrap().insert(key.to_owned(), body);
-        Ok(())
-    }
-}
-
-impl ArchiveBucket for MemoryBucket {
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ArchiverError> {
-        let objects = self.objects.lock().unwrap();
-        Ok(objects
-            .iter()
-            .filter(|(k, _)| k.starts_with(prefix))
-            .map(|(k, v)| ObjectInfo {
-                key: k.clone(),
-                size: v.len() as u64,
-            })
-            .collect())
-    }
-
-    async fn get(&self, key: &str) -> Result<Vec<u8>, ArchiverError> {
-        let objects = self.objects.lock().unwrap();
-        objects
-            .get(key)
-            .cloned()
-            .ok_or_else(|| ArchiverError::BadArchive(format!("no object {key}")))
-    }
-
-    async fn get_tail(&self, key: &str, bytes: usize) -> Result<Vec<u8>, ArchiverError> {
-        let all = self.get(key).await?;
-        Ok(all[all.len().saturating_sub(bytes)..].to_vec())
-    }
-
-    async fn delete(&self, keys: &[String]) -> Result<(), ArchiverError> {
-        let mut objects = self.objects.lock().unwrap();
-        for key in keys {
-            objects.remove(key);
-        }
-        Ok(())
-    }
-}
 
 fn main() {
     let runtime = tokio::runtime::Builder::new_current_thread()

@@ -3,7 +3,7 @@
 use riffle_stage::env::Env;
 
 use crate::ArchiverError;
-use crate::key::DEFAULT_PREFIX;
+use riffle_archive::key::DEFAULT_PREFIX;
 
 /// Hours an origin's mark is kept after it last moved unless `RIFFLE_DEDUP_WINDOW_HOURS`
 /// says: copies further apart than this are not caught. The same default as the aggregator's.

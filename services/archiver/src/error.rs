@@ -1,5 +1,6 @@
 //! The archiver's one error type.
 
+use riffle_archive::ArchiveError;
 use riffle_aws::AwsError;
 use riffle_codec::CodecError;
 use riffle_stage::OutputError;
@@ -33,40 +34,18 @@ pub enum ArchiverError {
         /// Messages not sent.
         count: usize,
     },
-    /// Parquet refused to encode (a bug, not bad data: every row fits the schema).
-    #[error("parquet encoding: {0}")]
-    Encode(String),
-    /// An object is larger than one PutObject may be.
-    #[error("object {key} of {bytes} bytes exceeds the PutObject limit of {limit} bytes")]
-    TooLarge {
-        /// The object key.
-        key: String,
-        /// Its size.
-        bytes: usize,
-        /// The limit.
-        limit: usize,
-    },
     /// The origin marks could not be read or written, or moved under this batch (ADR 0010).
     #[error("marks: {0}")]
     Marks(#[source] OutputError),
     /// The write intents could not be read or written (see `crate::intent`).
     #[error("write intents: {0}")]
     Intents(#[source] AwsError),
-    /// S3 refused or failed a write.
-    #[error("archive bucket: {0}")]
-    Store(#[source] AwsError),
+    /// The archive refused a write (S3, encoding, size).
+    #[error(transparent)]
+    Archive(#[from] ArchiveError),
     /// A write task ended abnormally (it panicked or was cancelled).
     #[error("archive write task failed: {0}")]
     Task(String),
-    /// Bytes read back are not an archive object of this schema.
-    #[error("not a Riffle archive object: {0}")]
-    BadArchive(String),
-}
-
-impl From<parquet::errors::ParquetError> for ArchiverError {
-    fn from(e: parquet::errors::ParquetError) -> Self {
-        ArchiverError::Encode(e.to_string())
-    }
 }
 
 impl ArchiverError {
@@ -74,14 +53,11 @@ impl ArchiverError {
     /// configuration, encoder bugs and oversized objects need a person.
     pub fn retryable(&self) -> bool {
         match self {
-            ArchiverError::MissingEnv(_)
-            | ArchiverError::InvalidEnv { .. }
-            | ArchiverError::Encode(_)
-            | ArchiverError::TooLarge { .. }
-            | ArchiverError::BadArchive(_) => false,
+            ArchiverError::MissingEnv(_) | ArchiverError::InvalidEnv { .. } => false,
+            ArchiverError::Archive(e) => e.retryable(),
             ArchiverError::Registry(e) => e.retryable(),
             ArchiverError::DeadLetter(e) => e.retryable(),
-            ArchiverError::Store(e) | ArchiverError::Intents(e) => e.retryable(),
+            ArchiverError::Intents(e) => e.retryable(),
             ArchiverError::Marks(e) => e.retryable(),
             ArchiverError::NotParked { .. } | ArchiverError::Task(_) => true,
         }

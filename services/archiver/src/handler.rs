@@ -49,11 +49,11 @@ use riffle_telemetry::Metrics;
 use tokio::task::JoinSet;
 
 use crate::ArchiverError;
-use crate::bucket::ArchiveBucket;
 use crate::intent::{Intent, Intents, MAX_INTENTS_PER_WAVE};
-use crate::key::{Partition, cmp_sequence, object_key, tagged_key};
-use crate::scan::{is_compacted, replaces};
-use crate::table::{ArchivedRow, attributes_json, read_rows, write_rows_with_metadata};
+use riffle_archive::bucket::ArchiveBucket;
+use riffle_archive::key::{Partition, cmp_sequence, object_key, tagged_key};
+use riffle_archive::scan::{is_compacted, replaces};
+use riffle_archive::table::{ArchivedRow, attributes_json, read_rows, write_rows_with_metadata};
 
 /// The `Service` dimension of the archiver's metrics, and its stage name in the marks.
 pub const SERVICE: &str = "archiver";
@@ -414,8 +414,7 @@ where
                 // find it too.
                 if keys.contains(&intent.key) {
                     let bytes = self.store.get(&intent.key).await?;
-                    let rows = read_rows(&bytes)
-                        .map_err(|e| ArchiverError::BadArchive(format!("{}: {e}", intent.key)))?;
+                    let rows = read_rows(&bytes).map_err(|e| bad_archive(&intent.key, e))?;
                     recovery.durable.extend(rows.into_iter().map(|row| {
                         (
                             row.kinesis_shard_id,
@@ -450,8 +449,7 @@ where
                 continue;
             }
             let bytes = self.store.get(key).await?;
-            let rows =
-                read_rows(&bytes).map_err(|e| ArchiverError::BadArchive(format!("{key}: {e}")))?;
+            let rows = read_rows(&bytes).map_err(|e| bad_archive(key, e))?;
             return Ok(Some(
                 rows.into_iter()
                     .filter(|r| {
@@ -665,9 +663,14 @@ fn settle(
 
 /// The sub-record indexes in an object's footer, when it has one entry per row (what
 /// recovery could match rows by; tests read it to check the footer).
+/// An object that should hold archive rows and does not, named by its key.
+fn bad_archive(key: &str, e: riffle_archive::ArchiveError) -> ArchiverError {
+    riffle_archive::ArchiveError::BadArchive(format!("{key}: {e}")).into()
+}
+
 #[cfg(test)]
 fn sub_indexes(bytes: &[u8], rows: usize) -> Option<Vec<u32>> {
-    use crate::table::{Footer, footer_key_values};
+    use riffle_archive::table::{Footer, footer_key_values};
     let Ok(Footer::KeyValues(pairs)) = footer_key_values(bytes) else {
         return None;
     };
@@ -750,14 +753,13 @@ fn archived_row(
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
-    use std::sync::Mutex;
+
     use std::sync::atomic::Ordering;
 
     use apache_avro::Schema;
     use apache_avro::types::Value;
     use std::collections::HashMap;
 
-    use riffle_aws::AwsError;
     use riffle_stage::SqsMessage;
     use riffle_stage::marks::{DEFAULT_MARK_WINDOW, MemoryMarks};
     use riffle_stage::testing::{
@@ -766,11 +768,13 @@ mod tests {
     };
 
     use super::*;
-    use crate::bucket::ObjectInfo;
+    use riffle_archive::ArchiveError;
+    use riffle_archive::testing::MemoryBucket;
+
     use crate::intent::MemoryIntents;
-    use crate::scan::REPLACES_KEY;
-    use crate::store::ObjectStore;
-    use crate::table::{Footer, footer_key_values, read_rows};
+    use riffle_archive::scan::REPLACES_KEY;
+    use riffle_archive::store::ObjectStore;
+    use riffle_archive::table::read_rows;
 
     const ORDER: &str = include_str!("../../../schemas/events/order_placed.avsc");
     const ORDER_ID: i32 = 3;
@@ -796,97 +800,6 @@ mod tests {
             .unwrap()
             .write_value_to_vec(value)
             .unwrap()
-    }
-
-    fn down() -> ArchiverError {
-        ArchiverError::Store(AwsError::Call {
-            operation: "PutObject",
-            code: "SlowDown".into(),
-            message: String::new(),
-            retryable: true,
-        })
-    }
-
-    #[derive(Default)]
-    struct MemoryBucket {
-        objects: Mutex<BTreeMap<String, Vec<u8>>>,
-        down: bool,
-    }
-
-    impl MemoryBucket {
-        /// Archived rows per event id, over the live objects (those no compacted object
-        /// replaces).
-        fn rows_per_event(&self) -> BTreeMap<String, usize> {
-            let objects = self.objects.lock().unwrap();
-            let mut replaced = HashSet::new();
-            for (key, bytes) in objects.iter().filter(|(k, _)| is_compacted(k)) {
-                let Ok(Footer::KeyValues(kv)) = footer_key_values(bytes) else {
-                    continue;
-                };
-                let dir = &key[..key.rfind('/').unwrap() + 1];
-                for (_, names) in kv.iter().filter(|(k, _)| k == REPLACES_KEY) {
-                    replaced.extend(names.lines().map(|n| format!("{dir}{n}")));
-                }
-            }
-            let mut out = BTreeMap::new();
-            for (key, bytes) in objects.iter() {
-                if replaced.contains(key) {
-                    continue;
-                }
-                for row in read_rows(bytes).unwrap() {
-                    *out.entry(row.event_id).or_default() += 1;
-                }
-            }
-            out
-        }
-    }
-
-    impl ObjectStore for MemoryBucket {
-        async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), ArchiverError> {
-            if self.down {
-                return Err(down());
-            }
-            self.objects.lock().unwrap().insert(key.to_owned(), body);
-            Ok(())
-        }
-    }
-
-    impl ArchiveBucket for MemoryBucket {
-        async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ArchiverError> {
-            Ok(self
-                .objects
-                .lock()
-                .unwrap()
-                .iter()
-                .filter(|(k, _)| k.starts_with(prefix))
-                .map(|(k, v)| ObjectInfo {
-                    key: k.clone(),
-                    size: v.len() as u64,
-                })
-                .collect())
-        }
-
-        async fn get(&self, key: &str) -> Result<Vec<u8>, ArchiverError> {
-            self.objects
-                .lock()
-                .unwrap()
-                .get(key)
-                .cloned()
-                .ok_or_else(down)
-        }
-
-        async fn get_tail(&self, key: &str, bytes: usize) -> Result<Vec<u8>, ArchiverError> {
-            let all = self.get(key).await?;
-            Ok(all[all.len().saturating_sub(bytes)..].to_vec())
-        }
-
-        async fn delete(&self, keys: &[String]) -> Result<(), ArchiverError> {
-            let mut objects = self.objects.lock().unwrap();
-            for k in keys {
-                objects.remove(k);
-            }
-            Ok(())
-        }
     }
 
     type TestArchiver = Archiver<
@@ -1104,7 +1017,7 @@ mod tests {
         };
         let dir = &key[..key.rfind('/').unwrap() + 1];
         let name = &key[dir.len()..];
-        let merged = crate::table::write_rows_with_metadata(
+        let merged = riffle_archive::table::write_rows_with_metadata(
             &read_rows(&bytes).unwrap(),
             vec![(REPLACES_KEY.to_owned(), format!("{name}\nother.parquet"))],
         )
@@ -1131,13 +1044,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_intent_whose_object_never_landed_is_forgotten() {
-        let arch = archiver(
-            MemoryBucket {
-                down: true,
-                ..MemoryBucket::default()
-            },
-            false,
-        );
+        let arch = archiver(MemoryBucket::down(), false);
         let ev = batch(3);
         let err = arch.process(&ev, NOW).await.unwrap_err();
         assert!(err.retryable());
@@ -1163,7 +1070,7 @@ mod tests {
         // An earlier attempt's object under the very key this batch computes, holding a row
         // this batch does not have (only a released claim or an expired one gets here).
         let key = "events/subject=com.riffle.shop.OrderPlaced/dt=2025-11-24/hour=16/shardId-000000000000-49590000-49590001.parquet";
-        let mut ghost = crate::table::tests::row(1);
+        let mut ghost = riffle_archive::testing::sample_row(1);
         ghost.event_id = "ghost".into();
         ghost.kinesis_shard_id = "shardId-000000000000".into();
         ghost.kinesis_sequence_number = "49590000".into();
@@ -1256,15 +1163,12 @@ mod tests {
         assert!(matches!(err, ArchiverError::Registry(_)));
         assert!(err.retryable());
 
-        let arch = archiver(
-            MemoryBucket {
-                down: true,
-                ..MemoryBucket::default()
-            },
-            false,
-        );
+        let arch = archiver(MemoryBucket::down(), false);
         let err = arch.handle_batch(ev).await.unwrap_err();
-        assert!(matches!(err, ArchiverError::Store(_)));
+        assert!(matches!(
+            err,
+            ArchiverError::Archive(ArchiveError::Store(_))
+        ));
         assert!(err.retryable());
     }
 }

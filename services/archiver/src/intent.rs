@@ -26,7 +26,7 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use riffle_aws::AwsError;
 
 use crate::ArchiverError;
-use crate::key::cmp_sequence;
+use riffle_archive::key::cmp_sequence;
 
 /// The prefix of intent item keys; marks items start with `marks#`, so they never share a
 /// key.

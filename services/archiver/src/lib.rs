@@ -9,15 +9,11 @@
 //!   (docs/adr/0009-exactly-once-effects.md, "Amendment: the archive").
 //! - [`intent`]: the [`Intents`] port (which objects an attempt was about to write, per
 //!   shard) in the claims table and in memory.
-//! - [`key`]: partitions and deterministic object keys.
-//! - [`table`]: the Parquet schema, [`write_rows`] and [`read_rows`] (for tests and replay).
-//! - [`store`]: the [`ObjectStore`] port and its S3 implementation.
-//! - [`bucket`]: the [`ArchiveBucket`] port (list, read, delete) for operator tools.
-//! - [`scan`]: partitions, and which objects are live once compaction has run.
-//! - [`compact`]: merging a partition's small objects ([`compact::plan_partition`] pure,
-//!   [`compact::run`] against the bucket).
 //! - [`config`]: the typed [`Config::from_env`].
 //! - [`error`]: [`ArchiverError`], which knows whether a failed batch is worth retrying.
+//!
+//! The archive's format and layout (Parquet schema, object keys, the object store and bucket
+//! ports, compaction) are the `riffle_archive` crate's, shared with the operator tools.
 //!
 //! Decoding the batch's envelopes, resolving payload schemas once per batch and parking the
 //! records no retry can fix on the stage's dead-letter queue are shared with the other
@@ -26,21 +22,12 @@
 //!
 //! `main.rs` only wires these to the AWS clients and `riffle_runtime`.
 
-pub mod bucket;
-pub mod compact;
 pub mod config;
 mod error;
 pub mod handler;
 pub mod intent;
-pub mod key;
-pub mod scan;
-pub mod store;
-pub mod table;
 
-pub use bucket::{ArchiveBucket, ObjectInfo};
 pub use config::Config;
 pub use error::ArchiverError;
 pub use handler::{Archiver, BatchReport};
 pub use intent::{DynamoIntents, Intent, Intents, MemoryIntents};
-pub use store::{ObjectStore, S3ObjectStore};
-pub use table::{ArchivedRow, read_rows, write_rows};

@@ -7,7 +7,8 @@
 // local mapping's loop) deeper than the compiler's default layout query depth.
 #![recursion_limit = "256"]
 
-use riffle_archiver::{Archiver, Config, DynamoIntents, S3ObjectStore, handler::SERVICE};
+use riffle_archive::S3ObjectStore;
+use riffle_archiver::{Archiver, Config, DynamoIntents, handler::SERVICE};
 use riffle_aws::SqsSender;
 use riffle_codec::SchemaCache;
 use riffle_registry_client::{RegistryClient, STARTUP_PATIENCE};

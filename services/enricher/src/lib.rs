@@ -35,7 +35,7 @@ use reference::{ReferenceCache, ReferenceSource};
 /// The stage name written into `stage_times`.
 pub const STAGE: &str = "enricher";
 /// Window length for subjects whose contract has no enrichment section.
-pub const DEFAULT_WINDOW_SECS: u32 = 60;
+pub use riffle_view::DEFAULT_WINDOW_SECS;
 
 /// Why a whole batch failed (Lambda retries or bisects it).
 #[derive(Debug, thiserror::Error)]

@@ -1,14 +1,14 @@
 //! `riffle archive compact`: merges the small Parquet objects of archive partitions, the
-//! command line over `riffle_archiver::compact` (which documents the rules: same rows,
+//! command line over `riffle_archive::compact` (which documents the rules: same rows,
 //! deterministic key, inputs deleted only after the merged object is checked, readers skip
 //! what a compacted object replaces).
 
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
-use riffle_archiver::S3ObjectStore;
-use riffle_archiver::compact::{self, CompactOptions, CompactReport, DEFAULT_TARGET_BYTES};
-use riffle_archiver::scan::Filter;
+use riffle_archive::S3ObjectStore;
+use riffle_archive::compact::{self, CompactOptions, CompactReport, DEFAULT_TARGET_BYTES};
+use riffle_archive::scan::Filter;
 
 /// `riffle archive`.
 #[derive(Debug, Clone, Args)]
@@ -30,7 +30,7 @@ pub struct CompactArgs {
     #[arg(long, env = "RIFFLE_ARCHIVE_BUCKET")]
     pub bucket: String,
     /// Key prefix of the archive in the bucket.
-    #[arg(long, default_value = riffle_archiver::key::DEFAULT_PREFIX)]
+    #[arg(long, default_value = riffle_archive::key::DEFAULT_PREFIX)]
     pub prefix: String,
     /// Only partitions of this payload subject (e.g. com.riffle.shop.OrderPlaced).
     #[arg(long)]

@@ -17,7 +17,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use riffle_archiver::ArchivedRow;
+use riffle_archive::ArchivedRow;
 use riffle_aws::{KinesisPublisher, OutRecord, PublishConfig, PutOutcome};
 use riffle_loadtest::{GeneratedEvent, SchemaIds};
 use riffle_local::{Deployment, Emulators, REGISTRY_URL_EXPORT};
@@ -69,7 +69,7 @@ pub enum PipelineError {
     Load(#[from] riffle_loadtest::LoadError),
     /// An operator command's archive work failed (compaction, replay).
     #[error("archive bucket: {0}")]
-    Archiver(#[from] riffle_archiver::ArchiverError),
+    Bucket(#[from] riffle_archive::ArchiveError),
     /// An operator command was asked for something it cannot do as asked.
     #[error("{0}")]
     Usage(String),
@@ -747,7 +747,7 @@ impl Pipeline {
                 .map_err(aws("reading object"))?
                 .into_bytes();
             rows.extend(
-                riffle_archiver::read_rows(&bytes)
+                riffle_archive::read_rows(&bytes)
                     .map_err(|e| PipelineError::Archive(format!("{key}: {e}")))?,
             );
         }

@@ -2,11 +2,11 @@
 //! table, so a damaged view can be replaced and the "rebuildable" guarantee checked.
 //!
 //! The archive is read partition by partition (only live objects, see
-//! `riffle_archiver::scan`), each partition's rows folded into the view items in memory with
+//! `riffle_archive::scan`), each partition's rows folded into the view items in memory with
 //! the aggregator's own fold ([`Aggregate::of`] / [`Aggregate::merge`]), window lengths from
 //! the bundled subject contracts as the aggregator takes them ([`window_lengths`]). Then the
 //! items are written with BatchWriteItem, in the aggregator's item format (built by
-//! `riffle_aggregator::store::row_item`).
+//! `riffle_view::row_item`).
 //!
 //! What replay decides like the aggregator: rows with a non-finite metric are left out (the
 //! aggregator parks them); an event archived twice (a retried batch cut differently) counts
@@ -28,13 +28,13 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, TableStatus, TimeToLiveSpecification, WriteRequest,
 };
 use clap::Args;
-use riffle_aggregator::aggregate::{Aggregate, SECS_PER_DAY, ViewKey};
-use riffle_aggregator::config::DEFAULT_VIEW_TTL_DAYS;
-use riffle_aggregator::handler::DEFAULT_WINDOW_SECS;
-use riffle_aggregator::window_lengths;
-use riffle_archiver::ArchivedRow;
-use riffle_archiver::S3ObjectStore;
-use riffle_archiver::scan::{Filter, partitions, read_live_rows};
+use riffle_archive::ArchivedRow;
+use riffle_archive::S3ObjectStore;
+use riffle_archive::scan::{Filter, partitions, read_live_rows};
+use riffle_view::DEFAULT_VIEW_TTL_DAYS;
+use riffle_view::DEFAULT_WINDOW_SECS;
+use riffle_view::window_lengths;
+use riffle_view::{Aggregate, SECS_PER_DAY, ViewKey};
 
 use crate::pipeline::PipelineError;
 
@@ -56,7 +56,7 @@ pub struct ReplayArgs {
     #[arg(long, env = "RIFFLE_ARCHIVE_BUCKET")]
     pub bucket: String,
     /// Key prefix of the archive in the bucket.
-    #[arg(long, default_value = riffle_archiver::key::DEFAULT_PREFIX)]
+    #[arg(long, default_value = riffle_archive::key::DEFAULT_PREFIX)]
     pub prefix: String,
     /// The table to fill; it must be empty (or not exist, with --create).
     #[arg(long)]
@@ -201,9 +201,9 @@ impl ViewBuilder {
                 ]);
                 // Through the aggregator's reader and writer, so the item carries exactly the
                 // attributes (and formats) the aggregator writes.
-                let row = riffle_aggregator::store::parse_item(&core)
+                let row = riffle_view::parse_item(&core)
                     .map_err(|e| PipelineError::Usage(format!("view item {key:?}: {e}")))?;
-                Ok(riffle_aggregator::store::row_item(&row))
+                Ok(riffle_view::row_item(&row))
             })
             .collect()
     }
@@ -510,7 +510,7 @@ mod tests {
         assert_eq!(items.len(), 2);
         let rows: Vec<_> = items
             .iter()
-            .map(|i| riffle_aggregator::store::parse_item(i).unwrap())
+            .map(|i| riffle_view::parse_item(i).unwrap())
             .collect();
         let j = &rows[0];
         assert_eq!(j.key.agg_key, "j");

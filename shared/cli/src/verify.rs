@@ -3,7 +3,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use riffle_archiver::ArchivedRow;
+use riffle_archive::ArchivedRow;
 use riffle_loadtest::{GroundTruth, Totals};
 use riffle_stage::RejectMessage;
 
@@ -26,7 +26,7 @@ impl Outcome {
     /// Builds the view map from raw DynamoDB items.
     pub fn with_view_items(mut self, items: &[HashMap<String, AttributeValue>]) -> Self {
         for item in items {
-            match riffle_aggregator::store::parse_item(item) {
+            match riffle_view::parse_item(item) {
                 Ok(row) => {
                     let a = row.aggregate;
                     self.view.insert(

@@ -11,16 +11,19 @@
 //! - [`rules`]: per-subject contracts from `schemas/rules/` (validation rules, enrichment).
 //! - [`source`]: the port through which schemas are fetched.
 //! - [`kpl`]: KPL-compatible aggregation of many records into one Kinesis record.
+//! - [`position`]: a record's place on its shard ([`Position`]), as marks and view items keep it.
 
 pub mod datum;
 pub mod envelope;
 mod error;
 pub mod frame;
 pub mod kpl;
+pub mod position;
 pub mod rules;
 pub mod schema;
 pub mod source;
 
 pub use envelope::{Enrichment, Envelope, EnvelopeCodec, Origin};
 pub use error::CodecError;
+pub use position::Position;
 pub use schema::{CompiledSchema, SchemaCache};

@@ -9,7 +9,7 @@ use std::future::Future;
 use aws_sdk_s3::types::{Delete, ObjectIdentifier};
 use riffle_aws::AwsError;
 
-use crate::ArchiverError;
+use crate::ArchiveError;
 use crate::store::{ObjectStore, S3ObjectStore};
 
 /// S3 limit: keys in one DeleteObjects request.
@@ -30,34 +30,34 @@ pub trait ArchiveBucket: ObjectStore {
     fn list(
         &self,
         prefix: &str,
-    ) -> impl Future<Output = Result<Vec<ObjectInfo>, ArchiverError>> + Send;
+    ) -> impl Future<Output = Result<Vec<ObjectInfo>, ArchiveError>> + Send;
 
     /// The whole object.
-    fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, ArchiverError>> + Send;
+    fn get(&self, key: &str) -> impl Future<Output = Result<Vec<u8>, ArchiveError>> + Send;
 
     /// The last `bytes` bytes of the object (all of it when it is shorter).
     fn get_tail(
         &self,
         key: &str,
         bytes: usize,
-    ) -> impl Future<Output = Result<Vec<u8>, ArchiverError>> + Send;
+    ) -> impl Future<Output = Result<Vec<u8>, ArchiveError>> + Send;
 
     /// Deletes `keys`; deleting a key that does not exist is not an error.
-    fn delete(&self, keys: &[String]) -> impl Future<Output = Result<(), ArchiverError>> + Send;
+    fn delete(&self, keys: &[String]) -> impl Future<Output = Result<(), ArchiveError>> + Send;
 }
 
 fn store_error<E, R>(
     operation: &'static str,
-) -> impl FnOnce(aws_sdk_s3::error::SdkError<E, R>) -> ArchiverError
+) -> impl FnOnce(aws_sdk_s3::error::SdkError<E, R>) -> ArchiveError
 where
     E: aws_sdk_s3::error::ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     R: std::fmt::Debug,
 {
-    move |e| ArchiverError::Store(AwsError::from_sdk(operation, e))
+    move |e| ArchiveError::Store(AwsError::from_sdk(operation, e))
 }
 
 impl S3ObjectStore {
-    async fn get_range(&self, key: &str, range: Option<String>) -> Result<Vec<u8>, ArchiverError> {
+    async fn get_range(&self, key: &str, range: Option<String>) -> Result<Vec<u8>, ArchiveError> {
         let out = self
             .client
             .get_object()
@@ -68,7 +68,7 @@ impl S3ObjectStore {
             .await
             .map_err(store_error("GetObject"))?;
         let body = out.body.collect().await.map_err(|e| {
-            ArchiverError::Store(AwsError::Call {
+            ArchiveError::Store(AwsError::Call {
                 operation: "GetObject",
                 code: "ReadBody".into(),
                 message: e.to_string(),
@@ -80,7 +80,7 @@ impl S3ObjectStore {
 }
 
 impl ArchiveBucket for S3ObjectStore {
-    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ArchiverError> {
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectInfo>, ArchiveError> {
         let mut out = Vec::new();
         let mut token = None;
         loop {
@@ -108,26 +108,26 @@ impl ArchiveBucket for S3ObjectStore {
         Ok(out)
     }
 
-    async fn get(&self, key: &str) -> Result<Vec<u8>, ArchiverError> {
+    async fn get(&self, key: &str) -> Result<Vec<u8>, ArchiveError> {
         self.get_range(key, None).await
     }
 
-    async fn get_tail(&self, key: &str, bytes: usize) -> Result<Vec<u8>, ArchiverError> {
+    async fn get_tail(&self, key: &str, bytes: usize) -> Result<Vec<u8>, ArchiveError> {
         self.get_range(key, Some(format!("bytes=-{bytes}"))).await
     }
 
-    async fn delete(&self, keys: &[String]) -> Result<(), ArchiverError> {
+    async fn delete(&self, keys: &[String]) -> Result<(), ArchiveError> {
         for chunk in keys.chunks(DELETE_OBJECTS_MAX_KEYS) {
             let objects = chunk
                 .iter()
                 .map(|k| ObjectIdentifier::builder().key(k).build())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|e| ArchiverError::Encode(e.to_string()))?;
+                .map_err(|e| ArchiveError::Encode(e.to_string()))?;
             let delete = Delete::builder()
                 .set_objects(Some(objects))
                 .quiet(true)
                 .build()
-                .map_err(|e| ArchiverError::Encode(e.to_string()))?;
+                .map_err(|e| ArchiveError::Encode(e.to_string()))?;
             let out = self
                 .client
                 .delete_objects()
@@ -137,7 +137,7 @@ impl ArchiveBucket for S3ObjectStore {
                 .await
                 .map_err(store_error("DeleteObjects"))?;
             if let Some(failed) = out.errors().first() {
-                return Err(ArchiverError::Store(AwsError::Call {
+                return Err(ArchiveError::Store(AwsError::Call {
                     operation: "DeleteObjects",
                     code: failed.code().unwrap_or("Unknown").to_owned(),
                     message: format!(

@@ -22,7 +22,7 @@ use std::cmp::Ordering;
 
 use md5::{Digest, Md5};
 
-use crate::ArchiverError;
+use crate::ArchiveError;
 use crate::bucket::{ArchiveBucket, ObjectInfo};
 use crate::key::cmp_sequence;
 use crate::scan::{
@@ -176,7 +176,7 @@ pub async fn run<B: ArchiveBucket>(
     bucket: &B,
     options: &CompactOptions,
     mut progress: impl FnMut(&str),
-) -> Result<CompactReport, ArchiverError> {
+) -> Result<CompactReport, ArchiveError> {
     let parts = partitions(bucket, &options.prefix, &options.filter).await?;
     let mut report = CompactReport {
         partitions: parts.len(),
@@ -221,13 +221,13 @@ pub async fn run<B: ArchiveBucket>(
 }
 
 /// Writes one merged object, checks it, then deletes its inputs; returns its row count.
-async fn merge_one<B: ArchiveBucket>(bucket: &B, merge: &Merge) -> Result<usize, ArchiverError> {
+async fn merge_one<B: ArchiveBucket>(bucket: &B, merge: &Merge) -> Result<usize, ArchiveError> {
     let mut inputs = Vec::with_capacity(merge.inputs.len());
     for input in &merge.inputs {
         let bytes = bucket.get(&input.key).await?;
         inputs.push(
             read_rows(&bytes)
-                .map_err(|e| ArchiverError::BadArchive(format!("{}: {e}", input.key)))?,
+                .map_err(|e| ArchiveError::BadArchive(format!("{}: {e}", input.key)))?,
         );
     }
     let rows = merge_rows(inputs);
@@ -236,7 +236,7 @@ async fn merge_one<B: ArchiveBucket>(bucket: &B, merge: &Merge) -> Result<usize,
     bucket.put(&merge.output, body).await?;
     let back = read_rows(&bucket.get(&merge.output).await?)?;
     if back.len() != rows.len() {
-        return Err(ArchiverError::BadArchive(format!(
+        return Err(ArchiveError::BadArchive(format!(
             "{} read back {} rows, wrote {}; inputs kept",
             merge.output,
             back.len(),
@@ -255,7 +255,7 @@ mod tests {
 
     use super::*;
     use crate::scan::partition_of;
-    use crate::table::tests::row;
+    use crate::testing::sample_row as row;
 
     const DIR: &str = "events/subject=s/dt=2025-11-24/hour=16/";
 

@@ -21,7 +21,7 @@ use parquet::file::writer::{SerializedFileWriter, SerializedRowGroupWriter};
 use parquet::record::Field;
 use parquet::schema::parser::parse_message_type;
 
-use crate::ArchiverError;
+use crate::ArchiveError;
 
 /// The archive schema. Column order is the order [`write_rows`] writes in.
 pub const SCHEMA: &str = "
@@ -109,10 +109,10 @@ fn column<T: DataType>(
     group: &mut RowGroup<'_>,
     values: &[T::T],
     definition_levels: Option<&[i16]>,
-) -> Result<(), ArchiverError> {
+) -> Result<(), ArchiveError> {
     let mut writer = group
         .next_column()?
-        .ok_or_else(|| ArchiverError::Encode("schema has fewer columns than written".into()))?;
+        .ok_or_else(|| ArchiveError::Encode("schema has fewer columns than written".into()))?;
     writer
         .typed::<T>()
         .write_batch(values, definition_levels, None)?;
@@ -153,8 +153,8 @@ fn optional<T>(
 /// Encodes `rows` as one Parquet file.
 ///
 /// # Errors
-/// [`ArchiverError::Encode`] if parquet refuses the data (a bug, not a data problem).
-pub fn write_rows(rows: &[ArchivedRow]) -> Result<Vec<u8>, ArchiverError> {
+/// [`ArchiveError::Encode`] if parquet refuses the data (a bug, not a data problem).
+pub fn write_rows(rows: &[ArchivedRow]) -> Result<Vec<u8>, ArchiveError> {
     write_rows_with_metadata(rows, Vec::new())
 }
 
@@ -166,7 +166,7 @@ pub fn write_rows(rows: &[ArchivedRow]) -> Result<Vec<u8>, ArchiverError> {
 pub fn write_rows_with_metadata(
     rows: &[ArchivedRow],
     metadata: Vec<(String, String)>,
-) -> Result<Vec<u8>, ArchiverError> {
+) -> Result<Vec<u8>, ArchiveError> {
     let schema = Arc::new(parse_message_type(SCHEMA)?);
     let key_values: Vec<KeyValue> = metadata
         .into_iter()
@@ -213,7 +213,7 @@ pub fn write_rows_with_metadata(
     column::<ByteArrayType>(g, &strings(rows, |r| &r.kinesis_sequence_number), None)?;
     column::<ByteArrayType>(g, &strings(rows, |r| &r.kinesis_shard_id), None)?;
     if group.next_column()?.is_some() {
-        return Err(ArchiverError::Encode(
+        return Err(ArchiveError::Encode(
             "schema has more columns than written".into(),
         ));
     }
@@ -225,25 +225,25 @@ pub fn write_rows_with_metadata(
 struct Fields<'a>(HashMap<&'a str, &'a Field>);
 
 impl<'a> Fields<'a> {
-    fn get(&self, name: &str) -> Result<&'a Field, ArchiverError> {
+    fn get(&self, name: &str) -> Result<&'a Field, ArchiveError> {
         self.0
             .get(name)
             .copied()
-            .ok_or_else(|| ArchiverError::BadArchive(format!("no column `{name}`")))
+            .ok_or_else(|| ArchiveError::BadArchive(format!("no column `{name}`")))
     }
 
-    fn wrong(name: &str, field: &Field) -> ArchiverError {
-        ArchiverError::BadArchive(format!("column `{name}` holds {field:?}"))
+    fn wrong(name: &str, field: &Field) -> ArchiveError {
+        ArchiveError::BadArchive(format!("column `{name}` holds {field:?}"))
     }
 
-    fn string(&self, name: &str) -> Result<String, ArchiverError> {
+    fn string(&self, name: &str) -> Result<String, ArchiveError> {
         match self.get(name)? {
             Field::Str(s) => Ok(s.clone()),
             other => Err(Self::wrong(name, other)),
         }
     }
 
-    fn opt_string(&self, name: &str) -> Result<Option<String>, ArchiverError> {
+    fn opt_string(&self, name: &str) -> Result<Option<String>, ArchiveError> {
         match self.get(name)? {
             Field::Null => Ok(None),
             Field::Str(s) => Ok(Some(s.clone())),
@@ -251,14 +251,14 @@ impl<'a> Fields<'a> {
         }
     }
 
-    fn millis(&self, name: &str) -> Result<i64, ArchiverError> {
+    fn millis(&self, name: &str) -> Result<i64, ArchiveError> {
         match self.get(name)? {
             Field::TimestampMillis(v) | Field::Long(v) => Ok(*v),
             other => Err(Self::wrong(name, other)),
         }
     }
 
-    fn opt_millis(&self, name: &str) -> Result<Option<i64>, ArchiverError> {
+    fn opt_millis(&self, name: &str) -> Result<Option<i64>, ArchiveError> {
         match self.get(name)? {
             Field::Null => Ok(None),
             Field::TimestampMillis(v) | Field::Long(v) => Ok(Some(*v)),
@@ -270,10 +270,10 @@ impl<'a> Fields<'a> {
 /// Reads an archive object back into rows (for tests and replay).
 ///
 /// # Errors
-/// [`ArchiverError::BadArchive`] when the bytes are not Parquet or lack a column of
+/// [`ArchiveError::BadArchive`] when the bytes are not Parquet or lack a column of
 /// [`SCHEMA`].
-pub fn read_rows(bytes: &[u8]) -> Result<Vec<ArchivedRow>, ArchiverError> {
-    let bad = |e: parquet::errors::ParquetError| ArchiverError::BadArchive(e.to_string());
+pub fn read_rows(bytes: &[u8]) -> Result<Vec<ArchivedRow>, ArchiveError> {
+    let bad = |e: parquet::errors::ParquetError| ArchiveError::BadArchive(e.to_string());
     let reader = SerializedFileReader::new(Bytes::copy_from_slice(bytes)).map_err(bad)?;
     let expected_rows = usize::try_from(reader.metadata().file_metadata().num_rows()).unwrap_or(0);
     let mut out = Vec::with_capacity(expected_rows);
@@ -338,9 +338,9 @@ pub enum Footer {
 /// what a large object replaces without fetching all of it.
 ///
 /// # Errors
-/// [`ArchiverError::BadArchive`] when the bytes do not end like a Parquet file.
-pub fn footer_key_values(tail: &[u8]) -> Result<Footer, ArchiverError> {
-    let bad = |e: String| ArchiverError::BadArchive(e);
+/// [`ArchiveError::BadArchive`] when the bytes do not end like a Parquet file.
+pub fn footer_key_values(tail: &[u8]) -> Result<Footer, ArchiveError> {
+    let bad = |e: String| ArchiveError::BadArchive(e);
     let Some(start) = tail.len().checked_sub(FOOTER_TAIL_BYTES) else {
         return Err(bad(format!("{} bytes are no Parquet file", tail.len())));
     };
@@ -369,9 +369,9 @@ pub fn footer_key_values(tail: &[u8]) -> Result<Footer, ArchiverError> {
 
 /// The converted type of each column, as a reader without logical-type support sees it
 /// (for checking that the archive stays readable by older engines).
-pub fn converted_types(bytes: &[u8]) -> Result<Vec<(String, ConvertedType)>, ArchiverError> {
+pub fn converted_types(bytes: &[u8]) -> Result<Vec<(String, ConvertedType)>, ArchiveError> {
     let reader = SerializedFileReader::new(Bytes::copy_from_slice(bytes))
-        .map_err(|e| ArchiverError::BadArchive(e.to_string()))?;
+        .map_err(|e| ArchiveError::BadArchive(e.to_string()))?;
     let schema = reader.metadata().file_metadata().schema_descr_ptr();
     Ok(schema
         .columns()
@@ -382,36 +382,10 @@ pub fn converted_types(bytes: &[u8]) -> Result<Vec<(String, ConvertedType)>, Arc
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
-pub(crate) mod tests {
+mod tests {
     use super::*;
 
-    pub(crate) fn row(i: i64) -> ArchivedRow {
-        ArchivedRow {
-            event_id: format!("0190a3c2-7d2e-7000-8000-{i:012}"),
-            source: "shop-web".into(),
-            subject: "com.riffle.shop.OrderPlaced".into(),
-            schema_id: 3,
-            event_time: 1_764_000_000_000 + i,
-            ingest_time: 1_764_000_000_100 + i,
-            validated_at: (i % 2 == 0).then_some(1_764_000_000_200 + i),
-            enriched_at: Some(1_764_000_000_300 + i),
-            archived_at: 1_764_000_001_000,
-            trace_header: (i % 3 == 0).then(|| format!("Root=1-5759e988-{i:024};Sampled=1")),
-            agg_key: "orders:category=books".into(),
-            metric: 12.5 * i as f64,
-            window_start: 1_764_000_000_000,
-            reference_found: i % 2 == 1,
-            attributes_json: attributes_json(&HashMap::from([
-                ("category".to_owned(), "books".to_owned()),
-                ("brand".to_owned(), "ünïcode \"quoted\"".to_owned()),
-            ])),
-            payload_json: format!("{{\"quantity\":{i}}}"),
-            payload: vec![0, 1, 2, 255, i as u8],
-            kinesis_partition_key: format!("pk-{i}"),
-            kinesis_sequence_number: format!("4959{i:04}"),
-            kinesis_shard_id: "shardId-000000000000".into(),
-        }
-    }
+    use crate::testing::sample_row as row;
 
     #[test]
     fn rows_round_trip() {
@@ -493,7 +467,7 @@ pub(crate) mod tests {
     fn garbage_is_a_typed_error() {
         assert!(matches!(
             read_rows(b"not parquet"),
-            Err(ArchiverError::BadArchive(_))
+            Err(ArchiveError::BadArchive(_))
         ));
         let mut bytes = write_rows(&[row(1)]).unwrap();
         let mid = bytes.len() / 2;

@@ -5,7 +5,7 @@ use std::future::Future;
 use aws_sdk_s3::primitives::ByteStream;
 use riffle_aws::AwsError;
 
-use crate::ArchiverError;
+use crate::ArchiveError;
 
 /// S3 limit: bytes in one PutObject.
 pub const PUT_OBJECT_MAX_BYTES: usize = 5 * 1024 * 1024 * 1024;
@@ -19,7 +19,7 @@ pub trait ObjectStore: Send + Sync + 'static {
         &self,
         key: &str,
         body: Vec<u8>,
-    ) -> impl Future<Output = Result<(), ArchiverError>> + Send;
+    ) -> impl Future<Output = Result<(), ArchiveError>> + Send;
 }
 
 /// The archive in an S3 bucket (use a path-style client, `riffle_aws::s3_client`).
@@ -40,9 +40,9 @@ impl S3ObjectStore {
 }
 
 impl ObjectStore for S3ObjectStore {
-    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), ArchiverError> {
+    async fn put(&self, key: &str, body: Vec<u8>) -> Result<(), ArchiveError> {
         if body.len() > PUT_OBJECT_MAX_BYTES {
-            return Err(ArchiverError::TooLarge {
+            return Err(ArchiveError::TooLarge {
                 key: key.to_owned(),
                 bytes: body.len(),
                 limit: PUT_OBJECT_MAX_BYTES,
@@ -56,7 +56,7 @@ impl ObjectStore for S3ObjectStore {
             .body(ByteStream::from(body))
             .send()
             .await
-            .map_err(|e| ArchiverError::Store(AwsError::from_sdk("PutObject", e)))?;
+            .map_err(|e| ArchiveError::Store(AwsError::from_sdk("PutObject", e)))?;
         Ok(())
     }
 }

@@ -72,7 +72,7 @@ pub fn object_key(
 }
 
 /// `key` with `-<tag>` before its `.parquet` suffix: the name of a group whose plain key is
-/// already taken by an object holding other rows (see `crate::handler`), so writing it never
+/// already taken by an object holding other rows (see the archiver's handler), so writing it never
 /// overwrites them.
 pub fn tagged_key(key: &str, tag: &str) -> String {
     let stem = key.strip_suffix(".parquet").unwrap_or(key);

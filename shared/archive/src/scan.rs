@@ -10,7 +10,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crate::ArchiverError;
+use crate::ArchiveError;
 use crate::bucket::{ArchiveBucket, ObjectInfo};
 use crate::key::escape;
 use crate::table::{ArchivedRow, FOOTER_TAIL_BYTES, Footer, footer_key_values, read_rows};
@@ -181,7 +181,7 @@ pub fn is_compacted(key: &str) -> bool {
 pub async fn replaces<B: ArchiveBucket>(
     bucket: &B,
     key: &str,
-) -> Result<Vec<String>, ArchiverError> {
+) -> Result<Vec<String>, ArchiveError> {
     let mut tail = bucket.get_tail(key, TAIL_READ_BYTES).await?;
     let key_values = loop {
         match footer_key_values(&tail)? {
@@ -190,7 +190,7 @@ pub async fn replaces<B: ArchiveBucket>(
                 tail = bucket.get_tail(key, n).await?;
             }
             Footer::NeedTail(n) => {
-                return Err(ArchiverError::BadArchive(format!(
+                return Err(ArchiveError::BadArchive(format!(
                     "{key}: footer of {} bytes does not fit the object",
                     n - FOOTER_TAIL_BYTES
                 )));
@@ -218,7 +218,7 @@ pub async fn partitions<B: ArchiveBucket>(
     bucket: &B,
     prefix: &str,
     filter: &Filter,
-) -> Result<Vec<PartitionObjects>, ArchiverError> {
+) -> Result<Vec<PartitionObjects>, ArchiveError> {
     let listed = bucket.list(&filter.list_prefix(prefix)).await?;
     let mut grouped: BTreeMap<Partition, Vec<ObjectInfo>> = BTreeMap::new();
     for object in listed {
@@ -247,12 +247,12 @@ pub async fn partitions<B: ArchiveBucket>(
 pub async fn read_live_rows<B: ArchiveBucket>(
     bucket: &B,
     partition: &PartitionObjects,
-) -> Result<Vec<ArchivedRow>, ArchiverError> {
+) -> Result<Vec<ArchivedRow>, ArchiveError> {
     let mut rows = Vec::new();
     for object in partition.live() {
         let bytes = bucket.get(&object.key).await?;
         let read = read_rows(&bytes)
-            .map_err(|e| ArchiverError::BadArchive(format!("{}: {e}", object.key)))?;
+            .map_err(|e| ArchiveError::BadArchive(format!("{}: {e}", object.key)))?;
         rows.extend(read);
     }
     Ok(rows)
