@@ -1,14 +1,14 @@
 //! Shard leases, so several instances of one function share a stream without reading a
 //! shard twice at once.
 //!
-//! A lease lives in the shard's checkpoint item (`<function>#<stream>#<shard>`), beside
-//! `seq`: `lease_owner` (the instance id), `lease_expires_ms` (epoch milliseconds) and
-//! `lease_counter` (bumped by every take, renewal and release). Every change is a
-//! conditional update: a renewal or release only while this instance is the owner, a take
-//! only while the lease is free or expired *and* the counter is the one the taker read, so
-//! two instances racing for one lease cannot both win, and a take decided on a stale read
-//! fails. Checkpoint
-//! writes are conditional on the owner too ([`crate::checkpoint::CheckpointStore::save_as`]).
+//! A lease lives in the shard's checkpoint item (`<function>#<stream>#<shard>`, laid out
+//! in [`crate::shard_item`]), beside `seq`: `lease_owner` (the instance id),
+//! `lease_expires_ms` (epoch milliseconds) and `lease_counter` (bumped by every take,
+//! renewal and release). Every change is a conditional update: a renewal or release only
+//! while this instance is the owner, a take only while the lease is free or expired *and*
+//! the counter is the one the taker read, so two instances racing for one lease cannot both
+//! win, and a take decided on a stale read fails. Checkpoint writes are conditional on the
+//! owner too ([`crate::checkpoint::CheckpointStore::save_as`]).
 //!
 //! Each instance also keeps a heartbeat item `<function>#<stream>#instance#<id>` with its
 //! own expiry, renewed with its leases: the live instances are those with an unexpired
@@ -21,18 +21,10 @@ use std::collections::{BTreeSet, HashMap, HashSet};
 use aws_sdk_dynamodb::types::AttributeValue;
 
 use crate::RuntimeError;
-use crate::checkpoint::{Checkpoint, PK, SEQ, SHARD_END};
-
-/// The instance holding the lease; absent when the lease is free.
-pub const LEASE_OWNER: &str = "lease_owner";
-/// When the lease lapses unless renewed (epoch milliseconds).
-pub const LEASE_EXPIRES_MS: &str = "lease_expires_ms";
-/// Bumped by every change of the lease, so a taker can tell it read the latest state.
-pub const LEASE_COUNTER: &str = "lease_counter";
-/// The error code of a failed condition.
-pub const CONDITION_FAILED: &str = "ConditionalCheckFailedException";
-/// Heartbeat items: after the stream prefix, before the instance id.
-const INSTANCE_MARK: &str = "instance#";
+use crate::shard_item::{Checkpoint, INSTANCE_MARK, ItemKeys, PK, SEQ};
+// Still named from here by callers that think in leases, as before the item's layout had a
+// module of its own.
+pub use crate::shard_item::{CONDITION_FAILED, LEASE_COUNTER, LEASE_EXPIRES_MS, LEASE_OWNER};
 
 /// Milliseconds since the epoch, the unit of lease expiry.
 pub fn now_ms() -> i64 {
@@ -136,7 +128,7 @@ pub fn plan(
 pub struct LeaseStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
-    prefix: String,
+    keys: ItemKeys,
     owner: String,
     duration_ms: i64,
 }
@@ -155,7 +147,7 @@ impl LeaseStore {
         Self {
             client,
             table: table.into(),
-            prefix: format!("{function_name}#{stream_name}#"),
+            keys: ItemKeys::new(function_name, stream_name),
             owner: owner.into(),
             duration_ms: i64::try_from(duration.as_millis()).unwrap_or(i64::MAX),
         }
@@ -167,11 +159,11 @@ impl LeaseStore {
     }
 
     fn key(&self, shard_id: &str) -> AttributeValue {
-        AttributeValue::S(format!("{}{shard_id}", self.prefix))
+        AttributeValue::S(self.keys.shard(shard_id))
     }
 
     fn instance_key(&self) -> AttributeValue {
-        AttributeValue::S(format!("{}{INSTANCE_MARK}{}", self.prefix, self.owner))
+        AttributeValue::S(self.keys.instance(&self.owner))
     }
 
     /// Every shard item and heartbeat of this function on this stream (a scan: the
@@ -187,7 +179,10 @@ impl LeaseStore {
                 .consistent_read(true)
                 .filter_expression("begins_with(#pk, :prefix)")
                 .expression_attribute_names("#pk", PK)
-                .expression_attribute_values(":prefix", AttributeValue::S(self.prefix.clone()))
+                .expression_attribute_values(
+                    ":prefix",
+                    AttributeValue::S(self.keys.prefix().to_owned()),
+                )
                 .set_exclusive_start_key(start.take())
                 .send()
                 .await
@@ -196,7 +191,7 @@ impl LeaseStore {
                 let Some(rest) = item
                     .get(PK)
                     .and_then(|v| v.as_s().ok())
-                    .and_then(|pk| pk.strip_prefix(&self.prefix))
+                    .and_then(|pk| pk.strip_prefix(self.keys.prefix()))
                 else {
                     continue;
                 };
@@ -213,11 +208,7 @@ impl LeaseStore {
                     }
                     continue;
                 }
-                let checkpoint = match s(SEQ) {
-                    None => Checkpoint::None,
-                    Some(seq) if seq == SHARD_END => Checkpoint::ShardEnd,
-                    Some(seq) => Checkpoint::After(seq),
-                };
+                let checkpoint = Checkpoint::from_seq(s(SEQ).as_deref());
                 view.shards.insert(
                     rest.to_owned(),
                     ShardRow {

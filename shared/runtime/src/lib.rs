@@ -8,11 +8,17 @@
 //! - [`record`]: the Lambda Kinesis event's types, parsed with few allocations;
 //! - [`event`]: building the Lambda Kinesis event, and the pure rules of the mapping
 //!   (batch cutting, partial failures, bisection, record age);
-//! - [`checkpoint`]: per-shard checkpoints in DynamoDB;
+//! - [`shard_item`]: the one DynamoDB item per (function, stream, shard) that holds both
+//!   the shard's checkpoint and its lease: attribute names, keys, the failed-condition code;
+//! - [`checkpoint`]: per-shard checkpoints in that item;
 //! - [`lease`]: per-shard leases in the same items, and the fair-share plan that spreads
 //!   shards over the instances of one function;
 //! - [`destination`]: the on-failure SQS messages;
-//! - [`local`]: the local event source mapping itself, [`run_local`];
+//! - [`local`]: the local event source mapping itself, [`run_local`]: `local/mod.rs` (entry
+//!   points, options, shared context), `local/coordinator.rs` (leases held, shard listing,
+//!   lease renewal), `local/reader.rs` (one shard's reader and its lanes),
+//!   `local/shard.rs` (what a shard's lanes share: progress, checkpoint writes) and
+//!   `local/delivery.rs` (one batch to the handler: retries, bisection, on-failure);
 //! - [`deaggregate`]: KPL aggregates unpacked before any handler sees them;
 //! - [`fault`]: transient handler errors injected for fault tests (local mapping only, off
 //!   unless `RIFFLE_FAULT_HANDLER_ERROR_RATE` is set).
@@ -33,6 +39,7 @@ pub mod fault;
 pub mod lease;
 pub mod local;
 pub mod record;
+pub mod shard_item;
 
 use std::error::Error;
 use std::future::Future;
