@@ -47,11 +47,11 @@ cfn-lint: install ## Lint the CloudFormation templates under infra/
 
 demo: install ## Run the whole pipeline locally on generated events (ARGS="--events 50000 --rate 5000")
 	cargo build --release --workspace --bins
-	target/release/riffle demo $(ARGS)
+	target/release/riffle-dev demo $(ARGS)
 
 fuzz: ## Fuzz each codec decoder briefly with cargo-fuzz on nightly (FUZZ_SECONDS=20 per target)
 	@bash infra/local/fuzz.sh
 
 schema-gate: install ## Replay schemas/ git history (to BASE=HEAD) into a local registry, check the working tree
-	cargo build -p riffle-cli -p riffle-schema-registry --bin riffle --bin schema-registry
-	target/debug/riffle schema gate --base $(BASE)
+	cargo build -p riffle-harness -p riffle-schema-registry --bin riffle-dev --bin schema-registry
+	target/debug/riffle-dev schema-gate --base $(BASE)

@@ -20,8 +20,8 @@ use std::time::Duration;
 
 use aws_sdk_kinesis::types::ShardIteratorType;
 use riffle_aws::{KinesisPublisher, OutRecord, PublishConfig};
-use riffle_cli::chaos::{self, ChaosOptions};
-use riffle_cli::pipeline::PipelineOptions;
+use riffle_harness::chaos::{self, ChaosOptions};
+use riffle_harness::pipeline::PipelineOptions;
 use riffle_local::Emulators;
 use riffle_tests::test_support::{state_dir, wait_active};
 

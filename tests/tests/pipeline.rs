@@ -11,8 +11,8 @@
 
 use std::time::Duration;
 
-use riffle_cli::demo::{self, DemoOptions};
-use riffle_cli::pipeline::PipelineOptions;
+use riffle_harness::demo::{self, DemoOptions};
+use riffle_harness::pipeline::PipelineOptions;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_events_match_the_ground_truth() {
@@ -56,7 +56,7 @@ async fn ten_thousand_events_match_the_ground_truth() {
     // metrics, bookkeeping of the local event source mapping included) is exactly what the
     // local DynamoDB recorded from them, and it is bookkeeping per batch, not per event.
     let metered = |metric: &str| -> u64 {
-        riffle_cli::pipeline::STAGES
+        riffle_harness::pipeline::STAGES
             .iter()
             .map(|stage| report.counters.count(&format!("riffle-{stage}"), metric))
             .sum()

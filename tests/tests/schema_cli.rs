@@ -20,7 +20,7 @@ const ORDER_SUBJECT: &str = "com.riffle.shop.OrderPlaced";
 const ORDER_FILE: &str = "schemas/events/order_placed.avsc";
 
 fn riffle() -> PathBuf {
-    let path = riffle_cli::pipeline::bin_dir().join("riffle");
+    let path = riffle_harness::pipeline::bin_dir().join("riffle");
     assert!(
         path.is_file(),
         "{} not found: build the binaries first (cargo build --workspace --bins)",
@@ -315,7 +315,8 @@ fn commit_all(dir: &Path, message: &str) {
 }
 
 async fn gate(dir: &Path) -> (i32, String, String) {
-    run(dir, &["schema", "gate"], &[]).await
+    // Through the operator binary, which hands harness commands to `riffle-dev`.
+    run(dir, &["schema-gate"], &[]).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

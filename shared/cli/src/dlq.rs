@@ -1,7 +1,7 @@
 //! `riffle dlq list | show | redrive`: the deployment's dead-letter queues from a terminal.
 //!
 //! Which queues exist, which stage writes each, and which stream feeds each stage come from
-//! the templates ([`topology`], pure, over `riffle_local::plan`): the stages' on-failure
+//! the templates ([`topology`], pure, over `riffle_plan::plan`): the stages' on-failure
 //! destinations and `RIFFLE_DLQ_URL` / `RIFFLE_REJECTS_QUEUE_URL` variables, and their event
 //! source mappings. Queue URLs are then looked up by name (GetQueueUrl), so the same command
 //! works against AWS and the local twin (endpoints from the standard AWS variables).
@@ -34,12 +34,12 @@ use clap::{Args, Subcommand};
 use riffle_aws::on_failure::OnFailure;
 use riffle_aws::{KinesisPublisher, OutRecord, PublishConfig};
 use riffle_codec::EnvelopeCodec;
-use riffle_local::provision::Plan;
-use riffle_local::template::{Attrs, LOCAL_ACCOUNT_ID, Scope};
+use riffle_plan::Plan;
+use riffle_plan::template::{Attrs, LOCAL_ACCOUNT_ID, Scope};
 use riffle_stage::RejectMessage;
 use riffle_stage::dedup::redrive_origin;
 
-use crate::pipeline::PipelineError;
+use crate::OpsError;
 
 /// SQS limit: messages per ReceiveMessage, DeleteMessageBatch and
 /// ChangeMessageVisibilityBatch.
@@ -486,9 +486,9 @@ pub struct QueueDepth {
 
 fn sqs_error<E: std::fmt::Debug + std::error::Error + 'static>(
     what: &'static str,
-) -> impl FnOnce(E) -> PipelineError {
+) -> impl FnOnce(E) -> OpsError {
     move |e| {
-        PipelineError::Aws(format!(
+        OpsError::Aws(format!(
             "{what}: {}",
             aws_sdk_sqs::error::DisplayErrorContext(&e)
         ))
@@ -516,7 +516,7 @@ where
 pub async fn list(
     sqs: &aws_sdk_sqs::Client,
     topology: &Topology,
-) -> Result<Vec<QueueDepth>, PipelineError> {
+) -> Result<Vec<QueueDepth>, OpsError> {
     let mut out = Vec::with_capacity(topology.queues.len());
     for queue in &topology.queues {
         let mut depth = QueueDepth {
@@ -570,14 +570,14 @@ async fn counts(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(String, u64, u
     ))
 }
 
-async fn url_of(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, PipelineError> {
+async fn url_of(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, OpsError> {
     sqs.get_queue_url()
         .queue_name(name)
         .send()
         .await
         .map_err(sqs_error("GetQueueUrl"))?
         .queue_url
-        .ok_or_else(|| PipelineError::Aws(format!("GetQueueUrl {name}: no URL")))
+        .ok_or_else(|| OpsError::Aws(format!("GetQueueUrl {name}: no URL")))
 }
 
 /// The URL of `queue`: a URL as it is, else a logical id or name of the templates' queues,
@@ -589,13 +589,13 @@ pub async fn resolve_queue(
     sqs: &aws_sdk_sqs::Client,
     topology: &Topology,
     queue: &str,
-) -> Result<String, PipelineError> {
+) -> Result<String, OpsError> {
     if queue.starts_with("http://") || queue.starts_with("https://") {
         return Ok(queue.to_owned());
     }
     let name = topology.queue(queue).map_or(queue, |q| q.name.as_str());
     url_of(sqs, name).await.map_err(|e| {
-        PipelineError::Usage(format!(
+        OpsError::Usage(format!(
             "no queue {queue:?} ({e}); `riffle dlq list` shows the queues"
         ))
     })
@@ -617,7 +617,7 @@ async fn receive(
     url: &str,
     max: usize,
     visibility_secs: i32,
-) -> Result<Vec<Received>, PipelineError> {
+) -> Result<Vec<Received>, OpsError> {
     let mut out: Vec<Received> = Vec::new();
     let mut seen = BTreeSet::new();
     let mut empty = 0;
@@ -659,7 +659,7 @@ async fn release_messages(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     messages: &[&Received],
-) -> Result<(), PipelineError> {
+) -> Result<(), OpsError> {
     for chunk in messages.chunks(SQS_BATCH_MAX) {
         let entries = chunk
             .iter()
@@ -691,7 +691,7 @@ pub async fn show(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
     max: usize,
-) -> Result<Vec<Received>, PipelineError> {
+) -> Result<Vec<Received>, OpsError> {
     let messages = receive(sqs, url, max, SHOW_VISIBILITY_SECS).await?;
     release_messages(sqs, url, &messages.iter().collect::<Vec<_>>()).await?;
     Ok(messages)
@@ -723,7 +723,7 @@ pub async fn redrive(
     max: usize,
     dry_run: bool,
     mut progress: impl FnMut(&str),
-) -> Result<RedriveReport, PipelineError> {
+) -> Result<RedriveReport, OpsError> {
     let sqs = riffle_aws::sqs_client(sdk);
     let kinesis = riffle_aws::kinesis_client(sdk);
     let publisher = KinesisPublisher::new(kinesis.clone(), PublishConfig::default());
@@ -764,7 +764,7 @@ pub async fn redrive(
             let outcome = publisher
                 .put_all(stream, records.clone())
                 .await
-                .map_err(|e| PipelineError::Aws(format!("PutRecords {stream}: {e}")))?;
+                .map_err(|e| OpsError::Aws(format!("PutRecords {stream}: {e}")))?;
             if let Some(f) = outcome.failed.first() {
                 failed = Some(format!(
                     "{} of {n} records not put on {stream}: {}",
@@ -801,7 +801,7 @@ pub async fn redrive(
     Ok(report)
 }
 
-async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, m: &Received) -> Result<(), PipelineError> {
+async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, m: &Received) -> Result<(), OpsError> {
     let entry = DeleteMessageBatchRequestEntry::builder()
         .id("0")
         .receipt_handle(&m.receipt_handle)
@@ -815,7 +815,7 @@ async fn delete(sqs: &aws_sdk_sqs::Client, url: &str, m: &Received) -> Result<()
         .await
         .map_err(sqs_error("DeleteMessageBatch"))?;
     if let Some(f) = out.failed.first() {
-        return Err(PipelineError::Aws(format!(
+        return Err(OpsError::Aws(format!(
             "message {} redriven but not deleted ({}: {}); it will be redriven again",
             m.message_id,
             f.code,
@@ -973,12 +973,12 @@ pub async fn main(args: DlqArgs) -> ExitCode {
     }
 }
 
-async fn run_command(args: DlqArgs) -> Result<String, PipelineError> {
+async fn run_command(args: DlqArgs) -> Result<String, OpsError> {
     let infra = match args.infra {
         Some(dir) => dir,
-        None => riffle_local::project_root()?.join("infra"),
+        None => riffle_plan::project_root()?.join("infra"),
     };
-    let topology = topology(&riffle_local::plan(&infra)?);
+    let topology = topology(&riffle_plan::plan(&infra)?);
     let sdk = riffle_aws::sdk_config().await;
     let sqs = riffle_aws::sqs_client(&sdk);
     match args.command {
@@ -987,7 +987,7 @@ async fn run_command(args: DlqArgs) -> Result<String, PipelineError> {
             let failed = depths.iter().filter(|d| d.error.is_some()).count();
             if failed > 0 {
                 eprint!("{}", render_list(&depths));
-                return Err(PipelineError::Aws(format!(
+                return Err(OpsError::Aws(format!(
                     "{failed} of {} queues could not be read",
                     depths.len()
                 )));
@@ -1042,7 +1042,7 @@ mod tests {
 
     #[test]
     fn the_templates_name_every_queue_and_who_writes_it() {
-        let t = topology(&riffle_local::plan(&infra()).unwrap());
+        let t = topology(&riffle_plan::plan(&infra()).unwrap());
         let by_name: BTreeMap<&str, Vec<&str>> = t
             .queues
             .iter()
@@ -1067,7 +1067,7 @@ mod tests {
 
     #[test]
     fn both_message_shapes_are_read_and_planned() {
-        let t = topology(&riffle_local::plan(&infra()).unwrap());
+        let t = topology(&riffle_plan::plan(&infra()).unwrap());
         let mut record = riffle_stage::KinesisEventRecord::default();
         record.kinesis.data = vec![9, 9];
         record.kinesis.partition_key = "pk".into();

@@ -36,7 +36,7 @@ use riffle_view::DEFAULT_WINDOW_SECS;
 use riffle_view::window_lengths;
 use riffle_view::{Aggregate, SECS_PER_DAY, ViewKey};
 
-use crate::pipeline::PipelineError;
+use crate::OpsError;
 
 /// DynamoDB limit: items per BatchWriteItem.
 pub const BATCH_WRITE_MAX_ITEMS: usize = 25;
@@ -176,10 +176,7 @@ impl ViewBuilder {
     ///
     /// # Errors
     /// An item the aggregator's reader refuses (a bug).
-    pub fn items(
-        &self,
-        now_ms: i64,
-    ) -> Result<Vec<HashMap<String, AttributeValue>>, PipelineError> {
+    pub fn items(&self, now_ms: i64) -> Result<Vec<HashMap<String, AttributeValue>>, OpsError> {
         self.items
             .iter()
             .map(|(key, (window_secs, a))| {
@@ -202,15 +199,15 @@ impl ViewBuilder {
                 // Through the aggregator's reader and writer, so the item carries exactly the
                 // attributes (and formats) the aggregator writes.
                 let row = riffle_view::parse_item(&core)
-                    .map_err(|e| PipelineError::Usage(format!("view item {key:?}: {e}")))?;
+                    .map_err(|e| OpsError::Usage(format!("view item {key:?}: {e}")))?;
                 Ok(riffle_view::row_item(&row))
             })
             .collect()
     }
 }
 
-fn aws<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> PipelineError {
-    move |e| PipelineError::Aws(format!("{what}: {e}"))
+fn aws<E: std::fmt::Display>(what: &'static str) -> impl FnOnce(E) -> OpsError {
+    move |e| OpsError::Aws(format!("{what}: {e}"))
 }
 
 /// Reads the archive and writes the rebuilt view into `options.table`; `progress` gets a
@@ -222,7 +219,7 @@ pub async fn run(
     sdk: &aws_config::SdkConfig,
     options: &ReplayOptions,
     mut progress: impl FnMut(&str),
-) -> Result<ReplayReport, PipelineError> {
+) -> Result<ReplayReport, OpsError> {
     let dynamo = riffle_aws::dynamodb_client(sdk);
     if options.create {
         create_view_table(&dynamo, &options.table, &options.infra_dir).await?;
@@ -231,8 +228,7 @@ pub async fn run(
         ensure_empty(&dynamo, &options.table).await?;
     }
 
-    let contracts =
-        riffle_codec::rules::bundled().map_err(|e| PipelineError::Usage(e.to_string()))?;
+    let contracts = riffle_codec::rules::bundled().map_err(|e| OpsError::Usage(e.to_string()))?;
     let mut view = ViewBuilder::new(window_lengths(&contracts), options.ttl_days);
     let bucket = S3ObjectStore::new(riffle_aws::s3_client(sdk), &options.bucket);
     let parts = partitions(&bucket, &options.prefix, &Filter::default()).await?;
@@ -270,7 +266,7 @@ fn chrono_now_ms() -> i64 {
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
 }
 
-async fn ensure_empty(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), PipelineError> {
+async fn ensure_empty(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> Result<(), OpsError> {
     let out = dynamo
         .scan()
         .table_name(table)
@@ -278,13 +274,13 @@ async fn ensure_empty(dynamo: &aws_sdk_dynamodb::Client, table: &str) -> Result<
         .send()
         .await
         .map_err(|e| {
-            PipelineError::Usage(format!(
+            OpsError::Usage(format!(
                 "table {table} cannot be read ({}); pass --create to create it",
                 aws_sdk_dynamodb::error::DisplayErrorContext(&e)
             ))
         })?;
     if out.count() > 0 {
-        return Err(PipelineError::Usage(format!(
+        return Err(OpsError::Usage(format!(
             "table {table} is not empty; replay fills a fresh table"
         )));
     }
@@ -295,14 +291,14 @@ async fn create_view_table(
     dynamo: &aws_sdk_dynamodb::Client,
     table: &str,
     infra_dir: &std::path::Path,
-) -> Result<(), PipelineError> {
-    let plan = riffle_local::plan(infra_dir)?;
+) -> Result<(), OpsError> {
+    let plan = riffle_plan::plan(infra_dir)?;
     let spec = plan
         .tables
         .iter()
         .find(|t| t.logical == VIEW_TABLE_LOGICAL_ID)
         .ok_or_else(|| {
-            PipelineError::Usage(format!(
+            OpsError::Usage(format!(
                 "no {VIEW_TABLE_LOGICAL_ID} in {}",
                 infra_dir.display()
             ))
@@ -330,7 +326,7 @@ async fn create_view_table(
         );
     }
     request.send().await.map_err(|e| {
-        PipelineError::Usage(format!(
+        OpsError::Usage(format!(
             "creating table {table}: {}",
             aws_sdk_dynamodb::error::DisplayErrorContext(&e)
         ))
@@ -348,7 +344,7 @@ async fn create_view_table(
             break;
         }
         if tokio::time::Instant::now() >= deadline {
-            return Err(PipelineError::Aws(format!(
+            return Err(OpsError::Aws(format!(
                 "table {table} not ACTIVE after {TABLE_ACTIVE_DEADLINE:?}"
             )));
         }
@@ -376,7 +372,7 @@ async fn write_items(
     dynamo: &aws_sdk_dynamodb::Client,
     table: &str,
     items: Vec<HashMap<String, AttributeValue>>,
-) -> Result<(), PipelineError> {
+) -> Result<(), OpsError> {
     for chunk in items.chunks(BATCH_WRITE_MAX_ITEMS) {
         let mut requests = Vec::with_capacity(chunk.len());
         for item in chunk {
@@ -404,7 +400,7 @@ async fn write_items(
                 .send()
                 .await
                 .map_err(|e| {
-                    PipelineError::Aws(format!(
+                    OpsError::Aws(format!(
                         "BatchWriteItem: {}",
                         aws_sdk_dynamodb::error::DisplayErrorContext(&e)
                     ))
@@ -412,7 +408,7 @@ async fn write_items(
             match out.unprocessed_items {
                 Some(rest) if rest.values().any(|v| !v.is_empty()) => {
                     if attempt >= BATCH_WRITE_MAX_ATTEMPTS {
-                        return Err(PipelineError::Aws(format!(
+                        return Err(OpsError::Aws(format!(
                             "BatchWriteItem: items still unprocessed after {attempt} attempts"
                         )));
                     }
@@ -429,7 +425,7 @@ async fn write_items(
 pub async fn main(args: ReplayArgs) -> ExitCode {
     let infra_dir = match args.infra {
         Some(dir) => dir,
-        None => match riffle_local::project_root() {
+        None => match riffle_plan::project_root() {
             Ok(root) => root.join("infra"),
             Err(e) => {
                 eprintln!("error: {e} (or pass --infra)");

@@ -4,9 +4,9 @@
 //! - `check` asks the registry whether files may follow what is registered;
 //! - `list` shows subjects, versions, ids and compatibility levels;
 //! - `diff` shows what changed between two schemas, field by field ([`diff`], pure);
-//! - `gate` replays the git history of `schemas/` into a private local registry and checks
-//!   the working tree against it, so an incompatible change fails CI, not production
-//!   ([`gate`]).
+//! - the CI gate (`riffle-dev schema-gate`, in the harness) replays the git history of
+//!   `schemas/` into a private local registry and checks
+//!   the working tree against it, so an incompatible change fails CI, not production.
 //!
 //! Subjects follow the project's naming: a schema's subject is its record's full name
 //! (`com.riffle.shop.OrderPlaced`), as the contracts in `schemas/rules/` and the envelope's
@@ -14,7 +14,6 @@
 //! tell (bad arguments, unreadable file, registry unreachable).
 
 pub mod diff;
-pub mod gate;
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -25,8 +24,6 @@ use riffle_registry_client::{
     ClientError, CompatibilityLevel, INCOMPATIBLE_SCHEMA, RegistryClient, SUBJECT_NOT_FOUND,
     VERSION_NOT_FOUND, VersionRef,
 };
-
-use crate::pipeline::PipelineError;
 
 /// The environment variable naming the registry when `--registry` is not given.
 pub const REGISTRY_URL_ENV: &str = "RIFFLE_REGISTRY_URL";
@@ -70,9 +67,9 @@ pub enum SchemaError {
     /// A git command failed.
     #[error("git: {0}")]
     Git(String),
-    /// The gate's local registry or emulators could not start.
-    #[error(transparent)]
-    Pipeline(#[from] PipelineError),
+    /// The gate's local registry or emulators could not start (`riffle-dev schema-gate`).
+    #[error("{0}")]
+    Gate(String),
 }
 
 impl SchemaError {
@@ -180,28 +177,6 @@ pub enum SchemaCommand {
         #[arg(long, value_name = "VERSION", default_value = "latest")]
         against: VersionRef,
     },
-    /// The CI gate: replay the git history of every schema under schemas/ into a private
-    /// local registry (emulators and registry started here), then check the working tree.
-    ///
-    /// Every committed version of each .avsc file up to --base is registered in commit order,
-    /// as production would have seen them; a committed version the registry refuses as
-    /// incompatible fails the gate (production would have refused it too). Then each file of
-    /// the working tree is checked as `riffle schema check` does, with the global level
-    /// --level. Exits 0 if everything is compatible, 1 with the reasons if not, 2 if the gate
-    /// could not run. Needs the schema-registry binary beside this one (or RIFFLE_BIN_DIR) and
-    /// the emulators (`make install`).
-    Gate {
-        /// The last commit production has seen (history after it is not replayed).
-        #[arg(long, value_name = "REV", default_value = "HEAD")]
-        base: String,
-        /// The compatibility level the local registry holds every subject to.
-        #[arg(long, value_name = "LEVEL", default_value = "BACKWARD")]
-        level: CompatibilityLevel,
-        /// The git repository whose schemas/ to gate (default: the one around the current
-        /// directory).
-        #[arg(long, value_name = "DIR")]
-        repo: Option<PathBuf>,
-    },
 }
 
 /// Runs a `schema` subcommand, printing results on stdout and errors on stderr.
@@ -234,8 +209,13 @@ pub async fn run(args: SchemaArgs) -> ExitCode {
             })
             .await
         }
-        SchemaCommand::Gate { base, level, repo } => gate::run(&base, level, repo).await,
     };
+    exit_code(outcome)
+}
+
+/// The exit code of a schema command's outcome: 0 compatible, [`EXIT_INCOMPATIBLE`],
+/// or [`EXIT_ERROR`] (printed) when the command could not run.
+pub fn exit_code(outcome: Result<bool, SchemaError>) -> ExitCode {
     match outcome {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::from(EXIT_INCOMPATIBLE),
@@ -337,7 +317,7 @@ pub fn default_schema_files(schemas_dir: &Path) -> Result<Vec<PathBuf>, SchemaEr
 
 fn default_paths(paths: Vec<PathBuf>) -> Result<Vec<SchemaFile>, SchemaError> {
     let paths = if paths.is_empty() {
-        let root = riffle_local::project_root().map_err(|e| {
+        let root = riffle_plan::project_root().map_err(|e| {
             SchemaError::Usage(format!(
                 "no PATHS given and no project to take them from: {e}"
             ))
@@ -558,7 +538,7 @@ async fn check_command(client: &RegistryClient, files: &[SchemaFile]) -> Result<
 
 /// The field-level changes from the subject's latest version to `file`, for a person
 /// reading why a check failed.
-async fn explain(client: &RegistryClient, file: &SchemaFile) -> Result<String, SchemaError> {
+pub async fn explain(client: &RegistryClient, file: &SchemaFile) -> Result<String, SchemaError> {
     let latest = match client.version(&file.subject, VersionRef::Latest).await {
         Ok(v) => v,
         Err(e) if e.error_code() == Some(SUBJECT_NOT_FOUND) => return Ok(String::new()),
@@ -575,7 +555,7 @@ async fn explain(client: &RegistryClient, file: &SchemaFile) -> Result<String, S
     })
 }
 
-fn indent(text: &str, prefix: &str) -> String {
+pub fn indent(text: &str, prefix: &str) -> String {
     text.lines().map(|l| format!("{prefix}{l}\n")).collect()
 }
 
@@ -651,7 +631,7 @@ async fn diff_command(
 
 /// The schema file under the project's `schemas/` whose subject is `subject`.
 fn project_file_for(subject: &str) -> Result<Option<SchemaFile>, SchemaError> {
-    let root = riffle_local::project_root()
+    let root = riffle_plan::project_root()
         .map_err(|e| SchemaError::Usage(format!("no project to find {subject} in: {e}")))?;
     for path in avsc_files(&root.join("schemas"), true)? {
         // Files that are not schemas cannot be the one asked for.
@@ -693,7 +673,7 @@ mod tests {
 
     #[test]
     fn subjects_agree_with_the_contracts() {
-        let root = riffle_local::project_root().unwrap();
+        let root = riffle_plan::project_root().unwrap();
         for contract in riffle_codec::rules::bundled().unwrap().values() {
             let file = SchemaFile::read(&root.join("schemas").join(&contract.schema_file)).unwrap();
             assert_eq!(file.subject, contract.subject, "{}", contract.schema_file);
@@ -702,7 +682,7 @@ mod tests {
 
     #[test]
     fn default_files_are_the_events_and_the_envelope() {
-        let root = riffle_local::project_root().unwrap();
+        let root = riffle_plan::project_root().unwrap();
         let files = default_schema_files(&root.join("schemas")).unwrap();
         let names: Vec<String> = files
             .iter()

@@ -12,9 +12,9 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, ChildStdin, Command};
 
 use crate::error::LocalError;
+use riffle_plan::project_root;
 
-/// The region every local run uses; the emulators accept any, but ARNs must agree.
-pub const LOCAL_REGION: &str = "us-east-1";
+pub use riffle_plan::template::LOCAL_REGION;
 /// Static credentials: the emulators check none, the SDK insists on some.
 pub const LOCAL_ACCESS_KEY_ID: &str = "test";
 pub const LOCAL_SECRET_ACCESS_KEY: &str = "test";
@@ -348,43 +348,6 @@ impl LoadServiceConfig for LocalServiceEndpoints {
                 .map_or_else(|| self.moto.clone(), |(_, e)| e.clone()),
         )
     }
-}
-
-/// The repository root: `RIFFLE_ROOT`, else the nearest ancestor of the current directory
-/// holding a workspace `Cargo.toml` with `infra/` and `schemas/`, else this crate's
-/// workspace at build time.
-pub fn project_root() -> Result<PathBuf, LocalError> {
-    if let Some(root) = std::env::var_os("RIFFLE_ROOT") {
-        let root = PathBuf::from(root);
-        return if is_project_root(&root) {
-            Ok(root)
-        } else {
-            Err(LocalError::ProjectRoot(format!(
-                "RIFFLE_ROOT={} is not the Riffle repository",
-                root.display()
-            )))
-        };
-    }
-    if let Ok(cwd) = std::env::current_dir()
-        && let Some(root) = cwd.ancestors().find(|d| is_project_root(d))
-    {
-        return Ok(root.to_path_buf());
-    }
-    let built = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-    if is_project_root(&built) {
-        return std::fs::canonicalize(&built).map_err(LocalError::io("resolving project root"));
-    }
-    Err(LocalError::ProjectRoot(
-        "not in the repository and the build-time checkout is gone".to_owned(),
-    ))
-}
-
-fn is_project_root(dir: &Path) -> bool {
-    dir.join("infra").is_dir()
-        && dir.join("schemas").is_dir()
-        && std::fs::read_to_string(dir.join("Cargo.toml"))
-            .map(|toml| toml.lines().any(|l| l.trim() == "[workspace]"))
-            .unwrap_or(false)
 }
 
 /// `<root>/.riffle/tools`, where `infra/local/install.sh` puts the emulators

@@ -8,9 +8,9 @@ pub enum LocalError {
     #[error("moto's request recorder: {0}")]
     Recording(String),
 
-    /// The project root (workspace with `infra/` and `schemas/`) was not found.
-    #[error("cannot find the Riffle project root: {0} (set RIFFLE_ROOT to the repository)")]
-    ProjectRoot(String),
+    /// The repository or its templates could not be read.
+    #[error(transparent)]
+    Plan(#[from] riffle_plan::PlanError),
 
     /// An emulator or tool is not installed.
     #[error("{what} is missing at {}: run `bash infra/local/install.sh` (or `make install`) in the project root", path.display())]
@@ -35,14 +35,6 @@ pub enum LocalError {
     /// Waiting for something local (a stream to be ACTIVE, ...) ran out of time.
     #[error("timed out after {waited:?} waiting for {what}")]
     Timeout { what: String, waited: Duration },
-
-    /// A template could not be read or does not say what provisioning needs.
-    #[error("template {}{}: {message}", file.display(), resource.as_ref().map(|r| format!(", resource {r}")).unwrap_or_default())]
-    Template {
-        file: PathBuf,
-        resource: Option<String>,
-        message: String,
-    },
 
     /// No service template by that name.
     #[error("unknown service `{0}` (no infra/services/{0}.yaml was provisioned)")]

@@ -6,7 +6,7 @@
 //! - [`emulators`]: kinesalite (Kinesis) and moto's server (DynamoDB, S3, SQS) as child
 //!   processes on loopback, installed by `infra/local/install.sh` into `.riffle/tools/`;
 //!   the environment and `SdkConfig` that point clients at them.
-//! - [`template`]: a reader for the CloudFormation templates (long-form intrinsics only).
+//! - the templates are read by `riffle_plan` (pure), which the operator tools use too.
 //! - [`provision`]: the templates turned into API calls against the emulators, and the
 //!   resulting [`Deployment`]: local names, each service's environment and its event source
 //!   mapping settings ([`EsmSettings`], passed to services as `RIFFLE_ESM`).
@@ -17,10 +17,9 @@ pub mod emulators;
 pub mod error;
 pub mod provision;
 pub mod recording;
-pub mod template;
 
-pub use emulators::{Emulators, project_root, tools_dir};
+pub use emulators::{Emulators, tools_dir};
 pub use error::LocalError;
-pub use provision::{
-    CHECKPOINT_TABLE, Deployment, EsmSettings, REGISTRY_URL_EXPORT, plan, provision,
-};
+pub use provision::{Deployment, REGISTRY_URL_EXPORT, provision};
+pub use riffle_plan::{CHECKPOINT_TABLE, EsmSettings};
+pub use riffle_plan::{plan, project_root};

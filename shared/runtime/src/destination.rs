@@ -97,7 +97,8 @@ mod tests {
     #[test]
     fn a_batch_is_one_message_of_positions_in_lambdas_shape() {
         let records: Vec<Pending> = (5..8).map(|i| pending(i, 400 * 1024)).collect();
-        let body = failure_message(&ctx(), &records).to_body();
+        let ctx = ctx();
+        let body = failure_message(&ctx, &records).to_body();
         assert!(
             body.len() < 2048,
             "metadata only, whatever the records' size"
@@ -115,7 +116,7 @@ mod tests {
         assert!(v.get("records").is_none());
         assert_eq!(
             OnFailure::parse(&body).unwrap(),
-            failure_message(&ctx(), &records)
+            failure_message(&ctx, &records)
         );
     }
 }

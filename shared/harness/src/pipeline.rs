@@ -146,7 +146,7 @@ impl PipelineOptions {
     /// # Errors
     /// When the project root cannot be found.
     pub fn for_checkout(name: &str) -> Result<Self, PipelineError> {
-        let root = riffle_local::project_root()?;
+        let root = riffle_local::project_root().map_err(riffle_local::LocalError::from)?;
         Ok(PipelineOptions {
             state_dir: root.join(".riffle").join(name),
             bin_dir: bin_dir(),

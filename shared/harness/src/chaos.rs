@@ -949,16 +949,17 @@ type DeadLetterRecords = Result<Vec<Vec<u8>>, String>;
 /// for an on-failure message (positions only, as Lambda sends), the records read back from
 /// the stream.
 async fn dead_letter_records(kinesis: &aws_sdk_kinesis::Client, body: &str) -> DeadLetterRecords {
-    let message = crate::dlq::parse_message(body);
+    let message = riffle_cli::dlq::parse_message(body);
     match &message {
-        crate::dlq::DeadLetter::Unreadable(reason) => Err(reason.clone()),
-        crate::dlq::DeadLetter::Rejects(rejects) => Ok(rejects
+        riffle_cli::dlq::DeadLetter::Unreadable(reason) => Err(reason.clone()),
+        riffle_cli::dlq::DeadLetter::Rejects(rejects) => Ok(rejects
             .iter()
             .map(|r| r.data().unwrap_or_default())
             .collect()),
-        crate::dlq::DeadLetter::Failure(_) => {
-            let ranges = crate::dlq::stream_ranges(&message, &crate::dlq::Topology::default());
-            let read = crate::dlq::read_ranges(kinesis, &ranges).await?;
+        riffle_cli::dlq::DeadLetter::Failure(_) => {
+            let ranges =
+                riffle_cli::dlq::stream_ranges(&message, &riffle_cli::dlq::Topology::default());
+            let read = riffle_cli::dlq::read_ranges(kinesis, &ranges).await?;
             Ok(read.into_iter().flatten().map(|(_, data)| data).collect())
         }
     }

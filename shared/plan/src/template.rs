@@ -10,8 +10,10 @@ use std::path::{Path, PathBuf};
 
 use serde_yaml_ng::{Mapping, Value};
 
-use crate::emulators::LOCAL_REGION;
-use crate::error::LocalError;
+use crate::error::PlanError;
+
+/// The region every local run uses; the emulators accept any, but ARNs must agree.
+pub const LOCAL_REGION: &str = "us-east-1";
 
 /// The account id moto reports; local ARNs and `${AWS::AccountId}` use it.
 pub const LOCAL_ACCOUNT_ID: &str = "123456789012";
@@ -67,8 +69,8 @@ pub struct Scope<'a> {
 
 impl Template {
     /// Reads and parses a template file.
-    pub fn load(path: &Path) -> Result<Template, LocalError> {
-        let text = std::fs::read_to_string(path).map_err(LocalError::io(format!(
+    pub fn load(path: &Path) -> Result<Template, PlanError> {
+        let text = std::fs::read_to_string(path).map_err(PlanError::io(format!(
             "reading template {}",
             path.display()
         )))?;
@@ -76,8 +78,8 @@ impl Template {
     }
 
     /// Parses template text; `file` is only for error messages.
-    pub fn parse(file: &Path, text: &str) -> Result<Template, LocalError> {
-        let err = |resource: Option<&str>, message: String| LocalError::Template {
+    pub fn parse(file: &Path, text: &str) -> Result<Template, PlanError> {
+        let err = |resource: Option<&str>, message: String| PlanError::Template {
             file: file.to_path_buf(),
             resource: resource.map(str::to_owned),
             message,
@@ -158,8 +160,8 @@ impl Template {
     }
 
     /// A typed error about one resource of this template.
-    pub fn error(&self, resource: &str, message: impl Into<String>) -> LocalError {
-        LocalError::Template {
+    pub fn error(&self, resource: &str, message: impl Into<String>) -> PlanError {
+        PlanError::Template {
             file: self.file.clone(),
             resource: Some(resource.to_owned()),
             message: message.into(),
@@ -281,7 +283,7 @@ impl Template {
         props: &Mapping,
         name: &str,
         scope: Scope<'_>,
-    ) -> Result<Option<String>, LocalError> {
+    ) -> Result<Option<String>, PlanError> {
         props
             .get(name)
             .map(|v| {
@@ -298,7 +300,7 @@ impl Template {
         props: &Mapping,
         name: &str,
         scope: Scope<'_>,
-    ) -> Result<String, LocalError> {
+    ) -> Result<String, PlanError> {
         self.prop(resource, props, name, scope)?
             .ok_or_else(|| self.error(resource, format!("{name} is required locally")))
     }
@@ -310,7 +312,7 @@ impl Template {
         props: &Mapping,
         name: &str,
         scope: Scope<'_>,
-    ) -> Result<Option<T>, LocalError> {
+    ) -> Result<Option<T>, PlanError> {
         self.prop(resource, props, name, scope)?
             .map(|s| {
                 s.parse::<T>()
@@ -443,7 +445,7 @@ mod tests {
     #[test]
     fn missing_type_names_the_resource() {
         let err = Template::parse(Path::new("t.yaml"), "Resources:\n  Lonely: {}\n").unwrap_err();
-        assert!(matches!(err, LocalError::Template { resource: Some(ref r), .. } if r == "Lonely"));
+        assert!(matches!(err, PlanError::Template { resource: Some(ref r), .. } if r == "Lonely"));
         assert!(Template::parse(Path::new("t.yaml"), ": : :").is_err());
     }
 

@@ -18,8 +18,8 @@ use riffle_registry_client::{
 use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
-use super::{SchemaError, SchemaFile, avsc_files, check_files, explain, indent};
 use crate::pipeline::{PipelineError, REGISTRY, bin_dir};
+use riffle_cli::schema::{SchemaError, SchemaFile, avsc_files, check_files, explain, indent};
 
 /// How long the registry gets to announce its address.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -253,13 +253,21 @@ struct LocalRegistry {
     state_dir: PathBuf,
 }
 
+/// A local failure of the gate's own registry or emulators.
+fn gate_error(e: impl std::fmt::Display) -> SchemaError {
+    SchemaError::Gate(e.to_string())
+}
+
 impl LocalRegistry {
     async fn start() -> Result<LocalRegistry, SchemaError> {
         let process = |reason: String| {
-            SchemaError::Pipeline(PipelineError::Process {
-                service: REGISTRY.into(),
-                reason,
-            })
+            SchemaError::Gate(
+                PipelineError::Process {
+                    service: REGISTRY.into(),
+                    reason,
+                }
+                .to_string(),
+            )
         };
         let binary = bin_dir().join(REGISTRY);
         if !binary.is_file() {
@@ -269,7 +277,7 @@ impl LocalRegistry {
                 binary.display()
             )));
         }
-        let project = riffle_local::project_root().map_err(PipelineError::from)?;
+        let project = riffle_plan::project_root().map_err(gate_error)?;
         let state_dir = project
             .join(".riffle")
             .join("schema-gate")
@@ -280,21 +288,17 @@ impl LocalRegistry {
 
         let emulators = Emulators::start(&state_dir.join("aws"))
             .await
-            .map_err(PipelineError::from)?;
+            .map_err(gate_error)?;
         let sdk = emulators.sdk_config().await;
         let deployment = riffle_local::provision(&sdk, &project.join("infra"))
             .await
-            .map_err(PipelineError::from)?;
+            .map_err(gate_error)?;
         let log_path = state_dir.join("schema-registry.log");
         let log = std::fs::File::create(&log_path)
             .map_err(|e| process(format!("log file {}: {e}", log_path.display())))?;
         let mut child = Command::new(&binary)
             .envs(emulators.env())
-            .envs(
-                deployment
-                    .service_env(REGISTRY)
-                    .map_err(PipelineError::from)?,
-            )
+            .envs(deployment.service_env(REGISTRY).map_err(gate_error)?)
             // A private registry: whatever the caller's shell says about auth is for the
             // registry it talks to, not this one.
             .env("RIFFLE_REGISTRY_AUTH", "none")

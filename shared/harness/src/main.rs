@@ -1,0 +1,242 @@
+//! `riffle-dev`: Riffle's local twin for developers: the whole pipeline on one machine
+//! (`demo`), the guarantees under faults (`chaos`) and the schema CI gate (`schema-gate`).
+
+// The SDK's nested futures under `#[tokio::main]` exceed the default query depth.
+#![recursion_limit = "256"]
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use riffle_harness::demo::{self, DemoOptions};
+use riffle_harness::pipeline::PipelineOptions;
+use riffle_registry_client::CompatibilityLevel;
+
+#[derive(Parser)]
+#[command(
+    name = "riffle-dev",
+    version,
+    about = "Riffle's local twin: the whole pipeline on one machine, its fault tests and the schema gate"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole pipeline locally (emulators, registry, four stages), feed it generated
+    /// events, wait until it drains and print a summary checked against the ground truth.
+    Demo {
+        /// Number of events to produce.
+        #[arg(long, default_value_t = 20_000)]
+        events: u64,
+        /// Events per second.
+        #[arg(long, default_value_t = 5_000)]
+        rate: u32,
+        /// Sources and weights: shop-web, shop-app, web, iot-gateway (e.g. "shop-web=3,web").
+        #[arg(long, default_value = "shop-web,shop-app,web,iot-gateway")]
+        sources: String,
+        /// Share of invalid events (0..=1).
+        #[arg(long, default_value_t = 0.02)]
+        invalid_ratio: f64,
+        /// Seed of the event generator (same seed, same events).
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Give up if the pipeline makes no progress for this many seconds.
+        #[arg(long, default_value_t = 60)]
+        idle_timeout: u64,
+        /// Put one Kinesis record per event instead of KPL aggregates packed per shard.
+        #[arg(long)]
+        no_aggregate: bool,
+    },
+    /// The guarantees under faults: run the local pipeline while killing stage processes,
+    /// injecting handler errors and throttling, and restarting kinesalite; then check that
+    /// nothing was lost or doubled (exit 1 if anything was).
+    Chaos {
+        /// Number of events to produce.
+        #[arg(long, default_value_t = 100_000)]
+        events: u64,
+        /// Stage processes to kill (SIGKILL) during the run.
+        #[arg(long, default_value_t = 20)]
+        kills: u32,
+        /// Seed of the events, the kill schedule and the injected faults.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Events per second.
+        #[arg(long, default_value_t = 2_000)]
+        rate: u32,
+        /// Share of poison (invalid) events (0..=1).
+        #[arg(long, default_value_t = 0.01)]
+        invalid_ratio: f64,
+        /// Probability a PutRecords entry is answered as throttled (0..1).
+        #[arg(long, default_value_t = 0.05)]
+        throttle_rate: f64,
+        /// Probability a batch invocation fails transiently (0..1).
+        #[arg(long, default_value_t = 0.02)]
+        handler_error_rate: f64,
+        /// Share of the producer's put calls sent again whole after they succeeded, as when
+        /// an answer is lost (0..1): every record a copy the validator must drop.
+        #[arg(long, default_value_t = 0.05)]
+        resend_rate: f64,
+        /// Do not restart kinesalite mid-run.
+        #[arg(long)]
+        no_kinesis_restart: bool,
+        /// Give up waiting for the drain when nothing moves for this many seconds.
+        #[arg(long, default_value_t = 300)]
+        idle_timeout: u64,
+    },
+    /// The schema CI gate: replay the git history of every schema under schemas/ into a
+    /// private local registry (emulators and registry started here), then check the working
+    /// tree.
+    ///
+    /// Every committed version of each .avsc file up to --base is registered in commit order,
+    /// as production would have seen them; a committed version the registry refuses as
+    /// incompatible fails the gate (production would have refused it too). Then each file of
+    /// the working tree is checked as `riffle schema check` does, with the global level
+    /// --level. Exits 0 if everything is compatible, 1 with the reasons if not, 2 if the gate
+    /// could not run. Needs the schema-registry binary beside this one (or RIFFLE_BIN_DIR) and
+    /// the emulators (`make install`).
+    SchemaGate {
+        /// The last commit production has seen (history after it is not replayed).
+        #[arg(long, value_name = "REV", default_value = "HEAD")]
+        base: String,
+        /// The compatibility level the local registry holds every subject to.
+        #[arg(long, value_name = "LEVEL", default_value = "BACKWARD")]
+        level: CompatibilityLevel,
+        /// The git repository whose schemas/ to gate (default: the one around the current
+        /// directory).
+        #[arg(long, value_name = "DIR")]
+        repo: Option<std::path::PathBuf>,
+    },
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::SchemaGate { base, level, repo } => riffle_cli::schema::exit_code(
+            riffle_harness::schema_gate::run(&base, level, repo).await,
+        ),
+        Command::Chaos {
+            events,
+            kills,
+            seed,
+            rate,
+            invalid_ratio,
+            throttle_rate,
+            handler_error_rate,
+            resend_rate,
+            no_kinesis_restart,
+            idle_timeout,
+        } => {
+            let options = riffle_harness::chaos::ChaosOptions {
+                events,
+                kills,
+                seed,
+                rate,
+                invalid_ratio,
+                throttle_rate,
+                handler_error_rate,
+                resend_rate,
+                restart_kinesis: !no_kinesis_restart,
+                idle_timeout: Duration::from_secs(idle_timeout),
+                ..riffle_harness::chaos::ChaosOptions::default()
+            };
+            chaos(options).await
+        }
+        Command::Demo {
+            events,
+            rate,
+            sources,
+            invalid_ratio,
+            seed,
+            idle_timeout,
+            no_aggregate,
+        } => {
+            if !(0.0..=1.0).contains(&invalid_ratio) {
+                eprintln!("error: --invalid-ratio must be between 0 and 1");
+                return ExitCode::from(2);
+            }
+            if rate == 0 {
+                eprintln!("error: --rate must be at least 1");
+                return ExitCode::from(2);
+            }
+            let options = DemoOptions {
+                events,
+                rate,
+                sources,
+                invalid_ratio,
+                seed,
+                idle_timeout: Duration::from_secs(idle_timeout),
+                progress: true,
+                aggregate: !no_aggregate,
+            };
+            let pipeline = match PipelineOptions::for_checkout("demo") {
+                Ok(p) => p,
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            // Ctrl-C drops the run future: children die with their stdin and kill_on_drop,
+            // the emulators with their Drop.
+            let outcome = tokio::select! {
+                r = demo::run(&options, pipeline) => r,
+                _ = tokio::signal::ctrl_c() => {
+                    eprintln!("\ninterrupted; stopping everything");
+                    return ExitCode::from(130);
+                }
+            };
+            match outcome {
+                Ok(report) => {
+                    print!("{}", demo::render(&report));
+                    if report.differences.is_empty() {
+                        ExitCode::SUCCESS
+                    } else {
+                        ExitCode::FAILURE
+                    }
+                }
+                Err(e) => {
+                    eprintln!("\nerror: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
+async fn chaos(options: riffle_harness::chaos::ChaosOptions) -> ExitCode {
+    if let Err(e) = options.validate() {
+        eprintln!("error: {e}");
+        return ExitCode::from(2);
+    }
+    let pipeline = match PipelineOptions::for_checkout("chaos") {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let outcome = tokio::select! {
+        r = riffle_harness::chaos::run(&options, pipeline) => r,
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\ninterrupted; stopping everything");
+            return ExitCode::from(130);
+        }
+    };
+    match outcome {
+        Ok(report) => {
+            print!("{}", riffle_harness::chaos::render(&report));
+            if report.passed() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+        Err(e) => {
+            eprintln!("\nerror: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
