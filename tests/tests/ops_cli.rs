@@ -684,3 +684,48 @@ async fn replay_rebuilds_the_live_view() {
         );
     }
 }
+
+/// `riffle_aws::dynamo_batch` against the local DynamoDB: writes and reads past one call's
+/// limit are cut into calls, every item lands, missing keys are simply absent.
+#[tokio::test]
+async fn dynamo_batches_cross_the_call_limits() {
+    use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
+    use riffle_aws::dynamo_batch::{self, Read};
+    use riffle_aws::limits::{DYNAMODB_BATCH_GET_MAX_KEYS, DYNAMODB_BATCH_WRITE_MAX_ITEMS};
+
+    let emulators = Emulators::start(&state_dir("ops-dynamo-batch"))
+        .await
+        .unwrap();
+    let dynamo = riffle_aws::dynamodb_client(&emulators.sdk_config().await);
+    riffle_tests::test_support::create_table(
+        &dynamo,
+        "batch-test",
+        &[("pk", ScalarAttributeType::S, KeyType::Hash)],
+    )
+    .await;
+    let key = |i: usize| HashMap::from([("pk".to_owned(), AttributeValue::S(format!("k{i}")))]);
+    let written = 3 * DYNAMODB_BATCH_WRITE_MAX_ITEMS + 7;
+    let requests = (0..written)
+        .map(|i| {
+            let mut item = key(i);
+            item.insert("n".into(), AttributeValue::N(i.to_string()));
+            dynamo_batch::put(item).unwrap()
+        })
+        .collect();
+    dynamo_batch::batch_write(&dynamo, "batch-test", requests)
+        .await
+        .unwrap();
+    // More keys than one BatchGetItem takes, a third of them never written.
+    let asked = DYNAMODB_BATCH_GET_MAX_KEYS + written / 2;
+    let keys = (written / 2..written / 2 + asked).map(key).collect();
+    let found = dynamo_batch::batch_get(&dynamo, "batch-test", keys, Read::Consistent)
+        .await
+        .unwrap();
+    let mut numbers: Vec<usize> = found
+        .iter()
+        .map(|item| item["n"].as_n().unwrap().parse().unwrap())
+        .collect();
+    numbers.sort_unstable();
+    assert_eq!(numbers, (written / 2..written).collect::<Vec<_>>());
+    emulators.shutdown().await;
+}

@@ -9,23 +9,13 @@
 
 use std::collections::HashMap;
 use std::future::Future;
-use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
 use riffle_aws::AwsError;
-use riffle_aws::backoff::full_jitter;
+use riffle_aws::dynamo_batch::{self, Read};
 
 use crate::AggregatorError;
 use crate::aggregate::{ViewKey, ViewRow};
 use riffle_view::item::{key_item, number, parse_item, row_item};
-
-/// BatchGetItem limit: keys per request.
-pub const BATCH_GET_MAX_KEYS: usize = 100;
-/// Requests per chunk of keys while DynamoDB keeps returning some of them unprocessed
-/// (it does under throttling).
-pub const BATCH_GET_MAX_ATTEMPTS: u32 = 8;
-const UNPROCESSED_BASE_BACKOFF: Duration = Duration::from_millis(25);
-const UNPROCESSED_MAX_BACKOFF: Duration = Duration::from_secs(1);
 
 /// Outcome of a conditional write.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -64,63 +54,18 @@ impl DynamoViewStore {
             table: table.into(),
         }
     }
-
-    async fn load_chunk(
-        &self,
-        keys: &[ViewKey],
-        out: &mut HashMap<ViewKey, ViewRow>,
-    ) -> Result<(), AggregatorError> {
-        let mut pending: Vec<HashMap<String, AttributeValue>> = keys.iter().map(key_item).collect();
-        let mut attempt = 0;
-        while !pending.is_empty() {
-            if attempt >= BATCH_GET_MAX_ATTEMPTS {
-                return Err(AggregatorError::View(AwsError::Call {
-                    operation: "BatchGetItem",
-                    code: "UnprocessedKeys".into(),
-                    message: format!("{} keys still unprocessed", pending.len()),
-                    retryable: true,
-                }));
-            }
-            if attempt > 0 {
-                tokio::time::sleep(full_jitter(
-                    attempt - 1,
-                    UNPROCESSED_BASE_BACKOFF,
-                    UNPROCESSED_MAX_BACKOFF,
-                ))
-                .await;
-            }
-            attempt += 1;
-            let request = KeysAndAttributes::builder()
-                .set_keys(Some(std::mem::take(&mut pending)))
-                .consistent_read(true)
-                .build()
-                .map_err(|e| build_error("BatchGetItem", &e))?;
-            let response = self
-                .client
-                .batch_get_item()
-                .request_items(&self.table, request)
-                .send()
-                .await
-                .map_err(|e| AggregatorError::View(AwsError::from_sdk("BatchGetItem", e)))?;
-            if let Some(items) = response.responses().and_then(|r| r.get(&self.table)) {
-                for item in items {
-                    let row = parse_item(item)?;
-                    out.insert(row.key.clone(), row);
-                }
-            }
-            if let Some(left) = response.unprocessed_keys().and_then(|u| u.get(&self.table)) {
-                pending = left.keys().to_vec();
-            }
-        }
-        Ok(())
-    }
 }
 
 impl ViewStore for DynamoViewStore {
     async fn load(&self, keys: &[ViewKey]) -> Result<HashMap<ViewKey, ViewRow>, AggregatorError> {
-        let mut out = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(BATCH_GET_MAX_KEYS) {
-            self.load_chunk(chunk, &mut out).await?;
+        let keys = keys.iter().map(key_item).collect();
+        let items = dynamo_batch::batch_get(&self.client, &self.table, keys, Read::Consistent)
+            .await
+            .map_err(AggregatorError::View)?;
+        let mut out = HashMap::with_capacity(items.len());
+        for item in &items {
+            let row = parse_item(item)?;
+            out.insert(row.key.clone(), row);
         }
         Ok(out)
     }
@@ -149,13 +94,4 @@ impl ViewStore for DynamoViewStore {
             Err(e) => Err(AggregatorError::View(AwsError::from_sdk("PutItem", e))),
         }
     }
-}
-
-fn build_error(operation: &'static str, e: &dyn std::error::Error) -> AggregatorError {
-    AggregatorError::View(AwsError::Call {
-        operation,
-        code: "BuildError".into(),
-        message: e.to_string(),
-        retryable: false,
-    })
 }

@@ -3,20 +3,16 @@
 //! Enrichment joins every event with a reference item; asking DynamoDB per event would cost a
 //! round trip per record. The cache keeps hits and misses (a missing item is a fact worth
 //! remembering too) for `ttl`, and a batch asks only for the keys it lacks, in BatchGetItem
-//! calls of at most [`BATCH_GET_MAX_KEYS`].
+//! calls within DynamoDB's limits (`riffle_aws::dynamo_batch`).
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeValue, KeysAndAttributes};
+use aws_sdk_dynamodb::types::AttributeValue;
 use riffle_aws::AwsError;
-
-/// DynamoDB limit: keys per BatchGetItem request.
-pub const BATCH_GET_MAX_KEYS: usize = 100;
-/// Rounds of re-asking for UnprocessedKeys before the batch fails (throttling).
-const UNPROCESSED_ROUNDS: u32 = 8;
+use riffle_aws::dynamo_batch::{self, Read};
 
 /// One reference item's attributes.
 pub type Attributes = Arc<HashMap<String, String>>;
@@ -65,54 +61,15 @@ fn item_attributes(item: &HashMap<String, AttributeValue>) -> Option<(String, At
 
 impl ReferenceSource for DynamoReference {
     async fn fetch(&self, keys: Vec<String>) -> Result<HashMap<String, Attributes>, AwsError> {
-        let mut found = HashMap::new();
-        for chunk in keys.chunks(BATCH_GET_MAX_KEYS) {
-            let request_keys = chunk
-                .iter()
-                .map(|k| HashMap::from([("pk".to_string(), AttributeValue::S(k.clone()))]))
-                .collect::<Vec<_>>();
-            let mut pending = KeysAndAttributes::builder()
-                .set_keys(Some(request_keys))
-                .build()
-                .map_err(|e| AwsError::Call {
-                    operation: "BatchGetItem",
-                    code: "ConstructionFailure".into(),
-                    message: e.to_string(),
-                    retryable: false,
-                })?;
-            for round in 0..UNPROCESSED_ROUNDS {
-                let out = self
-                    .client
-                    .batch_get_item()
-                    .request_items(&self.table, pending.clone())
-                    .send()
-                    .await
-                    .map_err(|e| AwsError::from_sdk("BatchGetItem", e))?;
-                for item in out
-                    .responses()
-                    .and_then(|r| r.get(&self.table))
-                    .into_iter()
-                    .flatten()
-                {
-                    if let Some((pk, attrs)) = item_attributes(item) {
-                        found.insert(pk, attrs);
-                    }
-                }
-                match out.unprocessed_keys().and_then(|u| u.get(&self.table)) {
-                    Some(rest) if !rest.keys().is_empty() => {
-                        pending = rest.clone();
-                        tokio::time::sleep(riffle_aws::backoff::full_jitter(
-                            round,
-                            Duration::from_millis(20),
-                            Duration::from_secs(1),
-                        ))
-                        .await;
-                    }
-                    _ => break,
-                }
-            }
-        }
-        Ok(found)
+        let keys = keys
+            .into_iter()
+            .map(|k| HashMap::from([("pk".to_string(), AttributeValue::S(k))]))
+            .collect();
+        // Keys DynamoDB leaves unprocessed are asked again; if they stay so, the batch fails
+        // (and is retried) rather than enriching their events as if the items were missing.
+        let items =
+            dynamo_batch::batch_get(&self.client, &self.table, keys, Read::Eventual).await?;
+        Ok(items.iter().filter_map(item_attributes).collect())
     }
 }
 

@@ -14,14 +14,11 @@ use aws_sdk_dynamodb::types::{
     ScalarAttributeType, WriteRequest,
 };
 use riffle_aws::AwsError;
-use riffle_enricher::reference::{
-    Attributes, BATCH_GET_MAX_KEYS, DynamoReference, ReferenceCache, ReferenceSource,
-};
+use riffle_aws::limits::DYNAMODB_BATCH_GET_MAX_KEYS;
+use riffle_enricher::reference::{Attributes, DynamoReference, ReferenceCache, ReferenceSource};
 use riffle_loadtest::{ReferenceItem, reference_items};
 use riffle_local::Emulators;
 
-/// DynamoDB limit: put requests per BatchWriteItem.
-const BATCH_WRITE_MAX_ITEMS: usize = 25;
 /// Seeded catalogue items: more than two BatchGetItem requests' worth.
 const SEEDED: usize = 250;
 const TABLE: &str = "riffle-reference";
@@ -80,22 +77,9 @@ fn as_item(item: &ReferenceItem) -> HashMap<String, AttributeValue> {
 }
 
 async fn seed(client: &Client, requests: Vec<WriteRequest>) {
-    for chunk in requests.chunks(BATCH_WRITE_MAX_ITEMS) {
-        let mut pending = HashMap::from([(TABLE.to_string(), chunk.to_vec())]);
-        // Unprocessed items are possible under throttling; the emulator may report them too.
-        for _ in 0..10 {
-            let out = client
-                .batch_write_item()
-                .set_request_items(Some(pending))
-                .send()
-                .await
-                .unwrap();
-            match out.unprocessed_items {
-                Some(rest) if rest.values().any(|v| !v.is_empty()) => pending = rest,
-                _ => break,
-            }
-        }
-    }
+    riffle_aws::dynamo_batch::batch_write(client, TABLE, requests)
+        .await
+        .unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -106,7 +90,7 @@ async fn dynamo_reference_behind_the_cache() {
     create_table(&client).await;
 
     let catalogue = reference_items();
-    assert!(catalogue.len() > SEEDED && SEEDED > 2 * BATCH_GET_MAX_KEYS);
+    assert!(catalogue.len() > SEEDED && SEEDED > 2 * DYNAMODB_BATCH_GET_MAX_KEYS);
     let (seeded, unseeded) = catalogue.split_at(SEEDED);
     let mut requests: Vec<WriteRequest> = seeded.iter().map(|i| put(as_item(i))).collect();
     // Attributes written by hand may be numbers or flags; they arrive as strings.

@@ -7,8 +7,7 @@ use riffle_aws::AwsError;
 
 use crate::ArchiveError;
 
-/// S3 limit: bytes in one PutObject.
-pub const PUT_OBJECT_MAX_BYTES: usize = 5 * 1024 * 1024 * 1024;
+pub use riffle_aws::limits::S3_PUT_OBJECT_MAX_BYTES as PUT_OBJECT_MAX_BYTES;
 /// The media type of Parquet files.
 pub const PARQUET_CONTENT_TYPE: &str = "application/vnd.apache.parquet";
 

@@ -35,14 +35,12 @@ use tokio::task::JoinSet;
 use crate::AwsError;
 use crate::backoff::full_jitter;
 
-/// PutRecords limit: records per request.
-pub const PUT_RECORDS_MAX_RECORDS: usize = 500;
-/// PutRecords limit: bytes per request (data plus partition keys).
-pub const PUT_RECORDS_MAX_BYTES: usize = 5 * 1024 * 1024;
-/// Kinesis limit: bytes per record (data plus partition key).
-pub const RECORD_MAX_BYTES: usize = 1024 * 1024;
-/// Kinesis limit: partition key length in Unicode characters.
-pub const PARTITION_KEY_MAX_CHARS: usize = 256;
+pub use crate::limits::{
+    KINESIS_PARTITION_KEY_MAX_CHARS as PARTITION_KEY_MAX_CHARS,
+    KINESIS_PUT_RECORDS_MAX_BYTES as PUT_RECORDS_MAX_BYTES,
+    KINESIS_PUT_RECORDS_MAX_RECORDS as PUT_RECORDS_MAX_RECORDS,
+    KINESIS_RECORD_MAX_BYTES as RECORD_MAX_BYTES,
+};
 
 /// Per-entry error code for a shard over its write throughput.
 const THROTTLED: &str = "ProvisionedThroughputExceededException";

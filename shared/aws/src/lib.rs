@@ -7,6 +7,8 @@
 //!   the failed entries and keeping order per partition key;
 //! - [`sqs`]: [`SqsSender`], SendMessageBatch within SQS' limits;
 //! - [`backoff`]: exponential backoff with full jitter, shared by both;
+//! - [`limits`]: the service limits, one definition each;
+//! - [`dynamo_batch`]: BatchGetItem/BatchWriteItem within limits, unprocessed parts retried;
 //! - [`meter`]: DynamoDB items and Kinesis PUT payload units this process asked for;
 //! - [`on_failure`]: Lambda's on-failure message for Kinesis sources (metadata only);
 //! - [`stream_read`]: records read back from a shard by position.
@@ -16,7 +18,9 @@
 //! emulators.
 
 pub mod backoff;
+pub mod dynamo_batch;
 pub mod kinesis;
+pub mod limits;
 pub mod meter;
 pub mod on_failure;
 pub mod sqs;

@@ -8,12 +8,11 @@ use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
 use crate::AwsError;
 use crate::backoff::full_jitter;
 
-/// SendMessageBatch limit: entries per request.
-pub const SEND_BATCH_MAX_ENTRIES: usize = 10;
+pub use crate::limits::{
+    SQS_BATCH_MAX_ENTRIES as SEND_BATCH_MAX_ENTRIES, SQS_MESSAGE_MAX_BYTES as MESSAGE_MAX_BYTES,
+};
 /// SendMessageBatch limit: bytes per request, bodies and attributes together.
 pub const SEND_BATCH_MAX_BYTES: usize = 256 * 1024;
-/// SQS limit: bytes per message, body and attributes together.
-pub const MESSAGE_MAX_BYTES: usize = 256 * 1024;
 /// Attempts per message, the first included.
 pub const SEND_MAX_ATTEMPTS: u32 = 5;
 const BASE_BACKOFF: Duration = Duration::from_millis(50);

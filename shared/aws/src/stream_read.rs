@@ -7,8 +7,6 @@ use aws_sdk_kinesis::types::{Record, ShardIteratorType};
 
 use crate::AwsError;
 
-/// Records per GetRecords call (Kinesis' maximum).
-const GET_RECORDS_MAX: i32 = 10_000;
 /// GetRecords calls one read may make before it stops: far more than a range of one failed
 /// batch needs, so only a stream that keeps answering empty pages ends here.
 const MAX_CALLS: usize = 1_000;
@@ -94,7 +92,7 @@ pub async fn read_range(
         let out = kinesis
             .get_records()
             .shard_iterator(it)
-            .limit(GET_RECORDS_MAX)
+            .limit(i32::try_from(crate::limits::KINESIS_GET_RECORDS_MAX).unwrap_or(i32::MAX))
             .send()
             .await
             .map_err(|e| AwsError::from_sdk("GetRecords", e))?;

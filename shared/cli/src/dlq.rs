@@ -41,9 +41,7 @@ use riffle_stage::dedup::redrive_origin;
 
 use crate::OpsError;
 
-/// SQS limit: messages per ReceiveMessage, DeleteMessageBatch and
-/// ChangeMessageVisibilityBatch.
-pub const SQS_BATCH_MAX: usize = 10;
+pub use riffle_aws::limits::SQS_BATCH_MAX_ENTRIES as SQS_BATCH_MAX;
 /// How long `show` hides the messages it reads before making them visible again.
 pub const SHOW_VISIBILITY_SECS: i32 = 30;
 /// How long `redrive` hides a message while it puts its records.

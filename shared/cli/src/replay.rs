@@ -24,8 +24,8 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType, PutRequest,
-    ScalarAttributeType, TableStatus, TimeToLiveSpecification, WriteRequest,
+    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
+    ScalarAttributeType, TableStatus, TimeToLiveSpecification,
 };
 use clap::Args;
 use riffle_archive::ArchivedRow;
@@ -36,14 +36,10 @@ use riffle_view::DEFAULT_WINDOW_SECS;
 use riffle_view::window_lengths;
 use riffle_view::{Aggregate, SECS_PER_DAY, ViewKey};
 
+use riffle_aws::dynamo_batch;
+
 use crate::OpsError;
 
-/// DynamoDB limit: items per BatchWriteItem.
-pub const BATCH_WRITE_MAX_ITEMS: usize = 25;
-/// BatchWriteItem rounds per chunk while DynamoDB keeps returning unprocessed items.
-const BATCH_WRITE_MAX_ATTEMPTS: u32 = 10;
-const UNPROCESSED_BASE_BACKOFF: Duration = Duration::from_millis(50);
-const UNPROCESSED_MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long a created table may take to become ACTIVE.
 const TABLE_ACTIVE_DEADLINE: Duration = Duration::from_secs(120);
 /// The view table's logical id in `infra/platform.yaml`.
@@ -373,52 +369,14 @@ async fn write_items(
     table: &str,
     items: Vec<HashMap<String, AttributeValue>>,
 ) -> Result<(), OpsError> {
-    for chunk in items.chunks(BATCH_WRITE_MAX_ITEMS) {
-        let mut requests = Vec::with_capacity(chunk.len());
-        for item in chunk {
-            let put = PutRequest::builder()
-                .set_item(Some(item.clone()))
-                .build()
-                .map_err(aws("view item"))?;
-            requests.push(WriteRequest::builder().put_request(put).build());
-        }
-        let mut pending = HashMap::from([(table.to_owned(), requests)]);
-        let mut attempt = 0;
-        loop {
-            if attempt > 0 {
-                tokio::time::sleep(riffle_aws::backoff::full_jitter(
-                    attempt - 1,
-                    UNPROCESSED_BASE_BACKOFF,
-                    UNPROCESSED_MAX_BACKOFF,
-                ))
-                .await;
-            }
-            attempt += 1;
-            let out = dynamo
-                .batch_write_item()
-                .set_request_items(Some(pending))
-                .send()
-                .await
-                .map_err(|e| {
-                    OpsError::Aws(format!(
-                        "BatchWriteItem: {}",
-                        aws_sdk_dynamodb::error::DisplayErrorContext(&e)
-                    ))
-                })?;
-            match out.unprocessed_items {
-                Some(rest) if rest.values().any(|v| !v.is_empty()) => {
-                    if attempt >= BATCH_WRITE_MAX_ATTEMPTS {
-                        return Err(OpsError::Aws(format!(
-                            "BatchWriteItem: items still unprocessed after {attempt} attempts"
-                        )));
-                    }
-                    pending = rest;
-                }
-                _ => break,
-            }
-        }
-    }
-    Ok(())
+    let requests = items
+        .into_iter()
+        .map(dynamo_batch::put)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(aws("view item"))?;
+    dynamo_batch::batch_write(dynamo, table, requests)
+        .await
+        .map_err(aws("writing the view"))
 }
 
 /// `riffle replay`: runs [`run`] with progress on stderr and a summary on stdout.

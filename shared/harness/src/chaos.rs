@@ -44,8 +44,7 @@ use crate::demo::collect_rejects;
 use crate::pipeline::{Counters, Pipeline, PipelineError, PipelineOptions, STAGES};
 use crate::verify::{self, Outcome};
 
-/// Records per PutRecords cycle of the producer (the PutRecords limit).
-const PUT_CHUNK: usize = 500;
+use riffle_aws::limits::KINESIS_PUT_RECORDS_MAX_RECORDS as PUT_CHUNK;
 /// How long the producer keeps retrying one chunk (across a kinesalite restart) before the
 /// run is declared broken.
 const PUT_DEADLINE: Duration = Duration::from_secs(120);

@@ -16,7 +16,7 @@ use std::process::Stdio;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use aws_sdk_dynamodb::types::AttributeValue;
 use riffle_archive::ArchivedRow;
 use riffle_aws::{KinesisPublisher, OutRecord, PublishConfig, PutOutcome};
 use riffle_loadtest::{GeneratedEvent, SchemaIds};
@@ -36,10 +36,6 @@ pub const REGISTRY: &str = "schema-registry";
 const START_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a child gets to exit after its stdin closes before it is killed.
 const STOP_GRACE: Duration = Duration::from_secs(10);
-/// DynamoDB limit: items per BatchWriteItem.
-const BATCH_WRITE_MAX_ITEMS: usize = 25;
-/// SQS limit: messages per ReceiveMessage.
-const RECEIVE_MAX_MESSAGES: i32 = 10;
 
 /// Why the pipeline could not run.
 #[derive(Debug, thiserror::Error)]
@@ -601,36 +597,22 @@ impl Pipeline {
             .to_string();
         let client = riffle_aws::dynamodb_client(&self.sdk);
         let items = riffle_loadtest::reference_items();
-        for chunk in items.chunks(BATCH_WRITE_MAX_ITEMS) {
-            let mut requests = Vec::with_capacity(chunk.len());
-            for item in chunk {
+        let requests = items
+            .iter()
+            .map(|item| {
                 let mut attrs: HashMap<String, AttributeValue> = item
                     .attributes
                     .iter()
                     .map(|(k, v)| (k.clone(), AttributeValue::S(v.clone())))
                     .collect();
                 attrs.insert("pk".into(), AttributeValue::S(item.pk.clone()));
-                let put = PutRequest::builder()
-                    .set_item(Some(attrs))
-                    .build()
-                    .map_err(aws("reference item"))?;
-                requests.push(WriteRequest::builder().put_request(put).build());
-            }
-            let mut pending = HashMap::from([(table.clone(), requests)]);
-            // Unprocessed items are throttling; go again until every item is in.
-            for _ in 0..10 {
-                let out = client
-                    .batch_write_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(aws("seeding reference data"))?;
-                match out.unprocessed_items {
-                    Some(rest) if !rest.is_empty() => pending = rest,
-                    _ => break,
-                }
-            }
-        }
+                riffle_aws::dynamo_batch::put(attrs)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(aws("reference item"))?;
+        riffle_aws::dynamo_batch::batch_write(&client, &table, requests)
+            .await
+            .map_err(aws("seeding reference data"))?;
         Ok(())
     }
 
@@ -872,7 +854,7 @@ impl QueueDrainer {
                 .client
                 .receive_message()
                 .queue_url(&self.url)
-                .max_number_of_messages(RECEIVE_MAX_MESSAGES)
+                .max_number_of_messages(riffle_aws::limits::SQS_BATCH_MAX_ENTRIES as i32)
                 .visibility_timeout(300)
                 .send()
                 .await

@@ -11,8 +11,7 @@ use chrono::{DateTime, Utc};
 
 use crate::record::{KinesisEvent, KinesisEventRecord, KinesisRecord, Source};
 
-/// Lambda limit: bytes of one synchronous invocation payload (6 MB).
-pub const INVOCATION_PAYLOAD_MAX_BYTES: usize = 6 * 1024 * 1024;
+pub use riffle_aws::limits::LAMBDA_INVOCATION_PAYLOAD_MAX_BYTES as INVOCATION_PAYLOAD_MAX_BYTES;
 /// `{"Records":[` and `]}` around the records.
 const EVENT_ENVELOPE_BYTES: usize = 16;
 /// Field names, quotes and fixed values of one record in JSON, generously counted (a test

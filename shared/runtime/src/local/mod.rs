@@ -43,8 +43,7 @@ use coordinator::Coordinator;
 
 pub use reader::lane_of;
 
-/// Kinesis limit: records per GetRecords call.
-pub const GET_RECORDS_MAX_LIMIT: usize = 10_000;
+pub use riffle_aws::limits::KINESIS_GET_RECORDS_MAX as GET_RECORDS_MAX_LIMIT;
 /// Pause after an empty GetRecords. Lambda polls a shard about once a second; a shorter
 /// pause keeps local latency low, and is well inside the 5 reads/s a shard allows.
 pub const EMPTY_POLL_INTERVAL: Duration = Duration::from_millis(200);
