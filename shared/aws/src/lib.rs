@@ -8,6 +8,7 @@
 //! - [`sqs`]: [`SqsSender`], SendMessageBatch within SQS' limits;
 //! - [`backoff`]: exponential backoff with full jitter, shared by both;
 //! - [`limits`]: the service limits, one definition each;
+//! - [`esm`]: a Kinesis event source mapping's settings (`RIFFLE_ESM`) and Lambda's limits;
 //! - [`dynamo_batch`]: BatchGetItem/BatchWriteItem within limits, unprocessed parts retried;
 //! - [`meter`]: DynamoDB items and Kinesis PUT payload units this process asked for;
 //! - [`on_failure`]: Lambda's on-failure message for Kinesis sources (metadata only);
@@ -19,6 +20,7 @@
 
 pub mod backoff;
 pub mod dynamo_batch;
+pub mod esm;
 pub mod kinesis;
 pub mod limits;
 pub mod meter;

@@ -257,7 +257,10 @@ async fn provisioning_creates_what_the_templates_declare() {
             deployment.queue_url(dlq)
         );
         assert_eq!(esm.checkpoint_table, CHECKPOINT_TABLE);
-        assert_eq!(esm.starting_position, "TRIM_HORIZON");
+        assert_eq!(
+            esm.starting_position,
+            riffle_plan::model::StartingPosition::TrimHorizon
+        );
         assert!(esm.report_batch_item_failures && esm.bisect_batch_on_function_error);
     }
     let validator: BTreeMap<String, String> = deployment

@@ -4,7 +4,6 @@
 
 use std::collections::BTreeMap;
 
-use serde::{Deserialize, Serialize};
 use serde_yaml_ng::Value;
 
 use crate::template::Template;
@@ -12,26 +11,11 @@ use crate::template::Template;
 /// The local runtime keeps its shard checkpoints here (Lambda keeps its own on AWS).
 pub const CHECKPOINT_TABLE: &str = "riffle-local-checkpoints";
 
-/// A service's event source mapping as the template declares it, resolved to local names.
-/// Serialized as JSON into `RIFFLE_ESM` (see docs/CONTRACTS.md, "RIFFLE_ESM").
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct EsmSettings {
-    pub function_name: String,
-    pub stream_name: String,
-    pub batch_size: u32,
-    pub maximum_batching_window_secs: u32,
-    pub parallelization_factor: u32,
-    /// `TRIM_HORIZON` or `LATEST`.
-    pub starting_position: String,
-    pub bisect_batch_on_function_error: bool,
-    /// -1 = retry until the record expires (Lambda's default).
-    pub maximum_retry_attempts: i32,
-    /// -1 = no age limit (Lambda's default).
-    pub maximum_record_age_secs: i32,
-    pub report_batch_item_failures: bool,
-    pub on_failure_queue_url: Option<String>,
-    pub checkpoint_table: String,
-}
+/// A service's event source mapping as the template declares it, resolved to local names:
+/// the one definition of the settings (`riffle_aws::esm`), serialized as JSON into
+/// `RIFFLE_ESM` (see docs/CONTRACTS.md, "RIFFLE_ESM").
+pub type EsmSettings = riffle_aws::esm::EsmConfig;
+pub use riffle_aws::esm::StartingPosition;
 
 /// The pure reading of all templates: what provisioning will create.
 #[derive(Debug, Clone)]

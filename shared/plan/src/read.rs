@@ -7,7 +7,9 @@ use serde_yaml_ng::{Mapping, Value};
 
 use crate::error::PlanError;
 use crate::model::*;
-use crate::template::{self, Attrs, Scope, Template};
+use riffle_aws::esm::{self, StartingPosition};
+
+use crate::template::{Attrs, Scope, Template};
 
 /// SQS queue attributes carried from the template as they are.
 const QUEUE_ATTRIBUTES: [&str; 8] = [
@@ -296,7 +298,7 @@ fn esm_spec(
     };
     let batch_size = t
         .number(logical, p, "BatchSize", scope)?
-        .unwrap_or(template::ESM_DEFAULT_BATCH_SIZE);
+        .unwrap_or(esm::BATCH_SIZE_DEFAULT);
     let window = t
         .number(logical, p, "MaximumBatchingWindowInSeconds", scope)?
         .unwrap_or(0);
@@ -312,6 +314,8 @@ fn esm_spec(
     let starting_position = t.required(logical, p, "StartingPosition", scope)?;
     check_esm(batch_size, window, pf, retries, age, &starting_position)
         .map_err(|m| t.error(logical, m))?;
+    let starting_position = StartingPosition::parse(&starting_position)
+        .ok_or_else(|| t.error(logical, format!("StartingPosition {starting_position}")))?;
     let report = p
         .get("FunctionResponseTypes")
         .and_then(Value::as_sequence)
@@ -331,8 +335,6 @@ fn esm_spec(
             .and_then(|o| o.get("Destination"))
             .cloned(),
         settings: EsmSettings {
-            function_name: t.required(logical, p, "FunctionName", scope)?,
-            stream_name: String::new(),
             batch_size,
             maximum_batching_window_secs: window,
             parallelization_factor: pf,
@@ -341,8 +343,11 @@ fn esm_spec(
             maximum_retry_attempts: retries,
             maximum_record_age_secs: age,
             report_batch_item_failures: report,
-            on_failure_queue_url: None,
-            checkpoint_table: CHECKPOINT_TABLE.to_owned(),
+            ..EsmSettings::new(
+                String::new(),
+                t.required(logical, p, "FunctionName", scope)?,
+                CHECKPOINT_TABLE,
+            )
         },
     })
 }
@@ -356,37 +361,36 @@ pub(crate) fn check_esm(
     age: i32,
     starting_position: &str,
 ) -> Result<(), String> {
-    if !(1..=template::KINESIS_ESM_MAX_BATCH_SIZE).contains(&batch_size) {
+    if !(esm::BATCH_SIZE_MIN..=esm::BATCH_SIZE_MAX).contains(&batch_size) {
         return Err(format!(
-            "BatchSize {batch_size} outside 1..={}",
-            template::KINESIS_ESM_MAX_BATCH_SIZE
+            "BatchSize {batch_size} outside {}..={}",
+            esm::BATCH_SIZE_MIN,
+            esm::BATCH_SIZE_MAX
         ));
     }
-    if window > template::ESM_MAX_BATCHING_WINDOW_SECS {
+    if window > esm::BATCHING_WINDOW_MAX_SECS {
         return Err(format!(
             "MaximumBatchingWindowInSeconds {window} over {}",
-            template::ESM_MAX_BATCHING_WINDOW_SECS
+            esm::BATCHING_WINDOW_MAX_SECS
         ));
     }
-    if !(1..=template::ESM_MAX_PARALLELIZATION_FACTOR).contains(&pf) {
+    if !(1..=esm::PARALLELIZATION_FACTOR_MAX).contains(&pf) {
         return Err(format!(
             "ParallelizationFactor {pf} outside 1..={}",
-            template::ESM_MAX_PARALLELIZATION_FACTOR
+            esm::PARALLELIZATION_FACTOR_MAX
         ));
     }
-    if !(-1..=template::ESM_MAX_RETRY_ATTEMPTS).contains(&retries) {
+    if !(-1..=esm::RETRY_ATTEMPTS_MAX).contains(&retries) {
         return Err(format!(
             "MaximumRetryAttempts {retries} outside -1..={}",
-            template::ESM_MAX_RETRY_ATTEMPTS
+            esm::RETRY_ATTEMPTS_MAX
         ));
     }
-    if age != -1
-        && !(template::ESM_MIN_RECORD_AGE_SECS..=template::ESM_MAX_RECORD_AGE_SECS).contains(&age)
-    {
+    if age != -1 && !(esm::RECORD_AGE_MIN_SECS..=esm::RECORD_AGE_MAX_SECS).contains(&age) {
         return Err(format!(
             "MaximumRecordAgeInSeconds {age} is neither -1 nor in {}..={}",
-            template::ESM_MIN_RECORD_AGE_SECS,
-            template::ESM_MAX_RECORD_AGE_SECS
+            esm::RECORD_AGE_MIN_SECS,
+            esm::RECORD_AGE_MAX_SECS
         ));
     }
     if !matches!(starting_position, "TRIM_HORIZON" | "LATEST") {
@@ -498,7 +502,10 @@ mod tests {
         assert_eq!(esm.settings.batch_size, 500);
         assert!(esm.settings.bisect_batch_on_function_error);
         assert!(esm.settings.report_batch_item_failures);
-        assert_eq!(esm.settings.starting_position, "TRIM_HORIZON");
+        assert_eq!(
+            esm.settings.starting_position,
+            StartingPosition::TrimHorizon
+        );
         let archiver = plan.services.iter().find(|s| s.name == "archiver").unwrap();
         assert_eq!(archiver.esm.as_ref().unwrap().settings.batch_size, 5000);
         let registry = plan
@@ -526,18 +533,16 @@ mod tests {
     #[test]
     fn esm_settings_json_is_the_documented_contract() {
         let esm = EsmSettings {
-            function_name: "riffle-validator".into(),
-            stream_name: "riffle-raw".into(),
             batch_size: 500,
             maximum_batching_window_secs: 1,
             parallelization_factor: 2,
-            starting_position: "TRIM_HORIZON".into(),
+            starting_position: StartingPosition::TrimHorizon,
             bisect_batch_on_function_error: true,
             maximum_retry_attempts: 3,
             maximum_record_age_secs: 3600,
             report_batch_item_failures: true,
             on_failure_queue_url: Some("http://q".into()),
-            checkpoint_table: CHECKPOINT_TABLE.into(),
+            ..EsmSettings::new("riffle-raw", "riffle-validator", CHECKPOINT_TABLE)
         };
         let json: serde_json::Value = serde_json::to_value(&esm).unwrap();
         let mut keys: Vec<&str> = json

@@ -19,17 +19,6 @@ pub const LOCAL_REGION: &str = "us-east-1";
 pub const LOCAL_ACCOUNT_ID: &str = "123456789012";
 pub const LOCAL_PARTITION: &str = "aws";
 
-/// Lambda's limits for Kinesis event source mappings, checked when a template is read so a
-/// local run never accepts settings AWS would refuse.
-pub const KINESIS_ESM_MAX_BATCH_SIZE: u32 = 10_000;
-pub const ESM_MAX_BATCHING_WINDOW_SECS: u32 = 300;
-pub const ESM_MAX_PARALLELIZATION_FACTOR: u32 = 10;
-pub const ESM_MAX_RETRY_ATTEMPTS: i32 = 10_000;
-pub const ESM_MIN_RECORD_AGE_SECS: i32 = 60;
-pub const ESM_MAX_RECORD_AGE_SECS: i32 = 604_800;
-/// Lambda's defaults where a mapping leaves a setting out.
-pub const ESM_DEFAULT_BATCH_SIZE: u32 = 100;
-
 /// One parsed template.
 #[derive(Debug, Clone)]
 pub struct Template {
