@@ -21,109 +21,9 @@
 //! after [`crate::schema::parse`] accepted them.
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
-use std::str::FromStr;
 
+use riffle_registry_client::CompatibilityLevel;
 use serde_json::Value;
-
-/// How a subject's new schemas must relate to its existing ones.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum CompatibilityLevel {
-    /// Anything goes.
-    None,
-    /// The new schema reads data written with the latest one.
-    #[default]
-    Backward,
-    /// The new schema reads data written with every existing one.
-    BackwardTransitive,
-    /// The latest schema reads data written with the new one.
-    Forward,
-    /// Every existing schema reads data written with the new one.
-    ForwardTransitive,
-    /// Backward and forward against the latest.
-    Full,
-    /// Backward and forward against every existing schema.
-    FullTransitive,
-}
-
-/// A compatibility level name the API does not know.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("Invalid compatibility level: {0}")]
-pub struct UnknownLevel(pub String);
-
-impl CompatibilityLevel {
-    /// Every level, in the API's order.
-    pub const ALL: [CompatibilityLevel; 7] = [
-        CompatibilityLevel::None,
-        CompatibilityLevel::Backward,
-        CompatibilityLevel::BackwardTransitive,
-        CompatibilityLevel::Forward,
-        CompatibilityLevel::ForwardTransitive,
-        CompatibilityLevel::Full,
-        CompatibilityLevel::FullTransitive,
-    ];
-
-    /// The API's name of the level.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CompatibilityLevel::None => "NONE",
-            CompatibilityLevel::Backward => "BACKWARD",
-            CompatibilityLevel::BackwardTransitive => "BACKWARD_TRANSITIVE",
-            CompatibilityLevel::Forward => "FORWARD",
-            CompatibilityLevel::ForwardTransitive => "FORWARD_TRANSITIVE",
-            CompatibilityLevel::Full => "FULL",
-            CompatibilityLevel::FullTransitive => "FULL_TRANSITIVE",
-        }
-    }
-
-    /// Checked against every existing version rather than the latest alone.
-    pub fn transitive(self) -> bool {
-        matches!(
-            self,
-            CompatibilityLevel::BackwardTransitive
-                | CompatibilityLevel::ForwardTransitive
-                | CompatibilityLevel::FullTransitive
-        )
-    }
-
-    fn backward(self) -> bool {
-        matches!(
-            self,
-            CompatibilityLevel::Backward
-                | CompatibilityLevel::BackwardTransitive
-                | CompatibilityLevel::Full
-                | CompatibilityLevel::FullTransitive
-        )
-    }
-
-    fn forward(self) -> bool {
-        matches!(
-            self,
-            CompatibilityLevel::Forward
-                | CompatibilityLevel::ForwardTransitive
-                | CompatibilityLevel::Full
-                | CompatibilityLevel::FullTransitive
-        )
-    }
-}
-
-impl fmt::Display for CompatibilityLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CompatibilityLevel {
-    type Err = UnknownLevel;
-
-    /// Accepts the API's names in any case, as clients send them.
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        CompatibilityLevel::ALL
-            .into_iter()
-            .find(|level| level.as_str().eq_ignore_ascii_case(s.trim()))
-            .ok_or_else(|| UnknownLevel(s.to_owned()))
-    }
-}
 
 /// A schema text the checks could not read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -145,7 +45,7 @@ pub fn check(
     new: &str,
     existing: &[&str],
 ) -> Result<Vec<String>, CompatError> {
-    let against: &[&str] = if level.transitive() {
+    let against: &[&str] = if level.is_transitive() {
         existing
     } else {
         match existing.split_last() {
@@ -160,12 +60,12 @@ pub fn check(
     let new = Parsed::parse(new).map_err(CompatError::New)?;
     for old in against {
         let old = Parsed::parse(old).map_err(CompatError::Existing)?;
-        if level.backward() {
+        if level.is_backward() {
             for m in resolve(&new, &old) {
                 messages.push(format!("BACKWARD (new schema reading old data): {m}"));
             }
         }
-        if level.forward() {
+        if level.is_forward() {
             for m in resolve(&old, &new) {
                 messages.push(format!("FORWARD (old schema reading new data): {m}"));
             }
@@ -627,17 +527,6 @@ mod tests {
 
     fn ok(reader: &str, writer: &str) -> bool {
         can_read(reader, writer).unwrap().is_empty()
-    }
-
-    #[test]
-    fn levels_parse_and_print() {
-        for level in CompatibilityLevel::ALL {
-            assert_eq!(level.as_str().parse::<CompatibilityLevel>(), Ok(level));
-        }
-        assert_eq!("full_transitive".parse(), Ok(FullTransitive));
-        assert_eq!(CompatibilityLevel::default(), Backward);
-        assert!("SIDEWAYS".parse::<CompatibilityLevel>().is_err());
-        assert!(BackwardTransitive.transitive() && !Full.transitive());
     }
 
     #[test]
