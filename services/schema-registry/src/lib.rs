@@ -11,8 +11,11 @@
 //! - `registry`: what each operation means over any store, including the registration
 //!   algorithm (dedupe, compatibility, id allocation, version allocation under concurrency)
 //!   and soft/permanent deletion;
-//! - `compat`: Avro schema-resolution checks at a compatibility level, pure (the level type,
-//!   [`CompatibilityLevel`], is the client crate's, shared with the CLI);
+//! - `compat`: whether a new schema may follow a subject's existing ones, pure:
+//!   `compat/level.rs` picks the versions and directions a level asks for,
+//!   `compat/resolve.rs` holds Avro's schema-resolution rules between one reader and one
+//!   writer, `compat/model.rs` reads schema JSON into what those rules compare (the level
+//!   type, [`CompatibilityLevel`], is the client crate's, shared with the CLI);
 //! - `schema`: parsing and fingerprinting a submitted schema;
 //! - `store`: the [`SchemaStore`] port with its DynamoDB and in-memory implementations;
 //! - `config`, `server`: environment and local serving for `main.rs`;
