@@ -16,11 +16,11 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use riffle_registry_client::CompatibilityLevel;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{self, Auth};
-use crate::compat::CompatibilityLevel;
 use crate::error::Error;
 use crate::registry::{Registry, VersionSpec};
 use crate::store::{SchemaStore, VersionRecord};

@@ -11,7 +11,11 @@
 //! - `registry`: what each operation means over any store, including the registration
 //!   algorithm (dedupe, compatibility, id allocation, version allocation under concurrency)
 //!   and soft/permanent deletion;
-//! - `compat`: compatibility levels and Avro schema-resolution checks, pure;
+//! - `compat`: whether a new schema may follow a subject's existing ones, pure:
+//!   `compat/level.rs` picks the versions and directions a level asks for,
+//!   `compat/resolve.rs` holds Avro's schema-resolution rules between one reader and one
+//!   writer, `compat/model.rs` reads schema JSON into what those rules compare (the level
+//!   type, [`CompatibilityLevel`], is the client crate's, shared with the CLI);
 //! - `schema`: parsing and fingerprinting a submitted schema;
 //! - `store`: the [`SchemaStore`] port with its DynamoDB and in-memory implementations;
 //! - `config`, `server`: environment and local serving for `main.rs`;
@@ -29,8 +33,10 @@ pub mod store;
 
 pub use api::{router, router_with_auth};
 pub use auth::Auth;
-pub use compat::CompatibilityLevel;
+// Defined once, in the client crate; re-exported because the registry's API takes it
+// (`Registry::with_default_level`), so its users need no second dependency.
 pub use config::Config;
 pub use error::{Error, Result};
 pub use registry::{MAX_SUBJECT_BYTES, Registered, Registry, VersionSpec};
+pub use riffle_registry_client::CompatibilityLevel;
 pub use store::{DynamoStore, MemoryStore, SchemaStore};

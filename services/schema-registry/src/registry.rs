@@ -15,7 +15,9 @@
 //! stored) but are invisible to listings, `latest`, lookups and compatibility checks,
 //! unless a caller asks for deleted ones.
 
-use crate::compat::{self, CompatibilityLevel};
+use riffle_registry_client::CompatibilityLevel;
+
+use crate::compat;
 use crate::error::{Error, Result};
 use crate::schema::{self, ParsedSchema};
 use crate::store::{Append, Claim, SchemaRecord, SchemaStore, VersionRecord};
@@ -229,7 +231,9 @@ impl<S: SchemaStore> Registry<S> {
         }
         let texts: Vec<String> = match latest {
             None => return Ok(Vec::new()),
-            Some(latest) if !latest.deleted && !level.transitive() => vec![latest.schema.clone()],
+            Some(latest) if !latest.deleted && !level.is_transitive() => {
+                vec![latest.schema.clone()]
+            }
             Some(_) => self
                 .store
                 .versions(subject)

@@ -6,7 +6,7 @@ use std::str::FromStr;
 
 use serde::Deserialize;
 
-use crate::{ClientError, RegistryClient, SUBJECT_NOT_FOUND, SubjectVersion};
+use crate::{ClientError, CompatibilityLevel, RegistryClient, SUBJECT_NOT_FOUND, SubjectVersion};
 
 /// The API's error code for a subject without a subject-level compatibility level.
 pub const SUBJECT_LEVEL_NOT_CONFIGURED: u32 = 40408;
@@ -48,84 +48,6 @@ impl FromStr for VersionRef {
                 "{s:?} is not a version (a number from 1, or \"latest\")"
             )),
         }
-    }
-}
-
-/// A compatibility level: which earlier versions a new one must be readable with.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum CompatibilityLevel {
-    /// No check.
-    None,
-    /// New readers read data of the latest version.
-    Backward,
-    /// New readers read data of every version.
-    BackwardTransitive,
-    /// The latest readers read new data.
-    Forward,
-    /// Readers of every version read new data.
-    ForwardTransitive,
-    /// Backward and forward against the latest version.
-    Full,
-    /// Backward and forward against every version.
-    FullTransitive,
-}
-
-impl CompatibilityLevel {
-    /// Every level, in the API's order.
-    pub const ALL: [CompatibilityLevel; 7] = [
-        CompatibilityLevel::None,
-        CompatibilityLevel::Backward,
-        CompatibilityLevel::BackwardTransitive,
-        CompatibilityLevel::Forward,
-        CompatibilityLevel::ForwardTransitive,
-        CompatibilityLevel::Full,
-        CompatibilityLevel::FullTransitive,
-    ];
-
-    /// The API's name of the level.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            CompatibilityLevel::None => "NONE",
-            CompatibilityLevel::Backward => "BACKWARD",
-            CompatibilityLevel::BackwardTransitive => "BACKWARD_TRANSITIVE",
-            CompatibilityLevel::Forward => "FORWARD",
-            CompatibilityLevel::ForwardTransitive => "FORWARD_TRANSITIVE",
-            CompatibilityLevel::Full => "FULL",
-            CompatibilityLevel::FullTransitive => "FULL_TRANSITIVE",
-        }
-    }
-
-    /// Whether a new version is held to every earlier version, not only the latest.
-    pub fn is_transitive(self) -> bool {
-        matches!(
-            self,
-            CompatibilityLevel::BackwardTransitive
-                | CompatibilityLevel::ForwardTransitive
-                | CompatibilityLevel::FullTransitive
-        )
-    }
-}
-
-impl fmt::Display for CompatibilityLevel {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-impl FromStr for CompatibilityLevel {
-    type Err = String;
-
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let upper = s.trim().to_ascii_uppercase();
-        Self::ALL
-            .into_iter()
-            .find(|l| l.as_str() == upper)
-            .ok_or_else(|| {
-                format!(
-                    "{s:?} is not a compatibility level (one of {})",
-                    Self::ALL.map(CompatibilityLevel::as_str).join(", ")
-                )
-            })
     }
 }
 
@@ -281,27 +203,14 @@ pub(crate) fn schema_body(schema_json: &str) -> String {
 }
 
 fn parse_level(text: &str) -> Result<CompatibilityLevel, ClientError> {
-    text.parse().map_err(ClientError::Decode)
+    text.parse()
+        .map_err(|e: crate::UnknownLevel| ClientError::Decode(e.to_string()))
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn levels_round_trip_and_know_transitivity() {
-        for level in CompatibilityLevel::ALL {
-            assert_eq!(level.as_str().parse::<CompatibilityLevel>().unwrap(), level);
-        }
-        assert_eq!(
-            "backward".parse::<CompatibilityLevel>().unwrap(),
-            CompatibilityLevel::Backward
-        );
-        assert!("SIDEWAYS".parse::<CompatibilityLevel>().is_err());
-        assert!(CompatibilityLevel::FullTransitive.is_transitive());
-        assert!(!CompatibilityLevel::Full.is_transitive());
-    }
 
     #[test]
     fn version_refs_parse_as_the_api_spells_them() {

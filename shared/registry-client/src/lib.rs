@@ -9,7 +9,8 @@
 //! [`SourceError::Unavailable`], so the record is retried rather than dead-lettered.
 //!
 //! Layout: this file — [`RegistryClient`], its [`ClientError`], the reply types; `admin` —
-//! subjects, versions, compatibility checks and levels; `auth` — [`Credentials`] and the
+//! subjects, versions, compatibility checks and levels; `level` — [`CompatibilityLevel`],
+//! the one definition the registry service enforces too; `auth` — [`Credentials`] and the
 //! environment they come from; `sigv4` — signing a finished request for
 //! [`Credentials::Iam`]; `bootstrap` — a stage's start-up registration of the
 //! envelope schema.
@@ -18,10 +19,12 @@
 mod admin;
 mod auth;
 mod bootstrap;
+mod level;
 mod sigv4;
 
-pub use admin::{Compatibility, CompatibilityLevel, SUBJECT_LEVEL_NOT_CONFIGURED, VersionRef};
+pub use admin::{Compatibility, SUBJECT_LEVEL_NOT_CONFIGURED, VersionRef};
 pub use auth::{Credentials, PASSWORD_ENV, SIGV4_ENV, TOKEN_ENV, USER_ENV};
+pub use level::{CompatibilityLevel, UnknownLevel};
 pub use sigv4::SIGV4_SERVICE;
 
 use std::sync::Arc;

@@ -36,9 +36,9 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update,
 };
+use riffle_registry_client::CompatibilityLevel;
 
 use super::{Append, Claim, SchemaRecord, SchemaStore, VersionRecord};
-use crate::compat::CompatibilityLevel;
 use crate::error::{Error, Result};
 
 type Item = HashMap<String, AttributeValue>;

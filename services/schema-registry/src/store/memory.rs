@@ -5,8 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
+use riffle_registry_client::CompatibilityLevel;
+
 use super::{Append, Claim, SchemaRecord, SchemaStore, VersionRecord};
-use crate::compat::CompatibilityLevel;
 use crate::error::{Error, Result};
 
 #[derive(Default)]

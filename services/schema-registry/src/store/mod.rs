@@ -13,7 +13,8 @@
 
 use std::future::Future;
 
-use crate::compat::CompatibilityLevel;
+use riffle_registry_client::CompatibilityLevel;
+
 use crate::error::Result;
 
 pub mod dynamo;
