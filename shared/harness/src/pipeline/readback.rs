@@ -1,0 +1,281 @@
+//! Feeding the pipeline and reading back what it did: producing, the view's items, the
+//! archive's rows, the queues drained, waiting until every stage caught up.
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use riffle_archive::ArchivedRow;
+use riffle_aws::{KinesisPublisher, OutRecord, PublishConfig, PutOutcome};
+use riffle_loadtest::GeneratedEvent;
+use riffle_stage::RejectMessage;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use super::*;
+
+/// Receives and deletes everything on one queue.
+#[derive(Debug, Clone)]
+pub struct QueueDrainer {
+    client: aws_sdk_sqs::Client,
+    url: String,
+}
+
+impl QueueDrainer {
+    /// Takes every message off the queue, returning those that are reject messages.
+    ///
+    /// # Errors
+    /// A failed Receive/Delete.
+    pub async fn drain(&self) -> Result<Vec<RejectMessage>, PipelineError> {
+        let mut messages = Vec::new();
+        for body in self.drain_bodies().await? {
+            match riffle_stage::reject::parse_body(&body) {
+                Ok(rejects) => messages.extend(rejects),
+                Err(e) => tracing::warn!(error = %e, queue = %self.url, "not a reject message"),
+            }
+        }
+        Ok(messages)
+    }
+
+    /// Takes every message off the queue, returning their bodies whatever their shape
+    /// (reject messages, the runtime's on-failure messages).
+    ///
+    /// # Errors
+    /// A failed Receive/Delete.
+    pub async fn drain_bodies(&self) -> Result<Vec<String>, PipelineError> {
+        let mut bodies = Vec::new();
+        let mut empty_polls = 0;
+        // moto may answer an empty receive while messages are still in flight; two empty
+        // polls in a row mean the queue is empty.
+        while empty_polls < 2 {
+            let out = self
+                .client
+                .receive_message()
+                .queue_url(&self.url)
+                .max_number_of_messages(riffle_aws::limits::SQS_BATCH_MAX_ENTRIES as i32)
+                .visibility_timeout(300)
+                .send()
+                .await
+                .map_err(aws("ReceiveMessage"))?;
+            let batch = out.messages.unwrap_or_default();
+            if batch.is_empty() {
+                empty_polls += 1;
+                continue;
+            }
+            empty_polls = 0;
+            let mut deletes = Vec::with_capacity(batch.len());
+            for (i, m) in batch.iter().enumerate() {
+                if let Some(body) = m.body() {
+                    bodies.push(body.to_string());
+                }
+                if let Some(handle) = m.receipt_handle() {
+                    deletes.push(
+                        aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
+                            .id(i.to_string())
+                            .receipt_handle(handle)
+                            .build()
+                            .map_err(aws("DeleteMessageBatch entry"))?,
+                    );
+                }
+            }
+            self.client
+                .delete_message_batch()
+                .queue_url(&self.url)
+                .set_entries(Some(deletes))
+                .send()
+                .await
+                .map_err(aws("DeleteMessageBatch"))?;
+        }
+        Ok(bodies)
+    }
+}
+
+/// Whether every stage has taken in what the stage before emitted.
+pub fn drained(c: &Counters, produced: u64) -> bool {
+    let validated = c.count("validator", "RecordsOut");
+    let enriched = c.count("enricher", "RecordsOut");
+    c.count("validator", "RecordsIn") >= produced
+        && c.count("validator", "RecordsOut") + c.count("validator", "Rejected") >= produced
+        && c.count("enricher", "RecordsIn") >= validated
+        && c.count("aggregator", "RecordsIn") >= enriched
+        && c.count("archiver", "RecordsIn") >= enriched
+}
+
+impl Pipeline {
+    /// Puts `events` on the raw stream, as a producer would.
+    ///
+    /// # Errors
+    /// A call error no retry can fix.
+    pub async fn produce(
+        &self,
+        publisher: &KinesisPublisher,
+        events: &[GeneratedEvent],
+    ) -> Result<PutOutcome, PipelineError> {
+        let stream = self
+            .deployment
+            .stream_name("RawStream")
+            .ok_or_else(|| PipelineError::Aws("no RawStream in the templates".into()))?;
+        let records = events
+            .iter()
+            .map(|e| OutRecord {
+                partition_key: e.partition_key.clone(),
+                data: e.record.clone(),
+            })
+            .collect();
+        publisher
+            .put_all(stream, records)
+            .await
+            .map_err(aws("PutRecords"))
+    }
+
+    /// A publisher onto the emulated Kinesis, in strict order (at most one record per key in
+    /// a request), as the origin marks need from aggregating producers (ADR 0010).
+    pub fn publisher(&self) -> KinesisPublisher {
+        KinesisPublisher::new(
+            riffle_aws::kinesis_client(&self.sdk),
+            PublishConfig {
+                strict_order: true,
+                ..PublishConfig::default()
+            },
+        )
+    }
+
+    /// Every item of the view table.
+    ///
+    /// # Errors
+    /// A failed Scan.
+    pub async fn view_items(&self) -> Result<Vec<HashMap<String, AttributeValue>>, PipelineError> {
+        let table = self
+            .deployment
+            .table_name("ViewTable")
+            .ok_or_else(|| PipelineError::Aws("no ViewTable in the templates".into()))?;
+        let client = riffle_aws::dynamodb_client(&self.sdk);
+        let mut items = Vec::new();
+        let mut start = None;
+        loop {
+            let out = client
+                .scan()
+                .table_name(table)
+                .consistent_read(true)
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(aws("Scan view"))?;
+            items.extend(out.items.unwrap_or_default());
+            match out.last_evaluated_key {
+                Some(key) if !key.is_empty() => start = Some(key),
+                _ => return Ok(items),
+            }
+        }
+    }
+
+    /// Every archived row and the number of objects they came from.
+    ///
+    /// # Errors
+    /// A failed List/Get or an object that is not readable Parquet.
+    pub async fn archive_rows(&self) -> Result<(usize, Vec<ArchivedRow>), PipelineError> {
+        let bucket = self
+            .deployment
+            .bucket_name("ArchiveBucket")
+            .ok_or_else(|| PipelineError::Aws("no ArchiveBucket in the templates".into()))?;
+        let client = riffle_aws::s3_client(&self.sdk);
+        let mut keys = Vec::new();
+        let mut token = None;
+        loop {
+            let out = client
+                .list_objects_v2()
+                .bucket(bucket)
+                .set_continuation_token(token)
+                .send()
+                .await
+                .map_err(aws("ListObjectsV2"))?;
+            keys.extend(
+                out.contents()
+                    .iter()
+                    .filter_map(|o| o.key().map(str::to_string)),
+            );
+            match out.next_continuation_token {
+                Some(t) => token = Some(t),
+                None => break,
+            }
+        }
+        let mut rows = Vec::new();
+        for key in keys.iter().filter(|k| k.ends_with(".parquet")) {
+            let object = client
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(aws("GetObject"))?;
+            let bytes = object
+                .body
+                .collect()
+                .await
+                .map_err(aws("reading object"))?
+                .into_bytes();
+            rows.extend(
+                riffle_archive::read_rows(&bytes)
+                    .map_err(|e| PipelineError::Archive(format!("{key}: {e}")))?,
+            );
+        }
+        Ok((keys.len(), rows))
+    }
+
+    /// A handle that drains a queue (by template logical id or name); it can run in a task of
+    /// its own while the pipeline works.
+    ///
+    /// # Errors
+    /// When the templates have no such queue.
+    pub fn queue_drainer(&self, queue: &str) -> Result<QueueDrainer, PipelineError> {
+        let url = self
+            .deployment
+            .queue_url(queue)
+            .ok_or_else(|| PipelineError::Aws(format!("no queue {queue} in the templates")))?;
+        Ok(QueueDrainer {
+            client: riffle_aws::sqs_client(&self.sdk),
+            url: url.to_string(),
+        })
+    }
+
+    /// Waits until every stage has taken in what the stage before it let through: the
+    /// validator `produced` records, the others what the previous stage emitted. Gives up after
+    /// `idle` without any progress.
+    ///
+    /// # Errors
+    /// A stage process exited, or nothing moved for `idle`.
+    pub async fn wait_drained(
+        &mut self,
+        produced: u64,
+        idle: Duration,
+        mut progress: impl FnMut(&Counters),
+    ) -> Result<Counters, PipelineError> {
+        let mut last = (0, Instant::now());
+        loop {
+            let c = self.counters();
+            progress(&c);
+            if drained(&c, produced) {
+                return Ok(c);
+            }
+            if let Some((service, status)) = self.exited().into_iter().next() {
+                return Err(PipelineError::Process {
+                    reason: format!(
+                        "exited ({status}); see {}",
+                        self.log_file(&service).display()
+                    ),
+                    service,
+                });
+            }
+            let moved = STAGES.iter().map(|s| c.count(s, "RecordsIn")).sum::<u64>();
+            if moved != last.0 {
+                last = (moved, Instant::now());
+            } else if last.1.elapsed() > idle {
+                return Err(PipelineError::Process {
+                    service: "pipeline".into(),
+                    reason: format!(
+                        "no progress for {idle:?}; see the logs in {}",
+                        self.options.state_dir.join("logs").display()
+                    ),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
+    }
+}
