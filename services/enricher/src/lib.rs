@@ -13,6 +13,7 @@
 mod config;
 pub mod reference;
 
+use riffle_telemetry::names;
 use std::collections::HashMap;
 
 use riffle_codec::datum::read_record;
@@ -225,11 +226,11 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
         }
 
         let mut metrics = Metrics::new(STAGE);
-        metrics.count("RecordsIn", records.len() as u64);
-        metrics.count("RecordsOut", out.len() as u64);
-        metrics.count("ReferenceMissing", missing_reference);
-        metrics.count("DeadLettered", dead.len() as u64);
-        metrics.count("DuplicatesDropped", batch.copies() as u64);
+        metrics.count(names::RECORDS_IN, records.len() as u64);
+        metrics.count(names::RECORDS_OUT, out.len() as u64);
+        metrics.count(names::REFERENCE_MISSING, missing_reference);
+        metrics.count(names::DEAD_LETTERED, dead.len() as u64);
+        metrics.count(names::DUPLICATES_DROPPED, batch.copies() as u64);
 
         let mut failures = Failures::default();
         let (dead_records, messages): (Vec<_>, Vec<_>) = dead
@@ -248,13 +249,13 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
                 failures.fail(record);
             }
         }
-        metrics.count("RecordsFailed", failures.len() as u64);
+        metrics.count(names::RECORDS_FAILED, failures.len() as u64);
         let committed = self
             .marks
             .finish(STAGE, batch, records, &failures, now.div_euclid(1000))
             .await;
         metrics.count(
-            "MarkWrites",
+            names::MARK_WRITES,
             committed.as_ref().map_or(0, |c| c.writes) as u64,
         );
         metrics.flush();

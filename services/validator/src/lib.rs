@@ -12,6 +12,7 @@
 mod config;
 pub mod verdict;
 
+use riffle_telemetry::names;
 use std::collections::HashMap;
 
 use riffle_codec::rules::Contract;
@@ -148,11 +149,11 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
         }
 
         let mut metrics = Metrics::new(STAGE);
-        metrics.count("RecordsIn", records.len() as u64);
-        metrics.count("RecordsOut", valid.len() as u64);
-        metrics.count("Rejected", rejected.len() as u64);
-        metrics.count("RecordsRetried", failures.len() as u64);
-        metrics.count("DuplicatesDropped", batch.copies() as u64);
+        metrics.count(names::RECORDS_IN, records.len() as u64);
+        metrics.count(names::RECORDS_OUT, valid.len() as u64);
+        metrics.count(names::REJECTED, rejected.len() as u64);
+        metrics.count(names::RECORDS_RETRIED, failures.len() as u64);
+        metrics.count(names::DUPLICATES_DROPPED, batch.copies() as u64);
 
         let (valid_records, out): (Vec<_>, Vec<_>) = valid.into_iter().unzip();
         let (rejected_records, messages): (Vec<_>, Vec<_>) = rejected
@@ -172,13 +173,13 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
                 failures.fail(record);
             }
         }
-        metrics.count("RecordsFailed", failures.len() as u64);
+        metrics.count(names::RECORDS_FAILED, failures.len() as u64);
         let committed = self
             .marks
             .finish(STAGE, batch, records, &failures, now.div_euclid(1000))
             .await;
         metrics.count(
-            "MarkWrites",
+            names::MARK_WRITES,
             committed.as_ref().map_or(0, |c| c.writes) as u64,
         );
         metrics.flush();

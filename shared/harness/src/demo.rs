@@ -1,6 +1,7 @@
 //! `riffle demo`: the whole pipeline on this machine, fed by the load generator, ending in a
 //! summary checked against the generator's ground truth.
 
+use riffle_telemetry::names;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
@@ -87,11 +88,11 @@ fn now_ms() -> i64 {
 fn progress_line(c: &Counters, produced: u64, total: u64, rate: f64) -> String {
     format!(
         "produced {produced}/{total} ({rate:.0}/s) | validated {} rejected {} | enriched {} | aggregated {} | archived {}",
-        c.count("validator", "RecordsOut"),
-        c.count("validator", "Rejected"),
-        c.count("enricher", "RecordsOut"),
-        c.count("aggregator", "RecordsIn"),
-        c.count("archiver", "RecordsIn"),
+        c.count("validator", names::RECORDS_OUT),
+        c.count("validator", names::REJECTED),
+        c.count("enricher", names::RECORDS_OUT),
+        c.count("aggregator", names::RECORDS_IN),
+        c.count("archiver", names::RECORDS_IN),
     )
 }
 
@@ -414,25 +415,25 @@ pub fn render(report: &Report) -> String {
     ));
     for stage in STAGES {
         let (out_metric, rejected_metric) = match stage {
-            "validator" => ("RecordsOut", "Rejected"),
-            "enricher" => ("RecordsOut", "DeadLettered"),
-            "aggregator" => ("ViewItemsWritten", "RecordsParked"),
-            _ => ("RowsArchived", "RecordsParked"),
+            "validator" => (names::RECORDS_OUT, names::REJECTED),
+            "enricher" => (names::RECORDS_OUT, names::DEAD_LETTERED),
+            "aggregator" => (names::VIEW_ITEMS_WRITTEN, names::RECORDS_PARKED),
+            _ => (names::ROWS_ARCHIVED, names::RECORDS_PARKED),
         };
         // The runtime reports under the function's name, the handler under the stage's.
         let function = format!("riffle-{stage}");
         line(format!(
             "{:<12} {:>8} {:>8} {:>8} {:>7} {:>10.0} {:>9.0} {:>9} {:>9} {:>8}",
             stage,
-            c.count(stage, "RecordsIn"),
+            c.count(stage, names::RECORDS_IN),
             c.count(stage, out_metric),
             c.count(stage, rejected_metric),
-            c.count(&function, "Batches"),
-            c.get(&function, "HandlerMs"),
-            c.max(&function, "IteratorAgeMs"),
-            c.count(&function, "DynamoItemsRead"),
-            c.count(&function, "DynamoItemsWritten"),
-            c.count(&function, "KinesisPutUnits"),
+            c.count(&function, names::BATCHES),
+            c.get(&function, names::HANDLER_MS),
+            c.max(&function, names::ITERATOR_AGE_MS),
+            c.count(&function, names::DYNAMO_ITEMS_READ),
+            c.count(&function, names::DYNAMO_ITEMS_WRITTEN),
+            c.count(&function, names::KINESIS_PUT_UNITS),
         ));
     }
     line("  (aggregator out = view item writes; archiver out = rows archived; max-age = largest iterator age; ddb = DynamoDB items read by key and written, bookkeeping of the local event source mapping included; put-units = Kinesis PUT payload units)".into());
@@ -479,10 +480,10 @@ pub fn render(report: &Report) -> String {
     };
     line(format!(
         "cost per valid event    DynamoDB {:.4} item reads, {:.4} item writes; Kinesis PUT payload units {:.4} (producer) + {:.4} (stages)",
-        per_event("DynamoItemsRead"),
-        per_event("DynamoItemsWritten"),
+        per_event(names::DYNAMO_ITEMS_READ),
+        per_event(names::DYNAMO_ITEMS_WRITTEN),
         report.producer_usage.kinesis_put_units as f64 / valid,
-        per_event("KinesisPutUnits"),
+        per_event(names::KINESIS_PUT_UNITS),
     ));
     line(format!(
         "  counted at the local DynamoDB: {} item reads, {} item writes ({:.4} and {:.4} per valid event)",
@@ -492,7 +493,7 @@ pub fn render(report: &Report) -> String {
         report.emulator_dynamo.writes as f64 / valid,
     ));
     let view = verify::percentiles(
-        c.samples("aggregator", "IngestToViewMs")
+        c.samples("aggregator", names::INGEST_TO_VIEW_MS)
             .iter()
             .map(|ms| *ms as i64)
             .collect(),

@@ -41,6 +41,7 @@ pub mod local;
 pub mod record;
 pub mod shard_item;
 
+use riffle_telemetry::names;
 use std::error::Error;
 use std::future::Future;
 use std::sync::Arc;
@@ -155,11 +156,11 @@ pub fn report_usage(service: &str) {
         return;
     }
     let mut metrics = riffle_telemetry::Metrics::new(service.to_owned());
-    metrics.count("DynamoItemsRead", delta.dynamo_reads);
-    metrics.count("DynamoItemsWritten", delta.dynamo_writes);
-    metrics.count("DynamoItemsScanned", delta.dynamo_scanned);
-    metrics.count("KinesisPutUnits", delta.kinesis_put_units);
-    metrics.count("KinesisRecordsPut", delta.kinesis_records);
+    metrics.count(names::DYNAMO_ITEMS_READ, delta.dynamo_reads);
+    metrics.count(names::DYNAMO_ITEMS_WRITTEN, delta.dynamo_writes);
+    metrics.count(names::DYNAMO_ITEMS_SCANNED, delta.dynamo_scanned);
+    metrics.count(names::KINESIS_PUT_UNITS, delta.kinesis_put_units);
+    metrics.count(names::KINESIS_RECORDS_PUT, delta.kinesis_records);
     metrics.flush();
 }
 

@@ -7,8 +7,12 @@
 //!   Lambda log pipeline turns those lines into CloudWatch metrics with no API call; locally
 //!   the orchestrator reads them back with [`parse_emf_line`].
 //!
+//! - [`names`]: every metric name, one definition each (emitters, readers and alarms).
+//!
 //! Stdout belongs to metrics and stderr to logs, so a reader of stdout never has to skip
 //! log lines.
+
+pub mod names;
 
 use std::borrow::Cow;
 use std::io::Write;

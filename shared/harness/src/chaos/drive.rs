@@ -10,6 +10,7 @@ use riffle_aws::limits::KINESIS_PUT_RECORDS_MAX_RECORDS as PUT_CHUNK;
 use riffle_codec::EnvelopeCodec;
 use riffle_loadtest::{Generator, GeneratorConfig};
 use riffle_runtime::checkpoint::{Checkpoint, CheckpointStore};
+use riffle_telemetry::names;
 use std::io::Write as _;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,18 +50,18 @@ pub(super) fn progress_line(
 ) -> String {
     format!(
         "produced {produced}/{total} | kills {kills} | faults {faults} | validated {} rejected {} | enriched {} | aggregated {} | archived {}",
-        c.count("validator", "RecordsOut"),
-        c.count("validator", "Rejected"),
-        c.count("enricher", "RecordsOut"),
-        c.count("aggregator", "RecordsIn"),
-        c.count("archiver", "RecordsIn"),
+        c.count("validator", names::RECORDS_OUT),
+        c.count("validator", names::REJECTED),
+        c.count("enricher", names::RECORDS_OUT),
+        c.count("aggregator", names::RECORDS_IN),
+        c.count("archiver", names::RECORDS_IN),
     )
 }
 
 pub(super) fn injected(c: &Counters) -> u64 {
     STAGES
         .iter()
-        .map(|s| c.count(&format!("riffle-{s}"), "FaultsInjected"))
+        .map(|s| c.count(&format!("riffle-{s}"), names::FAULTS_INJECTED))
         .sum()
 }
 
@@ -287,8 +288,11 @@ impl Run<'_> {
         loop {
             restart_exited(self.pipeline, &mut self.faults).await?;
             let c = self.pipeline.counters();
-            let moved: u64 =
-                STAGES.iter().map(|s| c.count(s, "RecordsIn")).sum::<u64>() + injected(&c);
+            let moved: u64 = STAGES
+                .iter()
+                .map(|s| c.count(s, names::RECORDS_IN))
+                .sum::<u64>()
+                + injected(&c);
             self.progress(ledger.events.len() as u64, true);
             if moved != last_move.0 {
                 last_move = (moved, Instant::now());

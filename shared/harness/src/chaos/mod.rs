@@ -39,6 +39,7 @@ pub use schedule::*;
 
 use crate::pipeline::{Counters, Pipeline, PipelineError, PipelineOptions, STAGES};
 use riffle_loadtest::GroundTruth;
+use riffle_telemetry::names;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
@@ -274,8 +275,8 @@ pub fn render(report: &ChaosReport) -> String {
             let function = format!("riffle-{s}");
             format!(
                 "{s} {} faults/{} retries",
-                c.count(&function, "FaultsInjected"),
-                c.count(&function, "Retries")
+                c.count(&function, names::FAULTS_INJECTED),
+                c.count(&function, names::RETRIES)
             )
         })
         .collect();

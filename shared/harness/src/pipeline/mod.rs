@@ -20,6 +20,7 @@ pub use readback::QueueDrainer;
 use riffle_loadtest::SchemaIds;
 use riffle_local::{Deployment, Emulators, REGISTRY_URL_EXPORT};
 use riffle_registry_client::RegistryClient;
+use riffle_telemetry::names;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -88,7 +89,7 @@ pub struct Counters {
 }
 
 /// Metrics whose every value is kept (for percentiles), not only summed.
-const SAMPLED_METRICS: [&str; 1] = ["IngestToViewMs"];
+const SAMPLED_METRICS: [&str; 1] = [names::INGEST_TO_VIEW_MS];
 
 impl Counters {
     /// Every value of a [`SAMPLED_METRICS`] metric reported by `service`.

@@ -6,6 +6,7 @@ use riffle_archive::ArchivedRow;
 use riffle_aws::{KinesisPublisher, OutRecord, PublishConfig, PutOutcome};
 use riffle_loadtest::GeneratedEvent;
 use riffle_stage::RejectMessage;
+use riffle_telemetry::names;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
@@ -89,13 +90,14 @@ impl QueueDrainer {
 
 /// Whether every stage has taken in what the stage before emitted.
 pub fn drained(c: &Counters, produced: u64) -> bool {
-    let validated = c.count("validator", "RecordsOut");
-    let enriched = c.count("enricher", "RecordsOut");
-    c.count("validator", "RecordsIn") >= produced
-        && c.count("validator", "RecordsOut") + c.count("validator", "Rejected") >= produced
-        && c.count("enricher", "RecordsIn") >= validated
-        && c.count("aggregator", "RecordsIn") >= enriched
-        && c.count("archiver", "RecordsIn") >= enriched
+    let validated = c.count("validator", names::RECORDS_OUT);
+    let enriched = c.count("enricher", names::RECORDS_OUT);
+    c.count("validator", names::RECORDS_IN) >= produced
+        && c.count("validator", names::RECORDS_OUT) + c.count("validator", names::REJECTED)
+            >= produced
+        && c.count("enricher", names::RECORDS_IN) >= validated
+        && c.count("aggregator", names::RECORDS_IN) >= enriched
+        && c.count("archiver", names::RECORDS_IN) >= enriched
 }
 
 impl Pipeline {
@@ -263,7 +265,10 @@ impl Pipeline {
                     service,
                 });
             }
-            let moved = STAGES.iter().map(|s| c.count(s, "RecordsIn")).sum::<u64>();
+            let moved = STAGES
+                .iter()
+                .map(|s| c.count(s, names::RECORDS_IN))
+                .sum::<u64>();
             if moved != last.0 {
                 last = (moved, Instant::now());
             } else if last.1.elapsed() > idle {

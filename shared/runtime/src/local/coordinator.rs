@@ -1,6 +1,7 @@
 //! The coordinator of one instance: which shards it holds leases on, a reader task for
 //! each, and the renewal of each lease beside its reader.
 
+use riffle_telemetry::names;
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
@@ -121,11 +122,11 @@ impl<H: KinesisHandler> Coordinator<H> {
         }
         let mut metrics = Metrics::new(self.ctx.config.function_name.clone());
         if takeovers > 0 {
-            metrics.count("LeaseTakeovers", takeovers);
+            metrics.count(names::LEASE_TAKEOVERS, takeovers);
         }
         if self.reported_held != Some(self.held.len()) {
             self.reported_held = Some(self.held.len());
-            metrics.count("LeasesHeld", self.held.len() as u64);
+            metrics.count(names::LEASES_HELD, self.held.len() as u64);
         }
         metrics.flush();
     }
@@ -208,7 +209,7 @@ impl<H: KinesisHandler> Coordinator<H> {
             tracing::warn!(error = %e, "removing the heartbeat failed; it will expire");
         }
         let mut metrics = Metrics::new(self.ctx.config.function_name.clone());
-        metrics.count("LeasesHeld", 0);
+        metrics.count(names::LEASES_HELD, 0);
         metrics.flush();
     }
 }

@@ -2,6 +2,7 @@
 //! retries with backoff, bisection on function errors, partial batch failures, and the
 //! on-failure destination for records given up on.
 
+use riffle_telemetry::names;
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -53,7 +54,7 @@ pub(super) async fn deliver<H: KinesisHandler>(
             .num_milliseconds()
             .max(0);
         let behind = shared.millis_behind.load(Ordering::SeqCst);
-        metrics.millis("IteratorAgeMs", age.max(behind) as f64);
+        metrics.millis(names::ITERATOR_AGE_MS, age.max(behind) as f64);
     }
     let mut segments = VecDeque::from([Segment {
         records: batch,
@@ -138,8 +139,8 @@ async fn invoke<H: KinesisHandler>(
     records: &[Pending],
     metrics: &mut Metrics,
 ) -> Outcome {
-    metrics.count("Batches", 1);
-    metrics.count("Records", records.len() as u64);
+    metrics.count(names::BATCHES, 1);
+    metrics.count(names::RECORDS, records.len() as u64);
     let started = Instant::now();
     let handler = shared.ctx.handler.clone();
     let event = crate::deaggregate::expand(event_of(records));
@@ -149,14 +150,14 @@ async fn invoke<H: KinesisHandler>(
         .as_ref()
         .and_then(crate::fault::Faults::draw);
     if fault.is_some() {
-        metrics.count("FaultsInjected", 1);
+        metrics.count(names::FAULTS_INJECTED, 1);
     }
     // Its own task, so a panicking handler fails the batch like a crashed function.
     let outcome = crate::fault::apply(fault, async move {
         tokio::spawn(async move { handler.handle(event).await }).await
     })
     .await;
-    metrics.millis("HandlerMs", started.elapsed().as_secs_f64() * 1000.0);
+    metrics.millis(names::HANDLER_MS, started.elapsed().as_secs_f64() * 1000.0);
     crate::report_usage(&shared.ctx.config.function_name);
     outcome
 }
@@ -180,18 +181,18 @@ fn judge<H: KinesisHandler>(
         },
         Ok(Err(e)) => {
             tracing::warn!(shard = %shared.shard_id(), error = %e, records = records.len(), "handler failed");
-            metrics.count("BatchErrors", 1);
+            metrics.count(names::BATCH_ERRORS, 1);
             if config.bisect_batch_on_function_error && records.len() > 1 {
                 // A split costs no retry: retries count per segment, so a poison
                 // record cannot drag good neighbours into the destination.
-                metrics.count("Bisections", 1);
+                metrics.count(names::BISECTIONS, 1);
                 return Judged::Split;
             }
             Judged::FailedFrom(0)
         }
         Err(join) => {
             tracing::error!(shard = %shared.shard_id(), error = %join, "handler panicked");
-            metrics.count("BatchErrors", 1);
+            metrics.count(names::BATCH_ERRORS, 1);
             Judged::FailedFrom(0)
         }
     }
@@ -224,7 +225,7 @@ async fn retry_or_give_up<H: KinesisHandler>(
         shared.finish(&segment.records).await;
         return Ok(());
     }
-    metrics.count("Retries", 1);
+    metrics.count(names::RETRIES, 1);
     let wait = backoff::full_jitter(segment.attempts - 1, RETRY_BACKOFF_BASE, RETRY_BACKOFF_MAX);
     segments.push_front(segment);
     if pause(stop, wait).await {
@@ -246,7 +247,7 @@ async fn give_up<H: KinesisHandler>(
     let (Some(first), Some(last)) = (records.first(), records.last()) else {
         return Ok(());
     };
-    metrics.count("RecordsToDestination", records.len() as u64);
+    metrics.count(names::RECORDS_TO_DESTINATION, records.len() as u64);
     let Some(queue_url) = shared.ctx.config.on_failure_queue_url.clone() else {
         tracing::error!(
             shard = %shared.shard_id(), condition = condition.as_str(),
