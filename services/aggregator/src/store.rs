@@ -5,7 +5,7 @@
 //! so an item is written whole: the current items of a batch are read with BatchGetItem,
 //! merged in memory, and put back with a condition on the `version` read (or on the item
 //! not existing yet). A writer that lost the race reads that one item again (strongly
-//! consistent) and merges again; see [`crate::handler`].
+//! consistent) and merges again; see `write.rs`.
 
 use std::collections::HashMap;
 use std::future::Future;

@@ -9,7 +9,7 @@
 //! the intents of its objects to its shard's intent item before any of them is written, and
 //! removes each once the marks cover all its rows. Any intent found at the start of a batch
 //! is an object whose rows the marks may not cover; the handler looks for it in the bucket
-//! and skips the records it finds in it (see [`crate::handler`]).
+//! and skips the records it finds in it (see [`crate::handler`]; the search is `recover.rs`).
 //!
 //! One item per input shard, in the marks table: `pk = "archiver-intents#<shard id>"`, a
 //! string set `pending` of encoded intents, and `expires_at` (the table's TTL attribute, so an

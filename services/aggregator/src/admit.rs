@@ -1,0 +1,277 @@
+//! Which records of a batch the view gets: the usable ones (a record the view can never take
+//! is parked), less the copies of events already applied, which the origin marks know
+//! (`riffle_stage::marks`); what is left becomes the points pre-aggregation folds.
+
+use std::collections::HashMap;
+
+use riffle_codec::Envelope;
+use riffle_runtime::{KinesisEvent, KinesisEventRecord};
+use riffle_stage::RejectMessage;
+use riffle_stage::dead_letter::park_message;
+use riffle_stage::decode::Decoded;
+use riffle_stage::dedup::{Position, origin_of, record_positions, redriven_elsewhere};
+use riffle_stage::marks::{Gate, Ticket};
+
+use crate::aggregate::Point;
+use crate::handler::{BatchReport, DEFAULT_WINDOW_SECS, SERVICE};
+
+/// A usable record of the batch, before its origin's mark is known.
+pub(crate) struct Candidate<'a> {
+    agg_key: &'a str,
+    window_start: i64,
+    metric: f64,
+    window_secs: u32,
+    /// Index of the record's shard in [`Usable::shards`].
+    shard: u32,
+    position: Position,
+    ingest_time: i64,
+    /// The origin id and sequence the record is deduplicated by.
+    origin: (&'a str, Position),
+}
+
+/// The usable records of a batch.
+pub(crate) struct Usable<'a> {
+    /// The input shards of the records. A batch comes from one shard, so this list nearly
+    /// always has one entry.
+    pub(crate) shards: Vec<String>,
+    /// One per usable record, in batch order.
+    pub(crate) candidates: Vec<Candidate<'a>>,
+    /// Records redriven to another stage only: copies as far as the view is concerned.
+    pub(crate) elsewhere: usize,
+}
+
+/// The records of `records` (decoded from `event`) the view can take, with the window length
+/// of their subject in `windows`. A record that can never be applied joins `parked` (after
+/// the ones decoding parked, so the queue gets them in batch order).
+pub(crate) fn usable<'a>(
+    event: &KinesisEvent,
+    records: &'a [Decoded],
+    windows: &HashMap<String, u32>,
+    parked: &mut Vec<RejectMessage>,
+) -> Usable<'a> {
+    let positions = record_positions(&event.records);
+    let mut shards: Vec<String> = Vec::new();
+    let mut candidates = Vec::with_capacity(records.len());
+    let mut elsewhere = 0;
+    for decoded in records {
+        if redriven_elsewhere(&decoded.envelope, SERVICE) {
+            elsewhere += 1;
+            continue;
+        }
+        let Some(enrichment) = decoded.envelope.enrichment.as_ref() else {
+            continue;
+        };
+        let Some(record) = event.records.get(decoded.index) else {
+            continue;
+        };
+        let located = positions
+            .get(decoded.index)
+            .and_then(|(s, p)| Some((*s, (*p)?)));
+        let (shard, position) = match locate(&decoded.envelope, enrichment.metric, record, located)
+        {
+            Ok(located) => located,
+            Err((code, detail)) => {
+                parked.push(
+                    park_message(SERVICE, record, code, detail).with_envelope(&decoded.envelope),
+                );
+                continue;
+            }
+        };
+        candidates.push(Candidate {
+            agg_key: &enrichment.agg_key,
+            window_start: enrichment.window_start,
+            metric: enrichment.metric,
+            window_secs: window_of(windows, &decoded.envelope.subject),
+            shard: shard_index(&mut shards, shard),
+            position,
+            ingest_time: decoded.envelope.ingest_time,
+            origin: origin_of(&decoded.envelope, position),
+        });
+    }
+    Usable {
+        shards,
+        candidates,
+        elsewhere,
+    }
+}
+
+/// Where a record with `metric` sits on its shard (`located`, from the batch's positions),
+/// or the reject code and detail that park it.
+fn locate<'p>(
+    envelope: &Envelope,
+    metric: f64,
+    record: &KinesisEventRecord,
+    located: Option<(&'p str, Position)>,
+) -> Result<(&'p str, Position), (&'static str, String)> {
+    if !metric.is_finite() {
+        // DynamoDB numbers have no NaN or infinity, and one would poison the sum.
+        return Err((
+            "non_finite_metric",
+            format!("event {} has metric {}", envelope.event_id, metric),
+        ));
+    }
+    // Without a position the record could be applied twice; Lambda never sends one, so it
+    // is parked rather than guessed at.
+    located.ok_or_else(|| {
+        (
+            "no_position",
+            format!(
+                "sequence number {:?} is not a Kinesis one",
+                record.kinesis.sequence_number
+            ),
+        )
+    })
+}
+
+/// The index of `shard` in `shards`, added when it is new: records carry the index, so the
+/// shard id is kept once per batch rather than once per record.
+fn shard_index(shards: &mut Vec<String>, shard: &str) -> u32 {
+    let index = match shards.iter().position(|s| s == shard) {
+        Some(i) => i,
+        None => {
+            shards.push(shard.to_owned());
+            shards.len() - 1
+        }
+    };
+    u32::try_from(index).unwrap_or(u32::MAX)
+}
+
+/// The window length of `subject` by its contract; a subject without one still counts, in
+/// the default window.
+fn window_of(windows: &HashMap<String, u32>, subject: &str) -> u32 {
+    windows.get(subject).copied().unwrap_or_else(|| {
+        tracing::warn!(subject, "no contract for subject, using the default window");
+        DEFAULT_WINDOW_SECS
+    })
+}
+
+/// The admitted records of a batch, as pre-aggregation takes them.
+pub(crate) struct Admitted<'a> {
+    /// One per admitted record; `record` indexes `tickets` and `ingested`.
+    pub(crate) points: Vec<Point<'a>>,
+    /// The gate's ticket of each admitted record, done once its item holds it.
+    pub(crate) tickets: Vec<Ticket>,
+    /// Ingest time of each admitted record, for the ingest-to-view latency.
+    pub(crate) ingested: Vec<i64>,
+}
+
+/// Lets through `candidates` above their origin's mark in `gate` (of the batch's `shards`);
+/// the others are copies of events the view already holds, counted in `report` as
+/// duplicates.
+pub(crate) fn admit<'a>(
+    gate: &mut Gate,
+    shards: &[String],
+    candidates: Vec<Candidate<'a>>,
+    report: &mut BatchReport,
+) -> Admitted<'a> {
+    let mut admitted = Admitted {
+        points: Vec::with_capacity(candidates.len()),
+        tickets: Vec::with_capacity(candidates.len()),
+        ingested: Vec::with_capacity(candidates.len()),
+    };
+    for c in candidates {
+        let shard = shards.get(c.shard as usize).map_or("", String::as_str);
+        let (origin, seq) = c.origin;
+        let Some(ticket) = gate.admit(shard, origin, seq) else {
+            report.duplicates += 1;
+            continue;
+        };
+        admitted.points.push(Point {
+            agg_key: c.agg_key,
+            window_start: c.window_start,
+            metric: c.metric,
+            window_secs: c.window_secs,
+            shard: c.shard,
+            position: c.position,
+            record: u32::try_from(admitted.tickets.len()).unwrap_or(u32::MAX),
+        });
+        admitted.tickets.push(ticket);
+        admitted.ingested.push(c.ingest_time);
+    }
+    admitted
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use riffle_codec::EnvelopeCodec;
+    use riffle_stage::testing::{Sink, enriched_envelope as envelope, reject_messages};
+
+    use crate::fixtures::{MemoryStore, aggregator, blobs, event, event_at, from_origin, item};
+
+    #[tokio::test]
+    async fn unusable_records_are_parked_and_the_rest_counted() {
+        let agg = aggregator(MemoryStore::default(), Sink::new());
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let mut plain = envelope("a", 1.0, 0);
+        plain.enrichment = None;
+        let ev = event(&[
+            codec.encode(&envelope("a", 1.0, 0)).unwrap(),
+            b"not avro".to_vec(),
+            codec.encode(&plain).unwrap(),
+            codec.encode(&envelope("a", f64::NAN, 0)).unwrap(),
+        ]);
+        let report = agg.process(&ev, 1).await.unwrap();
+        assert_eq!(report.parked, 3);
+        let reasons: Vec<_> = reject_messages(&agg.dead_letters.take())
+            .iter()
+            .map(|l| l.code.clone())
+            .collect();
+        assert_eq!(
+            reasons,
+            vec!["bad_magic", "no_enrichment", "non_finite_metric"]
+        );
+        assert_eq!(item(&agg, "a", 0).aggregate.count, 1);
+    }
+
+    #[tokio::test]
+    async fn an_event_again_at_a_new_position_is_dropped() {
+        let agg = aggregator(MemoryStore::default(), Sink::new());
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let first = from_origin(&codec, "p/0", 1, &[("a", 1.0)]);
+        let report = agg.process(&event_at(&first, 10), 1_000).await.unwrap();
+        assert_eq!(report.mark_writes, 1);
+        // The producer retried: the same origin sequence later on the stream, then a new one,
+        // and the new one again in the same batch.
+        let second = from_origin(&codec, "p/0", 2, &[("a", 2.0)]);
+        let retry = [first.clone(), second.clone(), second].concat();
+        let report = agg.process(&event_at(&retry, 20), 2_000).await.unwrap();
+        assert_eq!((report.duplicates, report.items_written), (2, 1));
+        assert_eq!(item(&agg, "a", 0).aggregate.sum, 3.0);
+        // Another channel of the same producer has marks of its own.
+        let other = from_origin(&codec, "p/1", 1, &[("a", 4.0)]);
+        agg.process(&event_at(&other, 30), 3_000).await.unwrap();
+        assert_eq!(item(&agg, "a", 0).aggregate.sum, 7.0);
+        assert_eq!(agg.marks.store().writes(), 3);
+    }
+
+    #[tokio::test]
+    async fn kpl_user_records_of_one_sequence_number_count_apart() {
+        let agg = aggregator(MemoryStore::default(), Sink::new());
+        let codec = EnvelopeCodec::new(7).unwrap();
+        // Three user records of one aggregate share its sequence number.
+        let mut ev = event_at(&blobs(&codec, &[("a", 1.0), ("a", 2.0), ("a", 4.0)]), 10);
+        for r in &mut ev.records {
+            r.kinesis.sequence_number = "10".into();
+        }
+        agg.process(&ev, 1).await.unwrap();
+        agg.process(&ev, 2).await.unwrap();
+        assert_eq!(item(&agg, "a", 0).aggregate.sum, 7.0);
+    }
+
+    #[tokio::test]
+    async fn a_record_without_a_kinesis_position_is_parked() {
+        let agg = aggregator(MemoryStore::default(), Sink::new());
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let mut ev = event(&blobs(&codec, &[("a", 1.0), ("a", 2.0)]));
+        ev.records[1].kinesis.sequence_number = "not-a-number".into();
+        let report = agg.process(&ev, 1).await.unwrap();
+        assert_eq!(report.parked, 1);
+        let codes: Vec<_> = reject_messages(&agg.dead_letters.take())
+            .iter()
+            .map(|m| m.code.clone())
+            .collect();
+        assert_eq!(codes, vec!["no_position"]);
+        assert_eq!(item(&agg, "a", 0).aggregate.sum, 1.0);
+    }
+}

@@ -1,0 +1,230 @@
+//! Turning a batch's decoded envelopes into archive rows: payloads rendered as JSON by their
+//! writer schemas, the partition taken from the event time, the Kinesis coordinates kept so
+//! that recovery can find each row again; a record that can never become a row is parked.
+
+use riffle_codec::datum::to_json;
+use riffle_codec::source::SchemaSource;
+use riffle_codec::{Envelope, SchemaCache};
+use riffle_runtime::{KinesisEvent, KinesisEventRecord};
+use riffle_stage::RejectMessage;
+use riffle_stage::batch::shard_id;
+use riffle_stage::dead_letter::park_message;
+use riffle_stage::decode::Decoded;
+use riffle_stage::dedup::{Position, origin_of, record_positions, redriven_elsewhere};
+use riffle_stage::marks::Ticket;
+use riffle_stage::schemas::{BatchSchemas, payload_schema, resolve_schemas_of, take_outage};
+
+use crate::ArchiverError;
+use crate::handler::SERVICE;
+use riffle_archive::key::Partition;
+use riffle_archive::table::{ArchivedRow, attributes_json};
+
+/// `stage_times` key of the validator's emit time.
+pub const VALIDATOR_STAGE: &str = "validator";
+/// `stage_times` key of the enricher's emit time.
+pub const ENRICHER_STAGE: &str = "enricher";
+
+/// A usable record, before its origin's mark is known.
+pub(crate) struct Candidate {
+    pub(crate) partition: Partition,
+    pub(crate) row: ArchivedRow,
+    pub(crate) sub: u32,
+    pub(crate) origin: (String, Position),
+}
+
+/// A record admitted as new.
+pub(crate) struct Fresh {
+    pub(crate) partition: Partition,
+    pub(crate) row: ArchivedRow,
+    pub(crate) sub: u32,
+    pub(crate) ticket: Ticket,
+}
+
+/// The rows a batch may archive, and the records it leaves to another stage.
+pub(crate) struct Candidates {
+    /// One per usable record, in batch order.
+    pub(crate) rows: Vec<Candidate>,
+    /// Records redriven to another stage only: copies as far as the archive is concerned.
+    pub(crate) elsewhere: usize,
+}
+
+/// The writer schema of every distinct payload schema id of `records`, fetched once for the
+/// whole batch rather than per record. An id the registry does not know parks its records
+/// (see [`candidates`]); an outage fails the batch, since no record could be rendered.
+///
+/// # Errors
+/// [`ArchiverError::Registry`] when the registry could not be asked.
+pub(crate) async fn payload_schemas<S: SchemaSource>(
+    cache: &SchemaCache<S>,
+    records: &[Decoded],
+) -> Result<BatchSchemas, ArchiverError> {
+    // Collected rather than mapped lazily: a closure held across the registry calls would
+    // keep the handler's future from being `Send`.
+    let envelopes: Vec<&Envelope> = records.iter().map(|d| &d.envelope).collect();
+    let mut schemas = resolve_schemas_of(cache, envelopes).await;
+    if let Some(e) = take_outage(&mut schemas) {
+        return Err(ArchiverError::Registry(e));
+    }
+    Ok(schemas)
+}
+
+/// The archive row of every decoded record of `event` this stage should archive. A record
+/// that can never become a row joins `parked` (after the ones decoding parked, so the queue
+/// gets them in batch order).
+pub(crate) fn candidates(
+    event: &KinesisEvent,
+    records: Vec<Decoded>,
+    schemas: &BatchSchemas,
+    now_ms: i64,
+    parked: &mut Vec<RejectMessage>,
+) -> Candidates {
+    let positions = record_positions(&event.records);
+    let mut rows = Vec::with_capacity(records.len());
+    let mut elsewhere = 0;
+    for decoded in records {
+        let Some(record) = event.records.get(decoded.index) else {
+            continue;
+        };
+        if redriven_elsewhere(&decoded.envelope, SERVICE) {
+            elsewhere += 1;
+            continue;
+        }
+        let Some((_, Some(position))) = positions.get(decoded.index).copied() else {
+            // Without a position a redelivery could not be told from a new event; Lambda
+            // never sends one, so it is parked rather than archived unguarded.
+            let detail = format!(
+                "sequence number {:?} is not a Kinesis one",
+                record.kinesis.sequence_number
+            );
+            parked.push(
+                park_message(SERVICE, record, "no_position", detail)
+                    .with_envelope(&decoded.envelope),
+            );
+            continue;
+        };
+        let (origin, seq) = origin_of(&decoded.envelope, position);
+        let origin = (origin.to_owned(), seq);
+        match archived_row(record, decoded.envelope, schemas, now_ms) {
+            Ok((partition, row)) => rows.push(Candidate {
+                partition,
+                row,
+                sub: position.sub(),
+                origin,
+            }),
+            Err(message) => parked.push(*message),
+        }
+    }
+    Candidates { rows, elsewhere }
+}
+
+/// The distinct shards of `rows`, sorted: the marks and the intents are kept per shard, and
+/// a batch nearly always comes from one.
+pub(crate) fn distinct_shards<'a>(rows: impl IntoIterator<Item = &'a ArchivedRow>) -> Vec<&'a str> {
+    let mut shards: Vec<&str> = rows
+        .into_iter()
+        .map(|row| row.kinesis_shard_id.as_str())
+        .collect();
+    shards.sort_unstable();
+    shards.dedup();
+    shards
+}
+
+/// The archive row of one record with its partition, or the message that parks it.
+fn archived_row(
+    record: &KinesisEventRecord,
+    envelope: Envelope,
+    schemas: &BatchSchemas,
+    now_ms: i64,
+) -> Result<(Partition, ArchivedRow), Box<RejectMessage>> {
+    let park = |envelope: &Envelope, code: &str, detail: String| {
+        Box::new(park_message(SERVICE, record, code, detail).with_envelope(envelope))
+    };
+    let schema = match payload_schema(schemas, &envelope) {
+        Ok(schema) => schema,
+        Err((code, detail)) => return Err(park(&envelope, code, detail)),
+    };
+    let mut payload_json = String::with_capacity(envelope.payload.len() * 2);
+    if let Err(e) = to_json(schema, &envelope.payload, &mut payload_json) {
+        return Err(park(&envelope, e.code(), e.to_string()));
+    }
+    let Some(partition) = Partition::of(&envelope.subject, envelope.event_time) else {
+        let detail = format!("event_time {} is not a date", envelope.event_time);
+        return Err(park(&envelope, "event_time_out_of_range", detail));
+    };
+    let Some(enrichment) = envelope.enrichment else {
+        // decode_batch parks these already; kept total rather than trusting that.
+        return Err(park(&envelope, "no_enrichment", "no enrichment".into()));
+    };
+    let row = ArchivedRow {
+        validated_at: envelope.stage_times.get(VALIDATOR_STAGE).copied(),
+        enriched_at: envelope.stage_times.get(ENRICHER_STAGE).copied(),
+        event_id: envelope.event_id,
+        source: envelope.source,
+        subject: envelope.subject,
+        schema_id: envelope.schema_id,
+        event_time: envelope.event_time,
+        ingest_time: envelope.ingest_time,
+        archived_at: now_ms,
+        trace_header: envelope.trace_header,
+        attributes_json: attributes_json(&enrichment.attributes),
+        agg_key: enrichment.agg_key,
+        metric: enrichment.metric,
+        window_start: enrichment.window_start,
+        reference_found: enrichment.reference_found,
+        payload_json,
+        payload: envelope.payload,
+        kinesis_partition_key: record.kinesis.partition_key.clone(),
+        kinesis_sequence_number: record.kinesis.sequence_number.clone(),
+        kinesis_shard_id: shard_id(record).to_owned(),
+    };
+    Ok((partition, row))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use riffle_codec::EnvelopeCodec;
+    use riffle_stage::testing::{kinesis_event as event, reject_messages};
+
+    use crate::fixtures::{H16, archiver, order};
+    use riffle_archive::testing::MemoryBucket;
+
+    #[tokio::test]
+    async fn unusable_records_are_parked() {
+        let arch = archiver(MemoryBucket::default(), false);
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let mut unknown = order(H16, 1);
+        unknown.schema_id = 99;
+        let mut malformed = order(H16, 2);
+        malformed.payload.truncate(3);
+        let mut timeless = order(H16, 3);
+        timeless.event_time = i64::MAX;
+        let mut ev = event(&[
+            codec.encode(&order(H16, 4)).unwrap(),
+            codec.encode(&unknown).unwrap(),
+            codec.encode(&malformed).unwrap(),
+            codec.encode(&timeless).unwrap(),
+            vec![0, 0, 0],
+            codec.encode(&order(H16, 5)).unwrap(),
+        ]);
+        ev.records[5].kinesis.sequence_number = "not-a-number".into();
+        let report = arch.process(&ev, 1).await.unwrap();
+        assert_eq!((report.rows, report.parked), (1, 5));
+        let parked = reject_messages(&arch.dead_letters.take());
+        let codes: Vec<String> = parked.iter().map(|m| m.code.clone()).collect();
+        assert_eq!(
+            codes,
+            vec![
+                "truncated",
+                "unknown_schema",
+                "malformed",
+                "event_time_out_of_range",
+                "no_position",
+            ]
+        );
+        assert_eq!(
+            parked[1].event_id.as_deref(),
+            Some(unknown.event_id.as_str())
+        );
+    }
+}
