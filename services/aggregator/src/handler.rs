@@ -7,6 +7,7 @@
 //! `admit.rs`; the pre-aggregation and merge are [`crate::aggregate`]; the item writes with
 //! their retries are `write.rs`.
 
+use riffle_telemetry::names;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
@@ -33,7 +34,7 @@ use crate::write::write_view;
 pub use crate::write::{MAX_CONCURRENT_WRITES, MAX_WRITE_ATTEMPTS};
 
 /// The `Service` dimension of the aggregator's metrics.
-pub const SERVICE: &str = "aggregator";
+pub use riffle_stage::stages::AGGREGATOR as SERVICE;
 
 pub use riffle_view::{DEFAULT_WINDOW_SECS, window_lengths};
 
@@ -128,23 +129,23 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
             .await;
         match &result {
             Ok(report) => {
-                metrics.count("RecordsIn", report.records as u64);
-                metrics.count("RecordsParked", report.parked as u64);
-                metrics.count("DuplicatesDropped", report.duplicates as u64);
-                metrics.count("RecordsReplayed", report.replayed as u64);
-                metrics.count("ViewItemsWritten", report.items_written as u64);
-                metrics.count("ViewWriteConflicts", u64::from(report.conflicts));
-                metrics.count("MarkWrites", report.mark_writes as u64);
+                metrics.count(names::RECORDS_IN, report.records as u64);
+                metrics.count(names::RECORDS_PARKED, report.parked as u64);
+                metrics.count(names::DUPLICATES_DROPPED, report.duplicates as u64);
+                metrics.count(names::RECORDS_REPLAYED, report.replayed as u64);
+                metrics.count(names::VIEW_ITEMS_WRITTEN, report.items_written as u64);
+                metrics.count(names::VIEW_WRITE_CONFLICTS, u64::from(report.conflicts));
+                metrics.count(names::MARK_WRITES, report.mark_writes as u64);
                 for ms in &report.ingest_to_view_ms {
-                    metrics.millis("IngestToViewMs", *ms as f64);
+                    metrics.millis(names::INGEST_TO_VIEW_MS, *ms as f64);
                 }
             }
             Err(e) => {
                 tracing::error!(error = %e, retryable = e.retryable(), records = event.records.len(), "batch failed");
-                metrics.count("BatchesFailed", 1);
+                metrics.count(names::BATCHES_FAILED, 1);
             }
         }
-        metrics.millis("BatchMs", started.elapsed().as_secs_f64() * 1000.0);
+        metrics.millis(names::BATCH_MS, started.elapsed().as_secs_f64() * 1000.0);
         metrics.flush();
         result.map(|_| KinesisEventResponse::default())
     }

@@ -32,6 +32,7 @@
 //! modules: the rows (`rows.rs`), recovery (`recover.rs`), the objects' grouping and
 //! encoding (`group.rs`) and their writes (`write.rs`).
 
+use riffle_telemetry::names;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -59,7 +60,7 @@ pub use crate::rows::{ENRICHER_STAGE, VALIDATOR_STAGE};
 pub use crate::write::MAX_CONCURRENT_PUTS;
 
 /// The `Service` dimension of the archiver's metrics, and its stage name in the marks.
-pub const SERVICE: &str = "archiver";
+pub use riffle_stage::stages::ARCHIVER as SERVICE;
 
 /// What one batch did.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -153,22 +154,22 @@ where
             .await;
         match &result {
             Ok(report) => {
-                metrics.count("RecordsIn", report.records as u64);
-                metrics.count("RecordsParked", report.parked as u64);
-                metrics.count("RowsArchived", report.rows as u64);
-                metrics.count("DuplicatesDropped", report.duplicates as u64);
-                metrics.count("RecordsReplayed", report.recovered as u64);
-                metrics.count("RecordsRecovered", report.recovered as u64);
-                metrics.count("ObjectsWritten", report.objects.len() as u64);
-                metrics.count("BytesWritten", report.bytes as u64);
-                metrics.count("MarkWrites", report.mark_writes as u64);
+                metrics.count(names::RECORDS_IN, report.records as u64);
+                metrics.count(names::RECORDS_PARKED, report.parked as u64);
+                metrics.count(names::ROWS_ARCHIVED, report.rows as u64);
+                metrics.count(names::DUPLICATES_DROPPED, report.duplicates as u64);
+                metrics.count(names::RECORDS_REPLAYED, report.recovered as u64);
+                metrics.count(names::RECORDS_RECOVERED, report.recovered as u64);
+                metrics.count(names::OBJECTS_WRITTEN, report.objects.len() as u64);
+                metrics.count(names::BYTES_WRITTEN, report.bytes as u64);
+                metrics.count(names::MARK_WRITES, report.mark_writes as u64);
             }
             Err(e) => {
                 tracing::error!(error = %e, retryable = e.retryable(), records = event.records.len(), "batch failed");
-                metrics.count("BatchesFailed", 1);
+                metrics.count(names::BATCHES_FAILED, 1);
             }
         }
-        metrics.millis("BatchMs", started.elapsed().as_secs_f64() * 1000.0);
+        metrics.millis(names::BATCH_MS, started.elapsed().as_secs_f64() * 1000.0);
         metrics.flush();
         result.map(|_| KinesisEventResponse::default())
     }

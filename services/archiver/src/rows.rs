@@ -19,10 +19,10 @@ use crate::handler::SERVICE;
 use riffle_archive::key::Partition;
 use riffle_archive::table::{ArchivedRow, attributes_json};
 
-/// `stage_times` key of the validator's emit time.
-pub const VALIDATOR_STAGE: &str = "validator";
 /// `stage_times` key of the enricher's emit time.
-pub const ENRICHER_STAGE: &str = "enricher";
+pub use riffle_stage::stages::ENRICHER as ENRICHER_STAGE;
+/// `stage_times` key of the validator's emit time.
+pub use riffle_stage::stages::VALIDATOR as VALIDATOR_STAGE;
 
 /// A usable record, before its origin's mark is known.
 pub(crate) struct Candidate {

@@ -34,7 +34,7 @@ pub use config::{Config, ConfigError};
 use reference::{ReferenceCache, ReferenceSource};
 
 /// The stage name written into `stage_times`.
-pub const STAGE: &str = "enricher";
+pub use riffle_stage::stages::ENRICHER as STAGE;
 /// Window length for subjects whose contract has no enrichment section.
 pub use riffle_view::DEFAULT_WINDOW_SECS;
 

@@ -29,7 +29,7 @@ pub use config::{Config, ConfigError};
 use verdict::Verdict;
 
 /// The stage name written into `stage_times` and reject messages.
-pub const STAGE: &str = "validator";
+pub use riffle_stage::stages::VALIDATOR as STAGE;
 
 /// Why a whole batch failed (Lambda retries or bisects it).
 #[derive(Debug, thiserror::Error)]

@@ -1,6 +1,7 @@
 //! `riffle demo`: the whole pipeline on this machine, fed by the load generator, ending in a
 //! summary checked against the generator's ground truth.
 
+use riffle_stage::stages;
 use riffle_telemetry::names;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
@@ -88,11 +89,11 @@ fn now_ms() -> i64 {
 fn progress_line(c: &Counters, produced: u64, total: u64, rate: f64) -> String {
     format!(
         "produced {produced}/{total} ({rate:.0}/s) | validated {} rejected {} | enriched {} | aggregated {} | archived {}",
-        c.count("validator", names::RECORDS_OUT),
-        c.count("validator", names::REJECTED),
-        c.count("enricher", names::RECORDS_OUT),
-        c.count("aggregator", names::RECORDS_IN),
-        c.count("archiver", names::RECORDS_IN),
+        c.count(stages::VALIDATOR, names::RECORDS_OUT),
+        c.count(stages::VALIDATOR, names::REJECTED),
+        c.count(stages::ENRICHER, names::RECORDS_OUT),
+        c.count(stages::AGGREGATOR, names::RECORDS_IN),
+        c.count(stages::ARCHIVER, names::RECORDS_IN),
     )
 }
 
@@ -415,9 +416,9 @@ pub fn render(report: &Report) -> String {
     ));
     for stage in STAGES {
         let (out_metric, rejected_metric) = match stage {
-            "validator" => (names::RECORDS_OUT, names::REJECTED),
-            "enricher" => (names::RECORDS_OUT, names::DEAD_LETTERED),
-            "aggregator" => (names::VIEW_ITEMS_WRITTEN, names::RECORDS_PARKED),
+            stages::VALIDATOR => (names::RECORDS_OUT, names::REJECTED),
+            stages::ENRICHER => (names::RECORDS_OUT, names::DEAD_LETTERED),
+            stages::AGGREGATOR => (names::VIEW_ITEMS_WRITTEN, names::RECORDS_PARKED),
             _ => (names::ROWS_ARCHIVED, names::RECORDS_PARKED),
         };
         // The runtime reports under the function's name, the handler under the stage's.
@@ -493,7 +494,7 @@ pub fn render(report: &Report) -> String {
         report.emulator_dynamo.writes as f64 / valid,
     ));
     let view = verify::percentiles(
-        c.samples("aggregator", names::INGEST_TO_VIEW_MS)
+        c.samples(stages::AGGREGATOR, names::INGEST_TO_VIEW_MS)
             .iter()
             .map(|ms| *ms as i64)
             .collect(),

@@ -20,6 +20,7 @@ pub mod marks;
 pub mod ports;
 pub mod reject;
 pub mod schemas;
+pub mod stages;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
 

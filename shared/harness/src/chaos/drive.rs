@@ -10,6 +10,7 @@ use riffle_aws::limits::KINESIS_PUT_RECORDS_MAX_RECORDS as PUT_CHUNK;
 use riffle_codec::EnvelopeCodec;
 use riffle_loadtest::{Generator, GeneratorConfig};
 use riffle_runtime::checkpoint::{Checkpoint, CheckpointStore};
+use riffle_stage::stages;
 use riffle_telemetry::names;
 use std::io::Write as _;
 use std::sync::Arc;
@@ -50,11 +51,11 @@ pub(super) fn progress_line(
 ) -> String {
     format!(
         "produced {produced}/{total} | kills {kills} | faults {faults} | validated {} rejected {} | enriched {} | aggregated {} | archived {}",
-        c.count("validator", names::RECORDS_OUT),
-        c.count("validator", names::REJECTED),
-        c.count("enricher", names::RECORDS_OUT),
-        c.count("aggregator", names::RECORDS_IN),
-        c.count("archiver", names::RECORDS_IN),
+        c.count(stages::VALIDATOR, names::RECORDS_OUT),
+        c.count(stages::VALIDATOR, names::REJECTED),
+        c.count(stages::ENRICHER, names::RECORDS_OUT),
+        c.count(stages::AGGREGATOR, names::RECORDS_IN),
+        c.count(stages::ARCHIVER, names::RECORDS_IN),
     )
 }
 

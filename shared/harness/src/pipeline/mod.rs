@@ -28,7 +28,7 @@ use std::time::Duration;
 use tokio::process::Child;
 
 /// The stage services, in data-flow order.
-pub const STAGES: [&str; 4] = ["validator", "enricher", "aggregator", "archiver"];
+pub use riffle_stage::stages::ALL as STAGES;
 
 /// The AWS SDK's service id of DynamoDB, whose local emulator records requests.
 const DYNAMODB_SERVICE_ID: &str = "DynamoDB";

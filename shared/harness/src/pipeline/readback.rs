@@ -6,6 +6,7 @@ use riffle_archive::ArchivedRow;
 use riffle_aws::{KinesisPublisher, OutRecord, PublishConfig, PutOutcome};
 use riffle_loadtest::GeneratedEvent;
 use riffle_stage::RejectMessage;
+use riffle_stage::stages;
 use riffle_telemetry::names;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -90,14 +91,15 @@ impl QueueDrainer {
 
 /// Whether every stage has taken in what the stage before emitted.
 pub fn drained(c: &Counters, produced: u64) -> bool {
-    let validated = c.count("validator", names::RECORDS_OUT);
-    let enriched = c.count("enricher", names::RECORDS_OUT);
-    c.count("validator", names::RECORDS_IN) >= produced
-        && c.count("validator", names::RECORDS_OUT) + c.count("validator", names::REJECTED)
+    let validated = c.count(stages::VALIDATOR, names::RECORDS_OUT);
+    let enriched = c.count(stages::ENRICHER, names::RECORDS_OUT);
+    c.count(stages::VALIDATOR, names::RECORDS_IN) >= produced
+        && c.count(stages::VALIDATOR, names::RECORDS_OUT)
+            + c.count(stages::VALIDATOR, names::REJECTED)
             >= produced
-        && c.count("enricher", names::RECORDS_IN) >= validated
-        && c.count("aggregator", names::RECORDS_IN) >= enriched
-        && c.count("archiver", names::RECORDS_IN) >= enriched
+        && c.count(stages::ENRICHER, names::RECORDS_IN) >= validated
+        && c.count(stages::AGGREGATOR, names::RECORDS_IN) >= enriched
+        && c.count(stages::ARCHIVER, names::RECORDS_IN) >= enriched
 }
 
 impl Pipeline {
