@@ -9,8 +9,8 @@
 //! - [`bench`]: what the stages' handler benchmarks share (timing loop, load average, enriched
 //!   records built from generated events).
 //! - [`reference`]: the fixed product and device catalogue seeded into the reference table.
-//! - [`generator`]: [`Generator`], its [`GeneratorConfig`], the sources, the invalid kinds and
-//!   the [`Expected`] outcome of each [`GeneratedEvent`].
+//! - [`generator`]: [`Generator`], its [`GeneratorConfig`], the sources, the payloads, the
+//!   invalid kinds and the [`Expected`] outcome of each [`GeneratedEvent`], one file each.
 //! - [`truth`]: [`GroundTruth`], the expected view and rejects of a run.
 //! - `events` (private): the payload structs, encoded with serde straight into their schemas.
 //! - `rules` (private): the generator's own reading of `schemas/rules/*.json`.

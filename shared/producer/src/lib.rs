@@ -23,7 +23,8 @@
 //! - [`port`]: the [`PutRecordsPort`] through which requests reach Kinesis, and
 //!   [`KinesisPort`], the real one;
 //! - `scheduler` (private): the pure batching logic (lanes, linger, request limits, aggregation);
-//! - [`producer`]: [`Producer`], its builder, the background task and [`Stats`].
+//! - [`producer`]: [`Producer`], its builder, the background task and [`Stats`], one file
+//!   each (`handle`, `builder`, `task`, `stats`).
 
 pub mod event;
 pub mod port;

@@ -7,7 +7,8 @@
 //! [`schemas`] (resolving a batch's schema ids once), [`decode`] and [`dead_letter`] (the
 //! envelopes of an `enriched` batch, and parking the records no retry can fix), [`dedup`]
 //! (record positions and origins), [`marks`] (the per-batch high-water marks behind
-//! exactly-once effects), [`env`]
+//! exactly-once effects: the gate and commit, a re-publishing stage's batch, the store port
+//! with its in-memory and DynamoDB stores, one file each), [`env`]
 //! (configuration from environment variables), and `testing` (in-process ports for tests, behind the cargo feature `testing`).
 
 pub mod aggregate;

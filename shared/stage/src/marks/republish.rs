@@ -1,0 +1,117 @@
+//! A re-publishing stage's batch (validator, enricher): copies found by their origins, and
+//! the new records given the stage's own origin, so the next stage drops what a retry of
+//! this one publishes again.
+
+use riffle_codec::{CodecError, Envelope};
+
+use super::{Committed, Gate, MarkStore, Marks, Ticket};
+use crate::dedup::{origin_of, record_positions, redriven_elsewhere, republished_origin_id};
+use crate::ports::OutputError;
+use crate::{Failures, KinesisEventRecord};
+
+/// A re-publishing stage's batch (validator, enricher): which records are copies, and the
+/// tickets of the new ones, whose envelopes now carry the stage's own origin.
+#[derive(Debug)]
+pub struct Republish {
+    gate: Gate,
+    tickets: Vec<Option<Ticket>>,
+    copies: Vec<bool>,
+}
+
+impl Republish {
+    /// Whether record `index` is a copy of one this stage already handled: skip it.
+    pub fn is_copy(&self, index: usize) -> bool {
+        self.copies.get(index).copied().unwrap_or(false)
+    }
+
+    /// How many records are copies.
+    pub fn copies(&self) -> usize {
+        self.copies.iter().filter(|c| **c).count()
+    }
+}
+
+impl<M: MarkStore> Marks<M> {
+    /// Admits a re-publishing stage's batch: each decoded envelope with a Kinesis position is
+    /// admitted by its origin and, when new, given the origin `<stage>/<shard>` at its input
+    /// position, which is the same on every retry, so the next stage drops the copies a retry
+    /// of this one publishes. Undecodable records and records without a position pass
+    /// unguarded (they are rejected, or carry no origin).
+    ///
+    /// # Errors
+    /// The marks could not be read.
+    pub async fn republish(
+        &self,
+        stage: &str,
+        records: &[KinesisEventRecord],
+        envelopes: &mut [Result<Envelope, CodecError>],
+    ) -> Result<Republish, OutputError> {
+        let positions = record_positions(records);
+        let mut shards: Vec<&str> = positions.iter().map(|(s, _)| *s).collect();
+        shards.sort_unstable();
+        shards.dedup();
+        let mut gate = self.open(stage, &shards).await?;
+        // The stage's origin id per shard, made once: `<stage>/<shard>`.
+        let ids: Vec<(&str, String)> = shards
+            .iter()
+            .map(|shard| (*shard, republished_origin_id(stage, shard)))
+            .collect();
+        let mut tickets = vec![None; records.len()];
+        let mut copies = vec![false; records.len()];
+        for (i, (((shard, position), envelope), record)) in
+            positions.iter().zip(envelopes).zip(records).enumerate()
+        {
+            let (Some(position), Ok(envelope)) = (position, envelope) else {
+                continue;
+            };
+            if redriven_elsewhere(envelope, stage) {
+                copies[i] = true;
+                continue;
+            }
+            let (origin, seq) = origin_of(envelope, *position);
+            match gate.admit(shard, origin, seq) {
+                None => copies[i] = true,
+                Some(ticket) => {
+                    tickets[i] = Some(ticket);
+                    let id = ids
+                        .iter()
+                        .find(|(s, _)| s == shard)
+                        .map(|(_, id)| id.clone())
+                        .unwrap_or_default();
+                    // The record's own sequence number is the position's decimal form.
+                    envelope.origin = Some(riffle_codec::Origin {
+                        id,
+                        seq: record.kinesis.sequence_number.clone(),
+                        sub: i32::try_from(position.sub()).unwrap_or(i32::MAX),
+                    });
+                }
+            }
+        }
+        Ok(Republish {
+            gate,
+            tickets,
+            copies,
+        })
+    }
+
+    /// Marks done every admitted record that `failures` does not hold and commits.
+    ///
+    /// # Errors
+    /// As [`Marks::commit`].
+    pub async fn finish(
+        &self,
+        stage: &str,
+        mut batch: Republish,
+        records: &[KinesisEventRecord],
+        failures: &Failures,
+        now_secs: i64,
+    ) -> Result<Committed, OutputError> {
+        for (record, ticket) in records.iter().zip(&batch.tickets) {
+            if let Some(ticket) = ticket
+                && !failures.contains(record)
+            {
+                batch.gate.done(*ticket);
+            }
+        }
+        self.commit(stage, &mut batch.gate, now_secs).await
+    }
+}
