@@ -205,14 +205,25 @@ async fn terminate() {
 }
 
 /// Reads stdin to its end, throwing the bytes away.
+///
+/// On a thread of its own, not the runtime's blocking pool: a stage whose start fails (its
+/// stream unreachable while Kinesis restarts) returns from `main` with stdin still open, and
+/// the runtime waits for its blocking tasks when it shuts down, so a read there kept the
+/// failed process alive forever, never seen to exit and never restarted.
 async fn stdin_eof() {
-    use tokio::io::AsyncReadExt;
-    let mut stdin = tokio::io::stdin();
-    let mut buf = [0u8; 1024];
-    loop {
-        match stdin.read(&mut buf).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => {}
-        }
+    let (done, eof) = tokio::sync::oneshot::channel::<()>();
+    let reader = std::thread::Builder::new()
+        .name("stdin-eof".into())
+        .spawn(move || {
+            use std::io::Read;
+            let mut stdin = std::io::stdin();
+            let mut buf = [0u8; 1024];
+            while matches!(stdin.read(&mut buf), Ok(n) if n > 0) {}
+            let _ = done.send(());
+        });
+    if let Err(e) = reader {
+        tracing::warn!(error = %e, "cannot watch stdin; the end of stdin will not stop this process");
+        std::future::pending::<()>().await;
     }
+    let _ = eof.await;
 }

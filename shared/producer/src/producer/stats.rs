@@ -1,6 +1,7 @@
 //! [`Stats`], the producer's counts since it was built; the atomic counters behind them,
 //! which the background task adds to; and the EMF metrics of their change.
 
+use riffle_telemetry::names;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use riffle_telemetry::Metrics;
@@ -74,18 +75,22 @@ impl Counters {
 pub(super) fn emf_delta(service: &str, before: &Stats, now: &Stats) -> Metrics {
     let mut m = Metrics::new(service.to_owned());
     for (name, a, b) in [
-        ("RecordsPut", before.records, now.records),
-        ("BytesPut", before.bytes, now.bytes),
+        (names::RECORDS_PUT, before.records, now.records),
+        (names::BYTES_PUT, before.bytes, now.bytes),
         (
-            "KinesisRecordsPut",
+            names::KINESIS_RECORDS_PUT,
             before.kinesis_records,
             now.kinesis_records,
         ),
-        ("PutPayloadUnits", before.payload_units, now.payload_units),
-        ("PutRequests", before.put_requests, now.put_requests),
-        ("Throttled", before.throttled, now.throttled),
-        ("Retries", before.retries, now.retries),
-        ("RecordsFailed", before.failed, now.failed),
+        (
+            names::PUT_PAYLOAD_UNITS,
+            before.payload_units,
+            now.payload_units,
+        ),
+        (names::PUT_REQUESTS, before.put_requests, now.put_requests),
+        (names::THROTTLED, before.throttled, now.throttled),
+        (names::RETRIES, before.retries, now.retries),
+        (names::RECORDS_FAILED, before.failed, now.failed),
     ] {
         m.count(name, b.saturating_sub(a));
     }
