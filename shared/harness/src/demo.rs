@@ -88,12 +88,8 @@ fn now_ms() -> i64 {
 
 fn progress_line(c: &Counters, produced: u64, total: u64, rate: f64) -> String {
     format!(
-        "produced {produced}/{total} ({rate:.0}/s) | validated {} rejected {} | enriched {} | aggregated {} | archived {}",
-        c.count(stages::VALIDATOR, names::RECORDS_OUT),
-        c.count(stages::VALIDATOR, names::REJECTED),
-        c.count(stages::ENRICHER, names::RECORDS_OUT),
-        c.count(stages::AGGREGATOR, names::RECORDS_IN),
-        c.count(stages::ARCHIVER, names::RECORDS_IN),
+        "produced {produced}/{total} ({rate:.0}/s) | {}",
+        c.stage_progress()
     )
 }
 

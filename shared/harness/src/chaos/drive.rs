@@ -10,7 +10,6 @@ use riffle_aws::limits::KINESIS_PUT_RECORDS_MAX_RECORDS as PUT_CHUNK;
 use riffle_codec::EnvelopeCodec;
 use riffle_loadtest::{Generator, GeneratorConfig};
 use riffle_runtime::checkpoint::{Checkpoint, CheckpointStore};
-use riffle_stage::stages;
 use riffle_telemetry::names;
 use std::io::Write as _;
 use std::sync::Arc;
@@ -50,12 +49,8 @@ pub(super) fn progress_line(
     faults: u64,
 ) -> String {
     format!(
-        "produced {produced}/{total} | kills {kills} | faults {faults} | validated {} rejected {} | enriched {} | aggregated {} | archived {}",
-        c.count(stages::VALIDATOR, names::RECORDS_OUT),
-        c.count(stages::VALIDATOR, names::REJECTED),
-        c.count(stages::ENRICHER, names::RECORDS_OUT),
-        c.count(stages::AGGREGATOR, names::RECORDS_IN),
-        c.count(stages::ARCHIVER, names::RECORDS_IN),
+        "produced {produced}/{total} | kills {kills} | faults {faults} | {}",
+        c.stage_progress()
     )
 }
 

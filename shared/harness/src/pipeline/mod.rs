@@ -20,6 +20,7 @@ pub use readback::QueueDrainer;
 use riffle_loadtest::SchemaIds;
 use riffle_local::{Deployment, Emulators, REGISTRY_URL_EXPORT};
 use riffle_registry_client::RegistryClient;
+use riffle_stage::stages;
 use riffle_telemetry::names;
 use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
@@ -92,6 +93,19 @@ pub struct Counters {
 const SAMPLED_METRICS: [&str; 1] = [names::INGEST_TO_VIEW_MS];
 
 impl Counters {
+    /// How far each stage got, for one-line progress output: "validated N rejected N |
+    /// enriched N | aggregated N | archived N".
+    pub fn stage_progress(&self) -> String {
+        format!(
+            "validated {} rejected {} | enriched {} | aggregated {} | archived {}",
+            self.count(stages::VALIDATOR, names::RECORDS_OUT),
+            self.count(stages::VALIDATOR, names::REJECTED),
+            self.count(stages::ENRICHER, names::RECORDS_OUT),
+            self.count(stages::AGGREGATOR, names::RECORDS_IN),
+            self.count(stages::ARCHIVER, names::RECORDS_IN),
+        )
+    }
+
     /// Every value of a [`SAMPLED_METRICS`] metric reported by `service`.
     pub fn samples(&self, service: &str, metric: &str) -> &[f64] {
         self.samples
