@@ -172,36 +172,12 @@ async fn main() -> ExitCode {
                 progress: true,
                 aggregate: !no_aggregate,
             };
-            let pipeline = match PipelineOptions::for_checkout("demo") {
-                Ok(p) => p,
-                Err(e) => {
-                    eprintln!("error: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            // Ctrl-C drops the run future: children die with their stdin and kill_on_drop,
-            // the emulators with their Drop.
-            let outcome = tokio::select! {
-                r = demo::run(&options, pipeline) => r,
-                _ = tokio::signal::ctrl_c() => {
-                    eprintln!("\ninterrupted; stopping everything");
-                    return ExitCode::from(130);
-                }
-            };
-            match outcome {
-                Ok(report) => {
-                    print!("{}", demo::render(&report));
-                    if report.differences.is_empty() {
-                        ExitCode::SUCCESS
-                    } else {
-                        ExitCode::FAILURE
-                    }
-                }
-                Err(e) => {
-                    eprintln!("\nerror: {e}");
-                    ExitCode::FAILURE
-                }
-            }
+            on_checkout(
+                "demo",
+                |pipeline| demo::run(&options, pipeline),
+                |report| (demo::render(report), report.differences.is_empty()),
+            )
+            .await
         }
     }
 }
@@ -211,7 +187,27 @@ async fn chaos(options: riffle_harness::chaos::ChaosOptions) -> ExitCode {
         eprintln!("error: {e}");
         return ExitCode::from(2);
     }
-    let pipeline = match PipelineOptions::for_checkout("chaos") {
+    on_checkout(
+        "chaos",
+        |pipeline| riffle_harness::chaos::run(&options, pipeline),
+        |report| (riffle_harness::chaos::render(report), report.passed()),
+    )
+    .await
+}
+
+/// Runs `run` on a pipeline of this checkout (state under `.riffle/<name>`), printing its
+/// report; exits 1 when `render` says the run failed. Ctrl-C drops the run future: children
+/// die with their stdin and kill_on_drop, the emulators with their Drop.
+async fn on_checkout<R, F, Fut>(
+    name: &str,
+    run: F,
+    render: impl FnOnce(&R) -> (String, bool),
+) -> ExitCode
+where
+    F: FnOnce(PipelineOptions) -> Fut,
+    Fut: std::future::Future<Output = Result<R, riffle_harness::pipeline::PipelineError>>,
+{
+    let pipeline = match PipelineOptions::for_checkout(name) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");
@@ -219,7 +215,7 @@ async fn chaos(options: riffle_harness::chaos::ChaosOptions) -> ExitCode {
         }
     };
     let outcome = tokio::select! {
-        r = riffle_harness::chaos::run(&options, pipeline) => r,
+        r = run(pipeline) => r,
         _ = tokio::signal::ctrl_c() => {
             eprintln!("\ninterrupted; stopping everything");
             return ExitCode::from(130);
@@ -227,8 +223,9 @@ async fn chaos(options: riffle_harness::chaos::ChaosOptions) -> ExitCode {
     };
     match outcome {
         Ok(report) => {
-            print!("{}", riffle_harness::chaos::render(&report));
-            if report.passed() {
+            let (text, passed) = render(&report);
+            print!("{text}");
+            if passed {
                 ExitCode::SUCCESS
             } else {
                 ExitCode::FAILURE

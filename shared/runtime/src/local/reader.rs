@@ -233,11 +233,7 @@ impl<H: KinesisHandler> ShardReader<H> {
                 tracing::warn!(shard = %self.shard_id(), error = %e, "GetShardIterator failed");
                 self.wait(call_backoff(failures)).await;
             }
-            Err(e) => {
-                self.interrupted = true;
-                self.drain().await;
-                return Err(RuntimeError::Aws(e));
-            }
+            Err(e) => return Err(self.stop(e).await),
         }
         Ok(())
     }
@@ -279,13 +275,16 @@ impl<H: KinesisHandler> ShardReader<H> {
                 tracing::warn!(shard = %self.shard_id(), error = %e, "GetRecords failed; backing off");
                 self.wait(call_backoff(failures)).await;
             }
-            Err(e) => {
-                self.interrupted = true;
-                self.drain().await;
-                return Err(RuntimeError::Aws(e));
-            }
+            Err(e) => return Err(self.stop(e).await),
         }
         Ok(())
+    }
+
+    /// Ends the reader on a failure no retry fixes, once its running batches are done.
+    async fn stop(&mut self, e: riffle_aws::AwsError) -> RuntimeError {
+        self.interrupted = true;
+        self.drain().await;
+        RuntimeError::Aws(e)
     }
 
     async fn drain(&mut self) {
