@@ -601,11 +601,8 @@ async fn replay_rebuilds_the_live_view() {
     .unwrap();
     let now = chrono::Utc::now().timestamp_millis();
     let events: Vec<_> = (0..EVENTS).map(|_| generator.next(now).unwrap()).collect();
-    let outcome = pipeline
-        .produce(&pipeline.publisher(), &events)
-        .await
-        .unwrap();
-    assert!(outcome.failed.is_empty());
+    let failed = pipeline.produce(&events).await.unwrap();
+    assert!(failed.is_empty());
     pipeline
         .wait_drained(EVENTS as u64, Duration::from_secs(90), |_| {})
         .await

@@ -412,11 +412,43 @@ async fn send(
     if injected.iter().all(|i| *i) {
         return Ok(entries.iter().map(|_| Some(throttled())).collect());
     }
-    let mut request_entries = Vec::with_capacity(entries.len());
-    for ((_, record), _) in entries.iter().zip(&injected).filter(|(_, i)| !**i) {
+    let sent: Vec<OutRecord> = entries
+        .iter()
+        .zip(&injected)
+        .filter(|(_, i)| !**i)
+        .map(|((_, record), _)| record.clone())
+        .collect();
+    let mut results = put_records_once(client, stream, sent).await?.into_iter();
+    let errors = injected
+        .iter()
+        .map(|injected| {
+            if *injected {
+                Some(throttled())
+            } else {
+                results.next().flatten()
+            }
+        })
+        .collect();
+    Ok(errors)
+}
+
+/// One PutRecords call of `records` (already within the request limits), metered: per record,
+/// in order, `None` when written or the entry's error.
+///
+/// # Errors
+/// The call failed as a whole.
+pub async fn put_records_once(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+    records: Vec<OutRecord>,
+) -> Result<Vec<Option<AwsError>>, AwsError> {
+    let n = records.len();
+    let mut request_entries = Vec::with_capacity(n);
+    for record in records {
+        crate::meter::kinesis_put(record.size());
         let entry = PutRecordsRequestEntry::builder()
-            .data(Blob::new(record.data.clone()))
-            .partition_key(record.partition_key.clone())
+            .data(Blob::new(record.data))
+            .partition_key(record.partition_key)
             .build()
             .map_err(|e| AwsError::Call {
                 operation: "PutRecords",
@@ -424,7 +456,6 @@ async fn send(
                 message: e.to_string(),
                 retryable: false,
             })?;
-        crate::meter::kinesis_put(record.size());
         request_entries.push(entry);
     }
     let response = client
@@ -434,27 +465,21 @@ async fn send(
         .send()
         .await
         .map_err(|e| AwsError::from_sdk("PutRecords", e))?;
-    let mut results = response.records().iter();
-    let errors = injected
-        .iter()
-        .map(|injected| {
-            if *injected {
-                return Some(throttled());
-            }
-            match results.next() {
-                Some(result) => result.error_code().map(|code| AwsError::Entry {
-                    code: code.to_owned(),
-                    message: result.error_message().unwrap_or_default().to_owned(),
-                }),
-                // A short answer leaves the entry's fate unknown: sending it again is safe.
-                None => Some(AwsError::Entry {
-                    code: "InternalFailure".to_owned(),
-                    message: "no result for entry".to_owned(),
-                }),
-            }
+    let results = response.records();
+    Ok((0..n)
+        .map(|i| match results.get(i) {
+            Some(result) => result.error_code().map(|code| AwsError::Entry {
+                code: code.to_owned(),
+                message: result.error_message().unwrap_or_default().to_owned(),
+            }),
+            // A short answer leaves the entry's fate unknown: sending it again is safe (the
+            // stages drop copies by origin).
+            None => Some(AwsError::Entry {
+                code: "InternalFailure".to_owned(),
+                message: "no result for entry".to_owned(),
+            }),
         })
-        .collect();
-    Ok(errors)
+        .collect())
 }
 
 /// Groups failures by error code, for logs.

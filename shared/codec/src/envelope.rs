@@ -145,6 +145,14 @@ impl EnvelopeCodec {
         Ok(out)
     }
 
+    /// Whether `record` is an envelope this codec writes (its current version) that names no
+    /// origin, so that [`stamp_origin`] may give it one. Anything else (another version, an
+    /// envelope with an origin, bytes that are not an envelope) is not.
+    pub fn names_no_origin(&self, record: &[u8]) -> bool {
+        frame::split(record).is_ok_and(|(id, _)| id == self.current.id())
+            && self.decode(record).is_ok_and(|e| e.origin.is_none())
+    }
+
     /// Decodes a framed envelope.
     ///
     /// # Errors
@@ -262,6 +270,50 @@ fn write_envelope(e: &Envelope, out: &mut Vec<u8>) {
             write_long(out, i64::from(o.sub));
         }
     }
+}
+
+/// Gives `origin` to an encoded envelope of the current version that names none (see
+/// [`EnvelopeCodec::names_no_origin`]). The origin is the envelope's last field, so its null
+/// branch is the record's last byte: that byte becomes the origin's branch and fields, and no
+/// other byte moves. A producer stamps when it puts a record, not when it encodes it, because
+/// the sequence is only known then.
+///
+/// # Panics
+/// Never; a record whose last byte is not a null branch is left as it is (debug builds assert).
+pub fn stamp_origin(record: &mut Vec<u8>, origin: &Origin) {
+    debug_assert_eq!(record.last(), Some(&0), "envelope already names an origin");
+    if record.last() != Some(&0) {
+        return;
+    }
+    record.pop();
+    record.reserve(stamped_growth(origin));
+    record.push(2);
+    write_bytes(record, origin.id.as_bytes());
+    write_bytes(record, origin.seq.as_bytes());
+    write_long(record, i64::from(origin.sub));
+}
+
+/// How many bytes [`stamp_origin`] adds to a record for `origin`.
+pub fn stamped_growth(origin: &Origin) -> usize {
+    let long_len = |v: i64| {
+        #[allow(clippy::cast_sign_loss)]
+        let z = ((v << 1) ^ (v >> 63)) as u64;
+        (64 - z.max(1).leading_zeros() as usize).div_ceil(7)
+    };
+    let len = |n: usize| long_len(i64::try_from(n).unwrap_or(i64::MAX));
+    // The branch byte replaces the null byte, so only the fields count.
+    len(origin.id.len())
+        + origin.id.len()
+        + len(origin.seq.len())
+        + origin.seq.len()
+        + long_len(i64::from(origin.sub))
+}
+
+/// Undoes [`stamp_origin`] on a record stamped with `origin`.
+pub fn unstamp_origin(record: &mut Vec<u8>, origin: &Origin) {
+    let keep = record.len().saturating_sub(stamped_growth(origin) + 1);
+    record.truncate(keep);
+    record.push(0);
 }
 
 /// Reads what [`write_envelope`] writes: the bundled envelope version, field by field. The
@@ -455,6 +507,40 @@ mod tests {
                 sub: 0,
             }),
         }
+    }
+
+    #[test]
+    fn stamping_an_origin_equals_encoding_it() {
+        let codec = EnvelopeCodec::new(7).unwrap();
+        for (id, seq, sub) in [
+            ("p-1/0.0", "1", 0),
+            ("demo-0190a3c27d2e7000/12.3", "18446744073709551615", 0),
+            (&*"x".repeat(300), "63", 64),
+        ] {
+            let origin = Origin {
+                id: id.into(),
+                seq: seq.into(),
+                sub,
+            };
+            let mut bare = sample();
+            bare.origin = None;
+            let mut record = codec.encode(&bare).unwrap();
+            let plain = record.clone();
+            assert!(codec.names_no_origin(&record));
+            stamp_origin(&mut record, &origin);
+            assert_eq!(record.len(), plain.len() + stamped_growth(&origin));
+            let mut full = bare.clone();
+            full.origin = Some(origin.clone());
+            assert_eq!(record, codec.encode(&full).unwrap());
+            assert!(!codec.names_no_origin(&record));
+            unstamp_origin(&mut record, &origin);
+            assert_eq!(record, plain);
+        }
+        assert!(!codec.names_no_origin(b"not an envelope"));
+        let mut bare = sample();
+        bare.origin = None;
+        let other_version = EnvelopeCodec::new(8).unwrap();
+        assert!(!other_version.names_no_origin(&codec.encode(&bare).unwrap()));
     }
 
     #[test]

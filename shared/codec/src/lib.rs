@@ -23,7 +23,9 @@ pub mod rules;
 pub mod schema;
 pub mod source;
 
-pub use envelope::{Enrichment, Envelope, EnvelopeCodec, Origin};
+pub use envelope::{
+    Enrichment, Envelope, EnvelopeCodec, Origin, stamp_origin, stamped_growth, unstamp_origin,
+};
 pub use error::CodecError;
 pub use position::Position;
 pub use schema::{CompiledSchema, SchemaCache};

@@ -7,16 +7,10 @@ use std::io::Write as _;
 use std::time::{Duration, Instant};
 
 use riffle_loadtest::{Generator, GeneratorConfig, GroundTruth};
-use tokio::task::JoinSet;
 
 use crate::pipeline::{Counters, Pipeline, PipelineError, PipelineOptions, STAGES};
 use crate::verify::{self, Outcome};
 
-/// Events per producer request cycle; PutRecords takes 500 per call, the publisher splits.
-const PUT_CHUNK: usize = 1_000;
-/// Concurrent PutRecords cycles in flight: enough to keep the stream busy, few enough to bound
-/// memory and keep the rate honest.
-const MAX_IN_FLIGHT: usize = 4;
 /// Producer clock tick.
 const TICK: Duration = Duration::from_millis(20);
 
@@ -140,18 +134,7 @@ async fn produce_and_check(
     };
     let mut generator = Generator::new(config, pipeline.schema_ids())?;
     let mut truth = GroundTruth::new();
-    let producer = std::sync::Arc::new(Producer {
-        aggregating: riffle_stage::AggregatingOutput::new(
-            riffle_aws::kinesis_client(pipeline.sdk()),
-            pipeline.publisher(),
-            pipeline
-                .deployment()
-                .stream_name("RawStream")
-                .unwrap_or_default(),
-        ),
-        plain: pipeline.publisher(),
-        aggregate: options.aggregate,
-    });
+    let producer = pipeline.producer(options.aggregate).await?;
     say(
         show,
         &format!(
@@ -166,63 +149,23 @@ async fn produce_and_check(
 
     let started = Instant::now();
     let usage_before = riffle_aws::meter::usage();
-    let run_started = now_ms();
-    // A few origins, one per put call in flight (ADR 0010): a slot's calls go one after the
-    // other, so its records reach each shard in order (one aggregate per shard at a time),
-    // while the slots' calls do not wait for each other. The marks then hold a handful of
-    // origins, not one per call. Plain records have no order across keys, so carry none.
-    let mut free_slots: Vec<usize> = (0..MAX_IN_FLIGHT).rev().collect();
-    let mut slot_seq = [0u64; MAX_IN_FLIGHT];
+    // riffle-producer batches, aggregates per shard and stamps the origins (ADR 0010); the
+    // generator's envelopes name none, so each gets its channel's next sequence when put.
     let mut produced: u64 = 0;
-    let mut put_failures = 0usize;
-    let mut in_flight = JoinSet::new();
     let mut last_progress = Instant::now();
-    let stream = pipeline
-        .deployment()
-        .stream_name("RawStream")
-        .ok_or_else(|| PipelineError::Aws("no RawStream in the templates".into()))?
-        .to_string();
+    let produce_error = |e: riffle_producer::ProducerError| PipelineError::Aws(e.to_string());
     while produced < options.events {
         let due = (started.elapsed().as_secs_f64() * f64::from(options.rate)) as u64;
         let due = due.min(options.events);
+        let now = now_ms();
         while produced < due {
-            let slot = match free_slots.pop() {
-                Some(slot) => slot,
-                None => {
-                    let Some(done) = in_flight.join_next().await else {
-                        break;
-                    };
-                    let (slot, failed) = put_result(done)?;
-                    put_failures += failed;
-                    slot
-                }
-            };
-            let n = usize::try_from((due - produced).min(PUT_CHUNK as u64)).unwrap_or(PUT_CHUNK);
-            let now = now_ms();
-            let mut records = Vec::with_capacity(n);
-            generator.stamp_origins(
-                options
-                    .aggregate
-                    .then(|| (format!("demo-{run_started}/{slot}"), slot_seq[slot])),
-            );
-            for _ in 0..n {
-                let event = generator.next(now)?;
-                truth.record(&event);
-                records.push(riffle_aws::OutRecord {
-                    partition_key: event.partition_key,
-                    data: event.record,
-                });
-            }
-            slot_seq[slot] = generator.last_origin_seq().unwrap_or(0);
-            produced += n as u64;
-            let producer = std::sync::Arc::clone(&producer);
-            let stream = stream.clone();
-            in_flight.spawn(async move { (slot, producer.put(&stream, records).await) });
-        }
-        while let Some(done) = in_flight.try_join_next() {
-            let (slot, failed) = put_result(done)?;
-            put_failures += failed;
-            free_slots.push(slot);
+            let event = generator.next(now)?;
+            truth.record(&event);
+            producer
+                .send_framed(event.partition_key, event.record)
+                .await
+                .map_err(produce_error)?;
+            produced += 1;
         }
         if last_progress.elapsed() >= Duration::from_secs(1) {
             let rate = produced as f64 / started.elapsed().as_secs_f64();
@@ -234,9 +177,7 @@ async fn produce_and_check(
         }
         tokio::time::sleep(TICK).await;
     }
-    while let Some(done) = in_flight.join_next().await {
-        put_failures += put_result(done)?.1;
-    }
+    let put_failures = producer.close().await.map_err(produce_error)?.len();
     let produce_elapsed = started.elapsed();
     let producer_usage = riffle_aws::meter::usage().since(&usage_before);
     let accepted = produced - put_failures as u64;
@@ -340,47 +281,6 @@ impl RejectsCollector {
 }
 
 /// The demo's producer: plain records, or KPL aggregates packed per shard.
-struct Producer {
-    aggregating: riffle_stage::AggregatingOutput,
-    plain: riffle_aws::KinesisPublisher,
-    aggregate: bool,
-}
-
-impl Producer {
-    /// Puts `records`; returns how many finally failed.
-    async fn put(
-        &self,
-        stream: &str,
-        records: Vec<riffle_aws::OutRecord>,
-    ) -> Result<usize, String> {
-        use riffle_stage::Output as _;
-        if self.aggregate {
-            self.aggregating
-                .publish(records)
-                .await
-                .map(|failed| failed.len())
-                .map_err(|e| e.to_string())
-        } else {
-            self.plain
-                .put_all(stream, records)
-                .await
-                .map(|outcome| outcome.failed.len())
-                .map_err(|e| e.to_string())
-        }
-    }
-}
-
-/// The slot of a finished put call and how many of its records finally failed.
-fn put_result(
-    done: Result<(usize, Result<usize, String>), tokio::task::JoinError>,
-) -> Result<(usize, usize), PipelineError> {
-    match done {
-        Ok((slot, Ok(failed))) => Ok((slot, failed)),
-        Ok((_, Err(e))) => Err(PipelineError::Aws(format!("PutRecords: {e}"))),
-        Err(e) => Err(PipelineError::Aws(format!("producer task: {e}"))),
-    }
-}
-
 /// The summary a person reads at the end of the demo.
 pub fn render(report: &Report) -> String {
     let c = &report.counters;

@@ -4,18 +4,10 @@
 
 use std::future::Future;
 
-use aws_sdk_kinesis::primitives::Blob;
-use aws_sdk_kinesis::types::PutRecordsRequestEntry;
 use riffle_aws::AwsError;
 
-/// One entry of a PutRecords request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct PutEntry {
-    /// The entry's partition key.
-    pub partition_key: String,
-    /// The entry's data.
-    pub data: Vec<u8>,
-}
+/// One entry of a PutRecords request: riffle-aws' record to write.
+pub use riffle_aws::OutRecord as PutEntry;
 
 /// Per-entry outcome of a PutRecords call: `None` when written, else the entry's error
 /// ([`AwsError::Entry`] with Kinesis' error code).
@@ -64,44 +56,7 @@ impl PutRecordsPort for KinesisPort {
         stream: &str,
         entries: Vec<PutEntry>,
     ) -> Result<EntryResults, AwsError> {
-        let n = entries.len();
-        let mut request_entries = Vec::with_capacity(n);
-        for entry in entries {
-            let built = PutRecordsRequestEntry::builder()
-                .data(Blob::new(entry.data))
-                .partition_key(entry.partition_key)
-                .build()
-                .map_err(|e| AwsError::Call {
-                    operation: "PutRecords",
-                    code: "BuildError".to_owned(),
-                    message: e.to_string(),
-                    retryable: false,
-                })?;
-            request_entries.push(built);
-        }
-        let response = self
-            .client
-            .put_records()
-            .stream_name(stream)
-            .set_records(Some(request_entries))
-            .send()
-            .await
-            .map_err(|e| AwsError::from_sdk("PutRecords", e))?;
-        let results = response.records();
-        Ok((0..n)
-            .map(|i| match results.get(i) {
-                Some(result) => result.error_code().map(|code| AwsError::Entry {
-                    code: code.to_owned(),
-                    message: result.error_message().unwrap_or_default().to_owned(),
-                }),
-                // A short answer leaves the entry's fate unknown: sending it again is safe
-                // (consumers deduplicate by event id).
-                None => Some(AwsError::Entry {
-                    code: "InternalFailure".to_owned(),
-                    message: "no result for entry".to_owned(),
-                }),
-            })
-            .collect())
+        riffle_aws::kinesis::put_records_once(&self.client, stream, entries).await
     }
 
     async fn shard_starts(&self, stream: &str) -> Result<Vec<u128>, AwsError> {

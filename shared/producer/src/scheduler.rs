@@ -11,6 +11,7 @@ use std::collections::{HashMap, VecDeque};
 use std::time::{Duration, Instant};
 
 use riffle_codec::kpl::Aggregator;
+use riffle_codec::{Origin, stamp_origin, stamped_growth};
 use tokio::sync::OwnedSemaphorePermit;
 
 use crate::{FailedRecord, PUT_RECORDS_MAX_BYTES, PUT_RECORDS_MAX_RECORDS};
@@ -26,6 +27,8 @@ pub(crate) struct Record {
     pub enqueued: Instant,
     /// Buffer space it holds; released when the record is dropped.
     pub hold: Vec<OwnedSemaphorePermit>,
+    /// An envelope naming no origin, to be stamped with its lane's channel when it is put.
+    pub stamp: bool,
 }
 
 impl Record {
@@ -83,6 +86,65 @@ pub(crate) enum Packing {
     Aggregate { max_bytes: usize },
 }
 
+/// The origins a producer stamps (ADR 0010): one channel per lane, `<producer>/<lane>.<epoch>`,
+/// whose sequence counts the records in the order they are put. A lane has one unit in flight
+/// at a time, so a channel's records reach every shard in order. When a unit is given up on,
+/// its lane moves to a new epoch, a new channel: the failed records keep their stamps, so a
+/// caller re-sending them lands them above their channel's mark (nothing later of that channel
+/// was put), and the lane's later records do not wait for that re-send.
+#[derive(Debug)]
+pub(crate) struct Origins {
+    producer: String,
+    /// Per lane: its epoch and the next sequence. Kept when a lane empties, since a lane that
+    /// starts over at sequence 1 would be below its own mark.
+    channels: HashMap<u64, (u32, u64)>,
+}
+
+impl Origins {
+    /// Stamps for `producer`, an id no other producer (nor an earlier run) uses.
+    pub fn new(producer: String) -> Self {
+        Origins {
+            producer,
+            channels: HashMap::new(),
+        }
+    }
+
+    /// The origin the next record of `lane` gets.
+    fn next(&self, lane: u64) -> Origin {
+        let (epoch, seq) = self.channels.get(&lane).copied().unwrap_or((0, 1));
+        Origin {
+            id: format!("{}/{lane}.{epoch}", self.producer),
+            seq: seq.to_string(),
+            sub: 0,
+        }
+    }
+
+    /// Stamps `record` (if it asks for it) with the next origin of `lane`.
+    fn stamp(&mut self, lane: u64, record: &mut Record) {
+        if !record.stamp {
+            return;
+        }
+        stamp_origin(&mut record.data, &self.next(lane));
+        record.stamp = false;
+        self.channels.entry(lane).or_insert((0, 1)).1 += 1;
+    }
+
+    /// What stamping `record` on `lane` would add to it.
+    fn growth(&self, lane: u64, record: &Record) -> usize {
+        if record.stamp {
+            stamped_growth(&self.next(lane))
+        } else {
+            0
+        }
+    }
+
+    /// A unit of `lane` was given up on: the lane goes on under a new channel.
+    pub fn abandon(&mut self, lane: u64) {
+        let channel = self.channels.entry(lane).or_insert((0, 1));
+        *channel = (channel.0 + 1, 1);
+    }
+}
+
 #[derive(Debug, Default)]
 struct Lane {
     queue: VecDeque<Record>,
@@ -102,11 +164,14 @@ pub(crate) struct Scheduler {
     /// Sum of head sizes of ready lanes (what a plain request could take now).
     ready_head_bytes: usize,
     retries: Vec<(Instant, Unit)>,
+    /// The origins stamped, if the producer stamps them.
+    pub origins: Option<Origins>,
 }
 
 impl Scheduler {
-    pub fn new(packing: Packing, linger: Duration) -> Self {
+    pub fn new(packing: Packing, linger: Duration, origins: Option<Origins>) -> Self {
         Scheduler {
+            origins,
             packing,
             linger,
             lanes: HashMap::new(),
@@ -242,13 +307,20 @@ impl Scheduler {
     /// Takes the next unit of `lane_id` if it fits in `room` bytes, and marks the lane busy.
     fn take_unit(&mut self, lane_id: u64, room: usize) -> Option<Unit> {
         let lane = self.lanes.get_mut(&lane_id)?;
+        let origins = &mut self.origins;
+        let growth = |origins: &Option<Origins>, r: &Record| {
+            origins.as_ref().map_or(0, |o| o.growth(lane_id, r))
+        };
         let head = lane.queue.front()?;
-        if head.size() > room {
+        if head.size() + growth(origins, head) > room {
             return None;
         }
-        let plain = |lane: &mut Lane| {
+        let plain = |lane: &mut Lane, origins: &mut Option<Origins>| {
             let mut record = lane.queue.pop_front()?;
             lane.bytes = lane.bytes.saturating_sub(record.size());
+            if let Some(o) = origins {
+                o.stamp(lane_id, &mut record);
+            }
             let data = std::mem::take(&mut record.data);
             Some(Unit {
                 lane: lane_id,
@@ -260,31 +332,37 @@ impl Scheduler {
             })
         };
         let unit = match self.packing {
-            Packing::Plain => plain(lane),
+            Packing::Plain => plain(lane, origins),
             Packing::Aggregate { max_bytes } => {
                 let limit = max_bytes.min(room);
                 let key = head.partition_key.clone();
                 let mut agg = Aggregator::new();
                 let mut members = Vec::new();
                 while let Some(r) = lane.queue.front() {
-                    if agg.size_with(&r.partition_key, &r.data) + key.len() > limit {
+                    // The size it will have once stamped: the stamp goes on only if it fits,
+                    // so a record left for the next unit takes the next sequence then.
+                    let size = agg.size_with(&r.partition_key, &r.data) + growth(origins, r);
+                    if size + key.len() > limit {
                         break;
                     }
-                    agg.add(&r.partition_key, None, &r.data);
-                    if let Some(r) = lane.queue.pop_front() {
+                    if let Some(mut r) = lane.queue.pop_front() {
                         lane.bytes = lane.bytes.saturating_sub(r.size());
+                        if let Some(o) = origins.as_mut() {
+                            o.stamp(lane_id, &mut r);
+                        }
+                        agg.add(&r.partition_key, None, &r.data);
                         members.push(r);
                     }
                 }
                 match members.len() {
                     // Too big to wrap (or alone): a plain record, which consumers take too.
-                    0 => plain(lane),
+                    0 => plain(lane, origins),
                     1 => {
                         for r in members.into_iter().rev() {
                             lane.bytes += r.size();
                             lane.queue.push_front(r);
                         }
-                        plain(lane)
+                        plain(lane, origins)
                     }
                     _ => Some(Unit {
                         lane: lane_id,
@@ -344,6 +422,7 @@ mod tests {
             data: vec![seq as u8; len],
             enqueued: at,
             hold: Vec::new(),
+            stamp: false,
         }
     }
 
@@ -361,7 +440,7 @@ mod tests {
     #[test]
     fn waits_for_linger_unless_forced_or_full() {
         let t0 = Instant::now();
-        let mut s = Scheduler::new(Packing::Plain, LINGER);
+        let mut s = Scheduler::new(Packing::Plain, LINGER, None);
         assert!(s.take_request(t0, true).is_none(), "nothing queued");
         s.push(lane("a"), rec(0, "a", 10, t0));
         assert!(s.take_request(t0, false).is_none());
@@ -370,12 +449,12 @@ mod tests {
         s.release(lane("a"));
         assert!(s.is_idle());
 
-        let mut s = Scheduler::new(Packing::Plain, LINGER);
+        let mut s = Scheduler::new(Packing::Plain, LINGER, None);
         s.push(1, rec(0, "a", 10, t0));
         assert_eq!(seqs(&s.take_request(t0, true).unwrap()), vec![vec![0]]);
 
         // A full request's worth of distinct keys goes at once.
-        let mut s = Scheduler::new(Packing::Plain, LINGER);
+        let mut s = Scheduler::new(Packing::Plain, LINGER, None);
         for i in 0..PUT_RECORDS_MAX_RECORDS as u64 {
             s.push(i, rec(i, &format!("k{i}"), 10, t0));
         }
@@ -385,7 +464,7 @@ mod tests {
     #[test]
     fn one_record_per_key_in_flight_and_order_kept_through_retries() {
         let t0 = Instant::now();
-        let mut s = Scheduler::new(Packing::Plain, LINGER);
+        let mut s = Scheduler::new(Packing::Plain, LINGER, None);
         // a0 b1 a2 c3 a4
         for (seq, key) in [(0, "a"), (1, "b"), (2, "a"), (3, "c"), (4, "a")] {
             s.push(lane(key), rec(seq, key, 10, t0));
@@ -420,7 +499,7 @@ mod tests {
     #[test]
     fn requests_stay_within_count_and_byte_limits() {
         let t0 = Instant::now();
-        let mut s = Scheduler::new(Packing::Plain, LINGER);
+        let mut s = Scheduler::new(Packing::Plain, LINGER, None);
         for i in 0..1200u64 {
             s.push(i, rec(i, &format!("k{i}"), 10, t0));
         }
@@ -429,7 +508,7 @@ mod tests {
             .collect();
         assert_eq!(sizes, vec![500, 500, 200]);
 
-        let mut s = Scheduler::new(Packing::Plain, LINGER);
+        let mut s = Scheduler::new(Packing::Plain, LINGER, None);
         for i in 0..12u64 {
             s.push(i, rec(i, &format!("k{i}"), crate::RECORD_MAX_BYTES - 3, t0));
         }
@@ -445,7 +524,7 @@ mod tests {
     fn aggregates_pack_a_shard_in_order_within_the_size() {
         let t0 = Instant::now();
         let max = 4096;
-        let mut s = Scheduler::new(Packing::Aggregate { max_bytes: max }, LINGER);
+        let mut s = Scheduler::new(Packing::Aggregate { max_bytes: max }, LINGER, None);
         for i in 0..100u64 {
             let key = format!("k{}", i % 7);
             s.push(i % 2, rec(i, &key, 100, t0));
@@ -488,5 +567,113 @@ mod tests {
         odds.push(100);
         assert_eq!(order[&0], evens);
         assert_eq!(order[&1], odds);
+    }
+
+    /// An envelope naming no origin, asking to be stamped.
+    fn envelope(seq: u64, key: &str, at: Instant) -> Record {
+        let codec = riffle_codec::EnvelopeCodec::new(1).unwrap();
+        let data = crate::ProducerEvent::new("s", "x", 2, key, vec![0; 40])
+            .with_event_id(format!("e{seq}"))
+            .encode(&codec, 0)
+            .unwrap()
+            .2;
+        Record {
+            stamp: true,
+            data,
+            ..rec(seq, key, 0, at)
+        }
+    }
+
+    /// The origins (id, seq) inside a unit, in order.
+    fn origins_of(unit: &Unit) -> Vec<(String, String)> {
+        let codec = riffle_codec::EnvelopeCodec::new(1).unwrap();
+        let datas: Vec<Vec<u8>> = if unit.aggregated {
+            deaggregate(&unit.data)
+                .unwrap()
+                .iter()
+                .map(|r| r.data.to_vec())
+                .collect()
+        } else {
+            vec![unit.data.clone()]
+        };
+        datas
+            .iter()
+            .map(|d| {
+                let o = codec.decode(d).unwrap().origin.unwrap();
+                (o.id, o.seq)
+            })
+            .collect()
+    }
+
+    #[test]
+    fn origins_are_stamped_per_lane_in_put_order_and_a_failure_starts_a_new_channel() {
+        let t0 = Instant::now();
+        let size = envelope(0, "k", t0).size();
+        // Room for a few stamped records per aggregate, not for all ten of a lane.
+        let max = 3 * (size + 60) + 40;
+        let origins = Origins::new("p".into());
+        let mut s = Scheduler::new(Packing::Aggregate { max_bytes: max }, LINGER, Some(origins));
+        for i in 0..20u64 {
+            s.push(i % 2, envelope(i, &format!("k{}", i % 2), t0));
+        }
+        let first = s.take_request(t0, true).unwrap();
+        assert_eq!(first.len(), 2, "one unit per lane");
+        let stamps: Vec<_> = first.iter().map(origins_of).collect();
+        let seqs = |o: &[(String, String)]| o.iter().map(|(_, q)| q.clone()).collect::<Vec<_>>();
+        let upto = |from: usize, to: usize| (from..=to).map(|q| q.to_string()).collect::<Vec<_>>();
+        let (n0, n1) = (stamps[0].len(), stamps[1].len());
+        assert!((2..10).contains(&n0), "{n0} records in the first aggregate");
+        assert_eq!(seqs(&stamps[0]), upto(1, n0));
+        assert!(stamps[0].iter().all(|(id, _)| id == "p/0.0"));
+        assert!(stamps[1].iter().all(|(id, _)| id == "p/1.0"));
+        // The records left behind were not stamped: lane 0 goes on from n0 + 1.
+        let mut first = first.into_iter();
+        let lane0 = first.next().unwrap();
+        let mut lane1 = first.next().unwrap();
+        s.release(lane0.lane);
+        // Lane 1's unit is retried with the same stamps, then given up on.
+        lane1.attempts += 1;
+        s.retry_later(lane1, t0);
+        let mut rest: HashMap<u64, Vec<(String, String)>> = HashMap::new();
+        let mut lane1 = None;
+        for unit in s.take_request(t0, true).unwrap() {
+            if unit.lane == 1 {
+                lane1 = Some(unit);
+            } else {
+                rest.entry(unit.lane).or_default().extend(origins_of(&unit));
+                s.release(unit.lane);
+            }
+        }
+        let lane1 = lane1.unwrap();
+        assert_eq!(origins_of(&lane1), stamps[1]);
+        let failed = lane1.into_failed(&riffle_aws::AwsError::Entry {
+            code: "InternalFailure".into(),
+            message: String::new(),
+        });
+        s.origins.as_mut().unwrap().abandon(1);
+        s.release(1);
+        // The failed records keep their stamps, for a re-send that lands them in place.
+        assert!(failed.iter().all(|f| {
+            !riffle_codec::EnvelopeCodec::new(1)
+                .unwrap()
+                .names_no_origin(&f.data)
+        }));
+        while let Some(request) = s.take_request(t0, true) {
+            for unit in request {
+                rest.entry(unit.lane).or_default().extend(origins_of(&unit));
+                s.release(unit.lane);
+            }
+        }
+        assert_eq!(seqs(&rest[&0]), upto(n0 + 1, 10));
+        assert!(rest[&0].iter().all(|(id, _)| id == "p/0.0"));
+        assert_eq!(seqs(&rest[&1]), upto(1, 10 - n1), "a new channel");
+        assert!(rest[&1].iter().all(|(id, _)| id == "p/1.1"));
+        // A lane that empties and fills again goes on with its channel, not from 1.
+        s.push(0, envelope(9, "k0", t0));
+        let again = s.take_request(t0, true).unwrap();
+        assert_eq!(
+            origins_of(&again[0]),
+            [("p/0.0".to_string(), "11".to_string())]
+        );
     }
 }

@@ -99,6 +99,18 @@ async fn read_all(
     client: &aws_sdk_kinesis::Client,
     stream: &str,
 ) -> (Vec<(String, Vec<u8>)>, usize) {
+    let (records, kinesis_records) = read_by_shard(client, stream).await;
+    (
+        records.into_iter().map(|(_, k, d)| (k, d)).collect(),
+        kinesis_records,
+    )
+}
+
+/// As [`read_all`], with each record's shard id: `(shard, partition key, data)`.
+async fn read_by_shard(
+    client: &aws_sdk_kinesis::Client,
+    stream: &str,
+) -> (Vec<(String, String, Vec<u8>)>, usize) {
     let shards = client
         .list_shards()
         .stream_name(stream)
@@ -133,10 +145,18 @@ async fn read_all(
                 let data = r.data().as_ref();
                 if kpl::is_aggregated(data) {
                     for sub in kpl::deaggregate(data).unwrap() {
-                        out.push((sub.partition_key.to_owned(), sub.data.to_vec()));
+                        out.push((
+                            shard.shard_id().to_owned(),
+                            sub.partition_key.to_owned(),
+                            sub.data.to_vec(),
+                        ));
                     }
                 } else {
-                    out.push((r.partition_key().to_owned(), data.to_vec()));
+                    out.push((
+                        shard.shard_id().to_owned(),
+                        r.partition_key().to_owned(),
+                        data.to_vec(),
+                    ));
                 }
             }
             iterator = got.next_shard_iterator().map(str::to_owned);
@@ -378,6 +398,133 @@ async fn records_given_up_on_are_reported_by_flush() {
     let (records, _) = read_all(&client, "producer-doomed").await;
     assert!(records.iter().all(|(k, _)| k == "fine"));
     assert_eq!(records.len(), 5);
+}
+
+/// Puts every request, then loses the answer of some: the call fails as a timeout would, so
+/// the producer puts the same entries again, at new positions. Some calls fail the same way
+/// without landing at all. The closure says, per call, whether it lands and whether it is
+/// answered.
+struct LostAnswers<F> {
+    inner: KinesisPort,
+    loses: F,
+    calls: Mutex<u32>,
+}
+
+impl<F: Fn(&[PutEntry], u32) -> (bool, bool) + Send + Sync + 'static> PutRecordsPort
+    for LostAnswers<F>
+{
+    async fn put_records(
+        &self,
+        stream: &str,
+        entries: Vec<PutEntry>,
+    ) -> Result<EntryResults, AwsError> {
+        let call = {
+            let mut calls = self.calls.lock().unwrap();
+            *calls += 1;
+            *calls
+        };
+        let (lands, answered) = (self.loses)(&entries, call);
+        let results = if lands {
+            self.inner.put_records(stream, entries).await?
+        } else {
+            Vec::new()
+        };
+        if !answered {
+            return Err(AwsError::Call {
+                operation: "PutRecords",
+                code: "TimeoutError".to_owned(),
+                message: "answer lost after the records landed".to_owned(),
+                retryable: true,
+            });
+        }
+        Ok(results)
+    }
+
+    async fn shard_starts(&self, stream: &str) -> Result<Vec<u128>, AwsError> {
+        self.inner.shard_starts(stream).await
+    }
+}
+
+#[tokio::test]
+async fn stamped_origins_let_the_stages_drop_every_copy_a_retry_or_a_re_send_puts() {
+    let client = kinesis().await;
+    let stream = "producer-origins";
+    create_stream(&client, stream, 3).await;
+    let doomed = |entries: &[PutEntry]| {
+        entries.iter().any(|e| {
+            codec()
+                .decode(&e.data)
+                .ok()
+                .or_else(|| {
+                    let subs = kpl::deaggregate(&e.data).ok()?;
+                    subs.iter().find_map(|s| {
+                        codec()
+                            .decode(s.data)
+                            .ok()
+                            .filter(|env| env.event_id == "key-4:7")
+                    })
+                })
+                .is_some_and(|env| env.event_id == "key-4:7")
+        })
+    };
+    // Every third call's answer is lost; the unit holding key-4:7 does not land on its three
+    // attempts, so it is given up on and handed back to re-send, after later records of its
+    // shard went on under a new channel.
+    let doomed_calls = std::sync::atomic::AtomicU32::new(0);
+    let port = LostAnswers {
+        inner: KinesisPort::new(client.clone()),
+        loses: move |entries: &[PutEntry], call: u32| {
+            let doomed = doomed(entries)
+                && doomed_calls.fetch_add(1, std::sync::atomic::Ordering::SeqCst) < 3;
+            (!doomed, !call.is_multiple_of(3) && !doomed)
+        },
+        calls: Mutex::new(0),
+    };
+    let producer = ProducerBuilder::with_port(port, stream, codec())
+        .aggregation(true)
+        .aggregate_max_bytes(2048)
+        .origins("origins-test")
+        .linger(Duration::from_millis(5))
+        .backoff(Duration::from_millis(1), Duration::from_millis(5))
+        .max_retries(2)
+        .build()
+        .await
+        .unwrap();
+    send_all(&producer, 12, 30).await;
+    let failed = producer.flush().await.unwrap();
+    assert!(
+        failed
+            .iter()
+            .any(|f| f.event_id.as_deref() == Some("key-4:7")),
+        "{} failed",
+        failed.len()
+    );
+    // Re-sent as handed back: they keep their origins and land above their channel's mark.
+    for f in failed {
+        producer.send_framed(f.partition_key, f.data).await.unwrap();
+    }
+    assert!(producer.flush().await.unwrap().is_empty());
+    assert!(producer.stats().retries > 0);
+    assert!(producer.close().await.unwrap().is_empty());
+
+    // Read as a stage does: shard by shard in order, each record admitted by its origin.
+    let (records, _) = read_by_shard(&client, stream).await;
+    let mut gate = riffle_stage::marks::Gate::default();
+    let mut admitted: HashMap<String, usize> = HashMap::new();
+    let mut copies = 0;
+    for (shard, _, data) in &records {
+        let envelope = codec().decode(data).unwrap();
+        let origin = envelope.origin.expect("every record stamped");
+        assert!(origin.id.starts_with("origins-test-"), "{}", origin.id);
+        let seq = riffle_codec::Position::new(&origin.seq, 0).unwrap();
+        match gate.admit(shard, &origin.id, seq) {
+            Some(_) => *admitted.entry(envelope.event_id).or_default() += 1,
+            None => copies += 1,
+        }
+    }
+    assert!(copies > 0, "the lost answers put copies");
+    assert_eq!(admitted.len(), 12 * 30, "every event admitted");
+    assert!(admitted.values().all(|&n| n == 1), "and only once");
 }
 
 /// Holds every request until opened, so the buffer stays full.

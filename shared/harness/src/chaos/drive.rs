@@ -5,10 +5,9 @@ use crate::demo::{RejectsCollector, collect_rejects};
 use crate::pipeline::{Counters, Pipeline, PipelineError, STAGES};
 use crate::verify::Outcome;
 use aws_sdk_kinesis::types::ShardIteratorType;
-use riffle_aws::OutRecord;
-use riffle_aws::limits::KINESIS_PUT_RECORDS_MAX_RECORDS as PUT_CHUNK;
 use riffle_codec::EnvelopeCodec;
 use riffle_loadtest::{Generator, GeneratorConfig};
+use riffle_producer::ProducerBuilder;
 use riffle_runtime::checkpoint::{Checkpoint, CheckpointStore};
 use riffle_telemetry::names;
 use std::io::Write as _;
@@ -16,14 +15,12 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use super::port::ChaosPort;
 use super::*;
 
-/// How long the producer keeps retrying one chunk (across a kinesalite restart) before the
-/// run is declared broken.
-pub(super) const PUT_DEADLINE: Duration = Duration::from_secs(120);
-
-/// Pause before the producer sends again what was not accepted.
-pub(super) const PUT_RETRY_PAUSE: Duration = Duration::from_millis(250);
+/// Retries per Kinesis entry before the producer gives up on it and the run is declared
+/// broken: with backoff capped at 2 s, enough to ride out a kinesalite restart.
+pub(super) const PUT_RETRIES: u32 = 90;
 
 /// How often the drain is checked.
 pub(super) const DRAIN_POLL: Duration = Duration::from_secs(1);
@@ -146,15 +143,25 @@ fn start(pipeline: &Pipeline, options: &ChaosOptions) -> Result<Started, Pipelin
         .stream_name("RawStream")
         .ok_or_else(|| PipelineError::Aws("no RawStream in the templates".into()))?
         .to_string();
-    // KPL aggregates per shard in strict order, each put call with an origin of its own, as
-    // ADR 0010 asks of producers: so its retries and re-sends are copies the validator drops.
-    let producer_output = riffle_stage::AggregatingOutput::new(
-        riffle_aws::kinesis_client(pipeline.sdk()),
-        pipeline
-            .publisher()
-            .with_throttle_faults(options.throttle_rate, options.seed),
-        &stream,
+    // riffle-producer: KPL aggregates per shard, origins stamped per shard channel (ADR
+    // 0010), so its retries and the re-sends of calls whose answer was lost are copies the
+    // validator drops.
+    let resent = Arc::new(AtomicU64::new(0));
+    let port = ChaosPort::new(
+        riffle_producer::KinesisPort::new(riffle_aws::kinesis_client(pipeline.sdk())),
+        options.throttle_rate,
+        options.resend_rate,
+        options.seed ^ RESEND_SEED,
+        Arc::clone(&resent),
     );
+    let codec = EnvelopeCodec::new(pipeline.schema_ids().envelope)
+        .map_err(|e| PipelineError::Aws(e.to_string()))?;
+    let producer_output = ProducerBuilder::with_port(port, &stream, codec)
+        .aggregation(true)
+        .origins(format!("chaos-{}", options.seed))
+        // Rides out a kinesalite restart: about a minute and a half of backoff.
+        .max_retries(PUT_RETRIES)
+        .backoff(Duration::from_millis(50), Duration::from_secs(2));
     let rejects = collect_rejects(pipeline.queue_drainer("RejectsQueue")?);
     say(
         options.progress,
@@ -182,8 +189,7 @@ fn start(pipeline: &Pipeline, options: &ChaosOptions) -> Result<Started, Pipelin
         Production {
             total: options.events,
             rate: options.rate,
-            resend_rate: options.resend_rate,
-            seed: options.seed,
+            resent,
         },
         Arc::clone(&produced),
     ));
@@ -374,62 +380,56 @@ pub(super) const RESEND_SEED: u64 = 0x5e5e_4d00_0000_0001;
 pub(super) struct Production {
     total: u64,
     rate: u32,
-    /// Share of put calls sent again whole after they succeeded (a lost answer).
-    resend_rate: f64,
-    seed: u64,
+    /// User records the port made the producer put again (lost answers).
+    resent: Arc<AtomicU64>,
 }
 
 pub(super) async fn produce(
     mut generator: Generator,
-    output: riffle_stage::AggregatingOutput,
+    producer: ProducerBuilder<ChaosPort>,
     production: Production,
     produced: Arc<AtomicU64>,
 ) -> Result<Ledger, PipelineError> {
     let Production {
         total,
         rate,
-        resend_rate,
-        seed,
+        resent,
     } = production;
+    let error = |e: riffle_producer::ProducerError| PipelineError::Aws(format!("producer: {e}"));
+    let producer = producer.build().await.map_err(error)?;
     let mut ledger = Ledger::default();
-    // Its own stream of draws, apart from the kill schedule's.
-    let mut rng = SplitMix::new(seed ^ RESEND_SEED);
     let started = Instant::now();
     let mut done: u64 = 0;
-    // One origin for the run: calls go one after the other, and a call's refused records are
-    // put again before the next call starts, so every shard sees the sequence in order.
-    generator.stamp_origins(Some((format!("chaos-{seed}"), 0)));
     while done < total {
         let due = ((started.elapsed().as_secs_f64() * f64::from(rate)) as u64).min(total);
         if due <= done {
             tokio::time::sleep(Duration::from_millis(20)).await;
             continue;
         }
-        let n = usize::try_from((due - done).min(PUT_CHUNK as u64)).unwrap_or(PUT_CHUNK);
         let now = now_ms();
-        let mut events = Vec::with_capacity(n);
-        for _ in 0..n {
-            events.push(generator.next(now)?);
+        for _ in done..due {
+            let event = generator.next(now)?;
+            ledger.record(&event);
+            producer
+                .send_framed(event.partition_key, event.record)
+                .await
+                .map_err(error)?;
         }
-        let records: Vec<OutRecord> = events
-            .iter()
-            .map(|e| OutRecord {
-                partition_key: e.partition_key.clone(),
-                data: e.record.clone(),
-            })
-            .collect();
-        put_until_accepted(&output, records.clone(), &mut ledger).await?;
-        if rng.unit() < resend_rate {
-            // The answer "got lost": the whole call goes again, every record a copy.
-            put_until_accepted(&output, records, &mut ledger).await?;
-            ledger.resent += n as u64;
-        }
-        for event in &events {
-            ledger.record(event);
-        }
-        done += n as u64;
+        done = due;
         produced.store(done, Ordering::Relaxed);
     }
+    let failed = producer.close().await.map_err(error)?;
+    if let Some(first) = failed.first() {
+        return Err(PipelineError::Aws(format!(
+            "PutRecords: {} records still refused after {PUT_RETRIES} retries, e.g. {}",
+            failed.len(),
+            first.error
+        )));
+    }
+    let stats = producer.stats();
+    ledger.throttled = stats.throttled;
+    ledger.retries = stats.retries;
+    ledger.resent = resent.load(Ordering::Relaxed);
     Ok(ledger)
 }
 
@@ -437,40 +437,6 @@ pub(super) fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-pub(super) async fn put_until_accepted(
-    output: &riffle_stage::AggregatingOutput,
-    mut pending: Vec<OutRecord>,
-    ledger: &mut Ledger,
-) -> Result<(), PipelineError> {
-    let deadline = Instant::now() + PUT_DEADLINE;
-    loop {
-        let (failed, outcome) = output
-            .publish_counted(pending.clone())
-            .await
-            .map_err(|e| PipelineError::Aws(format!("PutRecords: {e}")))?;
-        ledger.throttled += outcome.throttled as u64;
-        ledger.retries += outcome.retries as u64;
-        if failed.is_empty() {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(PipelineError::Aws(format!(
-                "PutRecords: {} records still refused after {PUT_DEADLINE:?}: {:?}",
-                failed.len(),
-                riffle_aws::kinesis::failure_codes(&outcome)
-            )));
-        }
-        ledger.retries += failed.len() as u64;
-        // In order, from the first refused: the publisher sent nothing after a refused
-        // aggregate of the same shard, so the shard sees the origin's records in order.
-        pending = failed
-            .iter()
-            .filter_map(|i| pending.get(*i).cloned())
-            .collect();
-        tokio::time::sleep(PUT_RETRY_PAUSE).await;
-    }
 }
 
 /// Whether every stage has read its input stream to the end: for each shard, nothing is

@@ -28,6 +28,7 @@
 
 mod assess;
 mod drive;
+mod port;
 mod schedule;
 
 #[allow(unused_imports)]

@@ -3,8 +3,8 @@
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use riffle_archive::ArchivedRow;
-use riffle_aws::{KinesisPublisher, OutRecord, PublishConfig, PutOutcome};
 use riffle_loadtest::GeneratedEvent;
+use riffle_producer::{FailedRecord, Producer};
 use riffle_stage::RejectMessage;
 use riffle_stage::stages;
 use riffle_telemetry::names;
@@ -103,42 +103,50 @@ pub fn drained(c: &Counters, produced: u64) -> bool {
 }
 
 impl Pipeline {
-    /// Puts `events` on the raw stream, as a producer would.
+    /// A riffle producer on the raw stream: KPL aggregates per shard with origins stamped
+    /// (ADR 0010) when `aggregate`, plain records without origins otherwise (as a producer
+    /// that does not stamp them).
     ///
     /// # Errors
-    /// A call error no retry can fix.
-    pub async fn produce(
-        &self,
-        publisher: &KinesisPublisher,
-        events: &[GeneratedEvent],
-    ) -> Result<PutOutcome, PipelineError> {
+    /// The raw stream is not in the templates, or its shards cannot be listed.
+    pub async fn producer(&self, aggregate: bool) -> Result<Producer, PipelineError> {
         let stream = self
             .deployment
             .stream_name("RawStream")
             .ok_or_else(|| PipelineError::Aws("no RawStream in the templates".into()))?;
-        let records = events
-            .iter()
-            .map(|e| OutRecord {
-                partition_key: e.partition_key.clone(),
-                data: e.record.clone(),
-            })
-            .collect();
-        publisher
-            .put_all(stream, records)
+        let codec = riffle_codec::EnvelopeCodec::new(self.schema_ids.envelope)
+            .map_err(|e| PipelineError::Aws(e.to_string()))?;
+        let builder = Producer::builder(riffle_aws::kinesis_client(&self.sdk), stream, codec)
+            .aggregation(aggregate);
+        let builder = if aggregate {
+            builder.origins("riffle-dev")
+        } else {
+            builder
+        };
+        builder
+            .build()
             .await
-            .map_err(aws("PutRecords"))
+            .map_err(|e| PipelineError::Aws(format!("starting the producer: {e}")))
     }
 
-    /// A publisher onto the emulated Kinesis, in strict order (at most one record per key in
-    /// a request), as the origin marks need from aggregating producers (ADR 0010).
-    pub fn publisher(&self) -> KinesisPublisher {
-        KinesisPublisher::new(
-            riffle_aws::kinesis_client(&self.sdk),
-            PublishConfig {
-                strict_order: true,
-                ..PublishConfig::default()
-            },
-        )
+    /// Puts `events` on the raw stream through a riffle producer, as a producer team would;
+    /// returns the records it gave up on.
+    ///
+    /// # Errors
+    /// The producer could not start, or stopped.
+    pub async fn produce(
+        &self,
+        events: &[GeneratedEvent],
+    ) -> Result<Vec<FailedRecord>, PipelineError> {
+        let producer = self.producer(true).await?;
+        let error = |e: riffle_producer::ProducerError| PipelineError::Aws(e.to_string());
+        for e in events {
+            producer
+                .send_framed(e.partition_key.clone(), e.record.clone())
+                .await
+                .map_err(error)?;
+        }
+        producer.close().await.map_err(error)
     }
 
     /// Every item of the view table.

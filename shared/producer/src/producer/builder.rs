@@ -35,6 +35,11 @@ pub const DEFAULT_EMF_INTERVAL: Duration = Duration::from_secs(60);
 pub const MIN_AGGREGATE_BYTES: usize = 1024;
 /// Largest aggregate size: room is left for the longest partition key (4 bytes per character).
 pub const MAX_AGGREGATE_BYTES: usize = RECORD_MAX_BYTES - 4 * PARTITION_KEY_MAX_CHARS;
+/// Longest name for [`ProducerBuilder::origins`]: the stages keep every origin id in their marks.
+pub const MAX_ORIGIN_NAME: usize = 64;
+/// The most a stamped origin adds to a record: its id (name, `-`, 32 hex digits, `/`, lane and
+/// epoch), a sequence of up to 20 digits, and their lengths.
+pub(crate) const ORIGIN_MAX_BYTES: usize = MAX_ORIGIN_NAME + 96;
 /// The semaphore API counts permits in `u32`.
 const MAX_SEMAPHORE_PERMITS: usize = u32::MAX as usize >> 3;
 
@@ -55,6 +60,7 @@ pub struct ProducerBuilder<P> {
     max_in_flight: usize,
     emf_service: Option<String>,
     emf_interval: Duration,
+    origins: Option<String>,
 }
 
 impl<P: PutRecordsPort> ProducerBuilder<P> {
@@ -76,6 +82,7 @@ impl<P: PutRecordsPort> ProducerBuilder<P> {
             max_in_flight: DEFAULT_MAX_IN_FLIGHT,
             emf_service: None,
             emf_interval: DEFAULT_EMF_INTERVAL,
+            origins: None,
         }
     }
 
@@ -144,6 +151,20 @@ impl<P: PutRecordsPort> ProducerBuilder<P> {
         self
     }
 
+    /// Stamp every envelope with its origin (ADR 0010), so the stages drop the copies a retry
+    /// puts at new positions (a PutRecords whose answer was lost, a caller's re-send of a
+    /// [`FailedRecord`](crate::FailedRecord)): the producer id is `name` plus a part unique to
+    /// this producer, one channel per target shard. Needs aggregation (with plain records every
+    /// partition key would be a channel of its own). Envelopes from [`Producer::send`] are
+    /// stamped, and those from [`Producer::send_framed`] that name no origin; re-send failed
+    /// records as they were handed back, before anything new of their shard, and they keep
+    /// their place.
+    #[must_use]
+    pub fn origins(mut self, name: impl Into<String>) -> Self {
+        self.origins = Some(name.into());
+        self
+    }
+
     fn validate(&self) -> Result<(), ProducerError> {
         let bad = |why: String| Err(ProducerError::Config(why));
         if self.stream.is_empty() {
@@ -169,6 +190,16 @@ impl<P: PutRecordsPort> ProducerBuilder<P> {
         }
         if self.backoff_base > self.backoff_cap {
             return bad("backoff base above its cap".into());
+        }
+        if let Some(name) = &self.origins {
+            if !self.aggregation {
+                return bad("origins need aggregation (one channel per target shard)".into());
+            }
+            if name.is_empty() || name.len() > MAX_ORIGIN_NAME || name.contains('/') {
+                return bad(format!(
+                    "origin name must be 1..={MAX_ORIGIN_NAME} bytes without '/'"
+                ));
+            }
         }
         Ok(())
     }
@@ -200,6 +231,7 @@ impl<P: PutRecordsPort> ProducerBuilder<P> {
         } else {
             Packing::Plain
         };
+        let stamps = self.origins.is_some();
         let stats = Arc::new(Counters::default());
         let (tx, rx) = mpsc::unbounded_channel();
         let settings = TaskSettings {
@@ -211,6 +243,11 @@ impl<P: PutRecordsPort> ProducerBuilder<P> {
             linger: self.linger,
             emf_service: self.emf_service,
             emf_interval: self.emf_interval,
+            // A new id per producer: a channel starting over at sequence 1 under an id used
+            // before would be below that id's marks, and dropped.
+            origins: self
+                .origins
+                .map(|name| format!("{name}-{}", uuid::Uuid::now_v7().simple())),
         };
         let task = Task::new(
             self.port,
@@ -227,6 +264,7 @@ impl<P: PutRecordsPort> ProducerBuilder<P> {
             self.max_buffered_records,
             self.max_buffered_bytes,
             stats,
+            stamps,
         ))
     }
 }

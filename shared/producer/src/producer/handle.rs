@@ -10,6 +10,7 @@ use riffle_codec::EnvelopeCodec;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, TryAcquireError, mpsc, oneshot};
 use tokio::task::JoinHandle;
 
+use super::builder::ORIGIN_MAX_BYTES;
 use super::stats::Counters;
 use super::task::Msg;
 use super::{ProducerBuilder, Stats};
@@ -29,6 +30,8 @@ pub struct Producer {
     max_buffered_bytes: usize,
     max_buffered_records: usize,
     codec: EnvelopeCodec,
+    /// Whether envelopes naming no origin get one when they are put.
+    stamps: bool,
     stats: Arc<Counters>,
     closed: AtomicBool,
     task: Mutex<Option<JoinHandle<()>>>,
@@ -53,6 +56,7 @@ impl Producer {
         max_buffered_records: usize,
         max_buffered_bytes: usize,
         stats: Arc<Counters>,
+        stamps: bool,
     ) -> Self {
         Producer {
             tx,
@@ -61,6 +65,7 @@ impl Producer {
             max_buffered_bytes,
             max_buffered_records,
             codec,
+            stamps,
             stats,
             closed: AtomicBool::new(false),
             task: Mutex::new(Some(task)),
@@ -97,7 +102,9 @@ impl Producer {
         self.enqueue(record, hold)
     }
 
-    /// Queues a record that is already framed (from another Confluent-aware encoder), as is.
+    /// Queues a record that is already framed (from another Confluent-aware encoder), as is;
+    /// with [`ProducerBuilder::origins`], an envelope of this producer's version that names no
+    /// origin gets one when it is put.
     ///
     /// # Errors
     /// As [`Producer::send`].
@@ -181,7 +188,9 @@ impl Producer {
             return Err(ProducerError::Closed);
         }
         let (key, event_id, data) = event.encode(&self.codec, now_ms())?;
-        self.prepare(key, Some(event_id), data)
+        let mut record = self.prepare(key, Some(event_id), data)?;
+        record.stamp = self.stamps;
+        Ok(record)
     }
 
     fn prepare(
@@ -200,7 +209,10 @@ impl Producer {
                 max: PARTITION_KEY_MAX_CHARS,
             });
         }
-        let bytes = data.len() + partition_key.len();
+        let stamp = event_id.is_none() && self.stamps && self.codec.names_no_origin(&data);
+        // Room for the origin it gets when put, so stamping never makes it oversize.
+        let bytes =
+            data.len() + partition_key.len() + if self.stamps { ORIGIN_MAX_BYTES } else { 0 };
         if bytes > RECORD_MAX_BYTES {
             return Err(ProducerError::Oversize {
                 bytes,
@@ -214,6 +226,7 @@ impl Producer {
             data,
             enqueued: Instant::now(),
             hold: Vec::new(),
+            stamp,
         })
     }
 

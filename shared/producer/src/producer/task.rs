@@ -18,7 +18,7 @@ use super::stats::{Counters, emf_delta};
 use crate::FailedRecord;
 use crate::payload_units;
 use crate::port::{EntryResults, PutEntry, PutRecordsPort};
-use crate::scheduler::{Packing, Record, Scheduler, Unit};
+use crate::scheduler::{Origins, Packing, Record, Scheduler, Unit};
 
 /// Per-entry error code for a shard over its write throughput.
 const THROTTLED: &str = "ProvisionedThroughputExceededException";
@@ -52,6 +52,8 @@ pub(super) struct TaskSettings {
     pub(super) emf_service: Option<String>,
     /// How often they are printed.
     pub(super) emf_interval: Duration,
+    /// The producer id origins are stamped under, if they are.
+    pub(super) origins: Option<String>,
 }
 
 /// The background task: owns the queue, cuts requests, handles their outcomes.
@@ -98,7 +100,11 @@ impl<P: PutRecordsPort> Task<P> {
             backoff_base: settings.backoff_base,
             backoff_cap: settings.backoff_cap,
             max_in_flight: settings.max_in_flight,
-            scheduler: Scheduler::new(settings.packing, settings.linger),
+            scheduler: Scheduler::new(
+                settings.packing,
+                settings.linger,
+                settings.origins.map(Origins::new),
+            ),
             shard_map: shard_map.map(|m| (Instant::now(), m)),
             in_flight: JoinSet::new(),
             requests: HashMap::new(),
@@ -274,6 +280,9 @@ impl<P: PutRecordsPort> Task<P> {
                     "giving up on a Kinesis entry"
                 );
                 let lane = unit.lane;
+                if let Some(origins) = &mut self.scheduler.origins {
+                    origins.abandon(lane);
+                }
                 for m in &unit.members {
                     self.outstanding.remove(&m.seq);
                 }
