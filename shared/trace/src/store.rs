@@ -1,0 +1,315 @@
+//! Segment documents read back (from the local collector's file, or from X-Ray's
+//! BatchGetTraces, which returns the same documents), and an event's path through them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+use serde::Deserialize;
+use serde_json::Value;
+
+use crate::keys;
+
+/// What the path reader needs of one segment document.
+#[derive(Debug, Clone, Deserialize)]
+pub struct Segment {
+    /// `1-<8 hex>-<24 hex>`.
+    pub trace_id: String,
+    /// The segment's id.
+    pub id: String,
+    /// The span it continues (the previous stage's, for a stage's record span).
+    #[serde(default)]
+    pub parent_id: Option<String>,
+    /// The service (`riffle-validator`, ...).
+    pub name: String,
+    /// Epoch seconds.
+    pub start_time: f64,
+    /// Epoch seconds; absent while in progress.
+    #[serde(default)]
+    pub end_time: Option<f64>,
+    /// Indexed annotations (event id, stage, outcome, reason, where).
+    #[serde(default)]
+    pub annotations: HashMap<String, Value>,
+    /// Set for a span that ended in a fault (retried, dead-lettered).
+    #[serde(default)]
+    pub fault: bool,
+}
+
+impl Segment {
+    fn annotation(&self, key: &str) -> Option<String> {
+        match self.annotations.get(key)? {
+            Value::String(s) => Some(s.clone()),
+            other => Some(other.to_string()),
+        }
+    }
+}
+
+/// Errors reading documents or finding an event in them.
+#[derive(Debug, thiserror::Error)]
+pub enum TraceError {
+    /// The documents could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// No document names the event.
+    #[error(
+        "no trace names event {0}: either it was not sampled (traces start at the validator's \
+         RIFFLE_TRACE_SAMPLE_RATE, or the producer's Sampled flag), its stages have not run yet, \
+         or no such event was produced"
+    )]
+    Unknown(String),
+}
+
+/// Every whole document in `path` (one per line; lines that are not documents are skipped).
+///
+/// # Errors
+/// The file cannot be read.
+pub fn read(path: &Path) -> Result<Vec<Segment>, TraceError> {
+    let text = std::fs::read_to_string(path).map_err(|source| TraceError::Read {
+        path: path.display().to_string(),
+        source,
+    })?;
+    Ok(text
+        .lines()
+        .filter_map(|line| serde_json::from_str(line).ok())
+        .collect())
+}
+
+/// One stage's handling of the event (one attempt).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Hop {
+    /// The stage.
+    pub stage: String,
+    /// When it took the batch up, and when the record's effect landed (epoch seconds).
+    pub start: f64,
+    /// See `start`; `None` while in progress.
+    pub end: Option<f64>,
+    /// What became of the record (`published`, `rejected`, `viewed`, ...).
+    pub outcome: String,
+    /// Why (reject code, failure) or where (view item, archive object).
+    pub detail: Option<String>,
+    /// Time on the stream before this stage took it up: after the previous stage's end, or
+    /// after the producer's put for the first stage (ms).
+    pub waited_ms: Option<f64>,
+}
+
+/// Where an event went, stage by stage.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EventPath {
+    /// The event.
+    pub event_id: String,
+    /// Its trace.
+    pub trace_id: String,
+    /// Every stage's handling, in time order (a retried batch shows each attempt).
+    pub hops: Vec<Hop>,
+}
+
+/// Outcomes after which the event goes nowhere else.
+const TERMINAL: [&str; 2] = ["rejected", "dead_lettered"];
+
+impl EventPath {
+    /// Whether the event reached its ends: rejected or dead-lettered, or both counted into
+    /// the view and archived.
+    pub fn complete(&self) -> bool {
+        let has = |o: &str| self.hops.iter().any(|h| h.outcome == o);
+        TERMINAL.iter().any(|o| has(o)) || (has("viewed") && has("archived"))
+    }
+
+    /// From the first stage's start to the last effect (ms).
+    pub fn total_ms(&self) -> Option<f64> {
+        let start = self.hops.first()?.start - self.hops.first()?.waited_ms.unwrap_or(0.0) / 1e3;
+        let end = self
+            .hops
+            .iter()
+            .filter_map(|h| h.end)
+            .fold(f64::MIN, f64::max);
+        (end > f64::MIN).then_some((end - start) * 1e3)
+    }
+}
+
+/// The path of `event_id` through `segments`.
+///
+/// # Errors
+/// [`TraceError::Unknown`] when no segment names it.
+pub fn path(segments: &[Segment], event_id: &str) -> Result<EventPath, TraceError> {
+    let mine: Vec<&Segment> = segments
+        .iter()
+        .filter(|s| s.annotation(keys::EVENT_ID).as_deref() == Some(event_id))
+        .collect();
+    let first = mine
+        .iter()
+        .min_by(|a, b| a.start_time.total_cmp(&b.start_time))
+        .ok_or_else(|| TraceError::Unknown(event_id.to_owned()))?;
+    let trace_id = first.trace_id.clone();
+    let mut hops: Vec<(&Segment, Hop)> = mine
+        .iter()
+        .filter(|s| s.trace_id == trace_id)
+        .map(|s| (*s, hop(s)))
+        .collect();
+    hops.sort_by(|a, b| a.1.start.total_cmp(&b.1.start));
+    // A stage's wait: after the end of the span it continues (its parent), else after the
+    // producer's put.
+    let ends: HashMap<&str, f64> = hops
+        .iter()
+        .filter_map(|(s, h)| Some((s.id.as_str(), h.end?)))
+        .collect();
+    let mut out = Vec::with_capacity(hops.len());
+    for (segment, mut hop) in hops {
+        let before = segment
+            .parent_id
+            .as_deref()
+            .and_then(|p| ends.get(p).copied())
+            .or_else(|| {
+                segment
+                    .annotation(keys::INGEST_TIME)
+                    .and_then(|t| t.parse::<f64>().ok())
+                    .map(|ms| ms / 1e3)
+            });
+        hop.waited_ms = before.map(|t| ((hop.start - t) * 1e3).max(0.0));
+        out.push(hop);
+    }
+    Ok(EventPath {
+        event_id: event_id.to_owned(),
+        trace_id,
+        hops: out,
+    })
+}
+
+fn hop(s: &Segment) -> Hop {
+    Hop {
+        stage: s.annotation(keys::STAGE).unwrap_or_else(|| s.name.clone()),
+        start: s.start_time,
+        end: s.end_time,
+        outcome: s
+            .annotation(keys::OUTCOME)
+            .unwrap_or_else(|| "in progress".to_owned()),
+        detail: s
+            .annotation(keys::REASON)
+            .or_else(|| s.annotation(keys::WHERE)),
+        waited_ms: None,
+    }
+}
+
+/// The `n` complete paths with the longest total time, slowest first.
+pub fn slowest(segments: &[Segment], n: usize) -> Vec<EventPath> {
+    let mut ids: BTreeMap<String, ()> = BTreeMap::new();
+    for s in segments {
+        if let Some(id) = s.annotation(keys::EVENT_ID) {
+            ids.insert(id, ());
+        }
+    }
+    let mut paths: Vec<(f64, EventPath)> = ids
+        .keys()
+        .filter_map(|id| path(segments, id).ok())
+        .filter(EventPath::complete)
+        .filter_map(|p| Some((p.total_ms()?, p)))
+        .collect();
+    paths.sort_by(|a, b| b.0.total_cmp(&a.0));
+    paths.into_iter().take(n).map(|(_, p)| p).collect()
+}
+
+/// `path` as a person reads it: one line per stage with its wait and time.
+pub fn render(path: &EventPath) -> String {
+    let mut out = format!("event {}  trace {}\n", path.event_id, path.trace_id);
+    for hop in &path.hops {
+        let wait = hop
+            .waited_ms
+            .map_or_else(|| "        ".to_owned(), |w| format!("{w:>6.0} ms"));
+        let took = hop.end.map_or_else(
+            || "   ... ".to_owned(),
+            |e| format!("{:>5.0} ms", (e - hop.start) * 1e3),
+        );
+        let detail = hop
+            .detail
+            .as_deref()
+            .map_or_else(String::new, |d| format!(" ({d})"));
+        out.push_str(&format!(
+            "  ├─ waited {wait} on the stream, then {:<10} {took}  {}{detail}\n",
+            hop.stage, hop.outcome
+        ));
+    }
+    match path.total_ms() {
+        Some(total) if path.complete() => {
+            out.push_str(&format!(
+                "  └─ done: {total:.0} ms from put to last effect\n"
+            ));
+        }
+        _ => out.push_str(
+            "  └─ not complete yet: later stages have not handled it (or their spans are \
+             still on the way)\n",
+        ),
+    }
+    out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn seg(
+        id: &str,
+        parent: Option<&str>,
+        stage: &str,
+        start: f64,
+        end: f64,
+        outcome: &str,
+    ) -> Segment {
+        let mut annotations = HashMap::new();
+        annotations.insert("event_id".into(), Value::String("e-1".into()));
+        annotations.insert("stage".into(), Value::String(stage.into()));
+        annotations.insert("outcome".into(), Value::String(outcome.into()));
+        Segment {
+            trace_id: "1-5f000000-000000000000000000000001".into(),
+            id: id.into(),
+            parent_id: parent.map(str::to_owned),
+            name: format!("riffle-{stage}"),
+            start_time: start,
+            end_time: Some(end),
+            annotations,
+            fault: false,
+        }
+    }
+
+    #[test]
+    fn a_path_orders_the_stages_and_measures_each_wait() {
+        let mut first = seg("a", None, "validator", 10.0, 10.1, "published");
+        first
+            .annotations
+            .insert("ingest_time".into(), Value::from(9_800));
+        let segments = vec![
+            seg("d", Some("b"), "archiver", 12.0, 12.5, "archived"),
+            first,
+            seg("b", Some("a"), "enricher", 10.4, 10.45, "published"),
+            seg("c", Some("b"), "aggregator", 11.0, 11.2, "viewed"),
+        ];
+        let p = path(&segments, "e-1").unwrap();
+        let stages: Vec<_> = p.hops.iter().map(|h| h.stage.as_str()).collect();
+        assert_eq!(stages, ["validator", "enricher", "aggregator", "archiver"]);
+        let waits: Vec<_> = p
+            .hops
+            .iter()
+            .map(|h| h.waited_ms.unwrap().round())
+            .collect();
+        assert_eq!(waits, [200.0, 300.0, 550.0, 1550.0]);
+        assert!(p.complete());
+        assert_eq!(p.total_ms().unwrap().round(), 2700.0);
+        let text = render(&p);
+        assert!(
+            text.contains("archiver") && text.contains("done: 2700 ms"),
+            "{text}"
+        );
+        assert!(matches!(
+            path(&segments, "nope"),
+            Err(TraceError::Unknown(_))
+        ));
+        // Without the archiver it is not complete yet.
+        let p = path(&segments[1..], "e-1").unwrap();
+        assert!(!p.complete());
+        assert!(render(&p).contains("not complete"));
+        assert_eq!(slowest(&segments, 5).len(), 1);
+    }
+}
