@@ -27,6 +27,8 @@ pub(crate) struct Candidate<'a> {
     ingest_time: i64,
     /// The origin id and sequence the record is deduplicated by.
     origin: (&'a str, Position),
+    /// Index of the record in the decoded batch.
+    decoded: usize,
 }
 
 /// The usable records of a batch.
@@ -53,7 +55,7 @@ pub(crate) fn usable<'a>(
     let mut shards: Vec<String> = Vec::new();
     let mut candidates = Vec::with_capacity(records.len());
     let mut elsewhere = 0;
-    for decoded in records {
+    for (decoded_index, decoded) in records.iter().enumerate() {
         if redriven_elsewhere(&decoded.envelope, SERVICE) {
             elsewhere += 1;
             continue;
@@ -86,6 +88,7 @@ pub(crate) fn usable<'a>(
             position,
             ingest_time: decoded.envelope.ingest_time,
             origin: origin_of(&decoded.envelope, position),
+            decoded: decoded_index,
         });
     }
     Usable {
@@ -153,6 +156,8 @@ pub(crate) struct Admitted<'a> {
     pub(crate) tickets: Vec<Ticket>,
     /// Ingest time of each admitted record, for the ingest-to-view latency.
     pub(crate) ingested: Vec<i64>,
+    /// Index in the decoded batch of each admitted record, for its trace span.
+    pub(crate) decoded: Vec<usize>,
 }
 
 /// Lets through `candidates` above their origin's mark in `gate` (of the batch's `shards`);
@@ -168,6 +173,7 @@ pub(crate) fn admit<'a>(
         points: Vec::with_capacity(candidates.len()),
         tickets: Vec::with_capacity(candidates.len()),
         ingested: Vec::with_capacity(candidates.len()),
+        decoded: Vec::with_capacity(candidates.len()),
     };
     for c in candidates {
         let shard = shards.get(c.shard as usize).map_or("", String::as_str);
@@ -187,6 +193,7 @@ pub(crate) fn admit<'a>(
         });
         admitted.tickets.push(ticket);
         admitted.ingested.push(c.ingest_time);
+        admitted.decoded.push(c.decoded);
     }
     admitted
 }

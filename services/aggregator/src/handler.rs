@@ -20,7 +20,8 @@ use riffle_runtime::{HandlerError, KinesisHandler};
 use riffle_telemetry::Metrics;
 
 use riffle_stage::dead_letter::park;
-use riffle_stage::decode::{DecodedBatch, decode_batch};
+use riffle_stage::decode::{Decoded, DecodedBatch, decode_batch};
+use riffle_stage::trace::{BatchSpans, Outcome, Tracer};
 use riffle_stage::{RejectMessage, Rejects};
 
 use crate::AggregatorError;
@@ -77,6 +78,7 @@ pub struct Aggregator<S, V, M, D> {
     pub(crate) dead_letters: D,
     pub(crate) windows: HashMap<String, u32>,
     pub(crate) ttl_days: u32,
+    pub(crate) tracer: Tracer,
 }
 
 impl<S, V, M, D> std::fmt::Debug for Aggregator<S, V, M, D> {
@@ -109,7 +111,15 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
             dead_letters,
             windows,
             ttl_days,
+            tracer: Tracer::off(),
         }
+    }
+
+    /// Traces the records through `tracer` (X-Ray; only records whose envelope says sampled).
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Handles one Lambda batch: `Ok` with no item failures once every record is in the
@@ -159,8 +169,9 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
         event: &KinesisEvent,
         now_ms: i64,
     ) -> Result<BatchReport, AggregatorError> {
+        let mut spans = BatchSpans::new(SERVICE);
         let DecodedBatch {
-            records,
+            mut records,
             mut parked,
         } = decode_batch(SERVICE, &self.codec, &self.schemas, &event.records).await?;
         let Usable {
@@ -186,6 +197,7 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
             points,
             tickets,
             mut ingested,
+            decoded,
         } = admit(&mut gate, &shards, candidates, &mut report);
         if report.duplicates > 0 {
             tracing::info!(
@@ -204,6 +216,9 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
             &mut report,
         )
         .await?;
+        if self.tracer.is_on() {
+            self.trace_records(&mut spans, &mut records, &decoded, &done);
+        }
         let committed = self.move_marks(gate, &tickets, done, now_ms).await?;
         report.mark_writes = committed.writes;
         report.ingest_to_view_ms = quantiles(
@@ -218,6 +233,38 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
             );
         }
         Ok(report)
+    }
+
+    /// Closes the spans of the admitted records (`decoded` indexes `records`): counted into
+    /// their view item when `done` holds them (the view item key is the span's `where`, so
+    /// X-Ray finds every trace that contributed to an item), left for the retry otherwise.
+    fn trace_records(
+        &self,
+        spans: &mut BatchSpans,
+        records: &mut [Decoded],
+        decoded: &[usize],
+        done: &[u32],
+    ) {
+        let mut landed = vec![false; decoded.len()];
+        for i in done {
+            if let Some(l) = landed.get_mut(*i as usize) {
+                *l = true;
+            }
+        }
+        for (admitted, &d) in decoded.iter().enumerate() {
+            let Some(record) = records.get_mut(d) else {
+                continue;
+            };
+            spans.open(&self.tracer, record.index, &mut record.envelope, false);
+            let outcome = match &record.envelope.enrichment {
+                Some(e) if landed[admitted] => {
+                    Outcome::Viewed(format!("{}@{}", e.agg_key, e.window_start))
+                }
+                _ => Outcome::Retried("its view item was not written".into()),
+            };
+            spans.close(record.index, &outcome);
+        }
+        self.tracer.flush();
     }
 
     /// Sends the records no retry can fix to the dead-letter queue. Parked first: if the

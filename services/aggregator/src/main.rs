@@ -49,6 +49,7 @@ async fn main() -> Result<(), BoxError> {
         dead_letters,
         windows,
         config.view_ttl_days,
-    );
+    )
+    .with_tracer(riffle_stage::trace::Tracer::from_env("riffle-aggregator"));
     riffle_runtime::run_kinesis(handler).await
 }

@@ -44,6 +44,7 @@ use riffle_runtime::{HandlerError, KinesisHandler};
 use riffle_stage::dead_letter::park;
 use riffle_stage::decode::{DecodedBatch, decode_batch};
 use riffle_stage::marks::{Gate, MarkStore, Marks};
+use riffle_stage::trace::{BatchSpans, Outcome, Tracer};
 use riffle_stage::{RejectMessage, Rejects};
 use riffle_telemetry::Metrics;
 
@@ -95,6 +96,7 @@ pub struct Archiver<S, O, M, I, D> {
     pub(crate) intents: I,
     pub(crate) dead_letters: D,
     pub(crate) prefix: String,
+    pub(crate) tracer: Tracer,
 }
 
 impl<S, O, M, I, D> std::fmt::Debug for Archiver<S, O, M, I, D> {
@@ -134,7 +136,15 @@ where
             intents,
             dead_letters,
             prefix: prefix.into(),
+            tracer: Tracer::off(),
         }
+    }
+
+    /// Traces the records through `tracer` (X-Ray; only records whose envelope says sampled).
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Handles one Lambda batch: `Ok` with no item failures once every record is archived,
@@ -184,6 +194,7 @@ where
         event: &KinesisEvent,
         now_ms: i64,
     ) -> Result<BatchReport, ArchiverError> {
+        let mut spans = BatchSpans::new(SERVICE);
         let DecodedBatch {
             records,
             mut parked,
@@ -214,6 +225,22 @@ where
             );
         }
 
+        // Each row's span names the partition it lands in; the archived row keeps the header
+        // naming the archiver's span, so a row leads back to its trace.
+        let mut partitions = Vec::new();
+        if self.tracer.is_on() {
+            for (i, f) in fresh.iter_mut().enumerate() {
+                spans.open_header(
+                    &self.tracer,
+                    i,
+                    &mut f.row.trace_header,
+                    &f.row.event_id,
+                    None,
+                );
+                let p = &f.partition;
+                partitions.push(format!("subject={}/dt={}/hour={}", p.subject, p.dt, p.hour));
+            }
+        }
         let groups = groups(&self.prefix, fresh, &recovery.existing)?;
         write_groups(
             &self.store,
@@ -225,6 +252,10 @@ where
             &mut report,
         )
         .await?;
+        for (i, partition) in partitions.into_iter().enumerate() {
+            spans.close(i, &Outcome::Archived(partition));
+        }
+        self.tracer.flush();
         // Records found durable with no group left to write still move the marks.
         report.mark_writes += self.commit_marks(&mut gate, now_secs).await?;
         report.objects.sort();

@@ -50,6 +50,7 @@ async fn main() -> Result<(), BoxError> {
         intents,
         dead_letters,
         config.archive_prefix,
-    );
+    )
+    .with_tracer(riffle_stage::trace::Tracer::from_env("riffle-archiver"));
     riffle_runtime::run_kinesis(handler).await
 }

@@ -24,6 +24,7 @@ use riffle_stage::marks::{MarkStore, Marks};
 use riffle_stage::schemas::{
     BatchSchemas, learn_envelope_versions, payload_schema, resolve_payload_schemas, take_outage,
 };
+use riffle_stage::trace::{BatchSpans, Outcome, Tracer};
 use riffle_stage::{
     Failures, KinesisEvent, KinesisEventRecord, KinesisEventResponse, OutRecord, Output,
     OutputError, RejectMessage, Rejects,
@@ -75,6 +76,7 @@ pub struct Enricher<S, R, O, D, M> {
     output: O,
     dlq: D,
     marks: Marks<M>,
+    tracer: Tracer,
 }
 
 impl<S, R, O, D, M> std::fmt::Debug for Enricher<S, R, O, D, M> {
@@ -127,7 +129,15 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
             output,
             dlq,
             marks,
+            tracer: Tracer::off(),
         }
+    }
+
+    /// Traces the records through `tracer` (X-Ray; only records whose envelope says sampled).
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Enriches one batch.
@@ -136,6 +146,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
     /// Registry, reference data or output unavailable: the batch is retried as a whole.
     pub async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, EnricherError> {
         let records = &event.records;
+        let mut spans = BatchSpans::new(STAGE);
         let data = records.iter().map(|r| r.kinesis.data.as_slice());
         let unavailable = learn_envelope_versions(&self.envelopes, &self.schemas, data).await;
         if let Some(id) = unavailable.first() {
@@ -185,9 +196,11 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
                     lookup,
                     derived,
                 } => {
+                    spans.open(&self.tracer, i, &mut envelope, false);
                     let derived = match derived {
                         Ok(derived) => derived,
                         Err((code, why)) => {
+                            spans.close(i, &Outcome::DeadLettered(format!("{code}: {why}")));
                             dead.push(dead_letter(record, code, why, Some(&envelope)));
                             continue;
                         }
@@ -207,18 +220,21 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
                     envelope.stage_times.insert(STAGE.to_string(), now);
                     match self.envelopes.encode(&envelope) {
                         Ok(bytes) => {
-                            out_records.push(record);
+                            out_records.push((i, record));
                             out.push(OutRecord {
                                 partition_key: record.kinesis.partition_key.clone(),
                                 data: bytes,
                             });
                         }
-                        Err(e) => dead.push(dead_letter(
-                            record,
-                            e.code(),
-                            e.to_string(),
-                            Some(&envelope),
-                        )),
+                        Err(e) => {
+                            spans.close(i, &Outcome::DeadLettered(e.to_string()));
+                            dead.push(dead_letter(
+                                record,
+                                e.code(),
+                                e.to_string(),
+                                Some(&envelope),
+                            ));
+                        }
                     }
                 }
                 Plan::DeadLetter(code, why) => dead.push(dead_letter(record, code, why, None)),
@@ -240,7 +256,11 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
             .unzip();
         let (published, sent) = tokio::join!(self.output.publish(out), self.dlq.reject(messages));
         for index in published? {
-            if let Some(record) = out_records.get(index) {
+            if let Some((i, record)) = out_records.get(index) {
+                spans.close(
+                    *i,
+                    &Outcome::Retried("the enriched stream refused it".into()),
+                );
                 failures.fail(record);
             }
         }
@@ -249,6 +269,8 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
                 failures.fail(record);
             }
         }
+        spans.close_all(&Outcome::Published);
+        self.tracer.flush();
         metrics.count(names::RECORDS_FAILED, failures.len() as u64);
         let committed = self
             .marks

@@ -20,6 +20,7 @@ use riffle_codec::source::SchemaSource;
 use riffle_codec::{EnvelopeCodec, SchemaCache};
 use riffle_stage::marks::{MarkStore, Marks};
 use riffle_stage::schemas::{learn_envelope_versions, resolve_payload_schemas};
+use riffle_stage::trace::{BatchSpans, Outcome, Tracer};
 use riffle_stage::{
     Failures, KinesisEvent, KinesisEventResponse, OutRecord, Output, OutputError, Rejects,
 };
@@ -59,6 +60,7 @@ pub struct Validator<S, O, R, M> {
     output: O,
     rejects: R,
     marks: Marks<M>,
+    tracer: Tracer,
 }
 
 impl<S, O, R, M> std::fmt::Debug for Validator<S, O, R, M> {
@@ -88,7 +90,16 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
             output,
             rejects,
             marks,
+            tracer: Tracer::off(),
         }
+    }
+
+    /// Traces the records through `tracer` (X-Ray; the validator starts the traces of
+    /// events that carry none).
+    #[must_use]
+    pub fn with_tracer(mut self, tracer: Tracer) -> Self {
+        self.tracer = tracer;
+        self
     }
 
     /// Validates one batch.
@@ -100,6 +111,7 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
         event: KinesisEvent,
     ) -> Result<KinesisEventResponse, ValidatorError> {
         let records = &event.records;
+        let mut spans = BatchSpans::new(STAGE);
         let data = records.iter().map(|r| r.kinesis.data.as_slice());
         let unavailable = learn_envelope_versions(&self.envelopes, &self.schemas, data).await;
         let mut envelopes: Vec<_> = records
@@ -118,9 +130,12 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
         let mut valid = Vec::with_capacity(records.len());
         let mut rejected = Vec::new();
         let mut failures = Failures::default();
-        for (i, (record, envelope)) in records.iter().zip(envelopes).enumerate() {
+        for (i, (record, mut envelope)) in records.iter().zip(envelopes).enumerate() {
             if batch.is_copy(i) {
                 continue;
+            }
+            if let Ok(e) = &mut envelope {
+                spans.open(&self.tracer, i, e, true);
             }
             match verdict::judge(
                 &self.envelopes,
@@ -132,17 +147,18 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
                 now,
             ) {
                 Verdict::Valid(bytes) => valid.push((
-                    record,
+                    (i, record),
                     OutRecord {
                         partition_key: record.kinesis.partition_key.clone(),
                         data: bytes,
                     },
                 )),
                 Verdict::Reject(reject) => {
-                    rejected.push((record, reject.into_message(STAGE, record)))
+                    rejected.push(((i, record), reject.into_message(STAGE, record)))
                 }
                 Verdict::Retry(why) => {
                     tracing::warn!(seq = %record.kinesis.sequence_number, %why, "will retry record");
+                    spans.close(i, &Outcome::Retried(why));
                     failures.fail(record);
                 }
             }
@@ -156,6 +172,15 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
         metrics.count(names::DUPLICATES_DROPPED, batch.copies() as u64);
 
         let (valid_records, out): (Vec<_>, Vec<_>) = valid.into_iter().unzip();
+        // Codes kept for the spans before the messages become SQS bodies.
+        let reject_codes: Vec<(usize, String)> = if spans.any() {
+            rejected
+                .iter()
+                .map(|((i, _), msg)| (*i, msg.code.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
         let (rejected_records, messages): (Vec<_>, Vec<_>) = rejected
             .into_iter()
             .enumerate()
@@ -164,15 +189,25 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
         let (published, sent) =
             tokio::join!(self.output.publish(out), self.rejects.reject(messages));
         for index in published? {
-            if let Some(record) = valid_records.get(index) {
+            if let Some((i, record)) = valid_records.get(index) {
+                spans.close(
+                    *i,
+                    &Outcome::Retried("the validated stream refused it".into()),
+                );
                 failures.fail(record);
             }
         }
         for index in sent? {
-            if let Some(record) = rejected_records.get(index) {
+            if let Some((i, record)) = rejected_records.get(index) {
+                spans.close(*i, &Outcome::Retried("the rejects queue refused it".into()));
                 failures.fail(record);
             }
         }
+        for (i, code) in reject_codes {
+            spans.close(i, &Outcome::Rejected(code));
+        }
+        spans.close_all(&Outcome::Published);
+        self.tracer.flush();
         metrics.count(names::RECORDS_FAILED, failures.len() as u64);
         let committed = self
             .marks

@@ -53,6 +53,7 @@ async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
             DynamoMarks::new(riffle_aws::dynamodb_client(&sdk), &config.marks_table),
             DEFAULT_MARK_WINDOW,
         ),
-    );
+    )
+    .with_tracer(riffle_stage::trace::Tracer::from_env("riffle-validator"));
     riffle_runtime::run_kinesis(handler).await
 }

@@ -5,7 +5,8 @@
 //!
 //! Layout: [`schema`] (`riffle schema`: register, check, list, diff), [`dlq`]
 //! (`riffle dlq list | show | redrive`), [`replay`] (`riffle replay`, the view rebuilt from
-//! the archive), [`compact`] (`riffle archive compact`), [`dev`] (harness commands handed to
+//! the archive), [`compact`] (`riffle archive compact`), [`trace`] (`riffle trace`, an
+//! event's path from its X-Ray segments), [`dev`] (harness commands handed to
 //! `riffle-dev`), [`error`] ([`OpsError`]). `main.rs` is the command line over these.
 
 pub mod compact;
@@ -14,5 +15,6 @@ pub mod dlq;
 pub mod error;
 pub mod replay;
 pub mod schema;
+pub mod trace;
 
 pub use error::OpsError;

@@ -28,6 +28,8 @@ enum Command {
     Replay(riffle_cli::replay::ReplayArgs),
     /// Dead-letter and rejects queues: list them, show messages, redrive records.
     Dlq(riffle_cli::dlq::DlqArgs),
+    /// Where one event went, stage by stage (X-Ray), or the slowest recent events.
+    Trace(riffle_cli::trace::TraceArgs),
     /// Commands of the developer harness (`riffle-dev`: demo, chaos, schema-gate), run
     /// from the `riffle-dev` binary beside this one when it is installed.
     #[command(external_subcommand)]
@@ -42,6 +44,7 @@ async fn main() -> ExitCode {
         Command::Archive(args) => riffle_cli::compact::main(args).await,
         Command::Replay(args) => riffle_cli::replay::main(args).await,
         Command::Dlq(args) => riffle_cli::dlq::main(args).await,
+        Command::Trace(args) => riffle_cli::trace::main(&args),
         Command::Dev(args) => riffle_cli::dev::forward(&args),
     }
 }

@@ -33,6 +33,8 @@ pub struct DemoOptions {
     pub progress: bool,
     /// Pack events into KPL aggregates per shard, as a high-volume producer would.
     pub aggregate: bool,
+    /// Share of events without a trace header the validator starts an X-Ray trace for.
+    pub trace_sample_rate: f64,
 }
 
 impl Default for DemoOptions {
@@ -46,6 +48,8 @@ impl Default for DemoOptions {
             idle_timeout: Duration::from_secs(60),
             progress: true,
             aggregate: true,
+            // Every event, so `riffle trace` finds any id the demo produced.
+            trace_sample_rate: 1.0,
         }
     }
 }
@@ -72,6 +76,8 @@ pub struct Report {
     /// DynamoDB items the local DynamoDB was asked for by the stages (the registry's table
     /// left out), from its request recorder: what the stages' own metrics must equal.
     pub emulator_dynamo: riffle_local::recording::ItemCounts,
+    /// An archived event to trace, and where the local X-Ray daemon keeps the documents.
+    pub trace_example: Option<(String, std::path::PathBuf)>,
 }
 
 fn now_ms() -> i64 {
@@ -110,7 +116,11 @@ pub async fn run(
 ) -> Result<Report, PipelineError> {
     let steps = std::sync::atomic::AtomicUsize::new(0);
     let show = options.progress;
-    let mut pipeline = Pipeline::start(pipeline_options, |step| {
+    let stage_env = vec![(
+        riffle_trace::SAMPLE_RATE_ENV.to_owned(),
+        options.trace_sample_rate.to_string(),
+    )];
+    let mut pipeline = Pipeline::start_with_env(pipeline_options, stage_env, |step| {
         let n = steps.fetch_add(1, std::sync::atomic::Ordering::Relaxed) + 1;
         say(show, &format!("[{n}] {step}"));
     })
@@ -232,7 +242,13 @@ async fn produce_and_check(
     }
     .with_view_items(&items);
     let differences = verify::differences(&truth, &outcome);
+    let trace_example = outcome
+        .rows
+        .first()
+        .map(|r| r.event_id.clone())
+        .zip(pipeline.trace_store());
     Ok(Report {
+        trace_example,
         truth,
         outcome,
         counters,
@@ -416,6 +432,12 @@ pub fn render(report: &Report) -> String {
         produce_secs,
         secs - produce_secs,
     ));
+    if let Some((event_id, store)) = &report.trace_example {
+        line(format!(
+            "traces              riffle trace {event_id}   (X-Ray documents in {})",
+            store.display()
+        ));
+    }
     if report.differences.is_empty() {
         line("check               OK: view, archive and rejects match the generator's ground truth exactly".into());
     } else {

@@ -49,6 +49,10 @@ enum Command {
         /// Put one Kinesis record per event instead of KPL aggregates packed per shard.
         #[arg(long)]
         no_aggregate: bool,
+        /// Share of events the validator starts an X-Ray trace for (0..=1); every one by
+        /// default, so `riffle trace` finds any event the demo produced.
+        #[arg(long, default_value_t = 1.0)]
+        trace_sample_rate: f64,
     },
     /// The guarantees under faults: run the local pipeline while killing stage processes,
     /// injecting handler errors and throttling, and restarting kinesalite; then check that
@@ -153,9 +157,14 @@ async fn main() -> ExitCode {
             seed,
             idle_timeout,
             no_aggregate,
+            trace_sample_rate,
         } => {
             if !(0.0..=1.0).contains(&invalid_ratio) {
                 eprintln!("error: --invalid-ratio must be between 0 and 1");
+                return ExitCode::from(2);
+            }
+            if !(0.0..=1.0).contains(&trace_sample_rate) {
+                eprintln!("error: --trace-sample-rate must be between 0 and 1");
                 return ExitCode::from(2);
             }
             if rate == 0 {
@@ -171,6 +180,7 @@ async fn main() -> ExitCode {
                 idle_timeout: Duration::from_secs(idle_timeout),
                 progress: true,
                 aggregate: !no_aggregate,
+                trace_sample_rate,
             };
             on_checkout(
                 "demo",

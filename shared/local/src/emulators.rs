@@ -36,6 +36,9 @@ pub struct Emulators {
     dedicated: Vec<Dedicated>,
     state_dir: PathBuf,
     root: PathBuf,
+    /// The X-Ray daemon of the local stack (UDP on loopback), keeping segments under
+    /// `state_dir/xray`.
+    xray: riffle_trace::Collector,
 }
 
 /// A moto process that serves one service alone.
@@ -134,8 +137,11 @@ impl Emulators {
             });
         }
         let kinesis_endpoint = format!("http://127.0.0.1:{}", kinesis.port);
-        tracing::debug!(%kinesis_endpoint, %moto_endpoint, state_dir = %state_dir.display(), "emulators ready");
+        let xray = riffle_trace::Collector::start(&state_dir.join("xray"))
+            .map_err(LocalError::io("starting the local X-Ray daemon".to_owned()))?;
+        tracing::debug!(%kinesis_endpoint, %moto_endpoint, xray = %xray.address(), state_dir = %state_dir.display(), "emulators ready");
         Ok(Emulators {
+            xray,
             kinesis,
             moto,
             kinesis_endpoint,
@@ -225,7 +231,16 @@ impl Emulators {
         .into_iter()
         .map(|(k, v)| (k.to_owned(), v.to_owned()))
         .chain(dedicated)
+        .chain([(
+            riffle_trace::DAEMON_ADDRESS_ENV.to_owned(),
+            self.xray.address().to_string(),
+        )])
         .collect()
+    }
+
+    /// The file the local X-Ray daemon keeps segment documents in (`riffle trace` reads it).
+    pub fn trace_store(&self) -> &Path {
+        self.xray.path()
     }
 
     /// An `SdkConfig` equivalent to what a service builds from [`Emulators::env`]: moto as

@@ -8,8 +8,8 @@
 //! envelopes of an `enriched` batch, and parking the records no retry can fix), [`dedup`]
 //! (record positions and origins), [`marks`] (the per-batch high-water marks behind
 //! exactly-once effects: the gate and commit, a re-publishing stage's batch, the store port
-//! with its in-memory and DynamoDB stores, one file each), [`env`]
-//! (configuration from environment variables), and `testing` (in-process ports for tests, behind the cargo feature `testing`).
+//! with its in-memory and DynamoDB stores, one file each), [`trace`] (a batch's X-Ray record
+//! spans), [`env`] (configuration from environment variables), and `testing` (in-process ports for tests, behind the cargo feature `testing`).
 
 pub mod aggregate;
 pub mod batch;
@@ -24,6 +24,7 @@ pub mod schemas;
 pub mod stages;
 #[cfg(any(test, feature = "testing"))]
 pub mod testing;
+pub mod trace;
 
 pub use aggregate::AggregatingOutput;
 pub use aws_lambda_events::event::streams::{KinesisBatchItemFailure, KinesisEventResponse};

@@ -1,44 +1,68 @@
 //! The local X-Ray daemon: it takes segment documents over UDP on loopback, as the AWS
 //! daemon does on Lambda, and keeps each one as a line of a file the path reader
-//! ([`crate::store`]) reads back. The stages find it through the same variable Lambda sets
+//! ([`crate::store`]) reads back; a reader may find the last line not yet whole, and skips it. The stages find it through the same variable Lambda sets
 //! ([`crate::DAEMON_ADDRESS_ENV`]), so their code path is the one they run on AWS.
 
 use std::fs::{File, OpenOptions};
-use std::io::Write as _;
-use std::net::SocketAddr;
+use std::io::{BufWriter, Write as _};
+use std::net::{SocketAddr, UdpSocket};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
 
-use tokio::net::UdpSocket;
+use socket2::{Domain, Socket, Type};
 
 /// The file under the collector's directory that holds the documents, one per line.
 pub const SEGMENTS_FILE: &str = "segments.jsonl";
 /// The daemon protocol's datagram limit (a document plus its header line).
 const MAX_DATAGRAM: usize = 65_535;
+/// Receive buffer asked of the kernel (it caps it at `net.core.rmem_max`): a batch
+/// processor exports hundreds of documents at once, and what overflows is lost, as UDP is.
+const RECEIVE_BUFFER: usize = 4 * 1024 * 1024;
+/// The longest a received document waits in memory before it is in the file.
+const FLUSH_EVERY: Duration = Duration::from_millis(100);
 
 /// A running local daemon; it stops when dropped.
 #[derive(Debug)]
 pub struct Collector {
     address: SocketAddr,
     path: PathBuf,
-    task: tokio::task::JoinHandle<()>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Collector {
-    /// Listens on a free loopback port and appends what arrives to `dir`/[`SEGMENTS_FILE`].
+    /// Listens on a free loopback port and appends what arrives to `dir`/[`SEGMENTS_FILE`],
+    /// on a thread of its own, so that a busy async runtime never leaves datagrams waiting
+    /// until the kernel drops them.
     ///
     /// # Errors
     /// The directory, the file or the socket cannot be made.
-    pub async fn start(dir: &Path) -> std::io::Result<Collector> {
+    pub fn start(dir: &Path) -> std::io::Result<Collector> {
         std::fs::create_dir_all(dir)?;
         let path = dir.join(SEGMENTS_FILE);
         let file = OpenOptions::new().create(true).append(true).open(&path)?;
-        let socket = UdpSocket::bind("127.0.0.1:0").await?;
+        let socket = Socket::new(Domain::IPV4, Type::DGRAM, None)?;
+        if let Err(e) = socket.set_recv_buffer_size(RECEIVE_BUFFER) {
+            tracing::warn!(error = %e, "X-Ray collector keeps the default receive buffer");
+        }
+        socket.bind(&SocketAddr::from(([127, 0, 0, 1], 0)).into())?;
+        let socket: UdpSocket = socket.into();
+        socket.set_read_timeout(Some(FLUSH_EVERY))?;
         let address = socket.local_addr()?;
-        let task = tokio::spawn(receive(socket, file));
+        let stop = Arc::new(AtomicBool::new(false));
+        let thread = std::thread::Builder::new()
+            .name("xray-collector".into())
+            .spawn({
+                let stop = Arc::clone(&stop);
+                move || receive(&socket, file, &stop)
+            })?;
         Ok(Collector {
             address,
             path,
-            task,
+            stop,
+            thread: Some(thread),
         })
     }
 
@@ -55,43 +79,59 @@ impl Collector {
 
 impl Drop for Collector {
     fn drop(&mut self) {
-        self.task.abort();
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
 }
 
-async fn receive(socket: UdpSocket, mut file: File) {
+fn receive(socket: &UdpSocket, file: File, stop: &AtomicBool) {
+    let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut refused = 0u64;
-    loop {
-        let n = match socket.recv(&mut buf).await {
-            Ok(n) => n,
-            Err(e) => {
-                tracing::warn!(error = %e, "X-Ray collector receive failed");
-                continue;
-            }
-        };
-        match document(&buf[..n]) {
-            Some(doc) => {
-                // One write per document: a line is whole on disk before the next arrives,
-                // so a reader never sees half a document.
-                let mut line = Vec::with_capacity(doc.len() + 1);
-                line.extend_from_slice(doc);
-                line.push(b'\n');
-                if let Err(e) = file.write_all(&line) {
-                    tracing::warn!(error = %e, "X-Ray collector cannot write");
+    let mut flushed = Instant::now();
+    let flush = |out: &mut BufWriter<File>, flushed: &mut Instant| {
+        if let Err(e) = out.flush() {
+            tracing::warn!(error = %e, "X-Ray collector cannot write");
+        }
+        *flushed = Instant::now();
+    };
+    while !stop.load(Ordering::Relaxed) {
+        match socket.recv(&mut buf) {
+            Ok(n) => match document(&buf[..n]) {
+                Some(doc) => {
+                    let written = out.write_all(doc).and_then(|()| out.write_all(b"\n"));
+                    if let Err(e) = written {
+                        tracing::warn!(error = %e, "X-Ray collector cannot write");
+                    }
+                    if flushed.elapsed() >= FLUSH_EVERY {
+                        flush(&mut out, &mut flushed);
+                    }
                 }
-            }
-            None => {
-                refused += 1;
-                if refused.is_power_of_two() {
-                    tracing::warn!(
-                        refused,
-                        "X-Ray collector refused datagrams without the daemon header"
-                    );
+                None => {
+                    refused += 1;
+                    if refused.is_power_of_two() {
+                        tracing::warn!(
+                            refused,
+                            "X-Ray collector refused datagrams without the daemon header"
+                        );
+                    }
                 }
+            },
+            // The read timeout: nothing arrived for a while, so what came is written out.
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                flush(&mut out, &mut flushed);
             }
+            Err(e) => tracing::warn!(error = %e, "X-Ray collector receive failed"),
         }
     }
+    flush(&mut out, &mut flushed);
 }
 
 /// The document of a daemon datagram: after the `{"format": "json", "version": 1}` line.

@@ -27,7 +27,7 @@ async fn wait_for_path(collector: &Collector, event_id: &str, hops: usize) -> st
 async fn one_trace_follows_an_event_across_stages_and_unsampled_records_cost_no_span() {
     let dir = std::env::temp_dir().join(format!("riffle-trace-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
-    let collector = Collector::start(&dir).await.unwrap();
+    let collector = Collector::start(&dir).unwrap();
     let validator = Tracer::to_daemon("riffle-validator", collector.address(), 1.0).unwrap();
     let enricher = Tracer::to_daemon("riffle-enricher", collector.address(), 1.0).unwrap();
 

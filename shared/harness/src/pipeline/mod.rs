@@ -326,6 +326,13 @@ impl Pipeline {
         Ok(riffle_local::recording::dynamo_items(&recording)?)
     }
 
+    /// The file the local X-Ray daemon keeps the stages' segment documents in.
+    pub fn trace_store(&self) -> Option<PathBuf> {
+        self.emulators
+            .as_ref()
+            .map(|e| e.trace_store().to_path_buf())
+    }
+
     /// Registry ids of the envelope and the sample event schemas.
     pub fn schema_ids(&self) -> SchemaIds {
         self.schema_ids

@@ -1,0 +1,88 @@
+//! `riffle trace`: where one event went, stage by stage, from the X-Ray segment documents
+//! its stages sent; or the slowest events of a recent span of time.
+//!
+//! Reads the documents the local X-Ray daemon kept (the local twin: `riffle-dev demo`
+//! leaves them under `.riffle/demo/aws/xray/`). On AWS the same documents come from X-Ray
+//! (GetTraceSummaries filtered on `annotation.event_id`, then BatchGetTraces); that reader
+//! is not built yet, so `--store` must name a file of documents (one per line).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use clap::Args;
+use riffle_trace::store::{self, TraceError};
+
+/// `riffle trace`.
+#[derive(Debug, Clone, Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["event_id", "slowest"])))]
+pub struct TraceArgs {
+    /// The event to follow (its envelope's event id).
+    pub event_id: Option<String>,
+    /// Instead of one event: the N slowest complete events (put to last effect).
+    #[arg(long, value_name = "N", conflicts_with = "event_id")]
+    pub slowest: Option<usize>,
+    /// With --slowest: only events whose first stage ran in the last this many minutes.
+    #[arg(long, value_name = "MINUTES", requires = "slowest")]
+    pub since: Option<u64>,
+    /// The file of segment documents (default: the local demo's X-Ray daemon store).
+    #[arg(long, env = "RIFFLE_TRACE_STORE")]
+    pub store: Option<PathBuf>,
+}
+
+/// Runs `riffle trace`.
+pub fn main(args: &TraceArgs) -> ExitCode {
+    match run(args) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The text `riffle trace` prints.
+///
+/// # Errors
+/// The store cannot be read, or the event is in no trace.
+pub fn run(args: &TraceArgs) -> Result<String, TraceError> {
+    let path = match &args.store {
+        Some(path) => path.clone(),
+        None => default_store(),
+    };
+    let mut segments = store::read(&path)?;
+    if let Some(minutes) = args.since {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or(Duration::ZERO)
+            .as_secs_f64();
+        let from = now - minutes as f64 * 60.0;
+        segments.retain(|s| s.start_time >= from);
+    }
+    if let Some(n) = args.slowest {
+        let paths = store::slowest(&segments, n);
+        if paths.is_empty() {
+            return Ok(format!(
+                "no complete traces in {} (events traced, but none through all of its stages yet)\n",
+                path.display()
+            ));
+        }
+        return Ok(paths
+            .iter()
+            .map(store::render)
+            .collect::<Vec<_>>()
+            .join("\n"));
+    }
+    let event_id = args.event_id.as_deref().unwrap_or_default();
+    Ok(store::render(&store::path(&segments, event_id)?))
+}
+
+/// Where `riffle-dev demo`'s X-Ray daemon keeps its documents.
+fn default_store() -> PathBuf {
+    let root = riffle_plan::project_root().unwrap_or_else(|_| PathBuf::from("."));
+    root.join(".riffle/demo/aws/xray")
+        .join(riffle_trace::collector::SEGMENTS_FILE)
+}
