@@ -77,4 +77,59 @@ async fn ten_thousand_events_match_the_ground_truth() {
         (writes as f64) / valid <= 0.05 && ((reads - reference) as f64) / valid <= 0.05,
         "{reads} reads ({reference} of reference data) and {writes} writes for {valid} events"
     );
+
+    // Every event was traced (the demo samples all): each archived event's path holds the
+    // four stages in order with their times and ends complete; each reject whose envelope
+    // could be read ends in the validator with the queue's reject code. Segments travel over
+    // UDP, as to X-Ray's daemon, and a loaded machine (this suite runs tests side by side)
+    // may drop a few: at most 1 % of the events may lack a whole path, and every path found
+    // must be right.
+    let (_, store) = report
+        .trace_example
+        .as_ref()
+        .expect("the demo names a trace");
+    let segments = riffle_trace::store::read(store).expect("trace store");
+    let paths = riffle_trace::store::paths(&segments);
+    let mut whole = 0usize;
+    for row in &report.outcome.rows {
+        let Some(path) = paths.get(&row.event_id) else {
+            continue;
+        };
+        let stages: Vec<_> = path.hops.iter().map(|h| h.stage.as_str()).collect();
+        let expected = ["validator", "enricher", "aggregator", "archiver"];
+        assert!(
+            expected.starts_with(&stages) || stages.iter().all(|s| expected.contains(s)),
+            "{}",
+            riffle_trace::store::render(path)
+        );
+        assert!(path.hops.iter().all(|h| h.end.is_some()));
+        if stages == expected && path.complete() {
+            assert!(path.hops.iter().all(|h| h.waited_ms.is_some()));
+            whole += 1;
+        }
+    }
+    let rows = report.outcome.rows.len();
+    println!("{whole} of {rows} archived events have a whole trace");
+    assert!(whole * 100 >= rows * 99, "{whole} of {rows} traced whole");
+    let (mut traced_rejects, mut readable_rejects) = (0, 0);
+    for reject in &report.outcome.rejects {
+        let Some(id) = &reject.event_id else {
+            continue;
+        };
+        readable_rejects += 1;
+        let Some(path) = paths.get(id) else {
+            continue;
+        };
+        let last = path.hops.last().expect("a hop");
+        assert_eq!(
+            (
+                last.stage.as_str(),
+                last.outcome.as_str(),
+                last.detail.as_deref()
+            ),
+            ("validator", "rejected", Some(reject.code.as_str()))
+        );
+        traced_rejects += 1;
+    }
+    assert!(traced_rejects * 100 >= readable_rejects * 95 && traced_rejects > 0);
 }

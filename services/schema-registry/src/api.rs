@@ -17,6 +17,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use riffle_registry_client::CompatibilityLevel;
+use riffle_telemetry::{Metrics, names};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -95,6 +96,30 @@ fn routes<S: SchemaStore>(registry: Registry<S>) -> Router {
         .fallback(|| async { Error::RouteNotFound })
         .method_not_allowed_fallback(|| async { Error::MethodNotAllowed })
         .with_state(Arc::new(registry))
+        // Outermost of the routes, so every answer passes, the fallbacks' and the
+        // extractors' rejections included, whatever produced its status.
+        .layer(axum::middleware::map_response(count_server_errors))
+}
+
+/// Prints one `ServerErrors` EMF line for an answer with a 5xx status, so an alarm can
+/// page on the registry's own failures (Lambda counts them as successful invocations).
+async fn count_server_errors(response: Response) -> Response {
+    if let Some(mut metrics) = answer_metrics(response.status()) {
+        metrics.flush();
+    }
+    response
+}
+
+/// The metrics one answer adds: `ServerErrors` for a 5xx, none otherwise. Only failures
+/// print: a line per request would cost more in log ingestion than serving it does, and
+/// the alarm reads an absent datapoint as no failures.
+fn answer_metrics(status: StatusCode) -> Option<Metrics> {
+    if !status.is_server_error() {
+        return None;
+    }
+    let mut metrics = Metrics::new(crate::SERVICE);
+    metrics.count(names::SERVER_ERRORS, 1);
+    Some(metrics)
 }
 
 type Shared<S> = State<Arc<Registry<S>>>;
@@ -541,4 +566,26 @@ fn raw(schema: String) -> Response {
         schema,
     )
         .into_response()
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_5xx_answers_are_counted() {
+        for status in [
+            StatusCode::INTERNAL_SERVER_ERROR,
+            StatusCode::SERVICE_UNAVAILABLE,
+        ] {
+            let line = answer_metrics(status).unwrap().to_line(1).unwrap();
+            let record = riffle_telemetry::parse_emf_line(&line).unwrap();
+            assert_eq!(record.service, crate::SERVICE);
+            assert_eq!(record.values, vec![(names::SERVER_ERRORS.to_owned(), 1.0)]);
+        }
+        for status in [StatusCode::OK, StatusCode::NOT_FOUND, StatusCode::CONFLICT] {
+            assert!(answer_metrics(status).is_none(), "{status}");
+        }
+    }
 }

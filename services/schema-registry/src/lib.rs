@@ -20,6 +20,9 @@
 //! - `store`: the [`SchemaStore`] port with its DynamoDB and in-memory implementations;
 //! - `config`, `server`: environment and local serving for `main.rs`;
 //! - `error`: the crate's one error type and its API error codes.
+//!
+//! Metrics: one `ServerErrors` EMF line on stdout per 5xx answer (`api`), under
+//! `Service` = [`SERVICE`]; nothing for the other answers.
 
 pub mod api;
 pub mod auth;
@@ -40,3 +43,7 @@ pub use error::{Error, Result};
 pub use registry::{MAX_SUBJECT_BYTES, Registered, Registry, VersionSpec};
 pub use riffle_registry_client::CompatibilityLevel;
 pub use store::{DynamoStore, MemoryStore, SchemaStore};
+
+/// The registry's name: the `Service` dimension of its metrics, as the alarms of
+/// `infra/services/schema-registry.yaml` name it.
+pub const SERVICE: &str = "schema-registry";

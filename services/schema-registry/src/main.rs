@@ -9,7 +9,7 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    // Logs go to stderr: stdout carries the LISTENING line (and, later, metrics).
+    // Logs go to stderr: stdout carries the LISTENING line and the EMF metric lines.
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_env_filter(

@@ -1,6 +1,7 @@
 //! Every metric name Riffle emits, one definition each: the services and the runtime emit
-//! them, the local harness reads them back, and the templates' alarms name them (a test
-//! holds the templates to this list).
+//! them, the local harness reads them back, and the templates' alarms and dashboard name
+//! them. Tests hold the templates to this list (and to [`AWS_METRICS`] for AWS's own), and
+//! every alarm to the alarm topic and to its entry in `docs/runbook.md`.
 
 /// Records handed to a stage's handler (per stage).
 pub const RECORDS_IN: &str = "RecordsIn";
@@ -89,8 +90,25 @@ pub const PUT_REQUESTS: &str = "PutRequests";
 /// Producer library: entries answered as throttled.
 pub const THROTTLED: &str = "Throttled";
 
+/// Schema registry: answers with a 5xx status (its own or its store's failure, never the
+/// caller's), one per answer.
+pub const SERVER_ERRORS: &str = "ServerErrors";
+
 /// Lambda's own metrics the templates alarm on (emitted by AWS, not by Riffle).
-pub const LAMBDA_METRICS: [&str; 2] = ["Errors", "IteratorAge"];
+pub const LAMBDA_METRICS: [&str; 3] = ["Errors", "IteratorAge", "Throttles"];
+
+/// AWS's own metrics the templates alarm on or chart, by namespace (emitted by AWS, not by
+/// Riffle). A metric of another namespace, or not listed here, is a typo as far as the
+/// templates' test is concerned: CloudWatch accepts an alarm on any name and it never fires.
+pub const AWS_METRICS: [(&str, &[&str]); 4] = [
+    ("AWS/Lambda", &LAMBDA_METRICS),
+    ("AWS/SQS", &["ApproximateNumberOfMessagesVisible"]),
+    ("AWS/Kinesis", &["WriteProvisionedThroughputExceeded"]),
+    (
+        "AWS/DynamoDB",
+        &["ReadThrottleEvents", "WriteThrottleEvents"],
+    ),
+];
 
 /// Every name Riffle emits.
 pub const ALL: &[&str] = &[
@@ -135,11 +153,255 @@ pub const ALL: &[&str] = &[
     PUT_PAYLOAD_UNITS,
     PUT_REQUESTS,
     THROTTLED,
+    SERVER_ERRORS,
 ];
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
+    //! The templates under `infra/` held to this list and to the runbook. Read line by line:
+    //! this crate has no YAML parser, and the templates keep one layout (two-space indents,
+    //! one key per line, long-form intrinsics as riffle-local needs them).
+
     use super::*;
+    use std::collections::BTreeSet;
+    use std::path::{Path, PathBuf};
+
+    /// Where an alarm sends its notifications: the platform's topic, by reference inside the
+    /// platform stack and by import everywhere else.
+    const TOPIC_IN_PLATFORM: &str = "Ref: AlarmTopic";
+    const TOPIC_IMPORTED: &str = "Fn::ImportValue: riffle-AlarmTopicArn";
+    /// The topic policy lets only alarms named `riffle-*` publish.
+    const ALARM_NAME_PREFIX: &str = "riffle-";
+    const TREAT_MISSING_DATA: [&str; 4] = ["breaching", "notBreaching", "ignore", "missing"];
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+    }
+
+    /// Every stack template: `infra/*.yaml` and `infra/services/*.yaml`, with the name of the
+    /// service a service template deploys (its file stem).
+    fn templates() -> Vec<(PathBuf, Option<String>, String)> {
+        let infra = root().join("infra");
+        let mut found = Vec::new();
+        for (dir, is_service) in [(infra.clone(), false), (infra.join("services"), true)] {
+            let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
+                .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                .collect();
+            paths.sort();
+            for path in paths {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let service =
+                    is_service.then(|| path.file_stem().unwrap().to_string_lossy().into_owned());
+                found.push((path, service, text));
+            }
+        }
+        assert!(found.len() > 1, "no templates under {}", infra.display());
+        found
+    }
+
+    /// One resource of a template: its logical id, `Type` and lines.
+    struct Resource<'a> {
+        logical: &'a str,
+        kind: &'a str,
+        lines: Vec<&'a str>,
+    }
+
+    fn indent(line: &str) -> usize {
+        line.len() - line.trim_start().len()
+    }
+
+    fn resources(text: &str) -> Vec<Resource<'_>> {
+        let mut out: Vec<Resource<'_>> = Vec::new();
+        let mut inside = false;
+        for line in text.lines() {
+            let body = line.trim_start();
+            if body.is_empty() || body.starts_with('#') {
+                continue;
+            }
+            match indent(line) {
+                0 => inside = line == "Resources:",
+                2 if inside => out.push(Resource {
+                    logical: body.trim_end_matches(':'),
+                    kind: "",
+                    lines: Vec::new(),
+                }),
+                _ if inside => {
+                    if let Some(r) = out.last_mut() {
+                        if indent(line) == 4
+                            && let Some(kind) = body.strip_prefix("Type:")
+                        {
+                            r.kind = kind.trim();
+                        }
+                        r.lines.push(line);
+                    }
+                }
+                _ => {}
+            }
+        }
+        out
+    }
+
+    /// The scalar after `key:` on the first line that starts with it, unquoted.
+    fn value<'a>(lines: &[&'a str], key: &str) -> Option<&'a str> {
+        lines.iter().find_map(|l| {
+            let rest = l.trim_start().strip_prefix(key)?.strip_prefix(':')?;
+            Some(rest.trim().trim_matches('"'))
+        })
+    }
+
+    /// The items of the list under `key:`.
+    fn list<'a>(lines: &[&'a str], key: &str) -> Vec<&'a str> {
+        let Some(at) = lines
+            .iter()
+            .position(|l| l.trim_start() == format!("{key}:"))
+        else {
+            return Vec::new();
+        };
+        let depth = indent(lines[at]);
+        lines[at + 1..]
+            .iter()
+            .take_while(|l| indent(l) > depth)
+            .filter_map(|l| l.trim_start().strip_prefix("- "))
+            .collect()
+    }
+
+    /// A metric an alarm or a dashboard names: namespace, name and dimensions (value `None`
+    /// when it is an intrinsic rather than a literal).
+    #[derive(Debug)]
+    struct MetricRef {
+        namespace: String,
+        name: String,
+        dimensions: Vec<(String, Option<String>)>,
+    }
+
+    /// The metrics an alarm's lines name: each `MetricName` with the `Namespace` before it
+    /// and the `Dimensions` after it (plain alarms and metric-math `MetricStat`s alike).
+    fn alarm_metrics(lines: &[&str]) -> Vec<MetricRef> {
+        let mut out = Vec::new();
+        let mut namespace = "";
+        for (i, line) in lines.iter().enumerate() {
+            let body = line.trim_start();
+            if let Some(ns) = body.strip_prefix("Namespace:") {
+                namespace = ns.trim();
+            }
+            let Some(name) = body.strip_prefix("MetricName:") else {
+                continue;
+            };
+            let mut dimensions = Vec::new();
+            let rest = lines[i + 1..].iter().take_while(|l| {
+                let b = l.trim_start();
+                indent(l) >= indent(line) && !b.starts_with("Namespace:")
+            });
+            let rest: Vec<&str> = rest.copied().collect();
+            for (j, l) in rest.iter().enumerate() {
+                if let Some(dim) = l.trim_start().strip_prefix("- Name:") {
+                    let literal = rest
+                        .get(j + 1)
+                        .and_then(|v| v.trim_start().strip_prefix("Value:"))
+                        .map(|v| v.trim().trim_matches('"'))
+                        .filter(|v| !v.is_empty())
+                        .map(str::to_owned);
+                    dimensions.push((dim.trim().to_owned(), literal));
+                }
+            }
+            out.push(MetricRef {
+                namespace: namespace.to_owned(),
+                name: name.trim().trim_matches('"').to_owned(),
+                dimensions,
+            });
+        }
+        out
+    }
+
+    /// A dashboard's body: the JSON text under its `Fn::Sub: |`, parsed (the `${...}` it
+    /// substitutes all sit inside JSON strings).
+    fn dashboard_body(lines: &[&str]) -> serde_json::Value {
+        let at = lines
+            .iter()
+            .position(|l| l.trim_start() == "Fn::Sub: |")
+            .expect("DashboardBody as `Fn::Sub: |` followed by the JSON");
+        let depth = indent(lines[at]);
+        let json: Vec<&str> = lines[at + 1..]
+            .iter()
+            .take_while(|l| l.trim().is_empty() || indent(l) > depth)
+            .copied()
+            .collect();
+        serde_json::from_str(&json.join("\n")).expect("dashboard body is JSON")
+    }
+
+    /// Every metric of a dashboard's widgets, written out in full (no `"."` shorthand).
+    fn dashboard_metrics(body: &serde_json::Value) -> Vec<MetricRef> {
+        let widgets = body["widgets"].as_array().cloned().unwrap_or_default();
+        let mut out = Vec::new();
+        for widget in &widgets {
+            let metrics = widget["properties"]["metrics"].as_array();
+            for metric in metrics.into_iter().flatten() {
+                let Some(parts) = metric.as_array() else {
+                    continue;
+                };
+                let strings: Vec<&str> = parts.iter().map_while(|v| v.as_str()).collect();
+                let [namespace, name, dims @ ..] = strings.as_slice() else {
+                    continue; // an expression
+                };
+                out.push(MetricRef {
+                    namespace: (*namespace).to_owned(),
+                    name: (*name).to_owned(),
+                    dimensions: dims
+                        .chunks(2)
+                        .map(|d| (d[0].to_owned(), d.get(1).map(|v| (*v).to_owned())))
+                        .collect(),
+                });
+            }
+        }
+        out
+    }
+
+    /// What is wrong with one metric reference: a name nothing emits, an unknown namespace,
+    /// or (Riffle's own) other dimensions than the one `Service` the services emit with, or
+    /// a `Service` that is not `service` (an alarm's own service) or no service at all.
+    fn metric_problem(m: &MetricRef, services: &[String], service: Option<&str>) -> Option<String> {
+        if m.namespace == crate::NAMESPACE {
+            if !ALL.contains(&m.name.as_str()) {
+                return Some(format!("{}: nothing emits it", m.name));
+            }
+            let [(dim, value)] = m.dimensions.as_slice() else {
+                return Some(format!(
+                    "{}: dimensions {:?}, not just Service",
+                    m.name, m.dimensions
+                ));
+            };
+            if dim != crate::SERVICE_DIMENSION {
+                return Some(format!(
+                    "{}: dimension {dim}, not {}",
+                    m.name,
+                    crate::SERVICE_DIMENSION
+                ));
+            }
+            let value = value.as_deref().unwrap_or("");
+            return match service {
+                Some(own) if value != own => Some(format!(
+                    "{}: Service = {value} in the {own} stack, which only sees its own",
+                    m.name
+                )),
+                None if !services.iter().any(|s| s == value) => {
+                    Some(format!("{}: Service = {value}, no such service", m.name))
+                }
+                _ => None,
+            };
+        }
+        match AWS_METRICS.iter().find(|(ns, _)| *ns == m.namespace) {
+            Some((_, names)) if names.contains(&m.name.as_str()) => None,
+            Some(_) => Some(format!("{} {}: not in AWS_METRICS", m.namespace, m.name)),
+            None => Some(format!(
+                "namespace {:?} of {}: neither Riffle nor in AWS_METRICS",
+                m.namespace, m.name
+            )),
+        }
+    }
 
     #[test]
     fn names_are_distinct() {
@@ -149,34 +411,215 @@ mod tests {
         assert_eq!(sorted.len(), ALL.len());
     }
 
-    /// Every metric an alarm of the templates watches is one Riffle emits, or Lambda's own.
+    /// Every metric an alarm watches or the dashboard charts is one Riffle emits, with the
+    /// dimension set it is emitted with, or AWS's own: CloudWatch takes any name and
+    /// dimension without complaint, and an alarm on a misspelt one never fires.
     #[test]
-    fn the_templates_alarm_on_emitted_metrics() {
-        let infra = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra");
-        let mut files = vec![infra.join("platform.yaml")];
-        for entry in std::fs::read_dir(infra.join("services"))
-            .into_iter()
-            .flatten()
-            .flatten()
-        {
-            files.push(entry.path());
+    fn the_templates_watch_emitted_metrics() {
+        let templates = templates();
+        let services: Vec<String> = templates.iter().filter_map(|(_, s, _)| s.clone()).collect();
+        let mut problems = Vec::new();
+        let (mut alarms, mut charted) = (0, 0);
+        for (file, service, text) in &templates {
+            for r in resources(text) {
+                let (metrics, own) = match r.kind {
+                    "AWS::CloudWatch::Alarm" => (alarm_metrics(&r.lines), service.as_deref()),
+                    "AWS::CloudWatch::Dashboard" => {
+                        (dashboard_metrics(&dashboard_body(&r.lines)), None)
+                    }
+                    _ => continue,
+                };
+                assert!(
+                    !metrics.is_empty(),
+                    "{}: {} names no metric",
+                    file.display(),
+                    r.logical
+                );
+                if r.kind == "AWS::CloudWatch::Alarm" {
+                    alarms += 1;
+                } else {
+                    charted += metrics.len();
+                }
+                for m in &metrics {
+                    if let Some(p) = metric_problem(m, &services, own) {
+                        problems.push(format!("{} {}: {p}", file.display(), r.logical));
+                    }
+                }
+            }
         }
-        let mut seen = 0;
-        for file in files {
-            let text = std::fs::read_to_string(&file).unwrap_or_default();
-            for line in text.lines() {
-                let Some(name) = line.trim().strip_prefix("MetricName:") else {
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert!(
+            alarms > 0 && charted > 0,
+            "no alarms or no dashboard under infra/"
+        );
+    }
+
+    /// The test above catches a misspelt Riffle metric, AWS metric or dimension.
+    #[test]
+    fn a_misspelt_metric_is_caught() {
+        let services = vec!["validator".to_owned()];
+        let riffle = |name: &str, dim: &str, value: &str| MetricRef {
+            namespace: crate::NAMESPACE.to_owned(),
+            name: name.to_owned(),
+            dimensions: vec![(dim.to_owned(), Some(value.to_owned()))],
+        };
+        let own = Some("validator");
+        assert!(
+            metric_problem(&riffle(REJECTED, "Service", "validator"), &services, own).is_none()
+        );
+        assert!(
+            metric_problem(&riffle("Rejects", "Service", "validator"), &services, own).is_some()
+        );
+        assert!(metric_problem(&riffle(REJECTED, "Stage", "validator"), &services, own).is_some());
+        assert!(
+            metric_problem(
+                &riffle(REJECTED, "Service", "riffle-validator"),
+                &services,
+                own
+            )
+            .is_some()
+        );
+        assert!(
+            metric_problem(&riffle(REJECTED, "Service", "validatr"), &services, None).is_some()
+        );
+        let aws = |namespace: &str, name: &str| MetricRef {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+            dimensions: Vec::new(),
+        };
+        assert!(metric_problem(&aws("AWS/Lambda", "Throttles"), &services, None).is_none());
+        assert!(metric_problem(&aws("AWS/Lambda", "Throttled"), &services, None).is_some());
+        assert!(metric_problem(&aws("AWS/Kinesis", "Rejected"), &services, None).is_some());
+        assert!(metric_problem(&aws("AWS/Lamda", "Errors"), &services, None).is_some());
+    }
+
+    /// Every alarm reaches someone and says where to start: ALARM and OK go to the alarm
+    /// topic, missing data is treated as decided, and the description links the runbook
+    /// entry titled with the alarm's exact name.
+    #[test]
+    fn every_alarm_pages_and_has_a_runbook_entry() {
+        let runbook = std::fs::read_to_string(root().join("docs/runbook.md")).unwrap();
+        let headings: BTreeSet<&str> = runbook
+            .lines()
+            .filter(|l| l.starts_with('#'))
+            .map(|l| l.trim_start_matches('#').trim())
+            .collect();
+        let mut names = BTreeSet::new();
+        let mut topic_defined = false;
+        let mut problems = Vec::new();
+        for (file, _, text) in &templates() {
+            let resources = resources(text);
+            let here = resources.iter().any(|r| r.logical == "AlarmTopic");
+            if here {
+                topic_defined = resources
+                    .iter()
+                    .any(|r| r.logical == "AlarmTopic" && r.kind == "AWS::SNS::Topic")
+                    && text.contains("Name: riffle-AlarmTopicArn");
+            }
+            let topic = if here {
+                TOPIC_IN_PLATFORM
+            } else {
+                TOPIC_IMPORTED
+            };
+            for r in resources
+                .iter()
+                .filter(|r| r.kind == "AWS::CloudWatch::Alarm")
+            {
+                let mut problem =
+                    |p: String| problems.push(format!("{} {}: {p}", file.display(), r.logical));
+                let Some(name) = value(&r.lines, "AlarmName").filter(|n| !n.is_empty()) else {
+                    problem("no literal AlarmName".into());
                     continue;
                 };
-                let name = name.trim().trim_matches('"');
-                seen += 1;
+                if !name.starts_with(ALARM_NAME_PREFIX) {
+                    problem(format!(
+                        "{name}: the topic policy only takes {ALARM_NAME_PREFIX}*"
+                    ));
+                }
+                if !names.insert(name.to_owned()) {
+                    problem(format!("{name}: used twice"));
+                }
+                for key in ["AlarmActions", "OKActions"] {
+                    if list(&r.lines, key) != [topic] {
+                        problem(format!("{key} is not [{topic}]"));
+                    }
+                }
+                if !value(&r.lines, "TreatMissingData")
+                    .is_some_and(|t| TREAT_MISSING_DATA.contains(&t))
+                {
+                    problem("no TreatMissingData".into());
+                }
+                let link = format!("docs/runbook.md#{name}");
+                if !value(&r.lines, "AlarmDescription").is_some_and(|d| d.contains(&link)) {
+                    problem(format!("AlarmDescription does not name {link}"));
+                }
+                if !headings.contains(format!("`{name}`").as_str()) {
+                    problem(format!("docs/runbook.md has no heading `{name}`"));
+                }
+            }
+        }
+        assert!(
+            topic_defined,
+            "no AWS::SNS::Topic AlarmTopic exported as riffle-AlarmTopicArn"
+        );
+        assert!(problems.is_empty(), "{}", problems.join("\n"));
+        assert!(!names.is_empty(), "no alarms under infra/");
+    }
+
+    /// Every function logs to a group of its stack (retention set, encrypted) created before
+    /// it, and traces; and the dashboard charts it by its name.
+    #[test]
+    fn every_function_has_its_log_group_and_is_charted() {
+        let templates = templates();
+        let mut dashboards = String::new();
+        for (_, _, text) in &templates {
+            for r in resources(text)
+                .iter()
+                .filter(|r| r.kind == "AWS::CloudWatch::Dashboard")
+            {
+                dashboards.push_str(&dashboard_body(&r.lines).to_string());
+            }
+        }
+        let mut functions = 0;
+        for (file, _, text) in &templates {
+            let resources = resources(text);
+            for f in resources
+                .iter()
+                .filter(|r| r.kind == "AWS::Lambda::Function")
+            {
+                functions += 1;
+                let at = format!("{} {}", file.display(), f.logical);
+                let name = value(&f.lines, "FunctionName").unwrap_or_default();
+                let group = resources
+                    .iter()
+                    .find(|r| {
+                        r.kind == "AWS::Logs::LogGroup"
+                            && value(&r.lines, "LogGroupName")
+                                == Some(&format!("/aws/lambda/{name}"))
+                    })
+                    .unwrap_or_else(|| panic!("{at}: no log group /aws/lambda/{name}"));
                 assert!(
-                    ALL.contains(&name) || LAMBDA_METRICS.contains(&name),
-                    "{}: alarm on {name}, which nothing emits",
-                    file.display()
+                    value(&group.lines, "RetentionInDays").is_some()
+                        && value(&group.lines, "KmsKeyId").is_some(),
+                    "{at}: log group without retention or key"
+                );
+                let depends = value(&f.lines, "DependsOn").map(|d| vec![d]);
+                let depends = depends.unwrap_or_else(|| list(&f.lines, "DependsOn"));
+                assert!(
+                    depends.contains(&group.logical),
+                    "{at}: not DependsOn its log group"
+                );
+                assert_eq!(
+                    value(&f.lines, "Mode"),
+                    Some("Active"),
+                    "{at}: tracing not active"
+                );
+                assert!(
+                    dashboards.contains(&format!("\"{name}\"")),
+                    "{at}: {name} not on the dashboard"
                 );
             }
         }
-        assert!(seen > 0, "no alarms found under {}", infra.display());
+        assert!(functions > 0, "no functions under infra/");
     }
 }

@@ -1,7 +1,7 @@
 //! Segment documents read back (from the local collector's file, or from X-Ray's
 //! BatchGetTraces, which returns the same documents), and an event's path through them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::path::Path;
 
 use serde::Deserialize;
@@ -139,10 +139,32 @@ pub fn path(segments: &[Segment], event_id: &str) -> Result<EventPath, TraceErro
         .iter()
         .filter(|s| s.annotation(keys::EVENT_ID).as_deref() == Some(event_id))
         .collect();
+    path_of(event_id, &mine).ok_or_else(|| TraceError::Unknown(event_id.to_owned()))
+}
+
+/// Every traced event's path, by event id: one pass over the documents.
+pub fn paths(segments: &[Segment]) -> HashMap<String, EventPath> {
+    let mut by_event: HashMap<String, Vec<&Segment>> = HashMap::new();
+    for s in segments {
+        if let Some(id) = s.annotation(keys::EVENT_ID) {
+            by_event.entry(id).or_default().push(s);
+        }
+    }
+    by_event
+        .into_iter()
+        .filter_map(|(id, mine)| {
+            let path = path_of(&id, &mine)?;
+            Some((id, path))
+        })
+        .collect()
+}
+
+/// The path through `mine`, the segments naming `event_id`: those of its first trace (a
+/// redriven record may start another).
+fn path_of(event_id: &str, mine: &[&Segment]) -> Option<EventPath> {
     let first = mine
         .iter()
-        .min_by(|a, b| a.start_time.total_cmp(&b.start_time))
-        .ok_or_else(|| TraceError::Unknown(event_id.to_owned()))?;
+        .min_by(|a, b| a.start_time.total_cmp(&b.start_time))?;
     let trace_id = first.trace_id.clone();
     let mut hops: Vec<(&Segment, Hop)> = mine
         .iter()
@@ -171,7 +193,7 @@ pub fn path(segments: &[Segment], event_id: &str) -> Result<EventPath, TraceErro
         hop.waited_ms = before.map(|t| ((hop.start - t) * 1e3).max(0.0));
         out.push(hop);
     }
-    Ok(EventPath {
+    Some(EventPath {
         event_id: event_id.to_owned(),
         trace_id,
         hops: out,
@@ -195,19 +217,15 @@ fn hop(s: &Segment) -> Hop {
 
 /// The `n` complete paths with the longest total time, slowest first.
 pub fn slowest(segments: &[Segment], n: usize) -> Vec<EventPath> {
-    let mut ids: BTreeMap<String, ()> = BTreeMap::new();
-    for s in segments {
-        if let Some(id) = s.annotation(keys::EVENT_ID) {
-            ids.insert(id, ());
-        }
-    }
-    let mut paths: Vec<(f64, EventPath)> = ids
-        .keys()
-        .filter_map(|id| path(segments, id).ok())
+    let mut paths: Vec<(f64, EventPath)> = paths(segments)
+        .into_values()
         .filter(EventPath::complete)
         .filter_map(|p| Some((p.total_ms()?, p)))
         .collect();
-    paths.sort_by(|a, b| b.0.total_cmp(&a.0));
+    paths.sort_by(|a, b| {
+        b.0.total_cmp(&a.0)
+            .then_with(|| a.1.event_id.cmp(&b.1.event_id))
+    });
     paths.into_iter().take(n).map(|(_, p)| p).collect()
 }
 
@@ -311,5 +329,6 @@ mod tests {
         assert!(!p.complete());
         assert!(render(&p).contains("not complete"));
         assert_eq!(slowest(&segments, 5).len(), 1);
+        assert_eq!(paths(&segments)["e-1"], path(&segments, "e-1").unwrap());
     }
 }
