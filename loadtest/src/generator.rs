@@ -259,7 +259,8 @@ impl Generator {
     }
 
     /// The envelope of an event, its payload still empty: stamped with the next origin
-    /// sequence when origins are stamped, and half the time carrying a trace header.
+    /// sequence when origins are stamped, and carrying a sampled trace header at the config's
+    /// `trace_header_ratio`.
     fn envelope(
         &mut self,
         source: Source,
@@ -289,7 +290,7 @@ impl Generator {
             payload: Vec::new(),
             enrichment: None,
         };
-        if self.rng.random_bool(0.5) {
+        if self.rng.random_bool(self.config.trace_header_ratio) {
             envelope.trace_header = Some(self.trace_header(ingest_time));
         }
         envelope

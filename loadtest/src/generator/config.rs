@@ -41,6 +41,9 @@ pub struct GeneratorConfig {
     pub events_per_sec: u32,
     /// Events happen up to this long before they are ingested.
     pub max_event_delay_ms: i64,
+    /// Share of events whose producer starts an X-Ray trace (a header with `Sampled=1`);
+    /// the others carry none, and the validator decides.
+    pub trace_header_ratio: f64,
 }
 
 impl Default for GeneratorConfig {
@@ -60,6 +63,7 @@ impl Default for GeneratorConfig {
             start_time_ms: 1_767_225_600_000,
             events_per_sec: 100,
             max_event_delay_ms: DEFAULT_MAX_EVENT_DELAY_MS,
+            trace_header_ratio: 0.5,
         }
     }
 }
@@ -69,6 +73,9 @@ impl GeneratorConfig {
         let bad = |why: &str| Err(LoadError::Config(why.to_string()));
         if self.sources.iter().map(|(_, w)| u64::from(*w)).sum::<u64>() == 0 {
             return bad("the source mix has no positive weight");
+        }
+        if !(0.0..=1.0).contains(&self.trace_header_ratio) {
+            return bad("trace_header_ratio must be within 0..=1");
         }
         if !(0.0..=1.0).contains(&self.invalid_ratio) {
             return bad("invalid_ratio must be within 0..=1");

@@ -17,8 +17,11 @@ use common::*;
 use riffle_codec::datum::read_record;
 use riffle_codec::{Envelope, EnvelopeCodec, SchemaCache};
 use riffle_loadtest::bench::{RUNS, Timing, WARM_UP, load, median, report, timed};
+use riffle_loadtest::{Generator, GeneratorConfig};
 use riffle_stage::KinesisEvent;
 use riffle_stage::schemas::resolve_payload_schemas;
+use riffle_stage::trace::Tracer;
+use riffle_trace::DEFAULT_SAMPLE_RATE;
 use riffle_validator::verdict::{self, Verdict};
 
 const RECORDS: usize = 10_000;
@@ -60,9 +63,92 @@ fn main() {
         time
     });
 
+    // The same with tracing on, spans exported to a local X-Ray daemon over UDP: every record
+    // traced, and the default (5 % of the records without a producer's header, here none has
+    // one); exported in the background (the local runtime), and with the flush that ends
+    // each batch on Lambda (which waits for the export).
+    let dir = std::env::temp_dir().join(format!("riffle-validator-bench-{}", std::process::id()));
+    let collector = riffle_trace::Collector::start(&dir).unwrap();
+    let traced = |rate: f64, event: &KinesisEvent, lambda: bool| {
+        let tracer = Tracer::to_daemon("riffle-validator", collector.address(), rate)
+            .unwrap()
+            .flushing_each_batch(lambda);
+        let validator =
+            validator_with_marks(registered(), output.clone(), rejects.clone(), marks.clone())
+                .with_tracer(tracer);
+        median(|| {
+            marks.clear();
+            let batch = event.clone();
+            let time = timed(|| {
+                runtime.block_on(validator.handle(batch)).unwrap();
+            });
+            output.take();
+            rejects.take();
+            time
+        })
+    };
+    let all_sampled = traced(1.0, &event, false);
+    let all_sampled_lambda = traced(1.0, &event, true);
+    let unheaded = kinesis_event(
+        &Generator::new(
+            GeneratorConfig {
+                seed: 42,
+                trace_header_ratio: 0.0,
+                ..GeneratorConfig::default()
+            },
+            IDS,
+        )
+        .unwrap()
+        .batch(RECORDS)
+        .unwrap(),
+    );
+    let default_sampled = traced(DEFAULT_SAMPLE_RATE, &unheaded, false);
+    let default_sampled_lambda = traced(DEFAULT_SAMPLE_RATE, &unheaded, true);
+    let untraced_unheaded = traced(0.0, &unheaded, false);
+    drop(collector);
+    let _ = std::fs::remove_dir_all(&dir);
+
     // `cargo bench ... -- handler-only` stops here, for profiling the handler alone.
+    let per_record = |t: Timing| t.median.as_secs_f64() * 1e6 / RECORDS as f64;
+    let tracing_report = || {
+        report(
+            "Validator::handle, every record traced",
+            all_sampled,
+            RECORDS,
+        );
+        report(
+            "  the same, flushed per batch (Lambda)",
+            all_sampled_lambda,
+            RECORDS,
+        );
+        report(
+            "Validator::handle, no headers, tracing at rate 0",
+            untraced_unheaded,
+            RECORDS,
+        );
+        report(
+            "Validator::handle, no headers, default sampling",
+            default_sampled,
+            RECORDS,
+        );
+        report(
+            "  the same, flushed per batch (Lambda)",
+            default_sampled_lambda,
+            RECORDS,
+        );
+        let cost = |t: Timing, base: Timing| (per_record(t) / per_record(base) - 1.0) * 100.0;
+        eprintln!(
+            "  tracing cost: every record traced {:+.1} % ({:+.1} % on Lambda; target <= 10 %); \
+             default sampling {:+.1} % ({:+.1} % on Lambda; target <= 2 %)",
+            cost(all_sampled, handler),
+            cost(all_sampled_lambda, handler),
+            cost(default_sampled, untraced_unheaded),
+            cost(default_sampled_lambda, untraced_unheaded),
+        );
+    };
     if std::env::args().any(|a| a == "handler-only") {
         report("Validator::handle (in-process ports)", handler, RECORDS);
+        tracing_report();
         return;
     }
 
@@ -198,6 +284,7 @@ fn main() {
 
     eprintln!();
     let us = report("Validator::handle (in-process ports)", handler, RECORDS);
+    tracing_report();
     report("  decode + judge per record (verdict)", judge, RECORDS);
     report("    envelope decode (frame + serde)", decode, RECORDS);
     report("    payload walk (read_record)", walk, RECORDS);

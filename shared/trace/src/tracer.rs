@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime};
 
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
-use opentelemetry::{Context, KeyValue};
+use opentelemetry::{Context, Key, KeyValue};
 use opentelemetry_aws::trace::XrayIdGenerator;
 use opentelemetry_aws::trace::xray_propagator::{span_context_from_str, span_context_to_string};
 use opentelemetry_aws::xray_exporter::daemon_client::XrayDaemonClient;
@@ -65,6 +65,9 @@ struct Inner {
     provider: SdkTracerProvider,
     tracer: SdkTracer,
     sample_rate: f64,
+    /// Export at the end of every batch (Lambda freezes the process between invocations);
+    /// elsewhere the batch processor exports in the background, off the handler's path.
+    flush_each_batch: bool,
 }
 
 impl std::fmt::Debug for Tracer {
@@ -154,6 +157,7 @@ impl Tracer {
                 provider,
                 tracer,
                 sample_rate: sample_rate.clamp(0.0, 1.0),
+                flush_each_batch: std::env::var_os(LAMBDA_RUNTIME_API_ENV).is_some(),
             })),
         }
     }
@@ -195,22 +199,49 @@ impl Tracer {
             .with_kind(SpanKind::Server)
             .with_start_time(start)
             .with_attributes([
-                KeyValue::new(annotation(keys::EVENT_ID), event_id.to_owned()),
-                KeyValue::new(annotation(keys::STAGE), stage),
+                KeyValue::new(
+                    Key::from_static_str(ANNOTATION_EVENT_ID),
+                    event_id.to_owned(),
+                ),
+                KeyValue::new(Key::from_static_str(ANNOTATION_STAGE), stage),
             ])
             .start_with_context(&inner.tracer, &cx);
         *header = span_context_to_string(span.span_context());
         Some(RecordSpan { span })
     }
 
-    /// Sends every span ended so far to the daemon. Lambda freezes the process between
-    /// invocations, so each invocation ends with a flush.
+    /// Ends a batch: on Lambda, which freezes the process between invocations, every span
+    /// ended so far is sent to the daemon before the invocation answers; elsewhere the spans
+    /// go out in the background within [`EXPORT_DELAY`].
     pub fn flush(&self) {
+        if let Some(inner) = &self.inner
+            && inner.flush_each_batch
+        {
+            self.force_flush();
+        }
+    }
+
+    /// Sends every span ended so far to the daemon now (and waits for it).
+    pub fn force_flush(&self) {
         if let Some(inner) = &self.inner
             && let Err(e) = inner.provider.force_flush()
         {
             tracing::warn!(error = %e, "trace flush failed");
         }
+    }
+
+    /// The same tracer, flushing at the end of every batch as on Lambda (or not), whatever
+    /// the environment says: for benches that measure either.
+    #[must_use]
+    pub fn flushing_each_batch(self, on: bool) -> Self {
+        let inner = self.inner.map(|inner| match Arc::try_unwrap(inner) {
+            Ok(mut inner) => {
+                inner.flush_each_batch = on;
+                Arc::new(inner)
+            }
+            Err(shared) => shared,
+        });
+        Tracer { inner }
     }
 }
 
@@ -218,6 +249,13 @@ impl Tracer {
 fn annotation(key: &str) -> String {
     format!("annotation.{key}")
 }
+
+/// The annotations every span has, as attribute keys made once (no allocation per span).
+const ANNOTATION_EVENT_ID: &str = "annotation.event_id";
+const ANNOTATION_STAGE: &str = "annotation.stage";
+const ANNOTATION_OUTCOME: &str = "annotation.outcome";
+/// Set by Lambda for a function's process.
+const LAMBDA_RUNTIME_API_ENV: &str = "AWS_LAMBDA_RUNTIME_API";
 
 /// The exporter to the daemon behind `client`, annotating what the path reader looks up.
 fn xray_exporter(client: XrayDaemonClient) -> XrayExporter<XrayDaemonClient> {
@@ -254,8 +292,10 @@ impl RecordSpan {
     /// Ends the span with `outcome`; retries and dead letters mark it as a fault.
     pub fn end(mut self, outcome: &Outcome) {
         let (name, detail) = outcome.parts();
-        self.span
-            .set_attribute(KeyValue::new(annotation(keys::OUTCOME), name));
+        self.span.set_attribute(KeyValue::new(
+            Key::from_static_str(ANNOTATION_OUTCOME),
+            name,
+        ));
         if let Some((key, value)) = detail {
             self.span
                 .set_attribute(KeyValue::new(annotation(key), value.to_owned()));
@@ -271,6 +311,13 @@ impl RecordSpan {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn static_annotation_keys_are_the_annotations() {
+        assert_eq!(ANNOTATION_EVENT_ID, annotation(keys::EVENT_ID));
+        assert_eq!(ANNOTATION_STAGE, annotation(keys::STAGE));
+        assert_eq!(ANNOTATION_OUTCOME, annotation(keys::OUTCOME));
+    }
 
     #[test]
     fn daemon_addresses_in_both_forms() {

@@ -42,7 +42,7 @@ async fn one_trace_follows_an_event_across_stages_and_unsampled_records_cost_no_
         "{sent}"
     );
     span.end(&Outcome::Published);
-    validator.flush();
+    validator.force_flush();
     tokio::time::sleep(Duration::from_millis(30)).await;
 
     // The enricher continues it: same root, a new parent.
@@ -54,7 +54,7 @@ async fn one_trace_follows_an_event_across_stages_and_unsampled_records_cost_no_
     assert_eq!(next[..40], sent[..40], "same root");
     assert_ne!(next, sent, "a new parent");
     span.end(&Outcome::Rejected("unknown_subject".into()));
-    enricher.flush();
+    enricher.force_flush();
 
     let path = wait_for_path(&collector, "e-1", 2).await;
     let stages: Vec<_> = path.hops.iter().map(|h| h.stage.as_str()).collect();
