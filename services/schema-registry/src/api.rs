@@ -150,17 +150,31 @@ struct ErrorBody {
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
         let (status, error_code) = self.status_and_code();
-        if status.is_server_error() {
+        let message = if status.is_server_error() {
+            // The detail (an SDK error: table names, ARNs, request ids) goes to the log, for
+            // the operator; the caller learns that the fault is ours and whether to retry.
             tracing::error!(error = %self, retryable = self.retryable(), "request failed");
-        }
+            server_error_message(self.retryable())
+        } else {
+            self.to_string()
+        };
         Reply(
             status,
             ErrorBody {
                 error_code,
-                message: self.to_string(),
+                message,
             },
         )
         .into_response()
+    }
+}
+
+/// What a caller reads of a failure on the registry's side.
+fn server_error_message(retryable: bool) -> String {
+    if retryable {
+        "the registry could not complete the request; retry later".to_owned()
+    } else {
+        "the registry could not complete the request (see its log)".to_owned()
     }
 }
 
@@ -572,6 +586,39 @@ fn raw(schema: String) -> Response {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn server_errors_keep_their_detail_in_the_log() {
+        let error = Error::Store {
+            op: "PutItem",
+            message: "ResourceNotFoundException: arn:aws:dynamodb:eu-west-1:123456789012:table/riffle-schemas".into(),
+            retryable: true,
+        };
+        let response = error.into_response();
+        assert_eq!(response.status(), StatusCode::INTERNAL_SERVER_ERROR);
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        let body = String::from_utf8(body.to_vec()).unwrap();
+        assert!(
+            body.contains("retry later") && body.contains("50001"),
+            "{body}"
+        );
+        assert!(
+            !body.contains("arn:") && !body.contains("PutItem"),
+            "{body}"
+        );
+        // A caller's mistake keeps its reason.
+        let response = Error::InvalidSchema("no type".into()).into_response();
+        let body = axum::body::to_bytes(response.into_body(), 4096)
+            .await
+            .unwrap();
+        assert!(
+            String::from_utf8(body.to_vec())
+                .unwrap()
+                .contains("no type")
+        );
+    }
 
     #[test]
     fn only_5xx_answers_are_counted() {

@@ -37,6 +37,26 @@ pub struct ParsedSchema {
     pub schema_type: String,
 }
 
+/// Refuses a schema with a value that takes no bytes yet holds more values than the stages'
+/// readers allow a short body (`riffle_codec::datum::MIN_STEP_BUDGET`): records of nulls
+/// nested so that each uses the next twice make a record of a few bytes cost 2^depth steps
+/// to read. Nothing a producer means holds thousands of nulls in no bytes.
+fn refuse_empty_blowups(text: &str) -> Result<()> {
+    let Ok(compiled) = riffle_codec::CompiledSchema::parse(0, text) else {
+        // The registry's own parse accepted it; the stages will say what they cannot read.
+        return Ok(());
+    };
+    let values = riffle_codec::datum::largest_empty_value(&compiled);
+    let limit = riffle_codec::datum::MIN_STEP_BUDGET as u64;
+    if values > limit {
+        return Err(Error::InvalidSchema(format!(
+            "a value of this schema holds {values} values in zero bytes (records of nulls \
+             nested in one another); readers take at most {limit}"
+        )));
+    }
+    Ok(())
+}
+
 /// Parses `text` as a schema of `schema_type` (`None` means Avro, as the API defines).
 pub fn parse(text: &str, schema_type: Option<&str>) -> Result<ParsedSchema> {
     let schema_type = schema_type.unwrap_or(AVRO);
@@ -52,6 +72,7 @@ pub fn parse(text: &str, schema_type: Option<&str>) -> Result<ParsedSchema> {
         )));
     }
     let schema = Schema::parse_str(text).map_err(|e| Error::InvalidSchema(e.to_string()))?;
+    refuse_empty_blowups(text)?;
     let normalized = serde_json::to_string(&schema)
         .map_err(|e| Error::InvalidSchema(format!("schema cannot be written back: {e}")))?;
     let fingerprint = hex(&Sha256::digest(normalized.as_bytes()));
@@ -79,6 +100,31 @@ mod tests {
     use super::*;
 
     const USER: &str = r#"{"type":"record","name":"User","namespace":"riffle","fields":[{"name":"id","type":"long"}]}"#;
+
+    /// Records L1..Ln, each holding the previous one twice (defined, then by name), down to a
+    /// record of a null; `extra` fields go on the outermost record.
+    pub(crate) fn doubling(depth: usize, extra: &str) -> String {
+        let mut schema =
+            r#"{"type":"record","name":"L0","fields":[{"name":"n","type":"null"}]}"#.to_owned();
+        for level in 1..=depth {
+            let more = if level == depth { extra } else { "" };
+            schema = format!(
+                r#"{{"type":"record","name":"L{level}","fields":[{{"name":"a","type":{schema}}},{{"name":"b","type":"L{}"}}{more}]}}"#,
+                level - 1
+            );
+        }
+        schema
+    }
+
+    #[test]
+    fn values_of_nulls_nested_to_blow_up_are_refused_at_once() {
+        let started = std::time::Instant::now();
+        let err = parse(&doubling(30, ""), None).unwrap_err().to_string();
+        assert!(err.contains("in zero bytes"), "{err}");
+        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        // A few levels are fine.
+        assert!(parse(&doubling(6, ""), None).is_ok());
+    }
 
     #[test]
     fn spelling_does_not_change_the_fingerprint() {

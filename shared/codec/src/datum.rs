@@ -9,6 +9,7 @@
 //! Outside bytes cannot make it panic, loop for long or recurse deeply: lengths are checked
 //! against what is left, block counts are bounded and nesting is limited to [`MAX_DEPTH`].
 
+use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use apache_avro::Schema;
@@ -18,6 +19,13 @@ use crate::{CodecError, CompiledSchema};
 
 /// Deepest nesting accepted (recursive schemas could otherwise recurse once per input byte).
 pub const MAX_DEPTH: usize = 64;
+/// Values a body may hold, at most, per byte of it (plus [`MIN_STEP_BUDGET`]). Nulls, empty
+/// records and zero-size fixeds take no bytes, so without a budget a record of nested
+/// records of nulls, each using the next twice, would cost 2^depth steps for a few bytes;
+/// real payloads hold at most a few values per byte.
+pub const STEPS_PER_BYTE: usize = 64;
+/// Values any body may hold, however short.
+pub const MIN_STEP_BUDGET: usize = 4_096;
 /// Most items accepted in one array or map block whose items may take zero bytes.
 pub const MAX_ZERO_SIZE_ITEMS: i64 = 1 << 16;
 
@@ -112,7 +120,7 @@ pub fn read_record<'a>(
     let Schema::Record(record) = schema.schema() else {
         return Err(schema.malformed("payload schema is not a record".into()));
     };
-    let mut cursor = Cursor { buf: body, pos: 0 };
+    let mut cursor = Cursor::new(body);
     let mut fields = Vec::with_capacity(record.fields.len());
     for field in &record.fields {
         let value = walk(schema, &field.schema, &mut cursor, 1, &mut None)
@@ -129,7 +137,7 @@ pub fn read_record<'a>(
 /// # Errors
 /// [`CodecError::Malformed`] as for [`read_record`].
 pub fn to_json(schema: &CompiledSchema, body: &[u8], out: &mut String) -> Result<(), CodecError> {
-    let mut cursor = Cursor { buf: body, pos: 0 };
+    let mut cursor = Cursor::new(body);
     let mut sink = Some(out);
     walk(schema, schema.schema(), &mut cursor, 0, &mut sink).map_err(|e| schema.malformed(e))?;
     cursor.finish().map_err(|e| schema.malformed(e))
@@ -138,9 +146,32 @@ pub fn to_json(schema: &CompiledSchema, body: &[u8], out: &mut String) -> Result
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
+    /// Values still allowed (see [`STEPS_PER_BYTE`]).
+    steps_left: usize,
 }
 
 impl<'a> Cursor<'a> {
+    fn new(buf: &'a [u8]) -> Self {
+        Cursor {
+            buf,
+            pos: 0,
+            steps_left: buf
+                .len()
+                .saturating_mul(STEPS_PER_BYTE)
+                .saturating_add(MIN_STEP_BUDGET),
+        }
+    }
+
+    /// Counts one value against the budget.
+    fn step(&mut self) -> Result<(), String> {
+        self.steps_left = self.steps_left.checked_sub(1).ok_or_else(|| {
+            format!(
+                "more than {STEPS_PER_BYTE} values per byte: the schema nests values that take no bytes"
+            )
+        })?;
+        Ok(())
+    }
+
     fn remaining(&self) -> usize {
         self.buf.len() - self.pos
     }
@@ -286,6 +317,85 @@ fn may_be_empty(owner: &CompiledSchema, schema: &Schema, depth: usize) -> bool {
     }
 }
 
+/// The most values any zero-byte value in `schema` holds: a record of nulls counts its
+/// nulls, a record of such records their sum. Readers refuse a body holding more than
+/// [`MIN_STEP_BUDGET`] values beyond [`STEPS_PER_BYTE`] per byte, so a registry refuses a
+/// schema whose zero-byte values alone would pass that (nested records each using the next
+/// twice double it per level).
+pub fn largest_empty_value(schema: &CompiledSchema) -> u64 {
+    let mut memo = HashMap::new();
+    let mut largest = 0;
+    visit_records(schema, schema.schema(), &mut memo, &mut largest, 0);
+    largest
+}
+
+/// Every record defined in `schema`, each one's zero-byte size folded into `largest`.
+fn visit_records(
+    owner: &CompiledSchema,
+    schema: &Schema,
+    memo: &mut HashMap<String, Option<u64>>,
+    largest: &mut u64,
+    depth: usize,
+) {
+    if depth > MAX_DEPTH {
+        return;
+    }
+    match schema {
+        Schema::Record(r) => {
+            if let Some(n) = empty_values(owner, schema, memo, depth) {
+                *largest = (*largest).max(n);
+            }
+            for field in &r.fields {
+                visit_records(owner, &field.schema, memo, largest, depth + 1);
+            }
+        }
+        Schema::Array(a) => visit_records(owner, &a.items, memo, largest, depth + 1),
+        Schema::Map(m) => visit_records(owner, &m.types, memo, largest, depth + 1),
+        Schema::Union(u) => {
+            for branch in u.variants() {
+                visit_records(owner, branch, memo, largest, depth + 1);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// Values in a zero-byte value of `schema` (walk steps), `None` when it takes bytes.
+/// Records are counted once each (`memo`), so the count itself costs one pass.
+fn empty_values(
+    owner: &CompiledSchema,
+    schema: &Schema,
+    memo: &mut HashMap<String, Option<u64>>,
+    depth: usize,
+) -> Option<u64> {
+    if depth > MAX_DEPTH {
+        return None;
+    }
+    match schema {
+        Schema::Null => Some(1),
+        Schema::Fixed(f) if f.size == 0 => Some(1),
+        Schema::Record(r) => {
+            let key = r.name.fullname(None);
+            if let Some(known) = memo.get(&key) {
+                return *known;
+            }
+            // A record met again below itself cannot be empty (it recurses through a union,
+            // whose branch index takes a byte); `None` until counted says so.
+            memo.insert(key.clone(), None);
+            let mut total: u64 = 1;
+            for field in &r.fields {
+                total = total.saturating_add(empty_values(owner, &field.schema, memo, depth + 1)?);
+            }
+            memo.insert(key, Some(total));
+            Some(total)
+        }
+        Schema::Ref { name } => owner
+            .lookup(name)
+            .and_then(|target| empty_values(owner, target, memo, depth + 1)),
+        _ => None,
+    }
+}
+
 fn walk<'a>(
     owner: &'a CompiledSchema,
     schema: &'a Schema,
@@ -296,6 +406,7 @@ fn walk<'a>(
     if depth > MAX_DEPTH {
         return Err(format!("nesting deeper than {MAX_DEPTH}"));
     }
+    cur.step()?;
     Ok(match schema {
         Schema::Null => {
             emit(sink, "null");
@@ -559,5 +670,47 @@ mod tests {
         .unwrap();
         let deep = vec![2u8; 10_000];
         assert!(read_record(&recursive, &deep).is_err());
+    }
+
+    /// A record of records, each using the next twice, down to a record of nulls: a value of
+    /// 2^depth nulls that takes zero bytes.
+    pub(crate) fn doubling_schema(depth: usize) -> String {
+        let mut schema =
+            r#"{"type":"record","name":"L0","fields":[{"name":"n","type":"null"}]}"#.to_owned();
+        for level in 1..=depth {
+            schema = format!(
+                r#"{{"type":"record","name":"L{level}","fields":[{{"name":"a","type":{schema}}},{{"name":"b","type":"L{}"}}]}}"#,
+                level - 1
+            );
+        }
+        schema
+    }
+
+    #[test]
+    fn values_that_take_no_bytes_cannot_make_a_short_body_cost_more_than_its_budget() {
+        let schema = CompiledSchema::parse(1, &doubling_schema(40)).unwrap();
+        let started = std::time::Instant::now();
+        let err = read_record(&schema, &[]).unwrap_err().to_string();
+        assert!(err.contains("values per byte"), "{err}");
+        let mut json = String::new();
+        assert!(to_json(&schema, &[], &mut json).is_err());
+        assert!(
+            started.elapsed() < std::time::Duration::from_millis(100),
+            "{:?}",
+            started.elapsed()
+        );
+        // A small one is read whole.
+        let small = CompiledSchema::parse(2, &doubling_schema(8)).unwrap();
+        assert!(read_record(&small, &[]).is_ok());
+        // The count a registry refuses by, computed in one pass: 2^(d+1) - 1 records plus
+        // 2^d nulls.
+        assert_eq!(largest_empty_value(&small), (1 << 9) - 1 + (1 << 8));
+        assert_eq!(largest_empty_value(&schema), (1u64 << 41) - 1 + (1 << 40));
+        let plain = CompiledSchema::parse(
+            3,
+            r#"{"type":"record","name":"P","fields":[{"name":"s","type":"string"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(largest_empty_value(&plain), 0);
     }
 }
