@@ -20,7 +20,7 @@ use riffle_codec::datum::read_record;
 use riffle_codec::rules::Contract;
 use riffle_codec::source::SchemaSource;
 use riffle_codec::{CodecError, Enrichment, Envelope, EnvelopeCodec, SchemaCache};
-use riffle_stage::marks::{MarkStore, Marks};
+use riffle_stage::marks::{MarkStore, Marks, Republish};
 use riffle_stage::schemas::{
     BatchSchemas, learn_envelope_versions, payload_schema, resolve_payload_schemas, take_outage,
 };
@@ -32,7 +32,7 @@ use riffle_stage::{
 use riffle_telemetry::Metrics;
 
 pub use config::{Config, ConfigError};
-use reference::{ReferenceCache, ReferenceSource};
+use reference::{Attributes, ReferenceCache, ReferenceSource};
 
 /// The stage name written into `stage_times`.
 pub use riffle_stage::stages::ENRICHER as STAGE;
@@ -85,6 +85,15 @@ impl<S, R, O, D, M> std::fmt::Debug for Enricher<S, R, O, D, M> {
             .field("envelopes", &self.envelopes)
             .finish_non_exhaustive()
     }
+}
+
+/// What a batch's records became: enriched records for the next stream (with each one's
+/// index and input record, in the same order), dead letters, and how many found no reference.
+struct Sorted<'r> {
+    out: Vec<OutRecord>,
+    out_records: Vec<(usize, &'r KinesisEventRecord)>,
+    dead: Vec<(&'r KinesisEventRecord, RejectMessage)>,
+    missing_reference: u64,
 }
 
 /// What one record becomes before the batch's reference data is known.
@@ -182,94 +191,16 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
         let found = self.reference.get_many(&keys).await?;
 
         let now = riffle_codec_now_ms();
-        let mut out = Vec::with_capacity(records.len());
-        let mut out_records = Vec::with_capacity(records.len());
-        let mut dead = Vec::new();
-        let mut missing_reference = 0u64;
-        for (i, (record, plan)) in records.iter().zip(plans).enumerate() {
-            if batch.is_copy(i) {
-                continue;
-            }
-            match plan {
-                Plan::Enrich {
-                    mut envelope,
-                    lookup,
-                    derived,
-                } => {
-                    spans.open(&self.tracer, i, &mut envelope, false);
-                    let derived = match derived {
-                        Ok(derived) => derived,
-                        Err((code, why)) => {
-                            spans.close(i, &Outcome::DeadLettered(format!("{code}: {why}")));
-                            dead.push(dead_letter(record, code, why, Some(&envelope)));
-                            continue;
-                        }
-                    };
-                    let attributes = lookup
-                        .as_ref()
-                        .and_then(|k| found.get(k))
-                        .and_then(Option::as_deref);
-                    self.enrich(&mut envelope, derived, lookup.is_some(), attributes);
-                    if envelope
-                        .enrichment
-                        .as_ref()
-                        .is_some_and(|e| !e.reference_found)
-                    {
-                        missing_reference += 1;
-                    }
-                    envelope.stage_times.insert(STAGE.to_string(), now);
-                    match self.envelopes.encode(&envelope) {
-                        Ok(bytes) => {
-                            out_records.push((i, record));
-                            out.push(OutRecord {
-                                partition_key: record.kinesis.partition_key.clone(),
-                                data: bytes,
-                            });
-                        }
-                        Err(e) => {
-                            spans.close(i, &Outcome::DeadLettered(e.to_string()));
-                            dead.push(dead_letter(
-                                record,
-                                e.code(),
-                                e.to_string(),
-                                Some(&envelope),
-                            ));
-                        }
-                    }
-                }
-                Plan::DeadLetter(code, why) => dead.push(dead_letter(record, code, why, None)),
-            }
-        }
+        let sorted = self.sort(records, plans, &batch, &found, now, &mut spans);
 
         let mut metrics = Metrics::new(STAGE);
         metrics.count(names::RECORDS_IN, records.len() as u64);
-        metrics.count(names::RECORDS_OUT, out.len() as u64);
-        metrics.count(names::REFERENCE_MISSING, missing_reference);
-        metrics.count(names::DEAD_LETTERED, dead.len() as u64);
+        metrics.count(names::RECORDS_OUT, sorted.out.len() as u64);
+        metrics.count(names::REFERENCE_MISSING, sorted.missing_reference);
+        metrics.count(names::DEAD_LETTERED, sorted.dead.len() as u64);
         metrics.count(names::DUPLICATES_DROPPED, batch.copies() as u64);
 
-        let mut failures = Failures::default();
-        let (dead_records, messages): (Vec<_>, Vec<_>) = dead
-            .into_iter()
-            .enumerate()
-            .map(|(i, (record, msg))| (record, msg.to_sqs(i.to_string())))
-            .unzip();
-        let (published, sent) = tokio::join!(self.output.publish(out), self.dlq.reject(messages));
-        for index in published? {
-            if let Some((i, record)) = out_records.get(index) {
-                spans.close(
-                    *i,
-                    &Outcome::Retried("the enriched stream refused it".into()),
-                );
-                failures.fail(record);
-            }
-        }
-        for index in sent? {
-            if let Some(record) = dead_records.get(index) {
-                failures.fail(record);
-            }
-        }
-        spans.close_all(&Outcome::Published);
+        let failures = self.deliver(sorted, &mut spans).await?;
         self.tracer.flush();
         metrics.count(names::RECORDS_FAILED, failures.len() as u64);
         let committed = self
@@ -283,6 +214,115 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
         metrics.flush();
         committed.map_err(EnricherError::Marks)?;
         Ok(failures.into_response())
+    }
+
+    /// Enriches every record that is not a copy; what cannot be enriched (an undecodable
+    /// record, a payload the contract cannot derive from) becomes a dead letter.
+    fn sort<'r>(
+        &self,
+        records: &'r [KinesisEventRecord],
+        plans: Vec<Plan>,
+        batch: &Republish,
+        found: &HashMap<String, Option<Attributes>>,
+        now: i64,
+        spans: &mut BatchSpans,
+    ) -> Sorted<'r> {
+        let mut sorted = Sorted {
+            out: Vec::with_capacity(records.len()),
+            out_records: Vec::with_capacity(records.len()),
+            dead: Vec::new(),
+            missing_reference: 0,
+        };
+        for (i, (record, plan)) in records.iter().zip(plans).enumerate() {
+            if batch.is_copy(i) {
+                continue;
+            }
+            let (mut envelope, lookup, derived) = match plan {
+                Plan::Enrich {
+                    envelope,
+                    lookup,
+                    derived,
+                } => (envelope, lookup, derived),
+                Plan::DeadLetter(code, why) => {
+                    sorted.dead.push(dead_letter(record, code, why, None));
+                    continue;
+                }
+            };
+            spans.open(&self.tracer, i, &mut envelope, false);
+            let derived = match derived {
+                Ok(derived) => derived,
+                Err((code, why)) => {
+                    spans.close(i, &Outcome::DeadLettered(format!("{code}: {why}")));
+                    sorted
+                        .dead
+                        .push(dead_letter(record, code, why, Some(&envelope)));
+                    continue;
+                }
+            };
+            let attributes = lookup
+                .as_ref()
+                .and_then(|k| found.get(k))
+                .and_then(Option::as_deref);
+            self.enrich(&mut envelope, derived, lookup.is_some(), attributes);
+            if envelope
+                .enrichment
+                .as_ref()
+                .is_some_and(|e| !e.reference_found)
+            {
+                sorted.missing_reference += 1;
+            }
+            envelope.stage_times.insert(STAGE.to_string(), now);
+            match self.envelopes.encode(&envelope) {
+                Ok(bytes) => {
+                    sorted.out_records.push((i, record));
+                    sorted.out.push(OutRecord {
+                        partition_key: record.kinesis.partition_key.clone(),
+                        data: bytes,
+                    });
+                }
+                Err(e) => {
+                    spans.close(i, &Outcome::DeadLettered(e.to_string()));
+                    let letter = dead_letter(record, e.code(), e.to_string(), Some(&envelope));
+                    sorted.dead.push(letter);
+                }
+            }
+        }
+        sorted
+    }
+
+    /// Publishes the enriched records and parks the dead letters, at the same time; what
+    /// either refuses is failed for a retry. Closes every record's span.
+    ///
+    /// # Errors
+    /// The stream or the queue refused the whole call.
+    async fn deliver(
+        &self,
+        sorted: Sorted<'_>,
+        spans: &mut BatchSpans,
+    ) -> Result<Failures, EnricherError> {
+        let mut failures = Failures::default();
+        let (dead_records, messages): (Vec<_>, Vec<_>) = sorted
+            .dead
+            .into_iter()
+            .enumerate()
+            .map(|(i, (record, msg))| (record, msg.to_sqs(i.to_string())))
+            .unzip();
+        let (published, sent) =
+            tokio::join!(self.output.publish(sorted.out), self.dlq.reject(messages));
+        for index in published? {
+            if let Some((i, record)) = sorted.out_records.get(index) {
+                let why = "the enriched stream refused it";
+                spans.close(*i, &Outcome::Retried(why.into()));
+                failures.fail(record);
+            }
+        }
+        for index in sent? {
+            if let Some(record) = dead_records.get(index) {
+                failures.fail(record);
+            }
+        }
+        spans.close_all(&Outcome::Published);
+        Ok(failures)
     }
 
     /// Reads the payload once: which reference item the record joins and what it derives.

@@ -17,12 +17,14 @@ use std::collections::HashMap;
 
 use riffle_codec::rules::Contract;
 use riffle_codec::source::SchemaSource;
-use riffle_codec::{EnvelopeCodec, SchemaCache};
-use riffle_stage::marks::{MarkStore, Marks};
+use riffle_codec::{CodecError, Envelope, EnvelopeCodec, SchemaCache};
+use riffle_stage::marks::{MarkStore, Marks, Republish};
+use riffle_stage::schemas::BatchSchemas;
 use riffle_stage::schemas::{learn_envelope_versions, resolve_payload_schemas};
 use riffle_stage::trace::{BatchSpans, Outcome, Tracer};
 use riffle_stage::{
-    Failures, KinesisEvent, KinesisEventResponse, OutRecord, Output, OutputError, Rejects,
+    Failures, KinesisEvent, KinesisEventRecord, KinesisEventResponse, OutRecord, Output,
+    OutputError, RejectMessage, Rejects,
 };
 use riffle_telemetry::Metrics;
 
@@ -124,12 +126,53 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
             .await
             .map_err(ValidatorError::Marks)?;
         let schemas = resolve_payload_schemas(&self.schemas, &envelopes).await;
-        let plans = verdict::plans(&self.contracts, &schemas);
-
         let now = verdict::now_ms();
-        let mut valid = Vec::with_capacity(records.len());
-        let mut rejected = Vec::new();
-        let mut failures = Failures::default();
+        let judged = Judging {
+            schemas: &schemas,
+            plans: &verdict::plans(&self.contracts, &schemas),
+            unavailable: &unavailable,
+            now,
+        };
+        let sorted = self.sort(records, envelopes, &batch, &judged, &mut spans);
+
+        let mut metrics = Metrics::new(STAGE);
+        metrics.count(names::RECORDS_IN, records.len() as u64);
+        metrics.count(names::RECORDS_OUT, sorted.valid.len() as u64);
+        metrics.count(names::REJECTED, sorted.rejected.len() as u64);
+        metrics.count(names::RECORDS_RETRIED, sorted.failures.len() as u64);
+        metrics.count(names::DUPLICATES_DROPPED, batch.copies() as u64);
+
+        let failures = self.deliver(sorted, &mut spans).await?;
+        self.tracer.flush();
+        metrics.count(names::RECORDS_FAILED, failures.len() as u64);
+        let committed = self
+            .marks
+            .finish(STAGE, batch, records, &failures, now.div_euclid(1000))
+            .await;
+        metrics.count(
+            names::MARK_WRITES,
+            committed.as_ref().map_or(0, |c| c.writes) as u64,
+        );
+        metrics.flush();
+        committed.map_err(ValidatorError::Marks)?;
+        Ok(failures.into_response())
+    }
+
+    /// Judges every record that is not a copy: valid ones become output records, invalid
+    /// ones reject messages, and those the registry could not judge are failed for a retry.
+    fn sort<'r>(
+        &self,
+        records: &'r [KinesisEventRecord],
+        envelopes: Vec<Result<Envelope, CodecError>>,
+        batch: &Republish,
+        judging: &Judging<'_>,
+        spans: &mut BatchSpans,
+    ) -> Sorted<'r> {
+        let mut sorted = Sorted {
+            valid: Vec::with_capacity(records.len()),
+            rejected: Vec::new(),
+            failures: Failures::default(),
+        };
         for (i, (record, mut envelope)) in records.iter().zip(envelopes).enumerate() {
             if batch.is_copy(i) {
                 continue;
@@ -140,37 +183,47 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
             match verdict::judge(
                 &self.envelopes,
                 &self.contracts,
-                &schemas,
-                &plans,
-                &unavailable,
+                judging.schemas,
+                judging.plans,
+                judging.unavailable,
                 envelope,
-                now,
+                judging.now,
             ) {
-                Verdict::Valid(bytes) => valid.push((
+                Verdict::Valid(bytes) => sorted.valid.push((
                     (i, record),
                     OutRecord {
                         partition_key: record.kinesis.partition_key.clone(),
                         data: bytes,
                     },
                 )),
-                Verdict::Reject(reject) => {
-                    rejected.push(((i, record), reject.into_message(STAGE, record)))
-                }
+                Verdict::Reject(reject) => sorted
+                    .rejected
+                    .push(((i, record), reject.into_message(STAGE, record))),
                 Verdict::Retry(why) => {
                     tracing::warn!(seq = %record.kinesis.sequence_number, %why, "will retry record");
                     spans.close(i, &Outcome::Retried(why));
-                    failures.fail(record);
+                    sorted.failures.fail(record);
                 }
             }
         }
+        sorted
+    }
 
-        let mut metrics = Metrics::new(STAGE);
-        metrics.count(names::RECORDS_IN, records.len() as u64);
-        metrics.count(names::RECORDS_OUT, valid.len() as u64);
-        metrics.count(names::REJECTED, rejected.len() as u64);
-        metrics.count(names::RECORDS_RETRIED, failures.len() as u64);
-        metrics.count(names::DUPLICATES_DROPPED, batch.copies() as u64);
-
+    /// Publishes the valid records and sends the rejects, at the same time; what either
+    /// refuses is failed for a retry. Closes every record's span with what became of it.
+    ///
+    /// # Errors
+    /// The stream or the queue refused the whole call.
+    async fn deliver(
+        &self,
+        sorted: Sorted<'_>,
+        spans: &mut BatchSpans,
+    ) -> Result<Failures, ValidatorError> {
+        let Sorted {
+            valid,
+            rejected,
+            mut failures,
+        } = sorted;
         let (valid_records, out): (Vec<_>, Vec<_>) = valid.into_iter().unzip();
         // Codes kept for the spans before the messages become SQS bodies.
         let reject_codes: Vec<(usize, String)> = if spans.any() {
@@ -190,10 +243,8 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
             tokio::join!(self.output.publish(out), self.rejects.reject(messages));
         for index in published? {
             if let Some((i, record)) = valid_records.get(index) {
-                spans.close(
-                    *i,
-                    &Outcome::Retried("the validated stream refused it".into()),
-                );
+                let why = "the validated stream refused it";
+                spans.close(*i, &Outcome::Retried(why.into()));
                 failures.fail(record);
             }
         }
@@ -207,20 +258,25 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
             spans.close(i, &Outcome::Rejected(code));
         }
         spans.close_all(&Outcome::Published);
-        self.tracer.flush();
-        metrics.count(names::RECORDS_FAILED, failures.len() as u64);
-        let committed = self
-            .marks
-            .finish(STAGE, batch, records, &failures, now.div_euclid(1000))
-            .await;
-        metrics.count(
-            names::MARK_WRITES,
-            committed.as_ref().map_or(0, |c| c.writes) as u64,
-        );
-        metrics.flush();
-        committed.map_err(ValidatorError::Marks)?;
-        Ok(failures.into_response())
+        Ok(failures)
     }
+}
+
+/// What judging a batch's records needs besides the records: their schemas resolved once,
+/// the contracts' plans per schema, the envelope versions the registry could not be asked
+/// about, and the time.
+struct Judging<'a> {
+    schemas: &'a BatchSchemas,
+    plans: &'a verdict::Plans,
+    unavailable: &'a [u32],
+    now: i64,
+}
+
+/// A batch's records by verdict, each with its index in the batch.
+struct Sorted<'r> {
+    valid: Vec<((usize, &'r KinesisEventRecord), OutRecord)>,
+    rejected: Vec<((usize, &'r KinesisEventRecord), RejectMessage)>,
+    failures: Failures,
 }
 
 impl<S, O, R, M> riffle_runtime::KinesisHandler for Validator<S, O, R, M>

@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use std::fmt::Write as _;
 
 use apache_avro::Schema;
-use apache_avro::schema::{InnerDecimalSchema, UuidSchema};
+use apache_avro::schema::{ArraySchema, InnerDecimalSchema, MapSchema, RecordSchema, UuidSchema};
 
 use crate::{CodecError, CompiledSchema};
 
@@ -407,6 +407,117 @@ fn walk<'a>(
         return Err(format!("nesting deeper than {MAX_DEPTH}"));
     }
     cur.step()?;
+    match schema {
+        Schema::Union(u) => {
+            let index = cur.long()?;
+            let branch = usize::try_from(index)
+                .ok()
+                .and_then(|i| u.variants().get(i))
+                .ok_or_else(|| format!("union branch {index} out of range"))?;
+            walk(owner, branch, cur, depth + 1, sink)
+        }
+        Schema::Record(r) => record(owner, r, cur, depth, sink),
+        Schema::Array(a) => array(owner, a, cur, depth, sink),
+        Schema::Map(m) => map(owner, m, cur, depth, sink),
+        Schema::Ref { name } => {
+            let target = owner
+                .lookup(name)
+                .ok_or_else(|| format!("unresolved reference {}", name.fullname(None)))?;
+            walk(owner, target, cur, depth + 1, sink)
+        }
+        _ => scalar(schema, cur, sink),
+    }
+}
+
+/// A record's fields in order; a failing field names itself in the error.
+fn record<'a>(
+    owner: &'a CompiledSchema,
+    r: &'a RecordSchema,
+    cur: &mut Cursor<'a>,
+    depth: usize,
+    sink: &mut Sink<'_>,
+) -> Result<Field<'a>, String> {
+    emit(sink, "{");
+    for (i, field) in r.fields.iter().enumerate() {
+        if i > 0 {
+            emit(sink, ",");
+        }
+        emit_str(sink, &field.name);
+        emit(sink, ":");
+        walk(owner, &field.schema, cur, depth + 1, sink)
+            .map_err(|e| format!("{}: {e}", field.name))?;
+    }
+    emit(sink, "}");
+    Ok(Field::Nested)
+}
+
+/// An array's blocks of items; items that may take no bytes are bounded by count.
+fn array<'a>(
+    owner: &'a CompiledSchema,
+    a: &'a ArraySchema,
+    cur: &mut Cursor<'a>,
+    depth: usize,
+    sink: &mut Sink<'_>,
+) -> Result<Field<'a>, String> {
+    let empty = may_be_empty(owner, &a.items, depth);
+    emit(sink, "[");
+    let mut first = true;
+    loop {
+        let n = cur.block(empty)?;
+        if n == 0 {
+            break;
+        }
+        for _ in 0..n {
+            if !first {
+                emit(sink, ",");
+            }
+            first = false;
+            walk(owner, &a.items, cur, depth + 1, sink)?;
+        }
+    }
+    emit(sink, "]");
+    Ok(Field::Nested)
+}
+
+/// A map's blocks of key and value.
+fn map<'a>(
+    owner: &'a CompiledSchema,
+    m: &'a MapSchema,
+    cur: &mut Cursor<'a>,
+    depth: usize,
+    sink: &mut Sink<'_>,
+) -> Result<Field<'a>, String> {
+    emit(sink, "{");
+    let mut first = true;
+    loop {
+        // A map entry always has a key, so it takes at least one byte.
+        let n = cur.block(false)?;
+        if n == 0 {
+            break;
+        }
+        for _ in 0..n {
+            if !first {
+                emit(sink, ",");
+            }
+            first = false;
+            let key = cur.str()?;
+            emit_str(sink, key);
+            emit(sink, ":");
+            walk(owner, &m.types, cur, depth + 1, sink)?;
+        }
+    }
+    emit(sink, "}");
+    Ok(Field::Nested)
+}
+
+/// A value of a schema that holds no other value: a null, a boolean or a number here,
+/// the rest in [`blob`].
+#[inline]
+fn scalar<'a>(
+    schema: &'a Schema,
+    cur: &mut Cursor<'a>,
+    sink: &mut Sink<'_>,
+) -> Result<Field<'a>, String> {
     Ok(match schema {
         Schema::Null => {
             emit(sink, "null");
@@ -454,6 +565,18 @@ fn walk<'a>(
             emit_float(sink, v);
             Field::Float(v)
         }
+        _ => return blob(schema, cur, sink),
+    })
+}
+
+/// A string, bytes, a fixed or an enum.
+#[inline]
+fn blob<'a>(
+    schema: &'a Schema,
+    cur: &mut Cursor<'a>,
+    sink: &mut Sink<'_>,
+) -> Result<Field<'a>, String> {
+    Ok(match schema {
         Schema::Bytes | Schema::BigDecimal | Schema::Uuid(UuidSchema::Bytes) => {
             let b = cur.bytes()?;
             emit_bytes(sink, b);
@@ -491,77 +614,7 @@ fn walk<'a>(
             emit_str(sink, symbol);
             Field::Enum(symbol)
         }
-        Schema::Union(u) => {
-            let index = cur.long()?;
-            let branch = usize::try_from(index)
-                .ok()
-                .and_then(|i| u.variants().get(i))
-                .ok_or_else(|| format!("union branch {index} out of range"))?;
-            walk(owner, branch, cur, depth + 1, sink)?
-        }
-        Schema::Record(r) => {
-            emit(sink, "{");
-            for (i, field) in r.fields.iter().enumerate() {
-                if i > 0 {
-                    emit(sink, ",");
-                }
-                emit_str(sink, &field.name);
-                emit(sink, ":");
-                walk(owner, &field.schema, cur, depth + 1, sink)
-                    .map_err(|e| format!("{}: {e}", field.name))?;
-            }
-            emit(sink, "}");
-            Field::Nested
-        }
-        Schema::Array(a) => {
-            let empty = may_be_empty(owner, &a.items, depth);
-            emit(sink, "[");
-            let mut first = true;
-            loop {
-                let n = cur.block(empty)?;
-                if n == 0 {
-                    break;
-                }
-                for _ in 0..n {
-                    if !first {
-                        emit(sink, ",");
-                    }
-                    first = false;
-                    walk(owner, &a.items, cur, depth + 1, sink)?;
-                }
-            }
-            emit(sink, "]");
-            Field::Nested
-        }
-        Schema::Map(m) => {
-            emit(sink, "{");
-            let mut first = true;
-            loop {
-                // A map entry always has a key, so it takes at least one byte.
-                let n = cur.block(false)?;
-                if n == 0 {
-                    break;
-                }
-                for _ in 0..n {
-                    if !first {
-                        emit(sink, ",");
-                    }
-                    first = false;
-                    let key = cur.str()?;
-                    emit_str(sink, key);
-                    emit(sink, ":");
-                    walk(owner, &m.types, cur, depth + 1, sink)?;
-                }
-            }
-            emit(sink, "}");
-            Field::Nested
-        }
-        Schema::Ref { name } => {
-            let target = owner
-                .lookup(name)
-                .ok_or_else(|| format!("unresolved reference {}", name.fullname(None)))?;
-            walk(owner, target, cur, depth + 1, sink)?
-        }
+        other => return Err(format!("{other:?} is not a scalar schema")),
     })
 }
 
