@@ -69,10 +69,15 @@ fn main() {
     // each batch on Lambda (which waits for the export).
     let dir = std::env::temp_dir().join(format!("riffle-validator-bench-{}", std::process::id()));
     let collector = riffle_trace::Collector::start(&dir).unwrap();
+    // A negative rate is tracing off.
     let traced = |rate: f64, event: &KinesisEvent, lambda: bool| {
-        let tracer = Tracer::to_daemon("riffle-validator", collector.address(), rate)
-            .unwrap()
-            .flushing_each_batch(lambda);
+        let tracer = if rate < 0.0 {
+            Tracer::off()
+        } else {
+            Tracer::to_daemon("riffle-validator", collector.address(), rate)
+                .unwrap()
+                .flushing_each_batch(lambda)
+        };
         let validator =
             validator_with_marks(registered(), output.clone(), rejects.clone(), marks.clone())
                 .with_tracer(tracer);
@@ -105,6 +110,7 @@ fn main() {
     let default_sampled = traced(DEFAULT_SAMPLE_RATE, &unheaded, false);
     let default_sampled_lambda = traced(DEFAULT_SAMPLE_RATE, &unheaded, true);
     let untraced_unheaded = traced(0.0, &unheaded, false);
+    let off_unheaded = traced(-1.0, &unheaded, false);
     drop(collector);
     let _ = std::fs::remove_dir_all(&dir);
 
@@ -119,6 +125,11 @@ fn main() {
         report(
             "  the same, flushed per batch (Lambda)",
             all_sampled_lambda,
+            RECORDS,
+        );
+        report(
+            "Validator::handle, no headers, tracing off",
+            off_unheaded,
             RECORDS,
         );
         report(
@@ -142,8 +153,8 @@ fn main() {
              default sampling {:+.1} % ({:+.1} % on Lambda; target <= 2 %)",
             cost(all_sampled, handler),
             cost(all_sampled_lambda, handler),
-            cost(default_sampled, untraced_unheaded),
-            cost(default_sampled_lambda, untraced_unheaded),
+            cost(default_sampled, off_unheaded),
+            cost(default_sampled_lambda, off_unheaded),
         );
     };
     if std::env::args().any(|a| a == "handler-only") {
