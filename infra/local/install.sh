@@ -2,6 +2,8 @@
 # Installs the local AWS emulators and template tools into the git-ignored .riffle/tools/:
 #   node/  kinesalite (Kinesis), pinned by infra/local/package.json and its package-lock.json
 #   venv/  moto's server (DynamoDB, S3, SQS) and cfn-lint, pinned by infra/local/requirements.txt
+#   scan-venv/  checkov, pinned by infra/local/scan-requirements.txt; only with the argument
+#          `scan` (make scan), since nothing else needs it
 # Idempotent: a stamp file holds the hash of the pinned file it was installed from, so a
 # re-run with nothing changed costs about a second and never touches the registries.
 set -euo pipefail
@@ -43,6 +45,26 @@ install_venv() {
   echo "$want" >"$stamp"
 }
 
+# Apart from venv/: checkov pins boto3 exactly, and moto must keep the botocore it was
+# released with.
+install_scan_venv() {
+  local want stamp="$tools/scan-venv/.installed"
+  want="$(stamp_of "$here/scan-requirements.txt")"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$tools/scan-venv/bin/checkov" ]]; then
+    return 0
+  fi
+  echo "install.sh: installing checkov into $tools/scan-venv" >&2
+  if [[ ! -x "$tools/scan-venv/bin/python" ]]; then
+    python3 -m venv "$tools/scan-venv"
+  fi
+  "$tools/scan-venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$here/scan-requirements.txt" >&2
+  echo "$want" >"$stamp"
+}
+
 install_node
 install_venv
+if [[ "${1:-}" == "scan" ]]; then
+  install_scan_venv
+fi
 echo "install.sh: emulators ready in $tools" >&2

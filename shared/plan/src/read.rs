@@ -448,7 +448,11 @@ mod tests {
             .unwrap();
         assert_eq!(schemas.key_schema.len(), 2);
 
-        let bucket = &plan.buckets[0];
+        let bucket = plan
+            .buckets
+            .iter()
+            .find(|b| b.logical == "ArchiveBucket")
+            .unwrap();
         assert_eq!(bucket.name, format!("riffle-archive-{LOCAL_ACCOUNT_ID}"));
         assert_eq!(bucket.public_access_block, Some([true; 4]));
         assert!(bucket.sse_kms && bucket.bucket_key_enabled);
