@@ -54,6 +54,17 @@ enum Command {
         #[arg(long, default_value_t = 1.0)]
         trace_sample_rate: f64,
     },
+    /// The local twin kept running until Ctrl-C: emulators, X-Ray daemon, registry and the
+    /// four stages, provisioned from the templates; prints the variables that point another
+    /// shell (producers, `riffle`, the AWS CLI) at it, and restarts a stage that exits.
+    Up {
+        /// Share of events without a trace header the validator starts an X-Ray trace for.
+        #[arg(long, default_value_t = riffle_trace::DEFAULT_SAMPLE_RATE)]
+        trace_sample_rate: f64,
+        /// Where the twin keeps its state and logs (wiped at start; default `.riffle/up`).
+        #[arg(long)]
+        state_dir: Option<std::path::PathBuf>,
+    },
     /// The guarantees under faults: run the local pipeline while killing stage processes,
     /// injecting handler errors and throttling, and restarting kinesalite; then check that
     /// nothing was lost or doubled (exit 1 if anything was).
@@ -149,6 +160,20 @@ async fn main() -> ExitCode {
             };
             chaos(options).await
         }
+        Command::Up {
+            trace_sample_rate,
+            state_dir,
+        } => {
+            if !(0.0..=1.0).contains(&trace_sample_rate) {
+                eprintln!("error: --trace-sample-rate must be between 0 and 1");
+                return ExitCode::from(2);
+            }
+            up(
+                riffle_harness::up::UpOptions { trace_sample_rate },
+                state_dir,
+            )
+            .await
+        }
         Command::Demo {
             events,
             rate,
@@ -188,6 +213,42 @@ async fn main() -> ExitCode {
                 |report| (demo::render(report), report.differences.is_empty()),
             )
             .await
+        }
+    }
+}
+
+async fn up(
+    options: riffle_harness::up::UpOptions,
+    state_dir: Option<std::path::PathBuf>,
+) -> ExitCode {
+    let pipeline = match PipelineOptions::for_checkout("up") {
+        Ok(mut p) => {
+            if let Some(dir) = state_dir {
+                p.state_dir = dir;
+            }
+            p
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    eprintln!(
+        "starting the local twin (state under {})",
+        pipeline.state_dir.display()
+    );
+    // Ctrl-C is how `up` ends: dropping the run stops the children and the emulators.
+    tokio::select! {
+        r = riffle_harness::up::run(&options, pipeline) => match r {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("error: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ = tokio::signal::ctrl_c() => {
+            eprintln!("\nstopping everything");
+            ExitCode::SUCCESS
         }
     }
 }

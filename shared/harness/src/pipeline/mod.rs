@@ -326,6 +326,27 @@ impl Pipeline {
         Ok(riffle_local::recording::dynamo_items(&recording)?)
     }
 
+    /// Stops the local DynamoDB's request recording (which `start` begins so that a run's
+    /// cost can be checked against it): a twin that stays up would keep every request.
+    ///
+    /// # Errors
+    /// The recorder could not be stopped.
+    pub async fn stop_recording(&self) -> Result<(), PipelineError> {
+        self.emulators()?
+            .stop_recording(DYNAMODB_SERVICE_ID)
+            .await?;
+        Ok(())
+    }
+
+    /// The environment that points a process at this twin: the SDK's endpoint, region and
+    /// credential variables, and the X-Ray daemon.
+    pub fn env(&self) -> Vec<(String, String)> {
+        self.emulators
+            .as_ref()
+            .map(Emulators::env)
+            .unwrap_or_default()
+    }
+
     /// The file the local X-Ray daemon keeps the stages' segment documents in.
     pub fn trace_store(&self) -> Option<PathBuf> {
         self.emulators
