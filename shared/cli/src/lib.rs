@@ -5,11 +5,13 @@
 //!
 //! Layout: [`schema`] (`riffle schema`: register, check, list, diff), [`dlq`]
 //! (`riffle dlq list | show | redrive`), [`replay`] (`riffle replay`, the view rebuilt from
-//! the archive), [`compact`] (`riffle archive compact`), [`trace`] (`riffle trace`, an
+//! the archive), [`compact`] (`riffle archive compact`), [`cost`] (`riffle cost`, the monthly
+//! bill from measured figures), [`trace`] (`riffle trace`, an
 //! event's path from its X-Ray segments), [`dev`] (harness commands handed to
 //! `riffle-dev`), [`error`] ([`OpsError`]). `main.rs` is the command line over these.
 
 pub mod compact;
+pub mod cost;
 pub mod dev;
 pub mod dlq;
 pub mod error;

@@ -30,6 +30,8 @@ enum Command {
     Dlq(riffle_cli::dlq::DlqArgs),
     /// Where one event went, stage by stage (X-Ray), or the slowest recent events.
     Trace(riffle_cli::trace::TraceArgs),
+    /// What the pipeline costs a month on AWS at an event rate, from measured figures.
+    Cost(riffle_cli::cost::CostArgs),
     /// Commands of the developer harness (`riffle-dev`: demo, chaos, schema-gate), run
     /// from the `riffle-dev` binary beside this one when it is installed.
     #[command(external_subcommand)]
@@ -45,6 +47,7 @@ async fn main() -> ExitCode {
         Command::Replay(args) => riffle_cli::replay::main(args).await,
         Command::Dlq(args) => riffle_cli::dlq::main(args).await,
         Command::Trace(args) => riffle_cli::trace::main(&args),
+        Command::Cost(args) => riffle_cli::cost::main(&args),
         Command::Dev(args) => riffle_cli::dev::forward(&args),
     }
 }

@@ -78,6 +78,8 @@ pub struct Report {
     pub emulator_dynamo: riffle_local::recording::ItemCounts,
     /// An archived event to trace, and where the local X-Ray daemon keeps the documents.
     pub trace_example: Option<(String, std::path::PathBuf)>,
+    /// Bytes the producer was handed (records and partition keys).
+    pub produced_bytes: u64,
 }
 
 fn now_ms() -> i64 {
@@ -162,6 +164,7 @@ async fn produce_and_check(
     // riffle-producer batches, aggregates per shard and stamps the origins (ADR 0010); the
     // generator's envelopes name none, so each gets its channel's next sequence when put.
     let mut produced: u64 = 0;
+    let mut produced_bytes: u64 = 0;
     let mut last_progress = Instant::now();
     let produce_error = |e: riffle_producer::ProducerError| PipelineError::Aws(e.to_string());
     while produced < options.events {
@@ -171,6 +174,7 @@ async fn produce_and_check(
         while produced < due {
             let event = generator.next(now)?;
             truth.record(&event);
+            produced_bytes += (event.record.len() + event.partition_key.len()) as u64;
             producer
                 .send_framed(event.partition_key, event.record)
                 .await
@@ -249,6 +253,7 @@ async fn produce_and_check(
         .zip(pipeline.trace_store());
     Ok(Report {
         trace_example,
+        produced_bytes,
         truth,
         outcome,
         counters,
@@ -297,6 +302,42 @@ impl RejectsCollector {
 }
 
 /// The demo's producer: plain records, or KPL aggregates packed per shard.
+/// What the run measured per valid event, for `riffle cost`; `source` says how it was run.
+pub fn figures(report: &Report, source: &str) -> riffle_cli::cost::Figures {
+    let c = &report.counters;
+    let valid = report.truth.valid().max(1) as f64;
+    let function = |stage: &str| format!("riffle-{stage}");
+    let per_event = |metric: &str| -> f64 {
+        STAGES
+            .iter()
+            .map(|stage| c.get(&function(stage), metric))
+            .sum::<f64>()
+            / valid
+    };
+    riffle_cli::cost::Figures {
+        source: source.to_owned(),
+        measured_at: chrono::Utc::now().to_rfc3339(),
+        events: report.truth.total(),
+        valid_events: report.truth.valid(),
+        event_bytes: report.produced_bytes as f64 / report.truth.total().max(1) as f64,
+        put_units: report.producer_usage.kinesis_put_units as f64 / valid
+            + per_event(names::KINESIS_PUT_UNITS),
+        dynamo_reads: per_event(names::DYNAMO_ITEMS_READ),
+        dynamo_writes: per_event(names::DYNAMO_ITEMS_WRITTEN),
+        s3_puts: c.count(stages::ARCHIVER, names::OBJECTS_WRITTEN) as f64 / valid,
+        archive_bytes: c.count(stages::ARCHIVER, names::BYTES_WRITTEN) as f64 / valid,
+        queue_messages: report.outcome.rejects.len() as f64 / valid,
+        stages: STAGES
+            .iter()
+            .map(|stage| riffle_cli::cost::StageFigures {
+                stage: (*stage).to_owned(),
+                batches: c.count(&function(stage), names::BATCHES) as f64 / valid,
+                handler_ms: c.get(&function(stage), names::HANDLER_MS) / valid,
+            })
+            .collect(),
+    }
+}
+
 /// The summary a person reads at the end of the demo.
 pub fn render(report: &Report) -> String {
     let c = &report.counters;

@@ -207,10 +207,28 @@ async fn main() -> ExitCode {
                 aggregate: !no_aggregate,
                 trace_sample_rate,
             };
+            let source = format!(
+                "riffle-dev demo --events {} --rate {}",
+                options.events, options.rate
+            );
             on_checkout(
                 "demo",
                 |pipeline| demo::run(&options, pipeline),
-                |report| (demo::render(report), report.differences.is_empty()),
+                |report| {
+                    let mut text = demo::render(report);
+                    // The run's figures per event, for `riffle cost`.
+                    if let Ok(root) = riffle_plan::project_root() {
+                        let path = root.join(riffle_cli::cost::figures::DEMO_FIGURES);
+                        match demo::figures(report, &source).write(&path) {
+                            Ok(()) => text.push_str(&format!(
+                                "figures             {} (riffle cost --rate N prices them)\n",
+                                path.display()
+                            )),
+                            Err(e) => eprintln!("warning: {e}"),
+                        }
+                    }
+                    (text, report.differences.is_empty())
+                },
             )
             .await
         }

@@ -1,0 +1,96 @@
+//! `riffle cost`: what the pipeline costs a month on AWS at a given event rate, component by
+//! component, from figures measured per event on the local twin ([`Figures`], written by
+//! `riffle-dev demo`) and a dated price table per region (`infra/pricing/<region>.json`).
+//! It names the dominant cost and what would cut it.
+//!
+//! Layout: [`figures`] (what a run measured, per event), [`pricing`] (the price table),
+//! [`model`] (the monthly bill from both, and the advice). This file is the command line.
+
+pub mod figures;
+pub mod model;
+pub mod pricing;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::Args;
+
+pub use figures::{Figures, StageFigures};
+pub use model::{Bill, Line, Scenario, bill};
+pub use pricing::Pricing;
+
+/// `riffle cost`.
+#[derive(Debug, Clone, Args)]
+pub struct CostArgs {
+    /// Events per second, averaged over the month.
+    #[arg(long, default_value_t = 1_000.0)]
+    pub rate: f64,
+    /// Measured figures (default: what the last `riffle-dev demo` wrote).
+    #[arg(long)]
+    pub figures: Option<PathBuf>,
+    /// AWS region of the price table (`infra/pricing/<region>.json`).
+    #[arg(long, default_value = "us-east-1")]
+    pub region: String,
+    /// Memory of each stage function in MB (the templates' default is 512).
+    #[arg(long, default_value_t = 512)]
+    pub memory_mb: u32,
+    /// Share of events traced in X-Ray (the validator's default sample rate).
+    #[arg(long, default_value_t = riffle_trace::DEFAULT_SAMPLE_RATE)]
+    pub trace_sample_rate: f64,
+    /// Print the bill as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs `riffle cost`.
+pub fn main(args: &CostArgs) -> ExitCode {
+    match run(args) {
+        Ok(text) => {
+            print!("{text}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The text `riffle cost` prints.
+///
+/// # Errors
+/// The figures or the price table cannot be read, or the options make no sense.
+pub fn run(args: &CostArgs) -> Result<String, String> {
+    if !(args.rate > 0.0 && args.rate.is_finite()) {
+        return Err(format!(
+            "--rate must be a positive number, not {}",
+            args.rate
+        ));
+    }
+    if !(0.0..=1.0).contains(&args.trace_sample_rate) {
+        return Err("--trace-sample-rate must be between 0 and 1".into());
+    }
+    let root = riffle_plan::project_root().unwrap_or_else(|_| PathBuf::from("."));
+    let figures_path = args
+        .figures
+        .clone()
+        .unwrap_or_else(|| root.join(figures::DEMO_FIGURES));
+    let figures = Figures::read(&figures_path)?;
+    let pricing = Pricing::read(
+        &root
+            .join("infra/pricing")
+            .join(format!("{}.json", args.region)),
+    )?;
+    let scenario = Scenario {
+        events_per_second: args.rate,
+        memory_mb: args.memory_mb,
+        trace_sample_rate: args.trace_sample_rate,
+    };
+    let bill = bill(&figures, &pricing, &scenario);
+    if args.json {
+        return serde_json::to_string_pretty(&bill)
+            .map(|s| s + "\n")
+            .map_err(|e| e.to_string());
+    }
+    Ok(model::render(&bill, &figures, &pricing))
+}
