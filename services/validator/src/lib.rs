@@ -144,17 +144,17 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
 
         let failures = self.deliver(sorted, &mut spans).await?;
         self.tracer.flush();
-        metrics.count(names::RECORDS_FAILED, failures.len() as u64);
-        let committed = self
-            .marks
-            .finish(STAGE, batch, records, &failures, now.div_euclid(1000))
-            .await;
-        metrics.count(
-            names::MARK_WRITES,
-            committed.as_ref().map_or(0, |c| c.writes) as u64,
-        );
-        metrics.flush();
-        committed.map_err(ValidatorError::Marks)?;
+        self.marks
+            .finish_reported(
+                STAGE,
+                batch,
+                records,
+                &failures,
+                now.div_euclid(1000),
+                metrics,
+            )
+            .await
+            .map_err(ValidatorError::Marks)?;
         Ok(failures.into_response())
     }
 

@@ -20,3 +20,18 @@ pub mod schema;
 pub mod trace;
 
 pub use error::OpsError;
+
+/// A command's outcome as the shell sees it: its text on stdout and success, or the error
+/// on stderr and failure.
+pub fn report<E: std::fmt::Display>(outcome: Result<String, E>) -> std::process::ExitCode {
+    match outcome {
+        Ok(text) => {
+            print!("{text}");
+            std::process::ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

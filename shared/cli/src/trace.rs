@@ -32,16 +32,7 @@ pub struct TraceArgs {
 
 /// Runs `riffle trace`.
 pub fn main(args: &TraceArgs) -> ExitCode {
-    match run(args) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::report(run(args))
 }
 
 /// The text `riffle trace` prints.

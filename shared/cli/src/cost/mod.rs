@@ -44,16 +44,7 @@ pub struct CostArgs {
 
 /// Runs `riffle cost`.
 pub fn main(args: &CostArgs) -> ExitCode {
-    match run(args) {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::report(run(args))
 }
 
 /// The text `riffle cost` prints.

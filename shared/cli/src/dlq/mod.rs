@@ -78,16 +78,7 @@ enum DlqCommand {
 
 /// `riffle dlq ...`.
 pub async fn main(args: DlqArgs) -> ExitCode {
-    match run_command(args).await {
-        Ok(text) => {
-            print!("{text}");
-            ExitCode::SUCCESS
-        }
-        Err(e) => {
-            eprintln!("error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    crate::report(run_command(args).await)
 }
 
 async fn run_command(args: DlqArgs) -> Result<String, OpsError> {

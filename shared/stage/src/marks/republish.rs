@@ -3,6 +3,7 @@
 //! this one publishes again.
 
 use riffle_codec::{CodecError, Envelope};
+use riffle_telemetry::{Metrics, names};
 
 use super::{Committed, Gate, MarkStore, Marks, Ticket};
 use crate::dedup::{origin_of, record_positions, redriven_elsewhere, republished_origin_id};
@@ -113,5 +114,30 @@ impl<M: MarkStore> Marks<M> {
             }
         }
         self.commit(stage, &mut batch.gate, now_secs).await
+    }
+
+    /// [`Marks::finish`] at the end of a re-publishing stage's batch, with the batch's last
+    /// metrics: the records failed for a retry and the marks items written, then `metrics`
+    /// printed (whether the marks were written or not, so a failed batch is counted too).
+    ///
+    /// # Errors
+    /// As [`Marks::finish`].
+    pub async fn finish_reported(
+        &self,
+        stage: &str,
+        batch: Republish,
+        records: &[KinesisEventRecord],
+        failures: &Failures,
+        now_secs: i64,
+        mut metrics: Metrics,
+    ) -> Result<(), OutputError> {
+        metrics.count(names::RECORDS_FAILED, failures.len() as u64);
+        let committed = self.finish(stage, batch, records, failures, now_secs).await;
+        metrics.count(
+            names::MARK_WRITES,
+            committed.as_ref().map_or(0, |c| c.writes) as u64,
+        );
+        metrics.flush();
+        committed.map(|_| ())
     }
 }
