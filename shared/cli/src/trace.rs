@@ -77,3 +77,50 @@ fn default_store() -> PathBuf {
     root.join(".riffle/demo/aws/xray")
         .join(riffle_trace::collector::SEGMENTS_FILE)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_ids_and_missing_stores_are_clear_errors() {
+        let dir = std::env::temp_dir().join(format!("riffle-trace-cli-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let store = dir.join("segments.jsonl");
+        std::fs::write(
+            &store,
+            concat!(
+                r#"{"name":"riffle-validator","id":"aa7bff8f694a84b0","trace_id":"1-6b1563e3-f7006f55a1b31f307f30865d","start_time":10.0,"end_time":10.2,"annotations":{"event_id":"e-1","stage":"validator","outcome":"rejected","reason":"pattern_mismatch"}}"#,
+                "\n",
+                "half a line that a writer had not finished",
+            ),
+        )
+        .unwrap();
+        let args = |event: &str| TraceArgs {
+            event_id: Some(event.to_owned()),
+            slowest: None,
+            since: None,
+            store: Some(store.clone()),
+        };
+        let text = run(&args("e-1")).unwrap();
+        assert!(text.contains("rejected (pattern_mismatch)"), "{text}");
+        let unknown = run(&args("e-2")).unwrap_err().to_string();
+        assert!(unknown.contains("no trace names event e-2"), "{unknown}");
+        let missing = run(&TraceArgs {
+            store: Some(dir.join("none.jsonl")),
+            ..args("e-1")
+        })
+        .unwrap_err()
+        .to_string();
+        assert!(missing.contains("cannot read"), "{missing}");
+        let slowest = run(&TraceArgs {
+            event_id: None,
+            slowest: Some(3),
+            ..args("e-1")
+        })
+        .unwrap();
+        assert!(slowest.contains("e-1"), "{slowest}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

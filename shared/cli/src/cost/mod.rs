@@ -85,3 +85,76 @@ pub fn run(args: &CostArgs) -> Result<String, String> {
     }
     Ok(model::render(&bill, &figures, &pricing))
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+
+    fn args(figures: Option<PathBuf>) -> CostArgs {
+        CostArgs {
+            rate: 2_000.0,
+            figures,
+            region: "us-east-1".into(),
+            memory_mb: 512,
+            trace_sample_rate: 0.01,
+            json: false,
+        }
+    }
+
+    #[test]
+    fn the_command_prices_written_figures_and_says_what_is_wrong() {
+        let dir = std::env::temp_dir().join(format!("riffle-cost-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("figures.json");
+        let figures = Figures {
+            source: "riffle-dev demo --events 10 --rate 10".into(),
+            measured_at: "2026-12-06T00:00:00Z".into(),
+            events: 10,
+            valid_events: 10,
+            event_bytes: 400.0,
+            put_units: 0.05,
+            dynamo_reads: 0.02,
+            dynamo_writes: 0.015,
+            s3_puts: 0.0005,
+            archive_bytes: 150.0,
+            queue_messages: 0.02,
+            stages: vec![StageFigures {
+                stage: "validator".into(),
+                batches: 0.002,
+                handler_ms: 0.2,
+            }],
+        };
+        figures.write(&path).unwrap();
+        assert_eq!(Figures::read(&path).unwrap(), figures);
+
+        let text = run(&args(Some(path.clone()))).unwrap();
+        assert!(
+            text.contains("at 2000 events/s") && text.contains("dominant:"),
+            "{text}"
+        );
+        let json = run(&CostArgs {
+            json: true,
+            ..args(Some(path.clone()))
+        })
+        .unwrap();
+        let bill: serde_json::Value = serde_json::from_str(&json).unwrap();
+        assert!(bill["total"].as_f64().unwrap() > 0.0);
+
+        let missing = run(&args(Some(dir.join("none.json")))).unwrap_err();
+        assert!(missing.contains("run `riffle-dev demo`"), "{missing}");
+        let region = run(&CostArgs {
+            region: "mars-1".into(),
+            ..args(Some(path.clone()))
+        })
+        .unwrap_err();
+        assert!(region.contains("no price table"), "{region}");
+        let rate = run(&CostArgs {
+            rate: -1.0,
+            ..args(Some(path))
+        })
+        .unwrap_err();
+        assert!(rate.contains("--rate"), "{rate}");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
