@@ -93,6 +93,9 @@ struct Sorted<'r> {
     out: Vec<OutRecord>,
     out_records: Vec<(usize, &'r KinesisEventRecord)>,
     dead: Vec<(&'r KinesisEventRecord, RejectMessage)>,
+    /// Per traced dead letter: its index in the batch and in `dead`, and why; its span is
+    /// closed once the queue took it (or refused it).
+    dead_spans: Vec<(usize, usize, String)>,
     missing_reference: u64,
 }
 
@@ -231,6 +234,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
             out: Vec::with_capacity(records.len()),
             out_records: Vec::with_capacity(records.len()),
             dead: Vec::new(),
+            dead_spans: Vec::new(),
             missing_reference: 0,
         };
         for (i, (record, plan)) in records.iter().zip(plans).enumerate() {
@@ -252,7 +256,8 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
             let derived = match derived {
                 Ok(derived) => derived,
                 Err((code, why)) => {
-                    spans.close(i, &Outcome::DeadLettered(format!("{code}: {why}")));
+                    let reason = format!("{code}: {why}");
+                    sorted.dead_spans.push((i, sorted.dead.len(), reason));
                     sorted
                         .dead
                         .push(dead_letter(record, code, why, Some(&envelope)));
@@ -281,7 +286,9 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
                     });
                 }
                 Err(e) => {
-                    spans.close(i, &Outcome::DeadLettered(e.to_string()));
+                    sorted
+                        .dead_spans
+                        .push((i, sorted.dead.len(), e.to_string()));
                     let letter = dead_letter(record, e.code(), e.to_string(), Some(&envelope));
                     sorted.dead.push(letter);
                 }
@@ -316,10 +323,19 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
                 failures.fail(record);
             }
         }
-        for index in sent? {
-            if let Some(record) = dead_records.get(index) {
+        let refused = sent?;
+        for index in &refused {
+            if let Some(record) = dead_records.get(*index) {
                 failures.fail(record);
             }
+        }
+        for (i, dead, why) in sorted.dead_spans {
+            let outcome = if refused.contains(&dead) {
+                Outcome::Retried("the dead-letter queue refused it".into())
+            } else {
+                Outcome::DeadLettered(why)
+            };
+            spans.close(i, &outcome);
         }
         spans.close_all(&Outcome::Published);
         Ok(failures)

@@ -121,7 +121,8 @@ mod tests {
         let started = std::time::Instant::now();
         let err = parse(&doubling(30, ""), None).unwrap_err().to_string();
         assert!(err.contains("in zero bytes"), "{err}");
-        assert!(started.elapsed() < std::time::Duration::from_millis(100));
+        // Milliseconds in a release build; a loaded debug build gets room, not minutes.
+        assert!(started.elapsed() < std::time::Duration::from_secs(2));
         // A few levels are fine.
         assert!(parse(&doubling(6, ""), None).is_ok());
     }

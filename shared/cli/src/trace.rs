@@ -44,17 +44,17 @@ pub fn run(args: &TraceArgs) -> Result<String, TraceError> {
         Some(path) => path.clone(),
         None => default_store(),
     };
-    let mut segments = store::read(&path)?;
-    if let Some(minutes) = args.since {
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or(Duration::ZERO)
-            .as_secs_f64();
-        let from = now - minutes as f64 * 60.0;
-        segments.retain(|s| s.start_time >= from);
-    }
+    let segments = store::read(&path)?;
     if let Some(n) = args.slowest {
-        let paths = store::slowest(&segments, n);
+        // Events whose first stage ran in the window, their whole paths.
+        let from = args.since.map_or(f64::MIN, |minutes| {
+            SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or(Duration::ZERO)
+                .as_secs_f64()
+                - minutes as f64 * 60.0
+        });
+        let paths = store::slowest_since(&segments, n, from);
         if paths.is_empty() {
             return Ok(format!(
                 "no complete traces in {} (events traced, but none through all of its stages yet)\n",

@@ -9,10 +9,11 @@
 //! Outside bytes cannot make it panic, loop for long or recurse deeply: lengths are checked
 //! against what is left, block counts are bounded and nesting is limited to [`MAX_DEPTH`].
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Write as _;
 
 use apache_avro::Schema;
+use apache_avro::schema::Name;
 use apache_avro::schema::{ArraySchema, InnerDecimalSchema, MapSchema, RecordSchema, UuidSchema};
 
 use crate::{CodecError, CompiledSchema};
@@ -298,23 +299,30 @@ fn emit_float(sink: &mut Sink<'_>, v: f64) {
     }
 }
 
-/// Can a value of this schema be encoded in zero bytes?
-fn may_be_empty(owner: &CompiledSchema, schema: &Schema, depth: usize) -> bool {
-    if depth > MAX_DEPTH {
-        return false;
-    }
+/// Can a value of this schema be encoded in zero bytes? Records are looked up in the set the
+/// schema computes once ([`CompiledSchema::record_may_be_empty`]): asked for every array
+/// value, a walk of the record each time would let a schema of many zero-byte fields cost
+/// far more than the body's step budget.
+fn may_be_empty(owner: &CompiledSchema, schema: &Schema) -> bool {
     match schema {
         Schema::Null => true,
-        Schema::Record(r) => r
-            .fields
-            .iter()
-            .all(|f| may_be_empty(owner, &f.schema, depth + 1)),
+        Schema::Record(r) => owner.record_may_be_empty(&r.name),
         Schema::Fixed(f) => f.size == 0,
-        Schema::Ref { name } => owner
-            .lookup(name)
-            .is_some_and(|s| may_be_empty(owner, s, depth + 1)),
+        Schema::Ref { name } => owner.record_may_be_empty(name),
         _ => false,
     }
+}
+
+/// The named records of `schema` a value of which may take no bytes, each counted once.
+pub(crate) fn empty_record_names(schema: &CompiledSchema) -> HashSet<Name> {
+    let mut memo = HashMap::new();
+    schema
+        .names()
+        .iter()
+        .filter(|(_, s)| matches!(s, Schema::Record(_)))
+        .filter(|(_, s)| empty_values(schema, s, &mut memo, 0).is_some())
+        .map(|(name, _)| (*name).clone())
+        .collect()
 }
 
 /// The most values any zero-byte value in `schema` holds: a record of nulls counts its
@@ -459,7 +467,7 @@ fn array<'a>(
     depth: usize,
     sink: &mut Sink<'_>,
 ) -> Result<Field<'a>, String> {
-    let empty = may_be_empty(owner, &a.items, depth);
+    let empty = may_be_empty(owner, &a.items);
     emit(sink, "[");
     let mut first = true;
     loop {
@@ -737,6 +745,44 @@ mod tests {
             );
         }
         schema
+    }
+
+    #[test]
+    fn arrays_of_records_with_zero_byte_fields_cost_one_lookup_per_array() {
+        // X holds a zero-byte record of about 3,000 values a hundred times, and a string, so
+        // X itself takes bytes; a body of empty arrays of X asks, for each array, whether X
+        // may be empty. Answered by walking X, that was hours for one body.
+        let e = doubling_schema(10);
+        let mut fields = format!(r#"{{"name":"f0","type":{e}}}"#);
+        for i in 1..100 {
+            fields.push_str(&format!(r#",{{"name":"f{i}","type":"L10"}}"#));
+        }
+        let x = format!(
+            r#"{{"type":"record","name":"X","fields":[{fields},{{"name":"s","type":"string"}}]}}"#
+        );
+        let schema = CompiledSchema::parse(
+            9,
+            &format!(r#"{{"type":"record","name":"R","fields":[{{"name":"a","type":{{"type":"array","items":{{"type":"array","items":{x}}}}}}}]}}"#),
+        )
+        .unwrap();
+        // One block of 100,000 inner arrays, each empty, then the end of the outer array.
+        let n: i64 = 100_000;
+        let mut body = Vec::new();
+        let mut z = ((n << 1) ^ (n >> 63)) as u64;
+        while z >= 0x80 {
+            body.push((z as u8 & 0x7f) | 0x80);
+            z >>= 7;
+        }
+        body.push(z as u8);
+        body.extend(std::iter::repeat_n(0u8, n as usize));
+        body.push(0);
+        let started = std::time::Instant::now();
+        assert!(read_record(&schema, &body).is_ok());
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
     }
 
     #[test]

@@ -149,8 +149,16 @@ impl EnvelopeCodec {
     /// origin, so that [`stamp_origin`] may give it one. Anything else (another version, an
     /// envelope with an origin, bytes that are not an envelope) is not.
     pub fn names_no_origin(&self, record: &[u8]) -> bool {
-        frame::split(record).is_ok_and(|(id, _)| id == self.current.id())
-            && self.decode(record).is_ok_and(|e| e.origin.is_none())
+        self.origin_id(record) == Some(None)
+    }
+
+    /// The origin id `record` names, if it is an envelope this codec writes (its current
+    /// version): `Some(None)` for one naming no origin; `None` for anything else.
+    pub fn origin_id(&self, record: &[u8]) -> Option<Option<String>> {
+        if !frame::split(record).is_ok_and(|(id, _)| id == self.current.id()) {
+            return None;
+        }
+        self.decode(record).ok().map(|e| e.origin.map(|o| o.id))
     }
 
     /// Decodes a framed envelope.

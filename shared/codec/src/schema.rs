@@ -23,6 +23,9 @@ pub struct CompiledSchema {
     fields: HashMap<String, usize>,
     // Computed once: the validator compares it with every record's subject.
     full_name: Option<String>,
+    // The named records a value of which may take no bytes, computed on first use: the
+    // payload walker asks for every array it reads (see `datum`).
+    empty_records: std::sync::OnceLock<std::collections::HashSet<Name>>,
 }
 
 impl std::fmt::Debug for CompiledSchema {
@@ -73,7 +76,15 @@ impl CompiledSchema {
             reader,
             fields,
             full_name,
+            empty_records: std::sync::OnceLock::new(),
         })
+    }
+
+    /// Whether a value of the named record `name` may take no bytes.
+    pub fn record_may_be_empty(&self, name: &Name) -> bool {
+        self.empty_records
+            .get_or_init(|| crate::datum::empty_record_names(self))
+            .contains(name)
     }
 
     /// The registry id.

@@ -29,6 +29,9 @@ pub(crate) struct Record {
     pub hold: Vec<OwnedSemaphorePermit>,
     /// An envelope naming no origin, to be stamped with its lane's channel when it is put.
     pub stamp: bool,
+    /// The origin id an envelope named when it was handed in (a record given up on and sent
+    /// again): its channel ends where a unit of it is given up on again.
+    pub origin: Option<String>,
 }
 
 impl Record {
@@ -381,6 +384,24 @@ impl Scheduler {
         unit
     }
 
+    /// Takes out of `lane_id`'s queue (busy: its unit was just given up on) every record
+    /// naming one of `origins`, in order: sent after the failed unit, they would land above
+    /// it on the channel and its re-send would then be dropped as a copy. They fail with it.
+    pub fn take_channel_followers(&mut self, lane_id: u64, origins: &[String]) -> Vec<Record> {
+        let Some(lane) = self.lanes.get_mut(&lane_id) else {
+            return Vec::new();
+        };
+        let (followers, kept): (VecDeque<Record>, VecDeque<Record>) =
+            std::mem::take(&mut lane.queue)
+                .into_iter()
+                .partition(|r| r.origin.as_ref().is_some_and(|o| origins.contains(o)));
+        lane.queue = kept;
+        for r in &followers {
+            lane.bytes = lane.bytes.saturating_sub(r.size());
+        }
+        followers.into()
+    }
+
     /// Parks `unit` until `due`; its lane stays busy, so nothing behind it overtakes it.
     pub fn retry_later(&mut self, unit: Unit, due: Instant) {
         self.retries.push((due, unit));
@@ -423,6 +444,7 @@ mod tests {
             enqueued: at,
             hold: Vec::new(),
             stamp: false,
+            origin: None,
         }
     }
 
@@ -675,5 +697,39 @@ mod tests {
             origins_of(&again[0]),
             [("p/0.0".to_string(), "11".to_string())]
         );
+    }
+
+    #[test]
+    fn records_sent_again_under_a_failed_channel_leave_with_it() {
+        let t0 = Instant::now();
+        let mut s = Scheduler::new(Packing::Plain, LINGER, None);
+        let resent = |seq: u64, origin: &str| Record {
+            origin: Some(origin.to_owned()),
+            ..rec(seq, "k", 10, t0)
+        };
+        s.push(7, resent(0, "p/7.0"));
+        let unit = s.take_request(t0, true).unwrap().remove(0);
+        // Behind it: two more of that channel, one new record, one of another channel.
+        s.push(7, resent(1, "p/7.0"));
+        s.push(7, rec(2, "k", 10, t0));
+        s.push(7, resent(3, "p/7.0"));
+        s.push(7, resent(4, "q/7.0"));
+        // The unit is given up on: the followers of its channel go with it, in order.
+        let followers = s.take_channel_followers(7, &["p/7.0".to_owned()]);
+        assert_eq!(
+            followers.iter().map(|r| r.seq).collect::<Vec<_>>(),
+            vec![1, 3]
+        );
+        drop(unit);
+        s.release(7);
+        let mut rest = Vec::new();
+        while let Some(request) = s.take_request(t0, true) {
+            for unit in request {
+                rest.extend(unit.members.iter().map(|m| m.seq));
+                s.release(unit.lane);
+            }
+        }
+        assert_eq!(rest, vec![2, 4]);
+        assert!(s.is_idle());
     }
 }

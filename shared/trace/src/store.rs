@@ -217,9 +217,15 @@ fn hop(s: &Segment) -> Hop {
 
 /// The `n` complete paths with the longest total time, slowest first.
 pub fn slowest(segments: &[Segment], n: usize) -> Vec<EventPath> {
+    slowest_since(segments, n, f64::MIN)
+}
+
+/// [`slowest`] among the events whose first stage began at `from` (epoch seconds) or later.
+pub fn slowest_since(segments: &[Segment], n: usize, from: f64) -> Vec<EventPath> {
     let mut paths: Vec<(f64, EventPath)> = paths(segments)
         .into_values()
         .filter(EventPath::complete)
+        .filter(|p| p.hops.first().is_some_and(|h| h.start >= from))
         .filter_map(|p| Some((p.total_ms()?, p)))
         .collect();
     paths.sort_by(|a, b| {

@@ -39,6 +39,7 @@ pub(super) fn resolve(reader: &Parsed, writer: &Parsed) -> Vec<String> {
         writer,
         assumed: HashSet::new(),
         finished: HashMap::new(),
+        finished_log: Vec::new(),
         messages: Vec::new(),
     };
     walk.types(&reader.root, &writer.root, "");
@@ -55,6 +56,9 @@ struct Walk<'a> {
     /// (reader, writer) named-type pairs compared to the end: `None` when compatible, else
     /// the path where they were found not to be.
     finished: HashMap<(String, String), Option<String>>,
+    /// The keys of `finished` in the order they were added, so a failed trial can take back
+    /// its own.
+    finished_log: Vec<(String, String)>,
     messages: Vec<String>,
 }
 
@@ -62,9 +66,17 @@ impl Walk<'_> {
     /// Whether `reader` reads `writer`, without recording why not (for union branches).
     fn reads(&mut self, reader: &Type, writer: &Type, path: &str) -> bool {
         let before = self.messages.len();
+        let finished_before = self.finished_log.len();
         self.types(reader, writer, path);
         let ok = self.messages.len() == before;
         self.messages.truncate(before);
+        if !ok {
+            // Verdicts reached in a failed trial may rest on a pair it assumed compatible and
+            // then found not to be; its messages are dropped, so its verdicts go too.
+            for key in self.finished_log.drain(finished_before..) {
+                self.finished.remove(&key);
+            }
+        }
         ok
     }
 
@@ -182,6 +194,7 @@ impl Walk<'_> {
         }
         self.assumed.remove(&key);
         let verdict = (self.messages.len() > before).then(|| path.to_owned());
+        self.finished_log.push(key.clone());
         self.finished.insert(key, verdict);
     }
 

@@ -275,3 +275,25 @@ fn named_types_used_many_times_are_compared_once() {
         started.elapsed()
     );
 }
+
+#[test]
+fn a_verdict_reached_inside_a_failed_union_trial_is_not_reused() {
+    // The reader's union tries ns1.A first; comparing it meets (ns1.Q, Q) while (ns1.A, A) is
+    // assumed compatible, then ns1.A fails on `h`. Field `k` reads the writer's Q with ns1.Q
+    // again: a cached "compatible" from the failed trial would hide that Q.back holds an A
+    // whose `h` is a string the reader's ns1.A reads as an int.
+    let writer = r#"{"type":"record","name":"Top","fields":[
+        {"name":"f","type":{"type":"record","name":"A","fields":[
+            {"name":"h","type":"string"},
+            {"name":"g","type":{"type":"record","name":"Q","fields":[{"name":"back","type":["null","A"]}]}}]}},
+        {"name":"k","type":"Q"}]}"#;
+    let reader = r#"{"type":"record","name":"Top","fields":[
+        {"name":"f","type":[
+            {"type":"record","name":"A","namespace":"ns1","fields":[
+                {"name":"h","type":"int"},
+                {"name":"g","type":{"type":"record","name":"Q","namespace":"ns1","fields":[{"name":"back","type":["null","ns1.A"]}]}}]},
+            {"type":"record","name":"A","namespace":"ns2","fields":[{"name":"h","type":"string"}]}]},
+        {"name":"k","type":"ns1.Q"}]}"#;
+    let messages = can_read(reader, writer).unwrap();
+    assert!(!messages.is_empty(), "an unreadable k.back passed");
+}

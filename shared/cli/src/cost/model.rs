@@ -74,7 +74,8 @@ pub fn bill(figures: &Figures, pricing: &Pricing, scenario: &Scenario) -> Bill {
     let rate = scenario.events_per_second;
     let events = rate * 3600.0 * HOURS_PER_MONTH;
     let per_million = |count: f64, price: f64| count / 1e6 * price;
-    let gb = |bytes: f64| bytes / 1e9;
+    // AWS bills storage, logs and transfer per GB of 2^30 bytes.
+    let gb = |bytes: f64| bytes / 1_073_741_824.0;
     let mut lines = Vec::new();
     let mut line = |component: &str, monthly: f64, basis: String| {
         lines.push(Line {

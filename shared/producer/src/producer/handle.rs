@@ -113,7 +113,7 @@ impl Producer {
         partition_key: impl Into<String>,
         data: Vec<u8>,
     ) -> Result<(), ProducerError> {
-        let record = self.prepare(partition_key.into(), None, data)?;
+        let record = self.prepare_framed(partition_key.into(), data)?;
         let hold = self.acquire(record.size()).await?;
         self.enqueue(record, hold)
     }
@@ -127,7 +127,7 @@ impl Producer {
         partition_key: impl Into<String>,
         data: Vec<u8>,
     ) -> Result<(), ProducerError> {
-        let record = self.prepare(partition_key.into(), None, data)?;
+        let record = self.prepare_framed(partition_key.into(), data)?;
         let hold = self.try_acquire(record.size())?;
         self.enqueue(record, hold)
     }
@@ -188,16 +188,35 @@ impl Producer {
             return Err(ProducerError::Closed);
         }
         let (key, event_id, data) = event.encode(&self.codec, now_ms())?;
-        let mut record = self.prepare(key, Some(event_id), data)?;
-        record.stamp = self.stamps;
-        Ok(record)
+        // A new envelope names no origin: it gets one when put, if the producer stamps.
+        let origin = (self.stamps, None);
+        self.prepare(key, Some(event_id), data, origin)
     }
 
+    /// [`Producer::prepare`] for a framed record: stamped when put if the producer stamps and
+    /// it is an envelope of its version naming no origin; one naming an origin already (a
+    /// record handed back and sent again) keeps it, and its origin id is noted.
+    fn prepare_framed(
+        &self,
+        partition_key: String,
+        data: Vec<u8>,
+    ) -> Result<Record, ProducerError> {
+        let origin = match self.stamps.then(|| self.codec.origin_id(&data)).flatten() {
+            Some(None) => (true, None),
+            Some(Some(id)) => (false, Some(id)),
+            None => (false, None),
+        };
+        self.prepare(partition_key, None, data, origin)
+    }
+
+    /// Checks a record against Kinesis' limits; `(stamp, origin)` says whether it is stamped
+    /// when put, or which origin it names already.
     fn prepare(
         &self,
         partition_key: String,
         event_id: Option<String>,
         data: Vec<u8>,
+        (stamp, origin): (bool, Option<String>),
     ) -> Result<Record, ProducerError> {
         if self.closed.load(Ordering::Relaxed) {
             return Err(ProducerError::Closed);
@@ -209,10 +228,8 @@ impl Producer {
                 max: PARTITION_KEY_MAX_CHARS,
             });
         }
-        let stamp = event_id.is_none() && self.stamps && self.codec.names_no_origin(&data);
         // Room for the origin it gets when put, so stamping never makes it oversize.
-        let bytes =
-            data.len() + partition_key.len() + if self.stamps { ORIGIN_MAX_BYTES } else { 0 };
+        let bytes = data.len() + partition_key.len() + if stamp { ORIGIN_MAX_BYTES } else { 0 };
         if bytes > RECORD_MAX_BYTES {
             return Err(ProducerError::Oversize {
                 bytes,
@@ -227,6 +244,7 @@ impl Producer {
             enqueued: Instant::now(),
             hold: Vec::new(),
             stamp,
+            origin,
         })
     }
 

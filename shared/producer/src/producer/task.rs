@@ -283,11 +283,32 @@ impl<P: PutRecordsPort> Task<P> {
                 if let Some(origins) = &mut self.scheduler.origins {
                     origins.abandon(lane);
                 }
-                for m in &unit.members {
+                // Records sent again under an origin of theirs end their channel here too.
+                let channels: Vec<String> = unit
+                    .members
+                    .iter()
+                    .filter_map(|m| m.origin.clone())
+                    .collect();
+                let followers = if channels.is_empty() {
+                    Vec::new()
+                } else {
+                    self.scheduler.take_channel_followers(lane, &channels)
+                };
+                for m in unit.members.iter().chain(&followers) {
                     self.outstanding.remove(&m.seq);
                 }
-                Counters::add(&self.stats.failed, unit.members.len() as u64);
+                Counters::add(
+                    &self.stats.failed,
+                    (unit.members.len() + followers.len()) as u64,
+                );
                 self.failures.extend(unit.into_failed(&error));
+                self.failures
+                    .extend(followers.into_iter().map(|r| FailedRecord {
+                        event_id: r.event_id,
+                        partition_key: r.partition_key,
+                        data: r.data,
+                        error: error.clone(),
+                    }));
                 self.scheduler.release(lane);
             }
         }
