@@ -80,6 +80,51 @@ pub fn median(mut run: impl FnMut() -> Duration) -> Timing {
     }
 }
 
+/// Timings of several variants of one job, run in turns (each round runs every variant
+/// once, after [`WARM_UP`] untimed rounds), so a change in the machine's load hits them all
+/// alike; with [`Interleaved::cost`], each variant's extra time over another's as the median
+/// of the per-round ratios, which a noisy neighbour moves far less than a ratio of medians.
+pub struct Interleaved {
+    rounds: Vec<Vec<Duration>>,
+}
+
+impl Interleaved {
+    /// Runs `variants` in turns for [`RUNS`] rounds.
+    pub fn run(variants: &mut [&mut dyn FnMut() -> Duration]) -> Self {
+        for _ in 0..WARM_UP {
+            for v in variants.iter_mut() {
+                v();
+            }
+        }
+        let rounds = (0..RUNS)
+            .map(|_| variants.iter_mut().map(|v| v()).collect())
+            .collect();
+        Interleaved { rounds }
+    }
+
+    /// Median and fastest of variant `i`.
+    pub fn timing(&self, i: usize) -> Timing {
+        let mut times: Vec<Duration> = self.rounds.iter().map(|r| r[i]).collect();
+        times.sort();
+        Timing {
+            median: times[times.len() / 2],
+            min: times[0],
+        }
+    }
+
+    /// Variant `i`'s extra time over variant `base`, in per cent: the median of the rounds'
+    /// ratios.
+    pub fn cost(&self, i: usize, base: usize) -> f64 {
+        let mut ratios: Vec<f64> = self
+            .rounds
+            .iter()
+            .map(|r| r[i].as_secs_f64() / r[base].as_secs_f64())
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        (ratios[ratios.len() / 2] - 1.0) * 100.0
+    }
+}
+
 /// How long `f` took.
 pub fn timed(f: impl FnOnce()) -> Duration {
     let started = Instant::now();

@@ -169,7 +169,7 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
         event: &KinesisEvent,
         now_ms: i64,
     ) -> Result<BatchReport, AggregatorError> {
-        let mut spans = BatchSpans::new(SERVICE);
+        let mut spans = BatchSpans::new(SERVICE, &self.tracer);
         let DecodedBatch {
             mut records,
             mut parked,
@@ -255,16 +255,16 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
             let Some(record) = records.get_mut(d) else {
                 continue;
             };
-            spans.open(&self.tracer, record.index, &mut record.envelope, false);
+            spans.open(record.index, &mut record.envelope, false);
             let outcome = match &record.envelope.enrichment {
                 Some(e) if landed[admitted] => {
                     Outcome::Viewed(format!("{}@{}", e.agg_key, e.window_start))
                 }
                 _ => Outcome::Retried("its view item was not written".into()),
             };
-            spans.close(record.index, &outcome);
+            spans.close(record.index, outcome);
         }
-        self.tracer.flush();
+        spans.flush();
     }
 
     /// Sends the records no retry can fix to the dead-letter queue. Parked first: if the

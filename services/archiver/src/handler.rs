@@ -194,7 +194,7 @@ where
         event: &KinesisEvent,
         now_ms: i64,
     ) -> Result<BatchReport, ArchiverError> {
-        let mut spans = BatchSpans::new(SERVICE);
+        let mut spans = BatchSpans::new(SERVICE, &self.tracer);
         let DecodedBatch {
             records,
             mut parked,
@@ -230,13 +230,7 @@ where
         let mut partitions = Vec::new();
         if self.tracer.is_on() {
             for (i, f) in fresh.iter_mut().enumerate() {
-                spans.open_header(
-                    &self.tracer,
-                    i,
-                    &mut f.row.trace_header,
-                    &f.row.event_id,
-                    None,
-                );
+                spans.open_header(i, &mut f.row.trace_header, &f.row.event_id, None);
                 let p = &f.partition;
                 partitions.push(format!("subject={}/dt={}/hour={}", p.subject, p.dt, p.hour));
             }
@@ -253,9 +247,9 @@ where
         )
         .await?;
         for (i, partition) in partitions.into_iter().enumerate() {
-            spans.close(i, &Outcome::Archived(partition));
+            spans.close(i, Outcome::Archived(partition));
         }
-        self.tracer.flush();
+        spans.flush();
         // Records found durable with no group left to write still move the marks.
         report.mark_writes += self.commit_marks(&mut gate, now_secs).await?;
         report.objects.sort();

@@ -158,7 +158,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
     /// Registry, reference data or output unavailable: the batch is retried as a whole.
     pub async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, EnricherError> {
         let records = &event.records;
-        let mut spans = BatchSpans::new(STAGE);
+        let mut spans = BatchSpans::new(STAGE, &self.tracer);
         let data = records.iter().map(|r| r.kinesis.data.as_slice());
         let unavailable = learn_envelope_versions(&self.envelopes, &self.schemas, data).await;
         if let Some(id) = unavailable.first() {
@@ -204,7 +204,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
         metrics.count(names::DUPLICATES_DROPPED, batch.copies() as u64);
 
         let failures = self.deliver(sorted, &mut spans).await?;
-        self.tracer.flush();
+        spans.flush();
         self.marks
             .finish_reported(
                 STAGE,
@@ -252,7 +252,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
                     continue;
                 }
             };
-            spans.open(&self.tracer, i, &mut envelope, false);
+            spans.open(i, &mut envelope, false);
             let derived = match derived {
                 Ok(derived) => derived,
                 Err((code, why)) => {
@@ -319,7 +319,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
         for index in published? {
             if let Some((i, record)) = sorted.out_records.get(index) {
                 let why = "the enriched stream refused it";
-                spans.close(*i, &Outcome::Retried(why.into()));
+                spans.close(*i, Outcome::Retried(why.into()));
                 failures.fail(record);
             }
         }
@@ -335,7 +335,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
             } else {
                 Outcome::DeadLettered(why)
             };
-            spans.close(i, &outcome);
+            spans.close(i, outcome);
         }
         spans.close_all(&Outcome::Published);
         Ok(failures)

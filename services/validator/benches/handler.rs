@@ -16,7 +16,7 @@ use std::hint::black_box;
 use common::*;
 use riffle_codec::datum::read_record;
 use riffle_codec::{Envelope, EnvelopeCodec, SchemaCache};
-use riffle_loadtest::bench::{RUNS, Timing, WARM_UP, load, median, report, timed};
+use riffle_loadtest::bench::{Interleaved, RUNS, Timing, WARM_UP, load, median, report, timed};
 use riffle_loadtest::{Generator, GeneratorConfig};
 use riffle_stage::KinesisEvent;
 use riffle_stage::schemas::resolve_payload_schemas;
@@ -63,37 +63,23 @@ fn main() {
         time
     });
 
-    // The same with tracing on, spans exported to a local X-Ray daemon over UDP: every record
-    // traced, and the default (5 % of the records without a producer's header, here none has
+    // The same with tracing on, spans exported to an X-Ray daemon over UDP: every record
+    // traced, and the default (5 % of the records without a producer's header; here none has
     // one); exported in the background (the local runtime), and with the flush that ends
-    // each batch on Lambda (which waits for the export).
+    // each batch on Lambda (which waits for the export). The variants run in turns, so the
+    // shared machine's drift hits them alike (see `Interleaved`).
+    //
+    // Two daemons: the local one (it parses and files every document, on the same two cores
+    // as the handler), and a socket that drops what it receives, so the handler's and the
+    // export thread's figures are theirs and not the daemon's.
     let dir = std::env::temp_dir().join(format!("riffle-validator-bench-{}", std::process::id()));
     let collector = riffle_trace::Collector::start(&dir).unwrap();
-    // A negative rate is tracing off.
-    let traced = |rate: f64, event: &KinesisEvent, lambda: bool| {
-        let tracer = if rate < 0.0 {
-            Tracer::off()
-        } else {
-            Tracer::to_daemon("riffle-validator", collector.address(), rate)
-                .unwrap()
-                .flushing_each_batch(lambda)
-        };
-        let validator =
-            validator_with_marks(registered(), output.clone(), rejects.clone(), marks.clone())
-                .with_tracer(tracer);
-        median(|| {
-            marks.clear();
-            let batch = event.clone();
-            let time = timed(|| {
-                runtime.block_on(validator.handle(batch)).unwrap();
-            });
-            output.take();
-            rejects.take();
-            time
-        })
-    };
-    let all_sampled = traced(1.0, &event, false);
-    let all_sampled_lambda = traced(1.0, &event, true);
+    let null_daemon = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let null_address = null_daemon.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 65_536];
+        while null_daemon.recv(&mut buf).is_ok() {}
+    });
     let unheaded = kinesis_event(
         &Generator::new(
             GeneratorConfig {
@@ -107,55 +93,142 @@ fn main() {
         .batch(RECORDS)
         .unwrap(),
     );
-    let default_sampled = traced(DEFAULT_SAMPLE_RATE, &unheaded, false);
-    let default_sampled_lambda = traced(DEFAULT_SAMPLE_RATE, &unheaded, true);
-    let untraced_unheaded = traced(0.0, &unheaded, false);
-    let off_unheaded = traced(-1.0, &unheaded, false);
+    // (what, daemon, sample rate (negative: tracing off), flushed per batch, event)
+    let variants = [
+        (
+            "Validator::handle, tracing off",
+            null_address,
+            -1.0,
+            false,
+            &event,
+        ),
+        (
+            "Validator::handle, every record traced",
+            null_address,
+            1.0,
+            false,
+            &event,
+        ),
+        (
+            "  the same, flushed per batch (Lambda)",
+            null_address,
+            1.0,
+            true,
+            &event,
+        ),
+        (
+            "  the same, to the local daemon (riffle-dev)",
+            collector.address(),
+            1.0,
+            false,
+            &event,
+        ),
+        (
+            "Validator::handle, no headers, tracing off",
+            null_address,
+            -1.0,
+            false,
+            &unheaded,
+        ),
+        (
+            "Validator::handle, no headers, default sampling",
+            null_address,
+            DEFAULT_SAMPLE_RATE,
+            false,
+            &unheaded,
+        ),
+        (
+            "  the same, flushed per batch (Lambda)",
+            null_address,
+            DEFAULT_SAMPLE_RATE,
+            true,
+            &unheaded,
+        ),
+    ];
+    let tracers: Vec<Tracer> = variants
+        .iter()
+        .map(|&(_, daemon, rate, lambda, _)| {
+            if rate < 0.0 {
+                Tracer::off()
+            } else {
+                Tracer::to_daemon("riffle-validator", daemon, rate)
+                    .unwrap()
+                    .flushing_each_batch(lambda)
+            }
+        })
+        .collect();
+    let validators: Vec<_> = tracers
+        .iter()
+        .map(|t| {
+            validator_with_marks(registered(), output.clone(), rejects.clone(), marks.clone())
+                .with_tracer(t.clone())
+        })
+        .collect();
+    let mut runs: Vec<Box<dyn FnMut() -> std::time::Duration + '_>> = variants
+        .iter()
+        .zip(&validators)
+        .zip(&tracers)
+        .map(|((&(.., event), validator), tracer)| {
+            let (runtime, marks, output, rejects) = (&runtime, &marks, &output, &rejects);
+            Box::new(move || {
+                marks.clear();
+                let batch = event.clone();
+                let time = timed(|| {
+                    runtime.block_on(validator.handle(batch)).unwrap();
+                });
+                output.take();
+                rejects.take();
+                // The run's spans leave before the next run starts: the handler's figure is
+                // its own, the export thread's is shown apart.
+                tracer.force_flush();
+                time
+            }) as Box<dyn FnMut() -> std::time::Duration>
+        })
+        .collect();
+    let mut refs: Vec<&mut dyn FnMut() -> std::time::Duration> =
+        runs.iter_mut().map(|r| &mut **r as _).collect();
+    let traced = Interleaved::run(&mut refs);
+    drop(refs);
+    drop(runs);
+    let export_lines: Vec<String> = variants
+        .iter()
+        .zip(&tracers)
+        .filter_map(|(&(what, ..), tracer)| {
+            let stats = tracer.export_stats()?;
+            (stats.exported() > 0).then(|| {
+                format!(
+                    "    {}: export thread {:.2} µs per span ({} spans, {} dropped)",
+                    what.trim(),
+                    stats.busy().as_secs_f64() * 1e6 / stats.exported() as f64,
+                    stats.exported(),
+                    stats.dropped(),
+                )
+            })
+        })
+        .collect();
+    drop(validators);
+    drop(tracers);
     drop(collector);
     let _ = std::fs::remove_dir_all(&dir);
 
     // `cargo bench ... -- handler-only` stops here, for profiling the handler alone.
-    let per_record = |t: Timing| t.median.as_secs_f64() * 1e6 / RECORDS as f64;
     let tracing_report = || {
-        report(
-            "Validator::handle, every record traced",
-            all_sampled,
-            RECORDS,
-        );
-        report(
-            "  the same, flushed per batch (Lambda)",
-            all_sampled_lambda,
-            RECORDS,
-        );
-        report(
-            "Validator::handle, no headers, tracing off",
-            off_unheaded,
-            RECORDS,
-        );
-        report(
-            "Validator::handle, no headers, tracing at rate 0",
-            untraced_unheaded,
-            RECORDS,
-        );
-        report(
-            "Validator::handle, no headers, default sampling",
-            default_sampled,
-            RECORDS,
-        );
-        report(
-            "  the same, flushed per batch (Lambda)",
-            default_sampled_lambda,
-            RECORDS,
-        );
-        let cost = |t: Timing, base: Timing| (per_record(t) / per_record(base) - 1.0) * 100.0;
+        for (i, &(what, ..)) in variants.iter().enumerate() {
+            report(what, traced.timing(i), RECORDS);
+        }
         eprintln!(
-            "  tracing cost: every record traced {:+.1} % ({:+.1} % on Lambda; target <= 10 %); \
-             default sampling {:+.1} % ({:+.1} % on Lambda; target <= 2 %)",
-            cost(all_sampled, handler),
-            cost(all_sampled_lambda, handler),
-            cost(default_sampled, off_unheaded),
-            cost(default_sampled_lambda, off_unheaded),
+            "  tracing cost (median of per-round ratios): every record traced {:+.1} % \
+             ({:+.1} % on Lambda, {:+.1} % to the local daemon; target <= 10 %); default \
+             sampling {:+.1} % ({:+.1} % on Lambda; target <= 2 %)",
+            traced.cost(1, 0),
+            traced.cost(2, 0),
+            traced.cost(3, 0),
+            traced.cost(5, 4),
+            traced.cost(6, 4),
         );
+        for line in &export_lines {
+            eprintln!("{line}");
+        }
     };
     if std::env::args().any(|a| a == "handler-only") {
         report("Validator::handle (in-process ports)", handler, RECORDS);

@@ -113,7 +113,7 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
         event: KinesisEvent,
     ) -> Result<KinesisEventResponse, ValidatorError> {
         let records = &event.records;
-        let mut spans = BatchSpans::new(STAGE);
+        let mut spans = BatchSpans::new(STAGE, &self.tracer);
         let data = records.iter().map(|r| r.kinesis.data.as_slice());
         let unavailable = learn_envelope_versions(&self.envelopes, &self.schemas, data).await;
         let mut envelopes: Vec<_> = records
@@ -143,7 +143,7 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
         metrics.count(names::DUPLICATES_DROPPED, batch.copies() as u64);
 
         let failures = self.deliver(sorted, &mut spans).await?;
-        self.tracer.flush();
+        spans.flush();
         self.marks
             .finish_reported(
                 STAGE,
@@ -178,7 +178,7 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
                 continue;
             }
             if let Ok(e) = &mut envelope {
-                spans.open(&self.tracer, i, e, true);
+                spans.open(i, e, true);
             }
             match verdict::judge(
                 &self.envelopes,
@@ -201,7 +201,7 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
                     .push(((i, record), reject.into_message(STAGE, record))),
                 Verdict::Retry(why) => {
                     tracing::warn!(seq = %record.kinesis.sequence_number, %why, "will retry record");
-                    spans.close(i, &Outcome::Retried(why));
+                    spans.close(i, Outcome::Retried(why));
                     sorted.failures.fail(record);
                 }
             }
@@ -244,18 +244,18 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
         for index in published? {
             if let Some((i, record)) = valid_records.get(index) {
                 let why = "the validated stream refused it";
-                spans.close(*i, &Outcome::Retried(why.into()));
+                spans.close(*i, Outcome::Retried(why.into()));
                 failures.fail(record);
             }
         }
         for index in sent? {
             if let Some((i, record)) = rejected_records.get(index) {
-                spans.close(*i, &Outcome::Retried("the rejects queue refused it".into()));
+                spans.close(*i, Outcome::Retried("the rejects queue refused it".into()));
                 failures.fail(record);
             }
         }
         for (i, code) in reject_codes {
-            spans.close(i, &Outcome::Rejected(code));
+            spans.close(i, Outcome::Rejected(code));
         }
         spans.close_all(&Outcome::Published);
         Ok(failures)

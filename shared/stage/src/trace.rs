@@ -1,39 +1,43 @@
 //! A batch's record spans (`riffle-trace`): opened as each record's envelope is read, which
 //! rewrites its trace header for the envelope the stage writes on, and closed with what
-//! became of the record once its effect landed (or did not).
+//! became of the record once its effect landed (or did not). The batch's finished spans go
+//! to the tracer's export thread together, at [`BatchSpans::flush`] or when dropped.
 
 use std::time::SystemTime;
 
 use riffle_codec::Envelope;
+use riffle_trace::{FinishedSpan, RecordSpan};
 pub use riffle_trace::{Outcome, Tracer};
-use riffle_trace::{RecordSpan, keys};
 
 /// The spans of one batch's records, by index in the batch. With tracing off (or no record
 /// sampled) it holds nothing and every call returns at once.
 #[derive(Debug)]
 pub struct BatchSpans {
     stage: &'static str,
+    tracer: Tracer,
     started: SystemTime,
-    spans: Vec<Option<RecordSpan>>,
+    open: Vec<Option<RecordSpan>>,
+    finished: Vec<FinishedSpan>,
 }
 
 impl BatchSpans {
-    /// Spans for a batch of `stage` taken up now.
-    pub fn new(stage: &'static str) -> Self {
+    /// Spans for a batch of `stage` taken up now, recorded by `tracer`.
+    pub fn new(stage: &'static str, tracer: &Tracer) -> Self {
         BatchSpans {
             stage,
+            tracer: tracer.clone(),
             started: SystemTime::now(),
-            spans: Vec::new(),
+            open: Vec::new(),
+            finished: Vec::new(),
         }
     }
 
     /// Opens record `index`'s span if its envelope is traced (see [`Tracer::record`]); the
     /// first stage (`first`) starts traces for records that carry none, and notes when the
     /// producer put the event so the path shows the wait before it.
-    pub fn open(&mut self, tracer: &Tracer, index: usize, envelope: &mut Envelope, first: bool) {
+    pub fn open(&mut self, index: usize, envelope: &mut Envelope, first: bool) {
         let ingest_time = first.then_some(envelope.ingest_time);
         self.open_header(
-            tracer,
             index,
             &mut envelope.trace_header,
             &envelope.event_id,
@@ -45,46 +49,64 @@ impl BatchSpans {
     /// archive row); `ingest_time` is given by the first stage only, which starts traces.
     pub fn open_header(
         &mut self,
-        tracer: &Tracer,
         index: usize,
         header: &mut Option<String>,
         event_id: &str,
         ingest_time: Option<i64>,
     ) {
-        if !tracer.is_on() {
+        if !self.tracer.is_on() {
             return;
         }
         let first = ingest_time.is_some();
-        let Some(mut span) = tracer.record(self.stage, header, event_id, self.started, first)
+        let Some(mut span) = self
+            .tracer
+            .record(self.stage, header, event_id, self.started, first)
         else {
             return;
         };
         if let Some(at) = ingest_time {
-            span.annotate(keys::INGEST_TIME, at);
+            span.set_ingest_time(at);
         }
-        if self.spans.len() <= index {
-            self.spans.resize_with(index + 1, || None);
+        if self.open.len() <= index {
+            self.open.resize_with(index + 1, || None);
         }
-        self.spans[index] = Some(span);
+        if self.finished.capacity() == 0 {
+            self.finished = self.tracer.span_buffer();
+        }
+        self.open[index] = Some(span);
     }
 
     /// Closes record `index`'s span, if open, with `outcome`.
-    pub fn close(&mut self, index: usize, outcome: &Outcome) {
-        if let Some(span) = self.spans.get_mut(index).and_then(Option::take) {
-            span.end(outcome);
+    pub fn close(&mut self, index: usize, outcome: Outcome) {
+        if let Some(span) = self.open.get_mut(index).and_then(Option::take) {
+            self.finished.push(span.finish(outcome, SystemTime::now()));
         }
     }
 
     /// Closes every span still open with `outcome` (what the batch's success means).
     pub fn close_all(&mut self, outcome: &Outcome) {
-        for span in self.spans.drain(..).flatten() {
-            span.end(outcome);
+        if self.open.is_empty() {
+            return;
+        }
+        let end = SystemTime::now();
+        for span in self.open.drain(..).flatten() {
+            self.finished.push(span.finish(outcome.clone(), end));
         }
     }
 
     /// Whether any record of the batch is traced.
     pub fn any(&self) -> bool {
-        self.spans.iter().any(Option::is_some)
+        !self.finished.is_empty() || self.open.iter().any(Option::is_some)
+    }
+
+    /// Hands the finished spans to the export thread; on Lambda waits until they are sent
+    /// (see [`Tracer::flush`]).
+    pub fn flush(&mut self) {
+        if self.finished.is_empty() {
+            return;
+        }
+        self.tracer.export(std::mem::take(&mut self.finished));
+        self.tracer.flush();
     }
 }
 
@@ -92,5 +114,6 @@ impl Drop for BatchSpans {
     fn drop(&mut self) {
         // A batch that failed as a whole (an error returned early) is retried by Lambda.
         self.close_all(&Outcome::Retried("the batch failed".to_owned()));
+        self.flush();
     }
 }

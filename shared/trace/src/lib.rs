@@ -9,20 +9,25 @@
 //! costs a substring search. The validator starts a trace for a record that carries none,
 //! at the sample rate ([`SAMPLE_RATE_ENV`]).
 //!
-//! Spans go through OpenTelemetry's batch processor to AWS's X-Ray exporter, which sends
-//! segment documents over UDP to the daemon at [`DAEMON_ADDRESS_ENV`], as Lambda provides
-//! it. Locally [`Collector`] is that daemon: it keeps every document in a file that
+//! A record's span costs the handler a header read, a span id and a few copies; a batch's
+//! finished spans go to an export thread in one message, become OpenTelemetry span data
+//! there and leave through AWS's X-Ray exporter, which sends segment documents over UDP to
+//! the daemon at [`DAEMON_ADDRESS_ENV`], as Lambda provides it. Locally [`Collector`] is that daemon: it keeps every document in a file that
 //! [`store`] reads back into an event's path.
 //!
-//! Layout: [`tracer`] (the stages' side), [`collector`] (the local daemon), [`store`] (the
-//! documents and an event's path through them).
+//! Layout: [`tracer`] (the stages' side), `header` (X-Ray's trace header), [`export`] (the
+//! export thread), [`collector`] (the local daemon), [`store`] (the documents and an
+//! event's path through them).
 
 pub mod collector;
+pub mod export;
+mod header;
 pub mod store;
 pub mod tracer;
 
 pub use collector::Collector;
-pub use tracer::{Outcome, RecordSpan, Tracer};
+pub use export::ExportStats;
+pub use tracer::{FinishedSpan, Outcome, RecordSpan, Tracer};
 
 /// Where the X-Ray daemon listens (`host:port`, UDP), as Lambda sets it. Unset: no tracing.
 pub const DAEMON_ADDRESS_ENV: &str = "AWS_XRAY_DAEMON_ADDRESS";

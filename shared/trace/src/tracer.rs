@@ -3,27 +3,15 @@
 
 use std::net::{SocketAddr, ToSocketAddrs};
 use std::sync::Arc;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
-use opentelemetry::trace::TracerProvider as _;
-use opentelemetry::trace::{Span as _, SpanKind, Status, TraceContextExt, Tracer as _};
-use opentelemetry::{Context, Key, KeyValue};
-use opentelemetry_aws::trace::XrayIdGenerator;
-use opentelemetry_aws::trace::xray_propagator::{span_context_from_str, span_context_to_string};
+use opentelemetry::trace::{SpanId, TraceId};
 use opentelemetry_aws::xray_exporter::daemon_client::XrayDaemonClient;
 use opentelemetry_aws::xray_exporter::{SegmentTranslator, XrayExporter};
-use opentelemetry_sdk::Resource;
-use opentelemetry_sdk::trace::{
-    BatchConfigBuilder, BatchSpanProcessor, SdkTracer, SdkTracerProvider, Span, SpanExporter,
-};
+use opentelemetry_sdk::trace::SpanExporter;
 
-use crate::{DAEMON_ADDRESS_ENV, DEFAULT_SAMPLE_RATE, SAMPLE_RATE_ENV, keys};
-
-/// Spans waiting for export; a stage's batch holds at most a few thousand records, and a
-/// span dropped for room is a gap in someone's trace.
-const MAX_QUEUED_SPANS: usize = 65_536;
-/// How often queued spans go out between flushes.
-const EXPORT_DELAY: Duration = Duration::from_millis(200);
+use crate::export::{ExportStats, Exporter};
+use crate::{DAEMON_ADDRESS_ENV, DEFAULT_SAMPLE_RATE, SAMPLE_RATE_ENV, header, keys};
 
 /// What became of a record in a stage: the span's `outcome` annotation, and its fault flag.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,7 +31,7 @@ pub enum Outcome {
 }
 
 impl Outcome {
-    fn parts(&self) -> (&'static str, Option<(&'static str, &str)>) {
+    pub(crate) fn parts(&self) -> (&'static str, Option<(&'static str, &str)>) {
         match self {
             Outcome::Published => ("published", None),
             Outcome::Rejected(code) => ("rejected", Some((keys::REASON, code))),
@@ -62,11 +50,10 @@ pub struct Tracer {
 }
 
 struct Inner {
-    provider: SdkTracerProvider,
-    tracer: SdkTracer,
+    exporter: Exporter,
     sample_rate: f64,
     /// Export at the end of every batch (Lambda freezes the process between invocations);
-    /// elsewhere the batch processor exports in the background, off the handler's path.
+    /// elsewhere the export thread sends in the background, off the handler's path.
     flush_each_batch: bool,
 }
 
@@ -114,52 +101,32 @@ impl Tracer {
     /// Tracing for `service` to the daemon at `address`, starting traces at `sample_rate`.
     ///
     /// # Errors
-    /// The UDP socket cannot be made.
+    /// The UDP socket or the export thread cannot be made.
     pub fn to_daemon(
         service: &str,
         address: SocketAddr,
         sample_rate: f64,
     ) -> std::io::Result<Self> {
         let client = XrayDaemonClient::new(address)?;
-        Ok(Tracer::with_exporter(
-            service,
-            xray_exporter(client),
-            sample_rate,
-        ))
+        Tracer::with_exporter(service, xray_exporter(client), sample_rate)
     }
 
     /// Tracing for `service` through `exporter` (tests and benches pass their own).
+    ///
+    /// # Errors
+    /// The export thread cannot be started.
     pub fn with_exporter(
         service: &str,
         exporter: impl SpanExporter + 'static,
         sample_rate: f64,
-    ) -> Self {
-        let config = BatchConfigBuilder::default()
-            .with_max_queue_size(MAX_QUEUED_SPANS)
-            .with_scheduled_delay(EXPORT_DELAY)
-            .build();
-        let processor = BatchSpanProcessor::builder(exporter)
-            .with_batch_config(config)
-            .build();
-        let provider = SdkTracerProvider::builder()
-            // X-Ray refuses trace ids that do not start with their epoch seconds.
-            .with_id_generator(XrayIdGenerator::default())
-            .with_resource(
-                Resource::builder_empty()
-                    .with_service_name(service.to_owned())
-                    .build(),
-            )
-            .with_span_processor(processor)
-            .build();
-        let tracer = provider.tracer("riffle");
-        Tracer {
+    ) -> std::io::Result<Self> {
+        Ok(Tracer {
             inner: Some(Arc::new(Inner {
-                provider,
-                tracer,
+                exporter: Exporter::start(service, exporter)?,
                 sample_rate: sample_rate.clamp(0.0, 1.0),
                 flush_each_batch: std::env::var_os(LAMBDA_RUNTIME_API_ENV).is_some(),
             })),
-        }
+        })
     }
 
     /// Whether spans are recorded at all.
@@ -171,6 +138,10 @@ impl Tracer {
     /// the record is traced: its `header` says `Sampled=1`, or it has no sampling decision,
     /// `may_start` is set and the sample rate draws it. `header` then names the new span as
     /// the parent, for the envelope the stage writes on.
+    ///
+    /// This runs for every traced record on the handler's path, so it only reads the
+    /// header, draws a span id and rewrites the parent's digits in place; the span becomes
+    /// OpenTelemetry data on the export thread.
     pub fn record(
         &self,
         stage: &'static str,
@@ -180,54 +151,77 @@ impl Tracer {
         may_start: bool,
     ) -> Option<RecordSpan> {
         let inner = self.inner.as_ref()?;
-        let parent = match header.as_deref() {
-            // The common case stays a substring search: no parse for an unsampled record.
-            Some(h) if h.contains("Sampled=0") => return None,
-            Some(h) if h.contains("Sampled=1") => {
-                span_context_from_str(h).filter(|c| c.is_valid() && c.is_sampled())
+        let span_id = header::new_span_id();
+        let decided = header.as_deref().and_then(header::decision);
+        let (trace_id, parent) = match (header.as_mut(), decided) {
+            (_, Some(false)) => return None,
+            (Some(h), Some(true)) => {
+                // A sampled header whose root cannot be read is left alone: a new trace
+                // here would split the event's path in two.
+                let sampled = header::parse(h)?;
+                header::reparent(h, &sampled, span_id);
+                (sampled.trace_id, sampled.parent)
             }
-            _ => None,
+            // No decision yet: the first stage makes it, continuing a readable root.
+            (known, _) if may_start && rand::random::<f64>() < inner.sample_rate => {
+                let continued = known.and_then(|h| header::parse(h));
+                let trace_id = continued
+                    .map_or_else(|| header::new_trace_id(epoch_secs(start)), |s| s.trace_id);
+                *header = Some(header::new_header(trace_id, span_id));
+                (trace_id, continued.and_then(|s| s.parent))
+            }
+            _ => return None,
         };
-        let cx = match parent {
-            Some(remote) => Context::new().with_remote_span_context(remote),
-            None if may_start && rand::random::<f64>() < inner.sample_rate => Context::new(),
-            None => return None,
-        };
-        let span = inner
-            .tracer
-            .span_builder(stage)
-            .with_kind(SpanKind::Server)
-            .with_start_time(start)
-            .with_attributes([
-                KeyValue::new(
-                    Key::from_static_str(ANNOTATION_EVENT_ID),
-                    event_id.to_owned(),
-                ),
-                KeyValue::new(Key::from_static_str(ANNOTATION_STAGE), stage),
-            ])
-            .start_with_context(&inner.tracer, &cx);
-        *header = span_context_to_string(span.span_context());
-        Some(RecordSpan { span })
+        Some(RecordSpan {
+            stage,
+            trace_id,
+            parent,
+            span_id,
+            event_id: event_id.to_owned(),
+            ingest_time: None,
+            start,
+        })
+    }
+
+    /// An empty buffer for a batch's finished spans (one the export thread has emptied, when
+    /// there is one).
+    pub fn span_buffer(&self) -> Vec<FinishedSpan> {
+        self.inner
+            .as_ref()
+            .map(|i| i.exporter.spares.take())
+            .unwrap_or_default()
+    }
+
+    /// Hands finished spans to the export thread (one message for all of them).
+    pub fn export(&self, spans: Vec<FinishedSpan>) {
+        if let Some(inner) = &self.inner
+            && !spans.is_empty()
+        {
+            inner.exporter.send(spans);
+        }
     }
 
     /// Ends a batch: on Lambda, which freezes the process between invocations, every span
-    /// ended so far is sent to the daemon before the invocation answers; elsewhere the spans
-    /// go out in the background within [`EXPORT_DELAY`].
+    /// handed over so far is sent to the daemon before the invocation answers; elsewhere
+    /// the export thread sends them in the background.
     pub fn flush(&self) {
         if let Some(inner) = &self.inner
             && inner.flush_each_batch
         {
-            self.force_flush();
+            inner.exporter.flush();
         }
     }
 
-    /// Sends every span ended so far to the daemon now (and waits for it).
+    /// Sends every span handed over so far to the daemon now (and waits for it).
     pub fn force_flush(&self) {
-        if let Some(inner) = &self.inner
-            && let Err(e) = inner.provider.force_flush()
-        {
-            tracing::warn!(error = %e, "trace flush failed");
+        if let Some(inner) = &self.inner {
+            inner.exporter.flush();
         }
+    }
+
+    /// What the export thread has done (none with tracing off).
+    pub fn export_stats(&self) -> Option<Arc<ExportStats>> {
+        self.inner.as_ref().map(|i| Arc::clone(&i.exporter.stats))
     }
 
     /// The same tracer, flushing at the end of every batch as on Lambda (or not), whatever
@@ -245,15 +239,11 @@ impl Tracer {
     }
 }
 
-/// The attribute AWS's translator turns into annotation `key`.
-fn annotation(key: &str) -> String {
-    format!("annotation.{key}")
+fn epoch_secs(at: SystemTime) -> u64 {
+    at.duration_since(SystemTime::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
 }
 
-/// The annotations every span has, as attribute keys made once (no allocation per span).
-const ANNOTATION_EVENT_ID: &str = "annotation.event_id";
-const ANNOTATION_STAGE: &str = "annotation.stage";
-const ANNOTATION_OUTCOME: &str = "annotation.outcome";
 /// Set by Lambda for a function's process.
 const LAMBDA_RUNTIME_API_ENV: &str = "AWS_LAMBDA_RUNTIME_API";
 
@@ -276,48 +266,59 @@ fn daemon_address(raw: &str) -> std::io::Result<SocketAddr> {
     })
 }
 
-/// One record's span in a stage; end it with what became of the record.
+/// One record's open span in a stage; finish it with what became of the record.
 #[derive(Debug)]
 pub struct RecordSpan {
-    span: Span,
+    stage: &'static str,
+    trace_id: TraceId,
+    parent: Option<SpanId>,
+    span_id: SpanId,
+    event_id: String,
+    ingest_time: Option<i64>,
+    start: SystemTime,
 }
 
 impl RecordSpan {
-    /// Adds annotation `key` (see [`keys`]).
-    pub fn annotate(&mut self, key: &str, value: impl Into<opentelemetry::Value>) {
-        self.span
-            .set_attribute(KeyValue::new(annotation(key), value));
+    /// Notes when the producer put the event (epoch ms): the first stage's span shows the
+    /// wait before it.
+    pub fn set_ingest_time(&mut self, at: i64) {
+        self.ingest_time = Some(at);
     }
 
-    /// Ends the span with `outcome`; retries and dead letters mark it as a fault.
-    pub fn end(mut self, outcome: &Outcome) {
-        let (name, detail) = outcome.parts();
-        self.span.set_attribute(KeyValue::new(
-            Key::from_static_str(ANNOTATION_OUTCOME),
-            name,
-        ));
-        if let Some((key, value)) = detail {
-            self.span
-                .set_attribute(KeyValue::new(annotation(key), value.to_owned()));
+    /// Ends the span at `end` with `outcome`; retries and dead letters mark it as a fault.
+    pub fn finish(self, outcome: Outcome, end: SystemTime) -> FinishedSpan {
+        FinishedSpan {
+            stage: self.stage,
+            trace_id: self.trace_id,
+            parent: self.parent,
+            span_id: self.span_id,
+            event_id: self.event_id,
+            ingest_time: self.ingest_time,
+            start: self.start,
+            end,
+            outcome,
         }
-        if let Outcome::Retried(why) | Outcome::DeadLettered(why) = outcome {
-            self.span.set_status(Status::error(why.clone()));
-        }
-        self.span.end();
     }
+}
+
+/// A span ended, waiting for [`Tracer::export`].
+#[derive(Debug)]
+pub struct FinishedSpan {
+    pub(crate) stage: &'static str,
+    pub(crate) trace_id: TraceId,
+    pub(crate) parent: Option<SpanId>,
+    pub(crate) span_id: SpanId,
+    pub(crate) event_id: String,
+    pub(crate) ingest_time: Option<i64>,
+    pub(crate) start: SystemTime,
+    pub(crate) end: SystemTime,
+    pub(crate) outcome: Outcome,
 }
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn static_annotation_keys_are_the_annotations() {
-        assert_eq!(ANNOTATION_EVENT_ID, annotation(keys::EVENT_ID));
-        assert_eq!(ANNOTATION_STAGE, annotation(keys::STAGE));
-        assert_eq!(ANNOTATION_OUTCOME, annotation(keys::OUTCOME));
-    }
 
     #[test]
     fn daemon_addresses_in_both_forms() {

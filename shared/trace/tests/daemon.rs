@@ -41,7 +41,7 @@ async fn one_trace_follows_an_event_across_stages_and_unsampled_records_cost_no_
         sent.starts_with("Root=1-") && sent.contains(";Sampled=1"),
         "{sent}"
     );
-    span.end(&Outcome::Published);
+    validator.export(vec![span.finish(Outcome::Published, SystemTime::now())]);
     validator.force_flush();
     tokio::time::sleep(Duration::from_millis(30)).await;
 
@@ -53,8 +53,13 @@ async fn one_trace_follows_an_event_across_stages_and_unsampled_records_cost_no_
     let next = onward.unwrap();
     assert_eq!(next[..40], sent[..40], "same root");
     assert_ne!(next, sent, "a new parent");
-    span.end(&Outcome::Rejected("unknown_subject".into()));
+    enricher.export(vec![span.finish(
+        Outcome::Rejected("unknown_subject".into()),
+        SystemTime::now(),
+    )]);
     enricher.force_flush();
+    let stats = enricher.export_stats().unwrap();
+    assert_eq!((stats.exported(), stats.dropped()), (1, 0));
 
     let path = wait_for_path(&collector, "e-1", 2).await;
     let stages: Vec<_> = path.hops.iter().map(|h| h.stage.as_str()).collect();

@@ -1,0 +1,250 @@
+//! The export thread: a batch's finished spans arrive in one message, become OpenTelemetry
+//! span data there and go out through AWS's X-Ray exporter, off the handler's path. The
+//! handler's own cost per traced record is then a few field copies (see `tracer`).
+
+use std::borrow::Cow;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState};
+use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
+
+use crate::keys;
+use crate::tracer::{FinishedSpan, Outcome};
+
+/// Batches waiting for the export thread. A stage hands over one message per batch, so
+/// this is minutes of batches; past it a batch's spans are dropped (and counted) rather
+/// than the handler made to wait for tracing.
+const QUEUED_BATCHES: usize = 1024;
+
+enum Job {
+    Spans(Vec<FinishedSpan>),
+    /// Answer once every span handed over before it is exported.
+    Flush(SyncSender<()>),
+}
+
+/// Emptied span buffers kept for the next batches: a batch of thousands of traced records
+/// fills a megabyte or two, and fresh memory each time costs the handler its page faults.
+const SPARE_BUFFERS: usize = 4;
+
+/// Span buffers the export thread hands back once it has read them.
+#[derive(Debug, Default)]
+pub(crate) struct Spares(Mutex<Vec<Vec<FinishedSpan>>>);
+
+impl Spares {
+    /// An empty buffer, warm if one is spare.
+    pub fn take(&self) -> Vec<FinishedSpan> {
+        self.0
+            .lock()
+            .ok()
+            .and_then(|mut spares| spares.pop())
+            .unwrap_or_default()
+    }
+
+    fn give(&self, mut buffer: Vec<FinishedSpan>) {
+        buffer.clear();
+        if let Ok(mut spares) = self.0.lock()
+            && spares.len() < SPARE_BUFFERS
+        {
+            spares.push(buffer);
+        }
+    }
+}
+
+/// What the export thread did, for benches and the stage's logs.
+#[derive(Debug, Default)]
+pub struct ExportStats {
+    exported: AtomicU64,
+    dropped: AtomicU64,
+    busy_nanos: AtomicU64,
+}
+
+impl ExportStats {
+    /// Spans handed to the exporter.
+    pub fn exported(&self) -> u64 {
+        self.exported.load(Ordering::Relaxed)
+    }
+
+    /// Spans dropped because the export queue was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Time the export thread spent translating and sending.
+    pub fn busy(&self) -> Duration {
+        Duration::from_nanos(self.busy_nanos.load(Ordering::Relaxed))
+    }
+}
+
+/// The handle the tracer keeps: a queue to the export thread.
+pub(crate) struct Exporter {
+    jobs: Option<SyncSender<Job>>,
+    thread: Option<JoinHandle<()>>,
+    pub stats: Arc<ExportStats>,
+    pub spares: Arc<Spares>,
+}
+
+impl Exporter {
+    /// Starts the thread exporting through `exporter` as `service`.
+    pub fn start(
+        service: &str,
+        mut exporter: impl SpanExporter + 'static,
+    ) -> std::io::Result<Self> {
+        exporter.set_resource(
+            &Resource::builder_empty()
+                .with_service_name(service.to_owned())
+                .build(),
+        );
+        let (jobs, queue) = mpsc::sync_channel(QUEUED_BATCHES);
+        let stats = Arc::new(ExportStats::default());
+        let spares = Arc::new(Spares::default());
+        let (thread_stats, thread_spares) = (Arc::clone(&stats), Arc::clone(&spares));
+        let thread = std::thread::Builder::new()
+            .name("riffle-trace-export".into())
+            .spawn(move || run(&exporter, &queue, &thread_stats, &thread_spares))?;
+        Ok(Exporter {
+            jobs: Some(jobs),
+            thread: Some(thread),
+            stats,
+            spares,
+        })
+    }
+
+    /// Hands a batch's spans over without waiting.
+    pub fn send(&self, spans: Vec<FinishedSpan>) {
+        let Some(jobs) = &self.jobs else { return };
+        let count = spans.len() as u64;
+        match jobs.try_send(Job::Spans(spans)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                self.stats.dropped.fetch_add(count, Ordering::Relaxed);
+                tracing::warn!(spans = count, "trace export queue full; spans dropped");
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.stats.dropped.fetch_add(count, Ordering::Relaxed);
+            }
+        }
+    }
+
+    /// Waits until everything handed over so far has been exported.
+    pub fn flush(&self) {
+        let Some(jobs) = &self.jobs else { return };
+        let (done, wait) = mpsc::sync_channel(1);
+        if jobs.send(Job::Flush(done)).is_ok() {
+            let _ = wait.recv();
+        }
+    }
+}
+
+impl Drop for Exporter {
+    fn drop(&mut self) {
+        // Closing the queue ends the thread once it has exported what was queued.
+        self.jobs = None;
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(exporter: &impl SpanExporter, queue: &Receiver<Job>, stats: &ExportStats, spares: &Spares) {
+    let scope = InstrumentationScope::builder("riffle").build();
+    while let Ok(job) = queue.recv() {
+        match job {
+            Job::Spans(mut spans) => {
+                let started = Instant::now();
+                let count = spans.len() as u64;
+                let data = spans.drain(..).map(|s| span_data(s, &scope)).collect();
+                spares.give(spans);
+                if let Err(e) = block_on(exporter.export(data)) {
+                    tracing::warn!(error = %e, "trace export failed");
+                }
+                stats.exported.fetch_add(count, Ordering::Relaxed);
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                stats.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
+            }
+            Job::Flush(done) => {
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+/// Runs an export to its end on this thread. AWS's daemon client sends over a non-blocking
+/// socket and never waits, so its future is ready when first polled; a pending one is
+/// polled again after a yield rather than pulling in an async runtime for it.
+fn block_on<F: Future>(future: F) -> F::Output {
+    let mut future = pin!(future);
+    let mut cx = Context::from_waker(Waker::noop());
+    loop {
+        if let Poll::Ready(out) = future.as_mut().poll(&mut cx) {
+            return out;
+        }
+        std::thread::yield_now();
+    }
+}
+
+/// A finished span as OpenTelemetry's span data: a server span named for the stage, the
+/// annotations AWS's translator indexes (`annotation.*` attributes), a fault status for
+/// retries and dead letters.
+fn span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
+    let FinishedSpan {
+        stage,
+        trace_id,
+        parent,
+        span_id,
+        event_id,
+        ingest_time,
+        start,
+        end,
+        outcome,
+    } = span;
+    let (name, detail) = outcome.parts();
+    let mut attributes = Vec::with_capacity(5);
+    attributes.push(annotation(keys::EVENT_ID, event_id.into()));
+    attributes.push(annotation(keys::STAGE, stage.into()));
+    attributes.push(annotation(keys::OUTCOME, name.into()));
+    if let Some((key, value)) = detail {
+        attributes.push(annotation(key, value.to_owned().into()));
+    }
+    if let Some(at) = ingest_time {
+        attributes.push(annotation(keys::INGEST_TIME, at.into()));
+    }
+    let status = match &outcome {
+        Outcome::Retried(why) | Outcome::DeadLettered(why) => Status::error(why.clone()),
+        _ => Status::Unset,
+    };
+    SpanData {
+        span_context: SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: parent.unwrap_or(opentelemetry::trace::SpanId::INVALID),
+        parent_span_is_remote: parent.is_some(),
+        span_kind: SpanKind::Server,
+        name: Cow::Borrowed(stage),
+        start_time: start,
+        end_time: end,
+        attributes,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status,
+        instrumentation_scope: scope.clone(),
+    }
+}
+
+/// The attribute AWS's translator turns into annotation `key`.
+fn annotation(key: &str, value: Value) -> KeyValue {
+    KeyValue::new(Key::new(format!("annotation.{key}")), value)
+}
