@@ -103,7 +103,14 @@ async fn ten_thousand_events_match_the_ground_truth() {
             riffle_trace::store::render(path)
         );
         assert!(path.hops.iter().all(|h| h.end.is_some()));
-        if stages == expected && path.complete() {
+        // The aggregator and the archiver both read the enriched stream: either may take a
+        // record up first (a loaded machine slows one more than the other).
+        let mut consumers = stages.get(2..).unwrap_or_default().to_vec();
+        consumers.sort_unstable();
+        if stages.get(..2) == Some(&expected[..2])
+            && consumers == ["aggregator", "archiver"]
+            && path.complete()
+        {
             assert!(path.hops.iter().all(|h| h.waited_ms.is_some()));
             whole += 1;
         }

@@ -409,6 +409,7 @@ async fn send(
         code: THROTTLED.to_owned(),
         message: "Rate exceeded for shard (injected fault)".to_owned(),
     };
+    crate::meter::kinesis_throttled(injected.iter().filter(|i| **i).count());
     if injected.iter().all(|i| *i) {
         return Ok(entries.iter().map(|_| Some(throttled())).collect());
     }
@@ -466,6 +467,12 @@ pub async fn put_records_once(
         .await
         .map_err(|e| AwsError::from_sdk("PutRecords", e))?;
     let results = response.records();
+    crate::meter::kinesis_throttled(
+        results
+            .iter()
+            .filter(|r| r.error_code() == Some(THROTTLED))
+            .count(),
+    );
     Ok((0..n)
         .map(|i| match results.get(i) {
             Some(result) => result.error_code().map(|code| AwsError::Entry {

@@ -24,6 +24,7 @@ static DYNAMO_WRITES: AtomicU64 = AtomicU64::new(0);
 static DYNAMO_SCANNED: AtomicU64 = AtomicU64::new(0);
 static KINESIS_PUT_UNITS: AtomicU64 = AtomicU64::new(0);
 static KINESIS_RECORDS: AtomicU64 = AtomicU64::new(0);
+static KINESIS_THROTTLED: AtomicU64 = AtomicU64::new(0);
 
 /// The process's counts so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -39,6 +40,8 @@ pub struct Usage {
     pub kinesis_put_units: u64,
     /// Kinesis records put (each attempt).
     pub kinesis_records: u64,
+    /// Kinesis entries answered as throttled (each attempt; injected faults included).
+    pub kinesis_throttled: u64,
 }
 
 impl Usage {
@@ -52,6 +55,9 @@ impl Usage {
                 .kinesis_put_units
                 .saturating_sub(earlier.kinesis_put_units),
             kinesis_records: self.kinesis_records.saturating_sub(earlier.kinesis_records),
+            kinesis_throttled: self
+                .kinesis_throttled
+                .saturating_sub(earlier.kinesis_throttled),
         }
     }
 }
@@ -64,7 +70,13 @@ pub fn usage() -> Usage {
         dynamo_scanned: DYNAMO_SCANNED.load(Ordering::Relaxed),
         kinesis_put_units: KINESIS_PUT_UNITS.load(Ordering::Relaxed),
         kinesis_records: KINESIS_RECORDS.load(Ordering::Relaxed),
+        kinesis_throttled: KINESIS_THROTTLED.load(Ordering::Relaxed),
     }
+}
+
+/// Counts `n` Kinesis entries answered as throttled.
+pub fn kinesis_throttled(n: usize) {
+    KINESIS_THROTTLED.fetch_add(n as u64, Ordering::Relaxed);
 }
 
 /// Counts one Kinesis record of `bytes` (data plus partition key) put.

@@ -7,9 +7,11 @@
 //! (`riffle dlq list | show | redrive`), [`replay`] (`riffle replay`, the view rebuilt from
 //! the archive), [`compact`] (`riffle archive compact`), [`cost`] (`riffle cost`, the monthly
 //! bill from measured figures), [`trace`] (`riffle trace`, an
-//! event's path from its X-Ray segments), [`dev`] (harness commands handed to
+//! event's path from its X-Ray segments), [`alarms`] (`riffle alarms`, the templates' alarms
+//! evaluated over the local stack's metrics), [`dev`] (harness commands handed to
 //! `riffle-dev`), [`error`] ([`OpsError`]). `main.rs` is the command line over these.
 
+pub mod alarms;
 pub mod compact;
 pub mod cost;
 pub mod dev;

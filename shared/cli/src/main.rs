@@ -32,6 +32,8 @@ enum Command {
     Trace(riffle_cli::trace::TraceArgs),
     /// What the pipeline costs a month on AWS at an event rate, from measured figures.
     Cost(riffle_cli::cost::CostArgs),
+    /// Evaluate the templates' alarms against the local stack's metrics: which are in ALARM and why.
+    Alarms(riffle_cli::alarms::AlarmsArgs),
     /// Commands of the developer harness (`riffle-dev`: demo, chaos, schema-gate), run
     /// from the `riffle-dev` binary beside this one when it is installed.
     #[command(external_subcommand)]
@@ -48,6 +50,7 @@ async fn main() -> ExitCode {
         Command::Dlq(args) => riffle_cli::dlq::main(args).await,
         Command::Trace(args) => riffle_cli::trace::main(&args),
         Command::Cost(args) => riffle_cli::cost::main(&args),
+        Command::Alarms(args) => riffle_cli::alarms::main(args).await,
         Command::Dev(args) => riffle_cli::dev::forward(&args),
     }
 }

@@ -192,6 +192,7 @@ async fn produce_and_check(
         tokio::time::sleep(TICK).await;
     }
     let put_failures = producer.close().await.map_err(produce_error)?.len();
+    pipeline.record_producer(&producer.stats());
     let produce_elapsed = started.elapsed();
     let producer_usage = riffle_aws::meter::usage().since(&usage_before);
     let accepted = produced - put_failures as u64;

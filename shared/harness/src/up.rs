@@ -70,6 +70,11 @@ pub fn endpoints(pipeline: &Pipeline) -> String {
     if let Some(store) = pipeline.trace_store() {
         out.push_str(&format!("export RIFFLE_TRACE_STORE={}\n", store.display()));
     }
+    out.push_str(&format!(
+        "export {}={}\n",
+        riffle_telemetry::METRICS_STORE_ENV,
+        pipeline.metrics_store().display()
+    ));
     out.push_str("# streams:");
     for s in deployment.streams() {
         out.push_str(&format!(" {}", s.name));
@@ -87,7 +92,7 @@ pub fn endpoints(pipeline: &Pipeline) -> String {
         out.push_str(&format!(" {}", q.name));
     }
     out.push_str(
-        "\n# then e.g.: riffle schema list; riffle dlq list; riffle trace --slowest 5; \
+        "\n# then e.g.: riffle schema list; riffle dlq list; riffle trace --slowest 5; riffle alarms; \
          aws kinesis put-record --stream-name riffle-raw ...\n",
     );
     out

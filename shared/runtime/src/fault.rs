@@ -18,6 +18,13 @@ use crate::{HandlerError, KinesisEventResponse, RuntimeError};
 
 /// Probability (0..=1) that a batch invocation fails transiently.
 pub const HANDLER_ERROR_RATE_ENV: &str = "RIFFLE_FAULT_HANDLER_ERROR_RATE";
+/// Probability (0..=1) that an invocation is refused as throttled (Lambda's 429 when the
+/// function's concurrency is used up): the mapping counts it and tries again later.
+pub const INVOKE_THROTTLE_RATE_ENV: &str = "RIFFLE_FAULT_INVOKE_THROTTLE_RATE";
+/// Milliseconds every invocation waits before its handler runs (a slow dependency).
+pub const HANDLER_DELAY_MS_ENV: &str = "RIFFLE_FAULT_HANDLER_DELAY_MS";
+/// How long a throttled invocation waits before the mapping tries again.
+const THROTTLE_BACKOFF: std::time::Duration = std::time::Duration::from_millis(200);
 /// Seed of the draws; the process id is mixed in so instances do not fail in step.
 pub const FAULT_SEED_ENV: &str = "RIFFLE_FAULT_SEED";
 
@@ -101,6 +108,76 @@ impl Faults {
         } else {
             Injected::AfterHandler
         })
+    }
+}
+
+/// A slower or refused function for alarm drills: throttled invocations and a delay before
+/// every handler run. Off unless [`INVOKE_THROTTLE_RATE_ENV`] or [`HANDLER_DELAY_MS_ENV`]
+/// is set; read only by the local mapping.
+#[derive(Debug)]
+pub struct Slowdown {
+    throttle_rate: f64,
+    delay: std::time::Duration,
+    rng: Mutex<StdRng>,
+}
+
+impl Slowdown {
+    /// From the environment; `None` when neither is set (or both are 0).
+    ///
+    /// # Errors
+    /// A rate outside 0..=1 or a delay that is not a whole number of milliseconds.
+    pub fn from_env() -> Result<Option<Slowdown>, RuntimeError> {
+        let throttle_rate = match std::env::var(INVOKE_THROTTLE_RATE_ENV) {
+            Ok(raw) => raw
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .filter(|r| (0.0..=1.0).contains(r))
+                .ok_or_else(|| {
+                    RuntimeError::Config(format!(
+                        "{INVOKE_THROTTLE_RATE_ENV}={raw} is not within 0..=1"
+                    ))
+                })?,
+            Err(_) => 0.0,
+        };
+        let delay_ms = match std::env::var(HANDLER_DELAY_MS_ENV) {
+            Ok(raw) => raw
+                .trim()
+                .parse::<u64>()
+                .map_err(|e| RuntimeError::Config(format!("{HANDLER_DELAY_MS_ENV}={raw}: {e}")))?,
+            Err(_) => 0,
+        };
+        if throttle_rate == 0.0 && delay_ms == 0 {
+            return Ok(None);
+        }
+        tracing::warn!(
+            throttle_rate,
+            delay_ms,
+            "fault injection: invocations throttled or delayed"
+        );
+        Ok(Some(Slowdown {
+            throttle_rate,
+            delay: std::time::Duration::from_millis(delay_ms),
+            rng: Mutex::new(StdRng::from_os_rng()),
+        }))
+    }
+
+    /// Waits until an invocation is let through and its delay has passed; returns how many
+    /// times it was throttled first.
+    pub async fn admit(&self) -> u64 {
+        let mut throttled = 0;
+        while self
+            .rng
+            .lock()
+            .is_ok_and(|mut rng| rng.random_bool(self.throttle_rate))
+        {
+            throttled += 1;
+            tokio::time::sleep(THROTTLE_BACKOFF).await;
+        }
+        if !self.delay.is_zero() {
+            tokio::time::sleep(self.delay).await;
+        }
+        throttled
     }
 }
 

@@ -161,6 +161,7 @@ pub fn report_usage(service: &str) {
     metrics.count(names::DYNAMO_ITEMS_SCANNED, delta.dynamo_scanned);
     metrics.count(names::KINESIS_PUT_UNITS, delta.kinesis_put_units);
     metrics.count(names::KINESIS_RECORDS_PUT, delta.kinesis_records);
+    metrics.count(names::KINESIS_WRITE_THROTTLED, delta.kinesis_throttled);
     metrics.flush();
 }
 

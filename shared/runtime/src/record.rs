@@ -204,7 +204,8 @@ fn remember(source: &Arc<Source>) {
     });
 }
 
-/// Base64 text decoded straight from the payload, without an owned copy of the text.
+/// Base64 text decoded straight from the payload, without an owned copy of the text, by a
+/// SIMD decoder (the scalar one cost about a third of the event's parse).
 fn base64_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D::Error> {
     struct Visitor;
     impl serde::de::Visitor<'_> for Visitor {
@@ -213,9 +214,9 @@ fn base64_bytes<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Vec<u8>, D
             f.write_str("base64 text")
         }
         fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Vec<u8>, E> {
-            base64::engine::general_purpose::STANDARD
-                .decode(v)
-                .map_err(E::custom)
+            base64_simd::STANDARD
+                .decode_to_vec(v)
+                .map_err(|e| E::custom(format!("data is not base64: {e}")))
         }
     }
     deserializer.deserialize_str(Visitor)

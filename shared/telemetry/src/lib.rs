@@ -204,12 +204,18 @@ fn now_millis() -> u64 {
         .unwrap_or(0)
 }
 
+/// Where a local stack keeps every EMF line its processes printed (a directory of
+/// `<service>.jsonl` files, one line each as printed), for `riffle alarms`.
+pub const METRICS_STORE_ENV: &str = "RIFFLE_METRICS_STORE";
+
 /// One EMF line read back: the service and every metric value in it (a value array gives
 /// one pair per element).
 #[derive(Debug, Clone, PartialEq)]
 pub struct EmfRecord {
     /// Value of the `Service` dimension.
     pub service: String,
+    /// The line's `_aws.Timestamp` (epoch ms); 0 when it has none.
+    pub timestamp_ms: i64,
     /// `(metric name, value)` pairs in the order of the metric definitions.
     pub values: Vec<(String, f64)>,
 }
@@ -231,6 +237,11 @@ pub fn parse_emf_line(line: &str) -> Option<EmfRecord> {
     let root: Value = serde_json::from_str(line.trim()).ok()?;
     let directives = root.get("_aws")?.get("CloudWatchMetrics")?.as_array()?;
     let service = root.get(SERVICE_DIMENSION)?.as_str()?.to_owned();
+    let timestamp_ms = root
+        .get("_aws")
+        .and_then(|a| a.get("Timestamp"))
+        .and_then(Value::as_i64)
+        .unwrap_or(0);
     let mut values = Vec::new();
     for directive in directives {
         let Some(metrics) = directive.get("Metrics").and_then(Value::as_array) else {
@@ -258,7 +269,29 @@ pub fn parse_emf_line(line: &str) -> Option<EmfRecord> {
             }
         }
     }
-    Some(EmfRecord { service, values })
+    Some(EmfRecord {
+        service,
+        timestamp_ms,
+        values,
+    })
+}
+
+/// Every EMF record in a metrics store directory ([`METRICS_STORE_ENV`]): the lines of its
+/// `*.jsonl` files that are EMF, oldest first.
+///
+/// # Errors
+/// The directory or one of its files cannot be read.
+pub fn read_metrics_store(dir: &std::path::Path) -> std::io::Result<Vec<EmfRecord>> {
+    let mut records = Vec::new();
+    for entry in std::fs::read_dir(dir)? {
+        let path = entry?.path();
+        if path.extension().is_some_and(|x| x == "jsonl") {
+            let text = std::fs::read_to_string(&path)?;
+            records.extend(text.lines().filter_map(parse_emf_line));
+        }
+    }
+    records.sort_by_key(|r| r.timestamp_ms);
+    Ok(records)
 }
 
 #[cfg(test)]

@@ -58,6 +58,11 @@ pub const RETRIES: &str = "Retries";
 pub const RECORDS_TO_DESTINATION: &str = "RecordsToDestination";
 /// Handler errors injected for fault tests.
 pub const FAULTS_INJECTED: &str = "FaultsInjected";
+/// Batch invocations the local mapping was refused (a throttle fault), as Lambda's Throttles.
+pub const THROTTLES: &str = "Throttles";
+/// Kinesis entries answered as throttled (ProvisionedThroughputExceeded), per attempt; what
+/// the stream's WriteProvisionedThroughputExceeded counts on AWS.
+pub const KINESIS_WRITE_THROTTLED: &str = "KinesisWriteThrottled";
 /// Shard leases held by this instance.
 pub const LEASES_HELD: &str = "LeasesHeld";
 /// Shard leases taken over from an instance that stopped renewing.
@@ -154,6 +159,8 @@ pub const ALL: &[&str] = &[
     PUT_REQUESTS,
     THROTTLED,
     SERVER_ERRORS,
+    THROTTLES,
+    KINESIS_WRITE_THROTTLED,
 ];
 
 #[cfg(test)]

@@ -31,6 +31,15 @@ enum Job {
     Flush(SyncSender<()>),
 }
 
+/// Away from Lambda, spans go out in slices of this many with a pause between: a batch's
+/// thousands of documents sent at once overflow a daemon's UDP buffer whenever the daemon
+/// is short of CPU (the local one shares two cores with the whole twin), and UDP drops
+/// what overflows. On Lambda the invocation waits for the export, so there is no pause.
+/// 128 documents a millisecond at most: a 4 MiB receive buffer holds about 1,800 of them,
+/// so the daemon may stall for 10 ms and lose nothing.
+const PACED_SLICE: usize = 128;
+const PACE: Duration = Duration::from_millis(1);
+
 /// Emptied span buffers kept for the next batches: a batch of thousands of traced records
 /// fills a megabyte or two, and fresh memory each time costs the handler its page faults.
 const SPARE_BUFFERS: usize = 4;
@@ -93,10 +102,12 @@ pub(crate) struct Exporter {
 }
 
 impl Exporter {
-    /// Starts the thread exporting through `exporter` as `service`.
+    /// Starts the thread exporting through `exporter` as `service`, in paced slices when
+    /// `paced` (see [`PACED_SLICE`]).
     pub fn start(
         service: &str,
         mut exporter: impl SpanExporter + 'static,
+        paced: bool,
     ) -> std::io::Result<Self> {
         exporter.set_resource(
             &Resource::builder_empty()
@@ -109,7 +120,7 @@ impl Exporter {
         let (thread_stats, thread_spares) = (Arc::clone(&stats), Arc::clone(&spares));
         let thread = std::thread::Builder::new()
             .name("riffle-trace-export".into())
-            .spawn(move || run(&exporter, &queue, &thread_stats, &thread_spares))?;
+            .spawn(move || run(&exporter, &queue, &thread_stats, &thread_spares, paced))?;
         Ok(Exporter {
             jobs: Some(jobs),
             thread: Some(thread),
@@ -154,17 +165,39 @@ impl Drop for Exporter {
     }
 }
 
-fn run(exporter: &impl SpanExporter, queue: &Receiver<Job>, stats: &ExportStats, spares: &Spares) {
+fn run(
+    exporter: &impl SpanExporter,
+    queue: &Receiver<Job>,
+    stats: &ExportStats,
+    spares: &Spares,
+    paced: bool,
+) {
     let scope = InstrumentationScope::builder("riffle").build();
     while let Ok(job) = queue.recv() {
         match job {
             Job::Spans(mut spans) => {
-                let started = Instant::now();
+                let mut started = Instant::now();
                 let count = spans.len() as u64;
-                let data = spans.drain(..).map(|s| span_data(s, &scope)).collect();
+                let slice = if paced {
+                    PACED_SLICE
+                } else {
+                    spans.len().max(1)
+                };
+                let mut data: Vec<SpanData> =
+                    spans.drain(..).map(|s| span_data(s, &scope)).collect();
                 spares.give(spans);
-                if let Err(e) = block_on(exporter.export(data)) {
-                    tracing::warn!(error = %e, "trace export failed");
+                while !data.is_empty() {
+                    let rest = data.split_off(slice.min(data.len()));
+                    if let Err(e) = block_on(exporter.export(data)) {
+                        tracing::warn!(error = %e, "trace export failed");
+                    }
+                    data = rest;
+                    if paced && !data.is_empty() {
+                        let paused = Instant::now();
+                        std::thread::sleep(PACE);
+                        // The pause is not work: left out of the busy time.
+                        started += paused.elapsed();
+                    }
                 }
                 stats.exported.fetch_add(count, Ordering::Relaxed);
                 let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);

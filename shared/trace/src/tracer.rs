@@ -120,11 +120,12 @@ impl Tracer {
         exporter: impl SpanExporter + 'static,
         sample_rate: f64,
     ) -> std::io::Result<Self> {
+        let on_lambda = std::env::var_os(LAMBDA_RUNTIME_API_ENV).is_some();
         Ok(Tracer {
             inner: Some(Arc::new(Inner {
-                exporter: Exporter::start(service, exporter)?,
+                exporter: Exporter::start(service, exporter, !on_lambda)?,
                 sample_rate: sample_rate.clamp(0.0, 1.0),
-                flush_each_batch: std::env::var_os(LAMBDA_RUNTIME_API_ENV).is_some(),
+                flush_each_batch: on_lambda,
             })),
         })
     }

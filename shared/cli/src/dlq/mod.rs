@@ -173,6 +173,18 @@ mod tests {
         assert_eq!(t.stage_streams["enricher"], "riffle-validated");
         assert_eq!(t.stage_streams["archiver"], "riffle-enriched");
         assert_eq!(t.stage_of_stream("riffle-validated"), Some("enricher"));
+        let outputs: Vec<(&str, &str)> = t
+            .stage_outputs
+            .iter()
+            .map(|(stage, stream)| (stage.as_str(), stream.as_str()))
+            .collect();
+        assert_eq!(
+            outputs,
+            [
+                ("enricher", "riffle-enriched"),
+                ("validator", "riffle-validated")
+            ]
+        );
         assert_eq!(t.queue("EnricherDlq").unwrap().name, "riffle-enricher-dlq");
     }
 

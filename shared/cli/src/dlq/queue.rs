@@ -91,10 +91,12 @@ pub async fn list(
     Ok(out)
 }
 
-pub(super) async fn counts(
-    sqs: &aws_sdk_sqs::Client,
-    name: &str,
-) -> Result<(String, u64, u64), String> {
+/// The queue named `name`: its URL, its approximate visible and in-flight message counts
+/// (also read by `riffle alarms` for the queue-depth alarms).
+///
+/// # Errors
+/// The queue cannot be found or read: the failed call and its error code, for one cell.
+pub async fn counts(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<(String, u64, u64), String> {
     let url = sqs
         .get_queue_url()
         .queue_name(name)

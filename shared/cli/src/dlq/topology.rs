@@ -1,5 +1,6 @@
-//! Which dead-letter queues the deployment has, which stage writes each and which stream
-//! feeds each stage: read from the templates (pure, over `riffle_plan`).
+//! Which dead-letter queues the deployment has, which stage writes each, which stream feeds
+//! each stage and which stream each stage writes: read from the templates (pure, over
+//! `riffle_plan`).
 
 use riffle_plan::Plan;
 use riffle_plan::template::{Attrs, LOCAL_ACCOUNT_ID, Scope};
@@ -7,6 +8,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// Environment variables through which a stage names a queue it writes.
 pub(super) const QUEUE_VARIABLES: [&str; 2] = ["RIFFLE_DLQ_URL", "RIFFLE_REJECTS_QUEUE_URL"];
+
+/// Environment variable through which a stage names the stream it writes.
+pub const OUTPUT_STREAM_VARIABLE: &str = "RIFFLE_OUTPUT_STREAM";
 
 /// Region used only to build placeholder ARNs while reading the templates.
 pub(super) const PLAN_REGION: &str = "us-east-1";
@@ -29,6 +33,8 @@ pub struct Topology {
     pub queues: Vec<DeadLetterQueue>,
     /// Stage (service template name, as `RejectMessage::stage`) -> its input stream.
     pub stage_streams: BTreeMap<String, String>,
+    /// Stage -> the stream it writes ([`OUTPUT_STREAM_VARIABLE`]), for the stages that do.
+    pub stage_outputs: BTreeMap<String, String>,
 }
 
 impl Topology {
@@ -69,6 +75,8 @@ pub fn topology(plan: &Plan) -> Topology {
     for s in &plan.streams {
         let arn = stream_arn(&s.name);
         names.insert(arn.clone(), s.name.clone());
+        // The `...StreamName` exports give the name itself.
+        names.insert(s.name.clone(), s.name.clone());
         resources.insert(
             s.logical.clone(),
             Attrs {
@@ -134,6 +142,7 @@ pub fn topology(plan: &Plan) -> Topology {
 
     let mut writers: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
     let mut stage_streams = BTreeMap::new();
+    let mut stage_outputs = BTreeMap::new();
     for service in &plan.services {
         let t = &service.template;
         let resolve = |v| t.eval(v, scope).ok().and_then(|s| names.get(&s).cloned());
@@ -149,6 +158,11 @@ pub fn topology(plan: &Plan) -> Topology {
             }
         }
         for (variable, value) in &service.env {
+            if variable == OUTPUT_STREAM_VARIABLE
+                && let Some(stream) = resolve(value)
+            {
+                stage_outputs.insert(service.name.clone(), stream);
+            }
             if QUEUE_VARIABLES.contains(&variable.as_str())
                 && let Some(queue) = resolve(value)
             {
@@ -173,5 +187,6 @@ pub fn topology(plan: &Plan) -> Topology {
             })
             .collect(),
         stage_streams,
+        stage_outputs,
     }
 }

@@ -28,7 +28,7 @@
 
 mod assess;
 mod drive;
-mod port;
+pub(crate) mod port;
 mod schedule;
 
 #[allow(unused_imports)]

@@ -14,7 +14,7 @@ use super::schedule::SplitMix;
 const THROTTLED: &str = "ProvisionedThroughputExceededException";
 
 /// [`KinesisPort`] with throttling and lost answers injected, each drawn from a seeded stream.
-pub(super) struct ChaosPort {
+pub(crate) struct ChaosPort {
     inner: KinesisPort,
     throttle_rate: f64,
     lost_answer_rate: f64,
@@ -27,7 +27,7 @@ impl ChaosPort {
     /// Throttles each entry with probability `throttle_rate` (unsent) and loses the answer of
     /// a call with probability `lost_answer_rate` (after it landed); counts the user records
     /// a lost answer makes the producer put again into `resent`.
-    pub(super) fn new(
+    pub(crate) fn new(
         inner: KinesisPort,
         throttle_rate: f64,
         lost_answer_rate: f64,

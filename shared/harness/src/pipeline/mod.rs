@@ -33,6 +33,8 @@ pub use riffle_stage::stages::ALL as STAGES;
 
 /// The AWS SDK's service id of DynamoDB, whose local emulator records requests.
 const DYNAMODB_SERVICE_ID: &str = "DynamoDB";
+/// The metrics store's directory under the state directory.
+pub const METRICS_DIR: &str = "metrics";
 
 /// The registry's service name (its template and binary).
 pub const REGISTRY: &str = "schema-registry";
@@ -345,6 +347,25 @@ impl Pipeline {
             .as_ref()
             .map(Emulators::env)
             .unwrap_or_default()
+    }
+
+    /// The directory keeping every metric line the twin's processes printed, one
+    /// `<service>.jsonl` each (`RIFFLE_METRICS_STORE` for `riffle alarms`).
+    pub fn metrics_store(&self) -> PathBuf {
+        self.options.state_dir.join(METRICS_DIR)
+    }
+
+    /// Adds `metrics` to the metrics store as `service`'s: what the harness's own producers
+    /// measured (Kinesis reports a producer's throttling on AWS; here nobody else would).
+    pub fn record_metrics(&self, service: &str, metrics: &riffle_telemetry::Metrics) {
+        let Some(line) = metrics.to_line(chrono::Utc::now().timestamp_millis().max(0) as u64)
+        else {
+            return;
+        };
+        if let Some(mut file) = self.metrics_file(service) {
+            use std::io::Write as _;
+            let _ = writeln!(file, "{line}");
+        }
     }
 
     /// The file the local X-Ray daemon keeps the stages' segment documents in.

@@ -2,6 +2,7 @@
 //! killed and restarted, each with its log file.
 
 use riffle_local::Emulators;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::sync::Arc;
@@ -78,6 +79,29 @@ impl Pipeline {
         self.spawn_stage(service).await
     }
 
+    /// Starts stage `service` again (after [`Pipeline::kill_stage`]) with `extra` added to
+    /// its environment, this time only (a fault for one stage, e.g. an alarm drill).
+    ///
+    /// # Errors
+    /// As [`Pipeline::restart_stage`].
+    pub async fn restart_stage_with(
+        &mut self,
+        service: &str,
+        extra: Vec<(String, String)>,
+    ) -> Result<(), PipelineError> {
+        if self.is_running(service) {
+            return Err(PipelineError::Process {
+                service: service.to_string(),
+                reason: "already running".into(),
+            });
+        }
+        let mut env = self.deployment.service_env(service)?;
+        env.extend(self.stage_env.iter().cloned());
+        env.extend(extra);
+        self.spawn(service, env).await?;
+        Ok(())
+    }
+
     /// Whether a process of `service` was started and not killed (it may have exited: see
     /// [`Pipeline::exited`]).
     pub fn is_running(&self, service: &str) -> bool {
@@ -105,6 +129,26 @@ impl Pipeline {
             .state_dir
             .join("logs")
             .join(format!("{service}.log"))
+    }
+
+    /// The metrics store file of `service` (appended: a restarted process goes on with it);
+    /// `None` (with a warning) when it cannot be opened, which costs the alarms their data
+    /// and nothing else.
+    pub(super) fn metrics_file(&self, service: &str) -> Option<std::fs::File> {
+        let dir = self.metrics_store();
+        let opened = std::fs::create_dir_all(&dir).and_then(|()| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(dir.join(format!("{service}.jsonl")))
+        });
+        match opened {
+            Ok(file) => Some(file),
+            Err(e) => {
+                tracing::warn!(service, dir = %dir.display(), error = %e, "metrics store not writable");
+                None
+            }
+        }
     }
 
     /// Starts `service` with the emulators' environment plus `env`. Returns the URL the
@@ -170,11 +214,19 @@ impl Pipeline {
         };
 
         let counters = Arc::clone(&self.counters);
+        // Every metric line is kept too, as CloudWatch would keep it: `riffle alarms` reads
+        // the alarms' metrics from there.
+        let mut store = self.metrics_file(service);
         let reader = tokio::spawn(async move {
             while let Ok(Some(line)) = lines.next_line().await {
                 let Some(record) = riffle_telemetry::parse_emf_line(&line) else {
                     continue;
                 };
+                if let Some(file) = store.as_mut()
+                    && writeln!(file, "{}", line.trim()).is_err()
+                {
+                    store = None;
+                }
                 if let Ok(mut c) = counters.lock() {
                     let per = c.sums.entry(record.service.clone()).or_default();
                     for (name, value) in &record.values {

@@ -102,6 +102,9 @@ pub fn drained(c: &Counters, produced: u64) -> bool {
         && c.count(stages::ARCHIVER, names::RECORDS_IN) >= enriched
 }
 
+/// The `Service` of the metric lines of the harness's producers.
+pub const PRODUCER_SERVICE: &str = "producer";
+
 impl Pipeline {
     /// A riffle producer on the raw stream: KPL aggregates per shard with origins stamped
     /// (ADR 0010) when `aggregate`, plain records without origins otherwise (as a producer
@@ -139,6 +142,48 @@ impl Pipeline {
         events: &[GeneratedEvent],
     ) -> Result<Vec<FailedRecord>, PipelineError> {
         let producer = self.producer(true).await?;
+        self.produce_through(producer, events).await
+    }
+
+    /// [`Pipeline::produce`] through a Kinesis that throttles each entry with probability
+    /// `rate` (unsent, as a shard over its write throughput answers): the producer's retries
+    /// run, and its throttled entries reach the metrics store as Kinesis would count them.
+    ///
+    /// # Errors
+    /// As [`Pipeline::produce`].
+    pub async fn produce_throttled(
+        &self,
+        events: &[GeneratedEvent],
+        rate: f64,
+        seed: u64,
+    ) -> Result<Vec<FailedRecord>, PipelineError> {
+        let stream = self
+            .deployment
+            .stream_name("RawStream")
+            .ok_or_else(|| PipelineError::Aws("no RawStream in the templates".into()))?;
+        let codec = riffle_codec::EnvelopeCodec::new(self.schema_ids.envelope)
+            .map_err(|e| PipelineError::Aws(e.to_string()))?;
+        let port = crate::chaos::port::ChaosPort::new(
+            riffle_producer::KinesisPort::new(riffle_aws::kinesis_client(&self.sdk)),
+            rate,
+            0.0,
+            seed,
+            Arc::default(),
+        );
+        let producer = riffle_producer::ProducerBuilder::with_port(port, stream, codec)
+            .aggregation(true)
+            .origins("riffle-dev")
+            .build()
+            .await
+            .map_err(|e| PipelineError::Aws(format!("starting the producer: {e}")))?;
+        self.produce_through(producer, events).await
+    }
+
+    async fn produce_through(
+        &self,
+        producer: Producer,
+        events: &[GeneratedEvent],
+    ) -> Result<Vec<FailedRecord>, PipelineError> {
         let error = |e: riffle_producer::ProducerError| PipelineError::Aws(e.to_string());
         for e in events {
             producer
@@ -146,7 +191,17 @@ impl Pipeline {
                 .await
                 .map_err(error)?;
         }
-        producer.close().await.map_err(error)
+        let failed = producer.close().await.map_err(error)?;
+        self.record_producer(&producer.stats());
+        Ok(failed)
+    }
+
+    /// A producer's counts into the metrics store (service `producer`).
+    pub fn record_producer(&self, stats: &riffle_producer::Stats) {
+        let mut metrics = riffle_telemetry::Metrics::new(PRODUCER_SERVICE);
+        metrics.count(names::KINESIS_RECORDS_PUT, stats.kinesis_records);
+        metrics.count(names::KINESIS_WRITE_THROTTLED, stats.throttled);
+        self.record_metrics(PRODUCER_SERVICE, &metrics);
     }
 
     /// Every item of the view table.

@@ -139,6 +139,10 @@ async fn invoke<H: KinesisHandler>(
     records: &[Pending],
     metrics: &mut Metrics,
 ) -> Outcome {
+    if let Some(slowdown) = &shared.ctx.slowdown {
+        // A throttled invocation never reached the function: not a batch, not a retry.
+        metrics.count(names::THROTTLES, slowdown.admit().await);
+    }
     metrics.count(names::BATCHES, 1);
     metrics.count(names::RECORDS, records.len() as u64);
     let started = Instant::now();

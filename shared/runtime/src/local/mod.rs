@@ -168,6 +168,8 @@ struct Ctx<H> {
     clock: Clock,
     /// Fault tests only: transient handler errors (`RIFFLE_FAULT_HANDLER_ERROR_RATE`).
     faults: Option<crate::fault::Faults>,
+    /// Fault tests only: throttled and delayed invocations (alarm drills).
+    slowdown: Option<crate::fault::Slowdown>,
 }
 
 impl<H> Ctx<H> {
@@ -215,6 +217,7 @@ impl<H> Ctx<H> {
             config,
             clock: options.clock,
             faults: crate::fault::Faults::from_env()?,
+            slowdown: crate::fault::Slowdown::from_env()?,
         })
     }
 }

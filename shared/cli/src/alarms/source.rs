@@ -1,0 +1,285 @@
+//! The local stack's measurements as the metrics the templates' alarms name: the
+//! [`MetricSource`] `riffle alarms` evaluates over, and where each named metric comes from.
+//!
+//! [`Wiring::locate`] maps a metric of an alarm to what the local stack measures:
+//! - `Riffle` with exactly `{Service: s}`: that metric of the metrics store's lines of `s`;
+//! - `AWS/Lambda` `{FunctionName: f}`: `Errors`, `IteratorAge`, `Throttles` are the local
+//!   Lambda runtime's `BatchErrors`, `IteratorAgeMs`, `Throttles` of service `f` (its lines
+//!   carry the function name). The registry is a server process locally, not under that
+//!   runtime: its `Errors` are its `ServerErrors` (a 5xx answer is what a failed invocation
+//!   is there), and nothing measures its throttles;
+//! - `AWS/SQS` `ApproximateNumberOfMessagesVisible` `{QueueName: q}`: the queue's depth, read
+//!   once when the command runs (SQS keeps no history to read back);
+//! - `AWS/Kinesis` `WriteProvisionedThroughputExceeded` `{StreamName: s}`: the sum of
+//!   `KinesisWriteThrottled` of the services writing `s` (from the plan: a stage's
+//!   `RIFFLE_OUTPUT_STREAM`; a stream no stage writes is the producers');
+//! - anything else, `AWS/DynamoDB` included (the local DynamoDB never throttles), has no
+//!   local source: no samples, and [`LocalMetrics::gap`] says why, so the listing does not
+//!   pass silence off as health.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use riffle_alarms::{AlarmMetric, AlarmSpec, MetricId, MetricSource, QueryBody, Sample};
+use riffle_plan::Plan;
+use riffle_telemetry::{EmfRecord, NAMESPACE, SERVICE_DIMENSION, names};
+
+use crate::dlq::topology;
+
+/// The `Service` of the metric lines the harness's producers write: they put the records of
+/// the stream no stage writes (the ingest stream).
+pub const PRODUCER_SERVICE: &str = "producer";
+/// The registry's service: its template's file stem and its lines' `Service`
+/// (`riffle_harness::pipeline::REGISTRY`). It runs locally as a server process.
+pub const REGISTRY_SERVICE: &str = "schema-registry";
+
+/// The namespaces and metrics of AWS's own that the mapping knows (`names::AWS_METRICS`
+/// lists them too; a test holds the two together).
+pub const LAMBDA: &str = "AWS/Lambda";
+pub const LAMBDA_ERRORS: &str = "Errors";
+pub const LAMBDA_ITERATOR_AGE: &str = "IteratorAge";
+pub const LAMBDA_THROTTLES: &str = "Throttles";
+pub const SQS: &str = "AWS/SQS";
+pub const QUEUE_DEPTH: &str = "ApproximateNumberOfMessagesVisible";
+pub const KINESIS: &str = "AWS/Kinesis";
+pub const WRITE_THROTTLED: &str = "WriteProvisionedThroughputExceeded";
+pub const DYNAMODB: &str = "AWS/DynamoDB";
+
+/// Where a metric an alarm names is measured locally.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Located {
+    /// The values of these `(service, metric name)` of the metrics store, together.
+    Emf(Vec<(String, String)>),
+    /// The depth of this queue, read when the command ran.
+    Queue(String),
+    /// Nowhere, and why.
+    Nowhere(String),
+}
+
+/// Which local services stand for which AWS resources, read from the plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Wiring {
+    /// Stream name -> the services whose lines count the writes to it.
+    pub stream_writers: BTreeMap<String, BTreeSet<String>>,
+    /// Function name -> the service its local server process meters as, for functions
+    /// that do not run under the local Lambda runtime (the registry).
+    pub servers: BTreeMap<String, String>,
+}
+
+impl Wiring {
+    /// The wiring of the plan's streams and functions.
+    pub fn from_plan(plan: &Plan) -> Wiring {
+        let outputs = topology(plan).stage_outputs;
+        let mut stream_writers: BTreeMap<String, BTreeSet<String>> = plan
+            .streams
+            .iter()
+            .map(|s| (s.name.clone(), BTreeSet::new()))
+            .collect();
+        for service in &plan.services {
+            if let Some(stream) = outputs.get(&service.name) {
+                // The local runtime meters a function's Kinesis writes under the function
+                // name; a stage's own lines carry its short name.
+                let writers = stream_writers.entry(stream.clone()).or_default();
+                writers.insert(service.function_name.clone());
+                writers.insert(service.name.clone());
+            }
+        }
+        // A stream no stage writes is fed from outside the pipeline: by the producers.
+        for writers in stream_writers.values_mut().filter(|w| w.is_empty()) {
+            writers.insert(PRODUCER_SERVICE.to_owned());
+        }
+        let servers = plan
+            .services
+            .iter()
+            .filter(|s| s.name == REGISTRY_SERVICE)
+            .map(|s| (s.function_name.clone(), s.name.clone()))
+            .collect();
+        Wiring {
+            stream_writers,
+            servers,
+        }
+    }
+
+    /// Where `metric` is measured locally (see the module docs).
+    pub fn locate(&self, metric: &MetricId) -> Located {
+        match (metric.namespace.as_str(), metric.name.as_str()) {
+            (NAMESPACE, name) => match only(metric, SERVICE_DIMENSION) {
+                Some(service) => Located::emf(service, name),
+                None => Located::Nowhere(format!(
+                    "local {NAMESPACE} metrics carry one dimension, {SERVICE_DIMENSION}"
+                )),
+            },
+            (LAMBDA, _) => self.lambda(metric),
+            (SQS, QUEUE_DEPTH) => match only(metric, "QueueName") {
+                Some(queue) => Located::Queue(queue.to_owned()),
+                None => Located::Nowhere("queue depths are read per QueueName alone".into()),
+            },
+            (KINESIS, WRITE_THROTTLED) => self.stream(metric),
+            (DYNAMODB, _) => {
+                Located::Nowhere("the local DynamoDB never throttles nor reports metrics".into())
+            }
+            _ => Located::Nowhere("the local stack measures nothing it maps to".into()),
+        }
+    }
+
+    fn lambda(&self, metric: &MetricId) -> Located {
+        let Some(function) = only(metric, "FunctionName") else {
+            return Located::Nowhere("Lambda metrics are mapped per FunctionName alone".into());
+        };
+        if let Some(service) = self.servers.get(function) {
+            return match metric.name.as_str() {
+                LAMBDA_ERRORS => Located::emf(service, names::SERVER_ERRORS),
+                _ => Located::Nowhere(format!(
+                    "{function} runs locally as a server process, not under the local Lambda runtime"
+                )),
+            };
+        }
+        let local = match metric.name.as_str() {
+            LAMBDA_ERRORS => names::BATCH_ERRORS,
+            LAMBDA_ITERATOR_AGE => names::ITERATOR_AGE_MS,
+            LAMBDA_THROTTLES => names::THROTTLES,
+            _ => return Located::Nowhere("the local Lambda runtime does not measure it".into()),
+        };
+        Located::emf(function, local)
+    }
+
+    fn stream(&self, metric: &MetricId) -> Located {
+        let writers = only(metric, "StreamName").and_then(|s| self.stream_writers.get(s));
+        match writers {
+            Some(writers) => Located::Emf(
+                writers
+                    .iter()
+                    .map(|w| (w.clone(), names::KINESIS_WRITE_THROTTLED.to_owned()))
+                    .collect(),
+            ),
+            None => Located::Nowhere("no stream of the templates by that StreamName".into()),
+        }
+    }
+}
+
+impl Located {
+    fn emf(service: &str, name: &str) -> Located {
+        Located::Emf(vec![(service.to_owned(), name.to_owned())])
+    }
+}
+
+/// The value of `metric`'s one dimension when that is `key`.
+fn only<'m>(metric: &'m MetricId, key: &str) -> Option<&'m str> {
+    match metric.dimensions.len() {
+        1 => metric.dimensions.get(key).map(String::as_str),
+        _ => None,
+    }
+}
+
+/// Every metric an alarm reads (one, or each `MetricStat` of its metric math).
+pub fn metrics_of(spec: &AlarmSpec) -> Vec<&MetricId> {
+    match &spec.metric {
+        AlarmMetric::Single { metric, .. } => vec![metric],
+        AlarmMetric::Math { queries, .. } => queries
+            .iter()
+            .filter_map(|q| match &q.body {
+                QueryBody::Metric { metric, .. } => Some(metric),
+                QueryBody::Expression { .. } => None,
+            })
+            .collect(),
+    }
+}
+
+/// Why a metric has no data here beyond nothing having been measured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Gap {
+    /// The local stack has nothing that stands for it.
+    NoSource(String),
+    /// It has, but it could not be read (a queue's depth).
+    Unread(String),
+}
+
+/// A queue's depth when read, or why it could not be.
+pub type QueueReading = Result<Sample, String>;
+
+/// The metrics store's records and the queue depths, mapped through a [`Wiring`].
+#[derive(Debug, Clone, Default)]
+pub struct LocalMetrics {
+    wiring: Wiring,
+    /// `(service, metric name)` -> its values.
+    series: BTreeMap<(String, String), Vec<Sample>>,
+    queues: BTreeMap<String, QueueReading>,
+}
+
+impl LocalMetrics {
+    /// `records` as read from a metrics store; `queues`: queue name -> its depth, read
+    /// beforehand ([`MetricSource::samples`] cannot wait for SQS).
+    pub fn new(
+        wiring: Wiring,
+        records: &[EmfRecord],
+        queues: BTreeMap<String, QueueReading>,
+    ) -> LocalMetrics {
+        let mut series: BTreeMap<(String, String), Vec<Sample>> = BTreeMap::new();
+        for record in records {
+            for (name, value) in &record.values {
+                let key = (record.service.clone(), name.clone());
+                series.entry(key).or_default().push(Sample {
+                    at_ms: record.timestamp_ms,
+                    value: *value,
+                });
+            }
+        }
+        LocalMetrics {
+            wiring,
+            series,
+            queues,
+        }
+    }
+
+    pub fn wiring(&self) -> &Wiring {
+        &self.wiring
+    }
+
+    /// Why `metric` cannot have data here; `None` when it can.
+    pub fn gap(&self, metric: &MetricId) -> Option<Gap> {
+        match self.wiring.locate(metric) {
+            Located::Emf(_) => None,
+            Located::Nowhere(why) => Some(Gap::NoSource(why)),
+            Located::Queue(queue) => match self.queues.get(&queue) {
+                Some(Ok(_)) => None,
+                Some(Err(why)) => Some(Gap::Unread(format!("depth of {queue} not read: {why}"))),
+                None => Some(Gap::Unread(format!("depth of {queue} not read"))),
+            },
+        }
+    }
+}
+
+impl MetricSource for LocalMetrics {
+    fn samples(&self, metric: &MetricId, from_ms: i64, to_ms: i64) -> Vec<Sample> {
+        let in_range = |s: &&Sample| (from_ms..to_ms).contains(&s.at_ms);
+        match self.wiring.locate(metric) {
+            Located::Emf(keys) => keys
+                .iter()
+                .filter_map(|key| self.series.get(key))
+                .flatten()
+                .filter(in_range)
+                .copied()
+                .collect(),
+            Located::Queue(queue) => self
+                .queues
+                .get(&queue)
+                .and_then(|r| r.as_ref().ok())
+                .filter(in_range)
+                .into_iter()
+                .copied()
+                .collect(),
+            Located::Nowhere(_) => Vec::new(),
+        }
+    }
+}
+
+/// The queues whose depth some alarm reads.
+pub fn queues_named(specs: &[AlarmSpec], wiring: &Wiring) -> BTreeSet<String> {
+    specs
+        .iter()
+        .flat_map(metrics_of)
+        .filter_map(|m| match wiring.locate(m) {
+            Located::Queue(queue) => Some(queue),
+            _ => None,
+        })
+        .collect()
+}

@@ -1,0 +1,199 @@
+//! The mapping: a metrics store of several services, read through [`LocalMetrics`].
+
+use super::super::source::*;
+use super::super::*;
+use super::{NOW, infra, line, store, wiring};
+use riffle_alarms::{MetricId, MetricSource};
+use riffle_telemetry::names;
+
+/// An `IteratorAgeMs` array, as the local runtime prints it: one pair per element.
+const ITERATOR_AGE_LINE: &str = concat!(
+    r#"{"_aws":{"Timestamp":1800000000000,"CloudWatchMetrics":[{"Namespace":"Riffle","#,
+    r#""Dimensions":[["Service"]],"Metrics":[{"Name":"IteratorAgeMs","Unit":"Milliseconds"}]}]},"#,
+    r#""Service":"riffle-validator","IteratorAgeMs":[100,250]}"#
+);
+
+/// A line to write: service, time, counters.
+type Line = (&'static str, i64, &'static [(&'static str, u64)]);
+
+/// A store of the local runtime's lines (function names), the stages' (short names), the
+/// registry's and the producers', read back with two queue depths: one read, one not.
+fn source(test: &str) -> LocalMetrics {
+    let lines: [Line; 7] = [
+        ("validator", NOW - 1_000, &[(names::REJECTED, 3)]),
+        ("validator", NOW, &[(names::KINESIS_WRITE_THROTTLED, 1)]),
+        (
+            "riffle-validator",
+            NOW - 2_000,
+            &[
+                (names::BATCH_ERRORS, 1),
+                (names::THROTTLES, 2),
+                (names::KINESIS_WRITE_THROTTLED, 4),
+            ],
+        ),
+        (
+            "riffle-enricher",
+            NOW,
+            &[(names::KINESIS_WRITE_THROTTLED, 5)],
+        ),
+        // Long before the window: never read.
+        (
+            "riffle-enricher",
+            NOW - 3_600_000,
+            &[(names::BATCH_ERRORS, 9)],
+        ),
+        (
+            PRODUCER_SERVICE,
+            NOW,
+            &[(names::KINESIS_WRITE_THROTTLED, 7)],
+        ),
+        (REGISTRY_SERVICE, NOW, &[(names::SERVER_ERRORS, 2)]),
+    ];
+    let mut lines: Vec<(&str, String)> = lines
+        .iter()
+        .map(|(service, at, counts)| (*service, line(service, *at, counts)))
+        .collect();
+    lines.push(("riffle-validator", ITERATOR_AGE_LINE.to_owned()));
+    let dir = store(test, &lines);
+    let records = read_store(&dir).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    let depth = Sample {
+        at_ms: NOW,
+        value: 3.0,
+    };
+    let queues = BTreeMap::from([
+        ("riffle-validator-dlq".to_owned(), Ok(depth)),
+        (
+            "riffle-enricher-dlq".to_owned(),
+            Err("GetQueueUrl: DispatchFailure".to_owned()),
+        ),
+    ]);
+    LocalMetrics::new(wiring(), &records, queues)
+}
+
+/// The values of `metric` in the last minute, sorted.
+fn values(source: &LocalMetrics, metric: &MetricId) -> Vec<f64> {
+    let mut v: Vec<f64> = source
+        .samples(metric, NOW - 60_000, NOW + 1)
+        .iter()
+        .map(|s| s.value)
+        .collect();
+    v.sort_by(f64::total_cmp);
+    v
+}
+
+fn no_source(source: &LocalMetrics, metric: &MetricId) -> bool {
+    values(source, metric).is_empty() && matches!(source.gap(metric), Some(Gap::NoSource(_)))
+}
+
+fn lambda(name: &str, function: &str) -> MetricId {
+    MetricId::new(LAMBDA, name, &[("FunctionName", function)])
+}
+
+#[test]
+fn riffle_and_lambda_metrics_are_the_services_own() {
+    let source = source("lambda");
+    let rejected = MetricId::new("Riffle", names::REJECTED, &[("Service", "validator")]);
+    assert_eq!(values(&source, &rejected), [3.0]);
+    assert_eq!(source.gap(&rejected), None);
+    let dimensions = [("Service", "validator"), ("Stage", "x")];
+    assert!(no_source(
+        &source,
+        &MetricId::new("Riffle", names::REJECTED, &dimensions)
+    ));
+
+    assert_eq!(
+        values(&source, &lambda("Errors", "riffle-validator")),
+        [1.0]
+    );
+    let iterator_age = values(&source, &lambda("IteratorAge", "riffle-validator"));
+    assert_eq!(iterator_age, [100.0, 250.0]);
+    assert_eq!(
+        values(&source, &lambda("Throttles", "riffle-validator")),
+        [2.0]
+    );
+    let old = values(&source, &lambda("Errors", "riffle-enricher"));
+    assert!(old.is_empty(), "out of range: {old:?}");
+    assert!(no_source(&source, &lambda("Duration", "riffle-validator")));
+    // The registry is a server locally: a 5xx answer is its failed invocation.
+    let registry = "riffle-schema-registry";
+    assert_eq!(values(&source, &lambda("Errors", registry)), [2.0]);
+    assert!(no_source(&source, &lambda("Throttles", registry)));
+}
+
+#[test]
+fn streams_queues_and_tables() {
+    let source = source("aws");
+    let stream = |s| MetricId::new(KINESIS, WRITE_THROTTLED, &[("StreamName", s)]);
+    let validated = values(&source, &stream("riffle-validated"));
+    assert_eq!(validated, [1.0, 4.0], "its writer under both names");
+    assert_eq!(values(&source, &stream("riffle-enriched")), [5.0]);
+    assert_eq!(
+        values(&source, &stream("riffle-raw")),
+        [7.0],
+        "the producers"
+    );
+    assert!(no_source(&source, &stream("riffle-nowhere")));
+
+    let queue = |q| MetricId::new(SQS, QUEUE_DEPTH, &[("QueueName", q)]);
+    assert_eq!(values(&source, &queue("riffle-validator-dlq")), [3.0]);
+    assert_eq!(source.gap(&queue("riffle-validator-dlq")), None);
+    for unread in ["riffle-enricher-dlq", "riffle-archiver-dlq"] {
+        assert!(values(&source, &queue(unread)).is_empty());
+        let gap = source.gap(&queue(unread));
+        assert!(matches!(gap, Some(Gap::Unread(_))), "{unread}: {gap:?}");
+    }
+
+    let table = [("TableName", "riffle-view")];
+    assert!(no_source(
+        &source,
+        &MetricId::new(DYNAMODB, "ReadThrottleEvents", &table)
+    ));
+    assert!(no_source(
+        &source,
+        &MetricId::new("AWS/S3", "5xxErrors", &[])
+    ));
+}
+
+#[test]
+fn the_wiring_is_the_plan_s() {
+    let w = wiring();
+    let set = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
+    assert_eq!(w.stream_writers["riffle-raw"], set(&[PRODUCER_SERVICE]));
+    let validated = set(&["riffle-validator", "validator"]);
+    assert_eq!(w.stream_writers["riffle-validated"], validated);
+    let enriched = set(&["enricher", "riffle-enricher"]);
+    assert_eq!(w.stream_writers["riffle-enriched"], enriched);
+    assert_eq!(w.stream_writers.len(), 3);
+    let registry = (
+        "riffle-schema-registry".to_owned(),
+        REGISTRY_SERVICE.to_owned(),
+    );
+    assert_eq!(w.servers, BTreeMap::from([registry]));
+
+    // The AWS names mapped are the ones the templates' test knows.
+    let known = |ns: &str, name: &str| {
+        names::AWS_METRICS
+            .iter()
+            .any(|(n, list)| *n == ns && list.contains(&name))
+    };
+    for (ns, name) in [
+        (LAMBDA, LAMBDA_ERRORS),
+        (LAMBDA, LAMBDA_ITERATOR_AGE),
+        (LAMBDA, LAMBDA_THROTTLES),
+        (SQS, QUEUE_DEPTH),
+        (KINESIS, WRITE_THROTTLED),
+    ] {
+        assert!(known(ns, name), "{ns}/{name}");
+    }
+    // The queues the alarms watch are the plan's dead-letter queues.
+    let specs = riffle_alarms::alarms(&infra()).unwrap();
+    let plan = riffle_plan::plan(&infra()).unwrap();
+    let dlqs: BTreeSet<String> = plan
+        .queues
+        .iter()
+        .map(|q| q.name.clone())
+        .filter(|q| q.ends_with("-dlq"))
+        .collect();
+    assert_eq!(queues_named(&specs, &w), dlqs);
+}
