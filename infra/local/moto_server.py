@@ -12,11 +12,31 @@ ConditionExpression, TransactWriteItems) racing each other can both succeed — 
 DynamoDB never allows, and which Riffle's id allocation and optimistic view updates rely on.
 Connections are still accepted concurrently; only the backend call is serialized. Python's
 GIL already kept moto to one core, so this costs little throughput.
+
+And it corrects one reply: moto's X-Ray GetTraceSummaries writes each summary's `Users` as an
+object where the API has a list, and strict clients (the Rust SDK) then refuse the whole reply
+(see fix_xray_trace_summaries).
 """
 
 import logging
 import sys
 import threading
+
+
+def fix_xray_trace_summaries() -> None:
+    """Each summary's `Users` as the empty list the API defines, not moto's `{}`."""
+    from moto.xray.models import SegmentCollection
+
+    summary = SegmentCollection.summary
+
+    def fixed(self, *args, **kwargs):
+        result = summary(self, *args, **kwargs)
+        for trace in result.get("TraceSummaries", []):
+            if trace.get("Users") == {}:
+                trace["Users"] = []
+        return result
+
+    SegmentCollection.summary = fixed
 
 
 def main() -> None:
@@ -33,6 +53,7 @@ def main() -> None:
     )
     from werkzeug.serving import make_server
 
+    fix_xray_trace_summaries()
     app = DomainDispatcherApplication(create_backend_app)
     lock = threading.Lock()
 

@@ -224,14 +224,15 @@ async fn every_alarm_fires_from_its_fault() {
 
     // The aggregator and archiver batch for up to 1 and 5 s (and the aggregator waits its
     // 3.5 s more), too few invocations to fail in 3 of 5 two-second periods at the stages'
-    // rates: they fail and are throttled more often now, retried at once.
+    // rates: now every invocation fails (retried, bisected, then sent to the DLQ) and most
+    // are throttled first.
     for stage in ["aggregator", "archiver"] {
         pipeline.kill_stage(stage).await.unwrap();
         pipeline
             .restart_stage_with(
                 stage,
                 vec![
-                    ("RIFFLE_FAULT_HANDLER_ERROR_RATE".into(), "0.6".into()),
+                    ("RIFFLE_FAULT_HANDLER_ERROR_RATE".into(), "1".into()),
                     ("RIFFLE_FAULT_INVOKE_THROTTLE_RATE".into(), "0.6".into()),
                 ],
             )

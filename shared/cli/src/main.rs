@@ -48,7 +48,7 @@ async fn main() -> ExitCode {
         Command::Archive(args) => riffle_cli::compact::main(args).await,
         Command::Replay(args) => riffle_cli::replay::main(args).await,
         Command::Dlq(args) => riffle_cli::dlq::main(args).await,
-        Command::Trace(args) => riffle_cli::trace::main(&args),
+        Command::Trace(args) => riffle_cli::trace::main(&args).await,
         Command::Cost(args) => riffle_cli::cost::main(&args),
         Command::Alarms(args) => riffle_cli::alarms::main(args).await,
         Command::Dev(args) => riffle_cli::dev::forward(&args),

@@ -1,17 +1,31 @@
 //! `riffle trace`: where one event went, stage by stage, from the X-Ray segment documents
 //! its stages sent; or the slowest events of a recent span of time.
 //!
-//! Reads the documents the local X-Ray daemon kept (the local twin: `riffle-dev demo`
-//! leaves them under `.riffle/demo/aws/xray/`). On AWS the same documents come from X-Ray
-//! (GetTraceSummaries filtered on `annotation.event_id`, then BatchGetTraces); that reader
-//! is not built yet, so `--store` must name a file of documents (one per line).
+//! Two sources of documents (`--source`). `file`: those the local X-Ray daemon kept, one per
+//! line (`riffle-dev demo` leaves them under `.riffle/demo/aws/xray/`; `--store` names another
+//! file). `xray`: X-Ray's API ([`riffle_trace::xray`]: GetTraceSummaries filtered on the
+//! event's `event_id` annotation, then BatchGetTraces) over a window of trace start times
+//! (`--from`/`--to`, or `--minutes`; the last hour by default), with the SDK configuration
+//! from the environment, as every operator command: X-Ray on AWS, or moto's X-Ray for a local
+//! twin whose daemon forwards to it (`Emulators::forward_traces`). Without `--source`: the
+//! file when `--store` is given or the local store exists, else X-Ray.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use clap::Args;
-use riffle_trace::store::{self, TraceError};
+use clap::{Args, ValueEnum};
+use riffle_trace::store::{self, EventPath, TraceError};
+use riffle_trace::xray::{self, Window};
+
+/// Where `riffle trace` reads segment documents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Source {
+    /// The local X-Ray daemon's file (--store).
+    File,
+    /// X-Ray's API, over a window of time.
+    Xray,
+}
 
 /// `riffle trace`.
 #[derive(Debug, Clone, Args)]
@@ -22,29 +36,85 @@ pub struct TraceArgs {
     /// Instead of one event: the N slowest complete events (put to last effect).
     #[arg(long, value_name = "N", conflicts_with = "event_id")]
     pub slowest: Option<usize>,
-    /// With --slowest: only events whose first stage ran in the last this many minutes.
+    /// With --slowest: only events whose first stage ran in the last this many minutes
+    /// (with --source xray and no --from/--minutes, also the window read).
     #[arg(long, value_name = "MINUTES", requires = "slowest")]
     pub since: Option<u64>,
+    /// Where the documents come from [default: file when --store is given or the local
+    /// store exists, else xray].
+    #[arg(long, value_enum)]
+    pub source: Option<Source>,
     /// The file of segment documents (default: the local demo's X-Ray daemon store).
     #[arg(long, env = "RIFFLE_TRACE_STORE")]
     pub store: Option<PathBuf>,
+    /// With --source xray: the window's start, RFC 3339 (2026-12-01T10:00:00Z).
+    #[arg(long, value_name = "TIME", conflicts_with = "minutes")]
+    pub from: Option<String>,
+    /// With --source xray: the window's end, RFC 3339 [default: now].
+    #[arg(long, value_name = "TIME")]
+    pub to: Option<String>,
+    /// With --source xray: the window's length before its end [default: 60].
+    #[arg(long, value_name = "N")]
+    pub minutes: Option<u64>,
 }
 
 /// Runs `riffle trace`.
-pub fn main(args: &TraceArgs) -> ExitCode {
-    crate::report(run(args))
+pub async fn main(args: &TraceArgs) -> ExitCode {
+    crate::report(run(args).await)
 }
 
 /// The text `riffle trace` prints.
 ///
 /// # Errors
-/// The store cannot be read, or the event is in no trace.
-pub fn run(args: &TraceArgs) -> Result<String, TraceError> {
-    let path = match &args.store {
-        Some(path) => path.clone(),
-        None => default_store(),
+/// The documents cannot be read, the window or the id is unusable, or the event is in no
+/// trace.
+pub async fn run(args: &TraceArgs) -> Result<String, TraceError> {
+    match source(args, default_store().exists()) {
+        Source::File => {
+            let path = args.store.clone().unwrap_or_else(default_store);
+            from_file(args, &path)
+        }
+        Source::Xray => {
+            let window = window(args, SystemTime::now())?;
+            let sdk = riffle_aws::sdk_config().await;
+            from_xray(args, &xray::Client::new(&sdk), window).await
+        }
+    }
+}
+
+/// The source asked for; else the file when one is named or the local store exists (the
+/// local twin), else X-Ray (a deployment).
+pub fn source(args: &TraceArgs, local_store_exists: bool) -> Source {
+    args.source.unwrap_or({
+        if args.store.is_some() || local_store_exists {
+            Source::File
+        } else {
+            Source::Xray
+        }
+    })
+}
+
+/// The window X-Ray is asked about; `--since` sets its length when nothing else does.
+///
+/// # Errors
+/// [`TraceError::BadWindow`].
+pub fn window(args: &TraceArgs, now: SystemTime) -> Result<Window, TraceError> {
+    let minutes = match (args.minutes, &args.from) {
+        (None, None) => args.since,
+        (minutes, _) => minutes,
     };
-    let segments = store::read(&path)?;
+    Window::resolve(args.from.as_deref(), args.to.as_deref(), minutes, now)
+}
+
+fn from_file(args: &TraceArgs, path: &Path) -> Result<String, TraceError> {
+    if args.from.is_some() || args.to.is_some() || args.minutes.is_some() {
+        return Err(TraceError::BadWindow(format!(
+            "--from, --to and --minutes choose what X-Ray is asked for, and {} is read whole \
+             (add --source xray to read X-Ray)",
+            path.display()
+        )));
+    }
+    let segments = store::read(path)?;
     if let Some(n) = args.slowest {
         // Events whose first stage ran in the window, their whole paths.
         let from = args.since.map_or(f64::MIN, |minutes| {
@@ -61,14 +131,54 @@ pub fn run(args: &TraceArgs) -> Result<String, TraceError> {
                 path.display()
             ));
         }
-        return Ok(paths
-            .iter()
-            .map(store::render)
-            .collect::<Vec<_>>()
-            .join("\n"));
+        return Ok(render_all(&paths));
     }
     let event_id = args.event_id.as_deref().unwrap_or_default();
     Ok(store::render(&store::path(&segments, event_id)?))
+}
+
+/// `riffle trace` over X-Ray's API in `window`.
+///
+/// # Errors
+/// The id cannot be looked up, X-Ray fails, or holds no trace of the event in the window.
+pub async fn from_xray(
+    args: &TraceArgs,
+    client: &xray::Client,
+    window: Window,
+) -> Result<String, TraceError> {
+    let Some(n) = args.slowest else {
+        let event_id = args.event_id.as_deref().unwrap_or_default();
+        let segments = xray::events(client, event_id, window).await?;
+        return Ok(store::render(&store::path(&segments, event_id)?));
+    };
+    let recent = xray::recent(client, window).await?;
+    let mut out = String::new();
+    if recent.capped {
+        out.push_str(&format!(
+            "read only the {} most recent traces of {window} (the cap); older ones were not \
+             read: narrow the window to see them\n",
+            recent.traces
+        ));
+    }
+    let paths = store::slowest_since(&recent.segments, n, window.from_secs());
+    if paths.is_empty() {
+        out.push_str(&format!(
+            "no complete traces in X-Ray from {window} ({} traces read; X-Ray indexes a trace up \
+             to a minute or so after its stages ran)\n",
+            recent.traces
+        ));
+        return Ok(out);
+    }
+    out.push_str(&render_all(&paths));
+    Ok(out)
+}
+
+fn render_all(paths: &[EventPath]) -> String {
+    paths
+        .iter()
+        .map(store::render)
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Where `riffle-dev demo`'s X-Ray daemon keeps its documents.
@@ -83,8 +193,8 @@ fn default_store() -> PathBuf {
 mod tests {
     use super::*;
 
-    #[test]
-    fn unknown_ids_and_missing_stores_are_clear_errors() {
+    #[tokio::test]
+    async fn unknown_ids_and_missing_stores_are_clear_errors() {
         let dir = std::env::temp_dir().join(format!("riffle-trace-cli-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let store = dir.join("segments.jsonl");
@@ -101,16 +211,21 @@ mod tests {
             event_id: Some(event.to_owned()),
             slowest: None,
             since: None,
+            source: None,
             store: Some(store.clone()),
+            from: None,
+            to: None,
+            minutes: None,
         };
-        let text = run(&args("e-1")).unwrap();
+        let text = run(&args("e-1")).await.unwrap();
         assert!(text.contains("rejected (pattern_mismatch)"), "{text}");
-        let unknown = run(&args("e-2")).unwrap_err().to_string();
+        let unknown = run(&args("e-2")).await.unwrap_err().to_string();
         assert!(unknown.contains("no trace names event e-2"), "{unknown}");
         let missing = run(&TraceArgs {
             store: Some(dir.join("none.jsonl")),
             ..args("e-1")
         })
+        .await
         .unwrap_err()
         .to_string();
         assert!(missing.contains("cannot read"), "{missing}");
@@ -119,8 +234,72 @@ mod tests {
             slowest: Some(3),
             ..args("e-1")
         })
+        .await
         .unwrap();
         assert!(slowest.contains("e-1"), "{slowest}");
         let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// `riffle trace ARGS` as the command line parses it.
+    fn try_parse(line: &[&str]) -> Result<TraceArgs, clap::Error> {
+        #[derive(clap::Parser)]
+        struct Cli {
+            #[command(flatten)]
+            trace: TraceArgs,
+        }
+        let argv = std::iter::once("riffle-trace").chain(line.iter().copied());
+        <Cli as clap::Parser>::try_parse_from(argv).map(|c| c.trace)
+    }
+
+    fn parse(line: &[&str]) -> TraceArgs {
+        try_parse(line).unwrap()
+    }
+
+    #[test]
+    fn the_source_defaults_to_the_local_file_else_xray_and_windows_are_for_xray() {
+        let plain = parse(&["e-1"]);
+        assert_eq!(source(&plain, true), Source::File);
+        assert_eq!(source(&plain, false), Source::Xray);
+        assert_eq!(
+            source(&parse(&["e-1", "--store", "x.jsonl"]), false),
+            Source::File
+        );
+        assert_eq!(
+            source(&parse(&["e-1", "--source", "xray"]), true),
+            Source::Xray
+        );
+
+        let now = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let span = |line: &[&str]| {
+            let w = window(&parse(line), now).unwrap();
+            (
+                w.to.duration_since(w.from).unwrap().as_secs() / 60,
+                w.to == now,
+            )
+        };
+        assert_eq!(span(&["e-1"]), (60, true));
+        assert_eq!(span(&["e-1", "--minutes", "5"]), (5, true));
+        assert_eq!(span(&["--slowest", "3", "--since", "10"]), (10, true));
+        assert_eq!(
+            span(&["--slowest", "3", "--since", "10", "--minutes", "30"]),
+            (30, true)
+        );
+        assert_eq!(
+            span(&[
+                "e-1",
+                "--from",
+                "2027-01-15T07:00:00Z",
+                "--to",
+                "2027-01-15T07:20:00Z"
+            ]),
+            (20, false)
+        );
+        assert!(try_parse(&["e-1", "--from", "2027-01-15T07:00:00Z", "--minutes", "5"]).is_err());
+        assert!(try_parse(&["e-1", "--source", "s3"]).is_err());
+
+        let refused = from_file(&parse(&["e-1", "--minutes", "5"]), Path::new("x.jsonl"))
+            .unwrap_err()
+            .to_string();
+        assert!(refused.contains("--source xray"), "{refused}");
     }
 }

@@ -35,6 +35,8 @@ pub async fn run(
     })
     .await?;
     pipeline.stop_recording().await?;
+    // The twin that stays up is read as AWS is: traces through the X-Ray API too.
+    pipeline.forward_traces().await?;
     print!("{}", endpoints(&pipeline));
     eprintln!("up; Ctrl-C stops everything");
     let mut last = String::new();

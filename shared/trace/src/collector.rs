@@ -1,7 +1,9 @@
 //! The local X-Ray daemon: it takes segment documents over UDP on loopback, as the AWS
 //! daemon does on Lambda, and keeps each one as a line of a file the path reader
 //! ([`crate::store`]) reads back; a reader may find the last line not yet whole, and skips it. The stages find it through the same variable Lambda sets
-//! ([`crate::DAEMON_ADDRESS_ENV`]), so their code path is the one they run on AWS.
+//! ([`crate::DAEMON_ADDRESS_ENV`]), so their code path is the one they run on AWS. Told to
+//! ([`Collector::forward_to`]), it also sends every document on to an X-Ray endpoint
+//! ([`crate::forward`]).
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write as _};
@@ -12,6 +14,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, Socket, Type};
+
+use crate::forward::{Attach, ForwardStats, Forwarder, Outlet};
 
 /// The file under the collector's directory that holds the documents, one per line.
 pub const SEGMENTS_FILE: &str = "segments.jsonl";
@@ -30,6 +34,10 @@ pub struct Collector {
     path: PathBuf,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
+    /// Where the receive loop learns of a forwarder.
+    attach: Attach,
+    /// Dropped after the receive loop has stopped (see `Drop`), so it sends the last batch.
+    forwarder: Option<(Forwarder, Arc<ForwardStats>)>,
 }
 
 impl Collector {
@@ -52,18 +60,50 @@ impl Collector {
         socket.set_read_timeout(Some(FLUSH_EVERY))?;
         let address = socket.local_addr()?;
         let stop = Arc::new(AtomicBool::new(false));
+        let (outlet, attach) = Outlet::new();
         let thread = std::thread::Builder::new()
             .name("xray-collector".into())
             .spawn({
                 let stop = Arc::clone(&stop);
-                move || receive(&socket, file, &stop)
+                move || receive(&socket, file, outlet, &stop)
             })?;
         Ok(Collector {
             address,
             path,
             stop,
             thread: Some(thread),
+            attach,
+            forwarder: None,
         })
+    }
+
+    /// From now on, also sends every document to `client`'s X-Ray endpoint (PutTraceSegments,
+    /// batched, from a thread of its own with its own runtime: give it a client no other
+    /// runtime uses). Returns the forwarder's counts.
+    ///
+    /// # Errors
+    /// Already forwarding, or the thread cannot be started.
+    pub fn forward_to(
+        &mut self,
+        client: aws_sdk_xray::Client,
+    ) -> std::io::Result<Arc<ForwardStats>> {
+        if self.forwarder.is_some() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the collector already forwards",
+            ));
+        }
+        let (forwarder, queue, stats) = Forwarder::start(client)?;
+        self.attach
+            .send((queue, Arc::clone(&stats)))
+            .map_err(|_| std::io::Error::other("the collector's receive loop has stopped"))?;
+        self.forwarder = Some((forwarder, Arc::clone(&stats)));
+        Ok(stats)
+    }
+
+    /// The forwarder's counts, when forwarding.
+    pub fn forward_stats(&self) -> Option<&ForwardStats> {
+        self.forwarder.as_ref().map(|(_, stats)| stats.as_ref())
     }
 
     /// Where the stages send their documents.
@@ -83,10 +123,12 @@ impl Drop for Collector {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        // The receive loop has dropped the forwarder's queue: the forwarder sends what is
+        // left and ends, and dropping it (with the fields, after this) waits for that.
     }
 }
 
-fn receive(socket: &UdpSocket, file: File, stop: &AtomicBool) {
+fn receive(socket: &UdpSocket, file: File, mut outlet: Outlet, stop: &AtomicBool) {
     let mut out = BufWriter::with_capacity(1 << 20, file);
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut refused = 0u64;
@@ -105,6 +147,7 @@ fn receive(socket: &UdpSocket, file: File, stop: &AtomicBool) {
                     if let Err(e) = written {
                         tracing::warn!(error = %e, "X-Ray collector cannot write");
                     }
+                    outlet.offer(doc);
                     if flushed.elapsed() >= FLUSH_EVERY {
                         flush(&mut out, &mut flushed);
                     }

@@ -5,7 +5,7 @@
 use std::borrow::Cow;
 use std::future::Future;
 use std::pin::pin;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll, Waker};
@@ -99,6 +99,8 @@ pub(crate) struct Exporter {
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<ExportStats>,
     pub spares: Arc<Spares>,
+    /// Whether exports are paced (away from Lambda; see [`PACED_SLICE`]).
+    pub paced: Arc<AtomicBool>,
 }
 
 impl Exporter {
@@ -109,6 +111,7 @@ impl Exporter {
         mut exporter: impl SpanExporter + 'static,
         paced: bool,
     ) -> std::io::Result<Self> {
+        let paced = Arc::new(AtomicBool::new(paced));
         exporter.set_resource(
             &Resource::builder_empty()
                 .with_service_name(service.to_owned())
@@ -120,12 +123,16 @@ impl Exporter {
         let (thread_stats, thread_spares) = (Arc::clone(&stats), Arc::clone(&spares));
         let thread = std::thread::Builder::new()
             .name("riffle-trace-export".into())
-            .spawn(move || run(&exporter, &queue, &thread_stats, &thread_spares, paced))?;
+            .spawn({
+                let paced = Arc::clone(&paced);
+                move || run(&exporter, &queue, &thread_stats, &thread_spares, &paced)
+            })?;
         Ok(Exporter {
             jobs: Some(jobs),
             thread: Some(thread),
             stats,
             spares,
+            paced,
         })
     }
 
@@ -170,7 +177,7 @@ fn run(
     queue: &Receiver<Job>,
     stats: &ExportStats,
     spares: &Spares,
-    paced: bool,
+    paced: &AtomicBool,
 ) {
     let scope = InstrumentationScope::builder("riffle").build();
     while let Ok(job) = queue.recv() {
@@ -178,6 +185,7 @@ fn run(
             Job::Spans(mut spans) => {
                 let mut started = Instant::now();
                 let count = spans.len() as u64;
+                let paced = paced.load(Ordering::Relaxed);
                 let slice = if paced {
                     PACED_SLICE
                 } else {

@@ -12,21 +12,30 @@
 //! A record's span costs the handler a header read, a span id and a few copies; a batch's
 //! finished spans go to an export thread in one message, become OpenTelemetry span data
 //! there and leave through AWS's X-Ray exporter, which sends segment documents over UDP to
-//! the daemon at [`DAEMON_ADDRESS_ENV`], as Lambda provides it. Locally [`Collector`] is that daemon: it keeps every document in a file that
-//! [`store`] reads back into an event's path.
+//! the daemon at [`DAEMON_ADDRESS_ENV`], as Lambda provides it. Locally [`Collector`] is that
+//! daemon: it keeps every document in a file that [`store`] reads back into an event's path,
+//! and may forward them to an X-Ray endpoint (moto's). On AWS, [`xray`] reads the same
+//! documents back from X-Ray's API.
 //!
 //! Layout: [`tracer`] (the stages' side), `header` (X-Ray's trace header), [`export`] (the
-//! export thread), [`collector`] (the local daemon), [`store`] (the documents and an
-//! event's path through them).
+//! export thread), [`collector`] (the local daemon) and [`forward`] (its PutTraceSegments
+//! sender), [`store`] (the documents and an event's path through them), [`xray`] (the
+//! documents from X-Ray's API, over a [`window`] of time), [`error`] ([`TraceError`]).
 
 pub mod collector;
+pub mod error;
 pub mod export;
+pub mod forward;
 mod header;
 pub mod store;
 pub mod tracer;
+pub mod window;
+pub mod xray;
 
 pub use collector::Collector;
+pub use error::TraceError;
 pub use export::ExportStats;
+pub use forward::ForwardStats;
 pub use tracer::{FinishedSpan, Outcome, RecordSpan, Tracer};
 
 /// Where the X-Ray daemon listens (`host:port`, UDP), as Lambda sets it. Unset: no tracing.

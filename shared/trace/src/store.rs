@@ -7,6 +7,7 @@ use std::path::Path;
 use serde::Deserialize;
 use serde_json::Value;
 
+pub use crate::error::TraceError;
 use crate::keys;
 
 /// What the path reader needs of one segment document.
@@ -35,32 +36,13 @@ pub struct Segment {
 }
 
 impl Segment {
-    fn annotation(&self, key: &str) -> Option<String> {
+    /// An annotation's value as text (numbers and booleans as JSON writes them).
+    pub(crate) fn annotation(&self, key: &str) -> Option<String> {
         match self.annotations.get(key)? {
             Value::String(s) => Some(s.clone()),
             other => Some(other.to_string()),
         }
     }
-}
-
-/// Errors reading documents or finding an event in them.
-#[derive(Debug, thiserror::Error)]
-pub enum TraceError {
-    /// The documents could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: String,
-        /// Why.
-        source: std::io::Error,
-    },
-    /// No document names the event.
-    #[error(
-        "no trace names event {0}: either it was not sampled (traces start at the validator's \
-         RIFFLE_TRACE_SAMPLE_RATE, or the producer's Sampled flag), its stages have not run yet, \
-         or no such event was produced"
-    )]
-    Unknown(String),
 }
 
 /// Every whole document in `path` (one per line; lines that are not documents are skipped).
@@ -72,10 +54,13 @@ pub fn read(path: &Path) -> Result<Vec<Segment>, TraceError> {
         path: path.display().to_string(),
         source,
     })?;
-    Ok(text
-        .lines()
-        .filter_map(|line| serde_json::from_str(line).ok())
-        .collect())
+    Ok(text.lines().filter_map(parse).collect())
+}
+
+/// One segment document (a line of the collector's file, or a `Document` of X-Ray's
+/// BatchGetTraces); `None` for what is not one, such as a line a writer had not finished.
+pub fn parse(document: &str) -> Option<Segment> {
+    serde_json::from_str(document).ok()
 }
 
 /// One stage's handling of the event (one attempt).

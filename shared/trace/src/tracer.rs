@@ -232,6 +232,10 @@ impl Tracer {
         let inner = self.inner.map(|inner| match Arc::try_unwrap(inner) {
             Ok(mut inner) => {
                 inner.flush_each_batch = on;
+                inner
+                    .exporter
+                    .paced
+                    .store(!on, std::sync::atomic::Ordering::Relaxed);
                 Arc::new(inner)
             }
             Err(shared) => shared,

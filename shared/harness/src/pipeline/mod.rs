@@ -368,6 +368,19 @@ impl Pipeline {
         }
     }
 
+    /// Forwards the stages' segment documents to the local X-Ray (moto) as well, so that
+    /// `riffle trace --source xray` reads them as it would on AWS. Off by default: moto
+    /// serves every service from one process, and a fully traced run would slow the rest.
+    ///
+    /// # Errors
+    /// The forwarder cannot be started.
+    pub async fn forward_traces(&mut self) -> Result<(), PipelineError> {
+        match self.emulators.as_mut() {
+            Some(emulators) => Ok(emulators.forward_traces().await?),
+            None => Ok(()),
+        }
+    }
+
     /// The file the local X-Ray daemon keeps the stages' segment documents in.
     pub fn trace_store(&self) -> Option<PathBuf> {
         self.emulators

@@ -84,7 +84,11 @@ async fn deliver_segments<H: KinesisHandler>(
             return Err(Interrupted);
         }
         let outcome = invoke(shared, &segment.records, metrics).await;
-        match judge(shared, &segment.records, outcome, metrics) {
+        let judged = judge(shared, &segment.records, outcome, metrics);
+        // Per invocation, as Lambda reports its metrics: a batch retried for a minute shows
+        // its errors in every minute, not all at its end.
+        metrics.flush();
+        match judged {
             Judged::Done => shared.finish(&segment.records).await,
             Judged::Split => {
                 let (first, second) = bisect(segment.records);
