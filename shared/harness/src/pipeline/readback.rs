@@ -106,6 +106,17 @@ pub fn drained(c: &Counters, produced: u64) -> bool {
 pub const PRODUCER_SERVICE: &str = "producer";
 
 impl Pipeline {
+    /// The raw stream's name and the envelope codec producers put with.
+    fn raw_target(&self) -> Result<(&str, riffle_codec::EnvelopeCodec), PipelineError> {
+        let stream = self
+            .deployment
+            .stream_name("RawStream")
+            .ok_or_else(|| PipelineError::Aws("no RawStream in the templates".into()))?;
+        let codec = riffle_codec::EnvelopeCodec::new(self.schema_ids.envelope)
+            .map_err(|e| PipelineError::Aws(e.to_string()))?;
+        Ok((stream, codec))
+    }
+
     /// A riffle producer on the raw stream: KPL aggregates per shard with origins stamped
     /// (ADR 0010) when `aggregate`, plain records without origins otherwise (as a producer
     /// that does not stamp them).
@@ -113,12 +124,7 @@ impl Pipeline {
     /// # Errors
     /// The raw stream is not in the templates, or its shards cannot be listed.
     pub async fn producer(&self, aggregate: bool) -> Result<Producer, PipelineError> {
-        let stream = self
-            .deployment
-            .stream_name("RawStream")
-            .ok_or_else(|| PipelineError::Aws("no RawStream in the templates".into()))?;
-        let codec = riffle_codec::EnvelopeCodec::new(self.schema_ids.envelope)
-            .map_err(|e| PipelineError::Aws(e.to_string()))?;
+        let (stream, codec) = self.raw_target()?;
         let builder = Producer::builder(riffle_aws::kinesis_client(&self.sdk), stream, codec)
             .aggregation(aggregate);
         let builder = if aggregate {
@@ -157,12 +163,7 @@ impl Pipeline {
         rate: f64,
         seed: u64,
     ) -> Result<Vec<FailedRecord>, PipelineError> {
-        let stream = self
-            .deployment
-            .stream_name("RawStream")
-            .ok_or_else(|| PipelineError::Aws("no RawStream in the templates".into()))?;
-        let codec = riffle_codec::EnvelopeCodec::new(self.schema_ids.envelope)
-            .map_err(|e| PipelineError::Aws(e.to_string()))?;
+        let (stream, codec) = self.raw_target()?;
         let port = crate::chaos::port::ChaosPort::new(
             riffle_producer::KinesisPort::new(riffle_aws::kinesis_client(&self.sdk)),
             rate,
