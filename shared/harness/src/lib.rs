@@ -7,10 +7,12 @@
 //! [`demo`] (produce, drain, summarise), [`verify`] (outcome vs ground truth),
 //! [`chaos`] (kills, injected faults and a kinesalite restart during a run, then lost /
 //! doubled checked against the ground truth), [`schema_gate`] (the schema CI gate: git
-//! history replayed into a private registry), [`up`] (the twin kept running until Ctrl-C).
+//! history replayed into a private registry), [`up`] (the twin kept running until Ctrl-C),
+//! [`coldstart`] (the stage binaries' cold starts in Lambda mode, behind a local Runtime API).
 //! `main.rs` is the command line over these.
 
 pub mod chaos;
+pub mod coldstart;
 pub mod demo;
 pub mod pipeline;
 pub mod schema_gate;

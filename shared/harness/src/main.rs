@@ -1,5 +1,6 @@
 //! `riffle-dev`: Riffle's local twin for developers: the whole pipeline on one machine
-//! (`demo`), the guarantees under faults (`chaos`) and the schema CI gate (`schema-gate`).
+//! (`demo`), the guarantees under faults (`chaos`), the schema CI gate (`schema-gate`) and the
+//! stage binaries' cold starts in Lambda mode (`coldstart`).
 
 // The SDK's nested futures under `#[tokio::main]` exceed the default query depth.
 #![recursion_limit = "256"]
@@ -101,6 +102,23 @@ enum Command {
         #[arg(long, default_value_t = 300)]
         idle_timeout: u64,
     },
+    /// Cold starts of the stage binaries in Lambda mode: each run starts a fresh process
+    /// behind a local Lambda Runtime API (as a new sandbox), invokes it with a real batch from
+    /// its input stream, and times process start to first poll (init) and to first answer;
+    /// the rest of the batches are answered warm. Prints medians, maxima and peak RSS.
+    /// Measure a release build (`cargo build --release --workspace --bins`, then
+    /// `target/release/riffle-dev coldstart`).
+    Coldstart {
+        /// Fresh processes per stage.
+        #[arg(long, default_value_t = 10)]
+        runs: u32,
+        /// Events put on the raw stream first (the batches come from them).
+        #[arg(long, default_value_t = 1_000)]
+        events: usize,
+        /// Stages to measure (repeat; all four by default).
+        #[arg(long = "stage", value_name = "STAGE")]
+        stages: Vec<String>,
+    },
     /// The schema CI gate: replay the git history of every schema under schemas/ into a
     /// private local registry (emulators and registry started here), then check the working
     /// tree.
@@ -159,6 +177,19 @@ async fn main() -> ExitCode {
                 ..riffle_harness::chaos::ChaosOptions::default()
             };
             chaos(options).await
+        }
+        Command::Coldstart {
+            runs,
+            events,
+            stages,
+        } => {
+            coldstart(riffle_harness::coldstart::ColdStartOptions {
+                runs,
+                events,
+                stages,
+                progress: true,
+            })
+            .await
         }
         Command::Up {
             trace_sample_rate,
@@ -322,6 +353,29 @@ where
         }
         Err(e) => {
             eprintln!("\nerror: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn coldstart(options: riffle_harness::coldstart::ColdStartOptions) -> ExitCode {
+    let pipeline = match PipelineOptions::for_checkout("coldstart") {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match riffle_harness::coldstart::run(&options, pipeline).await {
+        Ok(results) => {
+            print!(
+                "{}",
+                riffle_harness::coldstart::render(&results, !cfg!(debug_assertions))
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
             ExitCode::FAILURE
         }
     }

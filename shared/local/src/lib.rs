@@ -12,9 +12,11 @@
 //!   mapping settings ([`EsmSettings`], passed to services as `RIFFLE_ESM`).
 //! - [`recording`]: moto's request recorder read back (DynamoDB items per table).
 //! - [`error`]: [`LocalError`], the crate's one error type.
+//! - [`lambda_api`]: a local Lambda Runtime API, so the function binaries run in Lambda mode.
 
 pub mod emulators;
 pub mod error;
+pub mod lambda_api;
 pub mod provision;
 pub mod recording;
 

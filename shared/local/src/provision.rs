@@ -118,6 +118,13 @@ impl Deployment {
             .map(|(s, _)| s.function_name.as_str())
     }
 
+    /// A service's function `MemorySize` (MB) and `Timeout` (seconds), as deployed.
+    pub fn function_limits(&self, service: &str) -> Option<(u32, u32)> {
+        self.services
+            .get(service)
+            .map(|(s, _)| (s.memory_mb, s.timeout_s))
+    }
+
     /// A service's event source mapping, resolved to local names.
     pub fn esm(&self, service: &str) -> Option<&EsmSettings> {
         self.services.get(service).and_then(|(_, esm)| esm.as_ref())

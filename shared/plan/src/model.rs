@@ -84,6 +84,10 @@ pub struct ServiceSpec {
     pub name: String,
     pub template: Template,
     pub function_name: String,
+    /// The function's `MemorySize` in MB (Lambda's default, 128, when unset).
+    pub memory_mb: u32,
+    /// The function's `Timeout` in seconds (Lambda's default, 3, when unset).
+    pub timeout_s: u32,
     /// Variable name and its unevaluated value (imports resolve at [`Deployment::service_env`]).
     pub env: Vec<(String, Value)>,
     pub esm: Option<EsmSpec>,

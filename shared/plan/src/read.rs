@@ -248,6 +248,14 @@ fn service_spec(file: &Path) -> Result<ServiceSpec, PlanError> {
         "FunctionName",
         scope,
     )?;
+    // The local Lambda Runtime API runs the function with the memory and timeout it has on
+    // AWS (`AWS_LAMBDA_FUNCTION_MEMORY_SIZE`, the invocation deadline).
+    let memory_mb = template
+        .number(function_logical, &function.properties, "MemorySize", scope)?
+        .unwrap_or(128);
+    let timeout_s = template
+        .number(function_logical, &function.properties, "Timeout", scope)?
+        .unwrap_or(3);
     let env = function
         .properties
         .get("Environment")
@@ -282,6 +290,8 @@ fn service_spec(file: &Path) -> Result<ServiceSpec, PlanError> {
         name,
         template: template.clone(),
         function_name,
+        memory_mb,
+        timeout_s,
         env,
         esm,
     })
@@ -501,6 +511,7 @@ mod tests {
             .find(|s| s.name == "validator")
             .unwrap();
         assert_eq!(validator.function_name, "riffle-validator");
+        assert_eq!((validator.memory_mb, validator.timeout_s), (512, 60));
         let esm = validator.esm.as_ref().unwrap();
         assert_eq!(esm.settings.function_name, "riffle-validator");
         assert_eq!(esm.settings.batch_size, 500);

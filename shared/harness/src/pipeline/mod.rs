@@ -10,10 +10,12 @@
 //! and kinesalite restarted on its LevelDB state; the counters keep summing across
 //! restarts, and a restarted process appends to its log.
 
+mod lambda;
 mod process;
 mod readback;
 mod setup;
 
+pub use lambda::{ColdStart, LambdaInstance};
 pub use process::bin_dir;
 pub use readback::QueueDrainer;
 
