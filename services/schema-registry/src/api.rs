@@ -37,8 +37,13 @@ const ACCEPTED_REQUEST_TYPES: [&str; 3] = [
     "application/json",
 ];
 
-/// The registry's routes over `registry`, open to every caller (tests, embedding, and AWS
-/// where IAM guards the function URL).
+/// The registration route: the one write that `iam` mode grants per subject, so the auth
+/// middleware recognizes it by this template (axum's `MatchedPath`).
+pub(crate) const REGISTER_ROUTE: &str = "/subjects/{subject}/versions";
+/// The name of the subject in [`REGISTER_ROUTE`].
+pub(crate) const SUBJECT_PARAM: &str = "subject";
+
+/// The registry's routes over `registry`, open to every caller (tests and embedding).
 pub fn router<S: SchemaStore>(registry: Registry<S>) -> Router {
     routes(registry)
 }
@@ -60,10 +65,7 @@ fn routes<S: SchemaStore>(registry: Registry<S>) -> Router {
             "/subjects/{subject}",
             post(lookup::<S>).delete(delete_subject::<S>),
         )
-        .route(
-            "/subjects/{subject}/versions",
-            get(versions::<S>).post(register::<S>),
-        )
+        .route(REGISTER_ROUTE, get(versions::<S>).post(register::<S>))
         .route(
             "/subjects/{subject}/versions/{version}",
             get(version::<S>).delete(delete_version::<S>),

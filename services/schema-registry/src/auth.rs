@@ -1,36 +1,50 @@
-//! Who may call the registry: HTTP Basic users or bearer tokens, checked by one middleware
-//! in front of every route.
+//! Who may call the registry: HTTP Basic users or bearer tokens, or on AWS the caller's IAM
+//! principal, checked by one middleware in front of every route.
 //!
 //! Configured from the environment ([`Auth::from_lookup`]):
-//! - `RIFFLE_REGISTRY_AUTH`: `none`, `basic` or `bearer`. Unset, it follows what else is set
-//!   (`RIFFLE_REGISTRY_USERS` means basic, `RIFFLE_REGISTRY_TOKENS` bearer) and is `none`
-//!   when nothing is, so a local registry started without auth settings stays open;
+//! - `RIFFLE_REGISTRY_AUTH`: `none`, `basic`, `bearer` or `iam`. Unset, it follows what else
+//!   is set (`RIFFLE_REGISTRY_USERS` means basic, `RIFFLE_REGISTRY_TOKENS` bearer) and is
+//!   `none` when nothing is, so a local registry started without auth settings stays open;
+//!   `iam` is only ever chosen explicitly;
 //! - `RIFFLE_REGISTRY_USERS`: `user:password[,user:password...]` (basic);
 //! - `RIFFLE_REGISTRY_TOKENS`: `token[,token...]` (bearer);
-//! - `RIFFLE_REGISTRY_READERS`: users (basic) or tokens (bearer) that may only read;
-//! - `RIFFLE_REGISTRY_OPEN_READS=1`: GET and HEAD need no credential.
+//! - `RIFFLE_REGISTRY_READERS`: users (basic) or tokens (bearer) that may only read; in
+//!   `iam` mode, reader principals;
+//! - `RIFFLE_REGISTRY_OPEN_READS=1`: GET and HEAD need no credential (not with `iam`);
+//! - `RIFFLE_REGISTRY_ADMINS`, `RIFFLE_REGISTRY_WRITERS`, `RIFFLE_REGISTRY_SUBJECT_WRITERS`:
+//!   `iam` only, see [`iam`] for the roles and the syntax.
 //!
 //! Reads are GET and HEAD, plus the two POSTs that change nothing: the lookup
 //! (`POST /subjects/{subject}`) and compatibility checks (`POST /compatibility/...`), which a
 //! read-only credential may use. Everything else is a write and needs a credential that is
-//! not read-only.
+//! not read-only; in `iam` mode registering is told apart from the rest (deletes and levels),
+//! by the route axum matched, so a grant for one subject is checked against the subject the
+//! handler will see.
 //!
 //! Replies: no credential or a wrong one -> 401 (40101) with `WWW-Authenticate`; a read-only
-//! credential writing -> 403 (40301). Error bodies never echo what was sent. Secrets are
-//! compared through their SHA-256 digests with a fold over every byte, so the time taken
-//! tells nothing about how much of a guess was right, nor its length.
+//! credential writing -> 403 (40301). In `iam` mode: no IAM caller in the request -> 401
+//! (40101); a caller not allowed the operation -> 403 (40301) naming the principal (and the
+//! subject, for a registration), since IAM has already authenticated it. Error bodies never
+//! echo a secret that was sent. Secrets are compared through their SHA-256 digests with a
+//! fold over every byte, so the time taken tells nothing about how much of a guess was right,
+//! nor its length.
+
+pub mod iam;
 
 use std::fmt;
 use std::sync::Arc;
 
-use axum::extract::{Request, State};
+use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
 use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
 use sha2::{Digest, Sha256};
 
+use self::iam::{Action, Rules};
+use crate::api::{REGISTER_ROUTE, SUBJECT_PARAM};
 use crate::error::{Error, Result};
 
 /// The realm named in `WWW-Authenticate`.
@@ -39,12 +53,15 @@ pub const REALM: &str = "riffle-schema-registry";
 /// How callers prove who they are.
 #[derive(Clone, PartialEq, Eq)]
 pub enum Mode {
-    /// Anyone may do anything: locally, and on AWS where IAM guards the function URL.
+    /// Anyone may do anything: locally, and in tests.
     None,
     /// HTTP Basic: (user, password) pairs.
     Basic(Vec<(String, String)>),
     /// `Authorization: Bearer <token>`.
     Bearer(Vec<String>),
+    /// The IAM principal a Lambda function URL (AuthType `AWS_IAM`) authenticated, mapped
+    /// to a role by [`Rules`]. Only under Lambda: elsewhere no request carries a caller.
+    Iam(Rules),
 }
 
 /// The registry's access rules.
@@ -64,6 +81,7 @@ impl fmt::Debug for Auth {
             Mode::None => "none".to_owned(),
             Mode::Basic(users) => format!("basic ({} users)", users.len()),
             Mode::Bearer(tokens) => format!("bearer ({} tokens)", tokens.len()),
+            Mode::Iam(rules) => format!("iam ({})", rules.summary()),
         };
         f.debug_struct("Auth")
             .field("mode", &mode)
@@ -105,6 +123,14 @@ impl Auth {
         }
     }
 
+    /// Callers authorized by their IAM principal under `rules`.
+    pub fn iam(rules: Rules) -> Self {
+        Auth {
+            mode: Mode::Iam(rules),
+            ..Auth::none()
+        }
+    }
+
     /// The same rules, with `readers` (users or tokens) limited to reads.
     pub fn with_readers(mut self, readers: Vec<String>) -> Self {
         self.readers = readers;
@@ -140,7 +166,30 @@ impl Auth {
                 (None, None) => "none".to_owned(),
             },
         };
+        let iam_only = [iam::ADMINS_ENV, iam::WRITERS_ENV, iam::SUBJECT_WRITERS_ENV];
+        if mode != "iam"
+            && let Some(name) = iam_only.iter().find(|name| set(name).is_some())
+        {
+            // Role lists without the mode that reads them would look like a restriction and
+            // be none.
+            return Err(Error::Config(format!(
+                "{name} is set but RIFFLE_REGISTRY_AUTH={mode}: it only applies with iam"
+            )));
+        }
         let mode = match mode.as_str() {
+            "iam" => {
+                let stray = [
+                    "RIFFLE_REGISTRY_USERS",
+                    "RIFFLE_REGISTRY_TOKENS",
+                    "RIFFLE_REGISTRY_OPEN_READS",
+                ];
+                if let Some(name) = stray.iter().find(|name| set(name).is_some()) {
+                    return Err(Error::Config(format!(
+                        "{name} has no meaning with RIFFLE_REGISTRY_AUTH=iam"
+                    )));
+                }
+                return Ok(Auth::iam(Rules::from_lookup(set)?));
+            }
             "none" => {
                 if users.is_some() || tokens.is_some() {
                     return Err(Error::Config(
@@ -156,7 +205,7 @@ impl Auth {
             )?),
             other => {
                 return Err(Error::Config(format!(
-                    "RIFFLE_REGISTRY_AUTH={other}: expected none, basic or bearer"
+                    "RIFFLE_REGISTRY_AUTH={other}: expected none, basic, bearer or iam"
                 )));
             }
         };
@@ -174,6 +223,7 @@ impl Auth {
     }
 
     /// Whether a request of `method` to `path` with this `Authorization` header may pass.
+    /// In `iam` mode the answer is in the request itself ([`require`]), so this refuses.
     pub fn check(
         &self,
         method: &Method,
@@ -182,6 +232,7 @@ impl Auth {
     ) -> Result<()> {
         let identity = match &self.mode {
             Mode::None => return Ok(()),
+            Mode::Iam(_) => return Err(Error::NoIamCaller),
             Mode::Basic(users) => authorization.map(|h| basic_user(users, h)),
             Mode::Bearer(tokens) => authorization.map(|h| bearer_token(tokens, h)),
         };
@@ -203,6 +254,8 @@ impl Auth {
     fn challenge(&self) -> HeaderValue {
         let scheme = match self.mode {
             Mode::Bearer(_) => "Bearer",
+            // What the function URL wants: a SigV4 signature.
+            Mode::Iam(_) => "AWS4-HMAC-SHA256",
             _ => "Basic",
         };
         HeaderValue::from_str(&format!("{scheme} realm=\"{REALM}\""))
@@ -212,14 +265,25 @@ impl Auth {
 
 /// The middleware: refuses the request with the API's error body, or passes it on.
 pub async fn require(State(auth): State<Arc<Auth>>, request: Request, next: Next) -> Response {
-    match auth.check(
-        request.method(),
-        request.uri().path(),
-        request.headers().get(AUTHORIZATION),
-    ) {
+    let (verdict, request) = match &auth.mode {
+        Mode::Iam(rules) => {
+            let (mut parts, body) = request.into_parts();
+            let verdict = authorize_iam(rules, &mut parts).await;
+            (verdict, Request::from_parts(parts, body))
+        }
+        _ => {
+            let verdict = auth.check(
+                request.method(),
+                request.uri().path(),
+                request.headers().get(AUTHORIZATION),
+            );
+            (verdict, request)
+        }
+    };
+    match verdict {
         Ok(()) => next.run(request).await,
         Err(e) => {
-            let challenge = matches!(e, Error::Unauthenticated);
+            let challenge = matches!(e, Error::Unauthenticated | Error::NoIamCaller);
             let mut response = e.into_response();
             if challenge {
                 response
@@ -229,6 +293,50 @@ pub async fn require(State(auth): State<Arc<Auth>>, request: Request, next: Next
             response
         }
     }
+}
+
+/// The caller (from lambda_http's request context) against `rules`. Refusals are logged
+/// with the caller: in `iam` mode one means a role missing from the lists, or a principal
+/// trying what it was not given.
+async fn authorize_iam(rules: &Rules, parts: &mut Parts) -> Result<()> {
+    let action = action_of(parts).await;
+    let caller = iam::caller_arn(
+        parts
+            .extensions
+            .get::<lambda_http::request::RequestContext>(),
+    );
+    let verdict = rules.authorize(caller, &action);
+    if let Err(e) = &verdict {
+        tracing::warn!(
+            caller = caller.unwrap_or("none"),
+            method = %parts.method,
+            path = parts.uri.path(),
+            error = %e,
+            "request refused"
+        );
+    }
+    verdict
+}
+
+/// What the request asks, for [`Rules`]. A registration is the route axum matched with the
+/// subject as axum decoded it, the same value the handler gets; anything not recognized as
+/// a read or a registration is [`Action::Manage`], so an unknown shape needs an admin.
+async fn action_of(parts: &mut Parts) -> Action {
+    if is_read(&parts.method, parts.uri.path()) {
+        return Action::Read;
+    }
+    let register = parts.method == Method::POST
+        && parts
+            .extensions
+            .get::<MatchedPath>()
+            .is_some_and(|m| m.as_str() == REGISTER_ROUTE);
+    if register
+        && let Ok(params) = RawPathParams::from_request_parts(parts, &()).await
+        && let Some((_, subject)) = params.iter().find(|(name, _)| *name == SUBJECT_PARAM)
+    {
+        return Action::Register(subject.to_owned());
+    }
+    Action::Manage
 }
 
 /// GET and HEAD, the lookup and the compatibility checks change nothing.
@@ -362,6 +470,21 @@ mod tests {
         assert_eq!(open.readers, vec!["t"]);
         // Debug output carries no secret.
         assert!(!format!("{open:?}").contains("\"t\""), "{open:?}");
+        // iam only when asked for; READERS then holds principals.
+        let iam = auth(&[
+            ("RIFFLE_REGISTRY_AUTH", "IAM"),
+            (
+                "RIFFLE_REGISTRY_READERS",
+                "arn:aws:iam::123456789012:role/R",
+            ),
+        ])
+        .unwrap();
+        assert!(matches!(iam.mode, Mode::Iam(_)));
+        assert!(format!("{iam:?}").contains("1 readers"), "{iam:?}");
+        assert!(
+            iam.check(&Method::GET, "/subjects", None).is_err(),
+            "iam decides from the request, never from a header alone"
+        );
     }
 
     #[test]
@@ -379,6 +502,27 @@ mod tests {
                 ("RIFFLE_REGISTRY_TOKENS", "t"),
             ],
             vec![("RIFFLE_REGISTRY_USERS", "nopassword")],
+            // iam with nobody granted, or with another mode's settings; role lists without iam.
+            vec![("RIFFLE_REGISTRY_AUTH", "iam")],
+            vec![
+                ("RIFFLE_REGISTRY_AUTH", "iam"),
+                ("RIFFLE_REGISTRY_ADMINS", "arn:aws:iam::123456789012:role/A"),
+                ("RIFFLE_REGISTRY_USERS", "a:secret"),
+            ],
+            vec![
+                ("RIFFLE_REGISTRY_AUTH", "iam"),
+                ("RIFFLE_REGISTRY_ADMINS", "arn:aws:iam::123456789012:role/A"),
+                ("RIFFLE_REGISTRY_OPEN_READS", "1"),
+            ],
+            vec![("RIFFLE_REGISTRY_ADMINS", "arn:aws:iam::123456789012:role/A")],
+            vec![
+                ("RIFFLE_REGISTRY_AUTH", "bearer"),
+                ("RIFFLE_REGISTRY_TOKENS", "t"),
+                (
+                    "RIFFLE_REGISTRY_SUBJECT_WRITERS",
+                    "arn:aws:iam::123456789012:role/S=s",
+                ),
+            ],
             vec![("RIFFLE_REGISTRY_USERS", ":secret")],
             vec![
                 ("RIFFLE_REGISTRY_AUTH", "bearer"),

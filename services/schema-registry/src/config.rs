@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 
-use crate::auth::Auth;
+use crate::auth::{Auth, Mode};
 use crate::error::{Error, Result};
 
 /// Where a locally run registry listens unless told otherwise: loopback, any free port.
@@ -41,12 +41,24 @@ impl Config {
         let addr = addr_text
             .parse()
             .map_err(|e| Error::Config(format!("RIFFLE_REGISTRY_ADDR={addr_text}: {e}")))?;
+        let lambda = var("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty());
+        let auth = Auth::from_lookup(&var)?;
+        if matches!(auth.mode(), Mode::Iam(_)) && !lambda {
+            // Served on a socket, no request carries an IAM caller: every call would be
+            // refused. Said at start rather than as a 401 on each call.
+            return Err(Error::Config(
+                "RIFFLE_REGISTRY_AUTH=iam reads the caller from a Lambda function URL's request \
+                 context, and this process is not under Lambda (AWS_LAMBDA_RUNTIME_API unset): \
+                 use none, basic or bearer here"
+                    .into(),
+            ));
+        }
         Ok(Config {
             table,
             addr,
-            lambda: var("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty()),
+            lambda,
             exit_on_stdin_eof: var("RIFFLE_EXIT_ON_STDIN_EOF").as_deref() == Some("1"),
-            auth: Auth::from_lookup(&var)?,
+            auth,
         })
     }
 }
@@ -81,6 +93,23 @@ mod tests {
         .unwrap();
         assert_eq!(c.addr.port(), 8081);
         assert!(c.lambda && c.exit_on_stdin_eof);
+    }
+
+    #[test]
+    fn iam_only_under_lambda() {
+        let iam = [
+            ("RIFFLE_REGISTRY_TABLE", "schemas"),
+            ("RIFFLE_REGISTRY_AUTH", "iam"),
+            (
+                "RIFFLE_REGISTRY_READERS",
+                "arn:aws:iam::123456789012:role/Reader",
+            ),
+        ];
+        let err = config(&iam).unwrap_err();
+        assert!(err.to_string().contains("not under Lambda"), "{err}");
+        let mut lambda = iam.to_vec();
+        lambda.push(("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"));
+        assert!(matches!(config(&lambda).unwrap().auth.mode(), Mode::Iam(_)));
     }
 
     #[test]

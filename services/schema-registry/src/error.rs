@@ -87,6 +87,36 @@ pub enum Error {
     /// A valid credential that may not do this (a read-only user writing).
     #[error("Forbidden: this credential may only read")]
     Forbidden,
+    /// `iam` mode, and the request carries no IAM caller: it did not come through a function
+    /// URL with AuthType `AWS_IAM`, so nobody vouched for who sent it.
+    #[error(
+        "Unauthorized: no IAM caller in the request; call the registry's function URL with SigV4"
+    )]
+    NoIamCaller,
+    /// `iam` mode: the caller is in none of the registry's role lists (or is a kind of
+    /// principal they cannot name, such as a federated user). The principal is the one IAM
+    /// authenticated, in the form the lists take.
+    #[error("Forbidden: principal {0} is granted no access to this registry")]
+    PrincipalNotGranted(String),
+    /// `iam` mode: the caller may read, and register under other subjects perhaps, but not
+    /// under this one.
+    #[error("Forbidden: principal {principal} may not register schemas under subject '{subject}'")]
+    SubjectNotGranted {
+        /// The caller.
+        principal: String,
+        /// The subject it tried to register under.
+        subject: String,
+    },
+    /// `iam` mode: deleting and setting compatibility levels are for admins only.
+    #[error(
+        "Forbidden: principal {principal} is a {role}; deleting and setting compatibility levels take an admin"
+    )]
+    AdminOnly {
+        /// The caller.
+        principal: String,
+        /// Its highest role: `reader`, `subject writer` or `writer`.
+        role: &'static str,
+    },
     /// The request body is not the JSON the endpoint expects.
     #[error("bad request: {0}")]
     BadRequest(String),
@@ -142,8 +172,11 @@ impl Error {
             Error::VersionSoftDeleted { .. } => (StatusCode::NOT_FOUND, 40406),
             Error::VersionNotSoftDeleted { .. } => (StatusCode::NOT_FOUND, 40407),
             Error::SubjectConfigNotFound(_) => (StatusCode::NOT_FOUND, 40408),
-            Error::Unauthenticated => (StatusCode::UNAUTHORIZED, 40101),
-            Error::Forbidden => (StatusCode::FORBIDDEN, 40301),
+            Error::Unauthenticated | Error::NoIamCaller => (StatusCode::UNAUTHORIZED, 40101),
+            Error::Forbidden
+            | Error::PrincipalNotGranted(_)
+            | Error::SubjectNotGranted { .. }
+            | Error::AdminOnly { .. } => (StatusCode::FORBIDDEN, 40301),
             Error::VersionNotFound { .. } => (StatusCode::NOT_FOUND, 40402),
             Error::SchemaIdNotFound(_) | Error::SchemaNotFound => (StatusCode::NOT_FOUND, 40403),
             Error::BadRequest(_) => (StatusCode::BAD_REQUEST, 400),

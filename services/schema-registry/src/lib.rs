@@ -7,7 +7,8 @@
 //! Layout, from the wire inwards:
 //! - `api`: the axum [`router`] (and [`router_with_auth`]), request bodies, replies and the
 //!   API's error shape;
-//! - `auth`: the credential check every route passes when auth is configured;
+//! - `auth`: the check every route passes when auth is configured: HTTP Basic or bearer
+//!   credentials, or on AWS the caller's IAM principal mapped to a role (`auth/iam.rs`);
 //! - `registry`: what each operation means over any store, including the registration
 //!   algorithm (dedupe, compatibility, id allocation, version allocation under concurrency)
 //!   and soft/permanent deletion;

@@ -298,10 +298,11 @@ impl LocalRegistry {
             .map_err(|e| process(format!("log file {}: {e}", log_path.display())))?;
         let mut child = Command::new(&binary)
             .envs(emulators.env())
-            .envs(deployment.service_env(REGISTRY).map_err(gate_error)?)
             // A private registry: whatever the caller's shell says about auth is for the
             // registry it talks to, not this one.
-            .env("RIFFLE_REGISTRY_AUTH", "none")
+            .envs(riffle_local::local_registry_env(
+                deployment.service_env(REGISTRY).map_err(gate_error)?,
+            ))
             .env("RIFFLE_EXIT_ON_STDIN_EOF", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())

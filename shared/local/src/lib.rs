@@ -22,6 +22,6 @@ pub mod recording;
 
 pub use emulators::{Emulators, tools_dir};
 pub use error::LocalError;
-pub use provision::{Deployment, REGISTRY_URL_EXPORT, provision};
+pub use provision::{Deployment, REGISTRY_URL_EXPORT, local_registry_env, provision};
 pub use riffle_plan::{CHECKPOINT_TABLE, EsmSettings};
 pub use riffle_plan::{plan, project_root};

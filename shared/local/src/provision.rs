@@ -41,6 +41,26 @@ pub struct LocalResource {
     pub shard_count: Option<i32>,
 }
 
+/// The registry's environment for the local twin: its template's, with the IAM
+/// authorization settings (`RIFFLE_REGISTRY_AUTH=iam` and the role lists) replaced by an
+/// open registry. Locally no function URL authenticates callers, so `iam` would have no
+/// principal to check (the registry refuses to start in that mode outside Lambda); the twin
+/// listens on loopback only (ADR 0015).
+pub fn local_registry_env(env: Vec<(String, String)>) -> Vec<(String, String)> {
+    const IAM_ONLY: [&str; 4] = [
+        "RIFFLE_REGISTRY_ADMINS",
+        "RIFFLE_REGISTRY_WRITERS",
+        "RIFFLE_REGISTRY_READERS",
+        "RIFFLE_REGISTRY_SUBJECT_WRITERS",
+    ];
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k != "RIFFLE_REGISTRY_AUTH" && !IAM_ONLY.contains(&k.as_str()))
+        .collect();
+    env.push(("RIFFLE_REGISTRY_AUTH".to_owned(), "none".to_owned()));
+    env
+}
+
 /// What [`provision`] created, and how services reach it.
 #[derive(Debug, Clone)]
 pub struct Deployment {

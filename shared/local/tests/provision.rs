@@ -285,9 +285,19 @@ async fn provisioning_creates_what_the_templates_declare() {
     assert_eq!(archiver["RIFFLE_ARCHIVE_BUCKET"], bucket);
     assert_eq!(archiver["RIFFLE_ARCHIVE_PREFIX"], "events");
 
-    let registry = deployment.service_env("schema-registry").unwrap();
+    // The template's settings are IAM authorization (ADR 0015); the twin runs the registry
+    // open instead, since no function URL authenticates anyone locally.
+    let registry: BTreeMap<String, String> = deployment
+        .service_env("schema-registry")
+        .unwrap()
+        .into_iter()
+        .collect();
+    assert_eq!(registry["RIFFLE_REGISTRY_AUTH"], "iam");
+    assert!(registry["RIFFLE_REGISTRY_SUBJECT_WRITERS"].contains("riffle-validator-Role-*"));
+    let local =
+        riffle_local::local_registry_env(deployment.service_env("schema-registry").unwrap());
     assert_eq!(
-        registry,
+        local,
         [
             (
                 "RIFFLE_REGISTRY_TABLE".to_owned(),

@@ -270,7 +270,7 @@ impl Pipeline {
         };
 
         step("starting the schema registry");
-        let env = pipeline.deployment.service_env(REGISTRY)?;
+        let env = riffle_local::local_registry_env(pipeline.deployment.service_env(REGISTRY)?);
         let url = pipeline
             .spawn(REGISTRY, env)
             .await?
