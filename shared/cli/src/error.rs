@@ -15,6 +15,9 @@ pub enum OpsError {
     /// The archive could not be read or written.
     #[error("archive bucket: {0}")]
     Bucket(#[from] riffle_archive::ArchiveError),
+    /// `riffle deploy` stopped.
+    #[error(transparent)]
+    Deploy(#[from] crate::deploy::DeployError),
     /// The command was asked for something it cannot do as asked.
     #[error("{0}")]
     Usage(String),

@@ -6,7 +6,8 @@
 //! Layout: [`schema`] (`riffle schema`: register, check, list, diff), [`dlq`]
 //! (`riffle dlq list | show | redrive`), [`replay`] (`riffle replay`, the view rebuilt from
 //! the archive), [`compact`] (`riffle archive compact`), [`cost`] (`riffle cost`, the monthly
-//! bill from measured figures), [`trace`] (`riffle trace`, an
+//! bill from measured figures), [`deploy`] (`riffle deploy`, the stacks through CloudFormation
+//! change sets), [`trace`] (`riffle trace`, an
 //! event's path from its X-Ray segments), [`alarms`] (`riffle alarms`, the templates' alarms
 //! evaluated over the local stack's metrics), [`dev`] (harness commands handed to
 //! `riffle-dev`), [`error`] ([`OpsError`]). `main.rs` is the command line over these.
@@ -14,6 +15,7 @@
 pub mod alarms;
 pub mod compact;
 pub mod cost;
+pub mod deploy;
 pub mod dev;
 pub mod dlq;
 pub mod error;

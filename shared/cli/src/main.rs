@@ -11,7 +11,7 @@ use clap::{Parser, Subcommand};
 #[command(
     name = "riffle",
     version,
-    about = "Riffle's operator tools: schemas, dead-letter queues, archive and view maintenance"
+    about = "Riffle's operator tools: deploys, schemas, dead-letter queues, archive and view maintenance"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -34,6 +34,9 @@ enum Command {
     Cost(riffle_cli::cost::CostArgs),
     /// Evaluate the templates' alarms against the local stack's metrics: which are in ALARM and why.
     Alarms(riffle_cli::alarms::AlarmsArgs),
+    /// Create or update the platform and service stacks through CloudFormation change sets
+    /// (`--plan`: only show the changes).
+    Deploy(riffle_cli::deploy::DeployArgs),
     /// Commands of the developer harness (`riffle-dev`: demo, chaos, schema-gate), run
     /// from the `riffle-dev` binary beside this one when it is installed.
     #[command(external_subcommand)]
@@ -51,6 +54,7 @@ async fn main() -> ExitCode {
         Command::Trace(args) => riffle_cli::trace::main(&args).await,
         Command::Cost(args) => riffle_cli::cost::main(&args),
         Command::Alarms(args) => riffle_cli::alarms::main(args).await,
+        Command::Deploy(args) => riffle_cli::deploy::main(args).await,
         Command::Dev(args) => riffle_cli::dev::forward(&args),
     }
 }
