@@ -408,7 +408,9 @@ impl EnrichSpec {
     /// Start of the tumbling window holding `event_time` (epoch millis).
     pub fn window_start(&self, event_time: i64) -> i64 {
         let len = i64::from(self.window_secs.max(1)) * 1000;
-        event_time.div_euclid(len) * len
+        // Event times are the producer's: near i64::MIN the window's start is below what an
+        // i64 holds, and the earliest representable time stands in for it.
+        event_time.div_euclid(len).saturating_mul(len)
     }
 }
 
@@ -547,6 +549,11 @@ mod tests {
         assert_eq!(spec.metric(&record), Some(3.0));
         assert_eq!(spec.window_start(125_000), 120_000);
         assert_eq!(spec.window_start(-1), -60_000);
+        // A producer's extreme event time does not overflow (it would panic in debug builds
+        // and wrap to a window in the future in release ones).
+        assert_eq!(spec.window_start(i64::MIN), i64::MIN);
+        let start = spec.window_start(i64::MAX);
+        assert!(i64::MAX - start < 60_000);
     }
 
     #[test]
