@@ -11,7 +11,7 @@ ARGS ?=
 # The last commit production's registry has seen, for schema-gate.
 BASE ?= HEAD
 
-.PHONY: help install test lint fmt-check clippy cfn-lint scan demo fuzz schema-gate
+.PHONY: help install test lint fmt-check clippy cfn-lint scan demo fuzz schema-gate package
 
 help: ## List the targets
 	@grep -hE '^[a-zA-Z_-]+:.*## ' $(MAKEFILE_LIST) | sort | \
@@ -56,6 +56,11 @@ scan: ## Security-scan the templates under infra/ with checkov (installed on fir
 demo: install ## Run the whole pipeline locally on generated events (ARGS="--events 50000 --rate 5000")
 	cargo build --release --workspace --bins
 	target/release/riffle-dev demo $(ARGS)
+
+# ARCHS="arm64" builds one architecture only. The first run installs the packager and the
+# Rust targets; later runs rebuild only what changed.
+package: ## Build each function as a Lambda zip (provided.al2023, arm64 and x86_64) under target/lambda/
+	@bash infra/local/package.sh $(ARCHS)
 
 fuzz: ## Fuzz each codec decoder briefly with cargo-fuzz on nightly (FUZZ_SECONDS=20 per target)
 	@bash infra/local/fuzz.sh
