@@ -2,6 +2,8 @@
 # Runs every fuzz target under tests/fuzz for a short, bounded time (the `make fuzz` target).
 #
 #   FUZZ_SECONDS   seconds per target (default 20)
+#   FUZZ_RUNS      inputs per target instead of a time (the long runs reported on issues:
+#                  FUZZ_RUNS=10000000 make fuzz)
 #   FUZZ_TARGETS   space-separated subset of targets (default: all of `cargo fuzz list`)
 #   FUZZ_SANITIZER cargo-fuzz sanitizer (default none: the fuzzed crates forbid `unsafe`, so
 #                  AddressSanitizer would mostly slow a short run down)
@@ -40,14 +42,22 @@ export PATH="$tools/cargo-fuzz/bin:$PATH"
 cd "$root"
 read -r -a targets <<<"${FUZZ_TARGETS:-$(cargo "${toolchain[@]}" fuzz list --fuzz-dir "$fuzz_dir" | tr '\n' ' ')}"
 
+if [[ -n "${FUZZ_RUNS:-}" ]]; then
+  limit=(-runs="$FUZZ_RUNS")
+  what="$FUZZ_RUNS inputs"
+else
+  limit=(-max_total_time="$seconds")
+  what="${seconds}s"
+fi
+
 cargo "${toolchain[@]}" fuzz build --fuzz-dir "$fuzz_dir" -s "$sanitizer" >&2
 for target in "${targets[@]}"; do
-  echo "fuzz.sh: $target for ${seconds}s" >&2
+  echo "fuzz.sh: $target for $what" >&2
   # The checked-in seeds are read-only input; what the run discovers goes to a scratch corpus
   # so a CI run leaves the work tree clean. Crashes land in tests/fuzz/artifacts/<target>/.
   scratch="$fuzz_dir/corpus-run/$target"
   mkdir -p "$scratch"
   cargo "${toolchain[@]}" fuzz run --fuzz-dir "$fuzz_dir" -s "$sanitizer" "$target" "$scratch" "$fuzz_dir/seeds/$target" -- \
-    -max_total_time="$seconds" -print_final_stats=1
+    "${limit[@]}" -print_final_stats=1
 done
-echo "fuzz.sh: ${#targets[@]} targets ran ${seconds}s each without a crash" >&2
+echo "fuzz.sh: ${#targets[@]} targets ran $what each without a crash" >&2
