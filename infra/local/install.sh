@@ -2,6 +2,8 @@
 # Installs the local AWS emulators and template tools into the git-ignored .riffle/tools/:
 #   node/  kinesalite (Kinesis), pinned by infra/local/package.json and its package-lock.json
 #   venv/  moto's server (DynamoDB, S3, SQS) and cfn-lint, pinned by infra/local/requirements.txt
+#   examples-venv/  the Python producer example's packages (boto3, confluent-kafka, fastavro),
+#          pinned by docs/examples/python-producer/requirements.txt; its test runs in `make test`
 #   scan-venv/  checkov, pinned by infra/local/scan-requirements.txt; only with the argument
 #          `scan` (make scan), since nothing else needs it
 # Idempotent: a stamp file holds the hash of the pinned file it was installed from, so a
@@ -62,8 +64,27 @@ install_scan_venv() {
   echo "$want" >"$stamp"
 }
 
+# The example producer's packages apart from the emulators': confluent-kafka's registry
+# client brings its own HTTP stack and boto3, which must not move moto's botocore.
+install_examples_venv() {
+  local req="$root/docs/examples/python-producer/requirements.txt"
+  local want stamp="$tools/examples-venv/.installed"
+  want="$(stamp_of "$req")"
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -x "$tools/examples-venv/bin/python" ]]; then
+    return 0
+  fi
+  echo "install.sh: installing the Python producer example's packages into $tools/examples-venv" >&2
+  if [[ ! -x "$tools/examples-venv/bin/python" ]]; then
+    python3 -m venv "$tools/examples-venv"
+  fi
+  "$tools/examples-venv/bin/python" -m pip install --quiet --disable-pip-version-check \
+    -r "$req" >&2
+  echo "$want" >"$stamp"
+}
+
 install_node
 install_venv
+install_examples_venv
 if [[ "${1:-}" == "scan" ]]; then
   install_scan_venv
 fi

@@ -77,6 +77,20 @@ pub fn endpoints(pipeline: &Pipeline) -> String {
         riffle_telemetry::METRICS_STORE_ENV,
         pipeline.metrics_store().display()
     ));
+    // Where producers put and what readers read, for scripts in another language (the
+    // Python producer example reads these).
+    for (variable, name) in [
+        ("RIFFLE_RAW_STREAM", deployment.stream_name("RawStream")),
+        ("RIFFLE_VIEW_TABLE", deployment.table_name("ViewTable")),
+        (
+            "RIFFLE_REJECTS_QUEUE_URL",
+            deployment.queue_url("RejectsQueue"),
+        ),
+    ] {
+        if let Some(name) = name {
+            out.push_str(&format!("export {variable}={name}\n"));
+        }
+    }
     out.push_str("# streams:");
     for s in deployment.streams() {
         out.push_str(&format!(" {}", s.name));
@@ -93,9 +107,12 @@ pub fn endpoints(pipeline: &Pipeline) -> String {
     for q in deployment.queues() {
         out.push_str(&format!(" {}", q.name));
     }
-    out.push_str(
+    let ingest = deployment
+        .stream_name("RawStream")
+        .unwrap_or("<the raw stream>");
+    out.push_str(&format!(
         "\n# then e.g.: riffle schema list; riffle dlq list; riffle trace --slowest 5; riffle alarms; \
-         aws kinesis put-record --stream-name riffle-raw ...\n",
-    );
+         aws kinesis put-record --stream-name {ingest} ...\n",
+    ));
     out
 }

@@ -1,0 +1,213 @@
+//! A producer in another language: the Python example (docs/examples/python-producer:
+//! boto3, Confluent's AvroSerializer against Riffle's registry, fastavro, the envelope) run
+//! against `riffle-dev up` with nothing but the variables the twin prints. Its valid page
+//! views must reach the view, counted once each with their dwell times summed; the ones its
+//! contract forbids must reach the rejects queue.
+//!
+//! Needs the service binaries, the emulators and the example's packages (`make install` puts
+//! them in .riffle/tools/examples-venv).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use tokio::io::{AsyncBufReadExt, BufReader};
+
+const VALID: u64 = 1_200;
+const INVALID: u64 = 30;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_example_producer_reaches_the_view() {
+    let root = riffle_local::project_root().unwrap();
+    let python = root.join(".riffle/tools/examples-venv/bin/python");
+    assert!(
+        python.is_file(),
+        "{} missing: run `make install` (infra/local/install.sh)",
+        python.display()
+    );
+    let bin = riffle_harness::pipeline::bin_dir().join("riffle-dev");
+    let state = std::env::temp_dir().join(format!("riffle-python-producer-{}", std::process::id()));
+    let mut up = tokio::process::Command::new(&bin)
+        .arg("up")
+        .arg("--state-dir")
+        .arg(&state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("riffle-dev up starts");
+    let mut stdout = BufReader::new(up.stdout.take().unwrap()).lines();
+    let mut env = HashMap::new();
+    let read_exports = async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+                env.insert(k.to_owned(), v.to_owned());
+            }
+            if line.starts_with("# then") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), read_exports)
+        .await
+        .expect("the twin came up and printed its endpoints");
+
+    let out = tokio::process::Command::new(&python)
+        .arg(root.join("docs/examples/python-producer/producer.py"))
+        .args([
+            "--events",
+            &VALID.to_string(),
+            "--invalid",
+            &INVALID.to_string(),
+        ])
+        .env_clear()
+        .envs(&env)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "the producer failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let sent: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sent["valid"], VALID);
+    assert_eq!(sent["invalid"], INVALID);
+    let mut expected: HashMap<String, (i64, f64)> = HashMap::new();
+    for (device, per) in sent["devices"].as_object().unwrap() {
+        expected.insert(
+            format!("pageviews:device={device}"),
+            (
+                per["count"].as_i64().unwrap(),
+                per["dwell_ms"].as_f64().unwrap(),
+            ),
+        );
+    }
+
+    // The view, read through the SDK with the printed variables alone.
+    let sdk = sdk_from(&env).await;
+    let dynamo = dynamodb(&sdk, &env);
+    let table = env["RIFFLE_VIEW_TABLE"].clone();
+    let started = Instant::now();
+    let mut seen = HashMap::new();
+    while started.elapsed() < Duration::from_secs(120) {
+        seen = view_totals(&dynamo, &table).await;
+        if seen.values().map(|(c, _)| c).sum::<i64>() >= VALID as i64 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+    assert_eq!(seen.len(), expected.len(), "{seen:?} vs {expected:?}");
+    for (key, (count, dwell)) in &expected {
+        let (c, d) = seen.get(key).copied().unwrap_or_default();
+        assert_eq!(c, *count, "{key}");
+        assert!((d - dwell).abs() < 1e-6, "{key}: dwell {d} vs {dwell}");
+    }
+
+    // The forbidden paths, rejected with the contract's reason.
+    let sqs = sqs(&sdk, &env);
+    let queue = env["RIFFLE_REJECTS_QUEUE_URL"].clone();
+    let mut rejects = 0;
+    let started = Instant::now();
+    while rejects < INVALID && started.elapsed() < Duration::from_secs(60) {
+        let got = sqs
+            .receive_message()
+            .queue_url(&queue)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .unwrap();
+        for m in got.messages() {
+            let body = m.body().unwrap_or_default();
+            let parsed = riffle_stage::reject::parse_body(body).unwrap();
+            for r in &parsed {
+                assert_eq!(r.code, "pattern_mismatch", "{r:?}");
+                assert_eq!(r.source.as_deref(), Some("python-example"), "{r:?}");
+                assert!(r.detail.contains("path"), "{r:?}");
+            }
+            rejects += parsed.len() as u64;
+            sqs.delete_message()
+                .queue_url(&queue)
+                .receipt_handle(m.receipt_handle().unwrap())
+                .send()
+                .await
+                .unwrap();
+        }
+    }
+    assert_eq!(rejects, INVALID);
+
+    let pid = up.id().unwrap();
+    std::process::Command::new("kill")
+        .args(["-INT", &pid.to_string()])
+        .status()
+        .unwrap();
+    let _ = tokio::time::timeout(Duration::from_secs(30), up.wait()).await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+/// The SDK pointed where `env` says, as any SDK given those variables would be: the
+/// general endpoint, and the per-service ones (`AWS_ENDPOINT_URL_<SERVICE>`) per client.
+async fn sdk_from(env: &HashMap<String, String>) -> aws_config::SdkConfig {
+    let credentials = aws_credential_types::Credentials::new(
+        env["AWS_ACCESS_KEY_ID"].clone(),
+        env["AWS_SECRET_ACCESS_KEY"].clone(),
+        None,
+        None,
+        "riffle-dev up",
+    );
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(env["AWS_REGION"].clone()))
+        .credentials_provider(credentials);
+    if let Some(url) = env.get("AWS_ENDPOINT_URL") {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+fn dynamodb(
+    sdk: &aws_config::SdkConfig,
+    env: &HashMap<String, String>,
+) -> aws_sdk_dynamodb::Client {
+    let mut config = aws_sdk_dynamodb::config::Builder::from(sdk);
+    if let Some(url) = env.get("AWS_ENDPOINT_URL_DYNAMODB") {
+        config = config.endpoint_url(url);
+    }
+    aws_sdk_dynamodb::Client::from_conf(config.build())
+}
+
+fn sqs(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> aws_sdk_sqs::Client {
+    let mut config = aws_sdk_sqs::config::Builder::from(sdk);
+    if let Some(url) = env.get("AWS_ENDPOINT_URL_SQS") {
+        config = config.endpoint_url(url);
+    }
+    aws_sdk_sqs::Client::from_conf(config.build())
+}
+
+/// (count, sum) per view key, over all windows.
+async fn view_totals(
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> HashMap<String, (i64, f64)> {
+    let mut totals: HashMap<String, (i64, f64)> = HashMap::new();
+    let mut start = None;
+    loop {
+        let page = dynamo
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            let row = riffle_view::item::parse_item(item).unwrap();
+            let t = totals.entry(row.key.agg_key).or_default();
+            t.0 += row.aggregate.count;
+            t.1 += row.aggregate.sum;
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return totals;
+        }
+    }
+}
