@@ -30,19 +30,31 @@ const DEADLINE: Duration = Duration::from_secs(120);
 const NOT_DRILLED: [(&str, &str); 8] = [
     // A minute behind for five minutes: the evaluation is unit-tested on recorded series
     // (riffle-alarms); here their datapoints are checked to arrive.
-    ("riffle-validator-iterator-age", "needs a minute of lag"),
-    ("riffle-enricher-iterator-age", "needs a minute of lag"),
-    ("riffle-aggregator-iterator-age", "needs a minute of lag"),
-    ("riffle-archiver-iterator-age", "needs a minute of lag"),
+    (
+        "riffle-local-validator-iterator-age",
+        "needs a minute of lag",
+    ),
+    (
+        "riffle-local-enricher-iterator-age",
+        "needs a minute of lag",
+    ),
+    (
+        "riffle-local-aggregator-iterator-age",
+        "needs a minute of lag",
+    ),
+    (
+        "riffle-local-archiver-iterator-age",
+        "needs a minute of lag",
+    ),
     // The local DynamoDB never throttles: no local source (riffle alarms says so).
-    ("riffle-view-throttled", "no local source"),
-    ("riffle-reference-throttled", "no local source"),
-    ("riffle-claims-throttled", "no local source"),
-    ("riffle-schemas-throttled", "no local source"),
+    ("riffle-local-view-throttled", "no local source"),
+    ("riffle-local-reference-throttled", "no local source"),
+    ("riffle-local-claims-throttled", "no local source"),
+    ("riffle-local-schemas-throttled", "no local source"),
 ];
 /// Also without a local source: the registry runs as a server process, not under the
 /// local Lambda runtime, so nothing throttles its invocations.
-const REGISTRY_THROTTLES: &str = "riffle-schema-registry-throttles";
+const REGISTRY_THROTTLES: &str = "riffle-local-schema-registry-throttles";
 
 #[derive(Debug, serde::Deserialize)]
 struct Row {
@@ -198,7 +210,7 @@ async fn every_alarm_fires_from_its_fault() {
         .await
         .unwrap();
     pipeline.produce(&events(&pipeline, 99, 5)).await.unwrap();
-    until_fired(&pipeline, &["riffle-validator-dlq-depth"], &mut fired).await;
+    until_fired(&pipeline, &["riffle-local-validator-dlq-depth"], &mut fired).await;
     pipeline.kill_stage("validator").await.unwrap();
     pipeline.restart_stage("validator").await.unwrap();
 
@@ -215,15 +227,15 @@ async fn every_alarm_fires_from_its_fault() {
     // Events flow through faulty stages: batches fail, invocations and writes are throttled,
     // 30 % of the events are rejected (the threshold is 100 per period).
     let flowing = [
-        "riffle-validator-errors",
-        "riffle-enricher-errors",
-        "riffle-validator-throttles",
-        "riffle-enricher-throttles",
-        "riffle-raw-write-throttled",
-        "riffle-validated-write-throttled",
-        "riffle-enriched-write-throttled",
-        "riffle-validator-rejects",
-        "riffle-aggregator-ingest-to-view-p99",
+        "riffle-local-validator-errors",
+        "riffle-local-enricher-errors",
+        "riffle-local-validator-throttles",
+        "riffle-local-enricher-throttles",
+        "riffle-local-raw-write-throttled",
+        "riffle-local-validated-write-throttled",
+        "riffle-local-enriched-write-throttled",
+        "riffle-local-validator-rejects",
+        "riffle-local-aggregator-ingest-to-view-p99",
     ];
     produce_until_fired(&pipeline, &flowing, &mut fired, 0).await;
 
@@ -245,10 +257,10 @@ async fn every_alarm_fires_from_its_fault() {
             .unwrap();
     }
     let behind = [
-        "riffle-aggregator-errors",
-        "riffle-archiver-errors",
-        "riffle-aggregator-throttles",
-        "riffle-archiver-throttles",
+        "riffle-local-aggregator-errors",
+        "riffle-local-archiver-errors",
+        "riffle-local-aggregator-throttles",
+        "riffle-local-archiver-throttles",
     ];
     produce_until_fired(&pipeline, &behind, &mut fired, 1_000).await;
 
@@ -259,9 +271,9 @@ async fn every_alarm_fires_from_its_fault() {
     until_fired(
         &pipeline,
         &[
-            "riffle-enricher-dlq-depth",
-            "riffle-aggregator-dlq-depth",
-            "riffle-archiver-dlq-depth",
+            "riffle-local-enricher-dlq-depth",
+            "riffle-local-aggregator-dlq-depth",
+            "riffle-local-archiver-dlq-depth",
         ],
         &mut fired,
     )
@@ -291,7 +303,7 @@ async fn every_alarm_fires_from_its_fault() {
         () = asking => {}
         () = until_fired(
             &pipeline,
-            &["riffle-schema-registry-errors", "riffle-schema-registry-server-errors"],
+            &["riffle-local-schema-registry-errors", "riffle-local-schema-registry-server-errors"],
             &mut fired,
         ) => {}
     }

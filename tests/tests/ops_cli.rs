@@ -305,7 +305,7 @@ async fn dead_letters_are_listed_shown_and_redriven() {
     let sdk = emulators.sdk_config().await;
     let infra = riffle_local::project_root().unwrap().join("infra");
     let deployment = riffle_local::provision(&sdk, &infra).await.unwrap();
-    let topology = dlq::topology(&riffle_local::plan(&infra).unwrap());
+    let topology = dlq::topology(&riffle_local::plan(&infra, riffle_local::LOCAL_ENV).unwrap());
     let sqs = riffle_aws::sqs_client(&sdk);
     let kinesis = riffle_aws::kinesis_client(&sdk);
 
@@ -320,7 +320,7 @@ async fn dead_letters_are_listed_shown_and_redriven() {
     for (key, data) in &expected {
         let put = kinesis
             .put_record()
-            .stream_name("riffle-validated")
+            .stream_name("riffle-local-validated")
             .partition_key(key)
             .explicit_hash_key("0")
             .data(aws_sdk_kinesis::primitives::Blob::new(data.clone()))
@@ -369,22 +369,22 @@ async fn dead_letters_are_listed_shown_and_redriven() {
     let depths = dlq::list(&sqs, &topology).await.unwrap();
     let names: Vec<&str> = depths.iter().map(|d| d.queue.name.as_str()).collect();
     for name in [
-        "riffle-rejects",
-        "riffle-validator-dlq",
-        "riffle-enricher-dlq",
-        "riffle-aggregator-dlq",
-        "riffle-archiver-dlq",
+        "riffle-local-rejects",
+        "riffle-local-validator-dlq",
+        "riffle-local-enricher-dlq",
+        "riffle-local-aggregator-dlq",
+        "riffle-local-archiver-dlq",
     ] {
         assert!(names.contains(&name), "{name} listed in {names:?}");
     }
     let enricher = depths
         .iter()
-        .find(|d| d.queue.name == "riffle-enricher-dlq")
+        .find(|d| d.queue.name == "riffle-local-enricher-dlq")
         .unwrap();
     assert_eq!(enricher.queue.stages, vec!["enricher"]);
     assert_eq!(enricher.visible, 2);
     assert!(enricher.error.is_none());
-    assert!(dlq::render_list(&depths).contains("riffle-enricher-dlq"));
+    assert!(dlq::render_list(&depths).contains("riffle-local-enricher-dlq"));
 
     // show: both messages, readable, and left on the queue.
     let url = dlq::resolve_queue(&sqs, &topology, "EnricherDlq")
@@ -399,7 +399,7 @@ async fn dead_letters_are_listed_shown_and_redriven() {
     }
     for needle in [
         "RetryAttemptsExhausted",
-        "riffle-validated",
+        "riffle-local-validated",
         "shardId-000000000000",
         "event ev-dlq-0 subject com.riffle.shop.OrderPlaced source shop-web",
         "event ev-dlq-2",
@@ -415,7 +415,7 @@ async fn dead_letters_are_listed_shown_and_redriven() {
     let again = dlq::list(&sqs, &topology).await.unwrap();
     let visible = again
         .iter()
-        .find(|d| d.queue.name == "riffle-enricher-dlq")
+        .find(|d| d.queue.name == "riffle-local-enricher-dlq")
         .unwrap()
         .visible;
     assert_eq!(visible, 2, "show must not consume");
@@ -425,9 +425,9 @@ async fn dead_letters_are_listed_shown_and_redriven() {
         .await
         .unwrap();
     assert_eq!((dry.messages, dry.redriven, dry.skipped.len()), (2, 1, 1));
-    assert_eq!(dry.records["riffle-validated"], 3);
+    assert_eq!(dry.records["riffle-local-validated"], 3);
     assert_eq!(
-        stream_records(&kinesis, "riffle-validated", 3).await,
+        stream_records(&kinesis, "riffle-local-validated", 3).await,
         expected,
         "nothing put"
     );
@@ -439,7 +439,7 @@ async fn dead_letters_are_listed_shown_and_redriven() {
     assert!(
         done.skipped[0]
             .1
-            .contains("records 1..2 of riffle-validated")
+            .contains("records 1..2 of riffle-local-validated")
             && done.skipped[0].1.contains("no longer on the stream"),
         "{:?}",
         done.skipped
@@ -447,7 +447,7 @@ async fn dead_letters_are_listed_shown_and_redriven() {
     // The same events under the same keys, each with a new origin addressed to the enricher.
     let mut put = redriven(
         &codec,
-        stream_records(&kinesis, "riffle-validated", 6).await,
+        stream_records(&kinesis, "riffle-local-validated", 6).await,
     );
     put.retain(|(_, e)| e.origin.is_some());
     put.sort_by(|a, b| a.0.cmp(&b.0));
@@ -498,7 +498,7 @@ async fn dead_letters_are_listed_shown_and_redriven() {
         .send()
         .await
         .unwrap();
-    let url = dlq::resolve_queue(&sqs, &topology, "riffle-aggregator-dlq")
+    let url = dlq::resolve_queue(&sqs, &topology, "riffle-local-aggregator-dlq")
         .await
         .unwrap();
     let text: String = dlq::show(&sqs, &url, 10)
@@ -512,8 +512,11 @@ async fn dead_letters_are_listed_shown_and_redriven() {
         .await
         .unwrap();
     assert_eq!(done.redriven, 1);
-    assert_eq!(done.records["riffle-enriched"], 2);
-    let put = redriven(&codec, stream_records(&kinesis, "riffle-enriched", 2).await);
+    assert_eq!(done.records["riffle-local-enriched"], 2);
+    let put = redriven(
+        &codec,
+        stream_records(&kinesis, "riffle-local-enriched", 2).await,
+    );
     let mut ids: Vec<String> = put.iter().map(|(_, e)| e.event_id.clone()).collect();
     ids.sort();
     assert_eq!(ids, vec!["ev-dlq-10".to_owned(), "ev-dlq-11".to_owned()]);

@@ -58,7 +58,10 @@ async fn ten_thousand_events_match_the_ground_truth() {
     let metered = |metric: &str| -> u64 {
         riffle_harness::pipeline::STAGES
             .iter()
-            .map(|stage| report.counters.count(&format!("riffle-{stage}"), metric))
+            .map(|stage| {
+                let c = &report.counters;
+                c.count(c.function(stage), metric)
+            })
             .sum()
     };
     let (reads, writes) = (metered("DynamoItemsRead"), metered("DynamoItemsWritten"));
@@ -72,7 +75,8 @@ async fn ten_thousand_events_match_the_ground_truth() {
     // The enricher's reads are its reference cache filling (one per catalogue key and
     // process, a fixed cost that 10,000 events do not yet dilute); everything else is
     // bookkeeping per batch.
-    let reference = report.counters.count("riffle-enricher", "DynamoItemsRead");
+    let reference =
+        (report.counters).count(report.counters.function("enricher"), "DynamoItemsRead");
     assert!(
         (writes as f64) / valid <= 0.05 && ((reads - reference) as f64) / valid <= 0.05,
         "{reads} reads ({reference} of reference data) and {writes} writes for {valid} events"

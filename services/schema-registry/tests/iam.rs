@@ -474,21 +474,24 @@ async fn assumed_role_and_role_arn_forms_match() {
     }
 }
 
-/// The template's environment, resolved with its parameters' defaults by riffle-plan (the
-/// reader riffle-local uses), is a valid `iam` configuration under which each stage's role,
-/// as CloudFormation names it, registers the envelope and nothing else.
+/// The template's environment, resolved by riffle-plan (the reader riffle-local uses) for
+/// environment `dev`, is a valid `iam` configuration under which each stage's role, as
+/// CloudFormation names it in the stack `riffle deploy --env dev` makes
+/// (`riffle-dev-<stage>`), registers the envelope and nothing else; the same stage of another
+/// environment is nobody here.
 #[tokio::test]
 async fn the_template_grants_each_stage_its_envelope_only() {
+    const ENV: &str = "dev";
     let infra = riffle_plan::project_root().unwrap().join("infra");
-    let plan = riffle_plan::plan(&infra).unwrap();
+    let plan = riffle_plan::plan(&infra, ENV).unwrap();
     let spec = plan
         .services
         .iter()
         .find(|s| s.name == "schema-registry")
         .unwrap();
     let exports = [(
-        "riffle-SchemasTableName".to_owned(),
-        "riffle-schemas".to_owned(),
+        format!("riffle-{ENV}-SchemasTableName"),
+        format!("riffle-{ENV}-schemas"),
     )]
     .into();
     let scope = Scope {
@@ -508,7 +511,7 @@ async fn the_template_grants_each_stage_its_envelope_only() {
     let envelope = format!("/subjects/{ENVELOPE_SUBJECT}/versions");
     for stage in ["validator", "enricher", "aggregator", "archiver"] {
         let role = format!(
-            "arn:aws:sts::{LOCAL_ACCOUNT_ID}:assumed-role/riffle-{stage}-Role-1QX2W3E4R5T6/riffle-{stage}"
+            "arn:aws:sts::{LOCAL_ACCOUNT_ID}:assumed-role/riffle-{ENV}-{stage}-Role-1QX2W3E4R5T6/riffle-{ENV}-{stage}"
         );
         let caller = Caller::Arn(&role);
         let reply = call(&app, "POST", &envelope, caller, schema(ENVELOPE_SCHEMA)).await;
@@ -529,9 +532,16 @@ async fn the_template_grants_each_stage_its_envelope_only() {
         .await
         .refused(StatusCode::FORBIDDEN, 40301, "subject 'orders'");
     }
-    // The registry's own role, or any other, is nobody.
-    let other = session("riffle-schema-registry-Role-1QX2W3E4R5T6");
-    call(&app, "GET", "/subjects", Caller::Arn(&other), None)
-        .await
-        .refused(StatusCode::FORBIDDEN, 40301, "granted no access");
+    // The registry's own role, or any other, is nobody; so is another environment's stage.
+    let others = [
+        format!("riffle-{ENV}-schema-registry-Role-1QX2W3E4R5T6"),
+        "riffle-staging-validator-Role-1QX2W3E4R5T6".to_owned(),
+        "riffle-validator-Role-1QX2W3E4R5T6".to_owned(),
+    ];
+    for other in others {
+        let other = session(&other);
+        call(&app, "GET", "/subjects", Caller::Arn(&other), None)
+            .await
+            .refused(StatusCode::FORBIDDEN, 40301, "granted no access");
+    }
 }

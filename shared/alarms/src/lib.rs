@@ -15,12 +15,13 @@
 //!
 //! Dimension values (and actions) are the template's expressions evaluated by
 //! `riffle_plan::template::Template::eval`, with resources named as CloudFormation names
-//! them in a deployment of these templates: `Ref: Function` in a service template is the
-//! function's `FunctionName` (`riffle-validator`); `Ref: ViewTable` is the table's
-//! `TableName` (`riffle-view`), likewise streams and buckets; `Fn::GetAtt: [Queue,
+//! them in a deployment of these templates in the environment asked for (`Env`; the local
+//! twin's is `riffle_plan::LOCAL_ENV`): `Ref: Function` in a service template is the
+//! function's `FunctionName` (`riffle-local-validator`); `Ref: ViewTable` is the table's
+//! `TableName` (`riffle-local-view`), likewise streams and buckets; `Fn::GetAtt: [Queue,
 //! QueueName]` is the queue's name; `Fn::ImportValue` is the platform stack's export
-//! evaluated with those names (`riffle-ViewTableName` is `riffle-view`,
-//! `riffle-AlarmTopicArn` the topic's ARN). ARNs and queue URLs use the local region and
+//! evaluated with those names (`riffle-local-ViewTableName` is `riffle-local-view`,
+//! `riffle-local-AlarmTopicArn` the topic's ARN). ARNs and queue URLs use the local region and
 //! account (`riffle_plan::template::LOCAL_*`).
 
 mod error;

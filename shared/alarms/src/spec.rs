@@ -33,9 +33,10 @@ const UNSUPPORTED: [(&str, &str); 2] = [
 ];
 
 /// Every alarm of `infra_dir/platform.yaml` and `infra_dir/services/*.yaml` (the templates
-/// `riffle_plan::plan` reads), in that order, each template's by logical id.
-pub fn alarms(infra_dir: &Path) -> Result<Vec<AlarmSpec>, AlarmsError> {
-    let plan = riffle_plan::plan(infra_dir)?;
+/// `riffle_plan::plan` reads), in that order, each template's by logical id, with the names
+/// they have in environment `env` (the local twin's is `riffle_plan::LOCAL_ENV`).
+pub fn alarms(infra_dir: &Path, env: &str) -> Result<Vec<AlarmSpec>, AlarmsError> {
+    let plan = riffle_plan::plan(infra_dir, env)?;
     let platform_names = names::platform(&plan)?;
     let exports = names::exports(&plan.platform, &platform_names);
     let scope = Scope {

@@ -288,7 +288,7 @@ async fn create_view_table(
     table: &str,
     infra_dir: &std::path::Path,
 ) -> Result<(), OpsError> {
-    let plan = riffle_plan::plan(infra_dir)?;
+    let plan = riffle_plan::plan(infra_dir, riffle_plan::LOCAL_ENV)?;
     let spec = plan
         .tables
         .iter()

@@ -3,7 +3,8 @@
 //!   real ones do: planned (nothing left behind, nothing uploaded), created, updated with a
 //!   Modify, deployed again with no change, a new build changing only the code key, and a
 //!   failing update ending non-zero through the binary;
-//! - `--plan` of the repository's real templates, which moto's CloudFormation accepts.
+//! - `--plan` of the repository's real templates, which moto's CloudFormation accepts, and
+//!   two environments' platforms created side by side from the real platform template.
 //!
 //! What moto does not do, and so is not tested here: resource events (it reports the stack's
 //! own only), asynchronous failure and rollback (it refuses a bad resource when the change
@@ -351,6 +352,56 @@ async fn plan_of_the_real_templates_against_moto() {
             "{name} left behind"
         );
     }
+    emulators.shutdown().await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Two environments' platforms, created from the repository's real template in one account
+/// and region: each stack gets its own `Env`, and the names CloudFormation reports carry it.
+/// (On AWS, before ADR 0016, the second platform failed with "already exists"; that the two
+/// plans share no name at all is riffle-plan's `two_environments_name_nothing_alike`.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_environments_platforms_live_side_by_side() {
+    let dir = state_dir("deploy-envs");
+    let emulators = Emulators::start(&dir.join("emulators")).await.unwrap();
+    let sdk = emulators.sdk_config().await;
+    let repo = riffle_local::project_root().unwrap();
+    let empty = dir.join("empty-root");
+    std::fs::create_dir_all(&empty).unwrap();
+    let cfn = aws_sdk_cloudformation::Client::new(&sdk);
+    let mut streams = Vec::new();
+    for env in ["dev", "staging"] {
+        let request = Request {
+            env: EnvName::parse(env).unwrap(),
+            code_bucket: None,
+            infra: repo.join("infra"),
+            ..request(&empty, false, &["platform"])
+        };
+        let (result, printed) = run(&sdk, &request).await;
+        let reports = result.unwrap_or_else(|e| panic!("{env}: {e}\n{printed}"));
+        assert_eq!(reports.len(), 1, "{env}: only the platform: {reports:?}");
+        let Outcome::Deployed { status, .. } = &reports[0].outcome else {
+            panic!("{env}: not deployed: {reports:?}\n{printed}");
+        };
+        assert_eq!(status, "CREATE_COMPLETE", "{env}\n{printed}");
+        let stack = format!("riffle-{env}-platform");
+        let params = stack_params(&cfn, &stack).await.unwrap();
+        assert_eq!(
+            params.get("Env").map(String::as_str),
+            Some(env),
+            "{params:?}"
+        );
+        let raw = cfn
+            .describe_stack_resource()
+            .stack_name(&stack)
+            .logical_resource_id("RawStream")
+            .send()
+            .await
+            .unwrap();
+        let physical = raw.stack_resource_detail().unwrap().physical_resource_id();
+        streams.push(physical.unwrap_or_default().to_owned());
+    }
+    assert_eq!(streams, ["riffle-dev-raw", "riffle-staging-raw"]);
     emulators.shutdown().await;
     let _ = std::fs::remove_dir_all(&dir);
 }

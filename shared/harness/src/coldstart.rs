@@ -39,6 +39,9 @@ pub struct StageColdStart {
     pub warm: Vec<Duration>,
     /// Peak RSS per run, KiB.
     pub peak_rss_kib: Vec<u64>,
+    /// Anonymous and file-backed resident memory at the end of each run, KiB.
+    pub rss_anon_kib: Vec<u64>,
+    pub rss_file_kib: Vec<u64>,
     /// User records in the first batch (KPL aggregates unpacked).
     pub first_batch_records: usize,
 }
@@ -99,6 +102,8 @@ pub async fn run(
             first_answer: Vec::new(),
             warm: Vec::new(),
             peak_rss_kib: Vec::new(),
+            rss_anon_kib: Vec::new(),
+            rss_file_kib: Vec::new(),
             first_batch_records: riffle_runtime::deaggregate::expand(first.clone())
                 .records
                 .len(),
@@ -128,6 +133,8 @@ pub async fn run(
                 figures.init.push(cold.init);
                 figures.first_answer.push(cold.first_answer);
                 figures.peak_rss_kib.push(cold.peak_rss_kib);
+                figures.rss_anon_kib.push(cold.rss_anon_kib);
+                figures.rss_file_kib.push(cold.rss_file_kib);
             }
             instance.stop().await;
         }
@@ -146,8 +153,17 @@ pub fn render(results: &[StageColdStart], release: bool) -> String {
         if release { "release" } else { "debug" }
     );
     out.push_str(&format!(
-        "{:<11} {:>5} {:>8} {:>14} {:>14} {:>14} {:>12} {:>12}\n",
-        "stage", "runs", "records", "init p50", "first p50", "first max", "warm p50", "peak RSS"
+        "{:<11} {:>5} {:>8} {:>11} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10}\n",
+        "stage",
+        "runs",
+        "records",
+        "init p50",
+        "first p50",
+        "first max",
+        "warm p50",
+        "peak RSS",
+        "anon",
+        "file"
     ));
     for r in results {
         let ms = |d: Option<Duration>| {
@@ -157,7 +173,7 @@ pub fn render(results: &[StageColdStart], release: bool) -> String {
             )
         };
         out.push_str(&format!(
-            "{:<11} {:>5} {:>8} {:>14} {:>14} {:>14} {:>12} {:>12}\n",
+            "{:<11} {:>5} {:>8} {:>11} {:>11} {:>11} {:>10} {:>10} {:>10} {:>10}\n",
             r.stage,
             r.init.len(),
             r.first_batch_records,
@@ -165,13 +181,20 @@ pub fn render(results: &[StageColdStart], release: bool) -> String {
             ms(median(&r.first_answer)),
             ms(r.first_answer.iter().max().copied()),
             ms(median(&r.warm)),
-            r.peak_rss_kib.iter().max().map_or_else(
-                || "-".to_owned(),
-                |k| format!("{:.1} MiB", *k as f64 / 1024.0)
-            ),
+            mib(&r.peak_rss_kib),
+            mib(&r.rss_anon_kib),
+            mib(&r.rss_file_kib),
         ));
     }
     out
+}
+
+/// The largest of `kib`, in MiB.
+fn mib(kib: &[u64]) -> String {
+    kib.iter().max().map_or_else(
+        || "-".to_owned(),
+        |k| format!("{:.1} MiB", *k as f64 / 1024.0),
+    )
 }
 
 fn median(values: &[Duration]) -> Option<Duration> {

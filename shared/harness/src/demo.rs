@@ -307,11 +307,10 @@ impl RejectsCollector {
 pub fn figures(report: &Report, source: &str) -> riffle_cli::cost::Figures {
     let c = &report.counters;
     let valid = report.truth.valid().max(1) as f64;
-    let function = |stage: &str| format!("riffle-{stage}");
     let per_event = |metric: &str| -> f64 {
         STAGES
             .iter()
-            .map(|stage| c.get(&function(stage), metric))
+            .map(|stage| c.get(c.function(stage), metric))
             .sum::<f64>()
             / valid
     };
@@ -332,8 +331,8 @@ pub fn figures(report: &Report, source: &str) -> riffle_cli::cost::Figures {
             .iter()
             .map(|stage| riffle_cli::cost::StageFigures {
                 stage: (*stage).to_owned(),
-                batches: c.count(&function(stage), names::BATCHES) as f64 / valid,
-                handler_ms: c.get(&function(stage), names::HANDLER_MS) / valid,
+                batches: c.count(c.function(stage), names::BATCHES) as f64 / valid,
+                handler_ms: c.get(c.function(stage), names::HANDLER_MS) / valid,
             })
             .collect(),
     }
@@ -376,19 +375,19 @@ pub fn render(report: &Report) -> String {
             _ => (names::ROWS_ARCHIVED, names::RECORDS_PARKED),
         };
         // The runtime reports under the function's name, the handler under the stage's.
-        let function = format!("riffle-{stage}");
+        let function = c.function(stage);
         line(format!(
             "{:<12} {:>8} {:>8} {:>8} {:>7} {:>10.0} {:>9.0} {:>9} {:>9} {:>8}",
             stage,
             c.count(stage, names::RECORDS_IN),
             c.count(stage, out_metric),
             c.count(stage, rejected_metric),
-            c.count(&function, names::BATCHES),
-            c.get(&function, names::HANDLER_MS),
-            c.max(&function, names::ITERATOR_AGE_MS),
-            c.count(&function, names::DYNAMO_ITEMS_READ),
-            c.count(&function, names::DYNAMO_ITEMS_WRITTEN),
-            c.count(&function, names::KINESIS_PUT_UNITS),
+            c.count(function, names::BATCHES),
+            c.get(function, names::HANDLER_MS),
+            c.max(function, names::ITERATOR_AGE_MS),
+            c.count(function, names::DYNAMO_ITEMS_READ),
+            c.count(function, names::DYNAMO_ITEMS_WRITTEN),
+            c.count(function, names::KINESIS_PUT_UNITS),
         ));
     }
     line("  (aggregator out = view item writes; archiver out = rows archived; max-age = largest iterator age; ddb = DynamoDB items read by key and written, bookkeeping of the local event source mapping included; put-units = Kinesis PUT payload units)".into());
@@ -429,7 +428,7 @@ pub fn render(report: &Report) -> String {
     let per_event = |metric: &str| -> f64 {
         STAGES
             .iter()
-            .map(|stage| c.get(&format!("riffle-{stage}"), metric))
+            .map(|stage| c.get(c.function(stage), metric))
             .sum::<f64>()
             / valid
     };

@@ -24,4 +24,4 @@ pub use emulators::{Emulators, tools_dir};
 pub use error::LocalError;
 pub use provision::{Deployment, REGISTRY_URL_EXPORT, local_registry_env, provision};
 pub use riffle_plan::{CHECKPOINT_TABLE, EsmSettings};
-pub use riffle_plan::{plan, project_root};
+pub use riffle_plan::{LOCAL_ENV, plan, project_root};

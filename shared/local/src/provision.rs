@@ -12,16 +12,16 @@ use std::time::Duration;
 
 use aws_config::SdkConfig;
 
-use serde_yaml_ng::Value;
-
 use crate::error::LocalError;
 use riffle_plan::model::{BucketSpec, EsmSpec, QueueSpec, StreamSpec, TableSpec};
 use riffle_plan::template::{Attrs, LOCAL_ACCOUNT_ID, Scope, Template};
 use riffle_plan::{CHECKPOINT_TABLE, EsmSettings, ServiceSpec, plan};
 
-/// The export the stages import the registry's URL from; locally it exists only once the
-/// registry process listens, so the caller sets it with [`Deployment::set_export`].
-pub const REGISTRY_URL_EXPORT: &str = "riffle-RegistryUrl";
+/// The export the stages import the registry's URL from (`riffle-${Env}-RegistryUrl` with
+/// `Env` = [`riffle_plan::LOCAL_ENV`]; tests/provision.rs holds the two together); locally it
+/// exists only once the registry process listens, so the caller sets it with
+/// [`Deployment::set_export`].
+pub const REGISTRY_URL_EXPORT: &str = "riffle-local-RegistryUrl";
 /// Environment variable holding a service's [`EsmSettings`] as JSON.
 pub const ESM_ENV: &str = "RIFFLE_ESM";
 /// How long to wait for a new stream to become ACTIVE.
@@ -77,7 +77,7 @@ fn find<'a>(list: &'a [LocalResource], key: &str) -> Option<&'a LocalResource> {
 }
 
 impl Deployment {
-    /// A stream's name by logical id (`RawStream`) or name (`riffle-raw`).
+    /// A stream's name by logical id (`RawStream`) or name (`riffle-local-raw`).
     pub fn stream_name(&self, key: &str) -> Option<&str> {
         find(&self.streams, key).map(|r| r.name.as_str())
     }
@@ -131,7 +131,7 @@ impl Deployment {
         self.services.keys().map(String::as_str)
     }
 
-    /// The function name of a service (`riffle-validator`).
+    /// The function name of a service (`riffle-local-validator`).
     pub fn function_name(&self, service: &str) -> Option<&str> {
         self.services
             .get(service)
@@ -166,11 +166,16 @@ impl Deployment {
         let mut env = Vec::with_capacity(spec.env.len() + 1);
         for (name, value) in &spec.env {
             let resolved = spec.template.eval(value, scope).map_err(|message| {
-                match value.get("Fn::ImportValue").and_then(Value::as_str) {
+                // The import's name as CloudFormation resolves it (`riffle-${Env}-RegistryUrl`
+                // is `riffle-local-RegistryUrl` here).
+                let import = value
+                    .get("Fn::ImportValue")
+                    .and_then(|name| spec.template.eval(name, scope).ok());
+                match import {
                     Some(import) => LocalError::UnresolvedImport {
                         service: service.to_owned(),
                         variable: name.clone(),
-                        import: import.to_owned(),
+                        import,
                     },
                     None => spec
                         .template
@@ -190,7 +195,7 @@ impl Deployment {
 /// Creates everything the templates under `infra_dir` declare, on the endpoints `sdk`
 /// points at, plus the local checkpoint table. Safe to run again on the same emulators.
 pub async fn provision(sdk: &SdkConfig, infra_dir: &Path) -> Result<Deployment, LocalError> {
-    let plan = plan(infra_dir)?;
+    let plan = plan(infra_dir, riffle_plan::LOCAL_ENV)?;
     let kinesis = aws_sdk_kinesis::Client::new(sdk);
     let dynamo = aws_sdk_dynamodb::Client::new(sdk);
     let s3 = aws_sdk_s3::Client::from_conf(

@@ -21,7 +21,7 @@ async fn provisioning_creates_what_the_templates_declare() {
     let emulators = Emulators::start(&dir).await.unwrap();
     let sdk = emulators.sdk_config().await;
     let infra = root.join("infra");
-    let expected = plan(&infra).unwrap();
+    let expected = plan(&infra, riffle_plan::LOCAL_ENV).unwrap();
 
     let mut deployment = provision(&sdk, &infra).await.unwrap();
     // A second run on the same emulators changes nothing and does not fail.
@@ -50,7 +50,7 @@ async fn provisioning_creates_what_the_templates_declare() {
         assert_eq!(spec.shard_count, 2, "platform default ShardCount");
     }
     assert_eq!(
-        deployment.export("riffle-RawStreamArn"),
+        deployment.export("riffle-local-RawStreamArn"),
         deployment.stream_arn("RawStream")
     );
 
@@ -79,7 +79,7 @@ async fn provisioning_creates_what_the_templates_declare() {
     }
     let ttl = dynamo
         .describe_time_to_live()
-        .table_name("riffle-view")
+        .table_name("riffle-local-view")
         .send()
         .await
         .unwrap();
@@ -102,7 +102,7 @@ async fn provisioning_creates_what_the_templates_declare() {
     let bucket = deployment.bucket_name("ArchiveBucket").unwrap().to_owned();
     assert_eq!(
         Some(bucket.as_str()),
-        deployment.export("riffle-ArchiveBucketName")
+        deployment.export("riffle-local-ArchiveBucketName")
     );
     let lifecycle = s3
         .get_bucket_lifecycle_configuration()
@@ -183,6 +183,7 @@ async fn provisioning_creates_what_the_templates_declare() {
             "validator",
             vec![
                 "RIFFLE_CLAIMS_TABLE",
+                "RIFFLE_ENV",
                 "RIFFLE_OUTPUT_STREAM",
                 "RIFFLE_REGISTRY_SIGV4",
                 "RIFFLE_REGISTRY_URL",
@@ -194,6 +195,7 @@ async fn provisioning_creates_what_the_templates_declare() {
             vec![
                 "RIFFLE_CLAIMS_TABLE",
                 "RIFFLE_DLQ_URL",
+                "RIFFLE_ENV",
                 "RIFFLE_OUTPUT_STREAM",
                 "RIFFLE_REFERENCE_CACHE_TTL_SECS",
                 "RIFFLE_REFERENCE_TABLE",
@@ -207,6 +209,7 @@ async fn provisioning_creates_what_the_templates_declare() {
                 "RIFFLE_CLAIMS_TABLE",
                 "RIFFLE_DEDUP_WINDOW_HOURS",
                 "RIFFLE_DLQ_URL",
+                "RIFFLE_ENV",
                 "RIFFLE_REGISTRY_SIGV4",
                 "RIFFLE_REGISTRY_URL",
                 "RIFFLE_VIEW_TABLE",
@@ -221,6 +224,7 @@ async fn provisioning_creates_what_the_templates_declare() {
                 "RIFFLE_CLAIMS_TABLE",
                 "RIFFLE_DEDUP_WINDOW_HOURS",
                 "RIFFLE_DLQ_URL",
+                "RIFFLE_ENV",
                 "RIFFLE_REGISTRY_SIGV4",
                 "RIFFLE_REGISTRY_URL",
             ],
@@ -228,10 +232,26 @@ async fn provisioning_creates_what_the_templates_declare() {
     ]
     .into();
     let sources = [
-        ("validator", "riffle-raw", "riffle-validator-dlq"),
-        ("enricher", "riffle-validated", "riffle-enricher-dlq"),
-        ("aggregator", "riffle-enriched", "riffle-aggregator-dlq"),
-        ("archiver", "riffle-enriched", "riffle-archiver-dlq"),
+        (
+            "validator",
+            "riffle-local-raw",
+            "riffle-local-validator-dlq",
+        ),
+        (
+            "enricher",
+            "riffle-local-validated",
+            "riffle-local-enricher-dlq",
+        ),
+        (
+            "aggregator",
+            "riffle-local-enriched",
+            "riffle-local-aggregator-dlq",
+        ),
+        (
+            "archiver",
+            "riffle-local-enriched",
+            "riffle-local-archiver-dlq",
+        ),
     ];
     for (service, stream, dlq) in sources {
         let env: BTreeMap<String, String> = deployment
@@ -251,7 +271,16 @@ async fn provisioning_creates_what_the_templates_declare() {
         let esm: EsmSettings = serde_json::from_str(&env[ESM_ENV]).unwrap();
         assert_eq!(&esm, deployment.esm(service).unwrap());
         assert_eq!(esm.stream_name, stream);
-        assert_eq!(esm.function_name, format!("riffle-{service}"));
+        // The local event source mapping's checkpoints are keyed by this name: the local
+        // environment's, never a deployed one's.
+        assert_eq!(
+            esm.function_name,
+            format!("riffle-{}-{service}", riffle_plan::LOCAL_ENV)
+        );
+        assert_eq!(
+            deployment.function_name(service),
+            Some(esm.function_name.as_str())
+        );
         assert_eq!(
             esm.on_failure_queue_url.as_deref(),
             deployment.queue_url(dlq)
@@ -268,10 +297,10 @@ async fn provisioning_creates_what_the_templates_declare() {
         .unwrap()
         .into_iter()
         .collect();
-    assert_eq!(validator["RIFFLE_OUTPUT_STREAM"], "riffle-validated");
+    assert_eq!(validator["RIFFLE_OUTPUT_STREAM"], "riffle-local-validated");
     assert_eq!(
         Some(validator["RIFFLE_REJECTS_QUEUE_URL"].as_str()),
-        deployment.queue_url("riffle-rejects")
+        deployment.queue_url("riffle-local-rejects")
     );
     assert_eq!(validator["RIFFLE_REGISTRY_URL"], "http://127.0.0.1:9/");
     // Passed through as on AWS: a local stage signing with the emulators' static credentials
@@ -293,15 +322,16 @@ async fn provisioning_creates_what_the_templates_declare() {
         .into_iter()
         .collect();
     assert_eq!(registry["RIFFLE_REGISTRY_AUTH"], "iam");
-    assert!(registry["RIFFLE_REGISTRY_SUBJECT_WRITERS"].contains("riffle-validator-Role-*"));
+    assert!(registry["RIFFLE_REGISTRY_SUBJECT_WRITERS"].contains("riffle-local-validator-Role-*"));
     let local =
         riffle_local::local_registry_env(deployment.service_env("schema-registry").unwrap());
     assert_eq!(
         local,
         [
+            ("RIFFLE_ENV".to_owned(), riffle_plan::LOCAL_ENV.to_owned()),
             (
                 "RIFFLE_REGISTRY_TABLE".to_owned(),
-                "riffle-schemas".to_owned()
+                "riffle-local-schemas".to_owned()
             ),
             ("RIFFLE_REGISTRY_AUTH".to_owned(), "none".to_owned())
         ]

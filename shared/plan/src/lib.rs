@@ -19,4 +19,14 @@ pub mod template;
 pub use error::PlanError;
 pub use model::{CHECKPOINT_TABLE, EsmSettings, EsmSpec, Plan, QueueSpec, ServiceSpec};
 pub use read::plan;
+
+/// The template parameter every stack declares and every physical name and export carries
+/// (`riffle-${Env}-raw`, `riffle-${Env}-KeyArn`; ADR 0016).
+pub const ENV_PARAMETER: &str = "Env";
+
+/// The environment the local twin evaluates the templates with: `riffle-local-raw`,
+/// `riffle-local-validator`, ... Not the templates' default (`dev`), so a name seen in a local
+/// run never looks like one of a deployed environment. `riffle deploy` refuses nothing by
+/// this name; it is simply not one to deploy.
+pub const LOCAL_ENV: &str = "local";
 pub use root::project_root;

@@ -20,6 +20,8 @@ pub use riffle_aws::esm::StartingPosition;
 /// The pure reading of all templates: what provisioning will create.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// The environment the templates were evaluated for (their `Env` parameter).
+    pub env: String,
     pub platform: Template,
     pub streams: Vec<StreamSpec>,
     pub tables: Vec<TableSpec>,

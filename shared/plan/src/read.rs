@@ -23,9 +23,15 @@ const QUEUE_ATTRIBUTES: [&str; 8] = [
     "ContentBasedDeduplication",
 ];
 
-/// Reads `infra_dir/platform.yaml` and every `infra_dir/services/*.yaml` (pure).
-pub fn plan(infra_dir: &Path) -> Result<Plan, PlanError> {
-    let platform = Template::load(&infra_dir.join("platform.yaml"))?;
+/// Reads `infra_dir/platform.yaml` and every `infra_dir/services/*.yaml` (pure), each
+/// evaluated with its `Env` parameter set to `env` (the local twin passes
+/// [`crate::LOCAL_ENV`]).
+///
+/// # Errors
+/// A template that is unreadable, uses what the reader does not support, or declares no
+/// `Env` parameter (its names would then collide across environments).
+pub fn plan(infra_dir: &Path, env: &str) -> Result<Plan, PlanError> {
+    let platform = load(&infra_dir.join("platform.yaml"), env)?;
     let no_resources = BTreeMap::new();
     let no_exports = BTreeMap::new();
     let scope = Scope {
@@ -119,10 +125,11 @@ pub fn plan(infra_dir: &Path) -> Result<Plan, PlanError> {
         .collect();
     files.sort();
     for file in files {
-        services.push(service_spec(&file)?);
+        services.push(service_spec(&file, env)?);
     }
 
     Ok(Plan {
+        env: env.to_owned(),
         platform,
         streams,
         tables,
@@ -130,6 +137,13 @@ pub fn plan(infra_dir: &Path) -> Result<Plan, PlanError> {
         queues,
         services,
     })
+}
+
+/// A template with its `Env` set.
+fn load(file: &Path, env: &str) -> Result<Template, PlanError> {
+    let mut template = Template::load(file)?;
+    template.set_parameter(crate::ENV_PARAMETER, env)?;
+    Ok(template)
 }
 
 fn sub_map(p: &Mapping, name: &str) -> Option<Mapping> {
@@ -217,8 +231,8 @@ fn bucket_spec(
     })
 }
 
-fn service_spec(file: &Path) -> Result<ServiceSpec, PlanError> {
-    let template = Template::load(file)?;
+fn service_spec(file: &Path, env: &str) -> Result<ServiceSpec, PlanError> {
+    let template = load(file, env)?;
     let name = file
         .file_stem()
         .and_then(|s| s.to_str())
@@ -415,6 +429,7 @@ pub(crate) fn check_esm(
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+    use crate::LOCAL_ENV;
     use crate::template::LOCAL_ACCOUNT_ID;
 
     fn infra() -> PathBuf {
@@ -423,7 +438,7 @@ mod tests {
 
     #[test]
     fn plan_reads_the_platform_template() {
-        let plan = plan(&infra()).unwrap();
+        let plan = plan(&infra(), LOCAL_ENV).unwrap();
         let streams: Vec<(&str, i32)> = plan
             .streams
             .iter()
@@ -432,15 +447,15 @@ mod tests {
         assert_eq!(
             streams,
             [
-                ("riffle-enriched", 2),
-                ("riffle-raw", 2),
-                ("riffle-validated", 2)
+                ("riffle-local-enriched", 2),
+                ("riffle-local-raw", 2),
+                ("riffle-local-validated", 2)
             ]
         );
         let view = plan
             .tables
             .iter()
-            .find(|t| t.name == "riffle-view")
+            .find(|t| t.name == "riffle-local-view")
             .unwrap();
         assert_eq!(
             view.key_schema,
@@ -454,7 +469,7 @@ mod tests {
         let schemas = plan
             .tables
             .iter()
-            .find(|t| t.name == "riffle-schemas")
+            .find(|t| t.name == "riffle-local-schemas")
             .unwrap();
         assert_eq!(schemas.key_schema.len(), 2);
 
@@ -463,7 +478,10 @@ mod tests {
             .iter()
             .find(|b| b.logical == "ArchiveBucket")
             .unwrap();
-        assert_eq!(bucket.name, format!("riffle-archive-{LOCAL_ACCOUNT_ID}"));
+        assert_eq!(
+            bucket.name,
+            format!("riffle-archive-local-{LOCAL_ACCOUNT_ID}")
+        );
         assert_eq!(bucket.public_access_block, Some([true; 4]));
         assert!(bucket.sse_kms && bucket.bucket_key_enabled);
         let rule = &bucket.lifecycle[0];
@@ -479,11 +497,11 @@ mod tests {
         assert_eq!(
             queues,
             [
-                "riffle-aggregator-dlq",
-                "riffle-archiver-dlq",
-                "riffle-enricher-dlq",
-                "riffle-rejects",
-                "riffle-validator-dlq"
+                "riffle-local-aggregator-dlq",
+                "riffle-local-archiver-dlq",
+                "riffle-local-enricher-dlq",
+                "riffle-local-rejects",
+                "riffle-local-validator-dlq"
             ]
         );
         for q in &plan.queues {
@@ -493,7 +511,7 @@ mod tests {
 
     #[test]
     fn plan_reads_every_service_template() {
-        let plan = plan(&infra()).unwrap();
+        let plan = plan(&infra(), LOCAL_ENV).unwrap();
         let names: Vec<&str> = plan.services.iter().map(|s| s.name.as_str()).collect();
         assert_eq!(
             names,
@@ -510,10 +528,10 @@ mod tests {
             .iter()
             .find(|s| s.name == "validator")
             .unwrap();
-        assert_eq!(validator.function_name, "riffle-validator");
+        assert_eq!(validator.function_name, "riffle-local-validator");
         assert_eq!((validator.memory_mb, validator.timeout_s), (512, 60));
         let esm = validator.esm.as_ref().unwrap();
-        assert_eq!(esm.settings.function_name, "riffle-validator");
+        assert_eq!(esm.settings.function_name, "riffle-local-validator");
         assert_eq!(esm.settings.batch_size, 500);
         assert!(esm.settings.bisect_batch_on_function_error);
         assert!(esm.settings.report_batch_item_failures);
@@ -529,7 +547,67 @@ mod tests {
             .find(|s| s.name == "schema-registry")
             .unwrap();
         assert!(registry.esm.is_none());
-        assert_eq!(registry.env[0].0, "RIFFLE_REGISTRY_TABLE");
+        assert!(
+            registry
+                .env
+                .iter()
+                .any(|(k, _)| k == "RIFFLE_REGISTRY_TABLE")
+        );
+        // Every function learns its environment (its metrics' Env dimension) from `Env`.
+        let (no_resources, no_exports) = (BTreeMap::new(), BTreeMap::new());
+        let scope = Scope {
+            resources: &no_resources,
+            exports: &no_exports,
+        };
+        for s in &plan.services {
+            let (_, env) = s.env.iter().find(|(k, _)| k == "RIFFLE_ENV").unwrap();
+            assert_eq!(
+                s.template.eval(env, scope).unwrap(),
+                LOCAL_ENV,
+                "{}",
+                s.name
+            );
+        }
+    }
+
+    /// Two environments' plans share no physical name: what lets them live side by side in
+    /// one account (ADR 0016).
+    #[test]
+    fn two_environments_name_nothing_alike() {
+        let names = |env: &str| -> BTreeMap<String, String> {
+            let p = plan(&infra(), env).unwrap();
+            let mut out = BTreeMap::new();
+            let all = p.streams.iter().map(|s| (&s.logical, &s.name));
+            let all = all.chain(p.tables.iter().map(|t| (&t.logical, &t.name)));
+            let all = all.chain(p.buckets.iter().map(|b| (&b.logical, &b.name)));
+            let all = all.chain(p.queues.iter().map(|q| (&q.logical, &q.name)));
+            let all = all.chain(p.services.iter().map(|s| (&s.name, &s.function_name)));
+            for (logical, name) in all {
+                assert!(name.contains(env), "{logical}: {name} does not carry {env}");
+                out.insert(name.clone(), logical.clone());
+            }
+            out
+        };
+        let (dev, staging) = (names("dev"), names("staging"));
+        assert_eq!(dev.len(), staging.len());
+        let shared: Vec<&String> = dev.keys().filter(|n| staging.contains_key(*n)).collect();
+        assert!(shared.is_empty(), "both environments name {shared:?}");
+    }
+
+    #[test]
+    fn a_template_without_env_is_refused() {
+        let dir = std::env::temp_dir().join(format!("riffle-plan-env-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("services")).unwrap();
+        let text = std::fs::read_to_string(infra().join("platform.yaml"))
+            .unwrap()
+            .replacen("  Env:\n", "  Environment:\n", 1);
+        std::fs::write(dir.join("platform.yaml"), text).unwrap();
+        let err = plan(&dir, LOCAL_ENV).unwrap_err().to_string();
+        let _ = std::fs::remove_dir_all(&dir);
+        assert!(
+            err.contains("platform.yaml") && err.contains("no parameter Env"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -598,7 +676,7 @@ mod tests {
             .unwrap()
             .replace("BatchSize: 500", "BatchSize: 20000");
         std::fs::write(services.join("validator.yaml"), text).unwrap();
-        let err = plan(&dir).unwrap_err().to_string();
+        let err = plan(&dir, LOCAL_ENV).unwrap_err().to_string();
         let _ = std::fs::remove_dir_all(&dir);
         assert!(err.contains("validator.yaml"), "{err}");
         assert!(

@@ -1,6 +1,7 @@
 //! Reading the CloudFormation templates under `infra/` (pure: no I/O beyond the file read).
 //!
-//! Only what local provisioning needs is understood: parameters with defaults, resources
+//! Only what local provisioning needs is understood: parameters with their defaults or a
+//! value set for them ([`Template::set_parameter`], e.g. `Env`), resources
 //! by type, outputs with exports, and the long-form intrinsics `Ref`, `Fn::Sub`,
 //! `Fn::GetAtt`, `Fn::ImportValue` and `Fn::Join`. Anything else is a typed error naming
 //! the file and resource, never a silent guess.
@@ -23,6 +24,9 @@ pub const LOCAL_PARTITION: &str = "aws";
 #[derive(Debug, Clone)]
 pub struct Template {
     file: PathBuf,
+    /// Every declared parameter, with or without a default.
+    declared: Vec<String>,
+    /// The values `Ref` sees: defaults, then what [`Template::set_parameter`] gave.
     parameters: BTreeMap<String, Value>,
     resources: BTreeMap<String, Resource>,
     outputs: BTreeMap<String, Output>,
@@ -80,8 +84,10 @@ impl Template {
             .ok_or_else(|| err(None, "top level is not a mapping".to_owned()))?;
 
         let mut parameters = BTreeMap::new();
+        let mut declared = Vec::new();
         for (name, spec) in section(root, "Parameters") {
             let name = key(name).ok_or_else(|| err(None, "parameter name not a string".into()))?;
+            declared.push(name.to_owned());
             if let Some(default) = spec.get("Default") {
                 parameters.insert(name.to_owned(), default.clone());
             }
@@ -123,10 +129,31 @@ impl Template {
 
         Ok(Template {
             file: file.to_path_buf(),
+            declared,
             parameters,
             resources,
             outputs,
         })
+    }
+
+    /// Gives a declared parameter a value, as a stack's parameter would: `Ref` and `${Name}`
+    /// then see it instead of the default (riffle-local sets `Env` to
+    /// [`crate::LOCAL_ENV`]).
+    ///
+    /// # Errors
+    /// [`PlanError::Template`] when the template declares no such parameter: a value for a
+    /// parameter nothing reads would be silently ignored, as CloudFormation refuses it.
+    pub fn set_parameter(&mut self, name: &str, value: &str) -> Result<(), PlanError> {
+        if !self.declared.iter().any(|d| d == name) {
+            return Err(PlanError::Template {
+                file: self.file.clone(),
+                resource: None,
+                message: format!("no parameter {name} is declared"),
+            });
+        }
+        self.parameters
+            .insert(name.to_owned(), Value::String(value.to_owned()));
+        Ok(())
     }
 
     pub fn file(&self) -> &Path {
@@ -414,6 +441,51 @@ mod tests {
         assert!(t.eval(&v("Fn::ImportValue: nope"), scope).is_err());
         assert!(t.eval(&v("Fn::If: [a, b, c]"), scope).is_err());
         assert!(t.eval(&v("Ref: Missing"), EMPTY).is_err());
+    }
+
+    /// `${Env}` in a `Fn::Sub` (both forms) and in an import's name follows the value set
+    /// for the parameter, not its default; an undeclared parameter cannot be set.
+    #[test]
+    fn a_set_parameter_replaces_the_default_everywhere() {
+        let mut t = parse(
+            "Parameters:\n  Env:\n    Type: String\n    Default: dev\n  Bare:\n    Type: String\n\
+             Resources:\n  R:\n    Type: X\n",
+        );
+        let v = |y: &str| serde_yaml_ng::from_str::<Value>(y).unwrap();
+        let name = v("Fn::Sub: riffle-${Env}-raw");
+        assert_eq!(t.eval(&name, EMPTY).unwrap(), "riffle-dev-raw");
+        assert!(
+            t.eval(&v("Ref: Bare"), EMPTY).is_err(),
+            "no default, no value"
+        );
+
+        t.set_parameter("Env", "local").unwrap();
+        t.set_parameter("Bare", "b").unwrap();
+        assert_eq!(t.eval(&name, EMPTY).unwrap(), "riffle-local-raw");
+        assert_eq!(t.eval(&v("Ref: Bare"), EMPTY).unwrap(), "b");
+        assert_eq!(
+            t.eval(
+                &v("Fn::Sub: [\"${P}/${AWS::Region}/${Env}\", {P: {Ref: Env}}]"),
+                EMPTY
+            )
+            .unwrap(),
+            "local/us-east-1/local"
+        );
+        let exports = [("riffle-local-KeyArn".to_owned(), "arn:key".to_owned())].into();
+        let scope = Scope {
+            resources: &BTreeMap::new(),
+            exports: &exports,
+        };
+        assert_eq!(
+            t.eval(
+                &v("Fn::ImportValue: {Fn::Sub: 'riffle-${Env}-KeyArn'}"),
+                scope
+            )
+            .unwrap(),
+            "arn:key"
+        );
+        let err = t.set_parameter("Envv", "x").unwrap_err().to_string();
+        assert!(err.contains("t.yaml") && err.contains("Envv"), "{err}");
     }
 
     #[test]

@@ -23,8 +23,15 @@ use tracing_subscriber::EnvFilter;
 
 /// CloudWatch namespace of every Riffle metric.
 pub const NAMESPACE: &str = "Riffle";
-/// The one dimension every Riffle metric carries.
+/// The dimension every Riffle metric carries: which service emitted it.
 pub const SERVICE_DIMENSION: &str = "Service";
+/// The dimension a Riffle metric carries next to [`SERVICE_DIMENSION`] when its process knows
+/// its environment ([`ENV_VAR`]): two environments in one account then never add up in one
+/// series, and an alarm filters on both (ADR 0016).
+pub const ENV_DIMENSION: &str = "Env";
+/// The variable holding the environment's name (`dev`, `local`): each function's template
+/// sets it from its `Env` parameter, so locally it is `riffle_plan::LOCAL_ENV` too.
+pub const ENV_VAR: &str = "RIFFLE_ENV";
 /// EMF limit: metric definitions per directive.
 pub const EMF_MAX_METRICS_PER_DIRECTIVE: usize = 100;
 /// EMF limit: values in one metric's array.
@@ -76,18 +83,32 @@ struct Entry {
 #[derive(Debug)]
 pub struct Metrics {
     service: Cow<'static, str>,
+    /// The [`ENV_DIMENSION`] value; `None`: the line carries `Service` alone.
+    env: Option<Cow<'static, str>>,
     // A Vec keeps the order of first use, so lines read the same way every time; there are
     // only a handful of metrics per line, so a linear search beats a map.
     entries: Vec<Entry>,
 }
 
 impl Metrics {
-    /// Metrics for `service` (the value of the `Service` dimension).
+    /// Metrics for `service` (the value of the `Service` dimension) in the environment of
+    /// this process ([`ENV_VAR`], read once; unset or empty: no `Env` dimension, as for a
+    /// process no template started, such as a test or the local harness's producer).
     pub fn new(service: impl Into<Cow<'static, str>>) -> Self {
+        static PROCESS_ENV: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        let env = PROCESS_ENV
+            .get_or_init(|| std::env::var(ENV_VAR).ok().filter(|e| !e.trim().is_empty()));
         Self {
             service: service.into(),
+            env: env.as_deref().map(Cow::Borrowed),
             entries: Vec::new(),
         }
+    }
+
+    /// The same metrics in environment `env` instead of the process's (`None`: none).
+    pub fn with_env(mut self, env: Option<impl Into<Cow<'static, str>>>) -> Self {
+        self.env = env.map(Into::into);
+        self
     }
 
     fn entry(&mut self, name: Cow<'static, str>, unit: Unit) -> &mut Entry {
@@ -140,6 +161,10 @@ impl Metrics {
         if self.entries.is_empty() {
             return None;
         }
+        let dimensions = match self.env {
+            Some(_) => json!([[SERVICE_DIMENSION, ENV_DIMENSION]]),
+            None => json!([[SERVICE_DIMENSION]]),
+        };
         let directives: Vec<Value> = self
             .entries
             .chunks(EMF_MAX_METRICS_PER_DIRECTIVE)
@@ -150,7 +175,7 @@ impl Metrics {
                     .collect();
                 json!({
                     "Namespace": NAMESPACE,
-                    "Dimensions": [[SERVICE_DIMENSION]],
+                    "Dimensions": dimensions,
                     "Metrics": metrics,
                 })
             })
@@ -164,6 +189,9 @@ impl Metrics {
             SERVICE_DIMENSION.to_owned(),
             Value::String(self.service.to_string()),
         );
+        if let Some(env) = &self.env {
+            root.insert(ENV_DIMENSION.to_owned(), Value::String(env.to_string()));
+        }
         for e in &self.entries {
             let value = match e.values.as_slice() {
                 [one] => number(*one),
@@ -214,6 +242,8 @@ pub const METRICS_STORE_ENV: &str = "RIFFLE_METRICS_STORE";
 pub struct EmfRecord {
     /// Value of the `Service` dimension.
     pub service: String,
+    /// Value of the `Env` dimension; `None` on a line without it.
+    pub env: Option<String>,
     /// The line's `_aws.Timestamp` (epoch ms); 0 when it has none.
     pub timestamp_ms: i64,
     /// `(metric name, value)` pairs in the order of the metric definitions.
@@ -237,6 +267,10 @@ pub fn parse_emf_line(line: &str) -> Option<EmfRecord> {
     let root: Value = serde_json::from_str(line.trim()).ok()?;
     let directives = root.get("_aws")?.get("CloudWatchMetrics")?.as_array()?;
     let service = root.get(SERVICE_DIMENSION)?.as_str()?.to_owned();
+    let env = root
+        .get(ENV_DIMENSION)
+        .and_then(Value::as_str)
+        .map(str::to_owned);
     let timestamp_ms = root
         .get("_aws")
         .and_then(|a| a.get("Timestamp"))
@@ -271,6 +305,7 @@ pub fn parse_emf_line(line: &str) -> Option<EmfRecord> {
     }
     Some(EmfRecord {
         service,
+        env,
         timestamp_ms,
         values,
     })
@@ -301,7 +336,7 @@ mod tests {
 
     #[test]
     fn line_has_the_emf_shape() {
-        let mut m = Metrics::new("validator");
+        let mut m = Metrics::new("validator").with_env(None::<&str>);
         m.count("RecordsIn", 500);
         m.millis("HandlerMs", 12.5);
         let line = m.to_line(1_700_000_000_000).unwrap();
@@ -319,6 +354,28 @@ mod tests {
         assert!(line.contains("\"RecordsIn\":500,") || line.ends_with("\"RecordsIn\":500}"));
         assert_eq!(v["HandlerMs"], json!(12.5));
         assert!(!line.contains('\n'));
+    }
+
+    /// With an environment, the line's one dimension set is `[Service, Env]`, so an alarm on
+    /// `{Service, Env}` matches it, and reading it back gives the environment.
+    #[test]
+    fn an_environment_is_a_second_dimension() {
+        let mut m = Metrics::new("validator").with_env(Some("staging"));
+        m.count("Rejected", 2);
+        let line = m.to_line(1).unwrap();
+        let v: Value = serde_json::from_str(&line).unwrap();
+        let directive = &v["_aws"]["CloudWatchMetrics"][0];
+        assert_eq!(directive["Dimensions"], json!([["Service", "Env"]]));
+        assert_eq!(
+            (&v["Service"], &v["Env"]),
+            (&json!("validator"), &json!("staging"))
+        );
+        let rec = parse_emf_line(&line).unwrap();
+        assert_eq!(rec.env.as_deref(), Some("staging"));
+        let mut without = Metrics::new("validator").with_env(None::<&str>);
+        without.count("Rejected", 1);
+        let rec = parse_emf_line(&without.to_line(1).unwrap()).unwrap();
+        assert_eq!(rec.env, None);
     }
 
     #[test]

@@ -177,9 +177,12 @@ mod tests {
     /// Where an alarm sends its notifications: the platform's topic, by reference inside the
     /// platform stack and by import everywhere else.
     const TOPIC_IN_PLATFORM: &str = "Ref: AlarmTopic";
-    const TOPIC_IMPORTED: &str = "Fn::ImportValue: riffle-AlarmTopicArn";
-    /// The topic policy lets only alarms named `riffle-*` publish.
-    const ALARM_NAME_PREFIX: &str = "riffle-";
+    const TOPIC_IMPORTED: &str = "Fn::ImportValue: Fn::Sub: riffle-${Env}-AlarmTopicArn";
+    /// The topic policy lets only alarms named `riffle-<env>-*` publish.
+    const ALARM_NAME_PREFIX: &str = "riffle-${Env}-";
+    /// What an alarm's name carries and its runbook anchor does not: one runbook serves every
+    /// environment (ADR 0016).
+    const ENV_PART: &str = "${Env}-";
     const TREAT_MISSING_DATA: [&str; 4] = ["breaching", "notBreaching", "ignore", "missing"];
 
     fn root() -> PathBuf {
@@ -252,16 +255,26 @@ mod tests {
         out
     }
 
-    /// The scalar after `key:` on the first line that starts with it, unquoted.
+    /// The scalar after `key:` on the first line that starts with it, unquoted; for a
+    /// `key:` alone on its line, the text of the `Fn::Sub:` on the next (`riffle-${Env}-raw`),
+    /// or that next line as it is (`Fn::ImportValue:`).
     fn value<'a>(lines: &[&'a str], key: &str) -> Option<&'a str> {
-        lines.iter().find_map(|l| {
-            let rest = l.trim_start().strip_prefix(key)?.strip_prefix(':')?;
-            Some(rest.trim().trim_matches('"'))
+        lines.iter().enumerate().find_map(|(i, l)| {
+            let rest = l.trim_start().strip_prefix(key)?.strip_prefix(':')?.trim();
+            let rest = match rest {
+                "" => {
+                    let next = lines.get(i + 1)?.trim();
+                    next.strip_prefix("Fn::Sub:").map_or(next, str::trim)
+                }
+                _ => rest,
+            };
+            Some(rest.trim_matches('"'))
         })
     }
 
-    /// The items of the list under `key:`.
-    fn list<'a>(lines: &[&'a str], key: &str) -> Vec<&'a str> {
+    /// The items of the list under `key:`; an item that is an intrinsic over an intrinsic
+    /// (`- Fn::ImportValue:` then `Fn::Sub: ...`) as one line, `Fn::ImportValue: Fn::Sub: ...`.
+    fn list(lines: &[&str], key: &str) -> Vec<String> {
         let Some(at) = lines
             .iter()
             .position(|l| l.trim_start() == format!("{key}:"))
@@ -269,10 +282,22 @@ mod tests {
             return Vec::new();
         };
         let depth = indent(lines[at]);
-        lines[at + 1..]
+        let body: Vec<&str> = lines[at + 1..]
             .iter()
             .take_while(|l| indent(l) > depth)
-            .filter_map(|l| l.trim_start().strip_prefix("- "))
+            .copied()
+            .collect();
+        body.iter()
+            .enumerate()
+            .filter_map(|(i, l)| {
+                let item = l.trim_start().strip_prefix("- ")?;
+                match body.get(i + 1) {
+                    Some(next) if item.ends_with(':') && !next.trim_start().starts_with("- ") => {
+                        Some(format!("{item} {}", next.trim()))
+                    }
+                    _ => Some(item.to_owned()),
+                }
+            })
             .collect()
     }
 
@@ -367,25 +392,37 @@ mod tests {
         out
     }
 
+    /// What a Riffle metric's `Env` dimension must say: the stack's own `Env`, as an alarm
+    /// (`Value:` then `Ref: Env`, read as no literal) or the dashboard (`${Env}`) writes it.
+    const ENV_VALUES: [Option<&str>; 2] = [None, Some("${Env}")];
+
     /// What is wrong with one metric reference: a name nothing emits, an unknown namespace,
-    /// or (Riffle's own) other dimensions than the one `Service` the services emit with, or
-    /// a `Service` that is not `service` (an alarm's own service) or no service at all.
+    /// or (Riffle's own) other dimensions than the `Service` and `Env` the services emit
+    /// with, an `Env` not the stack's, or a `Service` that is not `service` (an alarm's own
+    /// service) or no service at all.
     fn metric_problem(m: &MetricRef, services: &[String], service: Option<&str>) -> Option<String> {
         if m.namespace == crate::NAMESPACE {
             if !ALL.contains(&m.name.as_str()) {
                 return Some(format!("{}: nothing emits it", m.name));
             }
-            let [(dim, value)] = m.dimensions.as_slice() else {
+            let [(dim, value), (env_dim, env)] = m.dimensions.as_slice() else {
                 return Some(format!(
-                    "{}: dimensions {:?}, not just Service",
+                    "{}: dimensions {:?}, not Service and Env",
                     m.name, m.dimensions
                 ));
             };
-            if dim != crate::SERVICE_DIMENSION {
+            if dim != crate::SERVICE_DIMENSION || env_dim != crate::ENV_DIMENSION {
                 return Some(format!(
-                    "{}: dimension {dim}, not {}",
+                    "{}: dimensions {dim}, {env_dim}, not {}, {}",
                     m.name,
-                    crate::SERVICE_DIMENSION
+                    crate::SERVICE_DIMENSION,
+                    crate::ENV_DIMENSION
+                ));
+            }
+            if !ENV_VALUES.contains(&env.as_deref()) {
+                return Some(format!(
+                    "{}: Env = {env:?}, not the stack's own (Ref: Env)",
+                    m.name
                 ));
             }
             let value = value.as_deref().unwrap_or("");
@@ -468,7 +505,10 @@ mod tests {
         let riffle = |name: &str, dim: &str, value: &str| MetricRef {
             namespace: crate::NAMESPACE.to_owned(),
             name: name.to_owned(),
-            dimensions: vec![(dim.to_owned(), Some(value.to_owned()))],
+            dimensions: vec![
+                (dim.to_owned(), Some(value.to_owned())),
+                ("Env".to_owned(), None),
+            ],
         };
         let own = Some("validator");
         assert!(
@@ -489,6 +529,14 @@ mod tests {
         assert!(
             metric_problem(&riffle(REJECTED, "Service", "validatr"), &services, None).is_some()
         );
+        // Without Env the alarm would add up every environment's series (or, as the services
+        // emit with Env, match none); with a literal one, another environment's.
+        let mut no_env = riffle(REJECTED, "Service", "validator");
+        no_env.dimensions.pop();
+        assert!(metric_problem(&no_env, &services, own).is_some());
+        let mut fixed_env = riffle(REJECTED, "Service", "validator");
+        fixed_env.dimensions[1].1 = Some("prod".to_owned());
+        assert!(metric_problem(&fixed_env, &services, own).is_some());
         let aws = |namespace: &str, name: &str| MetricRef {
             namespace: namespace.to_owned(),
             name: name.to_owned(),
@@ -521,7 +569,7 @@ mod tests {
                 topic_defined = resources
                     .iter()
                     .any(|r| r.logical == "AlarmTopic" && r.kind == "AWS::SNS::Topic")
-                    && text.contains("Name: riffle-AlarmTopicArn");
+                    && text.contains("Fn::Sub: riffle-${Env}-AlarmTopicArn");
             }
             let topic = if here {
                 TOPIC_IN_PLATFORM
@@ -556,18 +604,20 @@ mod tests {
                 {
                     problem("no TreatMissingData".into());
                 }
-                let link = format!("docs/runbook.md#{name}");
+                // The runbook's entry is the name without its environment.
+                let anchor = name.replacen(ENV_PART, "", 1);
+                let link = format!("docs/runbook.md#{anchor}");
                 if !value(&r.lines, "AlarmDescription").is_some_and(|d| d.contains(&link)) {
                     problem(format!("AlarmDescription does not name {link}"));
                 }
-                if !headings.contains(format!("`{name}`").as_str()) {
-                    problem(format!("docs/runbook.md has no heading `{name}`"));
+                if !headings.contains(format!("`{anchor}`").as_str()) {
+                    problem(format!("docs/runbook.md has no heading `{anchor}`"));
                 }
             }
         }
         assert!(
             topic_defined,
-            "no AWS::SNS::Topic AlarmTopic exported as riffle-AlarmTopicArn"
+            "no AWS::SNS::Topic AlarmTopic exported as riffle-${{Env}}-AlarmTopicArn"
         );
         assert!(problems.is_empty(), "{}", problems.join("\n"));
         assert!(!names.is_empty(), "no alarms under infra/");
@@ -610,10 +660,10 @@ mod tests {
                         && value(&group.lines, "KmsKeyId").is_some(),
                     "{at}: log group without retention or key"
                 );
-                let depends = value(&f.lines, "DependsOn").map(|d| vec![d]);
+                let depends = value(&f.lines, "DependsOn").map(|d| vec![d.to_owned()]);
                 let depends = depends.unwrap_or_else(|| list(&f.lines, "DependsOn"));
                 assert!(
-                    depends.contains(&group.logical),
+                    depends.iter().any(|d| d == group.logical),
                     "{at}: not DependsOn its log group"
                 );
                 assert_eq!(

@@ -20,8 +20,8 @@
 //!   are not told apart;
 //! - `arn:PARTITION:iam::ACCOUNT:user/[PATH/]NAME`: an IAM user.
 //!
-//! NAME may end in `*`, a prefix (`role/riffle-validator-Role-*` is every role CloudFormation
-//! names for the `Role` of a stack called `riffle-validator`); `*` nowhere else. The path is
+//! NAME may end in `*`, a prefix (`role/riffle-dev-validator-Role-*` is every role CloudFormation
+//! names for the `Role` of a stack called `riffle-dev-validator`); `*` nowhere else. The path is
 //! ignored: a caller's assumed-role ARN does not carry it, and a name is unique within its
 //! account whatever the path. Names compare without regard to ASCII case, as IAM keeps them
 //! unique that way. Root, federated users and other principals match no entry.

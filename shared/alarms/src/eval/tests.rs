@@ -53,7 +53,11 @@ fn recorded(points: &[(i64, f64)]) -> Recorded {
 }
 
 fn the_templates() -> Vec<AlarmSpec> {
-    crate::alarms(&riffle_plan::project_root().unwrap().join("infra")).unwrap()
+    crate::alarms(
+        &riffle_plan::project_root().unwrap().join("infra"),
+        riffle_plan::LOCAL_ENV,
+    )
+    .unwrap()
 }
 
 fn named(name: &str) -> AlarmSpec {
@@ -200,8 +204,12 @@ fn sum_maximum_and_p99_of_the_same_periods() {
 
 #[test]
 fn the_p99_alarm_of_the_templates_ignores_one_outlier_in_a_hundred() {
-    let a = named("riffle-aggregator-ingest-to-view-p99");
-    let latency = MetricId::new("Riffle", "IngestToViewMs", &[("Service", "aggregator")]);
+    let a = named("riffle-local-aggregator-ingest-to-view-p99");
+    let latency = MetricId::new(
+        "Riffle",
+        "IngestToViewMs",
+        &[("Service", "aggregator"), ("Env", "local")],
+    );
     let run = |outliers: i64| {
         let mut r = Recorded::new();
         for minute in 0..5 {
@@ -221,7 +229,7 @@ fn the_p99_alarm_of_the_templates_ignores_one_outlier_in_a_hundred() {
 }
 
 fn view_throttles(reads: &[(i64, f64)], writes: &[(i64, f64)]) -> Recorded {
-    let table = [("TableName", "riffle-view")];
+    let table = [("TableName", "riffle-local-view")];
     let mut r = Recorded::new();
     for (metric, points) in [
         ("ReadThrottleEvents", reads),
@@ -236,7 +244,7 @@ fn view_throttles(reads: &[(i64, f64)], writes: &[(i64, f64)]) -> Recorded {
 
 #[test]
 fn the_math_alarm_fills_the_missing_side() {
-    let a = named("riffle-view-throttled");
+    let a = named("riffle-local-view-throttled");
     // Reads throttled in minutes 0..3, writes never: FILL makes writes 0, not missing.
     let reads = [(0, 2.0), (MINUTE, 1.0), (2 * MINUTE, 4.0)];
     let e = evaluate(&a, &view_throttles(&reads, &[]), NOW);
@@ -257,7 +265,7 @@ fn the_math_alarm_fills_the_missing_side() {
     assert_eq!((e.state, e.breaching), (State::Ok, 2));
     // A sample under another dimension set (per operation) is another metric.
     let mut other = Recorded::new();
-    let per_op = [("TableName", "riffle-view"), ("Operation", "PutItem")];
+    let per_op = [("TableName", "riffle-local-view"), ("Operation", "PutItem")];
     for minute in 0..5 {
         other.record(
             &MetricId::new("AWS/DynamoDB", "WriteThrottleEvents", &per_op),
@@ -271,7 +279,7 @@ fn the_math_alarm_fills_the_missing_side() {
 
 #[test]
 fn without_fill_a_missing_side_is_a_missing_datapoint() {
-    let mut a = named("riffle-view-throttled");
+    let mut a = named("riffle-local-view-throttled");
     let AlarmMetric::Math { queries, .. } = &mut a.metric else {
         panic!("a math alarm");
     };
@@ -315,8 +323,12 @@ fn periods_align_to_the_epoch_and_end_now() {
 #[test]
 fn the_current_partial_period_counts() {
     // Rejected, Sum over 5 minutes > 100: ten seconds into a period, 101 rejects page.
-    let a = named("riffle-validator-rejects");
-    let rejected = MetricId::new("Riffle", "Rejected", &[("Service", "validator")]);
+    let a = named("riffle-local-validator-rejects");
+    let rejected = MetricId::new(
+        "Riffle",
+        "Rejected",
+        &[("Service", "validator"), ("Env", "local")],
+    );
     let start = T0 + 5 * 5 * MINUTE;
     let mut r = Recorded::new();
     r.record(&rejected, start - 1, 500.0);

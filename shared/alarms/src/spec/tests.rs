@@ -4,14 +4,14 @@ use std::path::PathBuf;
 
 use super::*;
 
-const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:riffle-alarms";
+const TOPIC: &str = "arn:aws:sns:us-east-1:123456789012:riffle-local-alarms";
 
 fn infra() -> PathBuf {
     riffle_plan::project_root().unwrap().join("infra")
 }
 
 fn all() -> Vec<AlarmSpec> {
-    alarms(&infra()).unwrap()
+    alarms(&infra(), riffle_plan::LOCAL_ENV).unwrap()
 }
 
 fn named<'a>(all: &'a [AlarmSpec], name: &str) -> &'a AlarmSpec {
@@ -27,7 +27,16 @@ fn every_alarm_of_the_templates_is_read() {
     names.dedup();
     assert_eq!(names.len(), 28, "alarm names are unique");
     for a in &all {
-        assert!(a.name.starts_with("riffle-"), "{}", a.name);
+        assert!(a.name.starts_with("riffle-local-"), "{}", a.name);
+        // One runbook for every environment: the entry is the name without the environment.
+        let anchor = a.name.replacen("riffle-local-", "riffle-", 1);
+        assert!(
+            a.description
+                .as_deref()
+                .is_some_and(|d| d.ends_with(&format!("Runbook: docs/runbook.md#{anchor}"))),
+            "{}",
+            a.name
+        );
         assert!(a.actions_enabled, "{}", a.name);
         assert_eq!(a.alarm_actions, [TOPIC], "{}", a.name);
         assert_eq!(a.ok_actions, [TOPIC], "{}", a.name);
@@ -52,12 +61,12 @@ fn every_alarm_of_the_templates_is_read() {
 #[test]
 fn a_single_metric_alarm_is_read_exactly() {
     let all = all();
-    let errors = named(&all, "riffle-validator-errors");
+    let errors = named(&all, "riffle-local-validator-errors");
     let expected = AlarmSpec {
         logical: "ErrorsAlarm".into(),
-        name: "riffle-validator-errors".into(),
+        name: "riffle-local-validator-errors".into(),
         description: Some(
-            "riffle-validator failed whole batches in 3 of the last 5 minutes. \
+            "riffle-local-validator failed whole batches in 3 of the last 5 minutes. \
              Runbook: docs/runbook.md#riffle-validator-errors"
                 .into(),
         ),
@@ -74,7 +83,7 @@ fn a_single_metric_alarm_is_read_exactly() {
             metric: MetricId::new(
                 "AWS/Lambda",
                 "Errors",
-                &[("FunctionName", "riffle-validator")],
+                &[("FunctionName", "riffle-local-validator")],
             ),
             period_secs: 60,
             stat: Stat::Sum,
@@ -86,25 +95,29 @@ fn a_single_metric_alarm_is_read_exactly() {
 #[test]
 fn thresholds_from_parameters_percentiles_and_defaults() {
     let all = all();
-    let p99 = named(&all, "riffle-aggregator-ingest-to-view-p99");
+    let p99 = named(&all, "riffle-local-aggregator-ingest-to-view-p99");
     assert_eq!(p99.threshold, 3000.0);
     assert_eq!(p99.comparison, Comparison::GreaterThan);
     assert_eq!(
         p99.metric,
         AlarmMetric::Single {
-            metric: MetricId::new("Riffle", "IngestToViewMs", &[("Service", "aggregator")]),
+            metric: MetricId::new(
+                "Riffle",
+                "IngestToViewMs",
+                &[("Service", "aggregator"), ("Env", "local")]
+            ),
             period_secs: 60,
             stat: Stat::Percentile(99.0),
         }
     );
-    let rejects = named(&all, "riffle-validator-rejects");
+    let rejects = named(&all, "riffle-local-validator-rejects");
     assert_eq!(rejects.threshold, 100.0);
     assert_eq!(
         (rejects.evaluation_periods, rejects.datapoints_to_alarm),
         (1, 1)
     );
     assert_eq!(rejects.metric.period_secs(), 300);
-    let age = named(&all, "riffle-enricher-iterator-age");
+    let age = named(&all, "riffle-local-enricher-iterator-age");
     assert_eq!((age.evaluation_periods, age.datapoints_to_alarm), (5, 5));
 }
 
@@ -117,29 +130,29 @@ fn dimension_values_are_the_deployed_names() {
     };
     let one = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
     assert_eq!(
-        dimension("riffle-validator-dlq-depth"),
-        one("QueueName", "riffle-validator-dlq")
+        dimension("riffle-local-validator-dlq-depth"),
+        one("QueueName", "riffle-local-validator-dlq")
     );
     assert_eq!(
-        dimension("riffle-raw-write-throttled"),
-        one("StreamName", "riffle-raw")
+        dimension("riffle-local-raw-write-throttled"),
+        one("StreamName", "riffle-local-raw")
     );
     assert_eq!(
-        dimension("riffle-schema-registry-throttles"),
-        one("FunctionName", "riffle-schema-registry")
+        dimension("riffle-local-schema-registry-throttles"),
+        one("FunctionName", "riffle-local-schema-registry")
     );
 }
 
 #[test]
 fn a_math_alarm_is_read_exactly() {
     let all = all();
-    let view = named(&all, "riffle-view-throttled");
+    let view = named(&all, "riffle-local-view-throttled");
     let stat = |id: &str, name: &str| Query {
         id: id.into(),
         label: None,
         return_data: false,
         body: QueryBody::Metric {
-            metric: MetricId::new("AWS/DynamoDB", name, &[("TableName", "riffle-view")]),
+            metric: MetricId::new("AWS/DynamoDB", name, &[("TableName", "riffle-local-view")]),
             period_secs: 60,
             stat: Stat::Sum,
         },

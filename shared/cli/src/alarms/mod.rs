@@ -100,8 +100,8 @@ pub async fn run(args: &AlarmsArgs) -> Result<String, OpsError> {
         Some(dir) => dir.clone(),
         None => riffle_plan::project_root()?.join("infra"),
     };
-    let specs = riffle_alarms::alarms(&infra)?;
-    let wiring = Wiring::from_plan(&riffle_plan::plan(&infra)?);
+    let specs = riffle_alarms::alarms(&infra, riffle_plan::LOCAL_ENV)?;
+    let wiring = Wiring::from_plan(&riffle_plan::plan(&infra, riffle_plan::LOCAL_ENV)?);
     let now_ms = now_ms();
     let queues = queue_depths(&queues_named(&specs, &wiring), now_ms).await;
     let source = LocalMetrics::new(wiring, &records, queues);

@@ -2,7 +2,10 @@
 //! [`MetricSource`] `riffle alarms` evaluates over, and where each named metric comes from.
 //!
 //! [`Wiring::locate`] maps a metric of an alarm to what the local stack measures:
-//! - `Riffle` with exactly `{Service: s}`: that metric of the metrics store's lines of `s`;
+//! - `Riffle` with exactly `{Service: s, Env: e}`, `e` the plan's environment: that metric of
+//!   the metrics store's lines of `s` in `e` (the local processes get `RIFFLE_ENV` from their
+//!   templates, so theirs is `riffle_plan::LOCAL_ENV`); lines of another environment count
+//!   for nothing, lines without one (the harness's producers) only where no `Env` is asked;
 //! - `AWS/Lambda` `{FunctionName: f}`: `Errors`, `IteratorAge`, `Throttles` are the local
 //!   Lambda runtime's `BatchErrors`, `IteratorAgeMs`, `Throttles` of service `f` (its lines
 //!   carry the function name). The registry is a server process locally, not under that
@@ -21,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use riffle_alarms::{AlarmMetric, AlarmSpec, MetricId, MetricSource, QueryBody, Sample};
 use riffle_plan::Plan;
-use riffle_telemetry::{EmfRecord, NAMESPACE, SERVICE_DIMENSION, names};
+use riffle_telemetry::{ENV_DIMENSION, EmfRecord, NAMESPACE, SERVICE_DIMENSION, names};
 
 use crate::dlq::topology;
 
@@ -58,6 +61,8 @@ pub enum Located {
 /// Which local services stand for which AWS resources, read from the plan.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Wiring {
+    /// The environment the plan was read for: the `Env` of the metrics found here.
+    pub env: String,
     /// Stream name -> the services whose lines count the writes to it.
     pub stream_writers: BTreeMap<String, BTreeSet<String>>,
     /// Function name -> the service its local server process meters as, for functions
@@ -94,6 +99,7 @@ impl Wiring {
             .map(|s| (s.function_name.clone(), s.name.clone()))
             .collect();
         Wiring {
+            env: plan.env.clone(),
             stream_writers,
             servers,
         }
@@ -102,12 +108,22 @@ impl Wiring {
     /// Where `metric` is measured locally (see the module docs).
     pub fn locate(&self, metric: &MetricId) -> Located {
         match (metric.namespace.as_str(), metric.name.as_str()) {
-            (NAMESPACE, name) => match only(metric, SERVICE_DIMENSION) {
-                Some(service) => Located::emf(service, name),
-                None => Located::Nowhere(format!(
-                    "local {NAMESPACE} metrics carry one dimension, {SERVICE_DIMENSION}"
-                )),
-            },
+            (NAMESPACE, name) => {
+                let service = metric.dimensions.get(SERVICE_DIMENSION);
+                let env = metric.dimensions.get(ENV_DIMENSION);
+                match (service, env, metric.dimensions.len()) {
+                    (Some(service), Some(env), 2) if *env == self.env => {
+                        Located::emf(service, name)
+                    }
+                    (Some(_), Some(env), 2) => Located::Nowhere(format!(
+                        "{ENV_DIMENSION} {env}: the local metrics are environment {}'s",
+                        self.env
+                    )),
+                    _ => Located::Nowhere(format!(
+                        "local {NAMESPACE} metrics carry two dimensions, {SERVICE_DIMENSION} and {ENV_DIMENSION}"
+                    )),
+                }
+            }
             (LAMBDA, _) => self.lambda(metric),
             (SQS, QUEUE_DEPTH) => match only(metric, "QueueName") {
                 Some(queue) => Located::Queue(queue.to_owned()),
@@ -214,7 +230,9 @@ impl LocalMetrics {
         queues: BTreeMap<String, QueueReading>,
     ) -> LocalMetrics {
         let mut series: BTreeMap<(String, String), Vec<Sample>> = BTreeMap::new();
-        for record in records {
+        // Another environment's lines (a store shared by mistake) are not this one's.
+        let others = |r: &&EmfRecord| r.env.as_ref().is_some_and(|e| *e != wiring.env);
+        for record in records.iter().filter(|r| !others(r)) {
             for (name, value) in &record.values {
                 let key = (record.service.clone(), name.clone());
                 series.entry(key).or_default().push(Sample {

@@ -330,7 +330,9 @@ pub async fn deploy(
             .deploy_stack(target, info, &planned_exports, out)
             .await?;
         if matches!(report.outcome, Outcome::Planned(_) | Outcome::Awaits(_)) {
-            planned_exports.extend(info.exports.iter().cloned());
+            // Exports are read as written (`riffle-${Env}-KeyArn`); CloudFormation's reasons
+            // name them resolved.
+            planned_exports.extend(info.exports.iter().map(|e| request.env.resolve(e)));
         }
         reports.push(report);
     }
@@ -701,18 +703,26 @@ mod tests {
 
     #[test]
     fn a_missing_export_of_a_planned_stack_is_waited_for_not_failed() {
-        let planned = BTreeSet::from(["riffle-KeyArn".to_string()]);
+        // The platform's export as its template writes it, resolved for the environment as
+        // CloudFormation names it in its reason.
+        let env = EnvName::parse("dev").unwrap();
+        let planned = BTreeSet::from([env.resolve("riffle-${Env}-KeyArn")]);
         assert_eq!(
-            awaits_export("No export named riffle-KeyArn found.", &planned),
-            Some("riffle-KeyArn".into())
+            awaits_export("No export named riffle-dev-KeyArn found.", &planned),
+            Some("riffle-dev-KeyArn".into())
         );
         assert_eq!(
-            awaits_export("FAILED: No export named riffle-KeyArn found", &planned),
-            Some("riffle-KeyArn".into())
+            awaits_export("FAILED: No export named riffle-dev-KeyArn found", &planned),
+            Some("riffle-dev-KeyArn".into())
         );
-        // Exported by nobody in this run: a real failure (a typo, a stack never deployed).
+        // Exported by nobody in this run: a real failure (a typo, a stack never deployed,
+        // another environment's export).
         assert_eq!(
-            awaits_export("No export named riffle-KyeArn found.", &planned),
+            awaits_export("No export named riffle-dev-KyeArn found.", &planned),
+            None
+        );
+        assert_eq!(
+            awaits_export("No export named riffle-staging-KeyArn found.", &planned),
             None
         );
         assert_eq!(awaits_export("Template format error", &planned), None);

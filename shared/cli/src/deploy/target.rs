@@ -11,8 +11,9 @@ use serde_yaml_ng::Value;
 
 use super::DeployError;
 
-/// Longest environment name: it goes into stack names and, once the templates carry it, into
-/// resource names with tight limits of their own (SQS queue names 80, S3 bucket names 63).
+/// Longest environment name: it goes into stack names and into every resource name (ADR
+/// 0016), some with tight limits of their own: S3 bucket names 63 (the longest,
+/// `riffle-archive-logs-<env>-<account>`, is 49 at 16), SQS queue names 80.
 pub const ENV_MAX_LEN: usize = 16;
 
 /// The name of the platform stack's entry on the command line and in stack names.
@@ -41,6 +42,13 @@ impl EnvName {
     /// The CloudFormation stack name of one stack of this environment.
     pub fn stack_name(&self, stack: &str) -> String {
         format!("riffle-{}-{stack}", self.0)
+    }
+
+    /// A name as a template writes it in a `Fn::Sub` (`riffle-${Env}-KeyArn`) as
+    /// CloudFormation names it in this environment (`riffle-dev-KeyArn`), e.g. in
+    /// "No export named riffle-dev-KeyArn found".
+    pub fn resolve(&self, pattern: &str) -> String {
+        pattern.replace("${Env}", &self.0)
     }
 }
 
@@ -391,6 +399,65 @@ Outputs:
     Export:
       Name: riffle-ValidatorFunctionArn
 ";
+
+    /// Every template's `Env` parameter takes exactly what `--env` takes, so CloudFormation
+    /// never refuses a name the CLI let through (nor the other way round), and its default is
+    /// a valid name.
+    #[test]
+    fn every_template_env_pattern_is_what_env_name_accepts() {
+        let infra = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../infra");
+        let samples = [
+            "dev",
+            "staging",
+            "prod",
+            "a",
+            "a1",
+            "team-b",
+            "x-2-y",
+            "abcdefghijklmnop",
+            "abcdefghijklmnopq",
+            "",
+            "-dev",
+            "dev-",
+            "Dev",
+            "1dev",
+            "dev_1",
+            "dév",
+            "dev.1",
+            "de v",
+        ];
+        let targets = catalogue(&infra).unwrap();
+        assert!(targets.len() > 1);
+        for target in &targets {
+            let text = std::fs::read_to_string(&target.template).unwrap();
+            let root: Value = serde_yaml_ng::from_str(&text).unwrap();
+            let env = &root["Parameters"]["Env"];
+            let at = target.template.display();
+            assert_eq!(env["Type"].as_str(), Some("String"), "{at}");
+            let default = env["Default"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{at}: no default"));
+            assert!(EnvName::parse(default).is_ok(), "{at}: default {default}");
+            let pattern = env["AllowedPattern"].as_str().unwrap();
+            assert!(env["ConstraintDescription"].as_str().is_some(), "{at}");
+            // CloudFormation matches the whole value; the pattern must anchor itself.
+            let re = regex::Regex::new(pattern).unwrap();
+            for name in samples {
+                assert_eq!(
+                    re.is_match(name),
+                    EnvName::parse(name).is_ok(),
+                    "{at}: {pattern} and --env disagree on {name:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn resolve_fills_in_the_environment() {
+        let env = EnvName::parse("staging").unwrap();
+        assert_eq!(env.resolve("riffle-${Env}-KeyArn"), "riffle-staging-KeyArn");
+        assert_eq!(env.resolve("riffle-KeyArn"), "riffle-KeyArn");
+    }
 
     #[test]
     fn template_info_reads_parameters_exports_and_imports() {

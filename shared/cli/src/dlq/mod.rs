@@ -57,7 +57,7 @@ enum DlqCommand {
     List,
     /// Print messages readably without consuming them.
     Show {
-        /// Queue name (riffle-enricher-dlq), template logical id (EnricherDlq) or URL.
+        /// Queue name (riffle-local-enricher-dlq), template logical id (EnricherDlq) or URL.
         queue: String,
         /// Most messages to print.
         #[arg(long, default_value_t = 10)]
@@ -86,7 +86,7 @@ async fn run_command(args: DlqArgs) -> Result<String, OpsError> {
         Some(dir) => dir,
         None => riffle_plan::project_root()?.join("infra"),
     };
-    let topology = topology(&riffle_plan::plan(&infra)?);
+    let topology = topology(&riffle_plan::plan(&infra, riffle_plan::LOCAL_ENV)?);
     let sdk = riffle_aws::sdk_config().await;
     let sqs = riffle_aws::sqs_client(&sdk);
     match args.command {
@@ -153,7 +153,7 @@ mod tests {
 
     #[test]
     fn the_templates_name_every_queue_and_who_writes_it() {
-        let t = topology(&riffle_plan::plan(&infra()).unwrap());
+        let t = topology(&riffle_plan::plan(&infra(), riffle_plan::LOCAL_ENV).unwrap());
         let by_name: BTreeMap<&str, Vec<&str>> = t
             .queues
             .iter()
@@ -164,15 +164,18 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(by_name["riffle-rejects"], vec!["validator"]);
-        assert_eq!(by_name["riffle-validator-dlq"], vec!["validator"]);
-        assert_eq!(by_name["riffle-enricher-dlq"], vec!["enricher"]);
-        assert_eq!(by_name["riffle-aggregator-dlq"], vec!["aggregator"]);
-        assert_eq!(by_name["riffle-archiver-dlq"], vec!["archiver"]);
-        assert_eq!(t.stage_streams["validator"], "riffle-raw");
-        assert_eq!(t.stage_streams["enricher"], "riffle-validated");
-        assert_eq!(t.stage_streams["archiver"], "riffle-enriched");
-        assert_eq!(t.stage_of_stream("riffle-validated"), Some("enricher"));
+        assert_eq!(by_name["riffle-local-rejects"], vec!["validator"]);
+        assert_eq!(by_name["riffle-local-validator-dlq"], vec!["validator"]);
+        assert_eq!(by_name["riffle-local-enricher-dlq"], vec!["enricher"]);
+        assert_eq!(by_name["riffle-local-aggregator-dlq"], vec!["aggregator"]);
+        assert_eq!(by_name["riffle-local-archiver-dlq"], vec!["archiver"]);
+        assert_eq!(t.stage_streams["validator"], "riffle-local-raw");
+        assert_eq!(t.stage_streams["enricher"], "riffle-local-validated");
+        assert_eq!(t.stage_streams["archiver"], "riffle-local-enriched");
+        assert_eq!(
+            t.stage_of_stream("riffle-local-validated"),
+            Some("enricher")
+        );
         let outputs: Vec<(&str, &str)> = t
             .stage_outputs
             .iter()
@@ -181,16 +184,19 @@ mod tests {
         assert_eq!(
             outputs,
             [
-                ("enricher", "riffle-enriched"),
-                ("validator", "riffle-validated")
+                ("enricher", "riffle-local-enriched"),
+                ("validator", "riffle-local-validated")
             ]
         );
-        assert_eq!(t.queue("EnricherDlq").unwrap().name, "riffle-enricher-dlq");
+        assert_eq!(
+            t.queue("EnricherDlq").unwrap().name,
+            "riffle-local-enricher-dlq"
+        );
     }
 
     #[test]
     fn both_message_shapes_are_read_and_planned() {
-        let t = topology(&riffle_plan::plan(&infra()).unwrap());
+        let t = topology(&riffle_plan::plan(&infra(), riffle_plan::LOCAL_ENV).unwrap());
         let mut record = riffle_stage::KinesisEventRecord::default();
         record.kinesis.data = vec![9, 9];
         record.kinesis.partition_key = "pk".into();
@@ -206,7 +212,7 @@ mod tests {
         // Bytes that do not decode go back as they were.
         let plan = redrive_plan(&message, "m-1", &t, &[]).unwrap();
         assert_eq!(
-            plan.puts["riffle-enriched"],
+            plan.puts["riffle-local-enriched"],
             vec![OutRecord {
                 partition_key: "pk".into(),
                 data: vec![9, 9]
@@ -219,7 +225,7 @@ mod tests {
         assert_eq!(
             stream_ranges(&empty, &t),
             vec![StreamRange {
-                stream: "riffle-enriched".into(),
+                stream: "riffle-local-enriched".into(),
                 shard: "shardId-000000000002".into(),
                 start: "5".into(),
                 end: "5".into(),
@@ -228,7 +234,7 @@ mod tests {
         assert!(redrive_plan(&empty, "m-2", &t, &[]).is_err());
         let read = vec![vec![("pk".to_owned(), vec![7u8])]];
         assert_eq!(
-            redrive_plan(&empty, "m-2", &t, &read).unwrap().puts["riffle-enriched"][0].data,
+            redrive_plan(&empty, "m-2", &t, &read).unwrap().puts["riffle-local-enriched"][0].data,
             vec![7]
         );
 
@@ -240,16 +246,16 @@ mod tests {
             "version": "1.0", "timestamp": "2026-01-01T00:00:00.000Z",
             "KinesisBatchInfo": {"shardId": "shardId-1", "startSequenceNumber": "1",
                 "endSequenceNumber": "2", "batchSize": 2,
-                "streamArn": "arn:aws:kinesis:us-east-1:1:stream/riffle-validated"}}"#;
+                "streamArn": "arn:aws:kinesis:us-east-1:1:stream/riffle-local-validated"}}"#;
         let message = parse_message(failure);
         let DeadLetter::Failure(f) = &message else {
             panic!("not read as a failure");
         };
-        assert_eq!(f.kinesis_batch_info.stream_name(), "riffle-validated");
+        assert_eq!(f.kinesis_batch_info.stream_name(), "riffle-local-validated");
         assert_eq!(
             stream_ranges(&message, &t),
             vec![StreamRange {
-                stream: "riffle-validated".into(),
+                stream: "riffle-local-validated".into(),
                 shard: "shardId-1".into(),
                 start: "1".into(),
                 end: "2".into(),
@@ -263,7 +269,7 @@ mod tests {
             ("b".to_owned(), vec![2u8]),
         ]];
         let plan = redrive_plan(&message, "m-3", &t, &two).unwrap();
-        assert_eq!(plan.puts["riffle-validated"].len(), 2);
+        assert_eq!(plan.puts["riffle-local-validated"].len(), 2);
         assert!(matches!(parse_message("{}"), DeadLetter::Unreadable(_)));
         assert!(matches!(parse_message("nope"), DeadLetter::Unreadable(_)));
     }

@@ -20,7 +20,7 @@ pub(super) const PLAN_REGION: &str = "us-east-1";
 pub struct DeadLetterQueue {
     /// Logical id in the platform template (`EnricherDlq`).
     pub logical: String,
-    /// Queue name (`riffle-enricher-dlq`).
+    /// Queue name (`riffle-local-enricher-dlq`).
     pub name: String,
     /// The stages writing to it (rejects, parked records, on-failure messages).
     pub stages: Vec<String>,

@@ -54,7 +54,7 @@ pub(super) fn progress_line(
 pub(super) fn injected(c: &Counters) -> u64 {
     STAGES
         .iter()
-        .map(|s| c.count(&format!("riffle-{s}"), names::FAULTS_INJECTED))
+        .map(|s| c.count(c.function(s), names::FAULTS_INJECTED))
         .sum()
 }
 

@@ -273,11 +273,11 @@ pub fn render(report: &ChaosReport) -> String {
     let per_stage: Vec<String> = STAGES
         .iter()
         .map(|s| {
-            let function = format!("riffle-{s}");
+            let function = c.function(s);
             format!(
                 "{s} {} faults/{} retries",
-                c.count(&function, names::FAULTS_INJECTED),
-                c.count(&function, names::RETRIES)
+                c.count(function, names::FAULTS_INJECTED),
+                c.count(function, names::RETRIES)
             )
         })
         .collect();

@@ -37,6 +37,10 @@ pub struct ColdStart {
     pub first_answer: Duration,
     /// Peak resident set size so far (`VmHWM`), in KiB.
     pub peak_rss_kib: u64,
+    /// Of the resident set now: anonymous memory (heap, stacks) and file pages (the mapped
+    /// binary and libraries), KiB. Lambda's "Max Memory Used" counts both.
+    pub rss_anon_kib: u64,
+    pub rss_file_kib: u64,
 }
 
 impl Pipeline {
@@ -233,17 +237,24 @@ impl LambdaInstance {
         Some(ColdStart {
             init,
             first_answer,
-            peak_rss_kib: self.peak_rss_kib().unwrap_or(0),
+            peak_rss_kib: self.status_kib("VmHWM:").unwrap_or(0),
+            rss_anon_kib: self.status_kib("RssAnon:").unwrap_or(0),
+            rss_file_kib: self.status_kib("RssFile:").unwrap_or(0),
         })
     }
 
     /// The process's peak resident set size in KiB (`VmHWM` in `/proc/<pid>/status`).
     pub fn peak_rss_kib(&self) -> Option<u64> {
+        self.status_kib("VmHWM:")
+    }
+
+    /// A `kB` field of `/proc/<pid>/status`.
+    fn status_kib(&self, field: &str) -> Option<u64> {
         let pid = self.child.id()?;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
         status
             .lines()
-            .find_map(|l| l.strip_prefix("VmHWM:"))
+            .find_map(|l| l.strip_prefix(field))
             .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
     }
 

@@ -88,6 +88,9 @@ fn aws<E: std::fmt::Display>(what: &str) -> impl FnOnce(E) -> PipelineError + '_
 /// Metric sums per service, fed by the children's EMF lines.
 #[derive(Debug, Default, Clone)]
 pub struct Counters {
+    /// Stage -> the function name it runs as (the deployment's, `riffle-local-validator`):
+    /// the local runtime reports under that name, the handler under the stage's.
+    functions: HashMap<String, String>,
     sums: HashMap<String, HashMap<String, f64>>,
     maxima: HashMap<String, HashMap<String, f64>>,
     samples: HashMap<String, HashMap<String, Vec<f64>>>,
@@ -97,6 +100,24 @@ pub struct Counters {
 const SAMPLED_METRICS: [&str; 1] = [names::INGEST_TO_VIEW_MS];
 
 impl Counters {
+    /// Empty counters that know each stage's function name from `deployment`.
+    pub fn for_deployment(deployment: &Deployment) -> Counters {
+        let functions = deployment
+            .services()
+            .filter_map(|s| Some((s.to_owned(), deployment.function_name(s)?.to_owned())))
+            .collect();
+        Counters {
+            functions,
+            ..Counters::default()
+        }
+    }
+
+    /// The name the runtime of `stage` reports under: its function's name. A stage the
+    /// deployment does not know has no function, and so no runtime lines: "" matches none.
+    pub fn function(&self, stage: &str) -> &str {
+        self.functions.get(stage).map_or("", String::as_str)
+    }
+
     /// How far each stage got, for one-line progress output: "validated N rejected N |
     /// enriched N | aggregated N | archived N".
     pub fn stage_progress(&self) -> String {
@@ -252,9 +273,11 @@ impl Pipeline {
         let emulators = Emulators::start_split(&options.state_dir.join("aws")).await?;
         let sdk = emulators.sdk_config().await;
         step("provisioning from infra/ templates");
+        let deployment = riffle_local::provision(&sdk, &options.infra_dir).await?;
+        let counters = Counters::for_deployment(&deployment);
         let mut pipeline = Pipeline {
             emulators: Some(emulators),
-            deployment: riffle_local::provision(&sdk, &options.infra_dir).await?,
+            deployment,
             sdk,
             registry: None,
             schema_ids: SchemaIds {
@@ -264,7 +287,7 @@ impl Pipeline {
                 sensor: 0,
             },
             procs: Vec::new(),
-            counters: Arc::new(Mutex::new(Counters::default())),
+            counters: Arc::new(Mutex::new(counters)),
             options,
             stage_env,
         };

@@ -2,15 +2,15 @@
 
 use super::super::source::*;
 use super::super::*;
-use super::{NOW, infra, line, store, wiring};
+use super::{NOW, infra, line, line_in, store, wiring};
 use riffle_alarms::{MetricId, MetricSource};
 use riffle_telemetry::names;
 
 /// An `IteratorAgeMs` array, as the local runtime prints it: one pair per element.
 const ITERATOR_AGE_LINE: &str = concat!(
     r#"{"_aws":{"Timestamp":1800000000000,"CloudWatchMetrics":[{"Namespace":"Riffle","#,
-    r#""Dimensions":[["Service"]],"Metrics":[{"Name":"IteratorAgeMs","Unit":"Milliseconds"}]}]},"#,
-    r#""Service":"riffle-validator","IteratorAgeMs":[100,250]}"#
+    r#""Dimensions":[["Service","Env"]],"Metrics":[{"Name":"IteratorAgeMs","Unit":"Milliseconds"}]}]},"#,
+    r#""Service":"riffle-local-validator","Env":"local","IteratorAgeMs":[100,250]}"#
 );
 
 /// A line to write: service, time, counters.
@@ -23,7 +23,7 @@ fn source(test: &str) -> LocalMetrics {
         ("validator", NOW - 1_000, &[(names::REJECTED, 3)]),
         ("validator", NOW, &[(names::KINESIS_WRITE_THROTTLED, 1)]),
         (
-            "riffle-validator",
+            "riffle-local-validator",
             NOW - 2_000,
             &[
                 (names::BATCH_ERRORS, 1),
@@ -32,13 +32,13 @@ fn source(test: &str) -> LocalMetrics {
             ],
         ),
         (
-            "riffle-enricher",
+            "riffle-local-enricher",
             NOW,
             &[(names::KINESIS_WRITE_THROTTLED, 5)],
         ),
         // Long before the window: never read.
         (
-            "riffle-enricher",
+            "riffle-local-enricher",
             NOW - 3_600_000,
             &[(names::BATCH_ERRORS, 9)],
         ),
@@ -53,7 +53,10 @@ fn source(test: &str) -> LocalMetrics {
         .iter()
         .map(|(service, at, counts)| (*service, line(service, *at, counts)))
         .collect();
-    lines.push(("riffle-validator", ITERATOR_AGE_LINE.to_owned()));
+    lines.push(("riffle-local-validator", ITERATOR_AGE_LINE.to_owned()));
+    // Another environment's line in the same store: never this environment's samples.
+    let staging = line_in("staging", "validator", NOW - 500, &[(names::REJECTED, 100)]);
+    lines.push(("validator-staging", staging));
     let dir = store(test, &lines);
     let records = read_store(&dir).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
@@ -62,9 +65,9 @@ fn source(test: &str) -> LocalMetrics {
         value: 3.0,
     };
     let queues = BTreeMap::from([
-        ("riffle-validator-dlq".to_owned(), Ok(depth)),
+        ("riffle-local-validator-dlq".to_owned(), Ok(depth)),
         (
-            "riffle-enricher-dlq".to_owned(),
+            "riffle-local-enricher-dlq".to_owned(),
             Err("GetQueueUrl: DispatchFailure".to_owned()),
         ),
     ]);
@@ -93,30 +96,42 @@ fn lambda(name: &str, function: &str) -> MetricId {
 #[test]
 fn riffle_and_lambda_metrics_are_the_services_own() {
     let source = source("lambda");
-    let rejected = MetricId::new("Riffle", names::REJECTED, &[("Service", "validator")]);
-    assert_eq!(values(&source, &rejected), [3.0]);
+    let env = riffle_plan::LOCAL_ENV;
+    let rejected = MetricId::new(
+        "Riffle",
+        names::REJECTED,
+        &[("Service", "validator"), ("Env", env)],
+    );
+    assert_eq!(values(&source, &rejected), [3.0], "staging's 100 left out");
     assert_eq!(source.gap(&rejected), None);
-    let dimensions = [("Service", "validator"), ("Stage", "x")];
-    assert!(no_source(
-        &source,
-        &MetricId::new("Riffle", names::REJECTED, &dimensions)
-    ));
+    for dimensions in [
+        vec![("Service", "validator"), ("Stage", "x")],
+        vec![("Service", "validator")],
+        vec![("Service", "validator"), ("Env", "staging")],
+        vec![("Service", "validator"), ("Env", env), ("Stage", "x")],
+    ] {
+        let metric = MetricId::new("Riffle", names::REJECTED, &dimensions);
+        assert!(no_source(&source, &metric), "{dimensions:?}");
+    }
 
     assert_eq!(
-        values(&source, &lambda("Errors", "riffle-validator")),
+        values(&source, &lambda("Errors", "riffle-local-validator")),
         [1.0]
     );
-    let iterator_age = values(&source, &lambda("IteratorAge", "riffle-validator"));
+    let iterator_age = values(&source, &lambda("IteratorAge", "riffle-local-validator"));
     assert_eq!(iterator_age, [100.0, 250.0]);
     assert_eq!(
-        values(&source, &lambda("Throttles", "riffle-validator")),
+        values(&source, &lambda("Throttles", "riffle-local-validator")),
         [2.0]
     );
-    let old = values(&source, &lambda("Errors", "riffle-enricher"));
+    let old = values(&source, &lambda("Errors", "riffle-local-enricher"));
     assert!(old.is_empty(), "out of range: {old:?}");
-    assert!(no_source(&source, &lambda("Duration", "riffle-validator")));
+    assert!(no_source(
+        &source,
+        &lambda("Duration", "riffle-local-validator")
+    ));
     // The registry is a server locally: a 5xx answer is its failed invocation.
-    let registry = "riffle-schema-registry";
+    let registry = "riffle-local-schema-registry";
     assert_eq!(values(&source, &lambda("Errors", registry)), [2.0]);
     assert!(no_source(&source, &lambda("Throttles", registry)));
 }
@@ -125,26 +140,26 @@ fn riffle_and_lambda_metrics_are_the_services_own() {
 fn streams_queues_and_tables() {
     let source = source("aws");
     let stream = |s| MetricId::new(KINESIS, WRITE_THROTTLED, &[("StreamName", s)]);
-    let validated = values(&source, &stream("riffle-validated"));
+    let validated = values(&source, &stream("riffle-local-validated"));
     assert_eq!(validated, [1.0, 4.0], "its writer under both names");
-    assert_eq!(values(&source, &stream("riffle-enriched")), [5.0]);
+    assert_eq!(values(&source, &stream("riffle-local-enriched")), [5.0]);
     assert_eq!(
-        values(&source, &stream("riffle-raw")),
+        values(&source, &stream("riffle-local-raw")),
         [7.0],
         "the producers"
     );
     assert!(no_source(&source, &stream("riffle-nowhere")));
 
     let queue = |q| MetricId::new(SQS, QUEUE_DEPTH, &[("QueueName", q)]);
-    assert_eq!(values(&source, &queue("riffle-validator-dlq")), [3.0]);
-    assert_eq!(source.gap(&queue("riffle-validator-dlq")), None);
-    for unread in ["riffle-enricher-dlq", "riffle-archiver-dlq"] {
+    assert_eq!(values(&source, &queue("riffle-local-validator-dlq")), [3.0]);
+    assert_eq!(source.gap(&queue("riffle-local-validator-dlq")), None);
+    for unread in ["riffle-local-enricher-dlq", "riffle-local-archiver-dlq"] {
         assert!(values(&source, &queue(unread)).is_empty());
         let gap = source.gap(&queue(unread));
         assert!(matches!(gap, Some(Gap::Unread(_))), "{unread}: {gap:?}");
     }
 
-    let table = [("TableName", "riffle-view")];
+    let table = [("TableName", "riffle-local-view")];
     assert!(no_source(
         &source,
         &MetricId::new(DYNAMODB, "ReadThrottleEvents", &table)
@@ -159,14 +174,17 @@ fn streams_queues_and_tables() {
 fn the_wiring_is_the_plan_s() {
     let w = wiring();
     let set = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect();
-    assert_eq!(w.stream_writers["riffle-raw"], set(&[PRODUCER_SERVICE]));
-    let validated = set(&["riffle-validator", "validator"]);
-    assert_eq!(w.stream_writers["riffle-validated"], validated);
-    let enriched = set(&["enricher", "riffle-enricher"]);
-    assert_eq!(w.stream_writers["riffle-enriched"], enriched);
+    assert_eq!(
+        w.stream_writers["riffle-local-raw"],
+        set(&[PRODUCER_SERVICE])
+    );
+    let validated = set(&["riffle-local-validator", "validator"]);
+    assert_eq!(w.stream_writers["riffle-local-validated"], validated);
+    let enriched = set(&["enricher", "riffle-local-enricher"]);
+    assert_eq!(w.stream_writers["riffle-local-enriched"], enriched);
     assert_eq!(w.stream_writers.len(), 3);
     let registry = (
-        "riffle-schema-registry".to_owned(),
+        "riffle-local-schema-registry".to_owned(),
         REGISTRY_SERVICE.to_owned(),
     );
     assert_eq!(w.servers, BTreeMap::from([registry]));
@@ -187,8 +205,8 @@ fn the_wiring_is_the_plan_s() {
         assert!(known(ns, name), "{ns}/{name}");
     }
     // The queues the alarms watch are the plan's dead-letter queues.
-    let specs = riffle_alarms::alarms(&infra()).unwrap();
-    let plan = riffle_plan::plan(&infra()).unwrap();
+    let specs = riffle_alarms::alarms(&infra(), riffle_plan::LOCAL_ENV).unwrap();
+    let plan = riffle_plan::plan(&infra(), riffle_plan::LOCAL_ENV).unwrap();
     let dlqs: BTreeSet<String> = plan
         .queues
         .iter()

@@ -19,7 +19,7 @@ fn infra() -> PathBuf {
 }
 
 fn wiring() -> Wiring {
-    Wiring::from_plan(&riffle_plan::plan(&infra()).unwrap())
+    Wiring::from_plan(&riffle_plan::plan(&infra(), riffle_plan::LOCAL_ENV).unwrap())
 }
 
 /// A fresh metrics store holding `lines` per service file.
@@ -37,9 +37,15 @@ fn store(test: &str, lines: &[(&str, String)]) -> PathBuf {
     dir
 }
 
-/// One EMF line of `service` at `at_ms` with counters.
+/// One EMF line of `service` at `at_ms` with counters, as a local process prints it: in the
+/// local environment (its template's `RIFFLE_ENV`).
 fn line(service: &str, at_ms: i64, counts: &[(&'static str, u64)]) -> String {
-    let mut m = Metrics::new(service.to_owned());
+    line_in(riffle_plan::LOCAL_ENV, service, at_ms, counts)
+}
+
+/// The same line in environment `env`.
+fn line_in(env: &str, service: &str, at_ms: i64, counts: &[(&'static str, u64)]) -> String {
+    let mut m = Metrics::new(service.to_owned()).with_env(Some(env.to_owned()));
     for (name, n) in counts {
         m.count(*name, *n);
     }

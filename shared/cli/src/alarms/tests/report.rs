@@ -12,16 +12,16 @@ fn failing_validator(test: &str) -> (Vec<AlarmSpec>, LocalMetrics) {
     let mut lines: Vec<(&str, String)> = errors
         .iter()
         .map(|(at, n)| {
-            let text = line("riffle-validator", *at, &[(names::BATCH_ERRORS, *n)]);
-            ("riffle-validator", text)
+            let text = line("riffle-local-validator", *at, &[(names::BATCH_ERRORS, *n)]);
+            ("riffle-local-validator", text)
         })
         .collect();
-    let enricher = line("riffle-enricher", NOW, &[(names::BATCH_ERRORS, 0)]);
-    lines.push(("riffle-enricher", enricher));
+    let enricher = line("riffle-local-enricher", NOW, &[(names::BATCH_ERRORS, 0)]);
+    lines.push(("riffle-local-enricher", enricher));
     let dir = store(test, &lines);
     let records = read_store(&dir).unwrap();
     let _ = std::fs::remove_dir_all(&dir);
-    let specs = riffle_alarms::alarms(&infra()).unwrap();
+    let specs = riffle_alarms::alarms(&infra(), riffle_plan::LOCAL_ENV).unwrap();
     (
         specs,
         LocalMetrics::new(wiring(), &records, BTreeMap::new()),
@@ -47,14 +47,14 @@ fn find<'r>(rows: &'r [Row], name: &str) -> &'r Row {
 fn a_drill_drives_the_validator_errors_alarm_into_alarm() {
     let (infra, (specs, source)) = (infra(), failing_validator("drill"));
     let rows = rows(&specs, &source, &drill(&infra));
-    let errors = find(&rows, "riffle-validator-errors");
+    let errors = find(&rows, "riffle-local-validator-errors");
     assert_eq!(errors.state, State::Alarm, "{}", errors.reason);
     let datapoints = [Some(1.0), None, Some(2.0), None, Some(1.0)];
     assert_eq!(errors.datapoints, datapoints);
     assert_eq!((errors.period_secs, errors.local_source), (1, true));
     assert_eq!(errors.template, "infra/services/validator.yaml");
-    assert_eq!(rows[0].name, "riffle-validator-errors", "ALARM first");
-    let enricher = find(&rows, "riffle-enricher-errors");
+    assert_eq!(rows[0].name, "riffle-local-validator-errors", "ALARM first");
+    let enricher = find(&rows, "riffle-local-enricher-errors");
     assert_eq!(enricher.state, State::Ok, "{}", enricher.reason);
 
     // Over the templates' 60 s periods the same errors are one or two datapoints: no alarm.
@@ -63,7 +63,7 @@ fn a_drill_drives_the_validator_errors_alarm_into_alarm() {
         ..drill(&infra)
     };
     let rows = super::rows(&specs, &source, &undrilled);
-    let errors = find(&rows, "riffle-validator-errors");
+    let errors = find(&rows, "riffle-local-validator-errors");
     assert_eq!((errors.state, errors.period_secs), (State::Ok, 60));
 }
 
@@ -71,20 +71,20 @@ fn a_drill_drives_the_validator_errors_alarm_into_alarm() {
 fn alarms_without_data_to_read_say_why() {
     let (infra, (specs, source)) = (infra(), failing_validator("gaps"));
     let rows = rows(&specs, &source, &drill(&infra));
-    let view = find(&rows, "riffle-view-throttled");
+    let view = find(&rows, "riffle-local-view-throttled");
     assert_eq!(
         (view.state, view.local_source),
         (State::InsufficientData, false)
     );
-    let why = "no local source: AWS/DynamoDB/ReadThrottleEvents{TableName=riffle-view}, ";
+    let why = "no local source: AWS/DynamoDB/ReadThrottleEvents{TableName=riffle-local-view}, ";
     assert!(view.reason.starts_with(why), "{}", view.reason);
     assert!(view.datapoints.iter().all(Option::is_none));
-    let dlq = find(&rows, "riffle-validator-dlq-depth");
+    let dlq = find(&rows, "riffle-local-validator-dlq-depth");
     assert_eq!(
         (dlq.state, dlq.local_source),
         (State::InsufficientData, true)
     );
-    assert_eq!(dlq.reason, "depth of riffle-validator-dlq not read");
+    assert_eq!(dlq.reason, "depth of riffle-local-validator-dlq not read");
     // Only DynamoDB throttling and the registry's Lambda throttles have no local source.
     let mut no_source: Vec<&str> = rows
         .iter()
@@ -93,11 +93,11 @@ fn alarms_without_data_to_read_say_why() {
         .collect();
     no_source.sort_unstable();
     let expected = [
-        "riffle-claims-throttled",
-        "riffle-reference-throttled",
-        "riffle-schema-registry-throttles",
-        "riffle-schemas-throttled",
-        "riffle-view-throttled",
+        "riffle-local-claims-throttled",
+        "riffle-local-reference-throttled",
+        "riffle-local-schema-registry-throttles",
+        "riffle-local-schemas-throttled",
+        "riffle-local-view-throttled",
     ];
     assert_eq!(no_source, expected);
 }
@@ -110,7 +110,7 @@ fn the_table_has_a_header_a_line_per_alarm_and_a_summary() {
     let header: Vec<&str> = lines[0].split_whitespace().collect();
     assert_eq!(header, ["ALARM", "STATE", "DATAPOINTS", "WHY"]);
     let first: Vec<&str> = lines[1].split_whitespace().take(8).collect();
-    let expected = "riffle-validator-errors ALARM 1 - 2 - 1 Threshold";
+    let expected = "riffle-local-validator-errors ALARM 1 - 2 - 1 Threshold";
     assert_eq!(first.join(" "), expected, "{text}");
     let drill_line = "drill: every alarm evaluated over periods of 1 s";
     assert!(text.contains(drill_line), "{text}");
@@ -140,7 +140,7 @@ fn state_filters_the_listing_and_json_has_every_field() {
     let rows = parsed.as_array().unwrap();
     assert_eq!(rows.len(), specs.len());
     let first = &rows[0];
-    assert_eq!(first["name"], "riffle-validator-errors");
+    assert_eq!(first["name"], "riffle-local-validator-errors");
     assert_eq!(first["state"], "ALARM");
     let datapoints = serde_json::json!([1.0, null, 2.0, null, 1.0]);
     assert_eq!(first["datapoints"], datapoints);
@@ -163,10 +163,10 @@ fn state_filters_the_listing_and_json_has_every_field() {
 
 #[test]
 fn a_drill_sets_every_period_of_metric_math_too() {
-    let specs = riffle_alarms::alarms(&infra()).unwrap();
+    let specs = riffle_alarms::alarms(&infra(), riffle_plan::LOCAL_ENV).unwrap();
     let math = specs
         .iter()
-        .find(|s| s.name == "riffle-view-throttled")
+        .find(|s| s.name == "riffle-local-view-throttled")
         .unwrap();
     let drilled = with_period(math, 10);
     let AlarmMetric::Math {
