@@ -17,8 +17,12 @@ use riffle_stage::marks::{DynamoMarks, Marks};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-#[tokio::main]
-async fn main() -> Result<(), BoxError> {
+fn main() -> Result<(), BoxError> {
+    // One thread under Lambda, worker threads elsewhere (riffle_runtime::block_on).
+    riffle_runtime::block_on(run())
+}
+
+async fn run() -> Result<(), BoxError> {
     riffle_telemetry::init(SERVICE);
     let config = Config::from_env()?;
     let sdk = riffle_aws::sdk_config().await;

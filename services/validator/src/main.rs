@@ -1,7 +1,7 @@
 //! The validator function: builds its clients once and hands the handler to the runtime
 //! (Lambda on AWS, the local event source mapping elsewhere).
 
-// The SDK's nested futures under `#[tokio::main]` exceed the default query depth.
+// The SDK's nested futures exceed the default query depth.
 #![recursion_limit = "256"]
 
 use std::error::Error;
@@ -13,8 +13,12 @@ use riffle_stage::marks::{DEFAULT_MARK_WINDOW, DynamoMarks, Marks};
 use riffle_stage::{AggregatingOutput, SqsRejects};
 use riffle_validator::{Config, STAGE, Validator};
 
-#[tokio::main]
-async fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
+fn main() -> Result<(), Box<dyn Error + Send + Sync>> {
+    // One thread under Lambda, worker threads elsewhere (riffle_runtime::block_on).
+    riffle_runtime::block_on(run())
+}
+
+async fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
     riffle_telemetry::init(STAGE);
     let config = Config::from_env()?;
     let sdk = riffle_aws::sdk_config().await;

@@ -23,6 +23,8 @@ pub struct ColdStartOptions {
     pub events: usize,
     /// The stages to measure (all four when empty).
     pub stages: Vec<String>,
+    /// Extra environment for the function processes (allocator or log settings to compare).
+    pub env: Vec<(String, String)>,
     /// Print progress to stderr.
     pub progress: bool,
 }
@@ -67,7 +69,8 @@ pub async fn run(
             )));
         }
     }
-    let mut pipeline = Pipeline::start(pipeline_options, |s| say(s)).await?;
+    let mut pipeline =
+        Pipeline::start_with_env(pipeline_options, options.env.clone(), |s| say(s)).await?;
     // Only the Lambda-mode processes may take records off the streams.
     pipeline.stop_stages().await?;
     let events = Generator::new(

@@ -118,6 +118,10 @@ enum Command {
         /// Stages to measure (repeat; all four by default).
         #[arg(long = "stage", value_name = "STAGE")]
         stages: Vec<String>,
+        /// Extra environment for the function processes, to compare settings (repeat;
+        /// e.g. `--env MIMALLOC_ARENA_EAGER_COMMIT=0`).
+        #[arg(long = "env", value_name = "KEY=VALUE", value_parser = key_value)]
+        env: Vec<(String, String)>,
     },
     /// The schema CI gate: replay the git history of every schema under schemas/ into a
     /// private local registry (emulators and registry started here), then check the working
@@ -182,11 +186,13 @@ async fn main() -> ExitCode {
             runs,
             events,
             stages,
+            env,
         } => {
             coldstart(riffle_harness::coldstart::ColdStartOptions {
                 runs,
                 events,
                 stages,
+                env,
                 progress: true,
             })
             .await
@@ -378,5 +384,13 @@ async fn coldstart(options: riffle_harness::coldstart::ColdStartOptions) -> Exit
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// `KEY=VALUE` for `--env`.
+fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_owned(), v.to_owned())),
+        _ => Err(format!("`{s}` is not KEY=VALUE")),
     }
 }

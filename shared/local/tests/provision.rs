@@ -182,6 +182,7 @@ async fn provisioning_creates_what_the_templates_declare() {
         (
             "validator",
             vec![
+                "MIMALLOC_ARENA_EAGER_COMMIT",
                 "RIFFLE_CLAIMS_TABLE",
                 "RIFFLE_ENV",
                 "RIFFLE_OUTPUT_STREAM",
@@ -193,6 +194,7 @@ async fn provisioning_creates_what_the_templates_declare() {
         (
             "enricher",
             vec![
+                "MIMALLOC_ARENA_EAGER_COMMIT",
                 "RIFFLE_CLAIMS_TABLE",
                 "RIFFLE_DLQ_URL",
                 "RIFFLE_ENV",
@@ -206,6 +208,7 @@ async fn provisioning_creates_what_the_templates_declare() {
         (
             "aggregator",
             vec![
+                "MIMALLOC_ARENA_EAGER_COMMIT",
                 "RIFFLE_CLAIMS_TABLE",
                 "RIFFLE_DEDUP_WINDOW_HOURS",
                 "RIFFLE_DLQ_URL",
@@ -219,6 +222,7 @@ async fn provisioning_creates_what_the_templates_declare() {
         (
             "archiver",
             vec![
+                "MIMALLOC_ARENA_EAGER_COMMIT",
                 "RIFFLE_ARCHIVE_BUCKET",
                 "RIFFLE_ARCHIVE_PREFIX",
                 "RIFFLE_CLAIMS_TABLE",
