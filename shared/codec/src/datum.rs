@@ -316,11 +316,12 @@ fn may_be_empty(owner: &CompiledSchema, schema: &Schema) -> bool {
 /// The named records of `schema` a value of which may take no bytes, each counted once.
 pub(crate) fn empty_record_names(schema: &CompiledSchema) -> HashSet<Name> {
     let mut memo = HashMap::new();
+    let lookup = |name: &Name| schema.lookup(name);
     schema
         .names()
         .iter()
         .filter(|(_, s)| matches!(s, Schema::Record(_)))
-        .filter(|(_, s)| empty_values(schema, s, &mut memo, 0).is_some())
+        .filter(|(_, s)| empty_values(&lookup, s, &mut memo, 0).is_some())
         .map(|(name, _)| (*name).clone())
         .collect()
 }
@@ -333,14 +334,39 @@ pub(crate) fn empty_record_names(schema: &CompiledSchema) -> HashSet<Name> {
 pub fn largest_empty_value(schema: &CompiledSchema) -> u64 {
     let mut memo = HashMap::new();
     let mut largest = 0;
-    visit_records(schema, schema.schema(), &mut memo, &mut largest, 0);
+    let lookup = |name: &Name| schema.lookup(name);
+    visit_records(&lookup, schema.schema(), &mut memo, &mut largest, 0);
     largest
 }
 
+/// [`largest_empty_value`] of a schema parsed by the caller, without compiling it: a
+/// [`CompiledSchema`] keeps its schema for the life of the process (the stages compile one
+/// per schema id), which a registry checking every schema it is sent must not do.
+///
+/// # Errors
+/// [`CodecError::InvalidSchema`] when the schema's names do not resolve.
+pub fn largest_empty_value_of(schema: &Schema) -> Result<u64, CodecError> {
+    let resolved = apache_avro::schema::ResolvedSchema::try_from(schema).map_err(|e| {
+        CodecError::InvalidSchema {
+            id: 0,
+            reason: e.to_string(),
+        }
+    })?;
+    let names = resolved.get_names();
+    let lookup = |name: &Name| names.get(name).copied();
+    let mut memo = HashMap::new();
+    let mut largest = 0;
+    visit_records(&lookup, schema, &mut memo, &mut largest, 0);
+    Ok(largest)
+}
+
+/// Resolves a `Schema::Ref` to the named type it stands for.
+type Lookup<'l, 's> = dyn Fn(&Name) -> Option<&'s Schema> + 'l;
+
 /// Every record defined in `schema`, each one's zero-byte size folded into `largest`.
-fn visit_records(
-    owner: &CompiledSchema,
-    schema: &Schema,
+fn visit_records<'s>(
+    owner: &Lookup<'_, 's>,
+    schema: &'s Schema,
     memo: &mut HashMap<String, Option<u64>>,
     largest: &mut u64,
     depth: usize,
@@ -370,9 +396,9 @@ fn visit_records(
 
 /// Values in a zero-byte value of `schema` (walk steps), `None` when it takes bytes.
 /// Records are counted once each (`memo`), so the count itself costs one pass.
-fn empty_values(
-    owner: &CompiledSchema,
-    schema: &Schema,
+fn empty_values<'s>(
+    owner: &Lookup<'_, 's>,
+    schema: &'s Schema,
     memo: &mut HashMap<String, Option<u64>>,
     depth: usize,
 ) -> Option<u64> {
@@ -397,9 +423,9 @@ fn empty_values(
             memo.insert(key, Some(total));
             Some(total)
         }
-        Schema::Ref { name } => owner
-            .lookup(name)
-            .and_then(|target| empty_values(owner, target, memo, depth + 1)),
+        Schema::Ref { name } => {
+            owner(name).and_then(|target| empty_values(owner, target, memo, depth + 1))
+        }
         _ => None,
     }
 }
@@ -811,5 +837,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(largest_empty_value(&plain), 0);
+        // The same counts without compiling (what the registry uses: nothing kept).
+        for (compiled, text) in [(&small, doubling_schema(8)), (&schema, doubling_schema(40))] {
+            let parsed = Schema::parse_str(&text).unwrap();
+            assert_eq!(
+                largest_empty_value_of(&parsed).unwrap(),
+                largest_empty_value(compiled)
+            );
+        }
     }
 }
