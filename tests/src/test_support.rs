@@ -2,7 +2,9 @@
 //! helpers panic rather than return errors; waits poll with a deadline, never a fixed sleep.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
 use std::time::Duration;
 
 use aws_sdk_dynamodb::types::{
@@ -27,6 +29,43 @@ pub fn state_dir(name: &str) -> PathBuf {
         .join(format!("{name}-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     dir
+}
+
+/// Starts `riffle-dev up` (the binary `bin`, state under `state`) as a user would and waits
+/// until it has printed its endpoints. Returns the process, its stderr still piped for the
+/// caller, and the variables of its `export` lines; the rest of its stdout is read away in
+/// the background so the twin never blocks on a full pipe.
+pub async fn start_up(
+    bin: &Path,
+    state: &Path,
+) -> (tokio::process::Child, HashMap<String, String>) {
+    use tokio::io::{AsyncBufReadExt, BufReader};
+    let mut child = tokio::process::Command::new(bin)
+        .arg("up")
+        .arg("--state-dir")
+        .arg(state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("riffle-dev up starts");
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut env = HashMap::new();
+    let read_exports = async {
+        while let Some(line) = stdout.next_line().await.unwrap() {
+            if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
+                env.insert(k.to_owned(), v.to_owned());
+            }
+            if line.starts_with("# then") {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(120), read_exports)
+        .await
+        .expect("the twin came up and printed its endpoints");
+    tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+    (child, env)
 }
 
 /// Waits until `stream` is ACTIVE, failing the test after `deadline`.

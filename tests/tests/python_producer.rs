@@ -9,10 +9,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::{Duration, Instant};
-
-use tokio::io::{AsyncBufReadExt, BufReader};
 
 const VALID: u64 = 1_200;
 const INVALID: u64 = 30;
@@ -28,30 +25,16 @@ async fn the_python_example_producer_reaches_the_view() {
     );
     let bin = riffle_harness::pipeline::bin_dir().join("riffle-dev");
     let state = std::env::temp_dir().join(format!("riffle-python-producer-{}", std::process::id()));
-    let mut up = tokio::process::Command::new(&bin)
-        .arg("up")
-        .arg("--state-dir")
-        .arg(&state)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("riffle-dev up starts");
-    let mut stdout = BufReader::new(up.stdout.take().unwrap()).lines();
-    let mut env = HashMap::new();
-    let read_exports = async {
-        while let Some(line) = stdout.next_line().await.unwrap() {
-            if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
-                env.insert(k.to_owned(), v.to_owned());
-            }
-            if line.starts_with("# then") {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(120), read_exports)
-        .await
-        .expect("the twin came up and printed its endpoints");
+    let (mut up, env) = riffle_tests::test_support::start_up(&bin, &state).await;
+    // Read away, not closed: the twin reports on stderr while it runs.
+    let stderr = up.stderr.take().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut sink = Vec::new();
+        let _ = tokio::io::BufReader::new(stderr)
+            .read_to_end(&mut sink)
+            .await;
+    });
 
     let out = tokio::process::Command::new(&python)
         .arg(root.join("docs/examples/python-producer/producer.py"))

@@ -5,8 +5,6 @@
 //! Needs the service binaries (`cargo build --workspace --bins`) and the emulators.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
-use std::process::Stdio;
 use std::time::Duration;
 
 use tokio::io::{AsyncBufReadExt, BufReader};
@@ -15,31 +13,8 @@ use tokio::io::{AsyncBufReadExt, BufReader};
 async fn the_twin_stays_up_and_its_printed_endpoints_reach_it() {
     let bin = riffle_harness::pipeline::bin_dir().join("riffle-dev");
     let state = std::env::temp_dir().join(format!("riffle-up-test-{}", std::process::id()));
-    let mut child = tokio::process::Command::new(&bin)
-        .arg("up")
-        .arg("--state-dir")
-        .arg(std::env::temp_dir().join(format!("riffle-up-test-{}", std::process::id())))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .expect("riffle-dev up starts");
-    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let (mut child, env) = riffle_tests::test_support::start_up(&bin, &state).await;
     let mut stderr = BufReader::new(child.stderr.take().unwrap()).lines();
-    let mut env = HashMap::new();
-    let read_exports = async {
-        while let Some(line) = stdout.next_line().await.unwrap() {
-            if let Some((k, v)) = line.strip_prefix("export ").and_then(|l| l.split_once('=')) {
-                env.insert(k.to_owned(), v.to_owned());
-            }
-            if line.starts_with("# then") {
-                break;
-            }
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(120), read_exports)
-        .await
-        .expect("the twin came up and printed its endpoints");
     for key in [
         "AWS_ENDPOINT_URL",
         "AWS_ENDPOINT_URL_KINESIS",
