@@ -136,7 +136,7 @@ fn main() {
                 agg_key: &e.agg_key,
                 window_start: e.window_start,
                 metric: e.metric,
-                window_secs: windows[d.envelope.subject.as_str()],
+                window_secs: windows[&*d.envelope.subject],
                 shard: 0,
                 position: Position::new(seq, 0)?,
                 record: d.index as u32,

@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use riffle_codec::Envelope;
+use riffle_codec::EnvelopeHead;
 use riffle_runtime::{KinesisEvent, KinesisEventRecord};
 use riffle_stage::RejectMessage;
 use riffle_stage::dead_letter::park_message;
@@ -47,7 +47,7 @@ pub(crate) struct Usable<'a> {
 /// the ones decoding parked, so the queue gets them in batch order).
 pub(crate) fn usable<'a>(
     event: &KinesisEvent,
-    records: &'a [Decoded],
+    records: &'a [Decoded<'_>],
     windows: &HashMap<String, u32>,
     parked: &mut Vec<RejectMessage>,
 ) -> Usable<'a> {
@@ -101,7 +101,7 @@ pub(crate) fn usable<'a>(
 /// Where a record with `metric` sits on its shard (`located`, from the batch's positions),
 /// or the reject code and detail that park it.
 fn locate<'p>(
-    envelope: &Envelope,
+    envelope: &impl EnvelopeHead,
     metric: f64,
     record: &KinesisEventRecord,
     located: Option<(&'p str, Position)>,
@@ -110,7 +110,7 @@ fn locate<'p>(
         // DynamoDB numbers have no NaN or infinity, and one would poison the sum.
         return Err((
             "non_finite_metric",
-            format!("event {} has metric {}", envelope.event_id, metric),
+            format!("event {} has metric {}", envelope.event_id(), metric),
         ));
     }
     // Without a position the record could be applied twice; Lambda never sends one, so it

@@ -171,7 +171,7 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
     ) -> Result<BatchReport, AggregatorError> {
         let mut spans = BatchSpans::new(SERVICE, &self.tracer);
         let DecodedBatch {
-            mut records,
+            records,
             mut parked,
         } = decode_batch(SERVICE, &self.codec, &self.schemas, &event.records).await?;
         let Usable {
@@ -217,7 +217,7 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
         )
         .await?;
         if self.tracer.is_on() {
-            self.trace_records(&mut spans, &mut records, &decoded, &done);
+            self.trace_records(&mut spans, &records, &decoded, &done);
         }
         let committed = self.move_marks(gate, &tickets, done, now_ms).await?;
         report.mark_writes = committed.writes;
@@ -241,7 +241,7 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
     fn trace_records(
         &self,
         spans: &mut BatchSpans,
-        records: &mut [Decoded],
+        records: &[Decoded<'_>],
         decoded: &[usize],
         done: &[u32],
     ) {
@@ -252,10 +252,12 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
             }
         }
         for (admitted, &d) in decoded.iter().enumerate() {
-            let Some(record) = records.get_mut(d) else {
+            let Some(record) = records.get(d) else {
                 continue;
             };
-            spans.open(record.index, &mut record.envelope, false);
+            // Only a traced record pays for an owned copy of its header.
+            let mut header = record.envelope.trace_header.as_deref().map(str::to_owned);
+            spans.open_header(record.index, &mut header, &record.envelope.event_id, None);
             let outcome = match &record.envelope.enrichment {
                 Some(e) if landed[admitted] => {
                     Outcome::Viewed(format!("{}@{}", e.agg_key, e.window_start))

@@ -4,7 +4,9 @@
 
 use riffle_codec::datum::to_json;
 use riffle_codec::source::SchemaSource;
-use riffle_codec::{Envelope, SchemaCache};
+use std::borrow::Cow;
+
+use riffle_codec::{EnvelopeRef, SchemaCache};
 use riffle_runtime::{KinesisEvent, KinesisEventRecord};
 use riffle_stage::RejectMessage;
 use riffle_stage::batch::shard_id;
@@ -56,11 +58,11 @@ pub(crate) struct Candidates {
 /// [`ArchiverError::Registry`] when the registry could not be asked.
 pub(crate) async fn payload_schemas<S: SchemaSource>(
     cache: &SchemaCache<S>,
-    records: &[Decoded],
+    records: &[Decoded<'_>],
 ) -> Result<BatchSchemas, ArchiverError> {
     // Collected rather than mapped lazily: a closure held across the registry calls would
     // keep the handler's future from being `Send`.
-    let envelopes: Vec<&Envelope> = records.iter().map(|d| &d.envelope).collect();
+    let envelopes: Vec<&EnvelopeRef<'_>> = records.iter().map(|d| &d.envelope).collect();
     let mut schemas = resolve_schemas_of(cache, envelopes).await;
     if let Some(e) = take_outage(&mut schemas) {
         return Err(ArchiverError::Registry(e));
@@ -73,7 +75,7 @@ pub(crate) async fn payload_schemas<S: SchemaSource>(
 /// gets them in batch order).
 pub(crate) fn candidates(
     event: &KinesisEvent,
-    records: Vec<Decoded>,
+    records: Vec<Decoded<'_>>,
     schemas: &BatchSchemas,
     now_ms: i64,
     parked: &mut Vec<RejectMessage>,
@@ -132,11 +134,11 @@ pub(crate) fn distinct_shards<'a>(rows: impl IntoIterator<Item = &'a ArchivedRow
 /// The archive row of one record with its partition, or the message that parks it.
 fn archived_row(
     record: &KinesisEventRecord,
-    envelope: Envelope,
+    envelope: EnvelopeRef<'_>,
     schemas: &BatchSchemas,
     now_ms: i64,
 ) -> Result<(Partition, ArchivedRow), Box<RejectMessage>> {
-    let park = |envelope: &Envelope, code: &str, detail: String| {
+    let park = |envelope: &EnvelopeRef<'_>, code: &str, detail: String| {
         Box::new(park_message(SERVICE, record, code, detail).with_envelope(envelope))
     };
     let schema = match payload_schema(schemas, &envelope) {
@@ -151,28 +153,32 @@ fn archived_row(
         let detail = format!("event_time {} is not a date", envelope.event_time);
         return Err(park(&envelope, "event_time_out_of_range", detail));
     };
+    let (validated_at, enriched_at) = (
+        envelope.stage_time(VALIDATOR_STAGE),
+        envelope.stage_time(ENRICHER_STAGE),
+    );
     let Some(enrichment) = envelope.enrichment else {
         // decode_batch parks these already; kept total rather than trusting that.
         return Err(park(&envelope, "no_enrichment", "no enrichment".into()));
     };
     let row = ArchivedRow {
-        validated_at: envelope.stage_times.get(VALIDATOR_STAGE).copied(),
-        enriched_at: envelope.stage_times.get(ENRICHER_STAGE).copied(),
-        event_id: envelope.event_id,
-        source: envelope.source,
-        subject: envelope.subject,
+        validated_at,
+        enriched_at,
+        event_id: envelope.event_id.into_owned(),
+        source: envelope.source.into_owned(),
+        subject: envelope.subject.into_owned(),
         schema_id: envelope.schema_id,
         event_time: envelope.event_time,
         ingest_time: envelope.ingest_time,
         archived_at: now_ms,
-        trace_header: envelope.trace_header,
-        attributes_json: attributes_json(&enrichment.attributes),
-        agg_key: enrichment.agg_key,
+        trace_header: envelope.trace_header.map(Cow::into_owned),
+        attributes_json: attributes_json(enrichment.attributes.iter().map(|(k, v)| (k, v))),
+        agg_key: enrichment.agg_key.into_owned(),
         metric: enrichment.metric,
         window_start: enrichment.window_start,
         reference_found: enrichment.reference_found,
         payload_json,
-        payload: envelope.payload,
+        payload: envelope.payload.into_owned(),
         kinesis_partition_key: record.kinesis.partition_key.clone(),
         kinesis_sequence_number: record.kinesis.sequence_number.clone(),
         kinesis_shard_id: shard_id(record).to_owned(),

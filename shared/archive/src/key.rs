@@ -4,7 +4,7 @@
 
 use std::cmp::Ordering;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Datelike, Timelike, Utc};
 
 /// Default key prefix of the archive.
 pub const DEFAULT_PREFIX: &str = "events";
@@ -25,11 +25,36 @@ impl Partition {
     /// outside what a calendar date can hold.
     pub fn of(subject: &str, event_time_ms: i64) -> Option<Self> {
         let at: DateTime<Utc> = DateTime::from_timestamp_millis(event_time_ms)?;
+        let (year, month, day, hour) = (at.year(), at.month(), at.day(), at.hour());
+        // Written digit by digit: chrono's `format` parses its pattern on every call, and the
+        // archiver asks once per record. Years outside four digits take chrono's own form.
+        let dt = match u32::try_from(year) {
+            Ok(y) if y <= 9999 => {
+                let mut dt = String::with_capacity(10);
+                push_digits(&mut dt, y, 4);
+                dt.push('-');
+                push_digits(&mut dt, month, 2);
+                dt.push('-');
+                push_digits(&mut dt, day, 2);
+                dt
+            }
+            _ => at.format("%Y-%m-%d").to_string(),
+        };
+        let mut hh = String::with_capacity(2);
+        push_digits(&mut hh, hour, 2);
         Some(Partition {
             subject: subject.to_owned(),
-            dt: at.format("%Y-%m-%d").to_string(),
-            hour: at.format("%H").to_string(),
+            dt,
+            hour: hh,
         })
+    }
+}
+
+/// `value`'s last `width` decimal digits, zero-padded.
+fn push_digits(out: &mut String, value: u32, width: u32) {
+    for place in (0..width).rev() {
+        let digit = value / 10u32.pow(place) % 10;
+        out.push(char::from(b'0' + digit as u8));
     }
 }
 
@@ -170,5 +195,37 @@ mod tests {
         );
         assert_eq!(cmp_sequence("007", "7"), Ordering::Equal);
         assert_eq!(cmp_sequence("100", "99"), Ordering::Greater);
+    }
+
+    #[test]
+    fn partitions_read_as_chrono_formats_them() {
+        let mut rng_state: u64 = 0x9e37_79b9_7f4a_7c15;
+        let mut times = vec![
+            0,
+            -1,
+            1_764_000_000_000,
+            -62_135_596_800_001,
+            253_402_300_799_999,
+        ];
+        times.extend([
+            253_402_300_800_000,
+            -8_334_632_851_200_000,
+            8_210_298_412_799_999,
+        ]);
+        for _ in 0..10_000 {
+            // xorshift: spread over every representable date, not just recent ones.
+            rng_state ^= rng_state << 13;
+            rng_state ^= rng_state >> 7;
+            rng_state ^= rng_state << 17;
+            times.push((rng_state as i64) % 8_210_298_412_799_999);
+        }
+        for t in times {
+            let Some(at) = DateTime::<Utc>::from_timestamp_millis(t) else {
+                continue;
+            };
+            let p = Partition::of("s", t).unwrap();
+            assert_eq!(p.dt, at.format("%Y-%m-%d").to_string(), "{t}");
+            assert_eq!(p.hour, at.format("%H").to_string(), "{t}");
+        }
     }
 }

@@ -97,9 +97,17 @@ pub struct ArchivedRow {
     pub kinesis_shard_id: String,
 }
 
-/// Enrichment attributes as JSON text with sorted keys, so equal maps give equal text.
-pub fn attributes_json(attributes: &HashMap<String, String>) -> String {
-    let sorted: BTreeMap<&String, &String> = attributes.iter().collect();
+/// Enrichment attributes as JSON text with sorted keys, so equal maps give equal text (a
+/// repeated key keeps its last value, as a map would).
+pub fn attributes_json<'a, K, V>(attributes: impl IntoIterator<Item = (&'a K, &'a V)>) -> String
+where
+    K: AsRef<str> + ?Sized + 'a,
+    V: AsRef<str> + ?Sized + 'a,
+{
+    let sorted: BTreeMap<&str, &str> = attributes
+        .into_iter()
+        .map(|(k, v)| (k.as_ref(), v.as_ref()))
+        .collect();
     serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".to_owned())
 }
 

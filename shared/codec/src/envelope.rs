@@ -1,5 +1,6 @@
 //! The envelope that carries every event through every stage, and its codec.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 
@@ -7,6 +8,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::schema::CompiledSchema;
 use crate::{CodecError, frame};
+
+mod view;
+
+pub use view::{EnrichmentRef, EnvelopeHead, EnvelopeRef, OriginRef};
 
 /// `schemas/envelope.avsc`, the source of truth, compiled into every binary that speaks it.
 pub const ENVELOPE_SCHEMA: &str = include_str!("../../../schemas/envelope.avsc");
@@ -167,6 +172,15 @@ impl EnvelopeCodec {
     /// Framing errors, [`CodecError::UnknownSchema`] for an envelope version not learned yet
     /// (fetch it and [`EnvelopeCodec::learn`] it), [`CodecError::Malformed`] for a bad body.
     pub fn decode(&self, record: &[u8]) -> Result<Envelope, CodecError> {
+        self.decode_ref(record).map(EnvelopeRef::into_owned)
+    }
+
+    /// Decodes a framed envelope in place: strings and payload borrow from `record` when it
+    /// is in this codec's own version (see [`EnvelopeRef`]).
+    ///
+    /// # Errors
+    /// As [`EnvelopeCodec::decode`].
+    pub fn decode_ref<'a>(&self, record: &'a [u8]) -> Result<EnvelopeRef<'a>, CodecError> {
         if crate::kpl::is_aggregated(record) {
             // Valid aggregates are unpacked before decoding; this one could not be, so say why.
             return Err(crate::kpl::deaggregate(record)
@@ -185,7 +199,7 @@ impl EnvelopeCodec {
             .ok()
             .and_then(|map| map.get(&id).cloned())
             .ok_or(CodecError::UnknownSchema(id))?;
-        writer.decode(body)
+        writer.decode::<Envelope>(body).map(EnvelopeRef::from)
     }
 }
 
@@ -328,7 +342,7 @@ pub fn unstamp_origin(record: &mut Vec<u8>, origin: &Origin) {
 /// schema-aware serde reader copies through a generic visitor and was a third of a stage's
 /// per-record work; this reader checks every length against what is left and rejects trailing
 /// bytes, and a test holds it to the serde reader's results on valid and corrupt input.
-fn read_envelope(body: &[u8]) -> Result<Envelope, String> {
+fn read_envelope(body: &[u8]) -> Result<EnvelopeRef<'_>, String> {
     let mut r = Reader { buf: body, pos: 0 };
     let event_id = r.string("event_id")?;
     let source = r.string("source")?;
@@ -337,19 +351,15 @@ fn read_envelope(body: &[u8]) -> Result<Envelope, String> {
         .map_err(|_| "schema_id: int out of range".to_string())?;
     let event_time = r.long("event_time")?;
     let ingest_time = r.long("ingest_time")?;
-    let mut stage_times = HashMap::new();
-    r.map("stage_times", |r| {
-        let stage = r.string("stage_times key")?;
-        let time = r.long("stage_times value")?;
-        stage_times.insert(stage, time);
-        Ok(())
+    let stage_times = r.map("stage_times", |r| {
+        Ok((r.string("stage_times key")?, r.long("stage_times value")?))
     })?;
     let trace_header = match r.long("trace_header branch")? {
         0 => None,
         1 => Some(r.string("trace_header")?),
         b => return Err(format!("trace_header: union branch {b} out of range")),
     };
-    let payload = r.bytes("payload")?.to_vec();
+    let payload = Cow::Borrowed(r.bytes("payload")?);
     let enrichment = match r.long("enrichment branch")? {
         0 => None,
         1 => {
@@ -364,14 +374,10 @@ fn read_envelope(body: &[u8]) -> Result<Envelope, String> {
                 [1] => true,
                 other => return Err(format!("reference_found: boolean byte {other:?}")),
             };
-            let mut attributes = HashMap::new();
-            r.map("attributes", |r| {
-                let k = r.string("attributes key")?;
-                let v = r.string("attributes value")?;
-                attributes.insert(k, v);
-                Ok(())
+            let attributes = r.map("attributes", |r| {
+                Ok((r.string("attributes key")?, r.string("attributes value")?))
             })?;
-            Some(Enrichment {
+            Some(EnrichmentRef {
                 agg_key,
                 metric,
                 window_start,
@@ -383,7 +389,7 @@ fn read_envelope(body: &[u8]) -> Result<Envelope, String> {
     };
     let origin = match r.long("origin branch")? {
         0 => None,
-        1 => Some(Origin {
+        1 => Some(OriginRef {
             id: r.string("origin id")?,
             seq: r.string("origin seq")?,
             sub: i32::try_from(r.long("origin sub")?)
@@ -394,7 +400,7 @@ fn read_envelope(body: &[u8]) -> Result<Envelope, String> {
     if r.pos != body.len() {
         return Err(format!("{} trailing bytes", body.len() - r.pos));
     }
-    Ok(Envelope {
+    Ok(EnvelopeRef {
         event_id,
         source,
         subject,
@@ -454,24 +460,26 @@ impl<'a> Reader<'a> {
         self.take(n, what)
     }
 
-    fn string(&mut self, what: &str) -> Result<String, String> {
+    fn string(&mut self, what: &str) -> Result<Cow<'a, str>, String> {
         let b = self.bytes(what)?;
         std::str::from_utf8(b)
-            .map(str::to_owned)
+            .map(Cow::Borrowed)
             .map_err(|_| format!("{what}: not UTF-8"))
     }
 
-    /// Reads map blocks until the end marker, calling `entry` per entry. A negative count is
-    /// followed by the block's byte size, which is read and ignored.
-    fn map(
+    /// An Avro map: blocks until the end marker, `entry` reading each entry. A negative count
+    /// is followed by the block's byte size, which is read and ignored. Each block's count
+    /// sizes the list before its entries, so it never grows entry by entry.
+    fn map<K, V>(
         &mut self,
         what: &str,
-        mut entry: impl FnMut(&mut Self) -> Result<(), String>,
-    ) -> Result<(), String> {
+        mut entry: impl FnMut(&mut Self) -> Result<(K, V), String>,
+    ) -> Result<Vec<(K, V)>, String> {
+        let mut map = Vec::new();
         loop {
             let mut count = self.long(what)?;
             if count == 0 {
-                return Ok(());
+                return Ok(map);
             }
             if count < 0 {
                 count = count
@@ -480,13 +488,13 @@ impl<'a> Reader<'a> {
                 self.long(what)?;
             }
             // Every entry has a key, so it takes at least one byte.
-            if usize::try_from(count).map_or(true, |c| c > self.buf.len() - self.pos) {
-                return Err(format!(
-                    "{what}: block of {count} entries exceeds the record"
-                ));
-            }
-            for _ in 0..count {
-                entry(self)?;
+            let entries = usize::try_from(count)
+                .ok()
+                .filter(|c| *c <= self.buf.len() - self.pos)
+                .ok_or_else(|| format!("{what}: block of {count} entries exceeds the record"))?;
+            map.reserve(entries);
+            for _ in 0..entries {
+                map.push(entry(self)?);
             }
         }
     }
@@ -586,6 +594,9 @@ mod tests {
             // The hand reader and the schema-driven serde reader agree on every byte string:
             // the valid one, each truncation and each single-byte corruption.
             let serde_read = |b: &[u8]| codec.current.decode::<Envelope>(b).ok();
+            fn read_envelope(b: &[u8]) -> Result<Envelope, String> {
+                super::read_envelope(b).map(EnvelopeRef::into_owned)
+            }
             assert_eq!(read_envelope(&by_schema).ok(), Some(env.clone()));
             for cut in 0..by_schema.len() {
                 assert_eq!(
@@ -673,5 +684,65 @@ mod tests {
         let bytes = other.encode(&sample()).unwrap();
         codec.learn(Arc::new(CompiledSchema::parse(9, ENVELOPE_SCHEMA).unwrap()));
         assert_eq!(codec.decode(&bytes).unwrap(), sample());
+    }
+
+    #[test]
+    fn read_in_place_borrows_own_version_and_owns_others() {
+        let codec = EnvelopeCodec::new(7).unwrap();
+        let mut env = sample();
+        env.stage_times.insert("enricher".into(), 5);
+        env.enrichment = Some(Enrichment {
+            agg_key: "orders:category=books".into(),
+            metric: 1.5,
+            window_start: 60_000,
+            reference_found: true,
+            attributes: HashMap::from([("category".to_string(), "books".to_string())]),
+        });
+        let own = codec.encode(&env).unwrap();
+        let view = codec.decode_ref(&own).unwrap();
+        assert!(matches!(view.event_id, Cow::Borrowed(_)));
+        assert!(matches!(view.payload, Cow::Borrowed(_)));
+        assert_eq!(view.stage_time("enricher"), Some(5));
+        assert_eq!(view.stage_time("validator"), Some(1_764_000_000_300));
+        assert_eq!(view.stage_time("archiver"), None);
+        assert_eq!(EnvelopeHead::origin_parts(&view), Some(("p-1/0", "42", 0)));
+        assert_eq!(view.into_owned(), env);
+
+        codec.learn(Arc::new(CompiledSchema::parse(9, ENVELOPE_SCHEMA).unwrap()));
+        let other = EnvelopeCodec::new(9).unwrap().encode(&env).unwrap();
+        let view = codec.decode_ref(&other).unwrap();
+        assert!(matches!(view.event_id, Cow::Owned(_)));
+        assert_eq!(view.into_owned(), env);
+        assert!(matches!(
+            codec.decode_ref(&own[..own.len() - 1]),
+            Err(CodecError::Malformed { .. })
+        ));
+    }
+
+    #[test]
+    fn a_repeated_map_key_reads_as_its_last_value_either_way() {
+        // Avro allows it; the owned map keeps the last insert, and so does the list's lookup.
+        let mut e = sample();
+        e.stage_times.clear();
+        let (mut empty, mut one) = (Vec::new(), Vec::new());
+        write_envelope(&e, &mut empty);
+        e.stage_times.insert("validator".into(), 1);
+        write_envelope(&e, &mut one);
+        // Where the map starts: the first byte the two bodies differ at.
+        let at = empty.iter().zip(&one).position(|(a, b)| a != b).unwrap();
+        let mut repeated = empty[..at].to_vec();
+        // One block of two entries, both "validator" (times 1 then 2), then the end marker.
+        repeated.push(4);
+        for time in [2u8, 4] {
+            repeated.push(18);
+            repeated.extend_from_slice(b"validator");
+            repeated.push(time);
+        }
+        repeated.push(0);
+        repeated.extend_from_slice(&empty[at + 1..]);
+        let view = read_envelope(&repeated).unwrap();
+        assert_eq!(view.stage_times.len(), 2);
+        assert_eq!(view.stage_time("validator"), Some(2));
+        assert_eq!(view.into_owned().stage_times["validator"], 2);
     }
 }

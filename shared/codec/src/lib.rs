@@ -24,7 +24,8 @@ pub mod schema;
 pub mod source;
 
 pub use envelope::{
-    Enrichment, Envelope, EnvelopeCodec, Origin, stamp_origin, stamped_growth, unstamp_origin,
+    Enrichment, EnrichmentRef, Envelope, EnvelopeCodec, EnvelopeHead, EnvelopeRef, Origin,
+    OriginRef, stamp_origin, stamped_growth, unstamp_origin,
 };
 pub use error::CodecError;
 pub use position::Position;

@@ -4,7 +4,7 @@
 //! (docs/adr/0010-exactly-once-at-batch-cost.md).
 
 use crate::KinesisEventRecord;
-use riffle_codec::Envelope;
+use riffle_codec::EnvelopeHead;
 
 use crate::batch::shard_id;
 
@@ -42,13 +42,12 @@ pub const POSITION_ORIGIN: &str = "";
 /// The origin id and sequence a stage deduplicates `envelope` by, read at `position` of its
 /// input shard: the envelope's own origin when it has a usable one, else
 /// ([`POSITION_ORIGIN`], `position`).
-pub fn origin_of(envelope: &Envelope, position: Position) -> (&str, Position) {
+pub fn origin_of<E: EnvelopeHead>(envelope: &E, position: Position) -> (&str, Position) {
     envelope
-        .origin
-        .as_ref()
-        .and_then(|o| {
-            let sub = u32::try_from(o.sub).ok()?;
-            Some((o.id.as_str(), Position::new(&o.seq, sub)?))
+        .origin_parts()
+        .and_then(|(id, seq, sub)| {
+            let sub = u32::try_from(sub).ok()?;
+            Some((id, Position::new(seq, sub)?))
         })
         .unwrap_or((POSITION_ORIGIN, position))
 }
@@ -70,9 +69,9 @@ pub fn redrive_origin(stage: &str, message_id: &str, index: usize) -> riffle_cod
 
 /// Whether `envelope` was redriven to a stage other than `stage`: that stage's record, which
 /// `stage` already handled (or never had to).
-pub fn redriven_elsewhere(envelope: &Envelope, stage: &str) -> bool {
-    envelope.origin.as_ref().is_some_and(|o| {
-        o.id.strip_prefix(REDRIVE_ORIGIN_PREFIX)
+pub fn redriven_elsewhere<E: EnvelopeHead>(envelope: &E, stage: &str) -> bool {
+    envelope.origin_parts().is_some_and(|(id, _, _)| {
+        id.strip_prefix(REDRIVE_ORIGIN_PREFIX)
             .and_then(|rest| rest.split_once('/'))
             .is_some_and(|(to, _)| to != stage)
     })

@@ -5,7 +5,7 @@
 
 use crate::KinesisEventRecord;
 use base64::Engine as _;
-use riffle_codec::Envelope;
+use riffle_codec::EnvelopeHead;
 use serde::{Deserialize, Serialize};
 
 use crate::batch::shard_id;
@@ -53,10 +53,10 @@ impl RejectMessage {
     }
 
     /// The same reject naming the event it carried (when its envelope could be read).
-    pub fn with_envelope(mut self, envelope: &Envelope) -> Self {
-        self.event_id = Some(envelope.event_id.clone());
-        self.subject = Some(envelope.subject.clone());
-        self.source = Some(envelope.source.clone());
+    pub fn with_envelope<E: EnvelopeHead>(mut self, envelope: &E) -> Self {
+        self.event_id = Some(envelope.event_id().to_owned());
+        self.subject = Some(envelope.subject().to_owned());
+        self.source = Some(envelope.source().to_owned());
         self
     }
 

@@ -5,7 +5,9 @@ use std::sync::Arc;
 
 use riffle_codec::envelope::ENVELOPE_SUBJECT;
 use riffle_codec::source::SchemaSource;
-use riffle_codec::{CodecError, CompiledSchema, Envelope, EnvelopeCodec, SchemaCache, frame};
+use riffle_codec::{
+    CodecError, CompiledSchema, Envelope, EnvelopeCodec, EnvelopeHead, SchemaCache, frame,
+};
 
 /// Teaches `codec` the envelope versions in `records` it has not seen (written by newer
 /// producers or stages); returns the ids the registry could not be asked about, whose records
@@ -48,13 +50,13 @@ pub async fn resolve_payload_schemas<S: SchemaSource>(
 
 /// Resolves each distinct payload schema id of `envelopes` once. An id that is no registry id
 /// (negative) is not asked for; [`payload_schema`] then rejects its records.
-pub async fn resolve_schemas_of<'a, S: SchemaSource>(
+pub async fn resolve_schemas_of<'a, S: SchemaSource, E: EnvelopeHead + 'a>(
     cache: &SchemaCache<S>,
-    envelopes: impl IntoIterator<Item = &'a Envelope>,
+    envelopes: impl IntoIterator<Item = &'a E>,
 ) -> BatchSchemas {
     let mut resolved = HashMap::new();
     for envelope in envelopes {
-        let Ok(id) = u32::try_from(envelope.schema_id) else {
+        let Ok(id) = u32::try_from(envelope.schema_id()) else {
             continue;
         };
         if let std::collections::hash_map::Entry::Vacant(slot) = resolved.entry(id) {
@@ -78,11 +80,11 @@ pub fn take_outage(schemas: &mut BatchSchemas) -> Option<CodecError> {
 ///
 /// # Errors
 /// The schema id was not resolved (negative, or not in the batch) or the registry refused it.
-pub fn payload_schema<'a>(
+pub fn payload_schema<'a, E: EnvelopeHead>(
     schemas: &'a BatchSchemas,
-    envelope: &Envelope,
+    envelope: &E,
 ) -> Result<&'a CompiledSchema, (&'static str, String)> {
-    match u32::try_from(envelope.schema_id)
+    match u32::try_from(envelope.schema_id())
         .ok()
         .and_then(|id| schemas.get(&id))
     {
@@ -90,7 +92,7 @@ pub fn payload_schema<'a>(
         Some(Err(e)) => Err((e.code(), e.to_string())),
         None => Err((
             "unknown_schema",
-            format!("schema id {} not registered", envelope.schema_id),
+            format!("schema id {} not registered", envelope.schema_id()),
         )),
     }
 }
