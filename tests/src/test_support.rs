@@ -180,3 +180,82 @@ pub fn enriched_event(blobs: &[Vec<u8>], first_seq: u64, shard: &str) -> Kinesis
         .collect();
     event
 }
+
+/// The SDK pointed where `env` says, as any SDK given those variables would be: the
+/// general endpoint, and the per-service ones (`AWS_ENDPOINT_URL_<SERVICE>`) per client.
+pub async fn sdk_from(env: &HashMap<String, String>) -> aws_config::SdkConfig {
+    let credentials = aws_credential_types::Credentials::new(
+        env["AWS_ACCESS_KEY_ID"].clone(),
+        env["AWS_SECRET_ACCESS_KEY"].clone(),
+        None,
+        None,
+        "riffle-dev up",
+    );
+    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(env["AWS_REGION"].clone()))
+        .credentials_provider(credentials);
+    if let Some(url) = env.get("AWS_ENDPOINT_URL") {
+        loader = loader.endpoint_url(url);
+    }
+    loader.load().await
+}
+
+/// A DynamoDB client for `sdk`, at `AWS_ENDPOINT_URL_DYNAMODB` when `env` names one.
+pub fn dynamodb(
+    sdk: &aws_config::SdkConfig,
+    env: &HashMap<String, String>,
+) -> aws_sdk_dynamodb::Client {
+    let mut config = aws_sdk_dynamodb::config::Builder::from(sdk);
+    if let Some(url) = env.get("AWS_ENDPOINT_URL_DYNAMODB") {
+        config = config.endpoint_url(url);
+    }
+    aws_sdk_dynamodb::Client::from_conf(config.build())
+}
+
+/// An SQS client for `sdk`, at `AWS_ENDPOINT_URL_SQS` when `env` names one.
+pub fn sqs(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> aws_sdk_sqs::Client {
+    let mut config = aws_sdk_sqs::config::Builder::from(sdk);
+    if let Some(url) = env.get("AWS_ENDPOINT_URL_SQS") {
+        config = config.endpoint_url(url);
+    }
+    aws_sdk_sqs::Client::from_conf(config.build())
+}
+
+/// (count, sum) per view key, over all windows.
+pub async fn view_totals(
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+) -> HashMap<String, (i64, f64)> {
+    let mut totals: HashMap<String, (i64, f64)> = HashMap::new();
+    let mut start = None;
+    loop {
+        let page = dynamo
+            .scan()
+            .table_name(table)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .unwrap();
+        for item in page.items() {
+            let row = riffle_view::item::parse_item(item).unwrap();
+            let t = totals.entry(row.key.agg_key).or_default();
+            t.0 += row.aggregate.count;
+            t.1 += row.aggregate.sum;
+        }
+        start = page.last_evaluated_key;
+        if start.is_none() {
+            return totals;
+        }
+    }
+}
+
+/// Stops a `riffle-dev up` started by [`start_up`] as Ctrl-C would, and removes its state.
+pub async fn stop_up(mut up: tokio::process::Child, state: &Path) {
+    if let Some(pid) = up.id() {
+        let _ = std::process::Command::new("kill")
+            .args(["-INT", &pid.to_string()])
+            .status();
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(30), up.wait()).await;
+    let _ = std::fs::remove_dir_all(state);
+}

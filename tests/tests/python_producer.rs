@@ -11,6 +11,8 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use riffle_tests::test_support::{dynamodb, sdk_from, sqs, stop_up, view_totals};
+
 const VALID: u64 = 1_200;
 const INVALID: u64 = 30;
 
@@ -120,77 +122,5 @@ async fn the_python_example_producer_reaches_the_view() {
     }
     assert_eq!(rejects, INVALID);
 
-    let pid = up.id().unwrap();
-    std::process::Command::new("kill")
-        .args(["-INT", &pid.to_string()])
-        .status()
-        .unwrap();
-    let _ = tokio::time::timeout(Duration::from_secs(30), up.wait()).await;
-    let _ = std::fs::remove_dir_all(&state);
-}
-
-/// The SDK pointed where `env` says, as any SDK given those variables would be: the
-/// general endpoint, and the per-service ones (`AWS_ENDPOINT_URL_<SERVICE>`) per client.
-async fn sdk_from(env: &HashMap<String, String>) -> aws_config::SdkConfig {
-    let credentials = aws_credential_types::Credentials::new(
-        env["AWS_ACCESS_KEY_ID"].clone(),
-        env["AWS_SECRET_ACCESS_KEY"].clone(),
-        None,
-        None,
-        "riffle-dev up",
-    );
-    let mut loader = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(env["AWS_REGION"].clone()))
-        .credentials_provider(credentials);
-    if let Some(url) = env.get("AWS_ENDPOINT_URL") {
-        loader = loader.endpoint_url(url);
-    }
-    loader.load().await
-}
-
-fn dynamodb(
-    sdk: &aws_config::SdkConfig,
-    env: &HashMap<String, String>,
-) -> aws_sdk_dynamodb::Client {
-    let mut config = aws_sdk_dynamodb::config::Builder::from(sdk);
-    if let Some(url) = env.get("AWS_ENDPOINT_URL_DYNAMODB") {
-        config = config.endpoint_url(url);
-    }
-    aws_sdk_dynamodb::Client::from_conf(config.build())
-}
-
-fn sqs(sdk: &aws_config::SdkConfig, env: &HashMap<String, String>) -> aws_sdk_sqs::Client {
-    let mut config = aws_sdk_sqs::config::Builder::from(sdk);
-    if let Some(url) = env.get("AWS_ENDPOINT_URL_SQS") {
-        config = config.endpoint_url(url);
-    }
-    aws_sdk_sqs::Client::from_conf(config.build())
-}
-
-/// (count, sum) per view key, over all windows.
-async fn view_totals(
-    dynamo: &aws_sdk_dynamodb::Client,
-    table: &str,
-) -> HashMap<String, (i64, f64)> {
-    let mut totals: HashMap<String, (i64, f64)> = HashMap::new();
-    let mut start = None;
-    loop {
-        let page = dynamo
-            .scan()
-            .table_name(table)
-            .set_exclusive_start_key(start)
-            .send()
-            .await
-            .unwrap();
-        for item in page.items() {
-            let row = riffle_view::item::parse_item(item).unwrap();
-            let t = totals.entry(row.key.agg_key).or_default();
-            t.0 += row.aggregate.count;
-            t.1 += row.aggregate.sum;
-        }
-        start = page.last_evaluated_key;
-        if start.is_none() {
-            return totals;
-        }
-    }
+    stop_up(up, &state).await;
 }

@@ -19,6 +19,7 @@ pub mod deploy;
 pub mod dev;
 pub mod dlq;
 pub mod error;
+pub mod produce;
 pub mod replay;
 pub mod schema;
 pub mod trace;

@@ -34,6 +34,9 @@ enum Command {
     Cost(riffle_cli::cost::CostArgs),
     /// Evaluate the templates' alarms against the local stack's metrics: which are in ALARM and why.
     Alarms(riffle_cli::alarms::AlarmsArgs),
+    /// Put events into a running stack's raw stream: JSON lines of a registered subject, or
+    /// generated ones (`riffle-dev up` prints the variables it needs).
+    Produce(riffle_cli::produce::ProduceArgs),
     /// Create or update the platform and service stacks through CloudFormation change sets
     /// (`--plan`: only show the changes).
     Deploy(riffle_cli::deploy::DeployArgs),
@@ -55,6 +58,7 @@ async fn main() -> ExitCode {
         Command::Cost(args) => riffle_cli::cost::main(&args),
         Command::Alarms(args) => riffle_cli::alarms::main(args).await,
         Command::Deploy(args) => riffle_cli::deploy::main(args).await,
+        Command::Produce(args) => riffle_cli::produce::main(args).await,
         Command::Dev(args) => riffle_cli::dev::forward(&args),
     }
 }

@@ -1,0 +1,173 @@
+//! `riffle produce` against `riffle-dev up`, with nothing but the variables the twin prints:
+//! JSON lines of a registered subject reach the view (each counted once, dwell times summed),
+//! the lines that cannot be encoded are reported by number and skipped, and the command then
+//! exits non-zero; generated events reach the view too.
+//!
+//! Needs the service binaries and the emulators (`make install`).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::HashMap;
+use std::io::Write;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use riffle_tests::test_support::{dynamodb, sdk_from, start_up, stop_up, view_totals};
+
+const DEVICES: [&str; 3] = ["DESKTOP", "MOBILE", "TABLET"];
+const LINES: i64 = 600;
+const GENERATED: u64 = 500;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_lines_and_generated_events_reach_the_view() {
+    let bins = riffle_harness::pipeline::bin_dir();
+    let state = std::env::temp_dir().join(format!("riffle-produce-cli-{}", std::process::id()));
+    let (mut up, env) = start_up(&bins.join("riffle-dev"), &state).await;
+    let stderr = up.stderr.take().unwrap();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut sink = Vec::new();
+        let _ = tokio::io::BufReader::new(stderr)
+            .read_to_end(&mut sink)
+            .await;
+    });
+
+    // Page views as a producer team would write them, two lines that cannot be one among them.
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    let mut expected: HashMap<String, (i64, f64)> = HashMap::new();
+    let file = state.with_extension("jsonl");
+    let mut out = std::fs::File::create(&file).unwrap();
+    for i in 0..LINES {
+        let device = DEVICES[(i % 3) as usize];
+        let dwell = 100 + i * 7;
+        let line = serde_json::json!({
+            "session_id": format!("ses-{:08x}", i),
+            "user_id": if i % 2 == 0 { serde_json::Value::Null } else { format!("u-{i}").into() },
+            "path": "/shop/books",
+            "referrer": null,
+            "device": device,
+            "dwell_ms": dwell,
+            "viewed_at": now - i,
+            "utm": {"campaign": "winter"},
+        });
+        writeln!(out, "{line}").unwrap();
+        let e = expected
+            .entry(format!("pageviews:device={device}"))
+            .or_default();
+        e.0 += 1;
+        e.1 += dwell as f64;
+        if i == 10 {
+            writeln!(out, "{{not json").unwrap();
+        }
+        if i == 20 {
+            // No `path`, which the schema requires.
+            writeln!(
+                out,
+                r#"{{"session_id":"ses-00000000","device":"MOBILE","dwell_ms":1,"viewed_at":1}}"#
+            )
+            .unwrap();
+        }
+    }
+    drop(out);
+
+    let riffle = bins.join("riffle");
+    let produced = tokio::process::Command::new(&riffle)
+        .args([
+            "produce",
+            "--subject",
+            "com.riffle.web.PageView",
+            "--key-field",
+            "session_id",
+        ])
+        .arg("--file")
+        .arg(&file)
+        .env_clear()
+        .envs(&env)
+        .output()
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&produced.stderr);
+    assert!(
+        !produced.status.success(),
+        "two lines were skipped: {stderr}"
+    );
+    assert!(stderr.contains("line 12: not JSON"), "{stderr}");
+    assert!(
+        stderr.contains("line 23: does not fit the schema of com.riffle.web.PageView"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("produced {LINES} events")),
+        "{stderr}"
+    );
+
+    let sdk = sdk_from(&env).await;
+    let dynamo = dynamodb(&sdk, &env);
+    let table = env["RIFFLE_VIEW_TABLE"].clone();
+    let seen = wait_for_view(&dynamo, &table, |seen| {
+        seen.values().map(|(c, _)| c).sum::<i64>() >= LINES
+    })
+    .await;
+    assert_eq!(seen.len(), expected.len(), "{seen:?} vs {expected:?}");
+    for (key, (count, dwell)) in &expected {
+        let (c, d) = seen.get(key).copied().unwrap_or_default();
+        assert_eq!(c, *count, "{key}");
+        assert!((d - dwell).abs() < 1e-6, "{key}: dwell {d} vs {dwell}");
+    }
+
+    // Generated events: valid ones of all three subjects join the view.
+    let generated = tokio::process::Command::new(&riffle)
+        .args([
+            "produce",
+            "--generate",
+            &GENERATED.to_string(),
+            "--rate",
+            "2000",
+        ])
+        .args(["--invalid-ratio", "0"])
+        .env_clear()
+        .envs(&env)
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&generated.stdout);
+    assert!(
+        generated.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&generated.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("produced {GENERATED} events")),
+        "{stdout}"
+    );
+    let after = wait_for_view(&dynamo, &table, |seen| {
+        seen.values().map(|(c, _)| c).sum::<i64>() >= LINES + GENERATED as i64
+    })
+    .await;
+    let total: i64 = after.values().map(|(c, _)| c).sum();
+    assert_eq!(total, LINES + GENERATED as i64, "{after:?}");
+    assert!(
+        after.keys().any(|k| !k.starts_with("pageviews:")),
+        "generated orders and readings reach the view too: {after:?}"
+    );
+
+    stop_up(up, &state).await;
+    let _ = std::fs::remove_file(&file);
+}
+
+/// The view's totals once `done` holds them (or after two minutes, for the caller's asserts).
+async fn wait_for_view(
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+    done: impl Fn(&HashMap<String, (i64, f64)>) -> bool,
+) -> HashMap<String, (i64, f64)> {
+    let started = Instant::now();
+    loop {
+        let seen = view_totals(dynamo, table).await;
+        if done(&seen) || started.elapsed() > Duration::from_secs(120) {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
