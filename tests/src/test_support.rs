@@ -249,6 +249,20 @@ pub async fn view_totals(
     }
 }
 
+/// Reads away a child's stderr in the background (the twin reports on it while it runs, and
+/// would block on a full pipe).
+pub fn drain_stderr(child: &mut tokio::process::Child) {
+    if let Some(stderr) = child.stderr.take() {
+        tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut sink = Vec::new();
+            let _ = tokio::io::BufReader::new(stderr)
+                .read_to_end(&mut sink)
+                .await;
+        });
+    }
+}
+
 /// Stops a `riffle-dev up` started by [`start_up`] as Ctrl-C would, and removes its state.
 pub async fn stop_up(mut up: tokio::process::Child, state: &Path) {
     if let Some(pid) = up.id() {

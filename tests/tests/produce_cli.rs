@@ -21,14 +21,7 @@ async fn json_lines_and_generated_events_reach_the_view() {
     let bins = riffle_harness::pipeline::bin_dir();
     let state = std::env::temp_dir().join(format!("riffle-produce-cli-{}", std::process::id()));
     let (mut up, env) = start_up(&bins.join("riffle-dev"), &state).await;
-    let stderr = up.stderr.take().unwrap();
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut sink = Vec::new();
-        let _ = tokio::io::BufReader::new(stderr)
-            .read_to_end(&mut sink)
-            .await;
-    });
+    riffle_tests::test_support::drain_stderr(&mut up);
 
     // Page views as a producer team would write them, two lines that cannot be one among them.
     let now = SystemTime::now()

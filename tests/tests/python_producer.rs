@@ -28,15 +28,7 @@ async fn the_python_example_producer_reaches_the_view() {
     let bin = riffle_harness::pipeline::bin_dir().join("riffle-dev");
     let state = std::env::temp_dir().join(format!("riffle-python-producer-{}", std::process::id()));
     let (mut up, env) = riffle_tests::test_support::start_up(&bin, &state).await;
-    // Read away, not closed: the twin reports on stderr while it runs.
-    let stderr = up.stderr.take().unwrap();
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut sink = Vec::new();
-        let _ = tokio::io::BufReader::new(stderr)
-            .read_to_end(&mut sink)
-            .await;
-    });
+    riffle_tests::test_support::drain_stderr(&mut up);
 
     let out = tokio::process::Command::new(&python)
         .arg(root.join("docs/examples/python-producer/producer.py"))

@@ -162,19 +162,26 @@ pub trait EnvelopeHead {
     fn origin_parts(&self) -> Option<(&str, &str, i32)>;
 }
 
+/// Both envelope types name these fields alike; only the origin's shape differs.
+macro_rules! head_fields {
+    () => {
+        fn event_id(&self) -> &str {
+            &self.event_id
+        }
+        fn source(&self) -> &str {
+            &self.source
+        }
+        fn subject(&self) -> &str {
+            &self.subject
+        }
+        fn schema_id(&self) -> i32 {
+            self.schema_id
+        }
+    };
+}
+
 impl EnvelopeHead for Envelope {
-    fn event_id(&self) -> &str {
-        &self.event_id
-    }
-    fn source(&self) -> &str {
-        &self.source
-    }
-    fn subject(&self) -> &str {
-        &self.subject
-    }
-    fn schema_id(&self) -> i32 {
-        self.schema_id
-    }
+    head_fields!();
     fn origin_parts(&self) -> Option<(&str, &str, i32)> {
         self.origin
             .as_ref()
@@ -183,18 +190,7 @@ impl EnvelopeHead for Envelope {
 }
 
 impl EnvelopeHead for EnvelopeRef<'_> {
-    fn event_id(&self) -> &str {
-        &self.event_id
-    }
-    fn source(&self) -> &str {
-        &self.source
-    }
-    fn subject(&self) -> &str {
-        &self.subject
-    }
-    fn schema_id(&self) -> i32 {
-        self.schema_id
-    }
+    head_fields!();
     fn origin_parts(&self) -> Option<(&str, &str, i32)> {
         self.origin.as_ref().map(|o| (&*o.id, &*o.seq, o.sub))
     }
