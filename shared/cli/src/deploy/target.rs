@@ -240,12 +240,31 @@ impl TemplateInfo {
         if let Some(outputs) = root.get("Outputs") {
             collect_imports(outputs, &mut imports);
         }
+        // Comments and indentation are most of a documented template's bytes. Over the
+        // inline limit it goes as compact JSON, which CloudFormation reads alike: with
+        // long-form intrinsics only (no `!Ref` tags) a YAML template maps onto JSON one to
+        // one. What still does not fit needs --code-bucket.
+        let body = if body.len() > super::TEMPLATE_BODY_MAX && !has_tags(&root) {
+            serde_json::to_string(&root).map_err(|e| err(format!("not JSON-able: {e}")))?
+        } else {
+            body
+        };
         Ok(TemplateInfo {
             body,
             parameters,
             exports,
             imports,
         })
+    }
+}
+
+/// Whether `value` holds a YAML tag anywhere (`!Ref` and friends), which JSON cannot carry.
+fn has_tags(value: &Value) -> bool {
+    match value {
+        Value::Tagged(_) => true,
+        Value::Sequence(items) => items.iter().any(has_tags),
+        Value::Mapping(map) => map.iter().any(|(k, v)| has_tags(k) || has_tags(v)),
+        _ => false,
     }
 }
 
@@ -346,6 +365,43 @@ mod tests {
             env.stack_name("schema-registry"),
             "riffle-dev-schema-registry"
         );
+    }
+
+    #[test]
+    fn a_template_over_the_inline_limit_goes_as_the_same_template_in_compact_json() {
+        let path = riffle_plan::project_root()
+            .unwrap()
+            .join("infra/platform.yaml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(
+            text.len() > crate::deploy::TEMPLATE_BODY_MAX,
+            "the test needs a large one"
+        );
+        let info = TemplateInfo::parse(&path, text.clone()).unwrap();
+        assert!(
+            info.body.len() <= crate::deploy::TEMPLATE_BODY_MAX,
+            "{}",
+            info.body.len()
+        );
+        let sent: serde_json::Value = serde_json::from_str(&info.body).unwrap();
+        let read: serde_json::Value =
+            serde_json::to_value(serde_yaml_ng::from_str::<Value>(&text).unwrap()).unwrap();
+        assert_eq!(sent, read);
+
+        // Small ones go as written; tagged YAML (short-form intrinsics) is never converted.
+        let small = "Resources:\n  Q:\n    Type: AWS::SQS::Queue # a comment\n";
+        assert_eq!(
+            TemplateInfo::parse(&path, small.into()).unwrap().body,
+            small
+        );
+        let tagged = format!(
+            "{}\nOutputs:\n  X:\n    Value: !Ref Q\n",
+            "#".repeat(60_000)
+        );
+        let body = TemplateInfo::parse(&path, format!("{small}{tagged}"))
+            .unwrap()
+            .body;
+        assert!(body.contains("!Ref Q"));
     }
 
     fn t(name: &str) -> Target {
