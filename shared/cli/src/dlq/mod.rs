@@ -47,6 +47,10 @@ pub struct DlqArgs {
     /// The templates folder (default: infra/ of this checkout).
     #[arg(long, global = true)]
     pub infra: Option<PathBuf>,
+    /// The environment whose queues and streams to use (`riffle deploy --env`): their names
+    /// carry it (`riffle-<env>-enricher-dlq`). The local twin's is `local`.
+    #[arg(long, global = true, default_value = riffle_plan::LOCAL_ENV)]
+    pub env: String,
     #[command(subcommand)]
     command: DlqCommand,
 }
@@ -86,7 +90,8 @@ async fn run_command(args: DlqArgs) -> Result<String, OpsError> {
         Some(dir) => dir,
         None => riffle_plan::project_root()?.join("infra"),
     };
-    let topology = topology(&riffle_plan::plan(&infra, riffle_plan::LOCAL_ENV)?);
+    let env = crate::deploy::EnvName::parse(&args.env)?;
+    let topology = topology(&riffle_plan::plan(&infra, env.as_str())?);
     let sdk = riffle_aws::sdk_config().await;
     let sqs = riffle_aws::sqs_client(&sdk);
     match args.command {
@@ -192,6 +197,18 @@ mod tests {
             t.queue("EnricherDlq").unwrap().name,
             "riffle-local-enricher-dlq"
         );
+    }
+
+    #[test]
+    fn another_environment_names_its_own_queues_and_streams() {
+        let t = topology(&riffle_plan::plan(&infra(), "prod-eu1").unwrap());
+        assert_eq!(
+            t.queue("EnricherDlq").unwrap().name,
+            "riffle-prod-eu1-enricher-dlq"
+        );
+        assert_eq!(t.queue("EnricherDlq").unwrap().stages, vec!["enricher"]);
+        assert_eq!(t.stage_streams["enricher"], "riffle-prod-eu1-validated");
+        assert_eq!(t.stage_outputs["validator"], "riffle-prod-eu1-validated");
     }
 
     #[test]
