@@ -2,7 +2,8 @@
 # Installs the local AWS emulators and template tools into the git-ignored .riffle/tools/:
 #   node/  kinesalite (Kinesis), pinned by infra/local/package.json and its package-lock.json
 #   venv/  moto's server (DynamoDB, S3, SQS) and cfn-lint, pinned by infra/local/requirements.txt
-#   examples-venv/  the Python producer example's packages (boto3, confluent-kafka, fastavro),
+#   examples-venv/  the Python producer example's packages (boto3, confluent-kafka, fastavro)
+#          and DuckDB for reading a downloaded archive,
 #          pinned by docs/examples/python-producer/requirements.txt; its test runs in `make test`
 #   scan-venv/  checkov, pinned by infra/local/scan-requirements.txt; only with the argument
 #          `scan` (make scan), since nothing else needs it

@@ -1,7 +1,9 @@
 //! `riffle produce` against `riffle-dev up`, with nothing but the variables the twin prints:
 //! JSON lines of a registered subject reach the view (each counted once, dwell times summed),
 //! the lines that cannot be encoded are reported by number and skipped, and the command then
-//! exits non-zero; generated events reach the view too.
+//! exits non-zero; generated events reach the view too; and the archive, downloaded with
+//! `riffle archive download` and read by DuckDB as the README shows, holds every event once
+//! with the view's totals.
 //!
 //! Needs the service binaries and the emulators (`make install`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -145,8 +147,81 @@ async fn json_lines_and_generated_events_reach_the_view() {
         "generated orders and readings reach the view too: {after:?}"
     );
 
+    // The archive, the DuckDB way: the live objects downloaded, read with hive partitioning;
+    // every event once, the page views' totals those of the view.
+    let folder = state.with_extension("archive");
+    let python = riffle_local::project_root()
+        .unwrap()
+        .join(".riffle/tools/examples-venv/bin/python");
+    let started = Instant::now();
+    let archived = loop {
+        let download = tokio::process::Command::new(&riffle)
+            .args(["archive", "download", "--to"])
+            .arg(&folder)
+            .env_clear()
+            .envs(&env)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            download.status.success(),
+            "{}",
+            String::from_utf8_lossy(&download.stderr)
+        );
+        let archived = duckdb_totals(&python, &folder).await;
+        let rows: i64 = archived.values().map(|(c, _)| c).sum();
+        if rows >= LINES + GENERATED as i64 || started.elapsed() > Duration::from_secs(120) {
+            break archived;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    };
+    assert_eq!(
+        archived.values().map(|(c, _)| c).sum::<i64>(),
+        LINES + GENERATED as i64
+    );
+    for (key, (count, sum)) in &after {
+        let (c, s) = archived.get(key).copied().unwrap_or_default();
+        assert_eq!(c, *count, "{key}");
+        assert!(
+            (s - sum).abs() < 1e-6 * sum.abs().max(1.0),
+            "{key}: {s} vs {sum}"
+        );
+    }
+
     stop_up(up, &state).await;
     let _ = std::fs::remove_file(&file);
+    let _ = std::fs::remove_dir_all(&folder);
+}
+
+/// (rows, metric sum) per view key of the Parquet files under `folder`, read by DuckDB as
+/// the README shows.
+async fn duckdb_totals(
+    python: &std::path::Path,
+    folder: &std::path::Path,
+) -> HashMap<String, (i64, f64)> {
+    const QUERY: &str = r#"
+import duckdb, json, pathlib, sys
+files = sys.argv[1] + "/events/**/*.parquet"
+if not list(pathlib.Path(sys.argv[1]).glob("events/**/*.parquet")):
+    print("{}"); sys.exit(0)
+rows = duckdb.sql(
+    "SELECT agg_key, count(*), sum(metric) FROM read_parquet($files, hive_partitioning = true) "
+    "GROUP BY agg_key", params={"files": files}).fetchall()
+print(json.dumps({k: [c, s] for k, c, s in rows}))
+"#;
+    let out = tokio::process::Command::new(python)
+        .args(["-c", QUERY])
+        .arg(folder)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let parsed: HashMap<String, (i64, f64)> = serde_json::from_slice(&out.stdout).unwrap();
+    parsed
 }
 
 /// The view's totals once `done` holds them (or after two minutes, for the caller's asserts).

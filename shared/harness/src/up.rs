@@ -83,6 +83,10 @@ pub fn endpoints(pipeline: &Pipeline) -> String {
         ("RIFFLE_RAW_STREAM", deployment.stream_name("RawStream")),
         ("RIFFLE_VIEW_TABLE", deployment.table_name("ViewTable")),
         (
+            "RIFFLE_ARCHIVE_BUCKET",
+            deployment.bucket_name("ArchiveBucket"),
+        ),
+        (
             "RIFFLE_REJECTS_QUEUE_URL",
             deployment.queue_url("RejectsQueue"),
         ),
