@@ -67,11 +67,14 @@ fn members_by_object(fresh: &[Fresh]) -> Vec<((Partition, String), Vec<usize>)> 
     for (i, c) in fresh.iter().enumerate() {
         let found = keys
             .iter_mut()
-            .find(|((p, s), _)| *p == c.partition && *s == c.row.kinesis_shard_id);
+            .find(|((p, s), _)| *p == *c.partition && *s == c.row.kinesis_shard_id);
         match found {
             Some((_, members)) => members.push(i),
             None => keys.push((
-                (c.partition.clone(), c.row.kinesis_shard_id.clone()),
+                (
+                    Partition::clone(&c.partition),
+                    c.row.kinesis_shard_id.clone(),
+                ),
                 vec![i],
             )),
         }

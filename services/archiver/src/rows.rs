@@ -5,6 +5,7 @@
 use riffle_codec::datum::to_json;
 use riffle_codec::source::SchemaSource;
 use std::borrow::Cow;
+use std::sync::Arc;
 
 use riffle_codec::{EnvelopeRef, SchemaCache};
 use riffle_runtime::{KinesisEvent, KinesisEventRecord};
@@ -28,7 +29,8 @@ pub use riffle_stage::stages::VALIDATOR as VALIDATOR_STAGE;
 
 /// A usable record, before its origin's mark is known.
 pub(crate) struct Candidate {
-    pub(crate) partition: Partition,
+    /// Shared by the batch's records of the same partition (nearly all of them).
+    pub(crate) partition: Arc<Partition>,
     pub(crate) row: ArchivedRow,
     pub(crate) sub: u32,
     pub(crate) origin: (String, Position),
@@ -36,7 +38,7 @@ pub(crate) struct Candidate {
 
 /// A record admitted as new.
 pub(crate) struct Fresh {
-    pub(crate) partition: Partition,
+    pub(crate) partition: Arc<Partition>,
     pub(crate) row: ArchivedRow,
     pub(crate) sub: u32,
     pub(crate) ticket: Ticket,
@@ -83,6 +85,7 @@ pub(crate) fn candidates(
     let positions = record_positions(&event.records);
     let mut rows = Vec::with_capacity(records.len());
     let mut elsewhere = 0;
+    let mut partitions = Partitions::default();
     for decoded in records {
         let Some(record) = event.records.get(decoded.index) else {
             continue;
@@ -106,7 +109,7 @@ pub(crate) fn candidates(
         };
         let (origin, seq) = origin_of(&decoded.envelope, position);
         let origin = (origin.to_owned(), seq);
-        match archived_row(record, decoded.envelope, schemas, now_ms) {
+        match archived_row(record, decoded.envelope, schemas, now_ms, &mut partitions) {
             Ok((partition, row)) => rows.push(Candidate {
                 partition,
                 row,
@@ -117,6 +120,30 @@ pub(crate) fn candidates(
         }
     }
     Candidates { rows, elsewhere }
+}
+
+/// The partitions of a batch's records, made once each: a batch's events fall in a few
+/// hours of a few subjects, and a partition is three strings and a date computation.
+#[derive(Default)]
+pub(crate) struct Partitions {
+    /// (subject, hour since the epoch) of the last record, and its partition.
+    last: Option<(String, i64, Arc<Partition>)>,
+}
+
+impl Partitions {
+    /// The partition of an event of `subject` at `event_time_ms` (see [`Partition::of`]).
+    fn of(&mut self, subject: &str, event_time_ms: i64) -> Option<Arc<Partition>> {
+        let hour = event_time_ms.div_euclid(3_600_000);
+        if let Some((s, h, p)) = &self.last
+            && *h == hour
+            && s == subject
+        {
+            return Some(p.clone());
+        }
+        let partition = Arc::new(Partition::of(subject, event_time_ms)?);
+        self.last = Some((subject.to_owned(), hour, partition.clone()));
+        Some(partition)
+    }
 }
 
 /// The distinct shards of `rows`, sorted: the marks and the intents are kept per shard, and
@@ -137,7 +164,8 @@ fn archived_row(
     envelope: EnvelopeRef<'_>,
     schemas: &BatchSchemas,
     now_ms: i64,
-) -> Result<(Partition, ArchivedRow), Box<RejectMessage>> {
+    partitions: &mut Partitions,
+) -> Result<(Arc<Partition>, ArchivedRow), Box<RejectMessage>> {
     let park = |envelope: &EnvelopeRef<'_>, code: &str, detail: String| {
         Box::new(park_message(SERVICE, record, code, detail).with_envelope(envelope))
     };
@@ -149,7 +177,7 @@ fn archived_row(
     if let Err(e) = to_json(schema, &envelope.payload, &mut payload_json) {
         return Err(park(&envelope, e.code(), e.to_string()));
     }
-    let Some(partition) = Partition::of(&envelope.subject, envelope.event_time) else {
+    let Some(partition) = partitions.of(&envelope.subject, envelope.event_time) else {
         let detail = format!("event_time {} is not a date", envelope.event_time);
         return Err(park(&envelope, "event_time_out_of_range", detail));
     };
