@@ -34,31 +34,18 @@ enum ArchiveCommand {
 #[command(after_help = "Then, e.g.: duckdb -c \"SELECT subject, count(*) FROM \
 read_parquet('DIR/events/**/*.parquet', hive_partitioning = true) GROUP BY subject\"")]
 pub struct DownloadArgs {
-    /// The archive bucket.
-    #[arg(long, env = "RIFFLE_ARCHIVE_BUCKET")]
-    pub bucket: String,
     /// The local folder (made if missing). Objects keep their keys under it; a partition's
     /// files that are no longer live (compacted since an earlier download) are removed, so
     /// the folder never holds an event twice.
     #[arg(long, value_name = "DIR")]
     pub to: std::path::PathBuf,
-    /// Key prefix of the archive in the bucket.
-    #[arg(long, default_value = riffle_archive::key::DEFAULT_PREFIX)]
-    pub prefix: String,
-    /// Only partitions of this payload subject.
-    #[arg(long)]
-    pub subject: Option<String>,
-    /// Only partitions of this UTC date (YYYY-MM-DD).
-    #[arg(long, value_parser = parse_dt)]
-    pub dt: Option<String>,
-    /// Only partitions of this UTC hour (00-23).
-    #[arg(long, value_parser = parse_hour)]
-    pub hour: Option<String>,
+    #[command(flatten)]
+    pub archive: Partitions,
 }
 
-/// `riffle archive compact`.
+/// Which archive, and which of its partitions (both `compact` and `download`).
 #[derive(Debug, Clone, Args)]
-pub struct CompactArgs {
+pub struct Partitions {
     /// The archive bucket.
     #[arg(long, env = "RIFFLE_ARCHIVE_BUCKET")]
     pub bucket: String,
@@ -74,6 +61,28 @@ pub struct CompactArgs {
     /// Only partitions of this UTC hour (00-23).
     #[arg(long, value_parser = parse_hour)]
     pub hour: Option<String>,
+}
+
+impl Partitions {
+    fn filter(&self) -> Filter {
+        Filter {
+            subject: self.subject.clone(),
+            dt: self.dt.clone(),
+            hour: self.hour.clone(),
+        }
+    }
+
+    async fn bucket(&self) -> S3ObjectStore {
+        let sdk = riffle_aws::sdk_config().await;
+        S3ObjectStore::new(riffle_aws::s3_client(&sdk), &self.bucket)
+    }
+}
+
+/// `riffle archive compact`.
+#[derive(Debug, Clone, Args)]
+pub struct CompactArgs {
+    #[command(flatten)]
+    pub archive: Partitions,
     /// Fewest small objects in a partition worth merging (at least 2).
     #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(2..))]
     pub min_files: u16,
@@ -143,18 +152,13 @@ pub async fn main(args: ArchiveArgs) -> ExitCode {
 
 async fn compact_main(args: CompactArgs) -> ExitCode {
     let options = CompactOptions {
-        prefix: args.prefix,
-        filter: Filter {
-            subject: args.subject,
-            dt: args.dt,
-            hour: args.hour,
-        },
+        prefix: args.archive.prefix.clone(),
+        filter: args.archive.filter(),
         min_files: usize::from(args.min_files),
         target_bytes: args.target_bytes,
         dry_run: args.dry_run,
     };
-    let sdk = riffle_aws::sdk_config().await;
-    let bucket = S3ObjectStore::new(riffle_aws::s3_client(&sdk), &args.bucket);
+    let bucket = args.archive.bucket().await;
     match compact::run(&bucket, &options, |line| eprintln!("{line}")).await {
         Ok(report) => {
             print!("{}", render(&report, options.dry_run));
@@ -169,18 +173,13 @@ async fn compact_main(args: CompactArgs) -> ExitCode {
 
 /// Downloads the live objects of the selected partitions; returns the summary.
 async fn download(args: &DownloadArgs) -> Result<String, crate::OpsError> {
-    let sdk = riffle_aws::sdk_config().await;
-    let bucket = S3ObjectStore::new(riffle_aws::s3_client(&sdk), &args.bucket);
-    let filter = Filter {
-        subject: args.subject.clone(),
-        dt: args.dt.clone(),
-        hour: args.hour.clone(),
-    };
+    let bucket = args.archive.bucket().await;
+    let filter = args.archive.filter();
     let io = |path: &std::path::Path, e: std::io::Error| {
         crate::OpsError::Usage(format!("{}: {e}", path.display()))
     };
     let (mut objects, mut bytes, mut removed) = (0usize, 0u64, 0usize);
-    let listed = partitions(&bucket, &args.prefix, &filter).await?;
+    let listed = partitions(&bucket, &args.archive.prefix, &filter).await?;
     for partition in &listed {
         let mut live = std::collections::BTreeSet::new();
         let mut folder = None;
