@@ -41,7 +41,7 @@ use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine;
-use sha2::{Digest, Sha256};
+use riffle_http::{credential, secret_eq};
 
 use self::iam::{Action, Rules};
 use crate::api::{REGISTER_ROUTE, SUBJECT_PARAM};
@@ -351,13 +351,6 @@ fn is_read(method: &Method, path: &str) -> bool {
     matches!(segments.as_slice(), ["subjects", _]) || segments.first() == Some(&"compatibility")
 }
 
-/// The credential after `scheme ` in the header, if the header uses that scheme.
-fn credential<'a>(header: &'a HeaderValue, scheme: &str) -> Option<&'a str> {
-    let text = header.to_str().ok()?.trim();
-    let (given, rest) = text.split_once(' ')?;
-    given.eq_ignore_ascii_case(scheme).then(|| rest.trim())
-}
-
 /// The user whose password matches, if any. Every user is compared, matched or not.
 fn basic_user(users: &[(String, String)], header: &HeaderValue) -> Option<String> {
     let encoded = credential(header, "Basic")?;
@@ -385,16 +378,6 @@ fn bearer_token(tokens: &[String], header: &HeaderValue) -> Option<String> {
         }
     }
     found
-}
-
-/// Equality in time independent of where (or whether) the inputs differ: both are hashed
-/// to fixed-size digests, then every byte pair is folded in.
-fn secret_eq(a: &str, b: &str) -> bool {
-    let (a, b) = (Sha256::digest(a.as_bytes()), Sha256::digest(b.as_bytes()));
-    a.iter()
-        .zip(b.iter())
-        .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-        == 0
 }
 
 fn parse_list(name: &str, list: &str) -> Result<Vec<String>> {

@@ -19,7 +19,7 @@
 //!   type, [`CompatibilityLevel`], is the client crate's, shared with the CLI);
 //! - `schema`: parsing and fingerprinting a submitted schema;
 //! - `store`: the [`SchemaStore`] port with its DynamoDB and in-memory implementations;
-//! - `config`, `server`: environment and local serving for `main.rs`;
+//! - `config`: the environment `main.rs` reads (serving is riffle-http's);
 //! - `error`: the crate's one error type and its API error codes.
 //!
 //! Metrics: one `ServerErrors` EMF line on stdout per 5xx answer (`api`), under
@@ -32,7 +32,6 @@ pub mod config;
 pub mod error;
 pub mod registry;
 pub mod schema;
-pub mod server;
 pub mod store;
 
 pub use api::{router, router_with_auth};

@@ -1,9 +1,7 @@
 //! The `schema-registry` binary: builds the DynamoDB store once and serves the router,
 //! under Lambda when `AWS_LAMBDA_RUNTIME_API` is set, else on a local socket.
 
-use riffle_schema_registry::{
-    CompatibilityLevel, Config, DynamoStore, Registry, router_with_auth, server,
-};
+use riffle_schema_registry::{CompatibilityLevel, Config, DynamoStore, Registry, router_with_auth};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -23,15 +21,5 @@ async fn main() -> Result<(), BoxError> {
     // The API's default level (BACKWARD) until `PUT /config` stores another.
     let registry = Registry::with_default_level(store, CompatibilityLevel::default());
     let app = router_with_auth(registry, config.auth);
-    if config.lambda {
-        return lambda_http::run(app).await;
-    }
-    let listener = server::bind_and_announce(config.addr).await?;
-    server::serve(
-        listener,
-        app,
-        server::shutdown_signal(config.exit_on_stdin_eof),
-    )
-    .await?;
-    Ok(())
+    riffle_http::run(app, config.lambda, config.addr, config.exit_on_stdin_eof).await
 }

@@ -12,7 +12,8 @@
 //! - [`dynamo_batch`]: BatchGetItem/BatchWriteItem within limits, unprocessed parts retried;
 //! - [`meter`]: DynamoDB items and Kinesis PUT payload units this process asked for;
 //! - [`on_failure`]: Lambda's on-failure message for Kinesis sources (metadata only);
-//! - [`stream_read`]: records read back from a shard by position.
+//! - [`stream_read`]: records read back from a shard by position;
+//! - [`table`]: CreateTable from a template's table shape, indexes included.
 //!
 //! Endpoints come only from the SDK's own variables (`AWS_ENDPOINT_URL`,
 //! `AWS_ENDPOINT_URL_KINESIS`, ...), so the same code talks to AWS and to the local
@@ -27,6 +28,7 @@ pub mod meter;
 pub mod on_failure;
 pub mod sqs;
 pub mod stream_read;
+pub mod table;
 
 use std::time::Duration;
 

@@ -23,10 +23,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, AttributeValue, BillingMode, KeySchemaElement, KeyType,
-    ScalarAttributeType, TableStatus, TimeToLiveSpecification,
-};
+use aws_sdk_dynamodb::types::{AttributeValue, TableStatus, TimeToLiveSpecification};
 use clap::Args;
 use riffle_archive::ArchivedRow;
 use riffle_archive::S3ObjectStore;
@@ -299,28 +296,8 @@ async fn create_view_table(
                 infra_dir.display()
             ))
         })?;
-    let mut request = dynamo
-        .create_table()
-        .table_name(table)
-        .billing_mode(BillingMode::PayPerRequest);
-    for (name, kind) in &spec.attributes {
-        request = request.attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::from(kind.as_str()))
-                .build()
-                .map_err(aws("attribute definition"))?,
-        );
-    }
-    for (name, kind) in &spec.key_schema {
-        request = request.key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(KeyType::from(kind.as_str()))
-                .build()
-                .map_err(aws("key schema"))?,
-        );
-    }
+    let request = riffle_aws::table::create_table(dynamo, table, spec.shape())
+        .map_err(|e| OpsError::Usage(format!("creating table {table}: {e}")))?;
     request.send().await.map_err(|e| {
         OpsError::Usage(format!(
             "creating table {table}: {}",

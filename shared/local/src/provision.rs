@@ -243,6 +243,7 @@ pub async fn provision(sdk: &SdkConfig, infra_dir: &Path) -> Result<Deployment, 
             key_schema: vec![("pk".into(), "HASH".into())],
             ttl_attribute: None,
             point_in_time_recovery: false,
+            global_indexes: Vec::new(),
         },
     )
     .await?;
@@ -441,10 +442,7 @@ async fn create_table(
     spec: &TableSpec,
 ) -> Result<LocalResource, LocalError> {
     use aws_sdk_dynamodb::operation::create_table::CreateTableError;
-    use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType,
-        PointInTimeRecoverySpecification, ScalarAttributeType, TimeToLiveSpecification,
-    };
+    use aws_sdk_dynamodb::types::{PointInTimeRecoverySpecification, TimeToLiveSpecification};
     let build = |m: String| {
         LocalError::from(riffle_plan::PlanError::Template {
             file: PathBuf::from("platform.yaml"),
@@ -452,28 +450,8 @@ async fn create_table(
             message: m,
         })
     };
-    let mut request = dynamo
-        .create_table()
-        .table_name(&spec.name)
-        .billing_mode(BillingMode::PayPerRequest);
-    for (name, kind) in &spec.attributes {
-        request = request.attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name(name)
-                .attribute_type(ScalarAttributeType::from(kind.as_str()))
-                .build()
-                .map_err(|e| build(e.to_string()))?,
-        );
-    }
-    for (name, kind) in &spec.key_schema {
-        request = request.key_schema(
-            KeySchemaElement::builder()
-                .attribute_name(name)
-                .key_type(KeyType::from(kind.as_str()))
-                .build()
-                .map_err(|e| build(e.to_string()))?,
-        );
-    }
+    let request =
+        riffle_aws::table::create_table(dynamo, &spec.name, spec.shape()).map_err(build)?;
     match request.send().await {
         Ok(_) => {}
         Err(e)

@@ -48,7 +48,21 @@ pub struct TableSpec {
     pub key_schema: Vec<(String, String)>,
     pub ttl_attribute: Option<String>,
     pub point_in_time_recovery: bool,
+    pub global_indexes: Vec<IndexSpec>,
 }
+
+impl TableSpec {
+    /// Its shape, for [`riffle_aws::table::create_table`].
+    pub fn shape(&self) -> riffle_aws::table::TableShape<'_> {
+        riffle_aws::table::TableShape {
+            attributes: &self.attributes,
+            key_schema: &self.key_schema,
+            global_indexes: &self.global_indexes,
+        }
+    }
+}
+
+pub use riffle_aws::table::IndexSpec;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BucketSpec {

@@ -55,7 +55,11 @@ pub fn plan(infra_dir: &Path, env: &str) -> Result<Plan, PlanError> {
     let mut tables = Vec::new();
     for (logical, r) in platform.resources_of("AWS::DynamoDB::Table") {
         let p = &r.properties;
-        let pairs = |list: &str, a: &str, b: &str| -> Result<Vec<(String, String)>, PlanError> {
+        let pairs_in = |p: &Mapping,
+                        list: &str,
+                        a: &str,
+                        b: &str|
+         -> Result<Vec<(String, String)>, PlanError> {
             let items = p.get(list).and_then(Value::as_sequence);
             let items = items.ok_or_else(|| platform.error(logical, format!("no {list}")))?;
             items
@@ -69,6 +73,36 @@ pub fn plan(infra_dir: &Path, env: &str) -> Result<Plan, PlanError> {
                 })
                 .collect()
         };
+        let pairs = |list: &str, a: &str, b: &str| pairs_in(p, list, a, b);
+        let mut global_indexes = Vec::new();
+        for index in p
+            .get("GlobalSecondaryIndexes")
+            .and_then(Value::as_sequence)
+            .into_iter()
+            .flatten()
+        {
+            let m = index.as_mapping().cloned().unwrap_or_default();
+            let projection = sub_map(&m, "Projection").unwrap_or_default();
+            let non_key_attributes = projection
+                .get("NonKeyAttributes")
+                .and_then(Value::as_sequence)
+                .into_iter()
+                .flatten()
+                .map(|v| {
+                    v.as_str().map(str::to_owned).ok_or_else(|| {
+                        platform.error(logical, "NonKeyAttributes must be plain names")
+                    })
+                })
+                .collect::<Result<_, _>>()?;
+            global_indexes.push(IndexSpec {
+                name: platform.required(logical, &m, "IndexName", scope)?,
+                key_schema: pairs_in(&m, "KeySchema", "AttributeName", "KeyType")?,
+                projection_type: platform
+                    .prop(logical, &projection, "ProjectionType", scope)?
+                    .unwrap_or_else(|| "KEYS_ONLY".to_owned()),
+                non_key_attributes,
+            });
+        }
         let ttl = sub_map(p, "TimeToLiveSpecification");
         let ttl_attribute = match &ttl {
             Some(m) if platform.prop(logical, m, "Enabled", scope)?.as_deref() == Some("true") => {
@@ -92,6 +126,7 @@ pub fn plan(infra_dir: &Path, env: &str) -> Result<Plan, PlanError> {
             key_schema: pairs("KeySchema", "AttributeName", "KeyType")?,
             ttl_attribute,
             point_in_time_recovery: pitr,
+            global_indexes,
         });
     }
 

@@ -36,10 +36,24 @@ pub fn key_item(key: &ViewKey) -> HashMap<String, AttributeValue> {
 /// Attribute holding, per input shard, the highest position applied (ADR 0009).
 pub const APPLIED_ATTRIBUTE: &str = "applied";
 
-/// The DynamoDB item of a row: the attributes of `schemas/view_row.avsc` plus `version` and
-/// `applied` (a map of shard id to [`Position::encode`]).
+/// Attribute holding the item's view ([`crate::view_name`]), the partition key of
+/// [`BY_VIEW_INDEX`].
+pub const VIEW_NAME_ATTRIBUTE: &str = "view_name";
+
+/// The view table's index by view and window start (`infra/platform.yaml`): every key of one
+/// view in one window, or over a time range, without a scan. It projects the aggregate, not
+/// `applied`, whose per-shard positions readers never need.
+pub const BY_VIEW_INDEX: &str = "by_view";
+
+/// The DynamoDB item of a row: the attributes of `schemas/view_row.avsc` plus `version`,
+/// `applied` (a map of shard id to [`Position::encode`]) and `view_name` (for
+/// [`BY_VIEW_INDEX`]).
 pub fn row_item(row: &ViewRow) -> HashMap<String, AttributeValue> {
     let mut item = key_item(&row.key);
+    item.insert(
+        VIEW_NAME_ATTRIBUTE.to_owned(),
+        AttributeValue::S(crate::view_name(&row.key.agg_key).to_owned()),
+    );
     let a = &row.aggregate;
     let applied = row
         .applied
@@ -170,6 +184,13 @@ mod tests {
             ]),
         };
         assert_eq!(parse_item(&row_item(&row)).unwrap(), row);
+        // The view the index finds it under: the key's part before its first `:`.
+        assert_eq!(
+            row_item(&row)[VIEW_NAME_ATTRIBUTE],
+            AttributeValue::S("orders".into())
+        );
+        assert_eq!(crate::view_name("sensors:site=a:kind=b"), "sensors");
+        assert_eq!(crate::view_name("com.riffle.x.Y"), "com.riffle.x.Y");
         // Items from before positions were kept read as holding none.
         let mut old = row_item(&row);
         old.remove(APPLIED_ATTRIBUTE);

@@ -13,7 +13,10 @@ use std::collections::{BTreeMap, HashMap};
 use riffle_codec::Position;
 use riffle_codec::rules::Contract;
 
-pub use item::{APPLIED_ATTRIBUTE, ItemError, key_item, parse_item, row_item};
+pub use item::{
+    APPLIED_ATTRIBUTE, BY_VIEW_INDEX, ItemError, VIEW_NAME_ATTRIBUTE, key_item, parse_item,
+    row_item,
+};
 
 /// Window length for subjects whose contract names none. Every bundled contract names its
 /// window length, and the enricher only enriches subjects it has a contract for, so this is
@@ -29,6 +32,14 @@ pub fn window_lengths(contracts: &HashMap<String, Contract>) -> HashMap<String, 
         .iter()
         .filter_map(|(subject, c)| c.enrich.as_ref().map(|e| (subject.clone(), e.window_secs)))
         .collect()
+}
+
+/// The view a key belongs to: the part of the key before its first `:` (`sensors` for
+/// `sensors:site=berlin:kind=TEMPERATURE`, as a contract's `agg_key` template writes it),
+/// or the whole key when it has none (a subject aggregated without a template is keyed by
+/// its subject name alone).
+pub fn view_name(agg_key: &str) -> &str {
+    agg_key.split_once(':').map_or(agg_key, |(view, _)| view)
 }
 
 /// Seconds in a day, for the TTL.

@@ -32,8 +32,6 @@
 
 use std::fmt;
 
-use lambda_http::request::RequestContext;
-
 use crate::error::{Error, Result};
 use crate::registry::MAX_SUBJECT_BYTES;
 
@@ -375,22 +373,7 @@ fn parse_grants(text: &str) -> Result<Vec<Grant>> {
         .collect()
 }
 
-/// The caller's ARN, from the context lambda_http attached to the request: a function URL
-/// request (payload format 2.0, read as API Gateway v2) with AuthType `AWS_IAM` carries
-/// `requestContext.authorizer.iam.userArn`. Other contexts (REST API, ALB, a function URL
-/// without IAM auth) and requests with none (served on a socket) have no caller.
-pub fn caller_arn(context: Option<&RequestContext>) -> Option<&str> {
-    match context? {
-        RequestContext::ApiGatewayV2(context) => context
-            .authorizer
-            .as_ref()?
-            .iam
-            .as_ref()?
-            .user_arn
-            .as_deref(),
-        _ => None,
-    }
-}
+pub use riffle_http::caller_arn;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used, clippy::expect_used)]

@@ -1,0 +1,108 @@
+//! The service's configuration, read once from the environment at start.
+
+use std::net::SocketAddr;
+
+use crate::auth::Auth;
+use crate::error::Error;
+
+/// Where a locally run API listens unless told otherwise: loopback, any free port.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:0";
+
+/// What the process needs to know before serving.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    /// The view table (`RIFFLE_VIEW_TABLE`).
+    pub table: String,
+    /// Local listen address (`RIFFLE_QUERY_ADDR`).
+    pub addr: SocketAddr,
+    /// Running inside Lambda (`AWS_LAMBDA_RUNTIME_API` is set).
+    pub lambda: bool,
+    /// Stop when stdin closes (`RIFFLE_EXIT_ON_STDIN_EOF=1`).
+    pub exit_on_stdin_eof: bool,
+    /// Who may call (`RIFFLE_QUERY_AUTH`, `RIFFLE_QUERY_TOKENS`, see [`crate::auth`]).
+    pub auth: Auth,
+}
+
+impl Config {
+    /// Reads the process environment.
+    ///
+    /// # Errors
+    /// A setting is missing or malformed.
+    pub fn from_env() -> Result<Self, Error> {
+        Self::from_lookup(|name| std::env::var(name).ok())
+    }
+
+    /// Reads configuration through `var` (the environment, or a map in tests).
+    ///
+    /// # Errors
+    /// A setting is missing or malformed.
+    pub fn from_lookup(var: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let table = var("RIFFLE_VIEW_TABLE")
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| Error::Config("RIFFLE_VIEW_TABLE is not set".into()))?;
+        let addr_text = var("RIFFLE_QUERY_ADDR")
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        let addr = addr_text
+            .parse()
+            .map_err(|e| Error::Config(format!("RIFFLE_QUERY_ADDR={addr_text}: {e}")))?;
+        let lambda = var("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty());
+        let auth = Auth::from_lookup(&var)?;
+        if auth == Auth::Iam && !lambda {
+            return Err(Error::Config(
+                "RIFFLE_QUERY_AUTH=iam reads the caller from a Lambda function URL's request \
+                 context, and this process is not under Lambda: use bearer tokens here"
+                    .into(),
+            ));
+        }
+        Ok(Config {
+            table,
+            addr,
+            lambda,
+            exit_on_stdin_eof: var("RIFFLE_EXIT_ON_STDIN_EOF").as_deref() == Some("1"),
+            auth,
+        })
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn config(pairs: &[(&str, &str)]) -> Result<Config, Error> {
+        let map: HashMap<&str, &str> = pairs.iter().copied().collect();
+        Config::from_lookup(|name| map.get(name).map(|v| (*v).to_owned()))
+    }
+
+    #[test]
+    fn reads_and_refuses() {
+        let c = config(&[("RIFFLE_VIEW_TABLE", "v"), ("RIFFLE_QUERY_TOKENS", "t")]).unwrap();
+        assert_eq!(c.addr, DEFAULT_ADDR.parse().unwrap());
+        assert!(!c.lambda);
+        assert!(matches!(
+            config(&[("RIFFLE_QUERY_TOKENS", "t")]),
+            Err(Error::Config(_))
+        ));
+        assert!(matches!(
+            config(&[
+                ("RIFFLE_VIEW_TABLE", "v"),
+                ("RIFFLE_QUERY_TOKENS", "t"),
+                ("RIFFLE_QUERY_ADDR", "x")
+            ]),
+            Err(Error::Config(_))
+        ));
+        let iam = [("RIFFLE_VIEW_TABLE", "v"), ("RIFFLE_QUERY_AUTH", "iam")];
+        assert!(
+            config(&iam)
+                .unwrap_err()
+                .to_string()
+                .contains("not under Lambda")
+        );
+        let mut lambda = iam.to_vec();
+        lambda.push(("AWS_LAMBDA_RUNTIME_API", "127.0.0.1:9001"));
+        assert_eq!(config(&lambda).unwrap().auth, Auth::Iam);
+    }
+}
