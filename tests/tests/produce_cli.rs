@@ -3,7 +3,8 @@
 //! the lines that cannot be encoded are reported by number and skipped, and the command then
 //! exits non-zero; generated events reach the view too; and the archive, downloaded with
 //! `riffle archive download` and read by DuckDB as the README shows, holds every event once
-//! with the view's totals.
+//! with the view's totals; and `riffle view query` (the query API) answers, window by
+//! window, ranking and series, what DuckDB reads from that archive.
 //!
 //! Needs the service binaries and the emulators (`make install`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
@@ -188,6 +189,138 @@ async fn json_lines_and_generated_events_reach_the_view() {
         );
     }
 
+    // The query API answers what DuckDB reads from the archive: per key and window (count
+    // and metric sum), the ranking of a window, and the series of a view.
+    let windows = duckdb_windows(&python, &folder).await;
+    let query = |args: Vec<String>| {
+        let riffle = riffle.clone();
+        let env = env.clone();
+        async move {
+            let out = tokio::process::Command::new(&riffle)
+                .args(["view", "query"])
+                .args(&args)
+                .arg("--json")
+                .env_clear()
+                .envs(&env)
+                .output()
+                .await
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "riffle view query {args:?}: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+        }
+    };
+    let first = windows.keys().map(|(_, w)| *w).min().unwrap();
+    let last = windows.keys().map(|(_, w)| *w).max().unwrap();
+    let (from, to) = (first.to_string(), (last + 1).to_string());
+    for key in after.keys() {
+        let answer = query(vec![
+            "windows".into(),
+            "--key".into(),
+            key.clone(),
+            "--from".into(),
+            from.clone(),
+            "--to".into(),
+            to.clone(),
+            "--limit".into(),
+            "5000".into(),
+        ])
+        .await;
+        let api: HashMap<i64, (i64, f64)> = answer["windows"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| {
+                let start = w["window_start_ms"].as_i64().unwrap();
+                (
+                    start,
+                    (w["count"].as_i64().unwrap(), w["sum"].as_f64().unwrap()),
+                )
+            })
+            .collect();
+        let archived: HashMap<i64, (i64, f64)> = windows
+            .iter()
+            .filter(|((k, _), _)| k == key)
+            .map(|((_, w), v)| (*w, *v))
+            .collect();
+        assert_eq!(
+            api.keys().collect::<std::collections::BTreeSet<_>>(),
+            archived.keys().collect(),
+            "{key}: the API's windows are the archive's"
+        );
+        for (start, (count, sum)) in &archived {
+            let (c, s) = api[start];
+            assert_eq!(c, *count, "{key} @ {start}");
+            assert!(
+                (s - sum).abs() < 1e-6 * sum.abs().max(1.0),
+                "{key} @ {start}: {s} vs {sum}"
+            );
+        }
+    }
+    // The busiest page-view window, ranked by the API as DuckDB counts it.
+    let (busiest, _) = windows
+        .iter()
+        .filter(|((k, _), _)| k.starts_with("pageviews:"))
+        .max_by_key(|(_, (count, _))| *count)
+        .unwrap();
+    let top = query(vec![
+        "top".into(),
+        "--view".into(),
+        "pageviews".into(),
+        "--at".into(),
+        busiest.1.to_string(),
+    ])
+    .await;
+    assert_eq!(top["window_start_ms"], busiest.1);
+    let mut expected: Vec<(i64, String)> = windows
+        .iter()
+        .filter(|((k, w), _)| k.starts_with("pageviews:") && *w == busiest.1)
+        .map(|((k, _), (count, _))| (*count, k.clone()))
+        .collect();
+    expected.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| a.1.cmp(&b.1)));
+    let ranked: Vec<(i64, String)> = top["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| {
+            (
+                k["count"].as_i64().unwrap(),
+                k["key"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect();
+    assert_eq!(ranked, expected);
+    // The series of the page views: every event once, window by window.
+    let series = query(vec![
+        "series".into(),
+        "--view".into(),
+        "pageviews".into(),
+        "--from".into(),
+        from.clone(),
+        "--to".into(),
+        to.clone(),
+        "--limit".into(),
+        "5000".into(),
+    ])
+    .await;
+    let points: i64 = series["points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["count"].as_i64().unwrap())
+        .sum();
+    assert_eq!(
+        points,
+        after
+            .iter()
+            .filter(|(k, _)| k.starts_with("pageviews:"))
+            .map(|(_, (c, _))| c)
+            .sum::<i64>()
+    );
+
     stop_up(up, &state).await;
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_dir_all(&folder);
@@ -222,6 +355,38 @@ print(json.dumps({k: [c, s] for k, c, s in rows}))
     );
     let parsed: HashMap<String, (i64, f64)> = serde_json::from_slice(&out.stdout).unwrap();
     parsed
+}
+
+/// (rows, metric sum) per (view key, window start in epoch ms) of the Parquet files under
+/// `folder`, read by DuckDB.
+async fn duckdb_windows(
+    python: &std::path::Path,
+    folder: &std::path::Path,
+) -> HashMap<(String, i64), (i64, f64)> {
+    const QUERY: &str = r#"
+import duckdb, json, sys
+files = sys.argv[1] + "/events/**/*.parquet"
+rows = duckdb.sql(
+    "SELECT agg_key, epoch_ms(window_start), count(*), sum(metric) "
+    "FROM read_parquet($files, hive_partitioning = true) GROUP BY ALL",
+    params={"files": files}).fetchall()
+print(json.dumps([[k, w, c, s] for k, w, c, s in rows]))
+"#;
+    let out = tokio::process::Command::new(python)
+        .args(["-c", QUERY])
+        .arg(folder)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let rows: Vec<(String, i64, i64, f64)> = serde_json::from_slice(&out.stdout).unwrap();
+    rows.into_iter()
+        .map(|(k, w, c, s)| ((k, w), (c, s)))
+        .collect()
 }
 
 /// The view's totals once `done` holds them (or after two minutes, for the caller's asserts).

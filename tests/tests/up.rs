@@ -20,6 +20,8 @@ async fn the_twin_stays_up_and_its_printed_endpoints_reach_it() {
         "AWS_ENDPOINT_URL_KINESIS",
         "AWS_XRAY_DAEMON_ADDRESS",
         "RIFFLE_REGISTRY_URL",
+        "RIFFLE_QUERY_URL",
+        "RIFFLE_QUERY_TOKEN",
     ] {
         assert!(env.contains_key(key), "{key} missing from {env:?}");
     }

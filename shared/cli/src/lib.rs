@@ -9,7 +9,8 @@
 //! bill from measured figures), [`deploy`] (`riffle deploy`, the stacks through CloudFormation
 //! change sets), [`trace`] (`riffle trace`, an
 //! event's path from its X-Ray segments), [`alarms`] (`riffle alarms`, the templates' alarms
-//! evaluated over the local stack's metrics), [`dev`] (harness commands handed to
+//! evaluated over the local stack's metrics), [`view`] (`riffle view query`, the view query
+//! API from a terminal), [`dev`] (harness commands handed to
 //! `riffle-dev`), [`error`] ([`OpsError`]). `main.rs` is the command line over these.
 
 pub mod alarms;
@@ -23,6 +24,7 @@ pub mod produce;
 pub mod replay;
 pub mod schema;
 pub mod trace;
+pub mod view;
 
 pub use error::OpsError;
 

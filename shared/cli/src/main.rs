@@ -34,6 +34,8 @@ enum Command {
     Cost(riffle_cli::cost::CostArgs),
     /// Evaluate the templates' alarms against the local stack's metrics: which are in ALARM and why.
     Alarms(riffle_cli::alarms::AlarmsArgs),
+    /// The view through its query API: `riffle view query windows | top | series`.
+    View(riffle_cli::view::ViewArgs),
     /// Put events into a running stack's raw stream: JSON lines of a registered subject, or
     /// generated ones (`riffle-dev up` prints the variables it needs).
     Produce(riffle_cli::produce::ProduceArgs),
@@ -59,6 +61,7 @@ async fn main() -> ExitCode {
         Command::Alarms(args) => riffle_cli::alarms::main(args).await,
         Command::Deploy(args) => riffle_cli::deploy::main(args).await,
         Command::Produce(args) => riffle_cli::produce::main(args).await,
+        Command::View(args) => riffle_cli::view::main(args).await,
         Command::Dev(args) => riffle_cli::dev::forward(&args),
     }
 }

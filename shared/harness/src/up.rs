@@ -1,5 +1,5 @@
 //! `riffle-dev up`: the local twin started and kept running until Ctrl-C: the emulators, the
-//! X-Ray daemon, the registry and the four stages, provisioned from the templates. It prints
+//! X-Ray daemon, the registry, the view query API and the four stages, provisioned from the templates. It prints
 //! what another shell needs to use it (the endpoint variables, names, URLs) and restarts a
 //! stage that exits, saying so. Producers, `riffle dlq`, `riffle trace` and any AWS client
 //! use it as they would an AWS account.
@@ -69,6 +69,10 @@ pub fn endpoints(pipeline: &Pipeline) -> String {
     if let Some(url) = deployment.export(riffle_local::REGISTRY_URL_EXPORT) {
         out.push_str(&format!("export RIFFLE_REGISTRY_URL={url}\n"));
     }
+    if let Some((url, token)) = pipeline.query_access() {
+        out.push_str(&format!("export RIFFLE_QUERY_URL={url}\n"));
+        out.push_str(&format!("export RIFFLE_QUERY_TOKEN={token}\n"));
+    }
     if let Some(store) = pipeline.trace_store() {
         out.push_str(&format!("export RIFFLE_TRACE_STORE={}\n", store.display()));
     }
@@ -115,8 +119,8 @@ pub fn endpoints(pipeline: &Pipeline) -> String {
         .stream_name("RawStream")
         .unwrap_or("<the raw stream>");
     out.push_str(&format!(
-        "\n# then e.g.: riffle schema list; riffle dlq list; riffle trace --slowest 5; riffle alarms; \
-         aws kinesis put-record --stream-name {ingest} ...\n",
+        "\n# then e.g.: riffle schema list; riffle view query top --view orders; riffle dlq list; \
+         riffle trace --slowest 5; riffle alarms; aws kinesis put-record --stream-name {ingest} ...\n",
     ));
     out
 }

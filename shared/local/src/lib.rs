@@ -22,6 +22,9 @@ pub mod recording;
 
 pub use emulators::{Emulators, tools_dir};
 pub use error::LocalError;
-pub use provision::{Deployment, REGISTRY_URL_EXPORT, local_registry_env, provision};
+pub use provision::{
+    Deployment, QUERY_URL_EXPORT, REGISTRY_URL_EXPORT, local_query_env, local_registry_env,
+    provision,
+};
 pub use riffle_plan::{CHECKPOINT_TABLE, EsmSettings};
 pub use riffle_plan::{LOCAL_ENV, plan, project_root};

@@ -61,6 +61,22 @@ pub fn local_registry_env(env: Vec<(String, String)>) -> Vec<(String, String)> {
     env
 }
 
+/// The export the local query API's URL is known by once it announced it, as on AWS the
+/// view-query stack exports it.
+pub const QUERY_URL_EXPORT: &str = "riffle-local-ViewQueryUrl";
+
+/// The query API's environment for the local twin: its template's, with IAM auth (which
+/// needs a function URL to authenticate callers) replaced by bearer auth with `token`.
+pub fn local_query_env(env: Vec<(String, String)>, token: &str) -> Vec<(String, String)> {
+    let mut env: Vec<(String, String)> = env
+        .into_iter()
+        .filter(|(k, _)| k != "RIFFLE_QUERY_AUTH" && k != "RIFFLE_QUERY_TOKENS")
+        .collect();
+    env.push(("RIFFLE_QUERY_AUTH".to_owned(), "bearer".to_owned()));
+    env.push(("RIFFLE_QUERY_TOKENS".to_owned(), token.to_owned()));
+    env
+}
+
 /// What [`provision`] created, and how services reach it.
 #[derive(Debug, Clone)]
 pub struct Deployment {

@@ -555,7 +555,8 @@ mod tests {
                 "archiver",
                 "enricher",
                 "schema-registry",
-                "validator"
+                "validator",
+                "view-query"
             ]
         );
         let validator = plan

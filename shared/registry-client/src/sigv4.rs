@@ -25,6 +25,16 @@ pub(crate) async fn default_sdk_config() -> SdkConfig {
     aws_config::load_defaults(BehaviorVersion::latest()).await
 }
 
+/// Signs `request` for a Lambda function URL with AuthType `AWS_IAM` (any of Riffle's, not
+/// only the registry's: the view query API too), with the SDK's default credentials and
+/// region.
+///
+/// # Errors
+/// No region or credentials, or a request that cannot be signed (a streamed body).
+pub async fn sign_for_function_url(request: &mut reqwest::Request) -> Result<(), ClientError> {
+    sign_with(&default_sdk_config().await, request).await
+}
+
 /// Signs `request` with the credentials, region and clock of `sdk`.
 pub(crate) async fn sign_with(
     sdk: &SdkConfig,

@@ -20,7 +20,7 @@ pub use process::bin_dir;
 pub use readback::QueueDrainer;
 
 use riffle_loadtest::SchemaIds;
-use riffle_local::{Deployment, Emulators, REGISTRY_URL_EXPORT};
+use riffle_local::{Deployment, Emulators, QUERY_URL_EXPORT, REGISTRY_URL_EXPORT};
 use riffle_registry_client::RegistryClient;
 use riffle_stage::stages;
 use riffle_telemetry::names;
@@ -40,6 +40,12 @@ pub const METRICS_DIR: &str = "metrics";
 
 /// The registry's service name (its template and binary).
 pub const REGISTRY: &str = "schema-registry";
+
+/// The view query API's service name (its template and binary).
+pub const VIEW_QUERY: &str = "view-query";
+
+/// The processes that serve HTTP and announce their address (`LISTENING <url>`).
+const SERVERS: [&str; 2] = [REGISTRY, VIEW_QUERY];
 
 /// How long to wait for a child to announce itself.
 const START_TIMEOUT: Duration = Duration::from_secs(30);
@@ -209,6 +215,8 @@ pub struct Pipeline {
     deployment: Deployment,
     sdk: aws_config::SdkConfig,
     registry: Option<RegistryClient>,
+    /// The query API's bearer token, new for every twin.
+    query_token: String,
     schema_ids: SchemaIds,
     procs: Vec<Proc>,
     counters: Arc<Mutex<Counters>>,
@@ -247,7 +255,7 @@ impl Pipeline {
         stage_env: Vec<(String, String)>,
         step: impl Fn(&str),
     ) -> Result<Pipeline, PipelineError> {
-        for service in STAGES.iter().chain([&REGISTRY]) {
+        for service in STAGES.iter().chain(&SERVERS) {
             let path = options.bin_dir.join(service);
             if !path.is_file() {
                 return Err(PipelineError::Process {
@@ -280,6 +288,7 @@ impl Pipeline {
             deployment,
             sdk,
             registry: None,
+            query_token: new_token(),
             schema_ids: SchemaIds {
                 envelope: 0,
                 order: 0,
@@ -303,6 +312,20 @@ impl Pipeline {
             })?;
         pipeline.deployment.set_export(REGISTRY_URL_EXPORT, &url);
         pipeline.registry = Some(RegistryClient::new(&url)?);
+
+        step("starting the view query API");
+        let env = riffle_local::local_query_env(
+            pipeline.deployment.service_env(VIEW_QUERY)?,
+            &pipeline.query_token,
+        );
+        let url = pipeline
+            .spawn(VIEW_QUERY, env)
+            .await?
+            .ok_or_else(|| PipelineError::Process {
+                service: VIEW_QUERY.into(),
+                reason: "did not announce its address".into(),
+            })?;
+        pipeline.deployment.set_export(QUERY_URL_EXPORT, &url);
 
         step("registering schemas");
         pipeline.schema_ids = pipeline.register_schemas().await?;
@@ -363,6 +386,12 @@ impl Pipeline {
             .stop_recording(DYNAMODB_SERVICE_ID)
             .await?;
         Ok(())
+    }
+
+    /// The query API's URL and bearer token.
+    pub fn query_access(&self) -> Option<(&str, &str)> {
+        let url = self.deployment.export(QUERY_URL_EXPORT)?;
+        Some((url, &self.query_token))
     }
 
     /// The environment that points a process at this twin: the SDK's endpoint, region and
@@ -451,4 +480,11 @@ impl Pipeline {
             emulators.shutdown().await;
         }
     }
+}
+
+/// 128 random bits as hex: a bearer token nobody else on the machine can guess.
+fn new_token() -> String {
+    use rand::Rng;
+    let bytes: [u8; 16] = rand::rng().random();
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }

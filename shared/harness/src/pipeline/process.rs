@@ -191,7 +191,7 @@ impl Pipeline {
             .ok_or_else(|| fail("no stdout".into()))?;
         let mut lines = BufReader::new(stdout).lines();
 
-        let announced = if service == REGISTRY {
+        let announced = if SERVERS.contains(&service) {
             let wait = async {
                 while let Ok(Some(line)) = lines.next_line().await {
                     if let Some(url) = line.strip_prefix("LISTENING ") {
