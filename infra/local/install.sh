@@ -21,11 +21,11 @@ stamp_of() { cat "$@" | sha256sum | cut -d' ' -f1; }
 install_node() {
   local want stamp="$tools/node/.installed"
   want="$(stamp_of "$here/package.json" "$here/package-lock.json")"
-  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -d "$tools/node/node_modules/kinesalite" ]]; then
+  if [[ -f "$stamp" && "$(cat "$stamp")" == "$want" && -d "$tools/node/node_modules/kinesalite" && -d "$tools/node/node_modules/uplot" ]]; then
     return 0
   fi
   command -v npm >/dev/null || { echo "install.sh: npm is required (Node.js 20)" >&2; exit 1; }
-  echo "install.sh: installing kinesalite into $tools/node" >&2
+  echo "install.sh: installing kinesalite and uPlot into $tools/node" >&2
   mkdir -p "$tools/node"
   cp "$here/package.json" "$here/package-lock.json" "$tools/node/"
   # npm ci installs exactly the lock file's tree, transitive versions included.
@@ -83,9 +83,27 @@ install_examples_venv() {
   echo "$want" >"$stamp"
 }
 
+# A real browser for the load report's test (the report is a web page: its plots must render
+# without script errors). Debian's package; installed only where this script may (root with
+# apt), otherwise the test says how.
+install_chromium() {
+  if command -v chromium >/dev/null || command -v chromium-browser >/dev/null; then
+    return 0
+  fi
+  if [[ "$(id -u)" != "0" ]] || ! command -v apt-get >/dev/null; then
+    echo "install.sh: no chromium; the load report test needs it (apt-get install chromium)" >&2
+    return 0
+  fi
+  echo "install.sh: installing chromium (Debian package) for the load report test" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get install -y -qq --no-install-recommends chromium >/dev/null 2>&1 \
+    || { apt-get update -qq >/dev/null && apt-get install -y -qq --no-install-recommends chromium >/dev/null; }
+}
+
 install_node
 install_venv
 install_examples_venv
+install_chromium
 if [[ "${1:-}" == "scan" ]]; then
   install_scan_venv
 fi

@@ -302,11 +302,40 @@ impl RejectsCollector {
     }
 }
 
-/// The demo's producer: plain records, or KPL aggregates packed per shard.
+/// What a run put in, for [`figures_of`].
+#[derive(Debug, Clone, Default)]
+pub struct Produced {
+    /// Events produced.
+    pub events: u64,
+    /// Of which valid.
+    pub valid: u64,
+    /// Bytes handed to the producer (records and partition keys).
+    pub bytes: u64,
+    /// Kinesis PUT payload units the producer used.
+    pub put_units: u64,
+    /// Messages that went to the rejects and dead-letter queues.
+    pub queue_messages: u64,
+}
+
 /// What the run measured per valid event, for `riffle cost`; `source` says how it was run.
 pub fn figures(report: &Report, source: &str) -> riffle_cli::cost::Figures {
-    let c = &report.counters;
-    let valid = report.truth.valid().max(1) as f64;
+    figures_of(
+        &report.counters,
+        &Produced {
+            events: report.truth.total(),
+            valid: report.truth.valid(),
+            bytes: report.produced_bytes,
+            put_units: report.producer_usage.kinesis_put_units,
+            queue_messages: report.outcome.rejects.len() as u64,
+        },
+        source,
+    )
+}
+
+/// Per valid event, from the stages' metric sums `c` and what was `produced` (the demo's
+/// and `riffle-dev load`'s figures alike).
+pub fn figures_of(c: &Counters, produced: &Produced, source: &str) -> riffle_cli::cost::Figures {
+    let valid = produced.valid.max(1) as f64;
     let per_event = |metric: &str| -> f64 {
         STAGES
             .iter()
@@ -317,16 +346,15 @@ pub fn figures(report: &Report, source: &str) -> riffle_cli::cost::Figures {
     riffle_cli::cost::Figures {
         source: source.to_owned(),
         measured_at: chrono::Utc::now().to_rfc3339(),
-        events: report.truth.total(),
-        valid_events: report.truth.valid(),
-        event_bytes: report.produced_bytes as f64 / report.truth.total().max(1) as f64,
-        put_units: report.producer_usage.kinesis_put_units as f64 / valid
-            + per_event(names::KINESIS_PUT_UNITS),
+        events: produced.events,
+        valid_events: produced.valid,
+        event_bytes: produced.bytes as f64 / produced.events.max(1) as f64,
+        put_units: produced.put_units as f64 / valid + per_event(names::KINESIS_PUT_UNITS),
         dynamo_reads: per_event(names::DYNAMO_ITEMS_READ),
         dynamo_writes: per_event(names::DYNAMO_ITEMS_WRITTEN),
         s3_puts: c.count(stages::ARCHIVER, names::OBJECTS_WRITTEN) as f64 / valid,
         archive_bytes: c.count(stages::ARCHIVER, names::BYTES_WRITTEN) as f64 / valid,
-        queue_messages: report.outcome.rejects.len() as f64 / valid,
+        queue_messages: produced.queue_messages as f64 / valid,
         stages: STAGES
             .iter()
             .map(|stage| riffle_cli::cost::StageFigures {

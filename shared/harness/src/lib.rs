@@ -4,7 +4,8 @@
 //! emulator launcher or the load generator (ADR 0011).
 //!
 //! Layout: [`pipeline`] (emulators, provisioning, registry and stage processes),
-//! [`demo`] (produce, drain, summarise), [`verify`] (outcome vs ground truth),
+//! [`demo`] (produce, drain, summarise), [`load`] (a load profile measured second by second,
+//! reported as JSON, CSV and HTML), [`verify`] (outcome vs ground truth),
 //! [`chaos`] (kills, injected faults and a kinesalite restart during a run, then lost /
 //! doubled checked against the ground truth), [`schema_gate`] (the schema CI gate: git
 //! history replayed into a private registry), [`up`] (the twin kept running until Ctrl-C),
@@ -14,6 +15,7 @@
 pub mod chaos;
 pub mod coldstart;
 pub mod demo;
+pub mod load;
 pub mod pipeline;
 pub mod schema_gate;
 pub mod up;

@@ -1,5 +1,5 @@
 //! `riffle-dev`: Riffle's local twin for developers: the whole pipeline on one machine
-//! (`demo`), the guarantees under faults (`chaos`), the schema CI gate (`schema-gate`) and the
+//! (`demo`), measured under a load profile (`load`), the guarantees under faults (`chaos`), the schema CI gate (`schema-gate`) and the
 //! stage binaries' cold starts in Lambda mode (`coldstart`).
 
 // The SDK's nested futures under `#[tokio::main]` exceed the default query depth.
@@ -54,6 +54,58 @@ enum Command {
         /// default, so `riffle trace` finds any event the demo produced.
         #[arg(long, default_value_t = 1.0)]
         trace_sample_rate: f64,
+    },
+    /// Offer a load profile to the local twin and measure it second by second: offered and
+    /// accepted events, throttles, per-stage throughput and iterator age, ingest-to-view
+    /// latency, Kinesis, DynamoDB and S3 requests, Lambda-equivalent compute. Writes
+    /// report.json, report.csv and report.html (plots, opens offline) to --out.
+    Load {
+        /// constant, ramp, step, spike or soak.
+        #[arg(long, default_value = "ramp")]
+        profile: String,
+        /// Events per second: the constant and soak rate, the end of a ramp or step, the
+        /// base of a spike.
+        #[arg(long, default_value_t = 2_000.0)]
+        rate: f64,
+        /// Where a ramp or step starts (default a tenth of --rate).
+        #[arg(long)]
+        from_rate: Option<f64>,
+        /// A spike's rate (default three times --rate).
+        #[arg(long)]
+        peak: Option<f64>,
+        /// Steps of a step profile.
+        #[arg(long, default_value_t = 4)]
+        steps: u32,
+        /// When a spike starts, seconds into the run (default a third of the run).
+        #[arg(long)]
+        spike_at: Option<f64>,
+        /// How long a spike lasts, seconds.
+        #[arg(long, default_value_t = 10.0)]
+        spike_for: f64,
+        /// Seconds of offered load (default 60; soak 1800).
+        #[arg(long)]
+        duration: Option<u64>,
+        /// Sources and weights: shop-web, shop-app, web, iot-gateway.
+        #[arg(long, default_value = "shop-web,shop-app,web,iot-gateway")]
+        sources: String,
+        /// Share of invalid events (0..=1).
+        #[arg(long, default_value_t = 0.02)]
+        invalid_ratio: f64,
+        /// Seed of the event generator.
+        #[arg(long, default_value_t = 42)]
+        seed: u64,
+        /// Put one Kinesis record per event instead of KPL aggregates packed per shard.
+        #[arg(long)]
+        no_aggregate: bool,
+        /// Share of events the validator starts an X-Ray trace for (0..=1).
+        #[arg(long, default_value_t = riffle_trace::DEFAULT_SAMPLE_RATE)]
+        trace_sample_rate: f64,
+        /// Seconds to wait for the stages to catch up after the last event.
+        #[arg(long, default_value_t = 120)]
+        drain_timeout: u64,
+        /// Directory for the three files (default .riffle/reports/<profile>-<UTC time>).
+        #[arg(long)]
+        out: Option<std::path::PathBuf>,
     },
     /// The local twin kept running until Ctrl-C: emulators, X-Ray daemon, registry and the
     /// four stages, provisioned from the templates; prints the variables that point another
@@ -208,6 +260,98 @@ async fn main() -> ExitCode {
             up(
                 riffle_harness::up::UpOptions { trace_sample_rate },
                 state_dir,
+            )
+            .await
+        }
+        Command::Load {
+            profile,
+            rate,
+            from_rate,
+            peak,
+            steps,
+            spike_at,
+            spike_for,
+            duration,
+            sources,
+            invalid_ratio,
+            seed,
+            no_aggregate,
+            trace_sample_rate,
+            drain_timeout,
+            out,
+        } => {
+            let fail = |message: String| {
+                eprintln!("error: {message}");
+                ExitCode::from(2)
+            };
+            let duration = duration.unwrap_or(if profile == "soak" { 1800 } else { 60 });
+            if duration == 0 {
+                return fail("--duration must be at least 1 second".into());
+            }
+            let from = from_rate.unwrap_or(rate / 10.0);
+            let rates = [Some(rate), from_rate, peak];
+            if rates.iter().flatten().any(|r| !r.is_finite() || *r < 0.0) {
+                return fail("rates must be finite and not negative".into());
+            }
+            if !(0.0..=1.0).contains(&invalid_ratio) || !(0.0..=1.0).contains(&trace_sample_rate) {
+                return fail("--invalid-ratio and --trace-sample-rate are between 0 and 1".into());
+            }
+            use riffle_harness::load::profile::Profile;
+            let profile = match profile.as_str() {
+                "constant" => Profile::Constant { rate },
+                "soak" => Profile::Soak { rate },
+                "ramp" => Profile::Ramp { from, to: rate },
+                "step" if steps >= 2 => Profile::Step {
+                    from,
+                    to: rate,
+                    steps,
+                },
+                "step" => return fail("--steps must be at least 2".into()),
+                "spike" => Profile::Spike {
+                    rate,
+                    peak: peak.unwrap_or(rate * 3.0),
+                    at: spike_at.unwrap_or(duration as f64 / 3.0),
+                    length: spike_for,
+                },
+                other => {
+                    return fail(format!(
+                        "--profile {other}: expected constant, ramp, step, spike or soak"
+                    ));
+                }
+            };
+            let out = match out {
+                Some(dir) => dir,
+                None => match riffle_plan::project_root() {
+                    Ok(root) => root.join(".riffle/reports").join(format!(
+                        "{}-{}",
+                        profile.name(),
+                        chrono::Utc::now().format("%Y%m%dT%H%M%SZ")
+                    )),
+                    Err(e) => return fail(e.to_string()),
+                },
+            };
+            let options = riffle_harness::load::LoadOptions {
+                profile,
+                duration: Duration::from_secs(duration),
+                sources,
+                invalid_ratio,
+                seed,
+                aggregate: !no_aggregate,
+                trace_sample_rate,
+                drain_timeout: Duration::from_secs(drain_timeout),
+                out_dir: out,
+                command: std::env::args().collect::<Vec<_>>().join(" "),
+                progress: true,
+            };
+            on_checkout(
+                "load",
+                |pipeline| riffle_harness::load::run(&options, pipeline),
+                |written| {
+                    (
+                        riffle_harness::load::render(written),
+                        written.report.summary.drained,
+                    )
+                },
             )
             .await
         }

@@ -103,7 +103,7 @@ pub struct Counters {
 }
 
 /// Metrics whose every value is kept (for percentiles), not only summed.
-const SAMPLED_METRICS: [&str; 1] = [names::INGEST_TO_VIEW_MS];
+const SAMPLED_METRICS: [&str; 2] = [names::INGEST_TO_VIEW_MS, names::ITERATOR_AGE_MS];
 
 impl Counters {
     /// Empty counters that know each stage's function name from `deployment`.
