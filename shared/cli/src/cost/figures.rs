@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 /// Where `riffle-dev demo` leaves its figures, under the project root.
 pub const DEMO_FIGURES: &str = ".riffle/demo-figures.json";
 
+/// The committed load report `riffle cost` prices unless told otherwise: a release run of
+/// `riffle-dev load` on the project's 2-core machine (docs/cost.md says how it was made).
+pub const BASELINE_REPORT: &str = "docs/load/baseline/report.json";
+
 /// Per-event figures of one run. Per event means per valid event, the ones that reach every
 /// stage; what invalid events cost is in the validator's share.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -57,12 +61,20 @@ impl Figures {
     pub fn read(path: &Path) -> Result<Figures, String> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             format!(
-                "cannot read measured figures {}: {e}; run `riffle-dev demo` (it writes them) \
-                 or pass --figures",
+                "cannot read measured figures {}: {e}; run `riffle-dev load` or `riffle-dev \
+                 demo` (both write them) and pass --figures",
                 path.display()
             )
         })?;
-        serde_json::from_str(&text).map_err(|e| format!("{} holds no figures: {e}", path.display()))
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{} is not JSON: {e}", path.display()))?;
+        // A load report (`riffle-dev load`'s report.json) holds its figures under `figures`.
+        let figures = match value.get("figures") {
+            Some(inner) if value.get("seconds").is_some() => inner.clone(),
+            _ => value,
+        };
+        serde_json::from_value(figures)
+            .map_err(|e| format!("{} holds no figures: {e}", path.display()))
     }
 
     /// Writes the figures as JSON.

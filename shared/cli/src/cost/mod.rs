@@ -1,6 +1,6 @@
 //! `riffle cost`: what the pipeline costs a month on AWS at a given event rate, component by
-//! component, from figures measured per event on the local twin ([`Figures`], written by
-//! `riffle-dev demo`) and a dated price table per region (`infra/pricing/<region>.json`).
+//! component, from figures measured per event on the local twin ([`Figures`], in a
+//! `riffle-dev load` report or written by `riffle-dev demo`) and a dated price table per region (`infra/pricing/<region>.json`).
 //! It names the dominant cost and what would cut it.
 //!
 //! Layout: [`figures`] (what a run measured, per event), [`pricing`] (the price table),
@@ -25,7 +25,9 @@ pub struct CostArgs {
     /// Events per second, averaged over the month.
     #[arg(long, default_value_t = 1_000.0)]
     pub rate: f64,
-    /// Measured figures (default: what the last `riffle-dev demo` wrote).
+    /// Measured figures: a `riffle-dev load` report.json or the figures `riffle-dev demo`
+    /// writes (.riffle/demo-figures.json); default the committed load report
+    /// (docs/load/baseline/report.json).
     #[arg(long)]
     pub figures: Option<PathBuf>,
     /// AWS region of the price table (`infra/pricing/<region>.json`).
@@ -65,7 +67,7 @@ pub fn run(args: &CostArgs) -> Result<String, String> {
     let figures_path = args
         .figures
         .clone()
-        .unwrap_or_else(|| root.join(figures::DEMO_FIGURES));
+        .unwrap_or_else(|| root.join(figures::BASELINE_REPORT));
     let figures = Figures::read(&figures_path)?;
     let pricing = Pricing::read(
         &root
@@ -142,7 +144,13 @@ mod tests {
         assert!(bill["total"].as_f64().unwrap() > 0.0);
 
         let missing = run(&args(Some(dir.join("none.json")))).unwrap_err();
-        assert!(missing.contains("run `riffle-dev demo`"), "{missing}");
+        assert!(missing.contains("run `riffle-dev load`"), "{missing}");
+        // By default the committed load report is priced, its figures read from inside it.
+        let baseline = run(&args(None)).unwrap();
+        assert!(
+            baseline.contains("figures: ") && baseline.contains("riffle-dev load --profile"),
+            "{baseline}"
+        );
         let region = run(&CostArgs {
             region: "mars-1".into(),
             ..args(Some(path.clone()))
