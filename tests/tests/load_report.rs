@@ -70,6 +70,8 @@ fn body_attribute(dom: &str, name: &str) -> String {
 fn a_ramp_writes_json_csv_and_a_report_that_renders_in_a_browser() {
     let out = std::env::temp_dir().join(format!("riffle-load-report-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&out);
+    let state =
+        std::env::temp_dir().join(format!("riffle-load-report-state-{}", std::process::id()));
     let run = std::process::Command::new(riffle_harness::pipeline::bin_dir().join("riffle-dev"))
         .args([
             "load",
@@ -83,8 +85,10 @@ fn a_ramp_writes_json_csv_and_a_report_that_renders_in_a_browser() {
             "8",
             "--trace-sample-rate",
             "0",
-            "--out",
+            "--state-dir",
         ])
+        .arg(&state)
+        .arg("--out")
         .arg(&out)
         .output()
         .unwrap();
@@ -137,9 +141,13 @@ fn a_ramp_writes_json_csv_and_a_report_that_renders_in_a_browser() {
     );
     let dom = rendered_dom(&page);
     assert_eq!(body_attribute(&dom, "data-errors"), "0", "script errors");
-    assert_eq!(body_attribute(&dom, "data-rendered"), "6");
-    assert_eq!(dom.matches("class=\"uplot").count(), 6, "six uPlot charts");
-    assert!(dom.matches("<canvas").count() >= 6);
+    assert_eq!(body_attribute(&dom, "data-rendered"), "7");
+    assert_eq!(
+        dom.matches("class=\"uplot").count(),
+        7,
+        "seven uPlot charts"
+    );
+    assert!(dom.matches("<canvas").count() >= 7);
 
     // The check catches a page whose script fails.
     let broken = out.join("broken.html");
@@ -155,4 +163,5 @@ fn a_ramp_writes_json_csv_and_a_report_that_renders_in_a_browser() {
     assert_eq!(body_attribute(&dom, "data-errors"), "1");
     assert_eq!(body_attribute(&dom, "data-rendered"), "0");
     let _ = std::fs::remove_dir_all(&out);
+    let _ = std::fs::remove_dir_all(&state);
 }

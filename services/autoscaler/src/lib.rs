@@ -8,8 +8,12 @@
 //! kinesis-auto-scaling): utilization is the larger of the byte and the record rate against a
 //! shard's write limits; scale up when it stays at or above 75% for 5 minutes, down when it
 //! stays below 25% for an hour; double or halve at most.
+//!
+//! Layout: `decide` (the decision, pure); [`reshard`] (a target count as SplitShard and
+//! MergeShards calls, pure, for the local twin).
 
 mod decide;
+pub mod reshard;
 
 pub use decide::{Decision, Direction, Hold, Minute, Observation, Policy, decide, utilization};
 

@@ -106,6 +106,21 @@ enum Command {
         /// Directory for the three files (default .riffle/reports/<profile>-<UTC time>).
         #[arg(long)]
         out: Option<std::path::PathBuf>,
+        /// Reshard the raw stream by the autoscaler's rules as the load runs (SplitShard and
+        /// MergeShards; a second stands for a minute: up after 5 busy seconds, down after 60
+        /// idle ones).
+        #[arg(long)]
+        autoscale: bool,
+        /// Most shards the autoscaler may open.
+        #[arg(long, default_value_t = 8)]
+        max_shards: u32,
+        /// At the end, read the view, archive and rejects back against the ground truth and
+        /// check each partition key's order; exit 1 if anything was lost, doubled or reordered.
+        #[arg(long)]
+        check: bool,
+        /// Where the twin keeps its state and logs (wiped at start; default `.riffle/load`).
+        #[arg(long)]
+        state_dir: Option<std::path::PathBuf>,
     },
     /// The local twin kept running until Ctrl-C: emulators, X-Ray daemon, registry and the
     /// four stages, provisioned from the templates; prints the variables that point another
@@ -279,6 +294,10 @@ async fn main() -> ExitCode {
             trace_sample_rate,
             drain_timeout,
             out,
+            autoscale,
+            max_shards,
+            check,
+            state_dir,
         } => {
             let fail = |message: String| {
                 eprintln!("error: {message}");
@@ -342,14 +361,22 @@ async fn main() -> ExitCode {
                 out_dir: out,
                 command: std::env::args().collect::<Vec<_>>().join(" "),
                 progress: true,
+                autoscale: autoscale.then_some((1, max_shards.max(1))),
+                check,
             };
             on_checkout(
                 "load",
-                |pipeline| riffle_harness::load::run(&options, pipeline),
+                |mut pipeline| {
+                    if let Some(dir) = state_dir {
+                        pipeline.state_dir = dir;
+                    }
+                    riffle_harness::load::run(&options, pipeline)
+                },
                 |written| {
+                    let checked = written.report.check.as_ref().is_none_or(|c| c.ok);
                     (
                         riffle_harness::load::render(written),
-                        written.report.summary.drained,
+                        written.report.summary.drained && checked,
                     )
                 },
             )

@@ -4,13 +4,19 @@
 //! ingest-to-view latency, Kinesis PUT units, DynamoDB and S3 requests, Lambda-equivalent
 //! compute), then written as JSON, CSV and a self-contained HTML report.
 //!
+//! With `--autoscale` the autoscaler's decisions reshard the raw stream as the load runs
+//! ([`autoscale`], a second standing for a minute); with `--check` the run ends as the demo
+//! does, the view, archive and rejects read back against the generator's ground truth, and
+//! per partition key the archive's order against the order the events were produced in.
+//!
 //! Layout: this file runs the load and samples it; [`profile`] is the offered rate over
-//! time (pure); [`report`] the three outputs.
+//! time (pure); [`autoscale`] the local autoscaler; [`report`] the three outputs.
 
+pub mod autoscale;
 pub mod profile;
 pub mod report;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -49,6 +55,10 @@ pub struct LoadOptions {
     pub out_dir: PathBuf,
     /// The command line, for the report.
     pub command: String,
+    /// Reshard the raw stream by the autoscaler's rules, between (min, max) shards.
+    pub autoscale: Option<(u32, u32)>,
+    /// Read everything back at the end and compare with the ground truth.
+    pub check: bool,
     /// Print a line a second.
     pub progress: bool,
 }
@@ -118,6 +128,8 @@ impl Sampler {
             accepted: now.stats.records - self.last.stats.records,
             throttled: now.stats.throttled - self.last.stats.throttled,
             kinesis_put_units: (now.stats.payload_units - self.last.stats.payload_units) as f64,
+            raw_records: now.stats.kinesis_records - self.last.stats.kinesis_records,
+            raw_bytes: now.stats.bytes - self.last.stats.bytes,
             s3_puts: delta(stages::ARCHIVER, names::OBJECTS_WRITTEN),
             ..Second::default()
         };
@@ -198,6 +210,8 @@ fn empty_report(options: &LoadOptions) -> LoadReport {
             &options.command,
         ),
         seconds: Vec::new(),
+        reshards: Vec::new(),
+        check: None,
     }
 }
 
@@ -226,6 +240,32 @@ async fn offer_and_measure(
             options.sources
         ),
     );
+    let mut autoscaler = match options.autoscale {
+        Some((min, max)) => {
+            let stream = pipeline
+                .deployment()
+                .stream_name("RawStream")
+                .ok_or_else(|| PipelineError::Usage("no RawStream in the templates".into()))?
+                .to_owned();
+            Some(autoscale::LocalAutoscaler::new(
+                riffle_aws::kinesis_client(pipeline.sdk()),
+                &stream,
+                min,
+                max,
+            ))
+        }
+        None => None,
+    };
+    // Rejects are drained while the run goes (as the demo does), when they are checked.
+    let rejects = if options.check {
+        Some(crate::demo::collect_rejects(
+            pipeline.queue_drainer("RejectsQueue")?,
+        ))
+    } else {
+        None
+    };
+    // Per partition key, the event ids in the order they were produced.
+    let mut produced_order: HashMap<String, Vec<String>> = HashMap::new();
     let usage_before = riffle_aws::meter::usage();
     let mut sampler = Sampler::new(pipeline, producer.stats());
     let mut offered = Offered::new(options.profile, duration);
@@ -240,6 +280,12 @@ async fn offer_and_measure(
         while produced < due {
             let event = generator.next(now)?;
             truth.record(&event);
+            if options.check {
+                produced_order
+                    .entry(event.partition_key.clone())
+                    .or_default()
+                    .push(event.event_id.clone());
+            }
             produced_bytes += (event.record.len() + event.partition_key.len()) as u64;
             producer
                 .send_framed(event.partition_key, event.record)
@@ -257,6 +303,26 @@ async fn offer_and_measure(
                     stats: producer.stats(),
                 },
             );
+            if let Some(scaler) = autoscaler.as_mut()
+                && let Some(second) = sampler.seconds.last_mut()
+            {
+                if let Some(r) = scaler
+                    .tick(second.t, second.raw_records as f64, second.raw_bytes as f64)
+                    .await?
+                {
+                    say(
+                        show,
+                        &format!(
+                            "autoscaler: {} {} -> {} shards at {:.0}% utilization",
+                            r.direction,
+                            r.from,
+                            r.to,
+                            r.utilization * 100.0
+                        ),
+                    );
+                }
+                second.raw_shards = Some(scaler.open_shards().await?.len() as u32);
+            }
             if let Some(s) = sampler.seconds.last() {
                 say(show, &second_line(s));
             }
@@ -340,7 +406,71 @@ async fn offer_and_measure(
     );
     report.summary = summary;
     report.seconds = seconds;
+    report.reshards = autoscaler.map(|a| a.reshards).unwrap_or_default();
+    if let Some(rejects) = rejects {
+        say(show, "reading the view, the archive and the rejects back");
+        let items = pipeline.view_items().await?;
+        let (objects, rows) = pipeline.archive_rows().await?;
+        let (reordered, compared_pairs) = reordered_keys(&produced_order, &rows);
+        let outcome = crate::verify::Outcome {
+            rows,
+            objects,
+            rejects: rejects.finish().await?,
+            ..crate::verify::Outcome::default()
+        }
+        .with_view_items(&items);
+        let differences = crate::verify::differences(&truth, &outcome);
+        report.check = Some(report::Check {
+            ok: differences.is_empty() && reordered.is_empty(),
+            differences,
+            checked_keys: produced_order.len(),
+            compared_pairs,
+            reordered_keys: reordered,
+        });
+    }
     Ok(report)
+}
+
+/// Partition keys whose archived events are not in the order they were produced: each
+/// event's place on the enriched stream (shard and sequence number; events of one KPL
+/// aggregate share one, and are in order inside it) must not go back along the key's
+/// production order. A stage that read a child shard before its parent was done would
+/// put a later event of a key before an earlier one.
+fn reordered_keys(
+    produced: &HashMap<String, Vec<String>>,
+    rows: &[riffle_archive::ArchivedRow],
+) -> (Vec<String>, usize) {
+    let place: HashMap<&str, (&str, &str)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r.event_id.as_str(),
+                (
+                    r.kinesis_shard_id.as_str(),
+                    r.kinesis_sequence_number.as_str(),
+                ),
+            )
+        })
+        .collect();
+    // Sequence numbers are decimal strings of any length: shorter is smaller.
+    let before = |a: &str, b: &str| (a.len(), a) <= (b.len(), b);
+    let mut compared = 0;
+    let mut out: Vec<String> = produced
+        .iter()
+        .filter(|(_, ids)| {
+            let places: Vec<(&str, &str)> = ids
+                .iter()
+                .filter_map(|id| place.get(id.as_str()).copied())
+                .collect();
+            let same_shard: Vec<&[(&str, &str)]> =
+                places.windows(2).filter(|w| w[0].0 == w[1].0).collect();
+            compared += same_shard.len();
+            same_shard.iter().any(|w| !before(w[0].1, w[1].1))
+        })
+        .map(|(key, _)| key.clone())
+        .collect();
+    out.sort();
+    (out, compared)
 }
 
 /// Messages the stages sent to the rejects and dead-letter queues.
@@ -428,8 +558,68 @@ pub fn render(written: &Written) -> String {
         "Lambda-equivalent compute {:.3} GB-s\n",
         s.lambda_gb_s
     ));
+    for r in &written.report.reshards {
+        out.push_str(&format!(
+            "autoscaler at {} s: {} {} -> {} shards ({:.0}% utilization)\n",
+            r.t,
+            r.direction,
+            r.from,
+            r.to,
+            r.utilization * 100.0
+        ));
+    }
+    if let Some(check) = &written.report.check {
+        out.push_str(&format!(
+            "check: {} ({} differences from the ground truth; {} of {} partition keys out of order, {} consecutive pairs compared)\n",
+            if check.ok { "OK" } else { "FAILED" },
+            check.differences.len(),
+            check.reordered_keys.len(),
+            check.checked_keys,
+            check.compared_pairs
+        ));
+        for d in check.differences.iter().take(20) {
+            out.push_str(&format!("  {d}\n"));
+        }
+    }
     for file in &written.files {
         out.push_str(&format!("wrote {}\n", file.display()));
     }
     out
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_key_whose_events_went_back_on_their_shard_is_reordered() {
+        let row = |i: i64, shard: &str, seq: &str| riffle_archive::ArchivedRow {
+            kinesis_shard_id: shard.to_owned(),
+            kinesis_sequence_number: seq.to_owned(),
+            ..riffle_archive::testing::sample_row(i)
+        };
+        let rows = vec![
+            row(1, "shardId-0", "95"),
+            row(2, "shardId-0", "100"),
+            row(3, "shardId-0", "100"),
+            row(4, "shardId-1", "7"),
+            row(5, "shardId-0", "99"),
+        ];
+        let id = |i: i64| riffle_archive::testing::sample_row(i).event_id;
+        let produced = HashMap::from([
+            // In order: 95 < 100, and two events of one aggregate share 100.
+            ("in-order".to_owned(), vec![id(1), id(2), id(3)]),
+            // 100 then 99 on one shard: a later event came first.
+            ("reordered".to_owned(), vec![id(2), id(5)]),
+            // Different shards cannot be compared; a missing event is skipped.
+            (
+                "apart".to_owned(),
+                vec![id(4), id(5), "not-archived".to_owned()],
+            ),
+        ]);
+        let (reordered, compared) = reordered_keys(&produced, &rows);
+        assert_eq!(reordered, ["reordered"]);
+        assert_eq!(compared, 3);
+    }
 }

@@ -60,6 +60,28 @@ pub struct Second {
     pub s3_puts: f64,
     /// Lambda-equivalent compute: handler time times each function's memory, GB-seconds.
     pub lambda_gb_s: f64,
+    /// Kinesis records the producer put on the raw stream (plain records and aggregates):
+    /// its IncomingRecords.
+    pub raw_records: u64,
+    /// Their bytes: its IncomingBytes.
+    pub raw_bytes: u64,
+    /// Open shards of the raw stream (with `--autoscale`).
+    pub raw_shards: Option<u32>,
+}
+
+/// What `--check` found.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Check {
+    /// Nothing lost, doubled or reordered.
+    pub ok: bool,
+    /// Differences of the view, archive and rejects from the ground truth.
+    pub differences: Vec<String>,
+    /// Partition keys whose order was checked.
+    pub checked_keys: usize,
+    /// Pairs of a key's consecutive events compared (both archived, on one enriched shard).
+    pub compared_pairs: usize,
+    /// Those whose archived events are out of production order.
+    pub reordered_keys: Vec<String>,
 }
 
 /// Totals and extremes of a run.
@@ -110,6 +132,10 @@ pub struct LoadReport {
     pub figures: riffle_cli::cost::Figures,
     /// Second by second, the drain included.
     pub seconds: Vec<Second>,
+    /// Reshards of the raw stream (with `--autoscale`).
+    pub reshards: Vec<super::autoscale::Reshard>,
+    /// The read-back against the ground truth (with `--check`).
+    pub check: Option<Check>,
 }
 
 /// Percentiles of `values` (nearest rank); none when empty.
@@ -156,7 +182,8 @@ pub fn csv(report: &LoadReport) -> String {
     let stages = stage_names(report);
     let mut out = String::from(
         "t,target_rate,offered,accepted,throttled,latency_p50_ms,latency_p95_ms,latency_p99_ms,\
-         kinesis_put_units,dynamo_reads,dynamo_writes,s3_puts,lambda_gb_s",
+         kinesis_put_units,dynamo_reads,dynamo_writes,s3_puts,lambda_gb_s,raw_records,raw_bytes,\
+         raw_shards",
     );
     for stage in &stages {
         let _ = write!(
@@ -169,7 +196,7 @@ pub fn csv(report: &LoadReport) -> String {
     for s in &report.seconds {
         let _ = write!(
             out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
             s.t,
             s.target_rate,
             s.offered,
@@ -183,6 +210,9 @@ pub fn csv(report: &LoadReport) -> String {
             s.dynamo_writes,
             s.s3_puts,
             s.lambda_gb_s,
+            s.raw_records,
+            s.raw_bytes,
+            opt(s.raw_shards.map(f64::from)),
         );
         for stage in &stages {
             let st = s.stages.get(stage).cloned().unwrap_or_default();
@@ -213,7 +243,7 @@ fn escape(text: &str) -> String {
 }
 
 /// The number of plots [`html`] draws; the page sets `data-rendered` to it when done.
-pub const PLOTS: usize = 6;
+pub const PLOTS: usize = 7;
 
 /// The report as one HTML file with uPlot (from `uplot`) inlined.
 ///
@@ -374,6 +404,11 @@ window.addEventListener("error", function (e) {{
     {{ label: "DynamoDB items written", values: field(function (s) {{ return s.dynamo_writes; }}) }},
     {{ label: "S3 PUTs", values: field(function (s) {{ return s.s3_puts; }}) }}
   ]);
+  plot("Raw stream: what the producer put, and its open shards", "per second / shards", [
+    {{ label: "Kinesis records", values: field(function (s) {{ return s.raw_records; }}) }},
+    {{ label: "KiB", values: field(function (s) {{ return s.raw_bytes / 1024; }}) }},
+    {{ label: "open shards (x100)", values: field(function (s) {{ return s.raw_shards == null ? null : s.raw_shards * 100; }}) }}
+  ]);
   plot("Lambda-equivalent compute", "GB-s per second", [
     {{ label: "all stages", values: field(function (s) {{ return s.lambda_gb_s; }}) }}
   ]);
@@ -437,6 +472,8 @@ mod tests {
                 stages: Vec::new(),
             },
             seconds: (1..=3).map(second).collect(),
+            reshards: Vec::new(),
+            check: None,
         }
     }
 
