@@ -20,7 +20,7 @@ root="$(cd "$here/../.." && pwd)"
 tools="${RIFFLE_TOOLS_DIR:-$root/.riffle/tools}"
 venv="$tools/package-venv"
 # The functions: binary name = service name = template name under infra/services/.
-services=(validator enricher aggregator archiver schema-registry view-query)
+services=(validator enricher aggregator archiver schema-registry view-query autoscaler)
 
 archs=("$@")
 if [[ ${#archs[@]} -eq 0 ]]; then

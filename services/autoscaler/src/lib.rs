@@ -10,8 +10,11 @@
 //! stays below 25% for an hour; double or halve at most.
 //!
 //! Layout: `decide` (the decision, pure); [`reshard`] (a target count as SplitShard and
-//! MergeShards calls, pure, for the local twin).
+//! MergeShards calls, pure, for the local twin); [`aws`] (the function on AWS: CloudWatch's
+//! minutes in, UpdateShardCount out, reshard times kept in a stream tag); `main.rs` (the
+//! scheduled Lambda function over [`aws`]).
 
+pub mod aws;
 mod decide;
 pub mod reshard;
 

@@ -553,6 +553,7 @@ mod tests {
             [
                 "aggregator",
                 "archiver",
+                "autoscaler",
                 "enricher",
                 "schema-registry",
                 "validator",

@@ -21,11 +21,11 @@ fn named<'a>(all: &'a [AlarmSpec], name: &str) -> &'a AlarmSpec {
 #[test]
 fn every_alarm_of_the_templates_is_read() {
     let all = all();
-    assert_eq!(all.len(), 31);
+    assert_eq!(all.len(), 32);
     let mut names: Vec<&str> = all.iter().map(|a| a.name.as_str()).collect();
     names.sort();
     names.dedup();
-    assert_eq!(names.len(), 31, "alarm names are unique");
+    assert_eq!(names.len(), 32, "alarm names are unique");
     for a in &all {
         assert!(a.name.starts_with("riffle-local-"), "{}", a.name);
         // One runbook for every environment: the entry is the name without the environment.
@@ -53,6 +53,7 @@ fn every_alarm_of_the_templates_is_read() {
     assert_eq!(per_template("services/validator.yaml"), 4);
     assert_eq!(per_template("services/aggregator.yaml"), 4);
     assert_eq!(per_template("services/view-query.yaml"), 3);
+    assert_eq!(per_template("services/autoscaler.yaml"), 1);
     let math = all
         .iter()
         .filter(|a| matches!(a.metric, AlarmMetric::Math { .. }));
