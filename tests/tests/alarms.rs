@@ -6,7 +6,8 @@
 //! - ingest-to-view p99: a slow aggregator;
 //! - dead-letter queues: a validator whose every invocation fails, and undecodable records
 //!   on the validated and enriched streams;
-//! - the registry: its table gone, so its lookups answer 5xx.
+//! - the registry: its table gone, so its lookups answer 5xx;
+//! - the view query API: the view table gone, so its queries answer 503.
 //!
 //! The drill runs `riffle alarms --period 2`: each alarm's datapoints and thresholds as the
 //! template says, two-second periods instead of minutes. Alarms without a local drill are
@@ -52,9 +53,14 @@ const NOT_DRILLED: [(&str, &str); 8] = [
     ("riffle-local-claims-throttled", "no local source"),
     ("riffle-local-schemas-throttled", "no local source"),
 ];
-/// Also without a local source: the registry runs as a server process, not under the
-/// local Lambda runtime, so nothing throttles its invocations.
-const REGISTRY_THROTTLES: &str = "riffle-local-schema-registry-throttles";
+/// Also without a local source: the registry and the query API run as server processes, not
+/// under the local Lambda runtime, so nothing throttles their invocations; the autoscaler
+/// does not run on the twin (its decisions run inside `riffle-dev load --autoscale`).
+const NO_LOCAL_SOURCE: [&str; 3] = [
+    "riffle-local-schema-registry-throttles",
+    "riffle-local-view-query-throttles",
+    "riffle-local-autoscaler-errors",
+];
 
 #[derive(Debug, serde::Deserialize)]
 struct Row {
@@ -184,7 +190,7 @@ async fn every_alarm_fires_from_its_fault() {
 
     // Before anything flows, nothing is in ALARM, and every alarm is listed.
     let before = alarms(&pipeline).await;
-    assert_eq!(before.len(), 28, "{before:?}");
+    assert_eq!(before.len(), 32, "{before:?}");
     assert!(before.iter().all(|r| r.state != "ALARM"), "{before:?}");
     let no_source: BTreeSet<&str> = before
         .iter()
@@ -194,7 +200,7 @@ async fn every_alarm_fires_from_its_fault() {
     let expected_no_source: BTreeSet<&str> = NOT_DRILLED[4..]
         .iter()
         .map(|(n, _)| *n)
-        .chain([REGISTRY_THROTTLES])
+        .chain(NO_LOCAL_SOURCE)
         .collect();
     assert_eq!(no_source, expected_no_source);
 
@@ -308,6 +314,42 @@ async fn every_alarm_fires_from_its_fault() {
         ) => {}
     }
 
+    // A view the query API cannot read: its table gone, every query answers 503.
+    let (url, token) = pipeline.query_access().unwrap();
+    let (url, token) = (url.to_owned(), token.to_owned());
+    let view = pipeline
+        .deployment()
+        .table_name("ViewTable")
+        .unwrap()
+        .to_owned();
+    riffle_aws::dynamodb_client(pipeline.sdk())
+        .delete_table()
+        .table_name(&view)
+        .send()
+        .await
+        .unwrap();
+    let http = reqwest::Client::new();
+    let querying = async {
+        loop {
+            let answer = http
+                .get(format!("{url}/v1/windows?key=orders:category=books"))
+                .bearer_auth(&token)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(answer.status(), reqwest::StatusCode::SERVICE_UNAVAILABLE);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    tokio::select! {
+        () = querying => {}
+        () = until_fired(
+            &pipeline,
+            &["riffle-local-view-query-errors", "riffle-local-view-query-server-errors"],
+            &mut fired,
+        ) => {}
+    }
+
     // Every alarm fired but those named above; the iterator age reached the evaluation (over
     // minutes: the stages may have had nothing to do in the last two-second periods).
     let last = alarms_over(&pipeline, "60").await;
@@ -315,7 +357,7 @@ async fn every_alarm_fires_from_its_fault() {
     let not_drilled: BTreeSet<&str> = NOT_DRILLED
         .iter()
         .map(|(n, _)| *n)
-        .chain([REGISTRY_THROTTLES])
+        .chain(NO_LOCAL_SOURCE)
         .collect();
     let drilled: BTreeSet<&str> = fired.iter().map(String::as_str).collect();
     let undrilled: BTreeSet<&str> = all.difference(&drilled).copied().collect();

@@ -8,9 +8,10 @@
 //!   for nothing, lines without one (the harness's producers) only where no `Env` is asked;
 //! - `AWS/Lambda` `{FunctionName: f}`: `Errors`, `IteratorAge`, `Throttles` are the local
 //!   Lambda runtime's `BatchErrors`, `IteratorAgeMs`, `Throttles` of service `f` (its lines
-//!   carry the function name). The registry is a server process locally, not under that
-//!   runtime: its `Errors` are its `ServerErrors` (a 5xx answer is what a failed invocation
-//!   is there), and nothing measures its throttles;
+//!   carry the function name). The registry and the query API are server processes
+//!   locally, not under that runtime: their `Errors` are their `ServerErrors` (a 5xx answer
+//!   is what a failed invocation is there), and nothing measures their throttles; the
+//!   autoscaler does not run on the twin at all;
 //! - `AWS/SQS` `ApproximateNumberOfMessagesVisible` `{QueueName: q}`: the queue's depth, read
 //!   once when the command runs (SQS keeps no history to read back);
 //! - `AWS/Kinesis` `WriteProvisionedThroughputExceeded` `{StreamName: s}`: the sum of
@@ -34,6 +35,8 @@ pub const PRODUCER_SERVICE: &str = "producer";
 /// The registry's service: its template's file stem and its lines' `Service`
 /// (`riffle_harness::pipeline::REGISTRY`). It runs locally as a server process.
 pub const REGISTRY_SERVICE: &str = "schema-registry";
+/// The view query API's service: a server process locally, as the registry is.
+pub const VIEW_QUERY_SERVICE: &str = "view-query";
 
 /// The namespaces and metrics of AWS's own that the mapping knows (`names::AWS_METRICS`
 /// lists them too; a test holds the two together).
@@ -66,8 +69,11 @@ pub struct Wiring {
     /// Stream name -> the services whose lines count the writes to it.
     pub stream_writers: BTreeMap<String, BTreeSet<String>>,
     /// Function name -> the service its local server process meters as, for functions
-    /// that do not run under the local Lambda runtime (the registry).
+    /// that do not run under the local Lambda runtime (the registry, the query API).
     pub servers: BTreeMap<String, String>,
+    /// Functions the twin does not run at all (the autoscaler: on the twin its decisions run
+    /// inside `riffle-dev load --autoscale`).
+    pub absent: BTreeSet<String>,
 }
 
 impl Wiring {
@@ -92,16 +98,24 @@ impl Wiring {
         for writers in stream_writers.values_mut().filter(|w| w.is_empty()) {
             writers.insert(PRODUCER_SERVICE.to_owned());
         }
-        let servers = plan
+        let servers: BTreeMap<String, String> = plan
             .services
             .iter()
-            .filter(|s| s.name == REGISTRY_SERVICE)
+            .filter(|s| s.name == REGISTRY_SERVICE || s.name == VIEW_QUERY_SERVICE)
             .map(|s| (s.function_name.clone(), s.name.clone()))
+            .collect();
+        // Neither fed by a stream nor a server: nothing starts it locally.
+        let absent = plan
+            .services
+            .iter()
+            .filter(|s| s.esm.is_none() && !servers.contains_key(&s.function_name))
+            .map(|s| s.function_name.clone())
             .collect();
         Wiring {
             env: plan.env.clone(),
             stream_writers,
             servers,
+            absent,
         }
     }
 
@@ -141,6 +155,12 @@ impl Wiring {
         let Some(function) = only(metric, "FunctionName") else {
             return Located::Nowhere("Lambda metrics are mapped per FunctionName alone".into());
         };
+        if self.absent.contains(function) {
+            return Located::Nowhere(format!(
+                "{function} does not run on the local twin (the autoscaler's decisions run in \
+                 `riffle-dev load --autoscale`)"
+            ));
+        }
         if let Some(service) = self.servers.get(function) {
             return match metric.name.as_str() {
                 LAMBDA_ERRORS => Located::emf(service, names::SERVER_ERRORS),

@@ -187,7 +187,15 @@ fn the_wiring_is_the_plan_s() {
         "riffle-local-schema-registry".to_owned(),
         REGISTRY_SERVICE.to_owned(),
     );
-    assert_eq!(w.servers, BTreeMap::from([registry]));
+    let query = (
+        "riffle-local-view-query".to_owned(),
+        VIEW_QUERY_SERVICE.to_owned(),
+    );
+    assert_eq!(w.servers, BTreeMap::from([registry, query]));
+    assert_eq!(
+        w.absent,
+        BTreeSet::from(["riffle-local-autoscaler".to_owned()])
+    );
 
     // The AWS names mapped are the ones the templates' test knows.
     let known = |ns: &str, name: &str| {

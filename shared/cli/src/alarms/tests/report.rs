@@ -85,7 +85,8 @@ fn alarms_without_data_to_read_say_why() {
         (State::InsufficientData, true)
     );
     assert_eq!(dlq.reason, "depth of riffle-local-validator-dlq not read");
-    // Only DynamoDB throttling and the registry's Lambda throttles have no local source.
+    // Only DynamoDB throttling, the server processes' Lambda throttles and the autoscaler
+    // (not run on the twin) have no local source.
     let mut no_source: Vec<&str> = rows
         .iter()
         .filter(|r| !r.local_source)
@@ -93,10 +94,12 @@ fn alarms_without_data_to_read_say_why() {
         .collect();
     no_source.sort_unstable();
     let expected = [
+        "riffle-local-autoscaler-errors",
         "riffle-local-claims-throttled",
         "riffle-local-reference-throttled",
         "riffle-local-schema-registry-throttles",
         "riffle-local-schemas-throttled",
+        "riffle-local-view-query-throttles",
         "riffle-local-view-throttled",
     ];
     assert_eq!(no_source, expected);
@@ -117,7 +120,7 @@ fn the_table_has_a_header_a_line_per_alarm_and_a_summary() {
     let summary = lines.last().unwrap();
     let expected = format!("{} alarms: 1 in ALARM, ", specs.len());
     assert!(summary.starts_with(&expected), "{summary}");
-    assert!(summary.ends_with("(5 with no local source)"), "{summary}");
+    assert!(summary.ends_with("(7 with no local source)"), "{summary}");
     assert_eq!(lines.len(), specs.len() + 3, "{text}");
 }
 
