@@ -114,6 +114,10 @@ enum Command {
         /// Most shards the autoscaler may open.
         #[arg(long, default_value_t = 8)]
         max_shards: u32,
+        /// Records per second the autoscaler counts a shard as full at (AWS: 1000); lower
+        /// it to drive the decisions on a machine that cannot offer that much.
+        #[arg(long, default_value_t = 1000.0)]
+        shard_capacity: f64,
         /// At the end, read the view, archive and rejects back against the ground truth and
         /// check each partition key's order; exit 1 if anything was lost, doubled or reordered.
         #[arg(long)]
@@ -296,6 +300,7 @@ async fn main() -> ExitCode {
             out,
             autoscale,
             max_shards,
+            shard_capacity,
             check,
             state_dir,
         } => {
@@ -311,6 +316,9 @@ async fn main() -> ExitCode {
             let rates = [Some(rate), from_rate, peak];
             if rates.iter().flatten().any(|r| !r.is_finite() || *r < 0.0) {
                 return fail("rates must be finite and not negative".into());
+            }
+            if !(shard_capacity.is_finite() && shard_capacity >= 1.0) {
+                return fail("--shard-capacity must be at least 1 record/s".into());
             }
             if !(0.0..=1.0).contains(&invalid_ratio) || !(0.0..=1.0).contains(&trace_sample_rate) {
                 return fail("--invalid-ratio and --trace-sample-rate are between 0 and 1".into());
@@ -361,7 +369,7 @@ async fn main() -> ExitCode {
                 out_dir: out,
                 command: std::env::args().collect::<Vec<_>>().join(" "),
                 progress: true,
-                autoscale: autoscale.then_some((1, max_shards.max(1))),
+                autoscale: autoscale.then_some((1, max_shards.max(1), shard_capacity)),
                 check,
             };
             on_checkout(

@@ -34,6 +34,9 @@ pub struct LocalAutoscaler {
     policy: Policy,
     minutes: Vec<Minute>,
     updates: Vec<i64>,
+    /// A shard's capacity here against AWS's (records/s): the twin's load is scaled by it,
+    /// so a machine that cannot offer 1,000 records/s a shard still drives the decisions.
+    scale: f64,
     /// What it did.
     pub reshards: Vec<Reshard>,
 }
@@ -53,8 +56,15 @@ where
 }
 
 impl LocalAutoscaler {
-    /// Scales `stream` between `min_shards` and `max_shards` by `Policy`'s rules.
-    pub fn new(kinesis: Client, stream: &str, min_shards: u32, max_shards: u32) -> Self {
+    /// Scales `stream` between `min_shards` and `max_shards` by `Policy`'s rules, counting a
+    /// shard as full at `shard_records_per_sec` (AWS's is 1,000).
+    pub fn new(
+        kinesis: Client,
+        stream: &str,
+        min_shards: u32,
+        max_shards: u32,
+        shard_records_per_sec: f64,
+    ) -> Self {
         LocalAutoscaler {
             kinesis,
             stream: stream.to_owned(),
@@ -65,6 +75,7 @@ impl LocalAutoscaler {
             },
             minutes: Vec::new(),
             updates: Vec::new(),
+            scale: riffle_autoscaler::SHARD_RECORDS_PER_SEC / shard_records_per_sec.max(1.0),
             reshards: Vec::new(),
         }
     }
@@ -120,8 +131,8 @@ impl LocalAutoscaler {
         let start = (t as i64 - 1) * 60;
         self.minutes.push(Minute {
             start,
-            incoming_bytes: Some(bytes * 60.0),
-            incoming_records: Some(records * 60.0),
+            incoming_bytes: Some(bytes * 60.0 * self.scale),
+            incoming_records: Some(records * 60.0 * self.scale),
             iterator_age_ms: None,
         });
         let keep = self.policy.down_minutes.max(self.policy.up_minutes) as usize + 1;

@@ -55,8 +55,9 @@ pub struct LoadOptions {
     pub out_dir: PathBuf,
     /// The command line, for the report.
     pub command: String,
-    /// Reshard the raw stream by the autoscaler's rules, between (min, max) shards.
-    pub autoscale: Option<(u32, u32)>,
+    /// Reshard the raw stream by the autoscaler's rules, between (min, max) shards, a shard
+    /// full at this many records/s.
+    pub autoscale: Option<(u32, u32, f64)>,
     /// Read everything back at the end and compare with the ground truth.
     pub check: bool,
     /// Print a line a second.
@@ -241,7 +242,7 @@ async fn offer_and_measure(
         ),
     );
     let mut autoscaler = match options.autoscale {
-        Some((min, max)) => {
+        Some((min, max, capacity)) => {
             let stream = pipeline
                 .deployment()
                 .stream_name("RawStream")
@@ -252,6 +253,7 @@ async fn offer_and_measure(
                 &stream,
                 min,
                 max,
+                capacity,
             ))
         }
         None => None,
