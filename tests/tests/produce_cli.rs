@@ -332,29 +332,9 @@ async fn duckdb_totals(
     python: &std::path::Path,
     folder: &std::path::Path,
 ) -> HashMap<String, (i64, f64)> {
-    const QUERY: &str = r#"
-import duckdb, json, pathlib, sys
-files = sys.argv[1] + "/events/**/*.parquet"
-if not list(pathlib.Path(sys.argv[1]).glob("events/**/*.parquet")):
-    print("{}"); sys.exit(0)
-rows = duckdb.sql(
-    "SELECT agg_key, count(*), sum(metric) FROM read_parquet($files, hive_partitioning = true) "
-    "GROUP BY agg_key", params={"files": files}).fetchall()
-print(json.dumps({k: [c, s] for k, c, s in rows}))
-"#;
-    let out = tokio::process::Command::new(python)
-        .args(["-c", QUERY])
-        .arg(folder)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "duckdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let parsed: HashMap<String, (i64, f64)> = serde_json::from_slice(&out.stdout).unwrap();
-    parsed
+    let rows: Vec<(String, i64, f64)> =
+        duckdb(python, folder, "agg_key, count(*), sum(metric)").await;
+    rows.into_iter().map(|(k, c, s)| (k, (c, s))).collect()
 }
 
 /// (rows, metric sum) per (view key, window start in epoch ms) of the Parquet files under
@@ -363,18 +343,38 @@ async fn duckdb_windows(
     python: &std::path::Path,
     folder: &std::path::Path,
 ) -> HashMap<(String, i64), (i64, f64)> {
+    let rows: Vec<(String, i64, i64, f64)> = duckdb(
+        python,
+        folder,
+        "agg_key, epoch_ms(window_start), count(*), sum(metric)",
+    )
+    .await;
+    rows.into_iter()
+        .map(|(k, w, c, s)| ((k, w), (c, s)))
+        .collect()
+}
+
+/// `SELECT <columns> ... GROUP BY ALL` over the Parquet files under `folder` (Hive
+/// partitions read), by DuckDB in Python, each row as a JSON list.
+async fn duckdb<T: serde::de::DeserializeOwned>(
+    python: &std::path::Path,
+    folder: &std::path::Path,
+    columns: &str,
+) -> Vec<T> {
     const QUERY: &str = r#"
-import duckdb, json, sys
+import duckdb, json, pathlib, sys
 files = sys.argv[1] + "/events/**/*.parquet"
+if not list(pathlib.Path(sys.argv[1]).glob("events/**/*.parquet")):
+    print("[]"); sys.exit(0)
 rows = duckdb.sql(
-    "SELECT agg_key, epoch_ms(window_start), count(*), sum(metric) "
-    "FROM read_parquet($files, hive_partitioning = true) GROUP BY ALL",
+    "SELECT " + sys.argv[2] + " FROM read_parquet($files, hive_partitioning = true) GROUP BY ALL",
     params={"files": files}).fetchall()
-print(json.dumps([[k, w, c, s] for k, w, c, s in rows]))
+print(json.dumps([list(r) for r in rows]))
 "#;
     let out = tokio::process::Command::new(python)
         .args(["-c", QUERY])
         .arg(folder)
+        .arg(columns)
         .output()
         .await
         .unwrap();
@@ -383,10 +383,7 @@ print(json.dumps([[k, w, c, s] for k, w, c, s in rows]))
         "duckdb: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let rows: Vec<(String, i64, i64, f64)> = serde_json::from_slice(&out.stdout).unwrap();
-    rows.into_iter()
-        .map(|(k, w, c, s)| ((k, w), (c, s)))
-        .collect()
+    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The view's totals once `done` holds them (or after two minutes, for the caller's asserts).

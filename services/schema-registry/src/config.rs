@@ -1,25 +1,20 @@
 //! The service's configuration, read once from the environment at start.
 
-use std::net::SocketAddr;
+use riffle_http::Serving;
 
 use crate::auth::{Auth, Mode};
 use crate::error::{Error, Result};
 
 /// Where a locally run registry listens unless told otherwise: loopback, any free port.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:0";
+pub use riffle_http::DEFAULT_ADDR;
 
 /// What the process needs to know before serving.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The DynamoDB table of schemas (`RIFFLE_REGISTRY_TABLE`).
     pub table: String,
-    /// Local listen address (`RIFFLE_REGISTRY_ADDR`).
-    pub addr: SocketAddr,
-    /// Running inside Lambda (`AWS_LAMBDA_RUNTIME_API` is set).
-    pub lambda: bool,
-    /// Stop when stdin closes (`RIFFLE_EXIT_ON_STDIN_EOF=1`), so a parent that dies takes
-    /// its child servers with it.
-    pub exit_on_stdin_eof: bool,
+    /// Where and how it is served (`RIFFLE_REGISTRY_ADDR` locally).
+    pub serving: Serving,
     /// Who may call (`RIFFLE_REGISTRY_AUTH` and friends, see [`crate::auth`]).
     pub auth: Auth,
 }
@@ -35,15 +30,9 @@ impl Config {
         let table = var("RIFFLE_REGISTRY_TABLE")
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Config("RIFFLE_REGISTRY_TABLE is not set".into()))?;
-        let addr_text = var("RIFFLE_REGISTRY_ADDR")
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
-        let addr = addr_text
-            .parse()
-            .map_err(|e| Error::Config(format!("RIFFLE_REGISTRY_ADDR={addr_text}: {e}")))?;
-        let lambda = var("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty());
+        let serving = Serving::from_lookup(&var, "RIFFLE_REGISTRY_ADDR").map_err(Error::Config)?;
         let auth = Auth::from_lookup(&var)?;
-        if matches!(auth.mode(), Mode::Iam(_)) && !lambda {
+        if matches!(auth.mode(), Mode::Iam(_)) && !serving.lambda {
             // Served on a socket, no request carries an IAM caller: every call would be
             // refused. Said at start rather than as a 401 on each call.
             return Err(Error::Config(
@@ -55,9 +44,7 @@ impl Config {
         }
         Ok(Config {
             table,
-            addr,
-            lambda,
-            exit_on_stdin_eof: var("RIFFLE_EXIT_ON_STDIN_EOF").as_deref() == Some("1"),
+            serving,
             auth,
         })
     }
@@ -81,8 +68,8 @@ mod tests {
     #[test]
     fn defaults_and_overrides() {
         let c = config(&[("RIFFLE_REGISTRY_TABLE", "schemas")]).unwrap();
-        assert_eq!(c.addr, DEFAULT_ADDR.parse().unwrap());
-        assert!(!c.lambda && !c.exit_on_stdin_eof);
+        assert_eq!(c.serving.addr, DEFAULT_ADDR.parse().unwrap());
+        assert!(!c.serving.lambda && !c.serving.exit_on_stdin_eof);
         assert_eq!(c.auth, Auth::none());
         let c = config(&[
             ("RIFFLE_REGISTRY_TABLE", "schemas"),
@@ -91,8 +78,8 @@ mod tests {
             ("RIFFLE_EXIT_ON_STDIN_EOF", "1"),
         ])
         .unwrap();
-        assert_eq!(c.addr.port(), 8081);
-        assert!(c.lambda && c.exit_on_stdin_eof);
+        assert_eq!(c.serving.addr.port(), 8081);
+        assert!(c.serving.lambda && c.serving.exit_on_stdin_eof);
     }
 
     #[test]

@@ -21,5 +21,5 @@ async fn main() -> Result<(), BoxError> {
     // The API's default level (BACKWARD) until `PUT /config` stores another.
     let registry = Registry::with_default_level(store, CompatibilityLevel::default());
     let app = router_with_auth(registry, config.auth);
-    riffle_http::run(app, config.lambda, config.addr, config.exit_on_stdin_eof).await
+    config.serving.run(app).await
 }

@@ -1,24 +1,17 @@
 //! The service's configuration, read once from the environment at start.
 
-use std::net::SocketAddr;
+use riffle_http::Serving;
 
 use crate::auth::Auth;
 use crate::error::Error;
-
-/// Where a locally run API listens unless told otherwise: loopback, any free port.
-pub const DEFAULT_ADDR: &str = "127.0.0.1:0";
 
 /// What the process needs to know before serving.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Config {
     /// The view table (`RIFFLE_VIEW_TABLE`).
     pub table: String,
-    /// Local listen address (`RIFFLE_QUERY_ADDR`).
-    pub addr: SocketAddr,
-    /// Running inside Lambda (`AWS_LAMBDA_RUNTIME_API` is set).
-    pub lambda: bool,
-    /// Stop when stdin closes (`RIFFLE_EXIT_ON_STDIN_EOF=1`).
-    pub exit_on_stdin_eof: bool,
+    /// Where and how it is served (`RIFFLE_QUERY_ADDR` locally).
+    pub serving: Serving,
     /// Who may call (`RIFFLE_QUERY_AUTH`, `RIFFLE_QUERY_TOKENS`, see [`crate::auth`]).
     pub auth: Auth,
 }
@@ -40,15 +33,9 @@ impl Config {
         let table = var("RIFFLE_VIEW_TABLE")
             .filter(|t| !t.is_empty())
             .ok_or_else(|| Error::Config("RIFFLE_VIEW_TABLE is not set".into()))?;
-        let addr_text = var("RIFFLE_QUERY_ADDR")
-            .filter(|a| !a.is_empty())
-            .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
-        let addr = addr_text
-            .parse()
-            .map_err(|e| Error::Config(format!("RIFFLE_QUERY_ADDR={addr_text}: {e}")))?;
-        let lambda = var("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty());
+        let serving = Serving::from_lookup(&var, "RIFFLE_QUERY_ADDR").map_err(Error::Config)?;
         let auth = Auth::from_lookup(&var)?;
-        if auth == Auth::Iam && !lambda {
+        if auth == Auth::Iam && !serving.lambda {
             return Err(Error::Config(
                 "RIFFLE_QUERY_AUTH=iam reads the caller from a Lambda function URL's request \
                  context, and this process is not under Lambda: use bearer tokens here"
@@ -57,9 +44,7 @@ impl Config {
         }
         Ok(Config {
             table,
-            addr,
-            lambda,
-            exit_on_stdin_eof: var("RIFFLE_EXIT_ON_STDIN_EOF").as_deref() == Some("1"),
+            serving,
             auth,
         })
     }
@@ -80,8 +65,8 @@ mod tests {
     #[test]
     fn reads_and_refuses() {
         let c = config(&[("RIFFLE_VIEW_TABLE", "v"), ("RIFFLE_QUERY_TOKENS", "t")]).unwrap();
-        assert_eq!(c.addr, DEFAULT_ADDR.parse().unwrap());
-        assert!(!c.lambda);
+        assert_eq!(c.serving.addr, riffle_http::DEFAULT_ADDR.parse().unwrap());
+        assert!(!c.serving.lambda);
         assert!(matches!(
             config(&[("RIFFLE_QUERY_TOKENS", "t")]),
             Err(Error::Config(_))

@@ -13,5 +13,5 @@ async fn main() -> Result<(), BoxError> {
     let sdk = aws_config::load_from_env().await;
     let reader = ViewReader::new(aws_sdk_dynamodb::Client::new(&sdk), config.table.clone());
     let app = router(reader, config.auth);
-    riffle_http::run(app, config.lambda, config.addr, config.exit_on_stdin_eof).await
+    config.serving.run(app).await
 }

@@ -6,7 +6,7 @@ use riffle_telemetry::names;
 use std::io::Write as _;
 use std::time::{Duration, Instant};
 
-use riffle_loadtest::{Generator, GeneratorConfig, GroundTruth};
+use riffle_loadtest::GroundTruth;
 
 use crate::pipeline::{Counters, Pipeline, PipelineError, PipelineOptions, STAGES};
 use crate::verify::{self, Outcome};
@@ -138,13 +138,8 @@ async fn produce_and_check(
     options: &DemoOptions,
 ) -> Result<Report, PipelineError> {
     let show = options.progress;
-    let config = GeneratorConfig {
-        seed: options.seed,
-        sources: riffle_loadtest::parse_mix(&options.sources)?,
-        invalid_ratio: options.invalid_ratio,
-        ..GeneratorConfig::default()
-    };
-    let mut generator = Generator::new(config, pipeline.schema_ids())?;
+    let mut generator =
+        pipeline.generator(options.seed, &options.sources, options.invalid_ratio)?;
     let mut truth = GroundTruth::new();
     let producer = pipeline.producer(options.aggregate).await?;
     say(

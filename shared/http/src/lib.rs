@@ -13,6 +13,54 @@ use lambda_http::request::RequestContext;
 use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 
+/// Where a locally served function listens unless told otherwise: loopback, any free port.
+pub const DEFAULT_ADDR: &str = "127.0.0.1:0";
+
+/// How a function is served, from the environment: the same settings for every HTTP
+/// function, only the name of the address variable differs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Serving {
+    /// Local listen address.
+    pub addr: SocketAddr,
+    /// Running inside Lambda (`AWS_LAMBDA_RUNTIME_API` is set).
+    pub lambda: bool,
+    /// Stop when stdin closes (`RIFFLE_EXIT_ON_STDIN_EOF=1`), so a parent that dies takes
+    /// its child servers with it.
+    pub exit_on_stdin_eof: bool,
+}
+
+impl Serving {
+    /// Reads `addr_var` (default [`DEFAULT_ADDR`]), `AWS_LAMBDA_RUNTIME_API` and
+    /// `RIFFLE_EXIT_ON_STDIN_EOF` through `var`.
+    ///
+    /// # Errors
+    /// The address does not parse.
+    pub fn from_lookup(
+        var: impl Fn(&str) -> Option<String>,
+        addr_var: &str,
+    ) -> Result<Self, String> {
+        let addr_text = var(addr_var)
+            .filter(|a| !a.is_empty())
+            .unwrap_or_else(|| DEFAULT_ADDR.to_owned());
+        let addr = addr_text
+            .parse()
+            .map_err(|e| format!("{addr_var}={addr_text}: {e}"))?;
+        Ok(Serving {
+            addr,
+            lambda: var("AWS_LAMBDA_RUNTIME_API").is_some_and(|v| !v.is_empty()),
+            exit_on_stdin_eof: var("RIFFLE_EXIT_ON_STDIN_EOF").as_deref() == Some("1"),
+        })
+    }
+
+    /// Serves `app` as these settings say ([`run`]).
+    ///
+    /// # Errors
+    /// The server or the Lambda runtime failed.
+    pub async fn run(self, app: Router) -> Result<(), Box<dyn std::error::Error + Send + Sync>> {
+        run(app, self.lambda, self.addr, self.exit_on_stdin_eof).await
+    }
+}
+
 /// The line prefix the local orchestrator waits for on stdout.
 pub const LISTENING_PREFIX: &str = "LISTENING";
 

@@ -21,7 +21,7 @@ use std::io::Write as _;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use riffle_loadtest::{Generator, GeneratorConfig, GroundTruth};
+use riffle_loadtest::GroundTruth;
 use riffle_stage::stages;
 use riffle_telemetry::names;
 
@@ -222,13 +222,8 @@ async fn offer_and_measure(
 ) -> Result<LoadReport, PipelineError> {
     let show = options.progress;
     let mut report = empty_report(options);
-    let config = GeneratorConfig {
-        seed: options.seed,
-        sources: riffle_loadtest::parse_mix(&options.sources)?,
-        invalid_ratio: options.invalid_ratio,
-        ..GeneratorConfig::default()
-    };
-    let mut generator = Generator::new(config, pipeline.schema_ids())?;
+    let mut generator =
+        pipeline.generator(options.seed, &options.sources, options.invalid_ratio)?;
     let mut truth = GroundTruth::new();
     let producer = pipeline.producer(options.aggregate).await?;
     let produce_error = |e: riffle_producer::ProducerError| PipelineError::Aws(e.to_string());

@@ -117,6 +117,27 @@ impl Pipeline {
         Ok((stream, codec))
     }
 
+    /// The seeded generator of the demo and the load runs, over this twin's schema ids:
+    /// events from `sources` (a mix such as `shop-web=2,web`), `invalid_ratio` of them
+    /// invalid.
+    ///
+    /// # Errors
+    /// The mix does not parse.
+    pub fn generator(
+        &self,
+        seed: u64,
+        sources: &str,
+        invalid_ratio: f64,
+    ) -> Result<riffle_loadtest::Generator, PipelineError> {
+        let config = riffle_loadtest::GeneratorConfig {
+            seed,
+            sources: riffle_loadtest::parse_mix(sources)?,
+            invalid_ratio,
+            ..riffle_loadtest::GeneratorConfig::default()
+        };
+        Ok(riffle_loadtest::Generator::new(config, self.schema_ids())?)
+    }
+
     /// A riffle producer on the raw stream: KPL aggregates per shard with origins stamped
     /// (ADR 0010) when `aggregate`, plain records without origins otherwise (as a producer
     /// that does not stamp them).
