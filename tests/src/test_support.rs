@@ -273,3 +273,52 @@ pub async fn stop_up(mut up: tokio::process::Child, state: &Path) {
     let _ = tokio::time::timeout(Duration::from_secs(30), up.wait()).await;
     let _ = std::fs::remove_dir_all(state);
 }
+
+/// A finished `riffle-dev load` run: what it printed and the report it wrote.
+#[derive(Debug)]
+pub struct LoadRun {
+    /// Its summary on stdout.
+    pub stdout: String,
+    /// report.json, parsed.
+    pub report: serde_json::Value,
+    /// The folder of its three files.
+    pub out: PathBuf,
+    state: PathBuf,
+}
+
+impl Drop for LoadRun {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.out);
+        let _ = std::fs::remove_dir_all(&self.state);
+    }
+}
+
+/// Runs `riffle-dev load <args>` (the binary `riffle_dev`) with its own state and output
+/// folders (named after `name`, so tests run side by side), asserting it succeeded.
+pub fn riffle_dev_load(riffle_dev: &std::path::Path, name: &str, args: &[&str]) -> LoadRun {
+    let out = std::env::temp_dir().join(format!("riffle-{name}-{}", std::process::id()));
+    let state = std::env::temp_dir().join(format!("riffle-{name}-state-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&out);
+    let run = std::process::Command::new(riffle_dev)
+        .arg("load")
+        .args(args)
+        .arg("--state-dir")
+        .arg(&state)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .expect("riffle-dev runs");
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert!(
+        run.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let text = std::fs::read_to_string(out.join("report.json")).expect("report.json written");
+    LoadRun {
+        stdout,
+        report: serde_json::from_str(&text).expect("report.json is JSON"),
+        out,
+        state,
+    }
+}

@@ -7,16 +7,12 @@
 //! Needs the service binaries and the emulators (`make install`).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use serde_json::Value;
-
 #[test]
 fn a_ramp_doubles_the_raw_stream_and_nothing_is_lost_doubled_or_reordered() {
-    let out = std::env::temp_dir().join(format!("riffle-autoscale-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let state = std::env::temp_dir().join(format!("riffle-autoscale-state-{}", std::process::id()));
-    let run = std::process::Command::new(riffle_harness::pipeline::bin_dir().join("riffle-dev"))
-        .args([
-            "load",
+    let run = riffle_tests::test_support::riffle_dev_load(
+        &riffle_harness::pipeline::bin_dir().join("riffle-dev"),
+        "autoscale",
+        &[
             "--profile",
             "ramp",
             "--from-rate",
@@ -34,21 +30,9 @@ fn a_ramp_doubles_the_raw_stream_and_nothing_is_lost_doubled_or_reordered() {
             "--check",
             "--trace-sample-rate",
             "0",
-            "--state-dir",
-        ])
-        .arg(&state)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
     );
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let report = &run.report;
 
     // The template's 2 raw shards, doubled once the busy window passed.
     let reshards = report["reshards"].as_array().unwrap();
@@ -76,6 +60,4 @@ fn a_ramp_doubles_the_raw_stream_and_nothing_is_lost_doubled_or_reordered() {
     assert_eq!(check["reordered_keys"], serde_json::json!([]), "{check}");
     assert!(check["compared_pairs"].as_u64().unwrap() > 1000, "{check}");
     assert_eq!(check["ok"], true);
-    let _ = std::fs::remove_dir_all(&out);
-    let _ = std::fs::remove_dir_all(&state);
 }

@@ -8,8 +8,6 @@
 
 use std::path::{Path, PathBuf};
 
-use serde_json::Value;
-
 /// The browser: `RIFFLE_CHROMIUM`, else chromium on the PATH.
 fn chromium() -> PathBuf {
     if let Ok(path) = std::env::var("RIFFLE_CHROMIUM") {
@@ -68,13 +66,10 @@ fn body_attribute(dom: &str, name: &str) -> String {
 
 #[test]
 fn a_ramp_writes_json_csv_and_a_report_that_renders_in_a_browser() {
-    let out = std::env::temp_dir().join(format!("riffle-load-report-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&out);
-    let state =
-        std::env::temp_dir().join(format!("riffle-load-report-state-{}", std::process::id()));
-    let run = std::process::Command::new(riffle_harness::pipeline::bin_dir().join("riffle-dev"))
-        .args([
-            "load",
+    let run = riffle_tests::test_support::riffle_dev_load(
+        &riffle_harness::pipeline::bin_dir().join("riffle-dev"),
+        "load-report",
+        &[
             "--profile",
             "ramp",
             "--from-rate",
@@ -85,27 +80,17 @@ fn a_ramp_writes_json_csv_and_a_report_that_renders_in_a_browser() {
             "8",
             "--trace-sample-rate",
             "0",
-            "--state-dir",
-        ])
-        .arg(&state)
-        .arg("--out")
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert!(
-        run.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
+        ],
     );
     assert!(
-        stdout.contains("== Riffle load summary (ramp over 8 s) =="),
-        "{stdout}"
+        run.stdout
+            .contains("== Riffle load summary (ramp over 8 s) =="),
+        "{}",
+        run.stdout
     );
+    let (report, out) = (&run.report, &run.out);
 
     // JSON: a second per second of load and of drain; what was offered adds up.
-    let report: Value =
-        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
     let seconds = report["seconds"].as_array().unwrap();
     assert!(seconds.len() >= 8, "{}", seconds.len());
     let offered: u64 = seconds.iter().map(|s| s["offered"].as_u64().unwrap()).sum();
@@ -162,6 +147,4 @@ fn a_ramp_writes_json_csv_and_a_report_that_renders_in_a_browser() {
     let dom = rendered_dom(&broken);
     assert_eq!(body_attribute(&dom, "data-errors"), "1");
     assert_eq!(body_attribute(&dom, "data-rendered"), "0");
-    let _ = std::fs::remove_dir_all(&out);
-    let _ = std::fs::remove_dir_all(&state);
 }
