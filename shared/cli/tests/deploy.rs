@@ -345,6 +345,20 @@ async fn plan_of_the_real_templates_against_moto() {
         printed.contains("placeholder key validator/no-zip-run-make-package.zip"),
         "{printed}"
     );
+    // On-demand streams: the same platform with StreamMode=ON_DEMAND (no ShardCount) plans.
+    let on_demand = Request {
+        env: EnvName::parse("dev").unwrap(),
+        code_bucket: None,
+        infra: repo.join("infra"),
+        params: BTreeMap::from([("StreamMode".to_owned(), "ON_DEMAND".to_owned())]),
+        ..self::request(&empty, true, &["platform"])
+    };
+    let (result, printed) = run(&sdk, &on_demand).await;
+    let reports = result.unwrap_or_else(|e| panic!("{e}\n{printed}"));
+    assert!(
+        matches!(&reports[0].outcome, Outcome::Planned(changes) if !changes.is_empty()),
+        "{reports:?}"
+    );
     let cfn = aws_sdk_cloudformation::Client::new(&sdk);
     for name in names {
         assert!(

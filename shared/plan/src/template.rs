@@ -28,6 +28,8 @@ pub struct Template {
     declared: Vec<String>,
     /// The values `Ref` sees: defaults, then what [`Template::set_parameter`] gave.
     parameters: BTreeMap<String, Value>,
+    /// The `Conditions` section: name -> condition expression.
+    conditions: BTreeMap<String, Value>,
     resources: BTreeMap<String, Resource>,
     outputs: BTreeMap<String, Output>,
 }
@@ -93,6 +95,12 @@ impl Template {
             }
         }
 
+        let mut conditions = BTreeMap::new();
+        for (name, spec) in section(root, "Conditions") {
+            let name = key(name).ok_or_else(|| err(None, "condition name not a string".into()))?;
+            conditions.insert(name.to_owned(), spec.clone());
+        }
+
         let mut resources = BTreeMap::new();
         for (name, spec) in section(root, "Resources") {
             let name = key(name).ok_or_else(|| err(None, "resource name not a string".into()))?;
@@ -131,6 +139,7 @@ impl Template {
             file: file.to_path_buf(),
             declared,
             parameters,
+            conditions,
             resources,
             outputs,
         })
@@ -228,6 +237,10 @@ impl Template {
                         }
                         _ => Err("Fn::Sub takes a string or [string, vars]".into()),
                     },
+                    "Fn::If" => match self.resolve(value, scope)? {
+                        Some(chosen) => self.eval(chosen, scope),
+                        None => Err("AWS::NoValue where a value is needed".into()),
+                    },
                     "Fn::Join" => {
                         let parts = arg.as_sequence().filter(|s| s.len() == 2);
                         let parts = parts.ok_or("Fn::Join takes [separator, list]")?;
@@ -241,6 +254,81 @@ impl Template {
                 }
             }
             _ => Err("expected a scalar or an intrinsic function".into()),
+        }
+    }
+
+    /// `value` with its `Fn::If`s decided (from the template's `Conditions`, over the
+    /// parameters' values); `None` when that leaves `AWS::NoValue`: the property is absent.
+    pub fn resolve<'v>(
+        &self,
+        value: &'v Value,
+        scope: Scope<'_>,
+    ) -> Result<Option<&'v Value>, String> {
+        let mut value = value;
+        loop {
+            let Some(m) = value.as_mapping().filter(|m| m.len() == 1) else {
+                return Ok(Some(value));
+            };
+            match m.iter().next() {
+                Some((Value::String(f), arg)) if f == "Fn::If" => {
+                    let parts = arg.as_sequence().filter(|s| s.len() == 3);
+                    let parts = parts.ok_or("Fn::If takes [condition, then, else]")?;
+                    let name = parts[0].as_str().ok_or("Fn::If: condition not a name")?;
+                    value = if self.condition(name, scope)? {
+                        &parts[1]
+                    } else {
+                        &parts[2]
+                    };
+                }
+                Some((Value::String(f), Value::String(name)))
+                    if f == "Ref" && name == "AWS::NoValue" =>
+                {
+                    return Ok(None);
+                }
+                _ => return Ok(Some(value)),
+            }
+        }
+    }
+
+    /// The named condition of the `Conditions` section, decided.
+    fn condition(&self, name: &str, scope: Scope<'_>) -> Result<bool, String> {
+        let expr = self
+            .conditions
+            .get(name)
+            .ok_or_else(|| format!("no condition {name}"))?;
+        self.truth(expr, scope)
+    }
+
+    /// A condition expression: `Fn::Equals`, `Fn::Not`, `Fn::And`, `Fn::Or`, `Condition`.
+    fn truth(&self, expr: &Value, scope: Scope<'_>) -> Result<bool, String> {
+        let m = expr
+            .as_mapping()
+            .filter(|m| m.len() == 1)
+            .ok_or("a condition is one function")?;
+        let Some((Value::String(f), arg)) = m.iter().next() else {
+            return Err("a condition is one function".into());
+        };
+        let list = || arg.as_sequence().ok_or(format!("{f} takes a list"));
+        match f.as_str() {
+            "Fn::Equals" => {
+                let l = list()?;
+                if l.len() != 2 {
+                    return Err("Fn::Equals takes two values".into());
+                }
+                Ok(self.eval(&l[0], scope)? == self.eval(&l[1], scope)?)
+            }
+            "Fn::Not" => match list()?.as_slice() {
+                [c] => Ok(!self.truth(c, scope)?),
+                _ => Err("Fn::Not takes one condition".into()),
+            },
+            "Fn::And" => list()?
+                .iter()
+                .try_fold(true, |acc, c| Ok(acc && self.truth(c, scope)?)),
+            "Fn::Or" => list()?
+                .iter()
+                .try_fold(false, |acc, c| Ok(acc || self.truth(c, scope)?)),
+            "Condition" => self.condition(arg.as_str().ok_or("Condition takes a name")?, scope),
+            other => Err(format!("unsupported condition function {other}")),
         }
     }
 
@@ -300,13 +388,14 @@ impl Template {
         name: &str,
         scope: Scope<'_>,
     ) -> Result<Option<String>, PlanError> {
-        props
-            .get(name)
-            .map(|v| {
-                self.eval(v, scope)
-                    .map_err(|m| self.error(resource, format!("{name}: {m}")))
-            })
-            .transpose()
+        let Some(value) = props.get(name) else {
+            return Ok(None);
+        };
+        let error = |m: String| self.error(resource, format!("{name}: {m}"));
+        match self.resolve(value, scope).map_err(error)? {
+            Some(value) => self.eval(value, scope).map(Some).map_err(error),
+            None => Ok(None),
+        }
     }
 
     /// A required property, evaluated.
@@ -396,6 +485,50 @@ mod tests {
     };
 
     #[test]
+    fn conditions_decide_fn_if_and_no_value_leaves_a_property_out() {
+        let text = "Parameters:\n  Mode:\n    Type: String\n    Default: PROVISIONED\n  N:\n    Type: Number\n    Default: 2\n\
+Conditions:\n  Provisioned:\n    Fn::Equals: [{Ref: Mode}, PROVISIONED]\n  Not:\n    Fn::Not: [{Condition: Provisioned}]\n  Both:\n    Fn::And: [{Condition: Provisioned}, {Fn::Or: [{Condition: Not}, {Fn::Equals: [a, a]}]}]\n\
+Resources:\n  S:\n    Type: AWS::Kinesis::Stream\n    Properties:\n      ShardCount:\n        Fn::If: [Provisioned, {Ref: N}, {Ref: AWS::NoValue}]\n      Label:\n        Fn::If: [Not, on-demand, {Fn::If: [Both, provisioned, never]}]\n";
+        let mut t = parse(text);
+        let (resources, exports) = (BTreeMap::new(), BTreeMap::new());
+        let scope = Scope {
+            resources: &resources,
+            exports: &exports,
+        };
+        let props = t
+            .resources_of("AWS::Kinesis::Stream")
+            .next()
+            .unwrap()
+            .1
+            .properties
+            .clone();
+        assert_eq!(
+            t.number::<u32>("S", &props, "ShardCount", scope).unwrap(),
+            Some(2)
+        );
+        assert_eq!(
+            t.prop("S", &props, "Label", scope).unwrap().as_deref(),
+            Some("provisioned")
+        );
+        t.set_parameter("Mode", "ON_DEMAND").unwrap();
+        assert_eq!(
+            t.number::<u32>("S", &props, "ShardCount", scope).unwrap(),
+            None,
+            "left out"
+        );
+        assert_eq!(
+            t.prop("S", &props, "Label", scope).unwrap().as_deref(),
+            Some("on-demand")
+        );
+        let v = |y: &str| serde_yaml_ng::from_str::<Value>(y).unwrap();
+        assert!(t.eval(&v("Fn::If: [Missing, a, b]"), scope).is_err());
+        assert!(
+            t.eval(&v("Fn::If: [Provisioned, a, {Ref: AWS::NoValue}]"), scope)
+                .is_err()
+        );
+    }
+
+    #[test]
     fn evaluates_long_form_intrinsics() {
         let t = parse(
             "Parameters:\n  N:\n    Type: Number\n    Default: 3\nResources:\n  R:\n    Type: X\n",
@@ -439,7 +572,10 @@ mod tests {
             "a-3"
         );
         assert!(t.eval(&v("Fn::ImportValue: nope"), scope).is_err());
-        assert!(t.eval(&v("Fn::If: [a, b, c]"), scope).is_err());
+        assert!(
+            t.eval(&v("Fn::If: [a, b, c]"), scope).is_err(),
+            "no condition a"
+        );
         assert!(t.eval(&v("Ref: Missing"), EMPTY).is_err());
     }
 
