@@ -35,7 +35,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use axum::extract::{FromRequestParts, MatchedPath, RawPathParams, Request, State};
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, Method};
 use axum::middleware::Next;
@@ -283,14 +283,9 @@ pub async fn require(State(auth): State<Arc<Auth>>, request: Request, next: Next
     match verdict {
         Ok(()) => next.run(request).await,
         Err(e) => {
-            let challenge = matches!(e, Error::Unauthenticated | Error::NoIamCaller);
-            let mut response = e.into_response();
-            if challenge {
-                response
-                    .headers_mut()
-                    .insert(WWW_AUTHENTICATE, auth.challenge());
-            }
-            response
+            let challenge =
+                matches!(e, Error::Unauthenticated | Error::NoIamCaller).then(|| auth.challenge());
+            riffle_http::with_challenge(e.into_response(), challenge)
         }
     }
 }

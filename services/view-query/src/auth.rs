@@ -16,7 +16,7 @@ use std::sync::Arc;
 
 use axum::extract::{Request, State};
 use axum::http::HeaderValue;
-use axum::http::header::{AUTHORIZATION, WWW_AUTHENTICATE};
+use axum::http::header::AUTHORIZATION;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -126,14 +126,8 @@ pub async fn require(State(auth): State<Arc<Auth>>, request: Request, next: Next
     match auth.check(&request) {
         Ok(()) => next.run(request).await,
         Err(e) => {
-            let challenge = matches!(e, Error::Unauthenticated);
-            let mut response = e.into_response();
-            if challenge {
-                response
-                    .headers_mut()
-                    .insert(WWW_AUTHENTICATE, auth.challenge());
-            }
-            response
+            let challenge = matches!(e, Error::Unauthenticated).then(|| auth.challenge());
+            riffle_http::with_challenge(e.into_response(), challenge)
         }
     }
 }

@@ -150,6 +150,20 @@ pub async fn shutdown_signal(on_stdin_eof: bool) {
     }
 }
 
+/// `response` (a refusal) with `WWW-Authenticate: challenge` when the refusal asks for a
+/// credential (401): what the caller should send, as RFC 9110 asks of a 401.
+pub fn with_challenge(
+    mut response: axum::response::Response,
+    challenge: Option<HeaderValue>,
+) -> axum::response::Response {
+    if let Some(challenge) = challenge {
+        response
+            .headers_mut()
+            .insert(axum::http::header::WWW_AUTHENTICATE, challenge);
+    }
+    response
+}
+
 /// The credential after `scheme ` in an `Authorization` header, if the header uses that
 /// scheme (compared without case, as RFC 9110 says).
 pub fn credential<'a>(header: &'a HeaderValue, scheme: &str) -> Option<&'a str> {
