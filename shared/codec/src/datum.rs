@@ -292,7 +292,10 @@ fn emit_bytes(sink: &mut Sink<'_>, b: &[u8]) {
 
 fn emit_float(sink: &mut Sink<'_>, v: f64) {
     if v.is_finite() {
-        emit(sink, v);
+        // Shortest round-trip form with an exponent where it is shorter. `Display` writes
+        // f64::MAX as 309 digits, which JSON readers (serde_json among them) may parse as
+        // out of range.
+        emit(sink, ryu::Buffer::new().format_finite(v));
     } else {
         // JSON has no NaN or infinity.
         emit(sink, "null");
@@ -721,6 +724,25 @@ mod tests {
         assert_eq!(parsed["currency"], "USD");
         assert_eq!(parsed["coupon"], serde_json::Value::Null);
         assert_eq!(parsed["attributes"]["channel"], "app");
+    }
+
+    #[test]
+    fn extreme_doubles_render_as_json_that_reads_back() {
+        let schema = CompiledSchema::parse(3, ORDER).unwrap();
+        for price in [f64::MIN, f64::MAX, f64::MIN_POSITIVE, 5e-324, -0.0, 1e21] {
+            let mut bytes = order_bytes(2, None);
+            // unit_price is the only 8-byte little-endian double in the fixture.
+            let at = bytes
+                .windows(8)
+                .position(|w| w == 9.5f64.to_le_bytes())
+                .unwrap();
+            bytes[at..at + 8].copy_from_slice(&price.to_le_bytes());
+            let mut out = String::new();
+            to_json(&schema, &bytes, &mut out).unwrap();
+            let parsed: serde_json::Value = serde_json::from_str(&out)
+                .unwrap_or_else(|e| panic!("{price:e} rendered as unreadable JSON ({e}): {out}"));
+            assert_eq!(parsed["unit_price"].as_f64(), Some(price), "{out}");
+        }
     }
 
     #[test]

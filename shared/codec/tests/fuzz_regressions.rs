@@ -221,3 +221,19 @@ fn checked_in_seeds_are_valid_and_complete() {
     }
     assert_eq!(checked, generated.len(), "stray files among the seeds");
 }
+
+/// `payload_walk` crashed on this (CI, 2026-12-06): a `double` of f64::MIN was written by
+/// `Display` as 309 digits, which serde_json reads as out of range.
+#[test]
+fn payload_walk_double_min_renders_as_readable_json() {
+    let input = [
+        12, 116, 0, 13, 45, 0, 0, 0, 0, 4, 255, 255, 255, 255, 255, 255, 239, 255, 0, 0, 2, 0,
+    ];
+    for (stem, schema) in event_schemas() {
+        let mut json = String::new();
+        if datum::to_json(&schema, &input, &mut json).is_ok() {
+            serde_json::from_str::<serde_json::Value>(&json)
+                .unwrap_or_else(|e| panic!("{stem}: invalid JSON ({e}): {json}"));
+        }
+    }
+}
