@@ -27,7 +27,7 @@ use riffle_codec::{CompiledSchema, Envelope, EnvelopeCodec};
 
 pub use config::{DEFAULT_MAX_EVENT_DELAY_MS, GeneratorConfig, SchemaIds};
 pub use expected::Expected;
-pub use invalid::{InvalidKind, UNKNOWN_SUBJECTS, UNREGISTERED_SCHEMA_ID};
+pub use invalid::{FOREIGN_SUBJECTS, InvalidKind, UNREGISTERED_SCHEMA_ID};
 pub use source::{Source, parse_mix};
 
 use crate::LoadError;

@@ -9,7 +9,7 @@ use riffle_codec::datum::{Field, read_record};
 use riffle_codec::rules::{Contract, bundled};
 use riffle_codec::{CompiledSchema, Envelope, EnvelopeCodec};
 
-use crate::generator::UNKNOWN_SUBJECTS;
+use crate::generator::FOREIGN_SUBJECTS;
 use crate::*;
 
 const IDS: SchemaIds = SchemaIds {
@@ -61,8 +61,11 @@ impl Checker {
             .ok()
             .and_then(|id| self.schemas.get(&id))
             .ok_or("unknown_schema")?;
-        let payload = read_record(schema, &env.payload).map_err(|e| e.code())?;
+        if schema.full_name() != Some(env.subject.as_str()) {
+            return Err("subject_mismatch");
+        }
         let contract = self.contracts.get(&env.subject).ok_or("unknown_subject")?;
+        let payload = read_record(schema, &env.payload).map_err(|e| e.code())?;
         contract
             .check(&payload, env.event_time, env.ingest_time)
             .map_err(|v| v.kind.code())?;
@@ -243,8 +246,8 @@ fn invalid_events_fail_with_their_code_and_only_that() {
         assert_eq!(env.event_id, ev.event_id);
         // The one fault must be the only one: repair it and the event must pass.
         match code {
-            "unknown_subject" => {
-                assert!(UNKNOWN_SUBJECTS.contains(&env.subject.as_str()));
+            "subject_mismatch" => {
+                assert!(FOREIGN_SUBJECTS.contains(&env.subject.as_str()));
                 let mut fixed = env.clone();
                 fixed.subject = ev.source.subject().to_string();
                 assert!(

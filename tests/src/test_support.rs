@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
@@ -320,5 +320,121 @@ pub fn riffle_dev_load(riffle_dev: &std::path::Path, name: &str, args: &[&str]) 
         report: serde_json::from_str(&text).expect("report.json is JSON"),
         out,
         state,
+    }
+}
+
+/// (rows, metric sum) per view key of the Parquet files under `folder`, read by DuckDB as
+/// the README shows.
+pub async fn duckdb_totals(
+    python: &std::path::Path,
+    folder: &std::path::Path,
+) -> HashMap<String, (i64, f64)> {
+    let rows: Vec<(String, i64, f64)> =
+        duckdb(python, folder, "agg_key, count(*), sum(metric)").await;
+    rows.into_iter().map(|(k, c, s)| (k, (c, s))).collect()
+}
+
+/// (rows, metric sum) per (view key, window start in epoch ms) of the Parquet files under
+/// `folder`, read by DuckDB.
+pub async fn duckdb_windows(
+    python: &std::path::Path,
+    folder: &std::path::Path,
+) -> HashMap<(String, i64), (i64, f64)> {
+    let rows: Vec<(String, i64, i64, f64)> = duckdb(
+        python,
+        folder,
+        "agg_key, epoch_ms(window_start), count(*), sum(metric)",
+    )
+    .await;
+    rows.into_iter()
+        .map(|(k, w, c, s)| ((k, w), (c, s)))
+        .collect()
+}
+
+/// `SELECT <columns> ... GROUP BY ALL` over the Parquet files under `folder` (Hive
+/// partitions read), by DuckDB in Python, each row as a JSON list.
+pub async fn duckdb<T: serde::de::DeserializeOwned>(
+    python: &std::path::Path,
+    folder: &std::path::Path,
+    columns: &str,
+) -> Vec<T> {
+    const QUERY: &str = r#"
+import duckdb, json, pathlib, sys
+files = sys.argv[1] + "/events/**/*.parquet"
+if not list(pathlib.Path(sys.argv[1]).glob("events/**/*.parquet")):
+    print("[]"); sys.exit(0)
+rows = duckdb.sql(
+    "SELECT " + sys.argv[2] + " FROM read_parquet($files, hive_partitioning = true) GROUP BY ALL",
+    params={"files": files}).fetchall()
+print(json.dumps([list(r) for r in rows]))
+"#;
+    let out = tokio::process::Command::new(python)
+        .args(["-c", QUERY])
+        .arg(folder)
+        .arg(columns)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "duckdb: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The view's totals once `done` holds them (or after two minutes, for the caller's asserts).
+pub async fn wait_for_view(
+    dynamo: &aws_sdk_dynamodb::Client,
+    table: &str,
+    done: impl Fn(&HashMap<String, (i64, f64)>) -> bool,
+) -> HashMap<String, (i64, f64)> {
+    let started = Instant::now();
+    loop {
+        let seen = view_totals(dynamo, table).await;
+        if done(&seen) || started.elapsed() > Duration::from_secs(120) {
+            return seen;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// The project's Python with DuckDB (installed by `make install` for the examples).
+pub fn duckdb_python() -> PathBuf {
+    riffle_local::project_root()
+        .unwrap()
+        .join(".riffle/tools/examples-venv/bin/python")
+}
+
+/// The archive of a running twin downloaded into `folder` with `riffle archive download`
+/// (the `riffle` binary, the twin's variables `env`) and read by DuckDB: (rows, metric sum)
+/// per view key, once `rows` rows are there (or after two minutes, for the caller's asserts).
+pub async fn archived_totals(
+    riffle: &Path,
+    env: &HashMap<String, String>,
+    folder: &Path,
+    rows: i64,
+) -> HashMap<String, (i64, f64)> {
+    let started = Instant::now();
+    loop {
+        let download = tokio::process::Command::new(riffle)
+            .args(["archive", "download", "--to"])
+            .arg(folder)
+            .env_clear()
+            .envs(env)
+            .output()
+            .await
+            .unwrap();
+        assert!(
+            download.status.success(),
+            "{}",
+            String::from_utf8_lossy(&download.stderr)
+        );
+        let archived = duckdb_totals(&duckdb_python(), folder).await;
+        let found: i64 = archived.values().map(|(c, _)| c).sum();
+        if found >= rows || started.elapsed() > Duration::from_secs(120) {
+            return archived;
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }

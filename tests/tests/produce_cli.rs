@@ -11,9 +11,12 @@
 
 use std::collections::HashMap;
 use std::io::Write;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{SystemTime, UNIX_EPOCH};
 
-use riffle_tests::test_support::{dynamodb, sdk_from, start_up, stop_up, view_totals};
+use riffle_tests::test_support::{
+    archived_totals, duckdb_python, duckdb_windows, dynamodb, sdk_from, start_up, stop_up,
+    wait_for_view,
+};
 
 const DEVICES: [&str; 3] = ["DESKTOP", "MOBILE", "TABLET"];
 const LINES: i64 = 600;
@@ -151,31 +154,8 @@ async fn json_lines_and_generated_events_reach_the_view() {
     // The archive, the DuckDB way: the live objects downloaded, read with hive partitioning;
     // every event once, the page views' totals those of the view.
     let folder = state.with_extension("archive");
-    let python = riffle_local::project_root()
-        .unwrap()
-        .join(".riffle/tools/examples-venv/bin/python");
-    let started = Instant::now();
-    let archived = loop {
-        let download = tokio::process::Command::new(&riffle)
-            .args(["archive", "download", "--to"])
-            .arg(&folder)
-            .env_clear()
-            .envs(&env)
-            .output()
-            .await
-            .unwrap();
-        assert!(
-            download.status.success(),
-            "{}",
-            String::from_utf8_lossy(&download.stderr)
-        );
-        let archived = duckdb_totals(&python, &folder).await;
-        let rows: i64 = archived.values().map(|(c, _)| c).sum();
-        if rows >= LINES + GENERATED as i64 || started.elapsed() > Duration::from_secs(120) {
-            break archived;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    };
+    let python = duckdb_python();
+    let archived = archived_totals(&riffle, &env, &folder, LINES + GENERATED as i64).await;
     assert_eq!(
         archived.values().map(|(c, _)| c).sum::<i64>(),
         LINES + GENERATED as i64
@@ -324,80 +304,4 @@ async fn json_lines_and_generated_events_reach_the_view() {
     stop_up(up, &state).await;
     let _ = std::fs::remove_file(&file);
     let _ = std::fs::remove_dir_all(&folder);
-}
-
-/// (rows, metric sum) per view key of the Parquet files under `folder`, read by DuckDB as
-/// the README shows.
-async fn duckdb_totals(
-    python: &std::path::Path,
-    folder: &std::path::Path,
-) -> HashMap<String, (i64, f64)> {
-    let rows: Vec<(String, i64, f64)> =
-        duckdb(python, folder, "agg_key, count(*), sum(metric)").await;
-    rows.into_iter().map(|(k, c, s)| (k, (c, s))).collect()
-}
-
-/// (rows, metric sum) per (view key, window start in epoch ms) of the Parquet files under
-/// `folder`, read by DuckDB.
-async fn duckdb_windows(
-    python: &std::path::Path,
-    folder: &std::path::Path,
-) -> HashMap<(String, i64), (i64, f64)> {
-    let rows: Vec<(String, i64, i64, f64)> = duckdb(
-        python,
-        folder,
-        "agg_key, epoch_ms(window_start), count(*), sum(metric)",
-    )
-    .await;
-    rows.into_iter()
-        .map(|(k, w, c, s)| ((k, w), (c, s)))
-        .collect()
-}
-
-/// `SELECT <columns> ... GROUP BY ALL` over the Parquet files under `folder` (Hive
-/// partitions read), by DuckDB in Python, each row as a JSON list.
-async fn duckdb<T: serde::de::DeserializeOwned>(
-    python: &std::path::Path,
-    folder: &std::path::Path,
-    columns: &str,
-) -> Vec<T> {
-    const QUERY: &str = r#"
-import duckdb, json, pathlib, sys
-files = sys.argv[1] + "/events/**/*.parquet"
-if not list(pathlib.Path(sys.argv[1]).glob("events/**/*.parquet")):
-    print("[]"); sys.exit(0)
-rows = duckdb.sql(
-    "SELECT " + sys.argv[2] + " FROM read_parquet($files, hive_partitioning = true) GROUP BY ALL",
-    params={"files": files}).fetchall()
-print(json.dumps([list(r) for r in rows]))
-"#;
-    let out = tokio::process::Command::new(python)
-        .args(["-c", QUERY])
-        .arg(folder)
-        .arg(columns)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "duckdb: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// The view's totals once `done` holds them (or after two minutes, for the caller's asserts).
-async fn wait_for_view(
-    dynamo: &aws_sdk_dynamodb::Client,
-    table: &str,
-    done: impl Fn(&HashMap<String, (i64, f64)>) -> bool,
-) -> HashMap<String, (i64, f64)> {
-    let started = Instant::now();
-    loop {
-        let seen = view_totals(dynamo, table).await;
-        if done(&seen) || started.elapsed() > Duration::from_secs(120) {
-            return seen;
-        }
-        tokio::time::sleep(Duration::from_secs(1)).await;
-    }
 }

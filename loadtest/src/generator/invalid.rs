@@ -11,8 +11,8 @@ use crate::events::{NumberKind, Payload};
 
 /// A schema id no registry hands out in the demo or the tests: `unknown_schema` events use it.
 pub const UNREGISTERED_SCHEMA_ID: u32 = 999_999;
-/// Envelope subjects without a contract, for `unknown_subject` events.
-pub const UNKNOWN_SUBJECTS: [&str; 2] = ["com.riffle.nope.Unknown", "com.riffle.shop.OrderVoided"];
+/// Envelope subjects other than the payload schema's, for `subject_mismatch` events.
+pub const FOREIGN_SUBJECTS: [&str; 2] = ["com.riffle.nope.Unknown", "com.riffle.shop.OrderVoided"];
 
 /// A way an invalid event is broken; each maps to the reject code the validator must give.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -35,8 +35,8 @@ pub enum InvalidKind {
     MissingField,
     /// |ingest_time - event_time| beyond the subject's `max_event_time_skew_secs`.
     EventTimeSkew,
-    /// The envelope's subject has no contract.
-    UnknownSubject,
+    /// The envelope names a subject other than its payload schema's.
+    SubjectMismatch,
 }
 
 impl InvalidKind {
@@ -51,7 +51,7 @@ impl InvalidKind {
         InvalidKind::AboveMax,
         InvalidKind::MissingField,
         InvalidKind::EventTimeSkew,
-        InvalidKind::UnknownSubject,
+        InvalidKind::SubjectMismatch,
     ];
 
     /// The validator's reject code for this kind.
@@ -66,7 +66,7 @@ impl InvalidKind {
             InvalidKind::AboveMax => "above_max",
             InvalidKind::MissingField => "missing_field",
             InvalidKind::EventTimeSkew => "event_time_skew",
-            InvalidKind::UnknownSubject => "unknown_subject",
+            InvalidKind::SubjectMismatch => "subject_mismatch",
         }
     }
 
@@ -205,9 +205,9 @@ impl Generator {
         let mut frame_id = None;
         let mut cut_envelope = false;
         match invalid {
-            Some(InvalidKind::UnknownSubject) => {
-                let i = self.rng.random_range(0..UNKNOWN_SUBJECTS.len());
-                envelope.subject = UNKNOWN_SUBJECTS[i].to_string();
+            Some(InvalidKind::SubjectMismatch) => {
+                let i = self.rng.random_range(0..FOREIGN_SUBJECTS.len());
+                envelope.subject = FOREIGN_SUBJECTS[i].to_string();
             }
             Some(InvalidKind::UnknownSchema) => {
                 if self.rng.random_bool(0.5) {

@@ -8,7 +8,7 @@
 //! their retries are `write.rs`.
 
 use riffle_telemetry::names;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -115,6 +115,45 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
         }
     }
 
+    /// The window length of each subject in the batch: the configured ones, and for the
+    /// others the `enrich` section of the contract registered with their payload schema
+    /// (ADR 0020), fetched once per schema id by the cache. A subject registered without
+    /// one is left out, which counts it in the default window.
+    ///
+    /// # Errors
+    /// The registry could not be asked (the batch is retried).
+    async fn windows_of(
+        &self,
+        records: &[Decoded<'_>],
+    ) -> Result<HashMap<String, u32>, AggregatorError> {
+        let mut windows = self.windows.clone();
+        let mut asked = HashSet::new();
+        for decoded in records {
+            let envelope = &decoded.envelope;
+            if windows.contains_key(envelope.subject.as_ref()) {
+                continue;
+            }
+            let Ok(id) = u32::try_from(envelope.schema_id) else {
+                continue;
+            };
+            if !asked.insert(id) {
+                continue;
+            }
+            match self.schemas.get(id).await {
+                Ok(schema) => {
+                    if let Some(spec) = schema.contract().and_then(|c| c.enrich.as_ref()) {
+                        windows.insert(envelope.subject.to_string(), spec.window_secs);
+                    }
+                }
+                Err(e) if e.retryable() => return Err(AggregatorError::Registry(e)),
+                // An id the registry does not know: the enricher derived this record, so
+                // the default window is the one it used.
+                Err(_) => {}
+            }
+        }
+        Ok(windows)
+    }
+
     /// Traces the records through `tracer` (X-Ray; only records whose envelope says sampled).
     #[must_use]
     pub fn with_tracer(mut self, tracer: Tracer) -> Self {
@@ -174,11 +213,12 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
             records,
             mut parked,
         } = decode_batch(SERVICE, &self.codec, &self.schemas, &event.records).await?;
+        let windows = self.windows_of(&records).await?;
         let Usable {
             shards,
             candidates,
             elsewhere,
-        } = usable(event, &records, &self.windows, &mut parked);
+        } = usable(event, &records, &windows, &mut parked);
         self.park(&parked).await?;
 
         let mut report = BatchReport {

@@ -7,7 +7,7 @@
 // local mapping's loop) deeper than the compiler's default layout query depth.
 #![recursion_limit = "256"]
 
-use riffle_aggregator::{Aggregator, Config, DynamoViewStore, handler::SERVICE, window_lengths};
+use riffle_aggregator::{Aggregator, Config, DynamoViewStore, handler::SERVICE};
 use riffle_aws::SqsSender;
 use riffle_codec::SchemaCache;
 use riffle_registry_client::{RegistryClient, STARTUP_PATIENCE};
@@ -32,7 +32,6 @@ async fn run() -> Result<(), BoxError> {
         RegistryClient::from_env_credentials(&config.registry_url)?.with_sdk_config(sdk.clone());
     let codec = registry.envelope_codec(STARTUP_PATIENCE).await?;
     let envelope_id = codec.id();
-    let windows = window_lengths(&riffle_codec::rules::bundled()?);
 
     let dynamo = riffle_aws::dynamodb_client(&sdk);
     let store = DynamoViewStore::new(dynamo.clone(), &config.view_table);
@@ -51,7 +50,8 @@ async fn run() -> Result<(), BoxError> {
         store,
         marks,
         dead_letters,
-        windows,
+        // Every window comes from the contracts registered with the schemas (ADR 0020).
+        std::collections::HashMap::new(),
         config.view_ttl_days,
     )
     .with_tracer(riffle_stage::trace::Tracer::from_env("riffle-aggregator"));

@@ -84,7 +84,6 @@ fn main() {
 
     // The parts, each over the whole batch.
     let codec = EnvelopeCodec::new(IDS.envelope).unwrap();
-    let contracts = riffle_codec::rules::bundled().unwrap();
     let cache = SchemaCache::new(registered());
     let data: Vec<&[u8]> = event.records.iter().map(|r| &r.kinesis.data[..]).collect();
     let decoded: Vec<_> = data.iter().map(|d| codec.decode(d)).collect();
@@ -110,7 +109,7 @@ fn main() {
                 let Ok(record) = read_record(schema, &e.payload) else {
                     continue;
                 };
-                let Some(spec) = contracts.get(&e.subject).and_then(|c| c.enrich.as_ref()) else {
+                let Some(spec) = schema.contract().and_then(|c| c.enrich.as_ref()) else {
                     continue;
                 };
                 if let Some(key) = spec.lookup_key(&record) {

@@ -15,11 +15,12 @@ pub mod reference;
 
 use riffle_telemetry::names;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use riffle_codec::datum::read_record;
-use riffle_codec::rules::Contract;
+use riffle_codec::rules::EnrichSpec;
 use riffle_codec::source::SchemaSource;
-use riffle_codec::{CodecError, Enrichment, Envelope, EnvelopeCodec, SchemaCache};
+use riffle_codec::{CodecError, CompiledSchema, Enrichment, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_stage::marks::{MarkStore, Marks, Republish};
 use riffle_stage::schemas::{
     BatchSchemas, learn_envelope_versions, payload_schema, resolve_payload_schemas, take_outage,
@@ -67,11 +68,16 @@ impl EnricherError {
     }
 }
 
+/// How events of `schema` are enriched: the `enrich` section of the contract registered
+/// with it; none means the default (counted under the subject).
+fn enrich_spec(schema: &CompiledSchema) -> Option<&EnrichSpec> {
+    schema.contract()?.enrich.as_ref()
+}
+
 /// The enricher's handler.
 pub struct Enricher<S, R, O, D, M> {
     envelopes: EnvelopeCodec,
     schemas: SchemaCache<S>,
-    contracts: HashMap<String, Contract>,
     reference: ReferenceCache<R>,
     output: O,
     dlq: D,
@@ -113,6 +119,8 @@ enum Plan {
 /// The payload's part of the enrichment, taken before the reference data is known.
 enum Derived {
     Spec {
+        /// The payload schema, whose contract's `enrich` section applies.
+        schema: Arc<CompiledSchema>,
         agg_key_fields: Vec<Option<String>>,
         metric: f64,
     },
@@ -122,12 +130,12 @@ enum Derived {
 impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
     Enricher<S, R, O, D, M>
 {
-    /// An enricher writing with `envelopes`, deriving by `contracts` (by subject), dropping
+    /// An enricher writing with `envelopes`, deriving by the contract registered with each
+    /// payload schema (ADR 0020), dropping
     /// copies by the origin marks in `marks` (the validator's re-publishes, redeliveries).
     pub fn new(
         envelopes: EnvelopeCodec,
         schemas: SchemaCache<S>,
-        contracts: HashMap<String, Contract>,
         reference: ReferenceCache<R>,
         output: O,
         dlq: D,
@@ -136,7 +144,6 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
         Enricher {
             envelopes,
             schemas,
-            contracts,
             reference,
             output,
             dlq,
@@ -268,7 +275,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
                 .as_ref()
                 .and_then(|k| found.get(k))
                 .and_then(Option::as_deref);
-            self.enrich(&mut envelope, derived, lookup.is_some(), attributes);
+            Self::enrich(&mut envelope, derived, lookup.is_some(), attributes);
             if envelope
                 .enrichment
                 .as_ref()
@@ -347,19 +354,17 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
             Ok(e) => e,
             Err(e) => return Plan::DeadLetter(e.code(), e.to_string()),
         };
-        let spec = self
-            .contracts
-            .get(&envelope.subject)
-            .and_then(|c| c.enrich.as_ref());
         let schema = match payload_schema(schemas, &envelope) {
             Ok(schema) => schema,
             Err((code, why)) => return Plan::DeadLetter(code, why),
         };
+        let spec = enrich_spec(schema);
         let record = read_record(schema, &envelope.payload);
         let (lookup, derived) = match (spec, record) {
             (Some(spec), Ok(record)) => (
                 spec.lookup_key(&record),
                 Ok(Derived::Spec {
+                    schema: Arc::clone(schema),
                     agg_key_fields: spec.agg_key_fields(&record),
                     // The validator checked the metric's fields; a missing one would be a
                     // contract change in flight, and counting the event with 0 keeps the
@@ -380,29 +385,22 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
 
     /// Completes the enrichment of one envelope once its reference data is known.
     fn enrich(
-        &self,
         envelope: &mut Envelope,
         derived: Derived,
         joins: bool,
         reference: Option<&HashMap<String, String>>,
     ) {
-        let spec = self
-            .contracts
-            .get(&envelope.subject)
-            .and_then(|c| c.enrich.as_ref());
-        let enrichment = match (spec, derived) {
-            (
-                Some(spec),
-                Derived::Spec {
-                    agg_key_fields,
-                    metric,
-                },
-            ) => {
+        let enrichment = match &derived {
+            Derived::Spec {
+                schema,
+                agg_key_fields,
+                metric,
+            } if let Some(spec) = enrich_spec(schema) => {
                 let empty = HashMap::new();
                 let attributes = reference.unwrap_or(&empty);
                 Enrichment {
-                    agg_key: spec.agg_key_from(&agg_key_fields, attributes),
-                    metric,
+                    agg_key: spec.agg_key_from(agg_key_fields, attributes),
+                    metric: *metric,
                     window_start: spec.window_start(envelope.event_time),
                     reference_found: !joins || reference.is_some(),
                     attributes: attributes.clone(),

@@ -28,7 +28,6 @@ async fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
     let registry =
         RegistryClient::from_env_credentials(&config.registry_url)?.with_sdk_config(sdk.clone());
     let envelopes = registry.envelope_codec(STARTUP_PATIENCE).await?;
-    let contracts = riffle_codec::rules::bundled()?;
     let reference = ReferenceCache::new(
         DynamoReference::new(riffle_aws::dynamodb_client(&sdk), &config.reference_table),
         config.reference_ttl,
@@ -55,7 +54,6 @@ async fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
     let handler = Enricher::new(
         envelopes,
         SchemaCache::new(registry),
-        contracts,
         reference,
         output,
         dlq,

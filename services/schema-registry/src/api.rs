@@ -6,6 +6,7 @@
 //! Query flags (`deleted`, `permanent`, `verbose`, `defaultToGlobal`) are true when their
 //! value is `true` in any case; anything else, or their absence, is false.
 
+use riffle_codec::registered::DataContract;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -206,6 +207,9 @@ struct SchemaRequest {
     schema_type: Option<String>,
     #[serde(default)]
     references: Vec<serde_json::Value>,
+    /// Confluent's data-contract fields (`metadata`, `ruleSet`); a Riffle contract lives there.
+    #[serde(flatten)]
+    contract: DataContract,
 }
 
 impl<St: Send + Sync> FromRequest<St> for SchemaRequest {
@@ -311,6 +315,8 @@ struct SchemaBody {
     schema: String,
     #[serde(rename = "schemaType", skip_serializing_if = "Option::is_none")]
     schema_type: Option<String>,
+    #[serde(flatten)]
+    contract: DataContract,
 }
 
 #[derive(Serialize)]
@@ -319,6 +325,8 @@ struct VersionBody {
     id: u32,
     version: u32,
     schema: String,
+    #[serde(flatten)]
+    contract: DataContract,
 }
 
 impl From<VersionRecord> for VersionBody {
@@ -328,6 +336,7 @@ impl From<VersionRecord> for VersionBody {
             id: v.id,
             version: v.version,
             schema: v.schema,
+            contract: v.contract,
         }
     }
 }
@@ -355,7 +364,12 @@ async fn register<S: SchemaStore>(
     body: SchemaRequest,
 ) -> Result<Reply<IdBody>, Error> {
     let registered = reg
-        .register(&subject, &body.schema, body.schema_type.as_deref())
+        .register_with(
+            &subject,
+            &body.schema,
+            body.schema_type.as_deref(),
+            &body.contract,
+        )
         .await?;
     Ok(ok(IdBody { id: registered.id }))
 }
@@ -371,6 +385,7 @@ async fn lookup<S: SchemaStore>(
             &subject,
             &body.schema,
             body.schema_type.as_deref(),
+            &body.contract,
             flags.get("deleted"),
         )
         .await?;
@@ -451,7 +466,13 @@ async fn compatible_with_subject<S: SchemaStore>(
     body: SchemaRequest,
 ) -> Result<Reply<CompatibilityBody>, Error> {
     let messages = reg
-        .check_compatibility(&subject, &body.schema, body.schema_type.as_deref(), None)
+        .check_compatibility(
+            &subject,
+            &body.schema,
+            body.schema_type.as_deref(),
+            &body.contract,
+            None,
+        )
         .await?;
     Ok(compatibility(messages, flags.get("verbose")))
 }
@@ -468,6 +489,7 @@ async fn compatible_with_version<S: SchemaStore>(
             &subject,
             &body.schema,
             body.schema_type.as_deref(),
+            &body.contract,
             Some(spec),
         )
         .await?;
@@ -552,6 +574,7 @@ async fn schema_by_id<S: SchemaStore>(
     Ok(ok(SchemaBody {
         schema: record.schema,
         schema_type,
+        contract: record.contract,
     }))
 }
 

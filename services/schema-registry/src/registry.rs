@@ -15,6 +15,7 @@
 //! stored) but are invisible to listings, `latest`, lookups and compatibility checks,
 //! unless a caller asks for deleted ones.
 
+use riffle_codec::registered::DataContract;
 use riffle_registry_client::CompatibilityLevel;
 
 use crate::compat;
@@ -101,8 +102,22 @@ impl<S: SchemaStore> Registry<S> {
         text: &str,
         schema_type: Option<&str>,
     ) -> Result<Registered> {
+        self.register_with(subject, text, schema_type, &DataContract::default())
+            .await
+    }
+
+    /// [`Registry::register`] with data-contract fields (`metadata`, `ruleSet`). A request
+    /// without them carries the latest version's forward, as Confluent's registry does, so
+    /// a client that registers the bare schema finds the version that has its contract.
+    pub async fn register_with(
+        &self,
+        subject: &str,
+        text: &str,
+        schema_type: Option<&str>,
+        contract: &DataContract,
+    ) -> Result<Registered> {
         check_subject(subject)?;
-        let parsed = schema::parse(text, schema_type)?;
+        let parsed = self.parse_for(subject, text, schema_type, contract).await?;
         // Read once, and only when there is something to be compatible with: a subject's
         // first version needs no level.
         let mut level: Option<CompatibilityLevel> = None;
@@ -125,7 +140,7 @@ impl<S: SchemaStore> Registry<S> {
                     None => *level.insert(self.effective_level(subject).await?),
                 };
                 let messages = self
-                    .incompatibilities(subject, level, &parsed.text, latest.as_ref())
+                    .incompatibilities(subject, level, &parsed, latest.as_ref())
                     .await?;
                 if !messages.is_empty() {
                     return Err(Error::Incompatible {
@@ -158,6 +173,7 @@ impl<S: SchemaStore> Registry<S> {
                 schema: schema.schema,
                 fingerprint: parsed.fingerprint.clone(),
                 deleted: false,
+                contract: schema.contract,
             };
             match self.store.append_version(&candidate).await? {
                 Append::Appended => {
@@ -185,6 +201,7 @@ impl<S: SchemaStore> Registry<S> {
             schema: parsed.text.clone(),
             fingerprint: parsed.fingerprint.clone(),
             schema_type: parsed.schema_type.clone(),
+            contract: parsed.contract.clone(),
         };
         // The schema is written before the fingerprint points at it, so anyone who finds
         // the fingerprint also finds the schema.
@@ -216,19 +233,79 @@ impl<S: SchemaStore> Registry<S> {
             })
     }
 
-    /// Why `text` may not follow the subject's live versions at `level`. `latest` is the
+    /// `text` parsed with its contract fields, or, when it has none, with those of the
+    /// subject's latest live version (Confluent's registry carries them forward the same way).
+    async fn parse_for(
+        &self,
+        subject: &str,
+        text: &str,
+        schema_type: Option<&str>,
+        contract: &DataContract,
+    ) -> Result<ParsedSchema> {
+        let contract = contract.normalized();
+        if !contract.is_empty() || check_subject(subject).is_err() {
+            return schema::parse_with(text, schema_type, &contract);
+        }
+        let inherited = match self.store.latest(subject).await? {
+            Some(latest) if !latest.deleted => latest.contract,
+            Some(_) => self
+                .store
+                .versions(subject)
+                .await?
+                .into_iter()
+                .rev()
+                .find(|v| !v.deleted)
+                .map(|v| v.contract)
+                .unwrap_or_default(),
+            None => DataContract::default(),
+        };
+        schema::parse_with(text, schema_type, &inherited)
+    }
+
+    /// Why `parsed` may not follow the subject's live versions at `level`. `latest` is the
     /// subject's highest stored version, which spares a read in the usual case (latest live,
     /// level not transitive).
+    ///
+    /// The contract is checked against the latest live version's at every level but `NONE`:
+    /// a rule that refuses what the latest accepted would reject a producer's events from
+    /// one deploy to the next (ADR 0020).
     async fn incompatibilities(
+        &self,
+        subject: &str,
+        level: CompatibilityLevel,
+        parsed: &ParsedSchema,
+        latest: Option<&VersionRecord>,
+    ) -> Result<Vec<String>> {
+        if level == CompatibilityLevel::None {
+            return Ok(Vec::new());
+        }
+        let mut messages = self
+            .schema_incompatibilities(subject, level, &parsed.text, latest)
+            .await?;
+        let live = match latest {
+            Some(latest) if !latest.deleted => Some(latest.clone()),
+            Some(_) => self
+                .store
+                .versions(subject)
+                .await?
+                .into_iter()
+                .rev()
+                .find(|v| !v.deleted),
+            None => None,
+        };
+        if let Some(live) = live {
+            messages.extend(contract_tightenings(subject, &live, parsed)?);
+        }
+        Ok(messages)
+    }
+
+    async fn schema_incompatibilities(
         &self,
         subject: &str,
         level: CompatibilityLevel,
         text: &str,
         latest: Option<&VersionRecord>,
     ) -> Result<Vec<String>> {
-        if level == CompatibilityLevel::None {
-            return Ok(Vec::new());
-        }
         let texts: Vec<String> = match latest {
             None => return Ok(Vec::new()),
             Some(latest) if !latest.deleted && !level.is_transitive() => {
@@ -303,9 +380,10 @@ impl<S: SchemaStore> Registry<S> {
         subject: &str,
         text: &str,
         schema_type: Option<&str>,
+        contract: &DataContract,
         against: Option<VersionSpec>,
     ) -> Result<Vec<String>> {
-        let parsed = schema::parse(text, schema_type)?;
+        let parsed = self.parse_for(subject, text, schema_type, contract).await?;
         let level = if check_subject(subject).is_ok() {
             self.effective_level(subject).await?
         } else {
@@ -317,12 +395,16 @@ impl<S: SchemaStore> Registry<S> {
         match against {
             Some(spec) => {
                 let old = self.version(subject, spec, false).await?;
-                compat::check(level, &parsed.text, &[&old.schema])
-                    .map_err(|e| compat_error(subject, e))
+                let mut messages = compat::check(level, &parsed.text, &[&old.schema])
+                    .map_err(|e| compat_error(subject, e))?;
+                if level != CompatibilityLevel::None {
+                    messages.extend(contract_tightenings(subject, &old, &parsed)?);
+                }
+                Ok(messages)
             }
             None => {
                 let latest = self.store.latest(subject).await?;
-                self.incompatibilities(subject, level, &parsed.text, latest.as_ref())
+                self.incompatibilities(subject, level, &parsed, latest.as_ref())
                     .await
             }
         }
@@ -335,12 +417,13 @@ impl<S: SchemaStore> Registry<S> {
         subject: &str,
         text: &str,
         schema_type: Option<&str>,
+        contract: &DataContract,
         include_deleted: bool,
     ) -> Result<VersionRecord> {
         if check_subject(subject).is_err() {
             return Err(Error::SubjectNotFound(subject.to_owned()));
         }
-        let parsed = schema::parse(text, schema_type)?;
+        let parsed = self.parse_for(subject, text, schema_type, contract).await?;
         if let Some(found) = self
             .store
             .version_by_fingerprint(subject, &parsed.fingerprint)
@@ -541,6 +624,35 @@ impl<S: SchemaStore> Registry<S> {
     }
 }
 
+/// How the contract of `parsed` refuses what `old`'s accepted, as compatibility messages.
+/// A subject's first contract tightens nothing (without one every event was rejected);
+/// dropping the contract rejects every event from then on.
+fn contract_tightenings(
+    subject: &str,
+    old: &VersionRecord,
+    parsed: &ParsedSchema,
+) -> Result<Vec<String>> {
+    let read = |fields: &DataContract| {
+        fields
+            .contract(subject)
+            .map_err(|e| Error::InvalidSchema(format!("contract: {e}")))
+    };
+    let Ok(Some(was)) = read(&old.contract) else {
+        return Ok(Vec::new());
+    };
+    Ok(match read(&parsed.contract)? {
+        None => vec![format!(
+            "contract: version {} has a contract and this schema has none, so every event \
+             would be rejected",
+            old.version
+        )],
+        Some(new) => riffle_codec::registered::tightenings(&was, &new)
+            .into_iter()
+            .map(|t| format!("contract: {t} (version {} accepts it)", old.version))
+            .collect(),
+    })
+}
+
 /// A text the checks cannot read: the caller's schema is invalid; a stored one means the
 /// store holds what it should not.
 fn compat_error(subject: &str, error: compat::CompatError) -> Error {
@@ -621,13 +733,21 @@ mod tests {
             reg.usages(1, false).await.unwrap(),
             vec![("s1".to_owned(), 1), ("s2".to_owned(), 1)]
         );
-        assert_eq!(reg.lookup("s1", B, None, false).await.unwrap().version, 2);
+        assert_eq!(
+            reg.lookup("s1", B, None, &DataContract::default(), false)
+                .await
+                .unwrap()
+                .version,
+            2
+        );
         assert!(matches!(
-            reg.lookup("s2", B, None, false).await,
+            reg.lookup("s2", B, None, &DataContract::default(), false)
+                .await,
             Err(Error::SchemaNotFound)
         ));
         assert!(matches!(
-            reg.lookup("nope", B, None, false).await,
+            reg.lookup("nope", B, None, &DataContract::default(), false)
+                .await,
             Err(Error::SubjectNotFound(_))
         ));
         assert!(matches!(

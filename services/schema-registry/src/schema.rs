@@ -9,6 +9,7 @@
 //! id, and readers resolving by that id would never see the default.
 
 use apache_avro::Schema;
+use riffle_codec::registered::DataContract;
 use sha2::{Digest, Sha256};
 
 use crate::error::{Error, Result};
@@ -35,6 +36,8 @@ pub struct ParsedSchema {
     pub fingerprint: String,
     /// Always [`AVRO`] for now; stored so other types can slot in later.
     pub schema_type: String,
+    /// The data-contract fields (`metadata`, `ruleSet`) registered with the schema.
+    pub contract: DataContract,
 }
 
 /// Refuses a schema with a value that takes no bytes yet holds more values than the stages'
@@ -62,6 +65,19 @@ fn refuse_empty_blowups(schema: &Schema) -> Result<()> {
 
 /// Parses `text` as a schema of `schema_type` (`None` means Avro, as the API defines).
 pub fn parse(text: &str, schema_type: Option<&str>) -> Result<ParsedSchema> {
+    parse_with(text, schema_type, &DataContract::default())
+}
+
+/// [`parse`] with data-contract fields. Confluent's clients may send contract fields of their
+/// own (tags, CEL rules), which are kept as sent; Riffle's own must read as a contract of the
+/// schema's record (ADR 0020), checked here so a broken rule is refused at registration
+/// instead of rejecting every event later. The fields count in the fingerprint: the same
+/// schema with another contract is a new version, as in Confluent's registry.
+pub fn parse_with(
+    text: &str,
+    schema_type: Option<&str>,
+    contract: &DataContract,
+) -> Result<ParsedSchema> {
     let schema_type = schema_type.unwrap_or(AVRO);
     if !schema_type.eq_ignore_ascii_case(AVRO) {
         return Err(Error::InvalidSchema(format!(
@@ -78,13 +94,46 @@ pub fn parse(text: &str, schema_type: Option<&str>) -> Result<ParsedSchema> {
     refuse_empty_blowups(&schema)?;
     let normalized = serde_json::to_string(&schema)
         .map_err(|e| Error::InvalidSchema(format!("schema cannot be written back: {e}")))?;
-    let fingerprint = hex(&Sha256::digest(normalized.as_bytes()));
+    let mut digest = Sha256::new();
+    digest.update(normalized.as_bytes());
+    if !contract.is_empty() {
+        check_contract(&schema, contract)?;
+        // serde_json writes object keys sorted, so key order in the request does not matter.
+        let fields = serde_json::to_string(contract)
+            .map_err(|e| Error::InvalidSchema(format!("contract cannot be written back: {e}")))?;
+        digest.update(b"\n");
+        digest.update(fields.as_bytes());
+    }
+    let fingerprint = hex(&digest.finalize());
     Ok(ParsedSchema {
         text: text.to_owned(),
         normalized,
         fingerprint,
         schema_type: AVRO.to_owned(),
+        contract: contract.clone(),
     })
+}
+
+/// Refuses contract fields that do not read as a contract of `schema`'s record.
+fn check_contract(schema: &Schema, contract: &DataContract) -> Result<()> {
+    let bad = |why: String| Error::InvalidSchema(format!("contract: {why}"));
+    for (name, value) in [
+        ("metadata", &contract.metadata),
+        ("ruleSet", &contract.rule_set),
+    ] {
+        if !matches!(value, None | Some(serde_json::Value::Object(_))) {
+            return Err(bad(format!("{name} is not an object")));
+        }
+    }
+    let subject = match schema {
+        Schema::Record(r) => r.name.fullname(None),
+        _ => String::new(),
+    };
+    match contract.contract(&subject) {
+        Ok(Some(_)) if subject.is_empty() => Err(bad("a contract needs a record schema".into())),
+        Ok(_) => Ok(()),
+        Err(e) => Err(bad(e.to_string())),
+    }
 }
 
 fn hex(bytes: &[u8]) -> String {

@@ -103,6 +103,7 @@ async fn dynamo_store_against_moto() {
     let client = Client::new(&emulators.sdk_config().await);
 
     operations(&client).await;
+    contracts_are_stored_with_their_versions(&client).await;
     same_schema_same_subject_concurrently(&client).await;
     same_schema_many_subjects_concurrently(&client).await;
     many_schemas_one_subject_concurrently(&client).await;
@@ -170,14 +171,18 @@ async fn operations(client: &Client) {
         Err(Error::SubjectNotFound(_))
     ));
 
-    let found = reg.lookup("s1", &b, None, false).await.unwrap();
+    let found = reg
+        .lookup("s1", &b, None, &Default::default(), false)
+        .await
+        .unwrap();
     assert_eq!((found.id, found.version), (2, 2));
     assert!(matches!(
-        reg.lookup("s2", &b, None, false).await,
+        reg.lookup("s2", &b, None, &Default::default(), false).await,
         Err(Error::SchemaNotFound)
     ));
     assert!(matches!(
-        reg.lookup("nope", &b, None, false).await,
+        reg.lookup("nope", &b, None, &Default::default(), false)
+            .await,
         Err(Error::SubjectNotFound(_))
     ));
 
@@ -195,6 +200,41 @@ async fn operations(client: &Client) {
         vec![("s1".to_owned(), 2), ("s1#V#0000000001".to_owned(), 1)]
     );
     assert_eq!(schema_items(client, "ops").await, 2);
+}
+
+/// The contract fields go into the schema and version items and come back from both; an
+/// item without them (everything written before contracts) reads as having none.
+async fn contracts_are_stored_with_their_versions(client: &Client) {
+    use riffle_codec::registered::DataContract;
+    let reg = registry(client, "contracts").await;
+    let text = r#"{"type":"record","name":"Reading","namespace":"riffle","fields":[{"name":"v","type":"double"}]}"#;
+    let rules = r#"{"subject":"riffle.Reading","schema":"events/reading.avsc",
+        "fields":{"v":{"min":0,"max":100}},
+        "enrich":{"agg_key":"readings","metric":{"product":["v"]},"window_secs":300}}"#;
+    let contract = DataContract::from_file("reading.json", rules)
+        .unwrap()
+        .fields;
+    let bare = reg.register("bare", text, None).await.unwrap();
+    let with = reg
+        .register_with("riffle.Reading", text, None, &contract)
+        .await
+        .unwrap();
+    assert_ne!(
+        bare.id, with.id,
+        "the contract is part of what is registered"
+    );
+    assert_eq!(reg.schema_by_id(with.id).await.unwrap().contract, contract);
+    assert!(reg.schema_by_id(bare.id).await.unwrap().contract.is_empty());
+    let version = reg
+        .version("riffle.Reading", VersionSpec::Latest, false)
+        .await
+        .unwrap();
+    assert_eq!(version.contract, contract);
+    // Registered again without it: the latest version's is carried forward.
+    assert_eq!(
+        reg.register("riffle.Reading", text, None).await.unwrap(),
+        with
+    );
 }
 
 async fn race<F, Fut>(f: F) -> Vec<Registered>

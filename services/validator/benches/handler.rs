@@ -238,13 +238,12 @@ fn main() {
 
     // The parts, each over the whole batch.
     let codec = EnvelopeCodec::new(IDS.envelope).unwrap();
-    let contracts = riffle_codec::rules::bundled().unwrap();
     let cache = SchemaCache::new(registered());
     let data: Vec<&[u8]> = event.records.iter().map(|r| &r.kinesis.data[..]).collect();
     let decoded: Vec<_> = data.iter().map(|d| codec.decode(d)).collect();
     let schemas = runtime.block_on(resolve_payload_schemas(&cache, &decoded));
     let envelopes: Vec<Envelope> = decoded.into_iter().flatten().collect();
-    let plans = verdict::plans(&contracts, &schemas);
+    let plans = verdict::plans(&schemas);
 
     let parse = median(|| timed(|| drop(black_box(KinesisEvent::from_json(&json)))));
     let parse_serde =
@@ -286,7 +285,7 @@ fn main() {
                     let Ok(record) = read_record(schema, &e.payload) else {
                         continue;
                     };
-                    if check && let Some(contract) = contracts.get(&e.subject) {
+                    if check && let Some(contract) = schema.contract() {
                         drop(black_box(contract.check_planned(
                             &plans[&schema.id()],
                             &record,
@@ -305,15 +304,7 @@ fn main() {
         let now = verdict::now_ms();
         timed(|| {
             for d in &data {
-                let verdict = verdict::judge(
-                    &codec,
-                    &contracts,
-                    &schemas,
-                    &plans,
-                    &[],
-                    codec.decode(d),
-                    now,
-                );
+                let verdict = verdict::judge(&codec, &schemas, &plans, &[], codec.decode(d), now);
                 if let Verdict::Retry(why) = verdict {
                     panic!("retry: {why}");
                 }
@@ -336,10 +327,10 @@ fn main() {
                         black_box(&e);
                         continue;
                     }
-                    let (Some(contract), Some(Ok(schema))) = (
-                        contracts.get(&e.subject),
-                        schemas.get(&(e.schema_id as u32)),
-                    ) else {
+                    let Some(Ok(schema)) = schemas.get(&(e.schema_id as u32)) else {
+                        continue;
+                    };
+                    let Some(contract) = schema.contract() else {
                         continue;
                     };
                     if schema.full_name() != Some(e.subject.as_str()) || upto < 2 {

@@ -13,9 +13,7 @@ mod config;
 pub mod verdict;
 
 use riffle_telemetry::names;
-use std::collections::HashMap;
 
-use riffle_codec::rules::Contract;
 use riffle_codec::source::SchemaSource;
 use riffle_codec::{CodecError, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_stage::marks::{MarkStore, Marks, Republish};
@@ -58,7 +56,6 @@ impl ValidatorError {
 pub struct Validator<S, O, R, M> {
     envelopes: EnvelopeCodec,
     schemas: SchemaCache<S>,
-    contracts: HashMap<String, Contract>,
     output: O,
     rejects: R,
     marks: Marks<M>,
@@ -75,12 +72,12 @@ impl<S, O, R, M> std::fmt::Debug for Validator<S, O, R, M> {
 
 impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M> {
     /// A validator writing envelopes with `envelopes`, resolving payload schemas through
-    /// `schemas`, enforcing `contracts` (by subject), dropping copies by the origin marks in
+    /// `schemas`, enforcing the contract registered with each payload schema (ADR 0020),
+    /// dropping copies by the origin marks in
     /// `marks` (producer retries, its own redeliveries).
     pub fn new(
         envelopes: EnvelopeCodec,
         schemas: SchemaCache<S>,
-        contracts: HashMap<String, Contract>,
         output: O,
         rejects: R,
         marks: Marks<M>,
@@ -88,7 +85,6 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
         Validator {
             envelopes,
             schemas,
-            contracts,
             output,
             rejects,
             marks,
@@ -129,7 +125,7 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
         let now = verdict::now_ms();
         let judged = Judging {
             schemas: &schemas,
-            plans: &verdict::plans(&self.contracts, &schemas),
+            plans: &verdict::plans(&schemas),
             unavailable: &unavailable,
             now,
         };
@@ -182,7 +178,6 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
             }
             match verdict::judge(
                 &self.envelopes,
-                &self.contracts,
                 judging.schemas,
                 judging.plans,
                 judging.unavailable,

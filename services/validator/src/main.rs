@@ -27,7 +27,6 @@ async fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
     let registry =
         RegistryClient::from_env_credentials(&config.registry_url)?.with_sdk_config(sdk.clone());
     let envelopes = registry.envelope_codec(STARTUP_PATIENCE).await?;
-    let contracts = riffle_codec::rules::bundled()?;
     // Aggregated per shard: one Kinesis record carries many events to the next stage.
     let kinesis = riffle_aws::kinesis_client(&sdk);
     let output = AggregatingOutput::new(
@@ -50,7 +49,6 @@ async fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
     let handler = Validator::new(
         envelopes,
         SchemaCache::new(registry),
-        contracts,
         output,
         rejects,
         Marks::new(

@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use riffle_codec::datum::read_record;
-use riffle_codec::rules::{CheckPlan, Contract};
+use riffle_codec::rules::CheckPlan;
 use riffle_codec::{CodecError, Envelope, EnvelopeCodec};
 use riffle_stage::schemas::BatchSchemas;
 use riffle_stage::{KinesisEventRecord, RejectMessage};
@@ -81,15 +81,14 @@ fn codec_verdict(error: CodecError, envelope: Option<&Envelope>) -> Verdict {
 /// Contract rules resolved per payload schema id of a batch (see [`plans`]).
 pub type Plans = HashMap<u32, CheckPlan>;
 
-/// Resolves, once per batch, the rules of each payload schema's contract (the contract of
-/// the subject the schema is named after) to field positions.
-pub fn plans(contracts: &HashMap<String, Contract>, schemas: &BatchSchemas) -> Plans {
+/// Resolves, once per batch, the rules of each payload schema's contract (the one
+/// registered with the schema, ADR 0020) to field positions.
+pub fn plans(schemas: &BatchSchemas) -> Plans {
     schemas
         .iter()
         .filter_map(|(id, schema)| {
             let schema = schema.as_ref().ok()?;
-            let contract = contracts.get(schema.full_name()?)?;
-            Some((*id, contract.plan(schema)))
+            Some((*id, schema.contract()?.plan(schema)))
         })
         .collect()
 }
@@ -100,7 +99,6 @@ pub fn plans(contracts: &HashMap<String, Contract>, schemas: &BatchSchemas) -> P
 /// envelope versions the registry could not be asked about (those records are retried).
 pub fn judge(
     codec: &EnvelopeCodec,
-    contracts: &HashMap<String, Contract>,
     schemas: &BatchSchemas,
     plans: &Plans,
     unavailable: &[u32],
@@ -113,10 +111,6 @@ pub fn judge(
             return Verdict::Retry(format!("envelope schema {id}: registry unavailable"));
         }
         Err(e) => return codec_verdict(e, None),
-    };
-    let Some(contract) = contracts.get(&envelope.subject) else {
-        let detail = format!("no contract for subject {:?}", envelope.subject);
-        return Verdict::Reject(Reject::new("unknown_subject", detail).of(&envelope));
     };
     let lookup = u32::try_from(envelope.schema_id)
         .ok()
@@ -142,6 +136,14 @@ pub fn judge(
         );
         return Verdict::Reject(Reject::new("subject_mismatch", detail).of(&envelope));
     }
+    let Some(contract) = schema.contract() else {
+        let detail = format!(
+            "schema {} of subject {:?} was registered without a contract",
+            schema.id(),
+            envelope.subject
+        );
+        return Verdict::Reject(Reject::new("unknown_subject", detail).of(&envelope));
+    };
     let record = match read_record(schema, &envelope.payload) {
         Ok(record) => record,
         Err(e) => return codec_verdict(e, Some(&envelope)),

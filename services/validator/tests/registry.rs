@@ -39,7 +39,11 @@ async fn validates_against_a_real_registry() {
     let client = RegistryClient::new(&registry().await).unwrap();
     let envelopes = client.envelope_codec(Duration::from_secs(5)).await.unwrap();
     let register = async |source: Source, schema: &str| {
-        client.register(source.subject(), schema).await.unwrap()
+        let contract = riffle_stage::testing::bundled_contract_of(schema);
+        client
+            .register_with(source.subject(), schema, &contract)
+            .await
+            .unwrap()
     };
     let ids = SchemaIds {
         envelope: envelopes.id(),
@@ -57,7 +61,6 @@ async fn validates_against_a_real_registry() {
     let validator = Validator::new(
         envelopes,
         SchemaCache::new(client.clone()),
-        riffle_codec::rules::bundled().unwrap(),
         output.clone(),
         rejects.clone(),
         riffle_stage::marks::Marks::new(
@@ -98,7 +101,6 @@ async fn an_unreachable_registry_means_retry() {
     let validator = Validator::new(
         envelopes,
         SchemaCache::new(down),
-        riffle_codec::rules::bundled().unwrap(),
         output.clone(),
         rejects.clone(),
         riffle_stage::marks::Marks::new(

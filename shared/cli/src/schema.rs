@@ -20,6 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
+use riffle_codec::registered::DataContract;
 use riffle_registry_client::{
     ClientError, CompatibilityLevel, INCOMPATIBLE_SCHEMA, RegistryClient, SUBJECT_NOT_FOUND,
     VERSION_NOT_FOUND, VersionRef,
@@ -131,8 +132,12 @@ pub enum SchemaCommand {
     ///
     /// Without PATHS: every file under schemas/events/ plus schemas/envelope.avsc. A schema's
     /// subject is its record's full name (e.g. com.riffle.shop.OrderPlaced). Registering a
-    /// schema that is already there is a no-op that prints its existing version. Exits 1 if
-    /// the registry refuses any file (e.g. incompatible), 2 if it cannot be asked.
+    /// schema that is already there is a no-op that prints its existing version. A schema's
+    /// contract, rules/<subject>.json beside its folder (schemas/rules/ for schemas/events/),
+    /// is registered with it as Confluent's metadata and ruleSet, which is how the stages
+    /// learn it: no rebuild or redeploy. Exits 1 if the registry refuses any file (e.g.
+    /// incompatible, or a contract rule stricter than the latest version's), 2 if it cannot
+    /// be asked.
     Register {
         #[command(flatten)]
         registry: RegistryArgs,
@@ -243,6 +248,16 @@ pub struct SchemaFile {
     pub text: String,
     /// Its subject (the record's full name).
     pub subject: String,
+    /// The subject's contract file and what it registers as, when there is one
+    /// ([`contract_path`]).
+    pub contract: Option<(PathBuf, DataContract)>,
+}
+
+/// Where the contract of `subject` is for a schema at `schema_path`: `rules/<subject>.json`
+/// beside the schema's folder (`schemas/rules/` for `schemas/events/*.avsc`).
+pub fn contract_path(schema_path: &Path, subject: &str) -> Option<PathBuf> {
+    let folder = schema_path.parent()?.parent()?;
+    Some(folder.join("rules").join(format!("{subject}.json")))
 }
 
 impl SchemaFile {
@@ -255,7 +270,33 @@ impl SchemaFile {
             path: path.to_path_buf(),
             reason: e.to_string(),
         })?;
-        Self::from_text(path, text)
+        let mut file = Self::from_text(path, text)?;
+        if let Some(rules) = contract_path(path, &file.subject).filter(|p| p.is_file()) {
+            let unreadable = |reason: String| SchemaError::Read {
+                path: rules.clone(),
+                reason,
+            };
+            let text = std::fs::read_to_string(&rules).map_err(|e| unreadable(e.to_string()))?;
+            let name = rules.display().to_string();
+            let registered =
+                DataContract::from_file(&name, &text).map_err(|e| unreadable(e.to_string()))?;
+            if registered.subject != file.subject {
+                return Err(unreadable(format!(
+                    "the contract is for {}, the schema is {}",
+                    registered.subject, file.subject
+                )));
+            }
+            file.contract = Some((rules, registered.fields));
+        }
+        Ok(file)
+    }
+
+    /// The contract fields to register with the schema (none without a contract file).
+    pub fn contract_fields(&self) -> DataContract {
+        self.contract
+            .as_ref()
+            .map(|(_, fields)| fields.clone())
+            .unwrap_or_default()
     }
 
     /// As [`SchemaFile::read`] for text already in hand (e.g. from `git show`).
@@ -271,6 +312,7 @@ impl SchemaFile {
             path: path.to_path_buf(),
             text,
             subject,
+            contract: None,
         })
     }
 }
@@ -378,14 +420,21 @@ async fn register(client: &RegistryClient, files: &[SchemaFile]) -> Result<bool,
     let fail = registry_error(client);
     let mut all_ok = true;
     for file in files {
-        match client.register(&file.subject, &file.text).await {
+        match client
+            .register_with(&file.subject, &file.text, &file.contract_fields())
+            .await
+        {
             Ok(_) => {
                 let v = client
                     .lookup(&file.subject, &file.text)
                     .await
                     .map_err(&fail)?;
+                let contract = match &file.contract {
+                    Some((path, _)) => format!(", contract {}", path.display()),
+                    None => String::new(),
+                };
                 println!(
-                    "{}  version {}  id {}  ({})",
+                    "{}  version {}  id {}  ({}{contract})",
                     v.subject,
                     v.version,
                     v.id,
@@ -450,7 +499,7 @@ pub async fn check_file(
     let mut compatible = true;
     for target in targets {
         let answer = match client
-            .check_compatibility(&file.subject, &file.text, target)
+            .check_compatibility_with(&file.subject, &file.text, &file.contract_fields(), target)
             .await
         {
             Ok(a) => a,

@@ -8,7 +8,9 @@
 //! - [`schema`]: writer schemas parsed once per registry id ([`SchemaCache`]).
 //! - [`datum`]: a schema-directed reader for payloads of any registered schema, which checks the
 //!   bytes and lends out top-level fields without building a tree.
-//! - [`rules`]: per-subject contracts from `schemas/rules/` (validation rules, enrichment).
+//! - [`rules`]: per-subject contracts (validation rules, enrichment), written in
+//!   `schemas/rules/`; [`registered`]: the same as Confluent data-contract fields, as the
+//!   registry stores them with each schema version.
 //! - [`source`]: the port through which schemas are fetched.
 //! - [`kpl`]: KPL-compatible aggregation of many records into one Kinesis record.
 //! - [`position`]: a record's place on its shard ([`Position`]), as marks and view items keep it.
@@ -19,6 +21,7 @@ mod error;
 pub mod frame;
 pub mod kpl;
 pub mod position;
+pub mod registered;
 pub mod rules;
 pub mod schema;
 pub mod source;

@@ -36,28 +36,36 @@ pub enum ContractError {
     },
 }
 
+/// A contract as written: a file of `schemas/rules/`, or read back from the registry.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawContract {
-    subject: String,
-    schema: String,
+pub(crate) struct RawContract {
+    pub(crate) subject: String,
+    pub(crate) schema: String,
     #[serde(default)]
-    max_event_time_skew_secs: Option<i64>,
+    pub(crate) max_event_time_skew_secs: Option<i64>,
     #[serde(default)]
-    fields: std::collections::BTreeMap<String, RawFieldRule>,
+    pub(crate) fields: std::collections::BTreeMap<String, RawFieldRule>,
     #[serde(default)]
-    enrich: Option<EnrichSpec>,
+    pub(crate) enrich: Option<EnrichSpec>,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct RawFieldRule {
+pub(crate) struct RawFieldRule {
     #[serde(default)]
-    required: bool,
-    min: Option<f64>,
-    max: Option<f64>,
-    pattern: Option<String>,
-    allowed: Option<Vec<String>>,
+    pub(crate) required: bool,
+    pub(crate) min: Option<f64>,
+    pub(crate) max: Option<f64>,
+    pub(crate) pattern: Option<String>,
+    pub(crate) allowed: Option<Vec<String>>,
+}
+
+pub(crate) fn parse_raw(file: &str, text: &str) -> Result<RawContract, ContractError> {
+    serde_json::from_str(text).map_err(|e| ContractError::Parse {
+        file: file.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 /// What one field must satisfy when present (non-null).
@@ -72,11 +80,11 @@ pub struct FieldRule {
 }
 
 /// How the enricher turns an event of this subject into a view contribution.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct EnrichSpec {
     /// Reference data to join, if any.
-    #[serde(default)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lookup: Option<Lookup>,
     /// View key template: `{name}` is replaced by a reference attribute or a payload field.
     pub agg_key: String,
@@ -87,7 +95,7 @@ pub struct EnrichSpec {
 }
 
 /// A join against the reference table: item `pk = key_prefix + payload[field]`.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct Lookup {
     /// Payload field holding the reference id.
@@ -97,7 +105,7 @@ pub struct Lookup {
 }
 
 /// The metric is the product of these numeric payload fields (a single field is itself).
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct MetricSpec {
     /// Fields multiplied together.
@@ -178,10 +186,11 @@ impl Contract {
     /// # Errors
     /// Bad JSON, unknown keys, or a bad pattern.
     pub fn parse(file: &str, text: &str) -> Result<Contract, ContractError> {
-        let raw: RawContract = serde_json::from_str(text).map_err(|e| ContractError::Parse {
-            file: file.to_string(),
-            reason: e.to_string(),
-        })?;
+        Contract::compile(file, parse_raw(file, text)?)
+    }
+
+    /// Compiles a contract read from a file or from the registry (`file` names it in errors).
+    pub(crate) fn compile(file: &str, raw: RawContract) -> Result<Contract, ContractError> {
         let mut fields = Vec::with_capacity(raw.fields.len());
         for (name, rule) in raw.fields {
             let pattern = match rule.pattern {
@@ -276,6 +285,53 @@ impl Contract {
 }
 
 impl FieldRule {
+    /// The field the rule is about.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// What this rule refuses that `was` (the same field's rule before, if any) accepted.
+    pub(crate) fn tighter_than(&self, was: Option<&FieldRule>) -> Vec<String> {
+        let mut found = Vec::new();
+        if self.required && !was.is_some_and(|w| w.required) {
+            found.push("newly required".to_owned());
+        }
+        if let Some(min) = self.min
+            && was.and_then(|w| w.min).is_none_or(|old| min > old)
+        {
+            found.push(format!("min raised to {min}"));
+        }
+        if let Some(max) = self.max
+            && was.and_then(|w| w.max).is_none_or(|old| max < old)
+        {
+            found.push(format!("max lowered to {max}"));
+        }
+        if let Some(pattern) = &self.pattern {
+            match was.and_then(|w| w.pattern.as_ref()) {
+                None => found.push(format!("pattern {} added", pattern.as_str())),
+                Some(old) if old.as_str() != pattern.as_str() => found.push(format!(
+                    "pattern changed from {} to {}",
+                    old.as_str(),
+                    pattern.as_str()
+                )),
+                Some(_) => {}
+            }
+        }
+        if let Some(allowed) = &self.allowed {
+            match was.and_then(|w| w.allowed.as_ref()) {
+                None => found.push(format!("allowed values {allowed:?} added")),
+                Some(old) => {
+                    let removed: Vec<&String> =
+                        old.iter().filter(|v| !allowed.contains(v)).collect();
+                    if !removed.is_empty() {
+                        found.push(format!("allowed values removed: {removed:?}"));
+                    }
+                }
+            }
+        }
+        found
+    }
+
     fn check(&self, value: Option<Field<'_>>) -> Result<(), Violation> {
         let fail = |kind, detail: String| {
             Err(Violation {

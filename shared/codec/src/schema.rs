@@ -12,7 +12,8 @@ use apache_avro::reader::datum::GenericDatumReader;
 use apache_avro::schema::{Name, NamesRef, ResolvedSchema};
 
 use crate::CodecError;
-use crate::source::{SchemaSource, SourceError};
+use crate::rules::Contract;
+use crate::source::{Fetched, SchemaSource, SourceError};
 
 /// One parsed writer schema with everything the hot path needs precomputed.
 pub struct CompiledSchema {
@@ -26,6 +27,8 @@ pub struct CompiledSchema {
     // The named records a value of which may take no bytes, computed on first use: the
     // payload walker asks for every array it reads (see `datum`).
     empty_records: std::sync::OnceLock<std::collections::HashSet<Name>>,
+    // The subject's contract as registered with this schema version (ADR 0020).
+    contract: Option<Contract>,
 }
 
 impl std::fmt::Debug for CompiledSchema {
@@ -77,7 +80,37 @@ impl CompiledSchema {
             fields,
             full_name,
             empty_records: std::sync::OnceLock::new(),
+            contract: None,
         })
+    }
+
+    /// Parses a registered schema with the contract registered alongside it.
+    ///
+    /// # Errors
+    /// [`CodecError::InvalidSchema`] when Avro rejects the text or the contract fields do
+    /// not read as a contract (a contract on a schema that is not a named record among
+    /// them): the id can never be used, as with a schema that does not parse.
+    pub fn parse_registered(id: u32, fetched: &Fetched) -> Result<Self, CodecError> {
+        let mut compiled = CompiledSchema::parse(id, &fetched.schema)?;
+        let invalid = |reason: String| CodecError::InvalidSchema { id, reason };
+        if fetched.contract.is_empty() {
+            return Ok(compiled);
+        }
+        let Some(subject) = compiled.full_name.clone() else {
+            return Err(invalid(
+                "a contract on a schema that is not a named record".into(),
+            ));
+        };
+        compiled.contract = fetched
+            .contract
+            .contract(&subject)
+            .map_err(|e| invalid(e.to_string()))?;
+        Ok(compiled)
+    }
+
+    /// The contract registered with this schema, if any.
+    pub fn contract(&self) -> Option<&Contract> {
+        self.contract.as_ref()
     }
 
     /// Whether a value of the named record `name` may take no bytes.
@@ -198,11 +231,11 @@ impl<S: SchemaSource> SchemaCache<S> {
         if let Some(found) = self.get_cached(id) {
             return Ok(found);
         }
-        let text = self.source.fetch_schema(id).await.map_err(|e| match e {
+        let fetched = self.source.fetch_schema(id).await.map_err(|e| match e {
             SourceError::NotFound(id) => CodecError::UnknownSchema(id),
             SourceError::Unavailable(why) => CodecError::RegistryUnavailable(why),
         })?;
-        self.insert(id, &text)
+        Ok(self.keep(id, CompiledSchema::parse_registered(id, &fetched)?))
     }
 
     /// Parses and caches `text` under `id` (used to preload known schemas).
@@ -210,12 +243,16 @@ impl<S: SchemaSource> SchemaCache<S> {
     /// # Errors
     /// [`CodecError::InvalidSchema`].
     pub fn insert(&self, id: u32, text: &str) -> Result<Arc<CompiledSchema>, CodecError> {
-        let compiled = Arc::new(CompiledSchema::parse(id, text)?);
+        Ok(self.keep(id, CompiledSchema::parse(id, text)?))
+    }
+
+    fn keep(&self, id: u32, compiled: CompiledSchema) -> Arc<CompiledSchema> {
+        let compiled = Arc::new(compiled);
         if let Ok(mut map) = self.schemas.write() {
             // Another task may have won the race; keep the first so every holder shares one.
-            return Ok(map.entry(id).or_insert(compiled).clone());
+            return map.entry(id).or_insert(compiled).clone();
         }
-        Ok(compiled)
+        compiled
     }
 
     /// The underlying source (for registration and diagnostics).

@@ -2,6 +2,8 @@
 
 use std::future::Future;
 
+use crate::registered::DataContract;
+
 /// Why a schema could not be fetched.
 #[derive(Debug, thiserror::Error)]
 pub enum SourceError {
@@ -20,8 +22,27 @@ impl SourceError {
     }
 }
 
+/// One registered schema: its text and the data-contract fields registered with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// The schema text (Avro JSON).
+    pub schema: String,
+    /// `metadata` and `ruleSet`, which carry the subject's contract (ADR 0020).
+    pub contract: DataContract,
+}
+
+impl From<&str> for Fetched {
+    /// A schema registered without contract fields.
+    fn from(schema: &str) -> Self {
+        Fetched {
+            schema: schema.to_owned(),
+            contract: DataContract::default(),
+        }
+    }
+}
+
 /// Where writer schemas come from (the schema registry on AWS and locally).
 pub trait SchemaSource: Send + Sync {
-    /// The schema text (Avro JSON) registered under `id`.
-    fn fetch_schema(&self, id: u32) -> impl Future<Output = Result<String, SourceError>> + Send;
+    /// The schema registered under `id`, with its contract fields.
+    fn fetch_schema(&self, id: u32) -> impl Future<Output = Result<Fetched, SourceError>> + Send;
 }

@@ -4,6 +4,7 @@
 use std::fmt;
 use std::str::FromStr;
 
+use riffle_codec::registered::DataContract;
 use serde::Deserialize;
 
 use crate::{ClientError, CompatibilityLevel, RegistryClient, SUBJECT_NOT_FOUND, SubjectVersion};
@@ -131,6 +132,22 @@ impl RegistryClient {
         schema_json: &str,
         version: VersionRef,
     ) -> Result<Compatibility, ClientError> {
+        self.check_compatibility_with(subject, schema_json, &DataContract::default(), version)
+            .await
+    }
+
+    /// [`RegistryClient::check_compatibility`] of a schema with its contract fields: a
+    /// contract that rejects what the version's accepts is incompatible too (ADR 0020).
+    ///
+    /// # Errors
+    /// As [`RegistryClient::check_compatibility`].
+    pub async fn check_compatibility_with(
+        &self,
+        subject: &str,
+        schema_json: &str,
+        contract: &DataContract,
+        version: VersionRef,
+    ) -> Result<Compatibility, ClientError> {
         let v = version.to_string();
         let mut url = self.url(&["compatibility", "subjects", subject, "versions", &v])?;
         url.query_pairs_mut().append_pair("verbose", "true");
@@ -138,7 +155,7 @@ impl RegistryClient {
             .http
             .post(url)
             .header(reqwest::header::CONTENT_TYPE, crate::CONTENT_TYPE_V1)
-            .body(schema_body(schema_json));
+            .body(schema_body_with(schema_json, contract));
         let reply: CompatibilityReply = self.send(request).await?;
         Ok(Compatibility {
             is_compatible: reply.is_compatible,
@@ -199,7 +216,19 @@ impl RegistryClient {
 
 /// The body of register, lookup and compatibility requests.
 pub(crate) fn schema_body(schema_json: &str) -> String {
-    serde_json::json!({ "schema": schema_json, "schemaType": "AVRO" }).to_string()
+    schema_body_with(schema_json, &DataContract::default())
+}
+
+/// A register, lookup or compatibility body, with the contract fields when there are any.
+pub(crate) fn schema_body_with(schema_json: &str, contract: &DataContract) -> String {
+    let mut body = serde_json::json!({ "schema": schema_json, "schemaType": "AVRO" });
+    if let Some(metadata) = &contract.metadata {
+        body["metadata"] = metadata.clone();
+    }
+    if let Some(rule_set) = &contract.rule_set {
+        body["ruleSet"] = rule_set.clone();
+    }
+    body.to_string()
 }
 
 fn parse_level(text: &str) -> Result<CompatibilityLevel, ClientError> {

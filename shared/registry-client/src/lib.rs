@@ -33,7 +33,8 @@ use std::time::Duration;
 use aws_config::SdkConfig;
 
 use reqwest::{StatusCode, Url};
-use riffle_codec::source::{SchemaSource, SourceError};
+use riffle_codec::registered::DataContract;
+use riffle_codec::source::{Fetched, SchemaSource, SourceError};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
@@ -164,6 +165,9 @@ pub struct SubjectVersion {
     pub version: u32,
     /// The schema text.
     pub schema: String,
+    /// The data-contract fields registered with it.
+    #[serde(flatten)]
+    pub contract: DataContract,
 }
 
 #[derive(Deserialize)]
@@ -174,6 +178,8 @@ struct IdReply {
 #[derive(Deserialize)]
 struct SchemaReply {
     schema: String,
+    #[serde(flatten)]
+    contract: DataContract,
 }
 
 #[derive(Deserialize)]
@@ -273,21 +279,42 @@ impl RegistryClient {
     /// Registers `schema_json` (Avro) under `subject` and returns its global id; registering
     /// a schema that is already there returns the id it has.
     pub async fn register(&self, subject: &str, schema_json: &str) -> Result<u32, ClientError> {
+        self.register_with(subject, schema_json, &DataContract::default())
+            .await
+    }
+
+    /// [`RegistryClient::register`] with data-contract fields (a subject's contract, ADR
+    /// 0020). Without them the registry carries the latest version's forward, as Confluent's
+    /// does.
+    pub async fn register_with(
+        &self,
+        subject: &str,
+        schema_json: &str,
+        contract: &DataContract,
+    ) -> Result<u32, ClientError> {
         let request = self
             .http
             .post(self.url(&["subjects", subject, "versions"])?)
             .header(reqwest::header::CONTENT_TYPE, CONTENT_TYPE_V1)
-            .body(admin::schema_body(schema_json));
+            .body(admin::schema_body_with(schema_json, contract));
         let reply: IdReply = self.send(request).await?;
         Ok(reply.id)
     }
 
     /// The schema text registered under `id`.
     pub async fn schema_by_id(&self, id: u32) -> Result<String, ClientError> {
+        Ok(self.registered_by_id(id).await?.schema)
+    }
+
+    /// The schema registered under `id` with its contract fields.
+    pub async fn registered_by_id(&self, id: u32) -> Result<Fetched, ClientError> {
         let id = id.to_string();
         let request = self.http.get(self.url(&["schemas", "ids", &id])?);
         let reply: SchemaReply = self.send(request).await?;
-        Ok(reply.schema)
+        Ok(Fetched {
+            schema: reply.schema,
+            contract: reply.contract,
+        })
     }
 
     /// The latest version of `subject`.
@@ -375,8 +402,8 @@ fn transport(e: reqwest::Error) -> ClientError {
 }
 
 impl SchemaSource for RegistryClient {
-    async fn fetch_schema(&self, id: u32) -> Result<String, SourceError> {
-        self.schema_by_id(id).await.map_err(|e| match e {
+    async fn fetch_schema(&self, id: u32) -> Result<Fetched, SourceError> {
+        self.registered_by_id(id).await.map_err(|e| match e {
             // Only the registry itself saying "no such schema" is final: a bare 404 from a
             // wrong URL or a proxy must not dead-letter every record.
             ClientError::Api {

@@ -83,7 +83,7 @@ pub fn take_outage(schemas: &mut BatchSchemas) -> Option<CodecError> {
 pub fn payload_schema<'a, E: EnvelopeHead>(
     schemas: &'a BatchSchemas,
     envelope: &E,
-) -> Result<&'a CompiledSchema, (&'static str, String)> {
+) -> Result<&'a Arc<CompiledSchema>, (&'static str, String)> {
     match u32::try_from(envelope.schema_id())
         .ok()
         .and_then(|id| schemas.get(&id))

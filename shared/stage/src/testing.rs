@@ -13,7 +13,8 @@ use std::sync::{Arc, Mutex};
 
 use crate::KinesisEvent;
 use riffle_aws::{AwsError, OutRecord, SqsMessage};
-use riffle_codec::source::{SchemaSource, SourceError};
+use riffle_codec::registered::DataContract;
+use riffle_codec::source::{Fetched, SchemaSource, SourceError};
 use riffle_codec::{Enrichment, Envelope};
 
 use crate::ports::{Output, OutputError, Rejects};
@@ -69,17 +70,36 @@ impl MapSource {
 }
 
 impl SchemaSource for MapSource {
-    async fn fetch_schema(&self, id: u32) -> Result<String, SourceError> {
+    async fn fetch_schema(&self, id: u32) -> Result<Fetched, SourceError> {
         self.inner.fetched.lock().unwrap().push(id);
         if self.inner.down.load(Ordering::SeqCst) || self.inner.unavailable.contains(&id) {
             return Err(SourceError::Unavailable("connection refused (test)".into()));
         }
-        self.inner
+        let schema = self
+            .inner
             .schemas
             .get(&id)
             .cloned()
-            .ok_or(SourceError::NotFound(id))
+            .ok_or(SourceError::NotFound(id))?;
+        Ok(Fetched {
+            contract: bundled_contract_of(&schema),
+            schema,
+        })
     }
+}
+
+/// The contract of `schemas/rules/` for the record `schema` defines, as the harness and
+/// `riffle schema register` register it with the schema (ADR 0020); none for other schemas.
+pub fn bundled_contract_of(schema: &str) -> DataContract {
+    let Ok(parsed) = riffle_codec::CompiledSchema::parse(0, schema) else {
+        return DataContract::default();
+    };
+    riffle_codec::rules::BUNDLED_CONTRACTS
+        .iter()
+        .map(|(file, text)| DataContract::from_file(file, text).unwrap())
+        .find(|c| Some(c.subject.as_str()) == parsed.full_name())
+        .map(|c| c.fields)
+        .unwrap_or_default()
 }
 
 /// Collects what a port is given. `fail` picks the indexes (within one call) reported as

@@ -40,7 +40,7 @@ async fn register_fetch_and_latest() {
     assert_ne!(order, id);
 
     assert_eq!(client.schema_by_id(id).await.unwrap(), USER);
-    assert_eq!(client.fetch_schema(order).await.unwrap(), ORDER);
+    assert_eq!(client.fetch_schema(order).await.unwrap(), ORDER.into());
     assert_eq!(
         client.latest("users-value").await.unwrap(),
         SubjectVersion {
@@ -48,6 +48,7 @@ async fn register_fetch_and_latest() {
             id: order,
             version: 2,
             schema: ORDER.into(),
+            contract: Default::default(),
         }
     );
     assert_eq!(client.latest("archive/users value").await.unwrap().id, id);
@@ -76,10 +77,10 @@ async fn base_url_with_a_path_prefix() {
         serve(Router::new().nest("/registry", router(Registry::new(MemoryStore::new())))).await;
     let client = RegistryClient::new(&format!("{base}/registry")).unwrap();
     let id = client.register("s", USER).await.unwrap();
-    assert_eq!(client.fetch_schema(id).await.unwrap(), USER);
+    assert_eq!(client.fetch_schema(id).await.unwrap(), USER.into());
 }
 
-fn assert_unavailable(result: Result<String, SourceError>) {
+fn assert_unavailable(result: Result<riffle_codec::source::Fetched, SourceError>) {
     match result {
         Err(e @ SourceError::Unavailable(_)) => assert!(e.retryable()),
         other => panic!("expected Unavailable, got {other:?}"),
@@ -145,4 +146,109 @@ async fn hung_registry_times_out() {
     let started = std::time::Instant::now();
     assert_unavailable(client.fetch_schema(1).await);
     assert!(started.elapsed() < Duration::from_secs(5));
+}
+
+const ORDER_PLACED: &str = include_str!("../../../schemas/events/order_placed.avsc");
+const ORDER_RULES: &str = include_str!("../../../schemas/rules/com.riffle.shop.OrderPlaced.json");
+
+/// A subject's contract travels with its schema (ADR 0020): registered as Confluent's
+/// `metadata` and `ruleSet`, served back by id to the stages, carried forward when a client
+/// registers the bare schema, and held to the compatibility gate.
+#[tokio::test]
+async fn contracts_travel_with_their_schemas() {
+    use riffle_codec::CompiledSchema;
+    use riffle_codec::registered::DataContract;
+    use riffle_registry_client::CompatibilityLevel;
+
+    let base = serve(router(Registry::with_default_level(
+        MemoryStore::new(),
+        CompatibilityLevel::Backward,
+    )))
+    .await;
+    let client = RegistryClient::new(&base).unwrap();
+    let rules = DataContract::from_file("OrderPlaced.json", ORDER_RULES).unwrap();
+    let subject = rules.subject.as_str();
+    let id = client
+        .register_with(subject, ORDER_PLACED, &rules.fields)
+        .await
+        .unwrap();
+
+    let fetched = client.fetch_schema(id).await.unwrap();
+    assert_eq!(fetched.contract, rules.fields);
+    let compiled = CompiledSchema::parse_registered(id, &fetched).unwrap();
+    let contract = compiled
+        .contract()
+        .expect("the contract came with the schema");
+    assert_eq!(contract.subject, subject);
+    assert_eq!(contract.fields.len(), 7);
+    assert_eq!(contract.enrich.as_ref().unwrap().window_secs, 60);
+
+    // A client that knows nothing of contracts registers the bare schema: same version.
+    assert_eq!(client.register(subject, ORDER_PLACED).await.unwrap(), id);
+    let found = client.lookup(subject, ORDER_PLACED).await.unwrap();
+    assert_eq!((found.id, found.version), (id, 1));
+    assert_eq!(found.contract, rules.fields);
+    assert_eq!(client.latest(subject).await.unwrap().contract, rules.fields);
+
+    // A tighter rule would reject events version 1 accepts: refused, and says which.
+    let tighter = DataContract::from_file(
+        "tighter.json",
+        &ORDER_RULES.replace(r#""max": 100"#, r#""max": 50"#),
+    )
+    .unwrap();
+    let err = client
+        .register_with(subject, ORDER_PLACED, &tighter.fields)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(409), "{err}");
+    assert!(
+        err.message()
+            .unwrap()
+            .contains("field quantity: max lowered to 50"),
+        "{err}"
+    );
+    let verdict = client
+        .check_compatibility(
+            subject,
+            ORDER_PLACED,
+            riffle_registry_client::VersionRef::Latest,
+        )
+        .await
+        .unwrap();
+    assert!(
+        verdict.is_compatible,
+        "the bare schema inherits: {verdict:?}"
+    );
+
+    // A looser one is a new version with its own id.
+    let looser = DataContract::from_file(
+        "looser.json",
+        &ORDER_RULES.replace(r#""max": 100"#, r#""max": 500"#),
+    )
+    .unwrap();
+    let id2 = client
+        .register_with(subject, ORDER_PLACED, &looser.fields)
+        .await
+        .unwrap();
+    assert_ne!(id2, id);
+    assert_eq!(client.latest(subject).await.unwrap().version, 2);
+    assert_eq!(
+        client.fetch_schema(id2).await.unwrap().contract,
+        looser.fields
+    );
+    // The first version keeps its contract: records written with id 1 are judged by it.
+    assert_eq!(
+        client.fetch_schema(id).await.unwrap().contract,
+        rules.fields
+    );
+
+    // A contract that does not read is refused at registration, not per event later.
+    let mut broken = looser.fields.clone();
+    broken.rule_set.as_mut().unwrap()["domainRules"][0]["params"]["pattern"] = "(".into();
+    let err = client
+        .register_with(subject, ORDER_PLACED, &broken)
+        .await
+        .unwrap_err();
+    assert_eq!(err.status(), Some(422), "{err}");
+    assert!(err.message().unwrap().contains("bad pattern"), "{err}");
 }

@@ -176,7 +176,7 @@ pub type TestEnricher = Enricher<
     riffle_stage::marks::MemoryMarks,
 >;
 
-/// An enricher writing envelope version [`IDS`]`.envelope`, with the bundled contracts.
+/// An enricher writing envelope version [`IDS`]`.envelope`, with the bundled contracts (served with the schemas, as registered).
 pub fn enricher(
     source: MapSource,
     catalogue: Catalogue,
@@ -197,7 +197,6 @@ pub fn enricher_with_marks(
     Enricher::new(
         EnvelopeCodec::new(IDS.envelope).unwrap(),
         SchemaCache::new(source),
-        riffle_codec::rules::bundled().unwrap(),
         ReferenceCache::new(catalogue, CACHE_TTL),
         output,
         dlq,

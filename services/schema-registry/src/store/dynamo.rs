@@ -5,9 +5,9 @@
 //! | pk | sk | attributes | role |
 //! |---|---|---|---|
 //! | `COUNTER` | `ID` | `n` | last allocated id (atomic `ADD`) |
-//! | `ID#<id>` | `SCHEMA` | `id schema fp type` | the schema of an id |
+//! | `ID#<id>` | `SCHEMA` | `id schema fp type [contract]` | the schema of an id |
 //! | `FP#<fp>` | `ID` | `id` | fingerprint -> id, written once (`attribute_not_exists`) |
-//! | `SUBJECT#<s>` | `V#<version>` | `subject version id schema fp [deleted]` | one version |
+//! | `SUBJECT#<s>` | `V#<version>` | `subject version id schema fp [contract] [deleted]` | one version |
 //! | `SUBJECT#<s>` | `FP#<fp>` | `version id` | a schema's live version in the subject |
 //! | `SUBJECT#<s>` | `CONFIG` | `level` | the subject's compatibility level |
 //! | `SUBJECTS` | `<s>` | `subject live kept` | the subject listing, without a scan |
@@ -17,6 +17,8 @@
 //! A version and its subject fingerprint entry are written in one transaction, both
 //! conditional, so a subject never holds one schema twice nor one version number twice.
 //! Every read is strongly consistent: registration reads what it (or a rival) just wrote.
+//! `contract` is the schema's data-contract fields (`metadata`, `ruleSet`) as JSON text,
+//! absent when it has none (ADR 0020).
 //!
 //! Deletion: a soft delete sets `deleted` (BOOL) on the version and its usage item, removes
 //! the subject's `FP#` entry (so the schema may be registered again, as a new version) and
@@ -27,6 +29,7 @@
 //! listing item without counters (written before they existed) is checked against its
 //! versions instead.
 
+use riffle_codec::registered::DataContract;
 use std::collections::HashMap;
 
 use aws_sdk_dynamodb::Client;
@@ -284,7 +287,30 @@ fn version_record(item: &Item) -> Result<VersionRecord> {
         schema: get_s(item, "schema")?,
         fingerprint: get_s(item, "fp")?,
         deleted: deleted(item),
+        contract: get_contract(item)?,
     })
+}
+
+/// The attribute holding a schema's data-contract fields as JSON; absent when it has none
+/// (every item written before contracts were stored).
+const CONTRACT: &str = "contract";
+
+fn get_contract(item: &Item) -> Result<DataContract> {
+    match item.get(CONTRACT) {
+        None => Ok(DataContract::default()),
+        Some(AttributeValue::S(v)) => serde_json::from_str(v).map_err(|_| corrupt(CONTRACT)),
+        Some(_) => Err(corrupt(CONTRACT)),
+    }
+}
+
+/// `item` with the contract attribute added when there is a contract.
+fn with_contract(mut item: Item, contract: &DataContract) -> Item {
+    if !contract.is_empty() {
+        // Serializing a JSON value to a string cannot fail.
+        let text = serde_json::to_string(contract).unwrap_or_default();
+        item.insert(CONTRACT.to_owned(), s(text));
+    }
+    item
 }
 
 /// Error codes DynamoDB uses for load it sheds; the same call succeeds later.
@@ -328,6 +354,7 @@ impl SchemaStore for DynamoStore {
             schema: get_s(&item, "schema")?,
             fingerprint: get_s(&item, "fp")?,
             schema_type: get_s(&item, "type")?,
+            contract: get_contract(&item)?,
         }))
     }
 
@@ -363,14 +390,17 @@ impl SchemaStore for DynamoStore {
         self.client
             .put_item()
             .table_name(&self.table)
-            .set_item(Some(item([
-                (PK, s(id_pk(record.id))),
-                (SK, s("SCHEMA")),
-                ("id", n(record.id)),
-                ("schema", s(&record.schema)),
-                ("fp", s(&record.fingerprint)),
-                ("type", s(&record.schema_type)),
-            ])))
+            .set_item(Some(with_contract(
+                item([
+                    (PK, s(id_pk(record.id))),
+                    (SK, s("SCHEMA")),
+                    ("id", n(record.id)),
+                    ("schema", s(&record.schema)),
+                    ("fp", s(&record.fingerprint)),
+                    ("type", s(&record.schema_type)),
+                ]),
+                &record.contract,
+            )))
             .send()
             .await
             .map_err(|e| sdk_error("put_schema", e))?;
@@ -461,15 +491,18 @@ impl SchemaStore for DynamoStore {
     async fn append_version(&self, record: &VersionRecord) -> Result<Append> {
         let pk = subject_pk(&record.subject);
         let version = self.put(
-            item([
-                (PK, s(&pk)),
-                (SK, s(version_sk(record.version))),
-                ("subject", s(&record.subject)),
-                ("version", n(record.version)),
-                ("id", n(record.id)),
-                ("schema", s(&record.schema)),
-                ("fp", s(&record.fingerprint)),
-            ]),
+            with_contract(
+                item([
+                    (PK, s(&pk)),
+                    (SK, s(version_sk(record.version))),
+                    ("subject", s(&record.subject)),
+                    ("version", n(record.version)),
+                    ("id", n(record.id)),
+                    ("schema", s(&record.schema)),
+                    ("fp", s(&record.fingerprint)),
+                ]),
+                &record.contract,
+            ),
             Some(NOT_EXISTS),
         )?;
         let fingerprint = self.put(

@@ -11,6 +11,7 @@
 //! deleted version no longer holds its schema's place in the subject, so registering that
 //! schema again appends a new version.
 
+use riffle_codec::registered::DataContract;
 use std::future::Future;
 
 use riffle_registry_client::CompatibilityLevel;
@@ -34,6 +35,8 @@ pub struct SchemaRecord {
     pub fingerprint: String,
     /// The schema type (`AVRO`).
     pub schema_type: String,
+    /// The data-contract fields registered with it.
+    pub contract: DataContract,
 }
 
 /// One version of a subject.
@@ -51,6 +54,8 @@ pub struct VersionRecord {
     pub fingerprint: String,
     /// Soft deleted: hidden from listings, still readable by id.
     pub deleted: bool,
+    /// The data-contract fields of `id`, copied like the text.
+    pub contract: DataContract,
 }
 
 /// The outcome of claiming a fingerprint for a freshly allocated id.

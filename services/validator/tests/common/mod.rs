@@ -49,7 +49,7 @@ pub use riffle_stage::marks::MemoryMarks;
 pub type TestValidator =
     Validator<MapSource, Sink<OutRecord>, Sink<SqsMessage>, riffle_stage::marks::MemoryMarks>;
 
-/// A validator writing envelope version [`IDS`]`.envelope`, with the bundled contracts.
+/// A validator writing envelope version [`IDS`]`.envelope`, with the bundled contracts (served with the schemas, as registered).
 pub fn validator(
     source: MapSource,
     output: Sink<OutRecord>,
@@ -68,7 +68,6 @@ pub fn validator_with_marks(
     Validator::new(
         EnvelopeCodec::new(IDS.envelope).unwrap(),
         SchemaCache::new(source),
-        riffle_codec::rules::bundled().unwrap(),
         output,
         rejects,
         riffle_stage::marks::Marks::new(marks, riffle_stage::marks::DEFAULT_MARK_WINDOW),

@@ -30,18 +30,21 @@ impl Pipeline {
                 riffle_codec::envelope::ENVELOPE_SCHEMA,
             )
             .await?;
-        let contracts =
-            riffle_codec::rules::bundled().map_err(|e| PipelineError::Aws(e.to_string()))?;
+        // The contract files are what is registered (ADR 0020): read here, not compiled in.
         let mut ids = HashMap::new();
-        for contract in contracts.values() {
+        for (file, text) in read_contract_files(&self.options.schemas_dir.join("rules"))? {
+            let contract = riffle_codec::registered::DataContract::from_file(&file, &text)
+                .map_err(|e| PipelineError::Aws(e.to_string()))?;
             let path = self.options.schemas_dir.join(&contract.schema_file);
-            let text = std::fs::read_to_string(&path).map_err(|e| PipelineError::Process {
+            let schema = std::fs::read_to_string(&path).map_err(|e| PipelineError::Process {
                 service: REGISTRY.into(),
                 reason: format!("reading {}: {e}", path.display()),
             })?;
             ids.insert(
                 contract.subject.clone(),
-                registry.register(&contract.subject, &text).await?,
+                registry
+                    .register_with(&contract.subject, &schema, &contract.fields)
+                    .await?,
             );
         }
         let id = |subject: &str| {
@@ -86,4 +89,27 @@ impl Pipeline {
             .map_err(aws("seeding reference data"))?;
         Ok(())
     }
+}
+
+/// Every `*.json` in `dir`, as (file name, text), in name order.
+fn read_contract_files(dir: &std::path::Path) -> Result<Vec<(String, String)>, PipelineError> {
+    let unreadable = |e: std::io::Error| PipelineError::Process {
+        service: REGISTRY.into(),
+        reason: format!("reading {}: {e}", dir.display()),
+    };
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(unreadable)? {
+        let path = entry.map_err(unreadable)?.path();
+        if path.extension().is_some_and(|e| e == "json") {
+            let text = std::fs::read_to_string(&path).map_err(unreadable)?;
+            let name = path
+                .file_name()
+                .unwrap_or_default()
+                .to_string_lossy()
+                .into_owned();
+            files.push((name, text));
+        }
+    }
+    files.sort();
+    Ok(files)
 }
