@@ -48,7 +48,7 @@ pub(crate) struct Usable<'a> {
 pub(crate) fn usable<'a>(
     event: &KinesisEvent,
     records: &'a [Decoded<'_>],
-    windows: &HashMap<String, u32>,
+    windows: &Windows<'_>,
     parked: &mut Vec<RejectMessage>,
 ) -> Usable<'a> {
     let positions = record_positions(&event.records);
@@ -83,7 +83,7 @@ pub(crate) fn usable<'a>(
             agg_key: &enrichment.agg_key,
             window_start: enrichment.window_start,
             metric: enrichment.metric,
-            window_secs: window_of(windows, &decoded.envelope.subject),
+            window_secs: windows.of(&decoded.envelope),
             shard: shard_index(&mut shards, shard),
             position,
             ingest_time: decoded.envelope.ingest_time,
@@ -139,13 +139,28 @@ fn shard_index(shards: &mut Vec<String>, shard: &str) -> u32 {
     u32::try_from(index).unwrap_or(u32::MAX)
 }
 
-/// The window length of `subject` by its contract; a subject without one still counts, in
-/// the default window.
-fn window_of(windows: &HashMap<String, u32>, subject: &str) -> u32 {
-    windows.get(subject).copied().unwrap_or_else(|| {
-        tracing::warn!(subject, "no contract for subject, using the default window");
-        DEFAULT_WINDOW_SECS
-    })
+/// The window lengths of a batch's records: by payload schema id, from the contract
+/// registered with the schema (ADR 0020; versions of one subject may differ), else the
+/// configured length of the subject, else the default, so a subject without one still
+/// counts.
+pub(crate) struct Windows<'a> {
+    /// Configured lengths by subject.
+    pub(crate) configured: &'a HashMap<String, u32>,
+    /// Lengths by payload schema id, from the registered contracts.
+    pub(crate) by_schema: HashMap<i32, u32>,
+}
+
+impl Windows<'_> {
+    fn of(&self, envelope: &riffle_codec::EnvelopeRef<'_>) -> u32 {
+        if let Some(secs) = self.by_schema.get(&envelope.schema_id) {
+            return *secs;
+        }
+        let subject: &str = &envelope.subject;
+        self.configured.get(subject).copied().unwrap_or_else(|| {
+            tracing::warn!(subject, "no contract for subject, using the default window");
+            DEFAULT_WINDOW_SECS
+        })
+    }
 }
 
 /// The admitted records of a batch, as pre-aggregation takes them.

@@ -27,7 +27,7 @@ use riffle_stage::{RejectMessage, Rejects};
 use crate::AggregatorError;
 use riffle_stage::marks::{Committed, Gate, MarkStore, Marks, Ticket};
 
-use crate::admit::{Admitted, Usable, admit, usable};
+use crate::admit::{Admitted, Usable, Windows, admit, usable};
 use crate::aggregate::pre_aggregate;
 use crate::store::ViewStore;
 use crate::write::write_view;
@@ -115,34 +115,27 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
         }
     }
 
-    /// The window length of each subject in the batch: the configured ones, and for the
-    /// others the `enrich` section of the contract registered with their payload schema
-    /// (ADR 0020), fetched once per schema id by the cache. A subject registered without
-    /// one is left out, which counts it in the default window.
+    /// The window length of each payload schema id in the batch, from the `enrich` section of
+    /// the contract registered with it (ADR 0020), fetched once per id by the cache; ids
+    /// without one fall back to the configured length of their subject.
     ///
     /// # Errors
     /// The registry could not be asked (the batch is retried).
-    async fn windows_of(
-        &self,
-        records: &[Decoded<'_>],
-    ) -> Result<HashMap<String, u32>, AggregatorError> {
-        let mut windows = self.windows.clone();
+    async fn windows_of(&self, records: &[Decoded<'_>]) -> Result<Windows<'_>, AggregatorError> {
+        let mut by_schema = HashMap::new();
         let mut asked = HashSet::new();
         for decoded in records {
-            let envelope = &decoded.envelope;
-            if windows.contains_key(envelope.subject.as_ref()) {
-                continue;
-            }
-            let Ok(id) = u32::try_from(envelope.schema_id) else {
-                continue;
-            };
+            let id = decoded.envelope.schema_id;
             if !asked.insert(id) {
                 continue;
             }
-            match self.schemas.get(id).await {
+            let Ok(registry_id) = u32::try_from(id) else {
+                continue;
+            };
+            match self.schemas.get(registry_id).await {
                 Ok(schema) => {
                     if let Some(spec) = schema.contract().and_then(|c| c.enrich.as_ref()) {
-                        windows.insert(envelope.subject.to_string(), spec.window_secs);
+                        by_schema.insert(id, spec.window_secs);
                     }
                 }
                 Err(e) if e.retryable() => return Err(AggregatorError::Registry(e)),
@@ -151,7 +144,10 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
                 Err(_) => {}
             }
         }
-        Ok(windows)
+        Ok(Windows {
+            configured: &self.windows,
+            by_schema,
+        })
     }
 
     /// Traces the records through `tracer` (X-Ray; only records whose envelope says sampled).

@@ -390,12 +390,19 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
         joins: bool,
         reference: Option<&HashMap<String, String>>,
     ) {
-        let enrichment = match &derived {
-            Derived::Spec {
-                schema,
-                agg_key_fields,
-                metric,
-            } if let Some(spec) = enrich_spec(schema) => {
+        let spec = match &derived {
+            Derived::Spec { schema, .. } => enrich_spec(schema),
+            Derived::Default => None,
+        };
+        let enrichment = match (spec, &derived) {
+            (
+                Some(spec),
+                Derived::Spec {
+                    agg_key_fields,
+                    metric,
+                    ..
+                },
+            ) => {
                 let empty = HashMap::new();
                 let attributes = reference.unwrap_or(&empty);
                 Enrichment {

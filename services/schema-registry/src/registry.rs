@@ -117,12 +117,29 @@ impl<S: SchemaStore> Registry<S> {
         contract: &DataContract,
     ) -> Result<Registered> {
         check_subject(subject)?;
-        let parsed = self.parse_for(subject, text, schema_type, contract).await?;
+        let mut parsed = self
+            .parse_for(subject, text, schema_type, contract, false)
+            .await?;
+        // What a request without all contract fields means depends on the subject's versions,
+        // which a rival may change between attempts.
+        let carries = {
+            let sent = contract.normalized();
+            sent.metadata.is_some() && sent.rule_set.is_some()
+        };
         // Read once, and only when there is something to be compatible with: a subject's
         // first version needs no level.
         let mut level: Option<CompatibilityLevel> = None;
         let mut record: Option<SchemaRecord> = None;
-        for _ in 0..MAX_APPEND_ATTEMPTS {
+        for attempt in 0..MAX_APPEND_ATTEMPTS {
+            if attempt > 0 && !carries {
+                let again = self
+                    .parse_for(subject, text, schema_type, contract, false)
+                    .await?;
+                if again.fingerprint != parsed.fingerprint {
+                    record = None;
+                    parsed = again;
+                }
+            }
             if let Some(existing) = self
                 .store
                 .version_by_fingerprint(subject, &parsed.fingerprint)
@@ -233,33 +250,47 @@ impl<S: SchemaStore> Registry<S> {
             })
     }
 
-    /// `text` parsed with its contract fields, or, when it has none, with those of the
-    /// subject's latest live version (Confluent's registry carries them forward the same way).
+    /// `text` parsed with the contract fields a request means (ADR 0020):
+    /// - fields it sends are kept as sent;
+    /// - a request with none names the version that holds the same schema (the latest such;
+    ///   deleted ones too with `include_deleted`), contract and all, so a client that knows
+    ///   nothing of contracts finds the version it registered or was given;
+    /// - otherwise each field it leaves out is the subject's latest live version's, carried
+    ///   forward one by one as Confluent's registry does.
     async fn parse_for(
         &self,
         subject: &str,
         text: &str,
         schema_type: Option<&str>,
         contract: &DataContract,
+        include_deleted: bool,
     ) -> Result<ParsedSchema> {
         let contract = contract.normalized();
-        if !contract.is_empty() || check_subject(subject).is_err() {
+        if (contract.metadata.is_some() && contract.rule_set.is_some())
+            || check_subject(subject).is_err()
+        {
             return schema::parse_with(text, schema_type, &contract);
         }
-        let inherited = match self.store.latest(subject).await? {
-            Some(latest) if !latest.deleted => latest.contract,
-            Some(_) => self
-                .store
-                .versions(subject)
-                .await?
-                .into_iter()
-                .rev()
-                .find(|v| !v.deleted)
-                .map(|v| v.contract)
-                .unwrap_or_default(),
-            None => DataContract::default(),
+        let bare = schema::parse(text, schema_type)?;
+        let versions = self.store.versions(subject).await?;
+        if contract.is_empty()
+            && let Some(same) = versions.iter().rev().find(|v| {
+                (include_deleted || !v.deleted)
+                    && schema::fingerprint(&bare.normalized, &v.contract) == v.fingerprint
+            })
+        {
+            return schema::parse_with(text, schema_type, &same.contract);
+        }
+        let latest = versions.iter().rev().find(|v| !v.deleted);
+        let carried = DataContract {
+            metadata: contract
+                .metadata
+                .or_else(|| latest.and_then(|v| v.contract.metadata.clone())),
+            rule_set: contract
+                .rule_set
+                .or_else(|| latest.and_then(|v| v.contract.rule_set.clone())),
         };
-        schema::parse_with(text, schema_type, &inherited)
+        schema::parse_with(text, schema_type, &carried)
     }
 
     /// Why `parsed` may not follow the subject's live versions at `level`. `latest` is the
@@ -383,7 +414,9 @@ impl<S: SchemaStore> Registry<S> {
         contract: &DataContract,
         against: Option<VersionSpec>,
     ) -> Result<Vec<String>> {
-        let parsed = self.parse_for(subject, text, schema_type, contract).await?;
+        let parsed = self
+            .parse_for(subject, text, schema_type, contract, false)
+            .await?;
         let level = if check_subject(subject).is_ok() {
             self.effective_level(subject).await?
         } else {
@@ -423,7 +456,9 @@ impl<S: SchemaStore> Registry<S> {
         if check_subject(subject).is_err() {
             return Err(Error::SubjectNotFound(subject.to_owned()));
         }
-        let parsed = self.parse_for(subject, text, schema_type, contract).await?;
+        let parsed = self
+            .parse_for(subject, text, schema_type, contract, include_deleted)
+            .await?;
         if let Some(found) = self
             .store
             .version_by_fingerprint(subject, &parsed.fingerprint)

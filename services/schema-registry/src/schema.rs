@@ -94,17 +94,10 @@ pub fn parse_with(
     refuse_empty_blowups(&schema)?;
     let normalized = serde_json::to_string(&schema)
         .map_err(|e| Error::InvalidSchema(format!("schema cannot be written back: {e}")))?;
-    let mut digest = Sha256::new();
-    digest.update(normalized.as_bytes());
     if !contract.is_empty() {
         check_contract(&schema, contract)?;
-        // serde_json writes object keys sorted, so key order in the request does not matter.
-        let fields = serde_json::to_string(contract)
-            .map_err(|e| Error::InvalidSchema(format!("contract cannot be written back: {e}")))?;
-        digest.update(b"\n");
-        digest.update(fields.as_bytes());
     }
-    let fingerprint = hex(&digest.finalize());
+    let fingerprint = fingerprint(&normalized, contract);
     Ok(ParsedSchema {
         text: text.to_owned(),
         normalized,
@@ -112,6 +105,22 @@ pub fn parse_with(
         schema_type: AVRO.to_owned(),
         contract: contract.clone(),
     })
+}
+
+/// The fingerprint of a schema in its fixed form with contract fields: SHA-256 of the schema,
+/// then, when there are contract fields, a newline and the fields as JSON. serde_json writes
+/// object keys sorted, so key order in a request does not matter; the caller passes fields
+/// [`DataContract::normalized`], so members that say nothing do not either.
+pub fn fingerprint(normalized: &str, contract: &DataContract) -> String {
+    let mut digest = Sha256::new();
+    digest.update(normalized.as_bytes());
+    if !contract.is_empty() {
+        // Serializing JSON values to a string cannot fail.
+        let fields = serde_json::to_string(contract).unwrap_or_default();
+        digest.update(b"\n");
+        digest.update(fields.as_bytes());
+    }
+    hex(&digest.finalize())
 }
 
 /// Refuses contract fields that do not read as a contract of `schema`'s record.

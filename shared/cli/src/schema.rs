@@ -256,6 +256,8 @@ pub struct SchemaFile {
 /// Where the contract of `subject` is for a schema at `schema_path`: `rules/<subject>.json`
 /// beside the schema's folder (`schemas/rules/` for `schemas/events/*.avsc`).
 pub fn contract_path(schema_path: &Path, subject: &str) -> Option<PathBuf> {
+    // Absolute first: `x.avsc` and `./x.avsc` have no folder above theirs to look in.
+    let schema_path = std::path::absolute(schema_path).ok()?;
     let folder = schema_path.parent()?.parent()?;
     Some(folder.join("rules").join(format!("{subject}.json")))
 }
@@ -426,12 +428,12 @@ async fn register(client: &RegistryClient, files: &[SchemaFile]) -> Result<bool,
         {
             Ok(_) => {
                 let v = client
-                    .lookup(&file.subject, &file.text)
+                    .lookup_with(&file.subject, &file.text, &file.contract_fields())
                     .await
                     .map_err(&fail)?;
                 let contract = match &file.contract {
                     Some((path, _)) => format!(", contract {}", path.display()),
-                    None => String::new(),
+                    None => ", no contract".to_owned(),
                 };
                 println!(
                     "{}  version {}  id {}  ({}{contract})",

@@ -62,30 +62,16 @@ impl DataContract {
         self.metadata.is_none() && self.rule_set.is_none()
     }
 
-    /// The same fields without members that say nothing (`null`, `{}`, `[]`), and `None`
-    /// for a field left empty: a client that sends `"ruleSet": {}` or `"metadata":
-    /// {"properties": {}}` has registered no contract, and must not make a new version.
+    /// The same fields in one canonical form: members that say nothing (`null`, `{}`, `[]`,
+    /// a rule's `"disabled": false`) dropped at every depth, and `None` for a field left
+    /// empty. A client that sends `"ruleSet": {}`, or reads a contract back and sends it
+    /// with its defaults spelled out (Confluent's Java `Rule` writes `"disabled": false`),
+    /// means the same contract and must not make a new version.
     #[must_use]
     pub fn normalized(&self) -> DataContract {
-        fn keep(value: Option<&Value>) -> Option<Value> {
-            let Value::Object(members) = value? else {
-                return value.filter(|v| !v.is_null()).cloned();
-            };
-            let kept: Map<String, Value> = members
-                .iter()
-                .filter(|(_, v)| match v {
-                    Value::Null => false,
-                    Value::Object(m) => !m.is_empty(),
-                    Value::Array(a) => !a.is_empty(),
-                    _ => true,
-                })
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect();
-            (!kept.is_empty()).then_some(Value::Object(kept))
-        }
         DataContract {
-            metadata: keep(self.metadata.as_ref()),
-            rule_set: keep(self.rule_set.as_ref()),
+            metadata: self.metadata.as_ref().and_then(canonical),
+            rule_set: self.rule_set.as_ref().and_then(canonical),
         }
     }
 
@@ -147,9 +133,24 @@ impl DataContract {
                 Some(_) => Err(bad(format!("property {name} is not a string"))),
             }
         };
+        if let Some(unknown) = properties.keys().find(|k| {
+            k.starts_with("riffle.")
+                && ![CONTRACT_PROPERTY, SKEW_PROPERTY, ENRICH_PROPERTY].contains(&k.as_str())
+        }) {
+            return Err(bad(format!(
+                "unknown property {unknown} (known: {CONTRACT_PROPERTY}, {SKEW_PROPERTY}, \
+                 {ENRICH_PROPERTY})"
+            )));
+        }
         let rules = field_rules(self.rule_set.as_ref()).map_err(&bad)?;
+        let riffle_properties = properties.keys().any(|k| k.starts_with("riffle."));
         match property(CONTRACT_PROPERTY)? {
-            None if rules.is_empty() => return Ok(None),
+            None if rules.is_empty() && !riffle_properties => return Ok(None),
+            None if rules.is_empty() => {
+                return Err(bad(format!(
+                    "riffle.* properties without the {CONTRACT_PROPERTY} property"
+                )));
+            }
             None => {
                 return Err(bad(format!(
                     "{FIELD_RULE_TYPE} rules without the {CONTRACT_PROPERTY} property"
@@ -186,6 +187,26 @@ impl DataContract {
             enrich,
         };
         Contract::compile(&file, raw).map(Some)
+    }
+}
+
+/// `value` without members that say nothing, or `None` when nothing is left.
+fn canonical(value: &Value) -> Option<Value> {
+    match value {
+        Value::Null => None,
+        Value::Object(members) => {
+            let kept: Map<String, Value> = members
+                .iter()
+                .filter(|(k, v)| !(k.as_str() == "disabled" && **v == Value::Bool(false)))
+                .filter_map(|(k, v)| canonical(v).map(|v| (k.clone(), v)))
+                .collect();
+            (!kept.is_empty()).then_some(Value::Object(kept))
+        }
+        Value::Array(items) => {
+            let kept: Vec<Value> = items.iter().filter_map(canonical).collect();
+            (!kept.is_empty()).then_some(Value::Array(kept))
+        }
+        other => Some(other.clone()),
     }
 }
 
@@ -355,6 +376,25 @@ mod tests {
     }
 
     #[test]
+    fn spelled_out_defaults_and_nested_empties_normalize_away() {
+        let sent = DataContract {
+            metadata: Some(json!({"properties": {"owner": "a"}, "tags": {"f": []}})),
+            rule_set: Some(json!({"domainRules": [
+                {"name": "r", "type": FIELD_RULE_TYPE, "disabled": false, "doc": null,
+                 "params": {"field": "a"}, "tags": []}
+            ]})),
+        };
+        let plain = DataContract {
+            metadata: Some(json!({"properties": {"owner": "a"}})),
+            rule_set: Some(json!({"domainRules": [
+                {"name": "r", "type": FIELD_RULE_TYPE, "params": {"field": "a"}}
+            ]})),
+        };
+        assert_eq!(sent.normalized(), plain.normalized());
+        assert_eq!(plain.normalized(), plain);
+    }
+
+    #[test]
     fn empty_contract_fields_normalize_to_none() {
         let empty = DataContract {
             metadata: Some(json!({"properties": {}, "tags": null, "sensitive": []})),
@@ -434,6 +474,45 @@ mod tests {
             (rule(json!({"field": "a", "pattern": "("})), "bad pattern"),
             (rule(json!({"min": "1"})), "no field param"),
             (rule(json!({"field": "a", "min": 1})), "is not a string"),
+            (
+                rule(json!({"field": "a", "min": "5", "max": "1"})),
+                "min 5 above max 1",
+            ),
+            (
+                DataContract {
+                    metadata: Some(json!({"properties": {
+                        CONTRACT_PROPERTY: "1", "riffle.max_event_time_skew_sec": "60"
+                    }})),
+                    rule_set: None,
+                },
+                "unknown property riffle.max_event_time_skew_sec",
+            ),
+            (
+                DataContract {
+                    metadata: Some(json!({"properties": {ENRICH_PROPERTY: "{}"}})),
+                    rule_set: None,
+                },
+                "riffle.* properties without the riffle.contract property",
+            ),
+            (
+                DataContract {
+                    metadata: Some(json!({"properties": {
+                        CONTRACT_PROPERTY: "1", SKEW_PROPERTY: "-5"
+                    }})),
+                    rule_set: None,
+                },
+                "skew limit -5 is negative",
+            ),
+            (
+                DataContract {
+                    metadata: Some(json!({"properties": {
+                        CONTRACT_PROPERTY: "1",
+                        ENRICH_PROPERTY: "{\"agg_key\":\"k\",\"metric\":{\"product\":[]},\"window_secs\":0}"
+                    }})),
+                    rule_set: None,
+                },
+                "window_secs must be at least 1",
+            ),
             (
                 DataContract {
                     metadata: Some(json!({"properties": {CONTRACT_PROPERTY: "7"}})),

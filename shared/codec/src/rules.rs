@@ -191,6 +191,23 @@ impl Contract {
 
     /// Compiles a contract read from a file or from the registry (`file` names it in errors).
     pub(crate) fn compile(file: &str, raw: RawContract) -> Result<Contract, ContractError> {
+        let bad = |reason: String| ContractError::Parse {
+            file: file.to_string(),
+            reason,
+        };
+        if let Some(skew) = raw.max_event_time_skew_secs.filter(|s| *s < 0) {
+            return Err(bad(format!("the event time skew limit {skew} is negative")));
+        }
+        if raw.enrich.as_ref().is_some_and(|e| e.window_secs == 0) {
+            return Err(bad("enrich.window_secs must be at least 1".into()));
+        }
+        for (name, rule) in &raw.fields {
+            if let (Some(min), Some(max)) = (rule.min, rule.max)
+                && min > max
+            {
+                return Err(bad(format!("field `{name}`: min {min} above max {max}")));
+            }
+        }
         let mut fields = Vec::with_capacity(raw.fields.len());
         for (name, rule) in raw.fields {
             let pattern = match rule.pattern {

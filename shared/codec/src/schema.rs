@@ -96,15 +96,18 @@ impl CompiledSchema {
         if fetched.contract.is_empty() {
             return Ok(compiled);
         }
-        let Some(subject) = compiled.full_name.clone() else {
-            return Err(invalid(
-                "a contract on a schema that is not a named record".into(),
-            ));
-        };
+        // Contract fields of other kinds (tags, CEL rules) may sit on any schema; a Riffle
+        // contract needs a record, whose name is its subject.
+        let subject = compiled.full_name.clone().unwrap_or_default();
         compiled.contract = fetched
             .contract
             .contract(&subject)
             .map_err(|e| invalid(e.to_string()))?;
+        if compiled.contract.is_some() && compiled.full_name.is_none() {
+            return Err(invalid(
+                "a contract on a schema that is not a named record".into(),
+            ));
+        }
         Ok(compiled)
     }
 

@@ -112,11 +112,26 @@ impl RegistryClient {
         subject: &str,
         schema_json: &str,
     ) -> Result<SubjectVersion, ClientError> {
+        self.lookup_with(subject, schema_json, &DataContract::default())
+            .await
+    }
+
+    /// [`RegistryClient::lookup`] of a schema with its contract fields: the version that
+    /// holds both (without fields, the latest version holding the schema, ADR 0020).
+    ///
+    /// # Errors
+    /// As [`RegistryClient::lookup`].
+    pub async fn lookup_with(
+        &self,
+        subject: &str,
+        schema_json: &str,
+        contract: &DataContract,
+    ) -> Result<SubjectVersion, ClientError> {
         let request = self
             .http
             .post(self.url(&["subjects", subject])?)
             .header(reqwest::header::CONTENT_TYPE, crate::CONTENT_TYPE_V1)
-            .body(schema_body(schema_json));
+            .body(schema_body_with(schema_json, contract));
         self.send(request).await
     }
 
@@ -215,10 +230,6 @@ impl RegistryClient {
 }
 
 /// The body of register, lookup and compatibility requests.
-pub(crate) fn schema_body(schema_json: &str) -> String {
-    schema_body_with(schema_json, &DataContract::default())
-}
-
 /// A register, lookup or compatibility body, with the contract fields when there are any.
 pub(crate) fn schema_body_with(schema_json: &str, contract: &DataContract) -> String {
     let mut body = serde_json::json!({ "schema": schema_json, "schemaType": "AVRO" });

@@ -402,8 +402,12 @@ fn transport(e: reqwest::Error) -> ClientError {
 }
 
 impl SchemaSource for RegistryClient {
+    /// The schema of `id` with its contract. An id registered without one (before its
+    /// subject had a contract, or by a client that sent none to an empty subject) is judged
+    /// by the contract of its subject's latest version (ADR 0020), so records that carry it
+    /// are not rejected for the way they were registered.
     async fn fetch_schema(&self, id: u32) -> Result<Fetched, SourceError> {
-        self.registered_by_id(id).await.map_err(|e| match e {
+        let mut fetched = self.registered_by_id(id).await.map_err(|e| match e {
             // Only the registry itself saying "no such schema" is final: a bare 404 from a
             // wrong URL or a proxy must not dead-letter every record.
             ClientError::Api {
@@ -412,7 +416,36 @@ impl SchemaSource for RegistryClient {
                 ..
             } => SourceError::NotFound(id),
             other => SourceError::Unavailable(other.to_string()),
-        })
+        })?;
+        if fetched.contract.is_empty()
+            && let Some(subject) = record_name(&fetched.schema)
+        {
+            match self.latest(&subject).await {
+                Ok(latest) => fetched.contract = latest.contract,
+                // No such subject: the record's subject check decides.
+                Err(e) if matches!(e.error_code(), Some(SUBJECT_NOT_FOUND | VERSION_NOT_FOUND)) => {
+                }
+                Err(e) => return Err(SourceError::Unavailable(e.to_string())),
+            }
+        }
+        Ok(fetched)
+    }
+}
+
+/// The full name of the record a schema text defines, which is its subject in this project
+/// (RecordNameStrategy); `None` for anything else.
+fn record_name(schema: &str) -> Option<String> {
+    let value: serde_json::Value = serde_json::from_str(schema).ok()?;
+    if value.get("type")?.as_str()? != "record" {
+        return None;
+    }
+    let name = value.get("name")?.as_str()?;
+    if name.contains('.') {
+        return Some(name.to_owned());
+    }
+    match value.get("namespace").and_then(serde_json::Value::as_str) {
+        Some(ns) if !ns.is_empty() => Some(format!("{ns}.{name}")),
+        _ => Some(name.to_owned()),
     }
 }
 

@@ -242,6 +242,42 @@ async fn contracts_travel_with_their_schemas() {
         rules.fields
     );
 
+    // A bare request names the latest version holding its schema, not whatever contract is
+    // latest: after a version with another schema and contract, the old schema still finds
+    // version 2, and registering it bare adds nothing.
+    let noted = with_optional_field(ORDER_PLACED, "note");
+    let loosest = DataContract::from_file(
+        "loosest.json",
+        &ORDER_RULES.replace(r#""max": 100"#, r#""max": 800"#),
+    )
+    .unwrap();
+    let id3 = client
+        .register_with(subject, &noted, &loosest.fields)
+        .await
+        .unwrap();
+    let found = client.lookup(subject, ORDER_PLACED).await.unwrap();
+    assert_eq!((found.id, found.version), (id2, 2));
+    assert_eq!(client.register(subject, ORDER_PLACED).await.unwrap(), id2);
+    assert_eq!(client.versions(subject).await.unwrap(), vec![1, 2, 3]);
+    // Fields are carried forward one by one: metadata sent alone keeps the latest rules.
+    let metadata_only = DataContract {
+        metadata: loosest.fields.metadata.clone(),
+        rule_set: None,
+    };
+    let id4 = client
+        .register_with(
+            subject,
+            &with_optional_field(&noted, "note2"),
+            &metadata_only,
+        )
+        .await
+        .unwrap();
+    assert_ne!(id4, id3);
+    assert_eq!(
+        client.fetch_schema(id4).await.unwrap().contract,
+        loosest.fields
+    );
+
     // A contract that does not read is refused at registration, not per event later.
     let mut broken = looser.fields.clone();
     broken.rule_set.as_mut().unwrap()["domainRules"][0]["params"]["pattern"] = "(".into();
@@ -251,4 +287,50 @@ async fn contracts_travel_with_their_schemas() {
         .unwrap_err();
     assert_eq!(err.status(), Some(422), "{err}");
     assert!(err.message().unwrap().contains("bad pattern"), "{err}");
+}
+
+/// `schema` (a record) with one more optional string field.
+fn with_optional_field(schema: &str, name: &str) -> String {
+    let mut value: serde_json::Value = serde_json::from_str(schema).unwrap();
+    value["fields"]
+        .as_array_mut()
+        .unwrap()
+        .push(serde_json::json!({"name": name, "type": ["null", "string"], "default": null}));
+    value.to_string()
+}
+
+/// A schema id registered before its subject had a contract is judged by the subject's
+/// latest contract: the stages fetch it with that one (ADR 0020).
+#[tokio::test]
+async fn an_id_registered_without_a_contract_takes_its_subjects_latest() {
+    use riffle_codec::registered::DataContract;
+    let client = RegistryClient::new(&registry().await).unwrap();
+    let rules = DataContract::from_file("OrderPlaced.json", ORDER_RULES).unwrap();
+    let subject = rules.subject.as_str();
+    let bare = client.register(subject, ORDER_PLACED).await.unwrap();
+    assert!(
+        client
+            .registered_by_id(bare)
+            .await
+            .unwrap()
+            .contract
+            .is_empty()
+    );
+    assert!(client.fetch_schema(bare).await.unwrap().contract.is_empty());
+    let with = client
+        .register_with(
+            subject,
+            &with_optional_field(ORDER_PLACED, "note"),
+            &rules.fields,
+        )
+        .await
+        .unwrap();
+    assert_ne!(with, bare);
+    assert_eq!(
+        client.fetch_schema(bare).await.unwrap().contract,
+        rules.fields
+    );
+    // Another record's schema without a subject of its own stays without one.
+    let user = client.register("users-value", USER).await.unwrap();
+    assert!(client.fetch_schema(user).await.unwrap().contract.is_empty());
 }
