@@ -357,6 +357,30 @@ async fn gate_fails_on_a_committed_type_change() {
     assert!(out.contains("quantity: int -> string"), "{out}");
 }
 
+/// A contract is registered with its schema (ADR 0020), so a stricter rule committed to
+/// `schemas/rules/` is a breaking change the gate names, though no schema changed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gate_fails_on_a_committed_contract_tightening() {
+    let repo = scratch_repo("schema-gate-contract");
+    let rules = repo.join(format!("schemas/rules/{ORDER_SUBJECT}.json"));
+    let text = std::fs::read_to_string(&rules).unwrap();
+    let tighter = text.replace(
+        r#""quantity": { "min": 1, "max": 100 }"#,
+        r#""quantity": { "min": 1, "max": 50 }"#,
+    );
+    assert_ne!(tighter, text);
+    std::fs::write(&rules, tighter).unwrap();
+    commit_all(&repo, "at most 50 per order");
+    let (code, out, err) = gate(&repo).await;
+    assert_eq!(code, 1, "{out}{err}");
+    let fail = out
+        .lines()
+        .find(|l| l.contains("FAIL") && l.contains("order_placed.avsc"))
+        .unwrap_or_else(|| panic!("the commit is named: {out}"));
+    assert!(fail.contains(ORDER_SUBJECT), "{out}");
+    assert!(out.contains("field quantity: max lowered to 50"), "{out}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn gate_passes_an_optional_field_with_default() {
     let repo = scratch_repo("schema-gate-compatible");

@@ -4,13 +4,15 @@
 //! Production's registry has seen every committed version of each schema, in commit order.
 //! The gate rebuilds that registry privately (the local emulators, provisioned from the
 //! templates, and the real `schema-registry` binary, as `riffle demo` runs them), replays the
-//! history of `schemas/` into it, and checks the working tree's files against the result.
+//! history of `schemas/` into it, each schema with its subject's contract as it was at that
+//! commit (ADR 0020), and checks the working tree's files against the result.
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::Duration;
 
+use riffle_codec::registered::DataContract;
 use riffle_local::Emulators;
 use riffle_registry_client::{
     ClientError, CompatibilityLevel, INCOMPATIBLE_SCHEMA, RegistryClient,
@@ -35,6 +37,9 @@ pub struct Committed {
     pub path: PathBuf,
     /// The file's text at that commit.
     pub text: String,
+    /// The subject's contract file (`rules/<subject>.json`) at that commit, if it had one:
+    /// registered with the schema, as `riffle schema register` does (ADR 0020).
+    pub contract: Option<(PathBuf, String)>,
 }
 
 /// Runs the gate and prints its report; `Ok(true)` when every change is compatible.
@@ -62,13 +67,18 @@ pub async fn run(
         return Ok(true);
     }
     let mut history = Vec::new();
-    for file in &files {
-        let rel = file.strip_prefix(&root).unwrap_or(file);
-        history.extend(committed_versions(&root, &commit, rel)?);
-    }
     let mut current = Vec::with_capacity(files.len());
     for file in &files {
+        let rel = file.strip_prefix(&root).unwrap_or(file);
         let mut read = SchemaFile::read(file)?;
+        let contract = riffle_cli::schema::contract_path(file, &read.subject)
+            .and_then(|p| p.strip_prefix(&root).ok().map(Path::to_path_buf));
+        history.extend(committed_versions(
+            &root,
+            &commit,
+            rel,
+            contract.as_deref(),
+        )?);
         // Paths as the history shows them, relative to the repository.
         if let Ok(rel) = file.strip_prefix(&root) {
             read.path = rel.to_path_buf();
@@ -119,7 +129,7 @@ pub async fn gate(
     let _ = writeln!(out, "history:");
     for version in history {
         let short = version.commit.get(..10).unwrap_or(&version.commit);
-        let file = match SchemaFile::from_text(&version.path, version.text.clone()) {
+        let mut file = match SchemaFile::from_text(&version.path, version.text.clone()) {
             Ok(file) => file,
             Err(e) => {
                 // Not a schema at that commit: production could not have registered it.
@@ -127,7 +137,19 @@ pub async fn gate(
                 continue;
             }
         };
-        match client.register(&file.subject, &file.text).await {
+        if let Some((path, text)) = &version.contract {
+            match DataContract::from_file(&path.display().to_string(), text) {
+                Ok(registered) => file.contract = Some((path.clone(), registered.fields)),
+                Err(e) => {
+                    // As production would have been refused it: the schema goes in bare.
+                    let _ = writeln!(out, "  note  {short} {e}: registered without it");
+                }
+            }
+        }
+        match client
+            .register_with(&file.subject, &file.text, &file.contract_fields())
+            .await
+        {
             Ok(id) => {
                 let _ = writeln!(
                     out,
@@ -146,9 +168,10 @@ pub async fn gate(
                     file.subject
                 );
                 let answer = client
-                    .check_compatibility(
+                    .check_compatibility_with(
                         &file.subject,
                         &file.text,
+                        &file.contract_fields(),
                         riffle_registry_client::VersionRef::Latest,
                     )
                     .await
@@ -176,7 +199,9 @@ pub async fn gate(
     Ok((out, ok && current_ok))
 }
 
-/// Every committed version of `rel` reachable from `commit`, oldest first.
+/// Every committed version of `rel` reachable from `commit`, oldest first, with its
+/// subject's contract file `contract` as it was then: a commit that changed only the
+/// contract is a version too, as its registration would be.
 ///
 /// # Errors
 /// git failing.
@@ -184,22 +209,33 @@ pub fn committed_versions(
     root: &Path,
     commit: &str,
     rel: &Path,
+    contract: Option<&Path>,
 ) -> Result<Vec<Committed>, SchemaError> {
     let rel_text = rel.to_string_lossy();
-    let log = git(
-        root,
-        &["log", "--reverse", "--format=%H", commit, "--", &rel_text],
-    )?;
+    let contract_text = contract.map(|c| c.to_string_lossy().into_owned());
+    let mut args = vec!["log", "--reverse", "--format=%H", commit, "--", &rel_text];
+    if let Some(c) = &contract_text {
+        args.push(c);
+    }
+    let log = git(root, &args)?;
     let mut out = Vec::new();
     for sha in log.lines().map(str::trim).filter(|l| !l.is_empty()) {
         // The commit that deleted the file has no text of it: nothing to register.
         let Ok(text) = git(root, &["show", &format!("{sha}:{rel_text}")]) else {
             continue;
         };
+        let contract = contract
+            .zip(contract_text.as_deref())
+            .and_then(|(path, c)| {
+                git(root, &["show", &format!("{sha}:{c}")])
+                    .ok()
+                    .map(|text| (path.to_path_buf(), text))
+            });
         out.push(Committed {
             commit: sha.to_owned(),
             path: rel.to_path_buf(),
             text,
+            contract,
         });
     }
     Ok(out)
