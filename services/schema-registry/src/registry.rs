@@ -106,9 +106,9 @@ impl<S: SchemaStore> Registry<S> {
             .await
     }
 
-    /// [`Registry::register`] with data-contract fields (`metadata`, `ruleSet`). A request
-    /// without them carries the latest version's forward, as Confluent's registry does, so
-    /// a client that registers the bare schema finds the version that has its contract.
+    /// [`Registry::register`] with data-contract fields (`metadata`, `ruleSet`). What a
+    /// request without them (or with one) means is `parse_for`'s: the version
+    /// holding the same schema, else the latest version's fields carried forward.
     pub async fn register_with(
         &self,
         subject: &str,
