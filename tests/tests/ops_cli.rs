@@ -627,6 +627,9 @@ async fn replay_rebuilds_the_live_view() {
             create: true,
             ttl_days: 30,
             infra_dir: infra,
+            // Window lengths from the contracts registered with the schemas, as the
+            // aggregator takes them.
+            registry: Some(pipeline.registry().unwrap().clone()),
         },
         |l| progress.push(l.to_owned()),
     )
@@ -647,6 +650,7 @@ async fn replay_rebuilds_the_live_view() {
             create: false,
             ttl_days: 30,
             infra_dir: std::path::PathBuf::new(),
+            registry: None,
         },
         |_| {},
     )

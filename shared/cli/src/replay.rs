@@ -3,8 +3,10 @@
 //!
 //! The archive is read partition by partition (only live objects, see
 //! `riffle_archive::scan`), each partition's rows folded into the view items in memory with
-//! the aggregator's own fold ([`Aggregate::of`] / [`Aggregate::merge`]), window lengths from
-//! the bundled subject contracts as the aggregator takes them ([`window_lengths`]). Then the
+//! the aggregator's own fold ([`Aggregate::of`] / [`Aggregate::merge`]), window lengths as the
+//! aggregator takes them: from the contract registered with each row's payload schema id
+//! (ADR 0020) when a registry is given, else from the repository's contracts
+//! ([`window_lengths`]), per subject. Then the
 //! items are written with BatchWriteItem, in the aggregator's item format (built by
 //! `riffle_view::row_item`).
 //!
@@ -28,6 +30,8 @@ use clap::Args;
 use riffle_archive::ArchivedRow;
 use riffle_archive::S3ObjectStore;
 use riffle_archive::scan::{Filter, partitions, read_live_rows};
+use riffle_codec::SchemaCache;
+use riffle_registry_client::RegistryClient;
 use riffle_view::DEFAULT_VIEW_TTL_DAYS;
 use riffle_view::DEFAULT_WINDOW_SECS;
 use riffle_view::window_lengths;
@@ -63,6 +67,12 @@ pub struct ReplayArgs {
     /// The templates folder (default: infra/ of this checkout).
     #[arg(long)]
     pub infra: Option<PathBuf>,
+    /// The schema registry, for each payload schema's window length from the contract
+    /// registered with it [default: none, and then the contracts of this checkout's
+    /// schemas/rules/, which know no subject registered elsewhere]. Credentials as for
+    /// `riffle schema` (RIFFLE_REGISTRY_USER/_PASSWORD, _TOKEN or _SIGV4).
+    #[arg(long, env = "RIFFLE_REGISTRY_URL")]
+    pub registry_url: Option<String>,
 }
 
 /// What to replay.
@@ -80,6 +90,8 @@ pub struct ReplayOptions {
     pub ttl_days: u32,
     /// The templates folder, for the key schema.
     pub infra_dir: PathBuf,
+    /// The registry the window lengths come from (else the repository's contracts).
+    pub registry: Option<RegistryClient>,
 }
 
 /// What a replay did.
@@ -103,6 +115,7 @@ pub struct ReplayReport {
 #[derive(Debug, Clone)]
 pub struct ViewBuilder {
     windows: HashMap<String, u32>,
+    by_schema: HashMap<i32, u32>,
     ttl_days: u32,
     items: BTreeMap<ViewKey, (u32, Aggregate)>,
     report: ReplayReport,
@@ -113,10 +126,17 @@ impl ViewBuilder {
     pub fn new(windows: HashMap<String, u32>, ttl_days: u32) -> Self {
         Self {
             windows,
+            by_schema: HashMap::new(),
             ttl_days,
             items: BTreeMap::new(),
             report: ReplayReport::default(),
         }
+    }
+
+    /// Rows written with payload schema `schema_id` fold into windows of `secs`, whatever
+    /// their subject's length by [`ViewBuilder::new`] (the registered contract decides).
+    pub fn learn_window(&mut self, schema_id: i32, secs: u32) {
+        self.by_schema.insert(schema_id, secs);
     }
 
     /// Folds the live rows of one partition in.
@@ -134,8 +154,9 @@ impl ViewBuilder {
                 continue;
             }
             let window_secs = self
-                .windows
-                .get(&row.subject)
+                .by_schema
+                .get(&row.schema_id)
+                .or_else(|| self.windows.get(&row.subject))
                 .copied()
                 .unwrap_or(DEFAULT_WINDOW_SECS);
             let key = ViewKey {
@@ -227,9 +248,18 @@ pub async fn run(
     let parts = partitions(&bucket, &options.prefix, &Filter::default()).await?;
     let total = parts.len();
     let mut objects = 0;
+    let schemas = options.registry.clone().map(SchemaCache::new);
+    let mut learned = HashSet::new();
     for (i, part) in parts.iter().enumerate() {
         let rows = read_live_rows(&bucket, part).await?;
         objects += part.live().count();
+        if let Some(schemas) = &schemas {
+            for id in rows.iter().map(|r| r.schema_id) {
+                if learned.insert(id) {
+                    learn_window(&mut view, schemas, id).await?;
+                }
+            }
+        }
         view.add_partition(&rows);
         progress(&format!(
             "[{}/{total}] {}: {} rows from {} objects; {} view items so far",
@@ -251,6 +281,29 @@ pub async fn run(
     report.objects = objects;
     report.items = view.len();
     Ok(report)
+}
+
+/// Teaches `view` the window length of payload schema `id` from the contract registered with
+/// it. An id the registry does not know, or one without an `enrich` section, keeps the
+/// length by subject.
+async fn learn_window(
+    view: &mut ViewBuilder,
+    schemas: &SchemaCache<RegistryClient>,
+    id: i32,
+) -> Result<(), OpsError> {
+    let Ok(registry_id) = u32::try_from(id) else {
+        return Ok(());
+    };
+    match schemas.get(registry_id).await {
+        Ok(schema) => {
+            if let Some(spec) = schema.contract().and_then(|c| c.enrich.as_ref()) {
+                view.learn_window(id, spec.window_secs);
+            }
+            Ok(())
+        }
+        Err(e) if e.retryable() => Err(OpsError::Aws(format!("schema registry: {e}"))),
+        Err(_) => Ok(()),
+    }
 }
 
 fn chrono_now_ms() -> i64 {
@@ -375,6 +428,26 @@ pub async fn main(args: ReplayArgs) -> ExitCode {
         create: args.create,
         ttl_days: args.ttl_days,
         infra_dir,
+        registry: None,
+    };
+    let options = match &args.registry_url {
+        Some(url) => match RegistryClient::from_env_credentials(url) {
+            Ok(client) => ReplayOptions {
+                registry: Some(client),
+                ..options
+            },
+            Err(e) => {
+                eprintln!("error: {e}");
+                return ExitCode::from(2);
+            }
+        },
+        None => {
+            eprintln!(
+                "note: no registry (--registry-url, RIFFLE_REGISTRY_URL): window lengths \
+                 from this checkout's schemas/rules/"
+            );
+            options
+        }
     };
     let sdk = riffle_aws::sdk_config().await;
     match run(&sdk, &options, |line| eprintln!("{line}")).await {
@@ -459,5 +532,25 @@ mod tests {
         assert_eq!(k.window_secs, 300);
         assert_eq!(k.expires_at, 60 + 300 + 30 * SECS_PER_DAY);
         assert_eq!(k.updated_at, 7);
+    }
+
+    #[test]
+    fn a_registered_window_beats_the_subjects() {
+        let mut view = ViewBuilder::new(HashMap::from([("s1".to_owned(), 60)]), 30);
+        view.learn_window(9, 900);
+        let mut registered = row("a", "s1", "k", 0, 1.0);
+        registered.schema_id = 9;
+        view.add_partition(&[registered, row("b", "s1", "j", 0, 1.0)]);
+        let rows: Vec<_> = view
+            .items(7)
+            .unwrap()
+            .iter()
+            .map(|i| riffle_view::parse_item(i).unwrap())
+            .collect();
+        let secs: Vec<_> = rows
+            .iter()
+            .map(|r| (r.key.agg_key.as_str(), r.window_secs))
+            .collect();
+        assert_eq!(secs, vec![("j", 60), ("k", 900)]);
     }
 }
