@@ -141,6 +141,14 @@ async fn register_list_check_and_diff() {
         "{out}"
     );
     assert!(out.contains("  version 1  id "), "{out}");
+    // The contract went with the schema (schemas/rules/), and the envelope has none.
+    assert!(
+        out.contains(
+            "contract: 7 field rules, skew 3600 s, key orders:category={category}, window 60 s"
+        ),
+        "{out}"
+    );
+    assert!(out.contains("no contract"), "{out}");
 
     let scratch = test_support::state_dir("schema-cli-files");
     let required = edited_order(&scratch, "required.avsc", add_required_field);

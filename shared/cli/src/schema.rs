@@ -157,7 +157,8 @@ pub enum SchemaCommand {
         /// Schema files (.avsc).
         paths: Vec<PathBuf>,
     },
-    /// List every subject with its compatibility level, versions and schema ids.
+    /// List every subject with its compatibility level, versions and schema ids, and the
+    /// contract registered with each version (its rules, view key and window).
     List {
         #[command(flatten)]
         registry: RegistryArgs,
@@ -625,10 +626,38 @@ async fn list(client: &RegistryClient) -> Result<bool, SchemaError> {
                 .version(&subject, VersionRef::Number(v))
                 .await
                 .map_err(&fail)?;
-            println!("  version {}  id {}", version.version, version.id);
+            println!(
+                "  version {}  id {}  {}",
+                version.version,
+                version.id,
+                contract_summary(&subject, &version.contract)
+            );
         }
     }
     Ok(true)
+}
+
+/// One line on the contract registered with a version (ADR 0020): its rules and what the
+/// enricher derives, so a producer team sees what its events are held to.
+pub fn contract_summary(subject: &str, fields: &DataContract) -> String {
+    match fields.contract(subject) {
+        Ok(None) => "no contract".to_owned(),
+        Ok(Some(c)) => {
+            let mut line = format!(
+                "contract: {} field rule{}",
+                c.fields.len(),
+                if c.fields.len() == 1 { "" } else { "s" }
+            );
+            if let Some(ms) = c.max_event_time_skew_ms {
+                let _ = write!(line, ", skew {} s", ms / 1000);
+            }
+            if let Some(e) = &c.enrich {
+                let _ = write!(line, ", key {}, window {} s", e.agg_key, e.window_secs);
+            }
+            line
+        }
+        Err(e) => format!("contract unreadable: {e}"),
+    }
 }
 
 async fn diff_command(
