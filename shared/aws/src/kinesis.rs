@@ -251,9 +251,10 @@ impl KinesisPublisher {
             let config = self.config.clone();
             let stream = stream.clone();
             let throttle = self.throttle.clone();
-            tasks.spawn(async move {
+            // The calls go into the batch's log, for its records' trace spans.
+            tasks.spawn(crate::calls::carried(async move {
                 run_lane(&client, &config, throttle.as_deref(), &stream, lane).await
-            });
+            }));
         }
         let mut fatal = None;
         while let Some(joined) = tasks.join_next().await {

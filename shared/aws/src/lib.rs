@@ -11,6 +11,7 @@
 //! - [`esm`]: a Kinesis event source mapping's settings (`RIFFLE_ESM`) and Lambda's limits;
 //! - [`dynamo_batch`]: BatchGetItem/BatchWriteItem within limits, unprocessed parts retried;
 //! - [`meter`]: DynamoDB items and Kinesis PUT payload units this process asked for;
+//! - [`calls`]: the AWS calls of a batch, for its records' trace spans;
 //! - [`on_failure`]: Lambda's on-failure message for Kinesis sources (metadata only);
 //! - [`stream_read`]: records read back from a shard by position;
 //! - [`table`]: CreateTable from a template's table shape, indexes included.
@@ -20,6 +21,7 @@
 //! emulators.
 
 pub mod backoff;
+pub mod calls;
 pub mod dynamo_batch;
 pub mod esm;
 pub mod kinesis;
@@ -65,29 +67,38 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
-/// An S3 client with path-style addressing: the local emulator serves buckets only that
-/// way, and AWS accepts it too.
+/// An S3 client with path-style addressing (the local emulator serves buckets only that
+/// way, and AWS accepts it too), whose calls a batch's trace spans show ([`calls`]).
 pub fn s3_client(config: &aws_config::SdkConfig) -> aws_sdk_s3::Client {
     let s3_config = aws_sdk_s3::config::Builder::from(config)
         .force_path_style(true)
+        .interceptor(calls::CallRecorder)
         .build();
     aws_sdk_s3::Client::from_conf(s3_config)
 }
 
-/// A Kinesis client.
+/// A Kinesis client whose calls a batch's trace spans show ([`calls`]).
 pub fn kinesis_client(config: &aws_config::SdkConfig) -> aws_sdk_kinesis::Client {
-    aws_sdk_kinesis::Client::new(config)
+    let kinesis_config = aws_sdk_kinesis::config::Builder::from(config)
+        .interceptor(calls::CallRecorder)
+        .build();
+    aws_sdk_kinesis::Client::from_conf(kinesis_config)
 }
 
-/// An SQS client.
+/// An SQS client whose calls a batch's trace spans show ([`calls`]).
 pub fn sqs_client(config: &aws_config::SdkConfig) -> aws_sdk_sqs::Client {
-    aws_sdk_sqs::Client::new(config)
+    let sqs_config = aws_sdk_sqs::config::Builder::from(config)
+        .interceptor(calls::CallRecorder)
+        .build();
+    aws_sdk_sqs::Client::from_conf(sqs_config)
 }
 
-/// A DynamoDB client whose item reads and writes are counted ([`meter`]).
+/// A DynamoDB client whose item reads and writes are counted ([`meter`]) and whose calls a
+/// batch's trace spans show ([`calls`]).
 pub fn dynamodb_client(config: &aws_config::SdkConfig) -> aws_sdk_dynamodb::Client {
     let dynamo_config = aws_sdk_dynamodb::config::Builder::from(config)
         .interceptor(meter::DynamoMeter)
+        .interceptor(calls::CallRecorder)
         .build();
     aws_sdk_dynamodb::Client::from_conf(dynamo_config)
 }

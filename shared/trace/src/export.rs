@@ -17,6 +17,8 @@ use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 
+use riffle_aws::calls::Call;
+
 use crate::keys;
 use crate::tracer::{FinishedSpan, Outcome};
 
@@ -191,8 +193,10 @@ fn run(
                 } else {
                     spans.len().max(1)
                 };
-                let mut data: Vec<SpanData> =
-                    spans.drain(..).map(|s| span_data(s, &scope)).collect();
+                let mut data: Vec<SpanData> = Vec::with_capacity(spans.len());
+                for span in spans.drain(..) {
+                    push_span_data(span, &scope, &mut data);
+                }
                 spares.give(spans);
                 while !data.is_empty() {
                     let rest = data.split_off(slice.min(data.len()));
@@ -232,6 +236,62 @@ fn block_on<F: Future>(future: F) -> F::Output {
     }
 }
 
+/// A finished span as OpenTelemetry's span data, followed by its children: one client span
+/// per AWS call its batch made while the record was in hand (see [`call_span`]).
+fn push_span_data(span: FinishedSpan, scope: &InstrumentationScope, out: &mut Vec<SpanData>) {
+    let calls = span.calls.clone();
+    let (trace_id, span_id, start, end) = (span.trace_id, span.span_id, span.start, span.end);
+    out.push(span_data(span, scope));
+    for call in calls.iter().flat_map(|c| c.iter()) {
+        if call.start < end && call.end > start {
+            out.push(call_span(call, trace_id, span_id, scope));
+        }
+    }
+}
+
+/// One AWS call as a client span under the record's: AWS's translator makes it a subsegment
+/// in the `aws` namespace named for the service, with the operation (the semantic
+/// conventions of `rpc.system = aws-api`).
+fn call_span(
+    call: &Call,
+    trace_id: opentelemetry::trace::TraceId,
+    parent: opentelemetry::trace::SpanId,
+    scope: &InstrumentationScope,
+) -> SpanData {
+    let attributes = vec![
+        KeyValue::new("rpc.system", "aws-api"),
+        KeyValue::new("rpc.service", call.service.clone()),
+        KeyValue::new("rpc.method", call.operation.clone()),
+        // How many of the batch's calls of this operation the span stands for.
+        KeyValue::new("riffle.calls", i64::from(call.count)),
+    ];
+    let status = match &call.error {
+        Some(why) => Status::error(why.clone()),
+        None => Status::Unset,
+    };
+    SpanData {
+        span_context: SpanContext::new(
+            trace_id,
+            crate::header::new_span_id(),
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: parent,
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Client,
+        name: Cow::Owned(call.service.clone()),
+        start_time: call.start,
+        end_time: call.end,
+        attributes,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status,
+        instrumentation_scope: scope.clone(),
+    }
+}
+
 /// A finished span as OpenTelemetry's span data: a server span named for the stage, the
 /// annotations AWS's translator indexes (`annotation.*` attributes), a fault status for
 /// retries and dead letters.
@@ -246,6 +306,7 @@ fn span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
         start,
         end,
         outcome,
+        calls: _,
     } = span;
     let (name, detail) = outcome.parts();
     let mut attributes = Vec::with_capacity(5);

@@ -13,7 +13,8 @@ use crate::keys;
 /// What the path reader needs of one segment document.
 #[derive(Debug, Clone, Deserialize)]
 pub struct Segment {
-    /// `1-<8 hex>-<24 hex>`.
+    /// `1-<8 hex>-<24 hex>` (absent in a subsegment X-Ray returns inside its segment).
+    #[serde(default)]
     pub trace_id: String,
     /// The segment's id.
     pub id: String,
@@ -33,6 +34,21 @@ pub struct Segment {
     /// Set for a span that ended in a fault (retried, dead-lettered).
     #[serde(default)]
     pub fault: bool,
+    /// Set for a call that failed on the client's side.
+    #[serde(default)]
+    pub error: bool,
+    /// `subsegment` for a document sent on its own under a segment (an AWS call).
+    #[serde(default, rename = "type")]
+    pub kind: Option<String>,
+    /// `aws` for an AWS call.
+    #[serde(default)]
+    pub namespace: Option<String>,
+    /// For an AWS call, `{"operation": ...}`.
+    #[serde(default)]
+    pub aws: Option<Value>,
+    /// Subsegments as X-Ray's API returns them, inside their segment.
+    #[serde(default)]
+    pub subsegments: Vec<Segment>,
 }
 
 impl Segment {
@@ -79,6 +95,64 @@ pub struct Hop {
     /// Time on the stream before this stage took it up: after the previous stage's end, or
     /// after the producer's put for the first stage (ms).
     pub waited_ms: Option<f64>,
+    /// The AWS calls the stage's batch made while it held the record, in time order.
+    pub calls: Vec<CallHop>,
+}
+
+/// One AWS call under a stage's handling of the event.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CallHop {
+    /// The service (`Kinesis`, `DynamoDB`, `S3`, `SQS`).
+    pub service: String,
+    /// The operation (`PutRecords`, `GetItem`, ...).
+    pub operation: String,
+    /// When it began (epoch seconds).
+    pub start: f64,
+    /// How long it took (ms); `None` while in progress.
+    pub took_ms: Option<f64>,
+    /// It failed.
+    pub failed: bool,
+}
+
+/// AWS calls by the id of the span they were made under: documents sent on their own, and
+/// subsegments inside their segments.
+fn calls_by_parent(segments: &[Segment]) -> HashMap<String, Vec<CallHop>> {
+    fn call(s: &Segment) -> Option<CallHop> {
+        if s.namespace.as_deref() != Some("aws") {
+            return None;
+        }
+        let operation = s
+            .aws
+            .as_ref()
+            .and_then(|a| a.get("operation"))
+            .and_then(Value::as_str)
+            .unwrap_or("call")
+            .to_owned();
+        Some(CallHop {
+            service: s.name.clone(),
+            operation,
+            start: s.start_time,
+            took_ms: s.end_time.map(|e| (e - s.start_time) * 1e3),
+            failed: s.fault || s.error,
+        })
+    }
+    let mut out: HashMap<String, Vec<CallHop>> = HashMap::new();
+    for s in segments {
+        if s.kind.as_deref() == Some("subsegment")
+            && let (Some(parent), Some(c)) = (&s.parent_id, call(s))
+        {
+            out.entry(parent.clone()).or_default().push(c);
+        }
+        for inner in &s.subsegments {
+            if let Some(c) = call(inner) {
+                out.entry(s.id.clone()).or_default().push(c);
+            }
+        }
+    }
+    for calls in out.values_mut() {
+        calls.sort_by(|a, b| a.start.total_cmp(&b.start));
+    }
+    out
 }
 
 /// Where an event went, stage by stage.
@@ -124,7 +198,8 @@ pub fn path(segments: &[Segment], event_id: &str) -> Result<EventPath, TraceErro
         .iter()
         .filter(|s| s.annotation(keys::EVENT_ID).as_deref() == Some(event_id))
         .collect();
-    path_of(event_id, &mine).ok_or_else(|| TraceError::Unknown(event_id.to_owned()))
+    path_of(event_id, &mine, &calls_by_parent(segments))
+        .ok_or_else(|| TraceError::Unknown(event_id.to_owned()))
 }
 
 /// Every traced event's path, by event id: one pass over the documents.
@@ -135,10 +210,11 @@ pub fn paths(segments: &[Segment]) -> HashMap<String, EventPath> {
             by_event.entry(id).or_default().push(s);
         }
     }
+    let calls = calls_by_parent(segments);
     by_event
         .into_iter()
         .filter_map(|(id, mine)| {
-            let path = path_of(&id, &mine)?;
+            let path = path_of(&id, &mine, &calls)?;
             Some((id, path))
         })
         .collect()
@@ -146,7 +222,11 @@ pub fn paths(segments: &[Segment]) -> HashMap<String, EventPath> {
 
 /// The path through `mine`, the segments naming `event_id`: those of its first trace (a
 /// redriven record may start another).
-fn path_of(event_id: &str, mine: &[&Segment]) -> Option<EventPath> {
+fn path_of(
+    event_id: &str,
+    mine: &[&Segment],
+    calls: &HashMap<String, Vec<CallHop>>,
+) -> Option<EventPath> {
     let first = mine
         .iter()
         .min_by(|a, b| a.start_time.total_cmp(&b.start_time))?;
@@ -176,6 +256,7 @@ fn path_of(event_id: &str, mine: &[&Segment]) -> Option<EventPath> {
                     .map(|ms| ms / 1e3)
             });
         hop.waited_ms = before.map(|t| ((hop.start - t) * 1e3).max(0.0));
+        hop.calls = calls.get(&segment.id).cloned().unwrap_or_default();
         out.push(hop);
     }
     Some(EventPath {
@@ -197,6 +278,7 @@ fn hop(s: &Segment) -> Hop {
             .annotation(keys::REASON)
             .or_else(|| s.annotation(keys::WHERE)),
         waited_ms: None,
+        calls: Vec::new(),
     }
 }
 
@@ -239,6 +321,16 @@ pub fn render(path: &EventPath) -> String {
             "  ├─ waited {wait} on the stream, then {:<10} {took}  {}{detail}\n",
             hop.stage, hop.outcome
         ));
+        for call in &hop.calls {
+            let took = call
+                .took_ms
+                .map_or_else(|| "   ...".to_owned(), |ms| format!("{ms:>5.0} ms"));
+            let failed = if call.failed { "  failed" } else { "" };
+            out.push_str(&format!(
+                "  │      {took}  {} {}{failed}\n",
+                call.service, call.operation
+            ));
+        }
     }
     match path.total_ms() {
         Some(total) if path.complete() => {
@@ -280,7 +372,63 @@ mod tests {
             end_time: Some(end),
             annotations,
             fault: false,
+            error: false,
+            kind: None,
+            namespace: None,
+            aws: None,
+            subsegments: Vec::new(),
         }
+    }
+
+    #[test]
+    fn a_stage_shows_the_aws_calls_made_while_it_held_the_event() {
+        // As the local daemon keeps them: each call a document of its own under the stage's.
+        let call = |parent: &str, service: &str, operation: &str, start: f64, fault: bool| {
+            serde_json::json!({
+                "trace_id": "1-5f000000-000000000000000000000001", "id": format!("{parent}{operation}"),
+                "parent_id": parent, "type": "subsegment", "namespace": "aws", "name": service,
+                "start_time": start, "end_time": start + 0.004, "aws": {"operation": operation},
+                "fault": fault,
+            })
+            .to_string()
+        };
+        let mut segments = vec![
+            seg("a", None, "validator", 10.0, 10.1, "published"),
+            parse(&call("a", "Kinesis", "PutRecords", 10.05, false)).unwrap(),
+            parse(&call("a", "DynamoDB", "GetItem", 10.01, true)).unwrap(),
+        ];
+        // As X-Ray's API returns them: inside the segment.
+        let mut enricher = seg("b", Some("a"), "enricher", 10.4, 10.45, "published");
+        enricher.subsegments = vec![
+            parse(
+                r#"{"id": "x", "name": "DynamoDB", "namespace": "aws", "start_time": 10.41,
+                    "end_time": 10.42, "aws": {"operation": "BatchGetItem"}}"#,
+            )
+            .unwrap(),
+        ];
+        segments.push(enricher);
+        let p = path(&segments, "e-1").unwrap();
+        let calls = |i: usize| -> Vec<(String, bool)> {
+            p.hops[i]
+                .calls
+                .iter()
+                .map(|c| (format!("{} {}", c.service, c.operation), c.failed))
+                .collect()
+        };
+        assert_eq!(
+            calls(0),
+            [
+                ("DynamoDB GetItem".into(), true),
+                ("Kinesis PutRecords".into(), false)
+            ]
+        );
+        assert_eq!(calls(1), [("DynamoDB BatchGetItem".into(), false)]);
+        assert_eq!(p.hops[1].calls[0].took_ms.unwrap().round(), 10.0);
+        let text = render(&p);
+        assert!(text.contains("4 ms  DynamoDB GetItem  failed"), "{text}");
+        assert!(text.contains("Kinesis PutRecords\n"), "{text}");
+        // The calls are not stages of their own.
+        assert_eq!(p.hops.len(), 2);
     }
 
     #[test]

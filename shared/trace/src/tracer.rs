@@ -10,6 +10,8 @@ use opentelemetry_aws::xray_exporter::daemon_client::XrayDaemonClient;
 use opentelemetry_aws::xray_exporter::{SegmentTranslator, XrayExporter};
 use opentelemetry_sdk::trace::SpanExporter;
 
+use riffle_aws::calls::{Call, CallLog};
+
 use crate::export::{ExportStats, Exporter};
 use crate::{DAEMON_ADDRESS_ENV, DEFAULT_SAMPLE_RATE, SAMPLE_RATE_ENV, header, keys};
 
@@ -133,6 +135,12 @@ impl Tracer {
     /// Whether spans are recorded at all.
     pub fn is_on(&self) -> bool {
         self.inner.is_some()
+    }
+
+    /// A fresh log for one batch's AWS calls, to run the batch in
+    /// ([`riffle_aws::calls::recorded`]); none with tracing off, so nothing is recorded.
+    pub fn call_log(&self) -> Option<CallLog> {
+        self.inner.as_ref().map(|_| CallLog::new())
     }
 
     /// The span of one record in `stage`, begun at `start` (when the batch was taken up), if
@@ -302,6 +310,7 @@ impl RecordSpan {
             start: self.start,
             end,
             outcome,
+            calls: None,
         }
     }
 }
@@ -318,6 +327,16 @@ pub struct FinishedSpan {
     pub(crate) start: SystemTime,
     pub(crate) end: SystemTime,
     pub(crate) outcome: Outcome,
+    /// The AWS calls of the span's batch; those made while the record was in hand become
+    /// its child spans.
+    pub(crate) calls: Option<Arc<[Call]>>,
+}
+
+impl FinishedSpan {
+    /// Gives the span its batch's AWS calls (shared by every span of the batch).
+    pub fn set_calls(&mut self, calls: &Arc<[Call]>) {
+        self.calls = Some(Arc::clone(calls));
+    }
 }
 
 #[cfg(test)]
