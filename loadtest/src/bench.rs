@@ -187,6 +187,7 @@ pub fn enriched_records(n: usize, ids: SchemaIds) -> Vec<Vec<u8>> {
                 window_start: spec.window_start(envelope.event_time),
                 reference_found: spec.lookup.is_none() || reference.is_some(),
                 attributes: attributes.clone(),
+                late: false,
             };
             envelope.enrichment = Some(enrichment);
             envelope

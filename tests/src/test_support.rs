@@ -329,8 +329,9 @@ pub async fn duckdb_totals(
     python: &std::path::Path,
     folder: &std::path::Path,
 ) -> HashMap<String, (i64, f64)> {
+    // Late events are archived but were never in the view (ADR 0021).
     let rows: Vec<(String, i64, f64)> =
-        duckdb(python, folder, "agg_key, count(*), sum(metric)").await;
+        duckdb_where(python, folder, "agg_key, count(*), sum(metric)", "NOT late").await;
     rows.into_iter().map(|(k, c, s)| (k, (c, s))).collect()
 }
 
@@ -340,10 +341,12 @@ pub async fn duckdb_windows(
     python: &std::path::Path,
     folder: &std::path::Path,
 ) -> HashMap<(String, i64), (i64, f64)> {
-    let rows: Vec<(String, i64, i64, f64)> = duckdb(
+    // Late events are archived but were never in the view (ADR 0021).
+    let rows: Vec<(String, i64, i64, f64)> = duckdb_where(
         python,
         folder,
         "agg_key, epoch_ms(window_start), count(*), sum(metric)",
+        "NOT late",
     )
     .await;
     rows.into_iter()
@@ -358,13 +361,24 @@ pub async fn duckdb<T: serde::de::DeserializeOwned>(
     folder: &std::path::Path,
     columns: &str,
 ) -> Vec<T> {
+    duckdb_where(python, folder, columns, "true").await
+}
+
+/// [`duckdb`] over the rows `filter` (an SQL condition) holds for.
+pub async fn duckdb_where<T: serde::de::DeserializeOwned>(
+    python: &std::path::Path,
+    folder: &std::path::Path,
+    columns: &str,
+    filter: &str,
+) -> Vec<T> {
     const QUERY: &str = r#"
 import duckdb, json, pathlib, sys
 files = sys.argv[1] + "/events/**/*.parquet"
 if not list(pathlib.Path(sys.argv[1]).glob("events/**/*.parquet")):
     print("[]"); sys.exit(0)
 rows = duckdb.sql(
-    "SELECT " + sys.argv[2] + " FROM read_parquet($files, hive_partitioning = true) GROUP BY ALL",
+    "SELECT " + sys.argv[2] + " FROM read_parquet($files, hive_partitioning = true) WHERE "
+    + sys.argv[3] + " GROUP BY ALL",
     params={"files": files}).fetchall()
 print(json.dumps([list(r) for r in rows]))
 "#;
@@ -372,6 +386,7 @@ print(json.dumps([list(r) for r in rows]))
         .args(["-c", QUERY])
         .arg(folder)
         .arg(columns)
+        .arg(filter)
         .output()
         .await
         .unwrap();
@@ -437,4 +452,41 @@ pub async fn archived_totals(
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
+}
+
+/// Runs `riffle <args>` with exactly `env` (a running twin's exports) and answers its
+/// standard output; fails the test, with its standard error, when it does not succeed.
+pub async fn riffle_ok(riffle: &Path, env: &HashMap<String, String>, args: &[String]) -> String {
+    let out = tokio::process::Command::new(riffle)
+        .args(args)
+        .env_clear()
+        .envs(env)
+        .output()
+        .await
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "riffle {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A producer team's folder beside `state` (`<state>.team`): `schemas/events/<stem>.avsc`
+/// holding `schema` and `schemas/rules/<subject>.json` holding `contract`, as `riffle schema
+/// register` finds them. Answers the folder and the schema file.
+pub fn team_subject(
+    state: &Path,
+    stem: &str,
+    schema: &str,
+    subject: &str,
+    contract: &str,
+) -> (PathBuf, PathBuf) {
+    let team = state.with_extension("team");
+    std::fs::create_dir_all(team.join("schemas/events")).unwrap();
+    std::fs::create_dir_all(team.join("schemas/rules")).unwrap();
+    let schema_file = team.join(format!("schemas/events/{stem}.avsc"));
+    std::fs::write(&schema_file, schema).unwrap();
+    std::fs::write(team.join(format!("schemas/rules/{subject}.json")), contract).unwrap();
+    (team, schema_file)
 }

@@ -8,7 +8,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::types::{AttributeValue, KeyType, ScalarAttributeType};
 use riffle_aggregator::aggregate::{ViewKey, ViewRow};
@@ -53,6 +53,7 @@ fn order(agg_key: &str, metric: f64, window_start: i64, n: usize) -> Envelope {
             window_start,
             reference_found: true,
             attributes: HashMap::new(),
+            late: false,
         }),
     }
 }
@@ -133,7 +134,7 @@ impl Env {
 
     fn aggregator(&self) -> TestAggregator {
         self.aggregator_with(
-            DynamoViewStore::new(self.dynamo.clone(), TABLE),
+            DynamoViewStore::new(self.dynamo.clone(), TABLE, CLAIMS),
             self.claims(),
         )
     }
@@ -362,6 +363,18 @@ impl ViewStore for CrashAfterWrite {
         }
         Ok(saved)
     }
+
+    async fn publish_watermark(
+        &self,
+        shard: &str,
+        time: i64,
+        lateness: &std::collections::BTreeMap<String, i64>,
+        now_ms: i64,
+    ) -> Result<(), AggregatorError> {
+        self.inner
+            .publish_watermark(shard, time, lateness, now_ms)
+            .await
+    }
 }
 
 #[tokio::test]
@@ -375,7 +388,7 @@ async fn a_replay_after_a_crash_counts_once() {
     // The view write of `d` lands, then the function dies: `c` may or may not be written.
     let crashing = env.aggregator_with(
         CrashAfterWrite {
-            inner: DynamoViewStore::new(env.dynamo.clone(), TABLE),
+            inner: DynamoViewStore::new(env.dynamo.clone(), TABLE, CLAIMS),
             crash_on: "d".into(),
             crashed: false.into(),
         },
@@ -393,7 +406,7 @@ async fn a_replay_after_a_crash_counts_once() {
     // Every view write lands, then writing the marks fails: the batch fails and comes again.
     let next = event(&blobs(&codec, "c", 8..10), 600);
     let crashing = env.aggregator_with(
-        DynamoViewStore::new(env.dynamo.clone(), TABLE),
+        DynamoViewStore::new(env.dynamo.clone(), TABLE, CLAIMS),
         // Its marks write fails: the function died after every view write.
         FailingMarks::new(env.claims(), 1),
     );
@@ -487,5 +500,154 @@ async fn marks_in_dynamodb() {
     let mut gate = marks.open("aggregator", &["shardId-1"]).await.unwrap();
     assert_eq!(gate.admit("shardId-1", "producer-1/0", pos(7, 0)), None);
     assert!(gate.admit("shardId-1", "producer-1/0", pos(8, 0)).is_some());
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn late_events_leave_the_view_alone_and_the_watermark_is_published() {
+    let env = Env::start("late").await;
+    let codec = EnvelopeCodec::new(ENVELOPE_ID).unwrap();
+    let shard = "shardId-000000000000";
+    // Re-published by the enricher from its shard 7, as the enricher flagged them.
+    let from_enricher = |n: usize, late: bool, event_time: i64| {
+        let mut e = order("w", 10f64.powi(n as i32), W0, n);
+        e.event_time = event_time;
+        e.stage_times.insert(
+            "validator".into(),
+            event_time + if n == 2 { -50 } else { 100 },
+        );
+        e.enrichment.as_mut().unwrap().late = late;
+        e.origin = Some(riffle_codec::Origin {
+            id: "enricher/shardId-000000000007".into(),
+            seq: (1_000 + n).to_string(),
+            sub: 0,
+        });
+        codec.encode(&e).unwrap()
+    };
+    let batch = event(
+        &[
+            from_enricher(0, false, W0 + 1_000),
+            from_enricher(1, true, W0 + 2_000),
+            // The validator's clock was behind the event time: that caps it.
+            from_enricher(2, false, W0 + 9_000),
+            from_enricher(3, false, W0 + 4_000),
+        ],
+        10,
+    );
+    let now = W0 + 600_000;
+    let report = env.aggregator().process(&batch, now).await.unwrap();
+    assert_eq!((report.late, report.watermark_writes), (1, 1));
+    // The late event (metric 10) is not in the view.
+    assert_eq!(count_sum(&env, "w").await, (3.0, 1_101.0));
+
+    // Its origin's mark keeps the latest time it covers, in DynamoDB...
+    let stored = env.claims().load("aggregator", shard).await.unwrap();
+    let mark = stored.marks["enricher/shardId-000000000007"];
+    assert_eq!(mark.time, Some(W0 + 8_950));
+    // ... and the view's watermark item says how far this shard has come, with the view's
+    // allowed lateness (the default: the test's registry has no contract).
+    let item = env
+        .dynamo
+        .get_item()
+        .table_name(CLAIMS)
+        .key(
+            "pk",
+            AttributeValue::S(riffle_view::watermark::WATERMARK_KEY.into()),
+        )
+        .consistent_read(true)
+        .send()
+        .await
+        .unwrap();
+    let w = riffle_view::Watermarks::from_item(item.item().unwrap());
+    assert_eq!(w.shards[shard].time, W0 + 8_950);
+    assert_eq!(w.shards[shard].at, now);
+    assert_eq!(w.lateness_of("w"), Some(120_000));
+    assert_eq!(w.watermark(), Some(W0 + 8_950));
+    assert!(!w.is_final("w", W0, 60));
+
+    // Redelivered, the batch is all copies: nothing moves, and nothing is published again.
+    let report = env.aggregator().process(&batch, now + 1).await.unwrap();
+    assert_eq!((report.duplicates, report.watermark_writes), (4, 0));
+    env.emulators.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_traced_record_shows_the_dynamodb_calls_its_batch_made() {
+    let env = Env::start("traced").await;
+    let daemon: std::net::SocketAddr = env
+        .emulators
+        .env()
+        .into_iter()
+        .find(|(k, _)| k == riffle_trace::DAEMON_ADDRESS_ENV)
+        .unwrap()
+        .1
+        .parse()
+        .unwrap();
+    let tracer = riffle_trace::Tracer::to_daemon("riffle-aggregator", daemon, 1.0).unwrap();
+    let aggregator = env.aggregator().with_tracer(tracer.clone());
+    let codec = EnvelopeCodec::new(ENVELOPE_ID).unwrap();
+    let mut traced = order("t", 1.0, W0, 0);
+    // X-Ray takes traces of the last 30 days only: a root of now.
+    let now = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    traced.trace_header = Some(format!(
+        "Root=1-{now:08x}-bd862e3fe1be46a994272793;Parent=53995c3f42cd8ad8;Sampled=1"
+    ));
+    let untraced = order("t", 2.0, W0, 1);
+    let batch = event(
+        &[
+            codec.encode(&traced).unwrap(),
+            codec.encode(&untraced).unwrap(),
+        ],
+        10,
+    );
+    // Through the handler the function runtime calls, which records the batch's calls.
+    let before = riffle_aws::meter::usage();
+    KinesisHandler::handle(&aggregator, batch).await.unwrap();
+    // Recording the calls leaves their metering as it was: the marks and items read, the
+    // item and the marks written.
+    let used = riffle_aws::meter::usage().since(&before);
+    assert_eq!((used.dynamo_reads, used.dynamo_writes), (2, 2));
+    tracer.force_flush();
+
+    let store = env.emulators.trace_store().to_path_buf();
+    let started = std::time::Instant::now();
+    let path = loop {
+        let segments = riffle_trace::store::read(&store).unwrap_or_default();
+        if let Ok(path) = riffle_trace::store::path(&segments, &traced.event_id)
+            && !path.hops.is_empty()
+            && path.hops[0].calls.len() >= 2
+        {
+            break path;
+        }
+        assert!(
+            started.elapsed() < DEADLINE,
+            "no calls traced: {segments:?} in {} (exported {:?})",
+            store.display(),
+            tracer.export_stats().map(|s| (s.exported(), s.dropped()))
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let calls: Vec<String> = path.hops[0]
+        .calls
+        .iter()
+        .map(|c| format!("{} {}", c.service, c.operation))
+        .collect();
+    // The marks read, the items read and the item written, in that order.
+    assert_eq!(
+        calls,
+        [
+            "DynamoDB GetItem",
+            "DynamoDB BatchGetItem",
+            "DynamoDB PutItem"
+        ],
+        "{path:?}"
+    );
+    assert!(path.hops[0].calls.iter().all(|c| !c.failed));
+    // The untraced record has no spans at all.
+    let segments = riffle_trace::store::read(&store).unwrap();
+    assert!(riffle_trace::store::path(&segments, &untraced.event_id).is_err());
     env.emulators.shutdown().await;
 }

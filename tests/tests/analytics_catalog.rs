@@ -125,7 +125,26 @@ fn the_events_view_takes_every_column_and_each_event_once() {
         .and_then(|(_, rest)| rest.split_once(" FROM "))
         .unwrap()
         .0;
-    let selected: Vec<&str> = select.split(", ").collect();
+    // Columns by name: an expression's alias (`coalesce(late, false) AS late` reads the
+    // files written before the column existed as not late).
+    let mut selected: Vec<&str> = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in select.char_indices() {
+        match c {
+            '(' => depth += 1,
+            ')' => depth -= 1,
+            ',' if depth == 0 => {
+                selected.push(select[start..i].trim());
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    selected.push(select[start..].trim());
+    let selected: Vec<&str> = selected
+        .into_iter()
+        .map(|c| c.rsplit_once(" AS ").map_or(c, |(_, alias)| alias))
+        .collect();
     let mut expected: Vec<String> = parquet_columns()
         .into_iter()
         .map(|(n, _)| n)

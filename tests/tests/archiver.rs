@@ -87,6 +87,7 @@ fn order(event_time: i64, quantity: i32) -> Envelope {
             window_start: event_time - event_time.rem_euclid(60_000),
             reference_found: false,
             attributes: HashMap::from([("category".to_owned(), "books".to_owned())]),
+            late: false,
         }),
     }
 }

@@ -14,7 +14,7 @@ use std::io::Write;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use riffle_tests::test_support::{
-    archived_totals, dynamodb, sdk_from, sqs, start_up, stop_up, wait_for_view,
+    archived_totals, dynamodb, sdk_from, sqs, start_up, stop_up, team_subject, wait_for_view,
 };
 
 const SUBJECT: &str = "com.riffle.logistics.ParcelScanned";
@@ -102,12 +102,7 @@ async fn a_subject_registered_into_a_running_twin_reaches_view_and_archive() {
     assert!(!refused.status.success());
 
     // The team's own folder: schemas/events/<name>.avsc and schemas/rules/<subject>.json.
-    let team = state.with_extension("team");
-    std::fs::create_dir_all(team.join("schemas/events")).unwrap();
-    std::fs::create_dir_all(team.join("schemas/rules")).unwrap();
-    let schema_file = team.join("schemas/events/parcel_scanned.avsc");
-    std::fs::write(&schema_file, SCHEMA).unwrap();
-    std::fs::write(team.join(format!("schemas/rules/{SUBJECT}.json")), CONTRACT).unwrap();
+    let (team, schema_file) = team_subject(&state, "parcel_scanned", SCHEMA, SUBJECT, CONTRACT);
     let registered = tokio::process::Command::new(&riffle)
         .args(["schema", "register"])
         .arg(&schema_file)

@@ -62,6 +62,7 @@ fn row(id: &str, event_time: i64, shard: &str, seq: &str, metric: f64) -> Archiv
         kinesis_partition_key: format!("pk-{id}"),
         kinesis_sequence_number: seq.into(),
         kinesis_shard_id: shard.into(),
+        late: false,
     }
 }
 

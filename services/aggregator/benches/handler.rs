@@ -65,6 +65,16 @@ impl ViewStore for MemoryView {
         items.insert(row.key.clone(), row.clone());
         Ok(Saved::Written)
     }
+
+    async fn publish_watermark(
+        &self,
+        _shard: &str,
+        _time: i64,
+        _lateness: &std::collections::BTreeMap<String, i64>,
+        _now_ms: i64,
+    ) -> Result<(), AggregatorError> {
+        Ok(())
+    }
 }
 
 fn main() {

@@ -2,15 +2,17 @@
 //! is parked), less the copies of events already applied, which the origin marks know
 //! (`riffle_stage::marks`); what is left becomes the points pre-aggregation folds.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use riffle_codec::EnvelopeHead;
+use riffle_codec::rules::DEFAULT_ALLOWED_LATENESS_SECS;
 use riffle_runtime::{KinesisEvent, KinesisEventRecord};
 use riffle_stage::RejectMessage;
 use riffle_stage::dead_letter::park_message;
 use riffle_stage::decode::Decoded;
 use riffle_stage::dedup::{Position, origin_of, record_positions, redriven_elsewhere};
 use riffle_stage::marks::{Gate, Ticket};
+use riffle_stage::stages::ENRICHER;
 
 use crate::aggregate::Point;
 use crate::handler::{BatchReport, DEFAULT_WINDOW_SECS, SERVICE};
@@ -21,6 +23,13 @@ pub(crate) struct Candidate<'a> {
     window_start: i64,
     metric: f64,
     window_secs: u32,
+    /// The subject's allowed lateness, millis.
+    lateness_ms: i64,
+    /// The enricher flagged it late: its window was final (ADR 0021).
+    late: bool,
+    /// Its event time capped by the validator's clock, when the enricher re-published it: how
+    /// far that enricher shard had come (the enricher's watermark counts it the same way).
+    time: Option<i64>,
     /// Index of the record's shard in [`Usable::shards`].
     shard: u32,
     position: Position,
@@ -79,11 +88,30 @@ pub(crate) fn usable<'a>(
                 continue;
             }
         };
+        let (window_secs, lateness_ms) = windows.of(&decoded.envelope);
+        let envelope = &decoded.envelope;
+        let from_enricher = envelope
+            .origin
+            .as_ref()
+            .and_then(|o| o.id.strip_prefix(ENRICHER))
+            .is_some_and(|rest| rest.starts_with('/'));
+        // The validator stamped when it published, before the enricher read it: at or
+        // before the stream's clock the enricher caps by, so this time never runs ahead of
+        // what the enricher's watermark counted.
+        let time = from_enricher.then(|| {
+            let clock = envelope
+                .stage_time(riffle_stage::stages::VALIDATOR)
+                .unwrap_or(envelope.ingest_time);
+            envelope.event_time.min(clock)
+        });
         candidates.push(Candidate {
             agg_key: &enrichment.agg_key,
             window_start: enrichment.window_start,
             metric: enrichment.metric,
-            window_secs: windows.of(&decoded.envelope),
+            window_secs,
+            lateness_ms,
+            late: enrichment.late,
+            time,
             shard: shard_index(&mut shards, shard),
             position,
             ingest_time: decoded.envelope.ingest_time,
@@ -139,27 +167,29 @@ fn shard_index(shards: &mut Vec<String>, shard: &str) -> u32 {
     u32::try_from(index).unwrap_or(u32::MAX)
 }
 
-/// The window lengths of a batch's records: by payload schema id, from the contract
-/// registered with the schema (ADR 0020; versions of one subject may differ), else the
-/// configured length of the subject, else the default, so a subject without one still
-/// counts.
+/// The window lengths and allowed lateness of a batch's records: by payload schema id, from
+/// the contract registered with the schema (ADR 0020; versions of one subject may differ),
+/// else the configured length of the subject, else the default, so a subject without one
+/// still counts; the default lateness where no contract names one.
 pub(crate) struct Windows<'a> {
     /// Configured lengths by subject.
     pub(crate) configured: &'a HashMap<String, u32>,
-    /// Lengths by payload schema id, from the registered contracts.
-    pub(crate) by_schema: HashMap<i32, u32>,
+    /// Length and allowed lateness (millis) by payload schema id, from the registered
+    /// contracts.
+    pub(crate) by_schema: HashMap<i32, (u32, i64)>,
 }
 
 impl Windows<'_> {
-    fn of(&self, envelope: &riffle_codec::EnvelopeRef<'_>) -> u32 {
-        if let Some(secs) = self.by_schema.get(&envelope.schema_id) {
-            return *secs;
+    fn of(&self, envelope: &riffle_codec::EnvelopeRef<'_>) -> (u32, i64) {
+        if let Some(found) = self.by_schema.get(&envelope.schema_id) {
+            return *found;
         }
         let subject: &str = &envelope.subject;
-        self.configured.get(subject).copied().unwrap_or_else(|| {
+        let secs = self.configured.get(subject).copied().unwrap_or_else(|| {
             tracing::warn!(subject, "no contract for subject, using the default window");
             DEFAULT_WINDOW_SECS
-        })
+        });
+        (secs, i64::from(DEFAULT_ALLOWED_LATENESS_SECS) * 1000)
     }
 }
 
@@ -173,6 +203,9 @@ pub(crate) struct Admitted<'a> {
     pub(crate) ingested: Vec<i64>,
     /// Index in the decoded batch of each admitted record, for its trace span.
     pub(crate) decoded: Vec<usize>,
+    /// The allowed lateness of each view the batch's records belong to, millis by view name,
+    /// for the view's watermark item.
+    pub(crate) lateness: BTreeMap<String, i64>,
 }
 
 /// Lets through `candidates` above their origin's mark in `gate` (of the batch's `shards`);
@@ -189,6 +222,7 @@ pub(crate) fn admit<'a>(
         tickets: Vec::with_capacity(candidates.len()),
         ingested: Vec::with_capacity(candidates.len()),
         decoded: Vec::with_capacity(candidates.len()),
+        lateness: BTreeMap::new(),
     };
     for c in candidates {
         let shard = shards.get(c.shard as usize).map_or("", String::as_str);
@@ -197,6 +231,20 @@ pub(crate) fn admit<'a>(
             report.duplicates += 1;
             continue;
         };
+        if let Some(time) = c.time {
+            gate.observe(ticket, time);
+        }
+        let view = riffle_view::view_name(c.agg_key);
+        if !admitted.lateness.contains_key(view) {
+            admitted.lateness.insert(view.to_owned(), c.lateness_ms);
+        }
+        if c.late {
+            // Its window is final: the view does not change, the event is counted as late
+            // (and archived with the flag). Nothing more is to land, so its mark may move.
+            report.late += 1;
+            gate.done(ticket);
+            continue;
+        }
         admitted.points.push(Point {
             agg_key: c.agg_key,
             window_start: c.window_start,

@@ -5,7 +5,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Mutex;
 
 use riffle_aws::AwsError;
@@ -29,6 +29,8 @@ pub(crate) struct MemoryStore {
     pub(crate) rival_bumps: Mutex<u32>,
     /// Every save fails as throttled (retryable).
     pub(crate) fail_saves: bool,
+    /// The watermark item: per input shard the published time, and lateness per view.
+    pub(crate) watermarks: Mutex<(HashMap<String, i64>, BTreeMap<String, i64>)>,
 }
 
 impl ViewStore for MemoryStore {
@@ -80,6 +82,19 @@ impl ViewStore for MemoryStore {
         }
         items.insert(row.key.clone(), row.clone());
         Ok(Saved::Written)
+    }
+
+    async fn publish_watermark(
+        &self,
+        shard: &str,
+        time: i64,
+        lateness: &BTreeMap<String, i64>,
+        _now_ms: i64,
+    ) -> Result<(), AggregatorError> {
+        let mut w = self.watermarks.lock().unwrap();
+        w.0.insert(shard.to_owned(), time);
+        w.1.extend(lateness.iter().map(|(k, v)| (k.clone(), *v)));
+        Ok(())
     }
 }
 

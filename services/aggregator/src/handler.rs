@@ -8,7 +8,7 @@
 //! their retries are `write.rs`.
 
 use riffle_telemetry::names;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -18,6 +18,7 @@ use riffle_codec::{EnvelopeCodec, SchemaCache};
 use riffle_runtime::KinesisEvent;
 use riffle_runtime::{HandlerError, KinesisHandler};
 use riffle_telemetry::Metrics;
+use riffle_view::watermark;
 
 use riffle_stage::dead_letter::park;
 use riffle_stage::decode::{Decoded, DecodedBatch, decode_batch};
@@ -57,6 +58,10 @@ pub struct BatchReport {
     pub conflicts: u32,
     /// Marks items written (one per input shard whose marks moved).
     pub mark_writes: usize,
+    /// Events the enricher flagged late: left out of the view, whose window was final.
+    pub late: usize,
+    /// Watermark entries published (one per input shard whose marks moved).
+    pub watermark_writes: usize,
     /// Time from ingest to the view for the events this batch applied, at the 5th, 10th,
     /// ..., 100th percentile (empty when it applied none): a fixed number of samples per
     /// batch, so the metric costs the same whatever the batch size.
@@ -135,7 +140,7 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
             match self.schemas.get(registry_id).await {
                 Ok(schema) => {
                     if let Some(spec) = schema.contract().and_then(|c| c.enrich.as_ref()) {
-                        by_schema.insert(id, spec.window_secs);
+                        by_schema.insert(id, (spec.window_secs, spec.allowed_lateness_ms()));
                     }
                 }
                 Err(e) if e.retryable() => return Err(AggregatorError::Registry(e)),
@@ -181,6 +186,7 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
                 metrics.count(names::VIEW_ITEMS_WRITTEN, report.items_written as u64);
                 metrics.count(names::VIEW_WRITE_CONFLICTS, u64::from(report.conflicts));
                 metrics.count(names::MARK_WRITES, report.mark_writes as u64);
+                metrics.count(names::LATE_EVENTS, report.late as u64);
                 for ms in &report.ingest_to_view_ms {
                     metrics.millis(names::INGEST_TO_VIEW_MS, *ms as f64);
                 }
@@ -234,7 +240,14 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
             tickets,
             mut ingested,
             decoded,
+            lateness,
         } = admit(&mut gate, &shards, candidates, &mut report);
+        if report.late > 0 {
+            tracing::info!(
+                late = report.late,
+                "events later than their window's allowed lateness left out of the view"
+            );
+        }
         if report.duplicates > 0 {
             tracing::info!(
                 duplicates = report.duplicates,
@@ -243,10 +256,11 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
         }
 
         let contributions = pre_aggregate(points);
+        let batch_shards: Arc<[String]> = shards.into();
         let done = write_view(
             &self.store,
             contributions,
-            shards.into(),
+            Arc::clone(&batch_shards),
             now_ms,
             self.ttl_days,
             &mut report,
@@ -255,8 +269,19 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
         if self.tracer.is_on() {
             self.trace_records(&mut spans, &records, &decoded, &done);
         }
-        let committed = self.move_marks(gate, &tickets, done, now_ms).await?;
+        let committed = self.move_marks(&mut gate, &tickets, done, now_ms).await?;
         report.mark_writes = committed.writes;
+        if committed.writes > 0 {
+            // The batch's effects and marks are durable: a failed publish only leaves the
+            // view's watermark behind until the next batch, which is no reason to redo this one.
+            match self
+                .publish_watermarks(&gate, &batch_shards, &lateness, now_ms)
+                .await
+            {
+                Ok(writes) => report.watermark_writes = writes,
+                Err(e) => tracing::warn!(error = %e, "view watermark not published"),
+            }
+        }
         report.ingest_to_view_ms = quantiles(
             chrono::Utc::now().timestamp_millis(),
             &mut ingested,
@@ -321,7 +346,7 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
     /// leaves the records to the items' position guards.
     async fn move_marks(
         &self,
-        mut gate: Gate,
+        gate: &mut Gate,
         tickets: &[Ticket],
         done: Vec<u32>,
         now_ms: i64,
@@ -332,9 +357,41 @@ impl<S: SchemaSource, V: ViewStore, M: MarkStore, D: Rejects> Aggregator<S, V, M
             }
         }
         self.marks
-            .commit(SERVICE, &mut gate, now_ms.div_euclid(1000))
+            .commit(SERVICE, gate, now_ms.div_euclid(1000))
             .await
             .map_err(AggregatorError::Marks)
+    }
+
+    /// Publishes, per input shard, how far the enricher shards feeding it have come: the
+    /// earliest of their latest event times, kept with their origins' marks (ADR 0021).
+    /// Enricher shards silent here for [`watermark::IDLE_MS`] are left out, so one that a
+    /// reshard closed stops holding the view's watermark back. After the marks: a time
+    /// published covers only records whose effects landed.
+    async fn publish_watermarks(
+        &self,
+        gate: &Gate,
+        shards: &[String],
+        lateness: &BTreeMap<String, i64>,
+        now_ms: i64,
+    ) -> Result<usize, AggregatorError> {
+        let fresh_from = now_ms.saturating_sub(watermark::IDLE_MS).div_euclid(1000);
+        let mut writes = 0;
+        for shard in shards {
+            let slowest = gate.stored(shard).and_then(|m| {
+                m.marks
+                    .values()
+                    .filter(|mark| mark.at >= fresh_from)
+                    .filter_map(|mark| mark.time)
+                    .min()
+            });
+            if let Some(time) = slowest {
+                self.store
+                    .publish_watermark(shard, time, lateness, now_ms)
+                    .await?;
+                writes += 1;
+            }
+        }
+        Ok(writes)
     }
 }
 
@@ -346,7 +403,9 @@ where
     D: Rejects + 'static,
 {
     async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, HandlerError> {
-        self.handle_batch(event).await.map_err(Into::into)
+        BatchSpans::scope(&self.tracer, self.handle_batch(event))
+            .await
+            .map_err(Into::into)
     }
 }
 

@@ -34,7 +34,7 @@ async fn run() -> Result<(), BoxError> {
     let envelope_id = codec.id();
 
     let dynamo = riffle_aws::dynamodb_client(&sdk);
-    let store = DynamoViewStore::new(dynamo.clone(), &config.view_table);
+    let store = DynamoViewStore::new(dynamo.clone(), &config.view_table, &config.claims_table);
     let marks = Marks::new(
         DynamoMarks::new(dynamo, &config.claims_table),
         config.dedup_window(),

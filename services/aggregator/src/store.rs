@@ -7,8 +7,11 @@
 //! not existing yet). A writer that lost the race reads that one item again (strongly
 //! consistent) and merges again; see `write.rs`.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use riffle_view::watermark;
 
 use riffle_aws::AwsError;
 use riffle_aws::dynamo_batch::{self, Read};
@@ -37,21 +40,39 @@ pub trait ViewStore: Send + Sync + 'static {
     /// Writes `row` if the stored item is still at `row.version - 1` (version 1: if there is
     /// no item yet).
     fn save(&self, row: &ViewRow) -> impl Future<Output = Result<Saved, AggregatorError>> + Send;
+
+    /// Publishes how far the enricher shards feeding input `shard` have come (`time`, event
+    /// time) and the allowed lateness of the views the batch wrote (`lateness`, millis by
+    /// view name) into the view's watermark item ([`riffle_view::watermark`]), at `now_ms`.
+    fn publish_watermark(
+        &self,
+        shard: &str,
+        time: i64,
+        lateness: &BTreeMap<String, i64>,
+        now_ms: i64,
+    ) -> impl Future<Output = Result<(), AggregatorError>> + Send;
 }
 
-/// The view in DynamoDB: hash `agg_key` (S), range `window_start` (N).
+/// The view in DynamoDB: hash `agg_key` (S), range `window_start` (N); its watermark item
+/// in the claims table (hash `pk`).
 #[derive(Debug, Clone)]
 pub struct DynamoViewStore {
     client: aws_sdk_dynamodb::Client,
     table: String,
+    claims_table: String,
 }
 
 impl DynamoViewStore {
-    /// The view in `table`.
-    pub fn new(client: aws_sdk_dynamodb::Client, table: impl Into<String>) -> Self {
+    /// The view in `table`, its watermark in `claims_table`.
+    pub fn new(
+        client: aws_sdk_dynamodb::Client,
+        table: impl Into<String>,
+        claims_table: impl Into<String>,
+    ) -> Self {
         Self {
             client,
             table: table.into(),
+            claims_table: claims_table.into(),
         }
     }
 }
@@ -93,5 +114,42 @@ impl ViewStore for DynamoViewStore {
             }
             Err(e) => Err(AggregatorError::View(AwsError::from_sdk("PutItem", e))),
         }
+    }
+
+    async fn publish_watermark(
+        &self,
+        shard: &str,
+        time: i64,
+        lateness: &BTreeMap<String, i64>,
+        now_ms: i64,
+    ) -> Result<(), AggregatorError> {
+        // One UpdateItem setting this shard's entry and the views' lateness: other shards set
+        // other attributes of the same item, and DynamoDB applies each update whole.
+        let mut update = self
+            .client
+            .update_item()
+            .table_name(&self.claims_table)
+            .key(
+                watermark::CLAIMS_KEY_ATTRIBUTE,
+                AttributeValue::S(watermark::WATERMARK_KEY.into()),
+            )
+            .expression_attribute_names("#s", format!("{}{shard}", watermark::SHARD_PREFIX))
+            .expression_attribute_values(":s", watermark::shard_value(time, now_ms));
+        let mut sets = vec!["#s = :s".to_owned()];
+        for (i, (view, ms)) in lateness.iter().enumerate() {
+            sets.push(format!("#l{i} = :l{i}"));
+            update = update
+                .expression_attribute_names(
+                    format!("#l{i}"),
+                    format!("{}{view}", watermark::LATENESS_PREFIX),
+                )
+                .expression_attribute_values(format!(":l{i}"), number(ms));
+        }
+        update
+            .update_expression(format!("SET {}", sets.join(", ")))
+            .send()
+            .await
+            .map(|_| ())
+            .map_err(|e| AggregatorError::View(AwsError::from_sdk("UpdateItem", e)))
     }
 }

@@ -58,7 +58,8 @@ pub(crate) async fn write_view<V: ViewStore>(
         let stored = current.remove(&key);
         let store = Arc::clone(store);
         let shards = Arc::clone(&shards);
-        tasks.spawn(async move {
+        // The calls go into the batch's log, for its records' trace spans.
+        tasks.spawn(riffle_aws::calls::carried(async move {
             write_item(
                 &*store,
                 key,
@@ -69,7 +70,7 @@ pub(crate) async fn write_view<V: ViewStore>(
                 ttl_days,
             )
             .await
-        });
+        }));
     }
     // On a failure the writes in flight still finish; the marks are not written, so the
     // retry admits the batch again and the items' position guards skip what landed.

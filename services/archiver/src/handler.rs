@@ -322,7 +322,9 @@ where
     D: Rejects + 'static,
 {
     async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, HandlerError> {
-        self.handle_batch(event).await.map_err(Into::into)
+        riffle_stage::trace::BatchSpans::scope(&self.tracer, self.handle_batch(event))
+            .await
+            .map_err(Into::into)
     }
 }
 

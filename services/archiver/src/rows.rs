@@ -210,6 +210,7 @@ fn archived_row(
         kinesis_partition_key: record.kinesis.partition_key.clone(),
         kinesis_sequence_number: record.kinesis.sequence_number.clone(),
         kinesis_shard_id: shard_id(record).to_owned(),
+        late: enrichment.late,
     };
     Ok((partition, row))
 }

@@ -95,7 +95,10 @@ async fn put_objects<O: ArchiveBucket>(
             break;
         }
         let store = Arc::clone(store);
-        tasks.spawn(async move { write_group(&*store, group).await });
+        // The calls go into the batch's log, for its records' trace spans.
+        tasks.spawn(riffle_aws::calls::carried(async move {
+            write_group(&*store, group).await
+        }));
     }
     while let Some(joined) = tasks.join_next().await {
         settle(Some(joined), &mut done, &mut failed);

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use riffle_codec::datum::read_record;
-use riffle_codec::rules::EnrichSpec;
+use riffle_codec::rules::{DEFAULT_ALLOWED_LATENESS_SECS, EnrichSpec, closes_at};
 use riffle_codec::source::SchemaSource;
 use riffle_codec::{CodecError, CompiledSchema, Enrichment, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_stage::marks::{MarkStore, Marks, Republish};
@@ -103,6 +103,8 @@ struct Sorted<'r> {
     /// closed once the queue took it (or refused it).
     dead_spans: Vec<(usize, usize, String)>,
     missing_reference: u64,
+    /// Enriched records flagged late (ADR 0021).
+    late: u64,
 }
 
 /// What one record becomes before the batch's reference data is known.
@@ -201,12 +203,14 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
         let found = self.reference.get_many(&keys).await?;
 
         let now = riffle_codec_now_ms();
-        let sorted = self.sort(records, plans, &batch, &found, now, &mut spans);
+        let mut batch = batch;
+        let sorted = self.sort(records, plans, &mut batch, &found, now, &mut spans);
 
         let mut metrics = Metrics::new(STAGE);
         metrics.count(names::RECORDS_IN, records.len() as u64);
         metrics.count(names::RECORDS_OUT, sorted.out.len() as u64);
         metrics.count(names::REFERENCE_MISSING, sorted.missing_reference);
+        metrics.count(names::LATE_EVENTS, sorted.late);
         metrics.count(names::DEAD_LETTERED, sorted.dead.len() as u64);
         metrics.count(names::DUPLICATES_DROPPED, batch.copies() as u64);
 
@@ -232,7 +236,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
         &self,
         records: &'r [KinesisEventRecord],
         plans: Vec<Plan>,
-        batch: &Republish,
+        batch: &mut Republish,
         found: &HashMap<String, Option<Attributes>>,
         now: i64,
         spans: &mut BatchSpans,
@@ -243,6 +247,7 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
             dead: Vec::new(),
             dead_spans: Vec::new(),
             missing_reference: 0,
+            late: 0,
         };
         for (i, (record, plan)) in records.iter().zip(plans).enumerate() {
             if batch.is_copy(i) {
@@ -275,7 +280,18 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
                 .as_ref()
                 .and_then(|k| found.get(k))
                 .and_then(Option::as_deref);
-            Self::enrich(&mut envelope, derived, lookup.is_some(), attributes);
+            let closes_at = Self::enrich(&mut envelope, derived, lookup.is_some(), attributes);
+            // The stream's clock caps the event time, so a producer whose clock runs ahead
+            // cannot push the watermark past the present and make everyone else late.
+            let arrival = record
+                .kinesis
+                .approximate_arrival_timestamp
+                .timestamp_millis();
+            let late = batch.judge(i, closes_at, envelope.event_time.min(arrival));
+            if let Some(e) = envelope.enrichment.as_mut() {
+                e.late = late;
+            }
+            sorted.late += u64::from(late);
             if envelope
                 .enrichment
                 .as_ref()
@@ -383,16 +399,29 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
         }
     }
 
-    /// Completes the enrichment of one envelope once its reference data is known.
+    /// Completes the enrichment of one envelope once its reference data is known; returns
+    /// the event-time watermark at which the event's window is final.
     fn enrich(
         envelope: &mut Envelope,
         derived: Derived,
         joins: bool,
         reference: Option<&HashMap<String, String>>,
-    ) {
+    ) -> i64 {
         let spec = match &derived {
             Derived::Spec { schema, .. } => enrich_spec(schema),
             Derived::Default => None,
+        };
+        let window_start = match spec {
+            Some(spec) => spec.window_start(envelope.event_time),
+            None => window_start(envelope.event_time, DEFAULT_WINDOW_SECS),
+        };
+        let closes_at = match spec {
+            Some(spec) => spec.closes_at(window_start),
+            None => closes_at(
+                window_start,
+                DEFAULT_WINDOW_SECS,
+                i64::from(DEFAULT_ALLOWED_LATENESS_SECS) * 1000,
+            ),
         };
         let enrichment = match (spec, &derived) {
             (
@@ -408,20 +437,23 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
                 Enrichment {
                     agg_key: spec.agg_key_from(agg_key_fields, attributes),
                     metric: *metric,
-                    window_start: spec.window_start(envelope.event_time),
+                    window_start,
                     reference_found: !joins || reference.is_some(),
                     attributes: attributes.clone(),
+                    late: false,
                 }
             }
             _ => Enrichment {
                 agg_key: envelope.subject.clone(),
                 metric: 1.0,
-                window_start: window_start(envelope.event_time, DEFAULT_WINDOW_SECS),
+                window_start,
                 reference_found: true,
                 attributes: HashMap::new(),
+                late: false,
             },
         };
         envelope.enrichment = Some(enrichment);
+        closes_at
     }
 }
 
@@ -461,6 +493,8 @@ where
         &self,
         event: KinesisEvent,
     ) -> Result<KinesisEventResponse, riffle_runtime::HandlerError> {
-        Enricher::handle(self, event).await.map_err(Into::into)
+        riffle_stage::trace::BatchSpans::scope(&self.tracer, Enricher::handle(self, event))
+            .await
+            .map_err(Into::into)
     }
 }

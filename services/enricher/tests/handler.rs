@@ -284,3 +284,54 @@ async fn an_empty_batch_asks_nobody() {
     assert!(response.batch_item_failures.is_empty());
     assert_eq!(catalogue.asked(), (0, 0));
 }
+
+#[tokio::test]
+async fn events_after_their_window_is_final_are_flagged_late() {
+    let codec = EnvelopeCodec::new(IDS.envelope).unwrap();
+    // Page views join nothing: every one is published.
+    let views = || {
+        generate(31, 400, 0.0).into_iter().filter(
+            |e| matches!(&e.expected, Expected::Valid { subject, .. } if subject == "com.riffle.web.PageView"),
+        )
+    };
+    let t = now_ms() - now_ms().rem_euclid(60_000);
+    // 60 s windows and 120 s of allowed lateness: the window from t is final once the
+    // shard has seen an event at t + 180 s.
+    let at = |e: GeneratedEvent, time: i64| {
+        let mut e = e;
+        let mut envelope = codec.decode(&e.record).unwrap();
+        envelope.event_time = time;
+        e.record = codec.encode(&envelope).unwrap();
+        // Arrival (ingest + 20 ms) after every event time: the stream's clock caps nothing.
+        e.ingest_time = t + 600_000;
+        e
+    };
+    let times = [t + 1_000, t + 200_000, t + 2_000, t + 130_000, t + 59_999];
+    let events: Vec<GeneratedEvent> = views().zip(times).map(|(e, time)| at(e, time)).collect();
+    let output = Sink::new();
+    let enricher = enricher(registered(), Catalogue::new(), output.clone(), Sink::new());
+    let response = enricher.handle(kinesis_event(&events)).await.unwrap();
+    assert!(response.batch_item_failures.is_empty());
+    let late = |out: Vec<riffle_stage::OutRecord>| -> Vec<bool> {
+        out.iter()
+            .map(|r| codec.decode(&r.data).unwrap().enrichment.unwrap().late)
+            .collect()
+    };
+    // The first sees no watermark; the third's window closed at t + 180 s, which the second
+    // passed; the fourth's window [t + 120 s, t + 180 s) closes at t + 300 s; the fifth
+    // falls in the first window too, at its last millisecond.
+    assert_eq!(late(output.take()), vec![false, false, true, false, true]);
+
+    // The watermark is kept with the marks: the shard's next batch starts from it, while
+    // another shard has its own.
+    let next: Vec<GeneratedEvent> = views().skip(5).take(1).map(|e| at(e, t + 3_000)).collect();
+    let mut batch = kinesis_event(&next);
+    batch.records[0].kinesis.sequence_number = sequence_number(100);
+    enricher.handle(batch).await.unwrap();
+    assert_eq!(late(output.take()), vec![true]);
+    enricher
+        .handle(kinesis_event_on(&next, "shardId-000000000009"))
+        .await
+        .unwrap();
+    assert_eq!(late(output.take()), vec![false]);
+}

@@ -285,6 +285,8 @@ where
         &self,
         event: KinesisEvent,
     ) -> Result<KinesisEventResponse, riffle_runtime::HandlerError> {
-        Validator::handle(self, event).await.map_err(Into::into)
+        riffle_stage::trace::BatchSpans::scope(&self.tracer, Validator::handle(self, event))
+            .await
+            .map_err(Into::into)
     }
 }

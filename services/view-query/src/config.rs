@@ -10,6 +10,9 @@ use crate::error::Error;
 pub struct Config {
     /// The view table (`RIFFLE_VIEW_TABLE`).
     pub table: String,
+    /// The table holding the view's watermark item (`RIFFLE_CLAIMS_TABLE`, ADR 0021); unset,
+    /// no window is reported final.
+    pub claims_table: Option<String>,
     /// Where and how it is served (`RIFFLE_QUERY_ADDR` locally).
     pub serving: Serving,
     /// Who may call (`RIFFLE_QUERY_AUTH`, `RIFFLE_QUERY_TOKENS`, see [`crate::auth`]).
@@ -44,6 +47,7 @@ impl Config {
         }
         Ok(Config {
             table,
+            claims_table: var("RIFFLE_CLAIMS_TABLE").filter(|t| !t.is_empty()),
             serving,
             auth,
         })

@@ -11,7 +11,10 @@ async fn main() -> Result<(), BoxError> {
     riffle_telemetry::init(riffle_view_query::SERVICE);
     let config = Config::from_env()?;
     let sdk = aws_config::load_from_env().await;
-    let reader = ViewReader::new(aws_sdk_dynamodb::Client::new(&sdk), config.table.clone());
+    let mut reader = ViewReader::new(aws_sdk_dynamodb::Client::new(&sdk), config.table.clone());
+    if let Some(claims) = &config.claims_table {
+        reader = reader.with_watermark(claims.clone());
+    }
     let app = router(reader, config.auth);
     config.serving.run(app).await
 }

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::params::{Cursor, MAX_TOP_KEYS, RankBy, SeriesQuery, TopQuery, WindowsQuery};
+use riffle_view::watermark::{self, Watermarks};
 use riffle_view::{BY_VIEW_INDEX, VIEW_NAME_ATTRIBUTE};
 
 /// The most index items one series page reads before it answers with what it has.
@@ -41,6 +42,10 @@ pub struct Window {
     pub mean: f64,
     /// The aggregator's last write to it, RFC 3339.
     pub updated_at: String,
+    /// The view's watermark passed the window's end plus its allowed lateness: every event
+    /// of the window still to come is late, and the numbers will not change (ADR 0021).
+    #[serde(rename = "final")]
+    pub is_final: bool,
 }
 
 impl Window {
@@ -55,11 +60,34 @@ impl Window {
     }
 }
 
+/// The view's event-time watermark as a page reports it: windows whose end plus allowed
+/// lateness it passed are final.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct WatermarkInfo {
+    /// RFC 3339; none before the aggregator published one.
+    pub watermark: Option<String>,
+    /// Epoch ms.
+    pub watermark_ms: Option<i64>,
+}
+
+impl WatermarkInfo {
+    fn of(w: &Watermarks) -> Self {
+        let ms = w.watermark();
+        WatermarkInfo {
+            watermark: ms.map(rfc3339),
+            watermark_ms: ms,
+        }
+    }
+}
+
 /// `GET /v1/windows`.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct WindowsPage {
     /// The key asked for.
     pub key: String,
+    /// The view's watermark.
+    #[serde(flatten)]
+    pub watermark: WatermarkInfo,
     /// Its windows, oldest first.
     pub windows: Vec<Window>,
     /// Pass as `cursor` for the next page; none: this was the last.
@@ -81,6 +109,9 @@ pub struct Ranked {
 pub struct TopPage {
     /// The view asked for.
     pub view: String,
+    /// The view's watermark.
+    #[serde(flatten)]
+    pub watermark: WatermarkInfo,
     /// What the keys are ranked by.
     pub by: &'static str,
     /// The window's start, RFC 3339; none when the view has no data at all.
@@ -124,6 +155,9 @@ pub struct Point {
     /// False when the window had more keys than a page reads ([`MAX_SERIES_ITEMS`]) and the
     /// point folds only the first of them.
     pub complete: bool,
+    /// Every key folded into the point is final in this window.
+    #[serde(rename = "final")]
+    pub is_final: bool,
 }
 
 impl Point {
@@ -139,11 +173,13 @@ impl Point {
             max: window.max,
             mean: window.mean,
             complete: true,
+            is_final: window.is_final,
         }
     }
 
     fn fold(&mut self, window: &Window) {
         self.keys += 1;
+        self.is_final &= window.is_final;
         self.count += window.count;
         self.sum += window.sum;
         self.min = self.min.min(window.min);
@@ -161,6 +197,9 @@ impl Point {
 pub struct SeriesPage {
     /// The view asked for.
     pub view: String,
+    /// The view's watermark.
+    #[serde(flatten)]
+    pub watermark: WatermarkInfo,
     /// The key asked for, if one.
     pub key: Option<String>,
     /// Oldest first.
@@ -200,6 +239,8 @@ pub fn window_of(item: &Item) -> Result<Window, Error> {
         max: num(item, "max").ok_or_else(|| corrupt("max"))?,
         mean: if count == 0 { 0.0 } else { sum / count as f64 },
         updated_at: rfc3339(num(item, "updated_at").ok_or_else(|| corrupt("updated_at"))?),
+        // Set from the view's watermark once the page is read (`ViewReader::finalize`).
+        is_final: false,
         key,
     })
 }
@@ -229,15 +270,43 @@ where
 pub struct ViewReader {
     dynamo: Client,
     table: String,
+    claims_table: Option<String>,
 }
 
 impl ViewReader {
-    /// Reads `table` through `dynamo`.
+    /// Reads `table` through `dynamo`; no window is final until
+    /// [`ViewReader::with_watermark`] says where the watermark is.
     pub fn new(dynamo: Client, table: impl Into<String>) -> Self {
         ViewReader {
             dynamo,
             table: table.into(),
+            claims_table: None,
         }
+    }
+
+    /// Reads the view's watermark item from `claims_table` ([`riffle_view::watermark`]).
+    #[must_use]
+    pub fn with_watermark(mut self, claims_table: impl Into<String>) -> Self {
+        self.claims_table = Some(claims_table.into());
+        self
+    }
+
+    /// The view's watermark item (empty without a claims table or before the aggregator
+    /// published one): one GetItem per request, so every window of a page is judged by one
+    /// watermark.
+    async fn watermarks(&self) -> Result<Watermarks, Error> {
+        let Some(table) = &self.claims_table else {
+            return Ok(Watermarks::default());
+        };
+        let out = self
+            .dynamo
+            .get_item()
+            .table_name(table)
+            .key(watermark::CLAIMS_KEY_ATTRIBUTE, s(watermark::WATERMARK_KEY))
+            .send()
+            .await
+            .map_err(unavailable("GetItem watermark"))?;
+        Ok(out.item().map(Watermarks::from_item).unwrap_or_default())
     }
 
     /// One key's windows starting in `[lo, hi]`, oldest first, at most `want`.
@@ -277,8 +346,10 @@ impl ViewReader {
     /// `GET /v1/windows`.
     pub async fn windows(&self, q: &WindowsQuery) -> Result<WindowsPage, Error> {
         let lo = q.after.map_or(q.from, |after| after.saturating_add(1));
+        let marks = self.watermarks().await?;
         // One more than a page: whether there is a next page is known without asking again.
         let mut windows = self.key_windows(&q.key, lo, q.to - 1, q.limit + 1).await?;
+        finalize(&mut windows, &marks);
         let next_cursor = if windows.len() > q.limit {
             windows.truncate(q.limit);
             windows
@@ -289,6 +360,7 @@ impl ViewReader {
         };
         Ok(WindowsPage {
             key: q.key.clone(),
+            watermark: WatermarkInfo::of(&marks),
             windows,
             next_cursor,
         })
@@ -370,6 +442,7 @@ impl ViewReader {
 
     /// `GET /v1/top`.
     pub async fn top(&self, q: &TopQuery) -> Result<TopPage, Error> {
+        let marks = self.watermarks().await?;
         let resolved = match q.after {
             // The cursor's window, whatever is latest now: a page follows its first.
             Some((window, _)) => self
@@ -384,6 +457,7 @@ impl ViewReader {
         };
         let empty = TopPage {
             view: q.view.clone(),
+            watermark: WatermarkInfo::of(&marks),
             by: q.by.name(),
             window_start: None,
             window_start_ms: None,
@@ -402,6 +476,7 @@ impl ViewReader {
             })
             .await?;
         keys.truncate(MAX_TOP_KEYS);
+        finalize(&mut keys, &marks);
         keys.sort_by(|a, b| {
             b.rank_value(q.by)
                 .total_cmp(&a.rank_value(q.by))
@@ -436,14 +511,17 @@ impl ViewReader {
     pub async fn series(&self, q: &SeriesQuery) -> Result<SeriesPage, Error> {
         let lo = q.resume.unwrap_or(q.from);
         let hi = q.to - 1;
+        let marks = self.watermarks().await?;
         let page = |points: Vec<Point>, next: Option<i64>| SeriesPage {
             view: q.view.clone(),
+            watermark: WatermarkInfo::of(&marks),
             key: q.key.clone(),
             points,
             next_cursor: next.map(|from| Cursor::Series(from).encode()),
         };
         if let Some(key) = &q.key {
             let mut windows = self.key_windows(key, lo, hi, q.limit + 1).await?;
+            finalize(&mut windows, &marks);
             let next = (windows.len() > q.limit).then(|| windows[q.limit].window_start_ms);
             windows.truncate(q.limit);
             return Ok(page(windows.iter().map(Point::of).collect(), next));
@@ -452,11 +530,12 @@ impl ViewReader {
         // whole once the next one begins. Reading stops once a page's worth is whole, or
         // the item budget is spent.
         let limit = q.limit;
-        let (items, more) = self
+        let (mut items, more) = self
             .view_items(&q.view, lo, hi, |read| {
                 read.len() >= MAX_SERIES_ITEMS || distinct_starts(read) > limit
             })
             .await?;
+        finalize(&mut items, &marks);
         let mut points: Vec<Point> = Vec::new();
         for window in &items {
             match points.last_mut() {
@@ -480,6 +559,13 @@ impl ViewReader {
             next = Some(last.window_start_ms + 1).filter(|from| *from <= hi);
         }
         Ok(page(points, next))
+    }
+}
+
+/// Marks the windows the watermark made final.
+fn finalize(windows: &mut [Window], marks: &Watermarks) {
+    for w in windows {
+        w.is_final = marks.is_final(&w.key, w.window_start_ms, w.window_secs);
     }
 }
 

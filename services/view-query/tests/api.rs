@@ -61,9 +61,13 @@ impl Api {
 }
 
 async fn serve(dynamo: Client, table: &str, auth: Auth) -> Api {
+    serve_reader(ViewReader::new(dynamo, table), auth).await
+}
+
+async fn serve_reader(reader: ViewReader, auth: Auth) -> Api {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let url = format!("http://{}", listener.local_addr().unwrap());
-    let app = router(ViewReader::new(dynamo, table), auth);
+    let app = router(reader, auth);
     tokio::spawn(async move { axum::serve(listener, app).await });
     Api {
         url,
@@ -72,20 +76,23 @@ async fn serve(dynamo: Client, table: &str, auth: Auth) -> Api {
 }
 
 async fn view_table(dynamo: &Client, name: &str) {
+    platform_table(dynamo, "ViewTable", name).await;
+}
+
+/// Creates the table `logical` of `infra/platform.yaml` as `name`.
+async fn platform_table(dynamo: &Client, logical: &str, name: &str) {
     let plan = riffle_plan::plan(
         &riffle_plan::project_root().unwrap().join("infra"),
         riffle_plan::LOCAL_ENV,
     )
     .unwrap();
-    let spec = plan
-        .tables
-        .iter()
-        .find(|t| t.logical == "ViewTable")
-        .unwrap();
+    let spec = plan.tables.iter().find(|t| t.logical == logical).unwrap();
     assert!(
-        spec.global_indexes
-            .iter()
-            .any(|i| i.name == riffle_view::BY_VIEW_INDEX),
+        logical != "ViewTable"
+            || spec
+                .global_indexes
+                .iter()
+                .any(|i| i.name == riffle_view::BY_VIEW_INDEX),
         "the template declares the index the API reads"
     );
     riffle_aws::table::create_table(dynamo, name, spec.shape())
@@ -464,6 +471,95 @@ async fn the_api_answers_each_endpoint_pages_and_refuses_what_it_should() {
         .await;
     assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
     assert!(!body.to_string().contains("secret-ish"), "{body}");
+
+    emulators.shutdown().await;
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn windows_are_final_once_the_watermark_passes_their_end_and_lateness() {
+    use riffle_view::watermark::{WATERMARK_KEY, shard_value};
+    let state = std::env::temp_dir().join(format!("riffle-view-final-{}", std::process::id()));
+    let emulators = Emulators::start(&state).await.unwrap();
+    let sdk = emulators.sdk_config().await;
+    let dynamo = Client::new(&sdk);
+    let (table, claims) = ("view-final", "claims-final");
+    view_table(&dynamo, table).await;
+    platform_table(&dynamo, "ClaimsTable", claims).await;
+    let mut rows: Vec<ViewRow> = (0..3)
+        .map(|i| row("pageviews:device=MOBILE", T0 + i * MINUTE, 1, 1.0))
+        .collect();
+    rows.push(row("orders:category=c1", T0, 2, 2.0));
+    put(&dynamo, table, &rows).await;
+    let reader = ViewReader::new(dynamo.clone(), table).with_watermark(claims);
+    let api = serve_reader(reader, Auth::Bearer(vec![TOKEN.to_owned()])).await;
+    let t = |ms: i64| ms.to_string();
+    let windows = || async {
+        let (status, body) = api
+            .get(
+                "/v1/windows",
+                &[
+                    ("key", "pageviews:device=MOBILE"),
+                    ("from", &t(T0)),
+                    ("to", &t(T0 + 3 * MINUTE)),
+                ],
+            )
+            .await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+        body
+    };
+    let finals = |body: &Value, field: &str| -> Vec<bool> {
+        body[field]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|w| w["final"].as_bool().unwrap())
+            .collect()
+    };
+
+    // No watermark yet: nothing is final.
+    let body = windows().await;
+    assert_eq!(body["watermark"], Value::Null, "{body}");
+    assert_eq!(finals(&body, "windows"), vec![false; 3]);
+
+    // Two aggregator shards at T0 + 3.5 min and T0 + 5 min, one silent for ten minutes
+    // before them (a shard a reshard closed); orders allow 5 minutes of lateness, page views
+    // the default two.
+    let now = T0 + 60 * MINUTE;
+    dynamo
+        .put_item()
+        .table_name(claims)
+        .item("pk", AttributeValue::S(WATERMARK_KEY.into()))
+        .item("s:shardId-0", shard_value(T0 + 7 * MINUTE / 2, now))
+        .item("s:shardId-1", shard_value(T0 + 5 * MINUTE, now - 1_000))
+        .item("s:shardId-9", shard_value(T0, now - 10 * MINUTE))
+        .item("l:pageviews", AttributeValue::N("120000".into()))
+        .item("l:orders", AttributeValue::N("300000".into()))
+        .send()
+        .await
+        .unwrap();
+    let body = windows().await;
+    assert_eq!(body["watermark_ms"], T0 + 7 * MINUTE / 2, "{body}");
+    assert_eq!(body["watermark"], "2026-12-07T00:03:30.000Z");
+    // [T0, T0 + 1 min) closed at T0 + 3 min; the next closes at T0 + 4 min.
+    assert_eq!(finals(&body, "windows"), vec![true, false, false]);
+    let (status, top) = api.get("/v1/top", &[("view", "orders")]).await;
+    assert_eq!(status, StatusCode::OK, "{top}");
+    assert_eq!(top["watermark_ms"], T0 + 7 * MINUTE / 2);
+    // Five minutes of lateness: the orders window of T0 closes at T0 + 6 min.
+    assert_eq!(finals(&top, "keys"), vec![false]);
+    let (status, series) = api
+        .get(
+            "/v1/series",
+            &[
+                ("view", "pageviews"),
+                ("from", &t(T0)),
+                ("to", &t(T0 + 3 * MINUTE)),
+            ],
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{series}");
+    assert_eq!(finals(&series, "points"), vec![true, false, false]);
 
     emulators.shutdown().await;
     let _ = std::fs::remove_dir_all(&state);

@@ -46,6 +46,7 @@ message archived_event {
   required binary kinesis_partition_key (STRING);
   required binary kinesis_sequence_number (STRING);
   required binary kinesis_shard_id (STRING);
+  required boolean late;
 }
 ";
 
@@ -95,6 +96,9 @@ pub struct ArchivedRow {
     pub kinesis_sequence_number: String,
     /// Kinesis shard id.
     pub kinesis_shard_id: String,
+    /// The event came after its window was final, so the view left it out (ADR 0021). Last
+    /// in the file so that files written before it existed read the same by position.
+    pub late: bool,
 }
 
 /// Enrichment attributes as JSON text with sorted keys, so equal maps give equal text (a
@@ -220,6 +224,8 @@ pub fn write_rows_with_metadata(
     column::<ByteArrayType>(g, &strings(rows, |r| &r.kinesis_partition_key), None)?;
     column::<ByteArrayType>(g, &strings(rows, |r| &r.kinesis_sequence_number), None)?;
     column::<ByteArrayType>(g, &strings(rows, |r| &r.kinesis_shard_id), None)?;
+    let late: Vec<bool> = rows.iter().map(|r| r.late).collect();
+    column::<BoolType>(g, &late, None)?;
     if group.next_column()?.is_some() {
         return Err(ArchiveError::Encode(
             "schema has more columns than written".into(),
@@ -325,6 +331,12 @@ pub fn read_rows(bytes: &[u8]) -> Result<Vec<ArchivedRow>, ArchiveError> {
             kinesis_partition_key: f.string("kinesis_partition_key")?,
             kinesis_sequence_number: f.string("kinesis_sequence_number")?,
             kinesis_shard_id: f.string("kinesis_shard_id")?,
+            // Files written before the column existed hold no late events.
+            late: match f.0.get("late") {
+                None => false,
+                Some(Field::Bool(v)) => *v,
+                Some(other) => return Err(Fields::wrong("late", other)),
+            },
         });
     }
     Ok(out)
@@ -434,7 +446,7 @@ mod tests {
             assert_eq!(types[s], ConvertedType::UTF8, "{s}");
         }
         assert_eq!(types["payload"], ConvertedType::NONE);
-        assert_eq!(types.len(), 20);
+        assert_eq!(types.len(), 21);
     }
 
     #[test]

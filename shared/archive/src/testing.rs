@@ -31,6 +31,7 @@ pub fn sample_row(i: i64) -> ArchivedRow {
         kinesis_partition_key: format!("pk-{i}"),
         kinesis_sequence_number: format!("4959{i:04}"),
         kinesis_shard_id: "shardId-000000000000".into(),
+        late: false,
     }
 }
 

@@ -107,6 +107,9 @@ pub struct ReplayReport {
     pub duplicates: usize,
     /// Rows left out for a non-finite metric.
     pub non_finite: usize,
+    /// Rows left out as late: their window was final when they came, so the view never
+    /// held them (ADR 0021).
+    pub late: usize,
     /// View items written.
     pub items: usize,
 }
@@ -151,6 +154,10 @@ impl ViewBuilder {
             }
             if !row.metric.is_finite() {
                 self.report.non_finite += 1;
+                continue;
+            }
+            if row.late {
+                self.report.late += 1;
                 continue;
             }
             let window_secs = self
@@ -453,8 +460,15 @@ pub async fn main(args: ReplayArgs) -> ExitCode {
     match run(&sdk, &options, |line| eprintln!("{line}")).await {
         Ok(r) => {
             println!(
-                "replayed {} rows from {} objects in {} partitions into {} items of {} ({} duplicate rows and {} non-finite metrics left out)",
-                r.rows, r.objects, r.partitions, r.items, options.table, r.duplicates, r.non_finite
+                "replayed {} rows from {} objects in {} partitions into {} items of {} ({} duplicate rows, {} non-finite metrics and {} late events left out)",
+                r.rows,
+                r.objects,
+                r.partitions,
+                r.items,
+                options.table,
+                r.duplicates,
+                r.non_finite,
+                r.late
             );
             ExitCode::SUCCESS
         }
@@ -492,23 +506,29 @@ mod tests {
             kinesis_partition_key: "k".into(),
             kinesis_sequence_number: "1".into(),
             kinesis_shard_id: "s".into(),
+            late: false,
         }
     }
 
     #[test]
-    fn folds_rows_once_per_event_and_skips_non_finite_metrics() {
+    fn folds_rows_once_per_event_and_skips_non_finite_metrics_and_late_ones() {
         let mut view = ViewBuilder::new(HashMap::from([("s1".to_owned(), 300)]), 30);
+        let late = ArchivedRow {
+            late: true,
+            ..row("e", "s1", "k", 60_000, 1_000.0)
+        };
         view.add_partition(&[
             row("a", "s1", "k", 60_000, 2.0),
             row("b", "s1", "k", 60_000, -1.0),
             row("a", "s1", "k", 60_000, 2.0),
             row("c", "s1", "k", 60_000, f64::NAN),
+            late,
         ]);
         view.add_partition(&[row("d", "other", "j", 0, 5.5)]);
         let r = view.report();
         assert_eq!(
-            (r.partitions, r.rows, r.duplicates, r.non_finite),
-            (2, 5, 1, 1)
+            (r.partitions, r.rows, r.duplicates, r.non_finite, r.late),
+            (2, 6, 1, 1, 1)
         );
         let items = view.items(7).unwrap();
         assert_eq!(items.len(), 2);

@@ -288,12 +288,31 @@ fn aggregate_columns(out: &mut String, entry: &Value) {
     }
 }
 
+/// `final` when the watermark passed the entry's window end plus its allowed lateness (its
+/// numbers will not change), `open` otherwise (ADR 0021).
+fn state(entry: &Value) -> &'static str {
+    if entry["final"] == Value::Bool(true) {
+        "final"
+    } else {
+        "open"
+    }
+}
+
+/// The page's watermark, for a header line.
+fn watermark(answer: &Value) -> String {
+    match answer["watermark"].as_str() {
+        Some(w) => format!("watermark {w}"),
+        None => "no watermark yet".into(),
+    }
+}
+
 fn windows_table(answer: &Value) -> String {
     let windows = answer["windows"].as_array().cloned().unwrap_or_default();
     let mut out = format!(
-        "{}: {} windows\nwindow start (UTC)       {AGGREGATE_HEADER}\n",
+        "{}: {} windows, {}\nwindow start (UTC)       {AGGREGATE_HEADER}  state\n",
         answer["key"].as_str().unwrap_or_default(),
-        windows.len()
+        windows.len(),
+        watermark(answer),
     );
     for w in &windows {
         let _ = write!(
@@ -302,6 +321,7 @@ fn windows_table(answer: &Value) -> String {
             w["window_start"].as_str().unwrap_or_default()
         );
         aggregate_columns(&mut out, w);
+        let _ = write!(out, "  {}", state(w));
         out.push('\n');
     }
     out
@@ -322,9 +342,10 @@ fn top_table(answer: &Value) -> String {
         .unwrap_or(3)
         .max(3);
     let mut out = format!(
-        "{}: window {start} ({} s), {} keys{}, by {}\n{:>4}  {:<width$}{AGGREGATE_HEADER}\n",
+        "{}: window {start} ({} s, {}), {} keys{}, by {}\n{:>4}  {:<width$}{AGGREGATE_HEADER}  state\n",
         answer["view"].as_str().unwrap_or_default(),
         number(&answer["window_secs"]),
+        watermark(answer),
         number(&answer["total_keys"]),
         if answer["complete"] == Value::Bool(false) {
             " (more; only the first were ranked)"
@@ -343,6 +364,7 @@ fn top_table(answer: &Value) -> String {
             k["key"].as_str().unwrap_or_default()
         );
         aggregate_columns(&mut out, k);
+        let _ = write!(out, "  {}", state(k));
         out.push('\n');
     }
     out
@@ -351,13 +373,14 @@ fn top_table(answer: &Value) -> String {
 fn series_table(answer: &Value) -> String {
     let points = answer["points"].as_array().cloned().unwrap_or_default();
     let mut out = format!(
-        "{}{}: {} points\nwindow start (UTC)        keys{AGGREGATE_HEADER}\n",
+        "{}{}: {} points, {}\nwindow start (UTC)        keys{AGGREGATE_HEADER}  state\n",
         answer["view"].as_str().unwrap_or_default(),
         answer["key"]
             .as_str()
             .map(|k| format!(" ({k})"))
             .unwrap_or_default(),
-        points.len()
+        points.len(),
+        watermark(answer),
     );
     for p in &points {
         let _ = write!(
@@ -367,6 +390,7 @@ fn series_table(answer: &Value) -> String {
             number(&p["keys"])
         );
         aggregate_columns(&mut out, p);
+        let _ = write!(out, "  {}", state(p));
         if p["complete"] == Value::Bool(false) {
             out.push_str("  (partial)");
         }
@@ -392,7 +416,9 @@ mod tests {
         });
         let text = top_table(&top);
         assert!(
-            text.starts_with("orders: window 2026-12-07T00:02:00.000Z (60 s), 2 keys, by count"),
+            text.starts_with(
+                "orders: window 2026-12-07T00:02:00.000Z (60 s, no watermark yet), 2 keys, by count"
+            ),
             "{text}"
         );
         assert!(
@@ -411,6 +437,22 @@ mod tests {
             text.contains("2026-12-07T00:00:00.000Z     25          100"),
             "{text}"
         );
-        assert!(text.contains("(partial)"), "{text}");
+        assert!(text.contains("  open  (partial)"), "{text}");
+        let windows = serde_json::json!({
+            "key": "orders:category=books", "watermark": "2026-12-07T00:05:00.000Z",
+            "windows": [
+                {"window_start": "2026-12-07T00:02:00.000Z", "count": 7, "sum": 10.5, "min": 1.0, "max": 3.0, "mean": 1.5, "final": true},
+                {"window_start": "2026-12-07T00:04:00.000Z", "count": 1, "sum": 1.0, "min": 1.0, "max": 1.0, "mean": 1.0, "final": false},
+            ],
+        });
+        let text = windows_table(&windows);
+        assert!(
+            text.starts_with(
+                "orders:category=books: 2 windows, watermark 2026-12-07T00:05:00.000Z"
+            ),
+            "{text}"
+        );
+        assert!(text.lines().nth(2).unwrap().ends_with("  final"), "{text}");
+        assert!(text.lines().nth(3).unwrap().ends_with("  open"), "{text}");
     }
 }

@@ -78,6 +78,10 @@ pub struct Enrichment {
     /// Joined reference data and derived fields.
     #[serde(default)]
     pub attributes: HashMap<String, String>,
+    /// The event came after its window was final (ADR 0021): archived with this flag, left
+    /// out of the view.
+    #[serde(default)]
+    pub late: bool,
 }
 
 /// Encodes and decodes framed envelopes.
@@ -213,7 +217,7 @@ fn encoded_len_hint(e: &Envelope) -> usize {
     let origin = e.origin.as_ref().map_or(0, |o| o.id.len() + o.seq.len());
     let enrichment = e.enrichment.as_ref().map_or(0, |x| {
         let attributes: usize = x.attributes.iter().map(|(k, v)| k.len() + v.len()).sum();
-        x.agg_key.len() + attributes + (2 * x.attributes.len() + 6) * VARINT
+        x.agg_key.len() + attributes + (2 * x.attributes.len() + 7) * VARINT
     });
     strings + stages + trace + enrichment + origin + 15 * VARINT
 }
@@ -281,6 +285,7 @@ fn write_envelope(e: &Envelope, out: &mut Vec<u8>) {
                 }
             }
             out.push(0);
+            out.push(u8::from(x.late));
         }
     }
     match &e.origin {
@@ -377,12 +382,18 @@ fn read_envelope(body: &[u8]) -> Result<EnvelopeRef<'_>, String> {
             let attributes = r.map("attributes", |r| {
                 Ok((r.string("attributes key")?, r.string("attributes value")?))
             })?;
+            let late = match r.take(1, "late")? {
+                [0] => false,
+                [1] => true,
+                other => return Err(format!("late: boolean byte {other:?}")),
+            };
             Some(EnrichmentRef {
                 agg_key,
                 metric,
                 window_start,
                 reference_found,
                 attributes,
+                late,
             })
         }
         b => return Err(format!("enrichment: union branch {b} out of range")),
@@ -583,6 +594,7 @@ mod tests {
                 ("category".to_string(), "books".to_string()),
                 ("region".to_string(), "eu".to_string()),
             ]),
+            late: false,
         });
         envs.push(e.clone());
         e.enrichment.as_mut().unwrap().attributes.clear();
@@ -633,6 +645,7 @@ mod tests {
             window_start: 1_764_000_000_000,
             reference_found: true,
             attributes: HashMap::from([("category".to_string(), "books".to_string())]),
+            late: false,
         });
         env.trace_header = None;
         let bytes = codec.encode(&env).unwrap();
@@ -697,6 +710,7 @@ mod tests {
             window_start: 60_000,
             reference_found: true,
             attributes: HashMap::from([("category".to_string(), "books".to_string())]),
+            late: false,
         });
         let own = codec.encode(&env).unwrap();
         let view = codec.decode_ref(&own).unwrap();

@@ -92,7 +92,19 @@ pub struct EnrichSpec {
     pub metric: MetricSpec,
     /// Tumbling window length.
     pub window_secs: u32,
+    /// How long after its window's end an event still counts (ADR 0021): once the enricher's
+    /// event-time watermark passes the window's end plus this, the window is final and later
+    /// events of it are archived as late and left out of the view. Unset: the default,
+    /// [`DEFAULT_ALLOWED_LATENESS_SECS`] (left out of the registered form, so contracts
+    /// registered before the field existed keep their fingerprint).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allowed_lateness_secs: Option<u32>,
 }
+
+/// Allowed lateness of a subject whose contract names none: two minutes, far more than the
+/// disorder between producers sharing a shard (their clocks and batching), far less than the
+/// hour of event-time skew the validator accepts.
+pub const DEFAULT_ALLOWED_LATENESS_SECS: u32 = 120;
 
 /// A join against the reference table: item `pk = key_prefix + payload[field]`.
 #[derive(Debug, Clone, PartialEq, Deserialize, serde::Serialize)]
@@ -478,6 +490,20 @@ impl EnrichSpec {
             .try_fold(1.0, |acc, name| record.get(name)?.as_f64().map(|v| acc * v))
     }
 
+    /// The allowed lateness, in millis.
+    pub fn allowed_lateness_ms(&self) -> i64 {
+        i64::from(
+            self.allowed_lateness_secs
+                .unwrap_or(DEFAULT_ALLOWED_LATENESS_SECS),
+        ) * 1000
+    }
+
+    /// The event-time watermark at which the window starting at `window_start` is final: its
+    /// end plus the allowed lateness.
+    pub fn closes_at(&self, window_start: i64) -> i64 {
+        closes_at(window_start, self.window_secs, self.allowed_lateness_ms())
+    }
+
     /// Start of the tumbling window holding `event_time` (epoch millis).
     pub fn window_start(&self, event_time: i64) -> i64 {
         let len = i64::from(self.window_secs.max(1)) * 1000;
@@ -485,6 +511,15 @@ impl EnrichSpec {
         // i64 holds, and the earliest representable time stands in for it.
         event_time.div_euclid(len).saturating_mul(len)
     }
+}
+
+/// The event-time watermark at which a window of `window_secs` starting at `window_start`
+/// is final, given `lateness_ms` of allowed lateness (saturating: a window near the end of
+/// time never closes).
+pub fn closes_at(window_start: i64, window_secs: u32, lateness_ms: i64) -> i64 {
+    window_start
+        .saturating_add(i64::from(window_secs) * 1000)
+        .saturating_add(lateness_ms)
 }
 
 /// Every contract bundled from `schemas/rules/`, by subject.

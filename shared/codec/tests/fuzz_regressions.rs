@@ -129,6 +129,7 @@ fn generated_seeds() -> Vec<(&'static str, String, Vec<u8>)> {
         window_start: 1_764_000_000_000,
         reference_found: true,
         attributes: HashMap::from([("category".to_string(), "books".to_string())]),
+        late: false,
     });
     let mut agg = Aggregator::new();
     agg.add("k", None, &codec.encode(&plain).unwrap());

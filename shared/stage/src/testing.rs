@@ -248,6 +248,7 @@ pub fn enriched_envelope(agg_key: &str, metric: f64, window_start: i64) -> Envel
             window_start,
             reference_found: true,
             attributes: HashMap::new(),
+            late: false,
         }),
     }
 }

@@ -21,6 +21,9 @@ pub const MARK_WRITES: &str = "MarkWrites";
 pub const DEAD_LETTERED: &str = "DeadLettered";
 /// Events enriched without their reference item.
 pub const REFERENCE_MISSING: &str = "ReferenceMissing";
+/// Events that came after their window was final (ADR 0021): flagged by the enricher, left
+/// out of the view by the aggregator, archived with `late = true` by the archiver.
+pub const LATE_EVENTS: &str = "LateEvents";
 /// Records the aggregator or the archiver parked on its dead-letter queue.
 pub const RECORDS_PARKED: &str = "RecordsParked";
 /// Records a view item already held (a redelivery).
@@ -126,6 +129,7 @@ pub const ALL: &[&str] = &[
     MARK_WRITES,
     DEAD_LETTERED,
     REFERENCE_MISSING,
+    LATE_EVENTS,
     RECORDS_PARKED,
     RECORDS_REPLAYED,
     VIEW_ITEMS_WRITTEN,

@@ -4,9 +4,10 @@
 //!
 //! Layout: this file holds the model ([`ViewKey`], [`Aggregate`], [`ViewRow`]) and the
 //! view's defaults (window length, retention); [`item`] turns rows into DynamoDB items and
-//! back ([`row_item`], [`parse_item`]).
+//! back ([`row_item`], [`parse_item`]); [`watermark`] says when an item is final (ADR 0021).
 
 pub mod item;
+pub mod watermark;
 
 use std::collections::{BTreeMap, HashMap};
 
@@ -25,6 +26,8 @@ pub const DEFAULT_WINDOW_SECS: u32 = 60;
 
 /// How long a view item is kept after its window (the item's TTL), unless configured.
 pub const DEFAULT_VIEW_TTL_DAYS: u32 = 30;
+
+pub use watermark::Watermarks;
 
 /// Window length per subject, from the subject contracts.
 pub fn window_lengths(contracts: &HashMap<String, Contract>) -> HashMap<String, u32> {

@@ -53,6 +53,8 @@ pub struct EnrichmentRef<'a> {
     /// Joined reference data and derived fields, in wire order (a later duplicate key wins,
     /// as it does in the owned map).
     pub attributes: Vec<(Cow<'a, str>, Cow<'a, str>)>,
+    /// The event came after its window was final.
+    pub late: bool,
 }
 
 /// [`Origin`], borrowed.
@@ -102,6 +104,7 @@ impl EnvelopeRef<'_> {
                     .into_iter()
                     .map(|(k, v)| (k.into_owned(), v.into_owned()))
                     .collect(),
+                late: e.late,
             }),
             origin: self.origin.map(|o| Origin {
                 id: o.id.into_owned(),
@@ -138,6 +141,7 @@ impl From<Envelope> for EnvelopeRef<'static> {
                     .into_iter()
                     .map(|(k, v)| (Cow::Owned(k), Cow::Owned(v)))
                     .collect(),
+                late: x.late,
             }),
             origin: e.origin.map(|o| OriginRef {
                 id: Cow::Owned(o.id),

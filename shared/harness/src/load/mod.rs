@@ -593,6 +593,7 @@ mod tests {
     fn a_key_whose_events_went_back_on_their_shard_is_reordered() {
         let row = |i: i64, shard: &str, seq: &str| riffle_archive::ArchivedRow {
             kinesis_shard_id: shard.to_owned(),
+            late: false,
             kinesis_sequence_number: seq.to_owned(),
             ..riffle_archive::testing::sample_row(i)
         };

@@ -16,7 +16,8 @@ pub const MARKS_KEY_PREFIX: &str = "marks#";
 
 /// [`MarkStore`] in a DynamoDB table with hash key `pk` (S) and TTL on `expires_at` (the
 /// platform's claims table): one item per (stage, shard),
-/// `{pk: "marks#<stage>#<shard>", version, marks: {"o:<origin>": "<position>|<at>"}, expires_at}`.
+/// `{pk: "marks#<stage>#<shard>", version, marks: {"o:<origin>": "<position>|<at>[|<time>]"}, expires_at}`
+/// (`time`: the origin's latest observed event time, ADR 0021).
 /// Map keys carry a prefix because DynamoDB map keys cannot be empty and an origin id can.
 #[derive(Debug, Clone)]
 pub struct DynamoMarks {
@@ -46,11 +47,22 @@ pub fn marks_key(stage: &str, shard: &str) -> String {
 }
 
 fn parse_mark(value: &AttributeValue) -> Option<Mark> {
-    let (seq, at) = value.as_s().ok()?.split_once('|')?;
-    Some(Mark {
-        seq: Position::decode(seq)?,
-        at: at.parse().ok()?,
-    })
+    let mut parts = value.as_s().ok()?.split('|');
+    let seq = Position::decode(parts.next()?)?;
+    let at = parts.next()?.parse().ok()?;
+    // The observed time is a third part, absent in marks written without one.
+    let time = match parts.next() {
+        None => None,
+        Some(t) => Some(t.parse().ok()?),
+    };
+    Some(Mark { seq, at, time })
+}
+
+fn format_mark(m: &Mark) -> String {
+    match m.time {
+        None => format!("{}|{}", m.seq.encode(), m.at),
+        Some(t) => format!("{}|{}|{t}", m.seq.encode(), m.at),
+    }
 }
 
 impl MarkStore for DynamoMarks {
@@ -99,7 +111,7 @@ impl MarkStore for DynamoMarks {
             .map(|(origin, m)| {
                 (
                     format!("{ORIGIN_PREFIX}{origin}"),
-                    AttributeValue::S(format!("{}|{}", m.seq.encode(), m.at)),
+                    AttributeValue::S(format_mark(m)),
                 )
             })
             .collect();

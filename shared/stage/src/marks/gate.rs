@@ -46,6 +46,8 @@ struct Entry {
     lane: usize,
     seq: Position,
     done: bool,
+    /// The record's event time, if the stage observes one ([`Gate::observe`]).
+    time: Option<i64>,
 }
 
 /// A record [`Gate::admit`] let in, to hand back to [`Gate::done`].
@@ -109,8 +111,31 @@ impl Gate {
             lane,
             seq,
             done: false,
+            time: None,
         });
         Some(Ticket(ticket))
+    }
+
+    /// `ticket`'s record happened at `time` (event time capped by the stream's clock): once
+    /// its origin's mark covers it, the mark keeps the latest such time (ADR 0021).
+    pub fn observe(&mut self, ticket: Ticket, time: i64) {
+        if let Some(e) = self.entries.get_mut(ticket.0) {
+            e.time = Some(time);
+        }
+    }
+
+    /// The stored event-time watermark of `shard` ([`ShardMarks::watermark`]) as last read
+    /// or committed.
+    pub fn watermark(&self, shard: &str) -> Option<i64> {
+        self.stored(shard).and_then(ShardMarks::watermark)
+    }
+
+    /// The stored marks of `shard` as last read or committed.
+    pub fn stored(&self, shard: &str) -> Option<&ShardMarks> {
+        self.shards
+            .iter()
+            .find(|g| g.shard == shard)
+            .map(|g| &g.stored)
     }
 
     /// The effects of `ticket`'s record are durable (written, published, parked or found
@@ -155,6 +180,12 @@ impl Gate {
                     if run == 0 {
                         continue;
                     }
+                    let run_entries = &lane.new[lane.committed..lane.committed + run];
+                    let observed = run_entries
+                        .iter()
+                        .filter_map(|&i| self.entries.get(i).and_then(|e| e.time))
+                        .max();
+                    let before = gate.stored.marks.get(&lane.origin).and_then(|m| m.time);
                     let last = lane.new[lane.committed + run - 1];
                     if let Some(e) = self.entries.get(last) {
                         next.marks.insert(
@@ -162,6 +193,7 @@ impl Gate {
                             Mark {
                                 seq: e.seq,
                                 at: now_secs,
+                                time: before.max(observed),
                             },
                         );
                         moved = true;

@@ -17,6 +17,11 @@ pub struct Republish {
     gate: Gate,
     tickets: Vec<Option<Ticket>>,
     copies: Vec<bool>,
+    /// Per record, the index of its shard in `watermarks`.
+    shard_of: Vec<Option<usize>>,
+    /// Per shard of the batch, its event-time watermark: stored, then moved by every record
+    /// [`Republish::judge`]d in stream order.
+    watermarks: Vec<Option<i64>>,
 }
 
 impl Republish {
@@ -28,6 +33,26 @@ impl Republish {
     /// How many records are copies.
     pub fn copies(&self) -> usize {
         self.copies.iter().filter(|c| **c).count()
+    }
+
+    /// Whether new record `index` comes late (ADR 0021): its shard's event-time watermark
+    /// (the latest event time seen on the shard before it) has reached `closes_at`, the
+    /// watermark at which the record's window is final. Then `time` (the record's event time
+    /// capped by the stream's clock) moves the watermark for the records after it, and is
+    /// kept with the origin's mark once the record's effects land. Call it in stream order.
+    pub fn judge(&mut self, index: usize, closes_at: i64, time: i64) -> bool {
+        let Some(Some(shard)) = self.shard_of.get(index) else {
+            return false;
+        };
+        let Some(watermark) = self.watermarks.get_mut(*shard) else {
+            return false;
+        };
+        let late = watermark.is_some_and(|w| w >= closes_at);
+        *watermark = (*watermark).max(Some(time));
+        if let Some(Some(ticket)) = self.tickets.get(index) {
+            self.gate.observe(*ticket, time);
+        }
+        late
     }
 }
 
@@ -58,6 +83,11 @@ impl<M: MarkStore> Marks<M> {
             .collect();
         let mut tickets = vec![None; records.len()];
         let mut copies = vec![false; records.len()];
+        let watermarks = shards.iter().map(|s| gate.watermark(s)).collect();
+        let shard_of = positions
+            .iter()
+            .map(|(shard, _)| shards.iter().position(|s| s == shard))
+            .collect();
         for (i, (((shard, position), envelope), record)) in
             positions.iter().zip(envelopes).zip(records).enumerate()
         {
@@ -91,6 +121,8 @@ impl<M: MarkStore> Marks<M> {
             gate,
             tickets,
             copies,
+            shard_of,
+            watermarks,
         })
     }
 

@@ -16,6 +16,10 @@ pub struct Mark {
     pub seq: Position,
     /// Epoch seconds the mark last moved.
     pub at: i64,
+    /// The latest event time (capped by the stream's clock) among the origin's records up to
+    /// the mark, for the stages that keep an event-time watermark (ADR 0021); `None` for
+    /// origins whose records were not observed.
+    pub time: Option<i64>,
 }
 
 /// The stored marks of one (stage, input shard).
@@ -25,6 +29,19 @@ pub struct ShardMarks {
     pub version: u64,
     /// Origin id -> mark.
     pub marks: HashMap<String, Mark>,
+}
+
+impl ShardMarks {
+    /// The shard's event-time watermark: the latest observed time of any origin.
+    pub fn watermark(&self) -> Option<i64> {
+        self.marks.values().filter_map(|m| m.time).max()
+    }
+
+    /// The earliest observed time among the origins whose records were observed: how far
+    /// every observed upstream shard has come on this one.
+    pub fn slowest(&self) -> Option<i64> {
+        self.marks.values().filter_map(|m| m.time).min()
+    }
 }
 
 /// Where marks are kept.

@@ -136,3 +136,39 @@ async fn a_shard_not_opened_drops_nothing_and_is_never_committed() {
     assert!(!err.retryable());
     assert_eq!(m.store().writes(), 0);
 }
+
+#[tokio::test]
+async fn a_mark_keeps_the_latest_observed_time_of_what_it_covers() {
+    let m = marks();
+    let mut gate = m.open("s", &["sh"]).await.unwrap();
+    let t: Vec<Ticket> = (1..=3)
+        .map(|i| gate.admit("sh", "p/0", pos(i)).unwrap())
+        .collect();
+    let q = gate.admit("sh", "q/0", pos(1)).unwrap();
+    let unobserved = gate.admit("sh", "u/0", pos(1)).unwrap();
+    // Event times out of order; the third record's effect did not land.
+    for (ticket, time) in [(t[0], 500), (t[1], 300), (t[2], 900), (q, 200)] {
+        gate.observe(ticket, time);
+    }
+    for ticket in [t[0], t[1], q, unobserved] {
+        gate.done(ticket);
+    }
+    m.commit("s", &mut gate, 100).await.unwrap();
+    let stored = m.store().get("s", "sh");
+    // Only what the marks cover counts: not the third record's 900.
+    assert_eq!(stored.marks["p/0"].time, Some(500));
+    assert_eq!(stored.marks["u/0"].time, None);
+    assert_eq!(
+        (stored.watermark(), stored.slowest()),
+        (Some(500), Some(200))
+    );
+
+    // A later batch with earlier events never moves a time back.
+    let mut next = m.open("s", &["sh"]).await.unwrap();
+    assert_eq!(next.watermark("sh"), Some(500));
+    let again = next.admit("sh", "p/0", pos(3)).unwrap();
+    next.observe(again, 400);
+    next.done(again);
+    m.commit("s", &mut next, 200).await.unwrap();
+    assert_eq!(m.store().get("s", "sh").marks["p/0"].time, Some(500));
+}
