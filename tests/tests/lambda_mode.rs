@@ -31,6 +31,9 @@ async fn the_validator_binary_serves_lambdas_runtime_api() {
         GeneratorConfig {
             seed: 11,
             invalid_ratio: 0.2,
+            // Producers' trace roots carry the events' time, and X-Ray (AWS's translator
+            // with it) refuses roots from outside its 30 days: events of now.
+            start_time_ms: chrono::Utc::now().timestamp_millis(),
             ..GeneratorConfig::default()
         },
         pipeline.schema_ids(),
@@ -51,15 +54,64 @@ async fn the_validator_binary_serves_lambdas_runtime_api() {
         .await
         .unwrap();
     assert!(!batches.is_empty());
-    for event in &batches {
+    // The first invocation is traced as Lambda traces a function with active tracing: its
+    // header names the function's segment, under which the batch keeps its own span.
+    let (root, function_segment) = (lambda_trace_root(), "53995c3f42cd8ad8");
+    for (i, event) in batches.iter().enumerate() {
+        let header = (i == 0).then(|| format!("Root={root};Parent={function_segment};Sampled=1"));
         let answer = lambda
-            .invoke(serde_json::to_vec(event).unwrap())
+            .invoke_traced(serde_json::to_vec(event).unwrap(), header)
             .await
             .unwrap();
         assert_eq!(
             response_json(&answer.outcome),
             serde_json::json!({ "batchItemFailures": [] }),
             "every record handled"
+        );
+    }
+    let first = riffle_runtime::deaggregate::expand(batches[0].clone());
+    let trace_store = pipeline.trace_store().unwrap();
+    let batch_span = wait_for_document(&trace_store, |d| {
+        d["trace_id"] == root.as_str() && d["parent_id"] == function_segment
+    })
+    .await;
+    assert_eq!(batch_span["type"], "subsegment", "{batch_span}");
+    assert_eq!(batch_span["name"], "validator batch");
+    let annotations = &batch_span["annotations"];
+    assert_eq!(annotations["records"], first.records.len(), "{batch_span}");
+    assert_eq!(annotations["failed"], 0);
+    assert_eq!(annotations["outcome"], "ok");
+    assert_eq!(
+        annotations["shard"],
+        first.records[0].source.shard_id.as_str()
+    );
+    assert!(
+        batch_span
+            .to_string()
+            .contains(&first.records[0].kinesis.sequence_number),
+        "the first position is in the span: {batch_span}"
+    );
+    // Its records' spans, in their events' traces, name the invocation's trace back; the
+    // batch span counts them and lists their traces.
+    let traced = annotations["traced"].as_u64().unwrap();
+    assert!(
+        traced > 0,
+        "half the generated events carry a sampled header"
+    );
+    let records = documents(&trace_store)
+        .into_iter()
+        .filter(|d| d["annotations"]["invocation_trace"] == root.as_str())
+        .collect::<Vec<_>>();
+    assert_eq!(records.len() as u64, traced);
+    for record in &records {
+        assert_eq!(record["annotations"]["stage"], "validator");
+        assert_ne!(record["trace_id"], root.as_str(), "the event's own trace");
+        assert!(
+            batch_span
+                .to_string()
+                .contains(record["trace_id"].as_str().unwrap()),
+            "the batch span lists {}",
+            record["trace_id"]
         );
     }
     let cold = lambda.cold_start().expect("first invocation answered");
@@ -145,6 +197,48 @@ async fn the_validator_binary_serves_lambdas_runtime_api() {
     );
     lambda.stop().await;
     pipeline.shutdown().await;
+}
+
+/// A trace root as Lambda makes one: this second, then 96 bits unique to this run.
+fn lambda_trace_root() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    format!(
+        "1-{:08x}-{:012x}{:012x}",
+        now.as_secs(),
+        std::process::id(),
+        now.subsec_nanos()
+    )
+}
+
+/// Every segment document the local X-Ray daemon has filed.
+fn documents(store: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(store)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect()
+}
+
+/// The first document `matches` accepts, once the daemon has filed it (it writes its file
+/// every 100 ms).
+async fn wait_for_document(
+    store: &std::path::Path,
+    matches: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Some(found) = documents(store).into_iter().find(|d| matches(d)) {
+            return found;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no such document in {}",
+            store.display()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
 
 fn response_json(outcome: &Outcome) -> serde_json::Value {

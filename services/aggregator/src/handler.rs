@@ -403,9 +403,11 @@ where
     D: Rejects + 'static,
 {
     async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, HandlerError> {
-        BatchSpans::scope(&self.tracer, self.handle_batch(event))
-            .await
-            .map_err(Into::into)
+        BatchSpans::scope(&self.tracer, SERVICE, event, |event| {
+            self.handle_batch(event)
+        })
+        .await
+        .map_err(Into::into)
     }
 }
 

@@ -322,9 +322,11 @@ where
     D: Rejects + 'static,
 {
     async fn handle(&self, event: KinesisEvent) -> Result<KinesisEventResponse, HandlerError> {
-        riffle_stage::trace::BatchSpans::scope(&self.tracer, self.handle_batch(event))
-            .await
-            .map_err(Into::into)
+        riffle_stage::trace::BatchSpans::scope(&self.tracer, SERVICE, event, |event| {
+            self.handle_batch(event)
+        })
+        .await
+        .map_err(Into::into)
     }
 }
 

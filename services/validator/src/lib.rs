@@ -285,8 +285,10 @@ where
         &self,
         event: KinesisEvent,
     ) -> Result<KinesisEventResponse, riffle_runtime::HandlerError> {
-        riffle_stage::trace::BatchSpans::scope(&self.tracer, Validator::handle(self, event))
-            .await
-            .map_err(Into::into)
+        riffle_stage::trace::BatchSpans::scope(&self.tracer, STAGE, event, |event| {
+            Validator::handle(self, event)
+        })
+        .await
+        .map_err(Into::into)
     }
 }

@@ -3,14 +3,42 @@
 //! became of the record once its effect landed (or did not). The batch's finished spans go
 //! to the tracer's export thread together, at [`BatchSpans::flush`] or when dropped.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 use std::time::SystemTime;
 
 use riffle_aws::calls::{Call, CallLog};
-
 use riffle_codec::Envelope;
-use riffle_trace::{FinishedSpan, RecordSpan};
+use riffle_runtime::{KinesisEvent, KinesisEventResponse, LAMBDA_RUNTIME_API_ENV};
+use riffle_trace::invocation::LAMBDA_TRACE_ENV;
+use riffle_trace::{BatchSummary, FinishedSpan, RecordSpan, TraceId};
 pub use riffle_trace::{Outcome, Tracer};
+
+/// The traced Lambda invocation a batch runs in, and the event traces its spans gathered.
+struct Gathered {
+    trace: TraceId,
+    summary: BatchSummary,
+}
+
+tokio::task_local! {
+    static INVOCATION: RefCell<Gathered>;
+}
+
+fn on_lambda() -> bool {
+    std::env::var_os(LAMBDA_RUNTIME_API_ENV).is_some()
+}
+
+/// What the batch is: how many records, from which shard, between which positions.
+fn summary_of(event: &KinesisEvent) -> BatchSummary {
+    let records = &event.records;
+    BatchSummary {
+        records: records.len(),
+        shard: records.first().map(|r| r.source.shard_id.clone()),
+        first_sequence: records.first().map(|r| r.kinesis.sequence_number.clone()),
+        last_sequence: records.last().map(|r| r.kinesis.sequence_number.clone()),
+        ..BatchSummary::default()
+    }
+}
 
 /// Traced records of a batch that carry its AWS calls as child spans. The calls are the
 /// batch's, the same for every record, and each costs the export thread a document: with
@@ -45,10 +73,52 @@ impl BatchSpans {
         }
     }
 
-    /// Runs a batch's handling (`future`) with its AWS calls recorded when `tracer` is on,
-    /// so the spans of its records show them ([`riffle_aws::calls`]).
-    pub async fn scope<F: std::future::Future>(tracer: &Tracer, future: F) -> F::Output {
-        riffle_aws::calls::recorded(tracer.call_log(), future).await
+    /// Runs a batch's handling (`handle(event)`) with its AWS calls recorded when `tracer`
+    /// is on, so the spans of its records show them ([`riffle_aws::calls`]). On Lambda,
+    /// when the invocation is traced (`_X_AMZN_TRACE_ID` sampled), the batch also gets its
+    /// own span in the function's trace, and its records' spans name that trace
+    /// ([`riffle_trace::invocation`]).
+    pub async fn scope<E, F>(
+        tracer: &Tracer,
+        stage: &'static str,
+        event: KinesisEvent,
+        handle: impl FnOnce(KinesisEvent) -> F,
+    ) -> Result<KinesisEventResponse, E>
+    where
+        E: std::fmt::Display,
+        F: std::future::Future<Output = Result<KinesisEventResponse, E>>,
+    {
+        let invocation = if tracer.is_on() && on_lambda() {
+            std::env::var(LAMBDA_TRACE_ENV)
+                .ok()
+                .and_then(|h| tracer.invocation(stage, &h, SystemTime::now()))
+        } else {
+            None
+        };
+        let Some(span) = invocation else {
+            return riffle_aws::calls::recorded(tracer.call_log(), handle(event)).await;
+        };
+        let mut summary = summary_of(&event);
+        let gathered = RefCell::new(Gathered {
+            trace: span.trace_id(),
+            summary: BatchSummary::default(),
+        });
+        let (result, gathered) = INVOCATION
+            .scope(gathered, async {
+                let result = riffle_aws::calls::recorded(tracer.call_log(), handle(event)).await;
+                let gathered = INVOCATION.with(|g| std::mem::take(&mut g.borrow_mut().summary));
+                (result, gathered)
+            })
+            .await;
+        summary.traced = gathered.traced;
+        summary.event_traces = gathered.event_traces;
+        match &result {
+            Ok(response) => summary.failed = response.batch_item_failures.len(),
+            Err(e) => summary.error = Some(e.to_string()),
+        }
+        tracer.export_invocation(span.finish(summary, SystemTime::now()));
+        tracer.flush();
+        result
     }
 
     /// Opens record `index`'s span if its envelope is traced (see [`Tracer::record`]); the
@@ -132,6 +202,16 @@ impl BatchSpans {
                 }
             }
         }
+        // Within a traced invocation ([`BatchSpans::scope`]) each record names its trace
+        // and the invocation lists the records'.
+        let _ = INVOCATION.try_with(|gathered| {
+            let mut gathered = gathered.borrow_mut();
+            let trace = gathered.trace;
+            for span in &mut self.finished {
+                span.set_invocation(trace);
+                gathered.summary.add_trace(span.trace_id());
+            }
+        });
         self.tracer.export(std::mem::take(&mut self.finished));
         self.tracer.flush();
     }

@@ -19,8 +19,9 @@ use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 
 use riffle_aws::calls::Call;
 
-use crate::keys;
+use crate::invocation::FinishedInvocation;
 use crate::tracer::{FinishedSpan, Outcome};
+use crate::{header, keys};
 
 /// Batches waiting for the export thread. A stage hands over one message per batch, so
 /// this is minutes of batches; past it a batch's spans are dropped (and counted) rather
@@ -29,6 +30,7 @@ const QUEUED_BATCHES: usize = 1024;
 
 enum Job {
     Spans(Vec<FinishedSpan>),
+    Invocation(Box<FinishedInvocation>),
     /// Answer once every span handed over before it is exported.
     Flush(SyncSender<()>),
 }
@@ -154,6 +156,14 @@ impl Exporter {
         }
     }
 
+    /// Hands a batch invocation's span over without waiting.
+    pub fn send_invocation(&self, span: FinishedInvocation) {
+        let Some(jobs) = &self.jobs else { return };
+        if jobs.try_send(Job::Invocation(Box::new(span))).is_err() {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Waits until everything handed over so far has been exported.
     pub fn flush(&self) {
         let Some(jobs) = &self.jobs else { return };
@@ -212,6 +222,15 @@ fn run(
                     }
                 }
                 stats.exported.fetch_add(count, Ordering::Relaxed);
+                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                stats.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
+            }
+            Job::Invocation(span) => {
+                let started = Instant::now();
+                if let Err(e) = block_on(exporter.export(vec![invocation_data(*span, &scope)])) {
+                    tracing::warn!(error = %e, "trace export failed");
+                }
+                stats.exported.fetch_add(1, Ordering::Relaxed);
                 let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 stats.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
             }
@@ -307,6 +326,7 @@ fn span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
         end,
         outcome,
         calls: _,
+        invocation,
     } = span;
     let (name, detail) = outcome.parts();
     let mut attributes = Vec::with_capacity(5);
@@ -318,6 +338,12 @@ fn span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
     }
     if let Some(at) = ingest_time {
         attributes.push(annotation(keys::INGEST_TIME, at.into()));
+    }
+    if let Some(trace) = invocation {
+        attributes.push(annotation(
+            keys::INVOCATION_TRACE,
+            header::root(trace).into(),
+        ));
     }
     let status = match &outcome {
         Outcome::Retried(why) | Outcome::DeadLettered(why) => Status::error(why.clone()),
@@ -344,6 +370,77 @@ fn span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
         status,
         instrumentation_scope: scope.clone(),
     }
+}
+
+/// A batch invocation's span as OpenTelemetry's span data: an internal span under Lambda's
+/// function segment, which AWS's translator sends as a subsegment of it, with the batch's
+/// records, failures and event traces (see [`crate::invocation`]).
+fn invocation_data(finished: FinishedInvocation, scope: &InstrumentationScope) -> SpanData {
+    let FinishedInvocation { span, summary, end } = finished;
+    let count = |n: usize| Value::I64(i64::try_from(n).unwrap_or(i64::MAX));
+    let mut attributes = vec![
+        annotation(keys::STAGE, span.stage.into()),
+        annotation(keys::OUTCOME, summary.outcome().into()),
+        annotation(keys::RECORDS, count(summary.records)),
+        annotation(keys::FAILED, count(summary.failed)),
+        annotation(keys::TRACED, count(summary.traced)),
+    ];
+    if let Some(shard) = &summary.shard {
+        attributes.push(annotation(keys::SHARD, shard.clone().into()));
+    }
+    // The translator turns an error status into the fault flag alone; the why goes with it.
+    if let Some(why) = &summary.error {
+        attributes.push(annotation(keys::REASON, why.clone().into()));
+    }
+    for (key, value) in [
+        ("first_sequence", &summary.first_sequence),
+        ("last_sequence", &summary.last_sequence),
+    ] {
+        if let Some(value) = value {
+            attributes.push(metadata(key, value.clone().into()));
+        }
+    }
+    if !summary.event_traces.is_empty() {
+        let traces = summary
+            .event_traces
+            .iter()
+            .map(|t| header::root(*t).into())
+            .collect();
+        attributes.push(metadata(
+            "event_traces",
+            Value::Array(opentelemetry::Array::String(traces)),
+        ));
+    }
+    let status = match &summary.error {
+        Some(why) => Status::error(why.clone()),
+        None => Status::Unset,
+    };
+    SpanData {
+        span_context: SpanContext::new(
+            span.trace_id,
+            span.span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: span.parent,
+        parent_span_is_remote: true,
+        span_kind: SpanKind::Internal,
+        name: Cow::Owned(format!("{} batch", span.stage)),
+        start_time: span.start,
+        end_time: end,
+        attributes,
+        dropped_attributes_count: 0,
+        events: SpanEvents::default(),
+        links: SpanLinks::default(),
+        status,
+        instrumentation_scope: scope.clone(),
+    }
+}
+
+/// The attribute AWS's translator turns into metadata `key`.
+fn metadata(key: &str, value: Value) -> KeyValue {
+    KeyValue::new(Key::new(format!("metadata.{key}")), value)
 }
 
 /// The attribute AWS's translator turns into annotation `key`.

@@ -142,6 +142,12 @@ fn hex_into(out: &mut [u8], mut value: u128) {
     }
 }
 
+/// `trace_id` as X-Ray writes it: `1-<epoch seconds, 8 hex>-<24 hex>`.
+pub(crate) fn root(trace_id: TraceId) -> String {
+    let id = u128::from_be_bytes(trace_id.to_bytes());
+    format!("1-{:08x}-{:024x}", id >> 96, id & ((1 << 96) - 1))
+}
+
 /// A new trace id in X-Ray's form: the epoch seconds, then 96 random bits (X-Ray refuses
 /// ids that do not start with a time near now).
 pub(crate) fn new_trace_id(now_secs: u64) -> TraceId {

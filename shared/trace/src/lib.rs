@@ -17,6 +17,9 @@
 //! and may forward them to an X-Ray endpoint (moto's). On AWS, [`xray`] reads the same
 //! documents back from X-Ray's API.
 //!
+//! On Lambda each batch invocation also keeps a span of its own in the function's trace
+//! ([`invocation`]).
+//!
 //! Layout: [`tracer`] (the stages' side), `header` (X-Ray's trace header), [`export`] (the
 //! export thread), [`collector`] (the local daemon) and [`forward`] (its PutTraceSegments
 //! sender), [`store`] (the documents and an event's path through them), [`xray`] (the
@@ -27,6 +30,7 @@ pub mod error;
 pub mod export;
 pub mod forward;
 mod header;
+pub mod invocation;
 pub mod store;
 pub mod tracer;
 pub mod window;
@@ -36,6 +40,8 @@ pub use collector::Collector;
 pub use error::TraceError;
 pub use export::ExportStats;
 pub use forward::ForwardStats;
+pub use invocation::{BatchSummary, FinishedInvocation, InvocationSpan};
+pub use opentelemetry::trace::TraceId;
 pub use tracer::{FinishedSpan, Outcome, RecordSpan, Tracer};
 
 /// Where the X-Ray daemon listens (`host:port`, UDP), as Lambda sets it. Unset: no tracing.
@@ -60,4 +66,12 @@ pub mod keys {
     pub const WHERE: &str = "where";
     /// When the producer put it (epoch ms), for the wait before the first stage.
     pub const INGEST_TIME: &str = "ingest_time";
+    /// On a record's span: the trace of the Lambda invocation that handled its batch.
+    pub const INVOCATION_TRACE: &str = "invocation_trace";
+    /// On a batch invocation's span: records in the batch, failed ones, traced ones.
+    pub const RECORDS: &str = "records";
+    pub const FAILED: &str = "failed";
+    pub const TRACED: &str = "traced";
+    /// On a batch invocation's span: the shard its records came from.
+    pub const SHARD: &str = "shard";
 }

@@ -97,6 +97,9 @@ pub struct Hop {
     pub waited_ms: Option<f64>,
     /// The AWS calls the stage's batch made while it held the record, in time order.
     pub calls: Vec<CallHop>,
+    /// On Lambda: the trace of the invocation whose batch held the record, where the
+    /// batch's own span is (see [`crate::invocation`]).
+    pub invocation: Option<String>,
 }
 
 /// One AWS call under a stage's handling of the event.
@@ -279,6 +282,7 @@ fn hop(s: &Segment) -> Hop {
             .or_else(|| s.annotation(keys::WHERE)),
         waited_ms: None,
         calls: Vec::new(),
+        invocation: s.annotation(keys::INVOCATION_TRACE),
     }
 }
 
@@ -329,6 +333,11 @@ pub fn render(path: &EventPath) -> String {
             out.push_str(&format!(
                 "  │      {took}  {} {}{failed}\n",
                 call.service, call.operation
+            ));
+        }
+        if let Some(trace) = &hop.invocation {
+            out.push_str(&format!(
+                "  │      its batch: Lambda invocation trace {trace}\n"
             ));
         }
     }

@@ -13,6 +13,7 @@ use opentelemetry_sdk::trace::SpanExporter;
 use riffle_aws::calls::{Call, CallLog};
 
 use crate::export::{ExportStats, Exporter};
+use crate::invocation::{FinishedInvocation, InvocationSpan};
 use crate::{DAEMON_ADDRESS_ENV, DEFAULT_SAMPLE_RATE, SAMPLE_RATE_ENV, header, keys};
 
 /// What became of a record in a stage: the span's `outcome` annotation, and its fault flag.
@@ -192,6 +193,36 @@ impl Tracer {
         })
     }
 
+    /// The span of a batch invocation in the function's trace, begun at `start`, when
+    /// `lambda_header` (the invocation's `_X_AMZN_TRACE_ID`) is sampled and names Lambda's
+    /// segment as the parent; see [`crate::invocation`].
+    pub fn invocation(
+        &self,
+        stage: &'static str,
+        lambda_header: &str,
+        start: SystemTime,
+    ) -> Option<InvocationSpan> {
+        self.inner.as_ref()?;
+        if header::decision(lambda_header) != Some(true) {
+            return None;
+        }
+        let sampled = header::parse(lambda_header)?;
+        Some(InvocationSpan {
+            stage,
+            trace_id: sampled.trace_id,
+            parent: sampled.parent?,
+            span_id: header::new_span_id(),
+            start,
+        })
+    }
+
+    /// Hands a batch invocation's span to the export thread.
+    pub fn export_invocation(&self, span: FinishedInvocation) {
+        if let Some(inner) = &self.inner {
+            inner.exporter.send_invocation(span);
+        }
+    }
+
     /// An empty buffer for a batch's finished spans (one the export thread has emptied, when
     /// there is one).
     pub fn span_buffer(&self) -> Vec<FinishedSpan> {
@@ -311,6 +342,7 @@ impl RecordSpan {
             end,
             outcome,
             calls: None,
+            invocation: None,
         }
     }
 }
@@ -330,9 +362,21 @@ pub struct FinishedSpan {
     /// The AWS calls of the span's batch; those made while the record was in hand become
     /// its child spans.
     pub(crate) calls: Option<Arc<[Call]>>,
+    /// The trace of the Lambda invocation whose batch held the record.
+    pub(crate) invocation: Option<TraceId>,
 }
 
 impl FinishedSpan {
+    /// The event's trace.
+    pub fn trace_id(&self) -> TraceId {
+        self.trace_id
+    }
+
+    /// Names the trace of the Lambda invocation whose batch held the record.
+    pub fn set_invocation(&mut self, trace: TraceId) {
+        self.invocation = Some(trace);
+    }
+
     /// Gives the span its batch's AWS calls (shared by every span of the batch).
     pub fn set_calls(&mut self, calls: &Arc<[Call]>) {
         self.calls = Some(Arc::clone(calls));

@@ -105,3 +105,112 @@ async fn one_trace_follows_an_event_across_stages_and_unsampled_records_cost_no_
     drop(collector);
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_batch_invocation_keeps_its_span_under_lambdas_segment_and_its_records_name_it() {
+    let dir = std::env::temp_dir().join(format!("riffle-trace-inv-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let collector = Collector::start(&dir).unwrap();
+    let tracer = Tracer::to_daemon("riffle-archiver", collector.address(), 1.0).unwrap();
+    // A root of now: AWS's translator refuses trace ids from outside X-Ray's 30 days.
+    let secs = SystemTime::now()
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let root = format!("1-{secs:08x}-0000000000000000000000aa");
+    let root = root.as_str();
+    let lambda = format!("Root={root};Parent=53995c3f42cd8ad8;Sampled=1;Lineage=a1:0");
+
+    // Unsampled, unparented or unreadable headers give no invocation span.
+    let now = SystemTime::now();
+    for header in [
+        format!("Root={root};Parent=53995c3f42cd8ad8;Sampled=0"),
+        format!("Root={root};Sampled=1"),
+        "Root=1-nothex;Parent=53995c3f42cd8ad8;Sampled=1".to_owned(),
+    ] {
+        assert!(
+            tracer.invocation("archiver", &header, now).is_none(),
+            "{header}"
+        );
+    }
+    assert!(Tracer::off().invocation("archiver", &lambda, now).is_none());
+
+    let invocation = tracer
+        .invocation("archiver", &lambda, now)
+        .expect("sampled");
+    let mut event_header = None;
+    let mut span = tracer
+        .record("archiver", &mut event_header, "e-9", now, true)
+        .expect("rate 1")
+        .finish(Outcome::Archived("object-1".into()), SystemTime::now());
+    span.set_invocation(invocation.trace_id());
+    let mut summary = riffle_trace::BatchSummary {
+        records: 3,
+        shard: Some("shardId-000000000001".into()),
+        first_sequence: Some("4960001".into()),
+        last_sequence: Some("4960003".into()),
+        error: Some("the archive bucket refused the write".into()),
+        ..Default::default()
+    };
+    summary.add_trace(span.trace_id());
+    tracer.export(vec![span]);
+    tracer.export_invocation(invocation.finish(summary, SystemTime::now()));
+    tracer.force_flush();
+
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    let (batch, record) = loop {
+        let text = std::fs::read_to_string(collector.path()).unwrap_or_default();
+        let docs: Vec<serde_json::Value> = text
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect();
+        let batch = docs.iter().find(|d| d["trace_id"] == root).cloned();
+        let record = docs
+            .iter()
+            .find(|d| d["annotations"]["event_id"] == "e-9")
+            .cloned();
+        if let (Some(batch), Some(record)) = (batch, record) {
+            break (batch, record);
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "documents never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // A subsegment of Lambda's function segment, faulted with the batch's error.
+    assert_eq!(batch["type"], "subsegment", "{batch}");
+    assert_eq!(batch["parent_id"], "53995c3f42cd8ad8");
+    assert_eq!(batch["name"], "archiver batch");
+    assert_eq!(batch["annotations"]["records"], 3);
+    assert_eq!(batch["annotations"]["outcome"], "failed");
+    assert_eq!(batch["fault"], true);
+    assert_eq!(batch["annotations"]["traced"], 1);
+    assert_eq!(batch["annotations"]["shard"], "shardId-000000000001");
+    let text = batch.to_string();
+    assert!(
+        text.contains("4960001") && text.contains("4960003"),
+        "{text}"
+    );
+    assert!(
+        text.contains("the archive bucket refused the write"),
+        "{text}"
+    );
+    let event_trace = record["trace_id"].as_str().unwrap();
+    assert!(
+        text.contains(event_trace),
+        "the batch lists its records' traces: {text}"
+    );
+    // The record's span, in its event's trace, names the invocation's trace.
+    assert_eq!(record["annotations"]["invocation_trace"], root);
+    let segments = store::read(collector.path()).unwrap();
+    let path = store::path(&segments, "e-9").unwrap();
+    assert_eq!(path.hops[0].invocation.as_deref(), Some(root));
+    assert!(
+        store::render(&path).contains(&format!("Lambda invocation trace {root}")),
+        "{}",
+        store::render(&path)
+    );
+    drop(collector);
+    let _ = std::fs::remove_dir_all(&dir);
+}

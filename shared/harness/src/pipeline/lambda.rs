@@ -218,8 +218,22 @@ impl LambdaInstance {
     /// # Errors
     /// As [`RuntimeApi::invoke`]; a process that exited is reported with its status.
     pub async fn invoke(&mut self, payload: Vec<u8>) -> Result<Answer, PipelineError> {
+        self.invoke_traced(payload, None).await
+    }
+
+    /// [`LambdaInstance::invoke`] with `trace_header` as the invocation's trace header, as
+    /// Lambda passes it to a function with active tracing (`Root=...;Parent=<the function
+    /// segment>;Sampled=1`).
+    ///
+    /// # Errors
+    /// As [`LambdaInstance::invoke`].
+    pub async fn invoke_traced(
+        &mut self,
+        payload: Vec<u8>,
+        trace_header: Option<String>,
+    ) -> Result<Answer, PipelineError> {
         let answer = tokio::select! {
-            answer = self.api.invoke(payload, None) => answer,
+            answer = self.api.invoke(payload, trace_header) => answer,
             status = self.child.wait() => {
                 let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
                 return Err(self.error(format!("the process exited ({status}) before answering")));
