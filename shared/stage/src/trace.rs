@@ -157,6 +157,9 @@ impl BatchSpans {
             span.set_ingest_time(at);
         }
         if self.open.len() <= index {
+            if self.open.capacity() == 0 {
+                self.open = self.tracer.open_buffer();
+            }
             self.open.resize_with(index + 1, || None);
         }
         if self.finished.capacity() == 0 {
@@ -222,5 +225,6 @@ impl Drop for BatchSpans {
         // A batch that failed as a whole (an error returned early) is retried by Lambda.
         self.close_all(&Outcome::Retried("the batch failed".to_owned()));
         self.flush();
+        self.tracer.give_open_buffer(std::mem::take(&mut self.open));
     }
 }

@@ -208,13 +208,18 @@ fn run(
                     push_span_data(span, &scope, &mut data);
                 }
                 spares.give(spans);
-                while !data.is_empty() {
-                    let rest = data.split_off(slice.min(data.len()));
-                    if let Err(e) = block_on(exporter.export(data)) {
+                // Slices taken off the front, each span moved once (splitting the rest off
+                // each time moved it again per slice: quadratic in the batch).
+                let mut rest = data.into_iter();
+                loop {
+                    let part: Vec<SpanData> = rest.by_ref().take(slice).collect();
+                    if part.is_empty() {
+                        break;
+                    }
+                    if let Err(e) = block_on(exporter.export(part)) {
                         tracing::warn!(error = %e, "trace export failed");
                     }
-                    data = rest;
-                    if paced && !data.is_empty() {
+                    if paced && !rest.as_slice().is_empty() {
                         let paused = Instant::now();
                         std::thread::sleep(PACE);
                         // The pause is not work: left out of the busy time.

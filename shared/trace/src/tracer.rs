@@ -58,7 +58,13 @@ struct Inner {
     /// Export at the end of every batch (Lambda freezes the process between invocations);
     /// elsewhere the export thread sends in the background, off the handler's path.
     flush_each_batch: bool,
+    /// Emptied buffers of open spans, for the next batches (see [`Tracer::open_buffer`]).
+    open_spares: std::sync::Mutex<Vec<Vec<Option<RecordSpan>>>>,
 }
+
+/// Open-span buffers kept: one per batch handled at once (the local mapping reads a few
+/// shards at a time; Lambda one batch).
+const OPEN_SPARES: usize = 4;
 
 impl std::fmt::Debug for Tracer {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -129,6 +135,7 @@ impl Tracer {
                 exporter: Exporter::start(service, exporter, !on_lambda)?,
                 sample_rate: sample_rate.clamp(0.0, 1.0),
                 flush_each_batch: on_lambda,
+                open_spares: std::sync::Mutex::default(),
             })),
         })
     }
@@ -162,6 +169,22 @@ impl Tracer {
     ) -> Option<RecordSpan> {
         let inner = self.inner.as_ref()?;
         let span_id = header::new_span_id();
+        // The layout Riffle writes is read at fixed offsets; any other, as it comes.
+        if let Some(h) = header.as_mut()
+            && let Some(read) = header::canonical(h)
+        {
+            let sampled = read?;
+            header::reparent(h, &sampled, span_id);
+            return Some(RecordSpan {
+                stage,
+                trace_id: sampled.trace_id,
+                parent: sampled.parent,
+                span_id,
+                event_id: event_id.to_owned(),
+                ingest_time: None,
+                start,
+            });
+        }
         let decided = header.as_deref().and_then(header::decision);
         let (trace_id, parent) = match (header.as_mut(), decided) {
             (_, Some(false)) => return None,
@@ -230,6 +253,31 @@ impl Tracer {
             .as_ref()
             .map(|i| i.exporter.spares.take())
             .unwrap_or_default()
+    }
+
+    /// An empty buffer for a batch's open spans, by index in the batch: one a batch before
+    /// gave back when there is one. A batch of thousands of traced records holds a
+    /// megabyte of them, and fresh memory each batch cost the handler its page faults and
+    /// the copies of growing.
+    pub fn open_buffer(&self) -> Vec<Option<RecordSpan>> {
+        self.inner
+            .as_ref()
+            .and_then(|i| i.open_spares.lock().ok()?.pop())
+            .unwrap_or_default()
+    }
+
+    /// Takes back a batch's open-span buffer (emptied here) for the next batches.
+    pub fn give_open_buffer(&self, mut buffer: Vec<Option<RecordSpan>>) {
+        buffer.clear();
+        if buffer.capacity() == 0 {
+            return;
+        }
+        if let Some(inner) = &self.inner
+            && let Ok(mut spares) = inner.open_spares.lock()
+            && spares.len() < OPEN_SPARES
+        {
+            spares.push(buffer);
+        }
     }
 
     /// Hands finished spans to the export thread (one message for all of them).
