@@ -335,7 +335,10 @@ fn span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
     } = span;
     let (name, detail) = outcome.parts();
     let mut attributes = Vec::with_capacity(5);
-    attributes.push(annotation(keys::EVENT_ID, event_id.into()));
+    attributes.push(annotation(
+        keys::EVENT_ID,
+        event_id.as_str().to_owned().into(),
+    ));
     attributes.push(annotation(keys::STAGE, stage.into()));
     attributes.push(annotation(keys::OUTCOME, name.into()));
     if let Some((key, value)) = detail {

@@ -180,7 +180,7 @@ impl Tracer {
                 trace_id: sampled.trace_id,
                 parent: sampled.parent,
                 span_id,
-                event_id: event_id.to_owned(),
+                event_id: EventId::new(event_id),
                 ingest_time: None,
                 start,
             });
@@ -210,7 +210,7 @@ impl Tracer {
             trace_id,
             parent,
             span_id,
-            event_id: event_id.to_owned(),
+            event_id: EventId::new(event_id),
             ingest_time: None,
             start,
         })
@@ -358,6 +358,47 @@ fn daemon_address(raw: &str) -> std::io::Result<SocketAddr> {
     })
 }
 
+/// Event ids up to this long are kept inline (UUIDs are 36 bytes, ULIDs 26).
+const INLINE_ID: usize = 40;
+
+/// A span's event id, without an allocation when it is short: a traced record's copy was a
+/// malloc on the handler's path and a free on the export thread's, about a third of what
+/// opening its span cost.
+#[derive(Clone)]
+pub(crate) enum EventId {
+    Inline { len: u8, bytes: [u8; INLINE_ID] },
+    Heap(Box<str>),
+}
+
+impl EventId {
+    fn new(id: &str) -> Self {
+        match u8::try_from(id.len()) {
+            Ok(len) if id.len() <= INLINE_ID => {
+                let mut bytes = [0; INLINE_ID];
+                bytes[..id.len()].copy_from_slice(id.as_bytes());
+                EventId::Inline { len, bytes }
+            }
+            _ => EventId::Heap(id.into()),
+        }
+    }
+
+    pub(crate) fn as_str(&self) -> &str {
+        match self {
+            // The bytes of a whole `&str`: always UTF-8.
+            EventId::Inline { len, bytes } => {
+                std::str::from_utf8(&bytes[..usize::from(*len)]).unwrap_or_default()
+            }
+            EventId::Heap(id) => id,
+        }
+    }
+}
+
+impl std::fmt::Debug for EventId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Debug::fmt(self.as_str(), f)
+    }
+}
+
 /// One record's open span in a stage; finish it with what became of the record.
 #[derive(Debug)]
 pub struct RecordSpan {
@@ -365,7 +406,7 @@ pub struct RecordSpan {
     trace_id: TraceId,
     parent: Option<SpanId>,
     span_id: SpanId,
-    event_id: String,
+    event_id: EventId,
     ingest_time: Option<i64>,
     start: SystemTime,
 }
@@ -402,7 +443,7 @@ pub struct FinishedSpan {
     pub(crate) trace_id: TraceId,
     pub(crate) parent: Option<SpanId>,
     pub(crate) span_id: SpanId,
-    pub(crate) event_id: String,
+    pub(crate) event_id: EventId,
     pub(crate) ingest_time: Option<i64>,
     pub(crate) start: SystemTime,
     pub(crate) end: SystemTime,
@@ -435,6 +476,26 @@ impl FinishedSpan {
 #[allow(clippy::unwrap_used, clippy::expect_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn event_ids_read_back_as_given_inline_or_not() {
+        for id in [
+            "",
+            "01a24b93-d6db-7107-a5fb-3098fa044e02",
+            "é-ü-∑",
+            &"x".repeat(INLINE_ID),
+            &"y".repeat(INLINE_ID + 1),
+            &"z".repeat(300),
+        ] {
+            let kept = EventId::new(id);
+            assert_eq!(kept.as_str(), id);
+            assert_eq!(
+                matches!(kept, EventId::Inline { .. }),
+                id.len() <= INLINE_ID,
+                "{id}"
+            );
+        }
+    }
 
     #[test]
     fn daemon_addresses_in_both_forms() {
