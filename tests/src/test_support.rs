@@ -390,12 +390,18 @@ print(json.dumps([list(r) for r in rows]))
         .output()
         .await
         .unwrap();
+    serde_json::from_slice(&stdout_of(out, "duckdb")).unwrap()
+}
+
+/// The standard output of a command that had to succeed; when it did not, fails the test
+/// naming `what` it was, with its standard error.
+fn stdout_of(out: std::process::Output, what: impl std::fmt::Display) -> Vec<u8> {
     assert!(
         out.status.success(),
-        "duckdb: {}",
+        "{what}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).unwrap()
+    out.stdout
 }
 
 /// The view's totals once `done` holds them (or after two minutes, for the caller's asserts).
@@ -464,12 +470,7 @@ pub async fn riffle_ok(riffle: &Path, env: &HashMap<String, String>, args: &[Str
         .output()
         .await
         .unwrap();
-    assert!(
-        out.status.success(),
-        "riffle {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    String::from_utf8_lossy(&stdout_of(out, format!("riffle {args:?}"))).into_owned()
 }
 
 /// A producer team's folder beside `state` (`<state>.team`): `schemas/events/<stem>.avsc`

@@ -294,13 +294,6 @@ fn call_span(
         None => Status::Unset,
     };
     SpanData {
-        span_context: SpanContext::new(
-            trace_id,
-            crate::header::new_span_id(),
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        ),
         parent_span_id: parent,
         parent_span_is_remote: false,
         span_kind: SpanKind::Client,
@@ -308,11 +301,8 @@ fn call_span(
         start_time: call.start,
         end_time: call.end,
         attributes,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
         status,
-        instrumentation_scope: scope.clone(),
+        ..span_base(trace_id, crate::header::new_span_id(), scope)
     }
 }
 
@@ -358,13 +348,6 @@ fn span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
         _ => Status::Unset,
     };
     SpanData {
-        span_context: SpanContext::new(
-            trace_id,
-            span_id,
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        ),
         parent_span_id: parent.unwrap_or(opentelemetry::trace::SpanId::INVALID),
         parent_span_is_remote: parent.is_some(),
         span_kind: SpanKind::Server,
@@ -372,11 +355,8 @@ fn span_data(span: FinishedSpan, scope: &InstrumentationScope) -> SpanData {
         start_time: start,
         end_time: end,
         attributes,
-        dropped_attributes_count: 0,
-        events: SpanEvents::default(),
-        links: SpanLinks::default(),
         status,
-        instrumentation_scope: scope.clone(),
+        ..span_base(trace_id, span_id, scope)
     }
 }
 
@@ -424,13 +404,6 @@ fn invocation_data(finished: FinishedInvocation, scope: &InstrumentationScope) -
         None => Status::Unset,
     };
     SpanData {
-        span_context: SpanContext::new(
-            span.trace_id,
-            span.span_id,
-            TraceFlags::SAMPLED,
-            false,
-            TraceState::default(),
-        ),
         parent_span_id: span.parent,
         parent_span_is_remote: true,
         span_kind: SpanKind::Internal,
@@ -438,10 +411,37 @@ fn invocation_data(finished: FinishedInvocation, scope: &InstrumentationScope) -
         start_time: span.start,
         end_time: end,
         attributes,
+        status,
+        ..span_base(span.trace_id, span.span_id, scope)
+    }
+}
+
+/// What every span Riffle exports shares (sampled, no events or links), for `trace_id` and
+/// `span_id`; the rest is filled in by the caller.
+fn span_base(
+    trace_id: opentelemetry::trace::TraceId,
+    span_id: opentelemetry::trace::SpanId,
+    scope: &InstrumentationScope,
+) -> SpanData {
+    SpanData {
+        span_context: SpanContext::new(
+            trace_id,
+            span_id,
+            TraceFlags::SAMPLED,
+            false,
+            TraceState::default(),
+        ),
+        parent_span_id: opentelemetry::trace::SpanId::INVALID,
+        parent_span_is_remote: false,
+        span_kind: SpanKind::Internal,
+        name: Cow::Borrowed(""),
+        start_time: std::time::UNIX_EPOCH,
+        end_time: std::time::UNIX_EPOCH,
+        attributes: Vec::new(),
         dropped_attributes_count: 0,
         events: SpanEvents::default(),
         links: SpanLinks::default(),
-        status,
+        status: Status::Unset,
         instrumentation_scope: scope.clone(),
     }
 }
