@@ -14,7 +14,8 @@
 //! - [`calls`]: the AWS calls of a batch, for its records' trace spans;
 //! - [`on_failure`]: Lambda's on-failure message for Kinesis sources (metadata only);
 //! - [`stream_read`]: records read back from a shard by position;
-//! - [`table`]: CreateTable from a template's table shape, indexes included.
+//! - [`table`]: CreateTable from a template's table shape, indexes included;
+//! - [`tls`]: the platform's trust roots read once for every HTTPS client.
 //!
 //! Endpoints come only from the SDK's own variables (`AWS_ENDPOINT_URL`,
 //! `AWS_ENDPOINT_URL_KINESIS`, ...), so the same code talks to AWS and to the local
@@ -31,6 +32,7 @@ pub mod on_failure;
 pub mod sqs;
 pub mod stream_read;
 pub mod table;
+pub mod tls;
 
 use std::time::Duration;
 
@@ -55,6 +57,7 @@ pub const OPERATION_TIMEOUT: Duration = Duration::from_secs(60);
 /// standard retries and bounded timeouts so a stuck call cannot hang a shard forever.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(BehaviorVersion::latest())
+        .http_client(tls::sdk_http_client())
         .retry_config(RetryConfig::standard().with_max_attempts(SDK_MAX_ATTEMPTS))
         .timeout_config(
             TimeoutConfig::builder()

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
 use apache_avro::Schema;
 use apache_avro::reader::datum::GenericDatumReader;
@@ -201,7 +202,21 @@ impl CompiledSchema {
 pub struct SchemaCache<S> {
     source: S,
     schemas: RwLock<HashMap<u32, Arc<CompiledSchema>>>,
+    // Ids the registry said it does not know, and when: a stream of records naming a made-up
+    // id would otherwise cost a registry request in every batch.
+    unknown: RwLock<HashMap<u32, Instant>>,
+    unknown_ttl: Duration,
 }
+
+/// How long a registry's "no such id" is believed. Short, because an id unknown now may be
+/// registered next (ids are handed out in order, so only records that named an id before it
+/// existed are affected, and such records are already wrong); and an unknown id's records
+/// are rejected with their reason, never dropped, so they can be redriven.
+pub const UNKNOWN_ID_TTL: Duration = Duration::from_secs(5);
+
+/// Ids kept as unknown at most; past that the oldest half is forgotten (records naming
+/// random ids cannot grow the process).
+const UNKNOWN_IDS_KEPT: usize = 4096;
 
 impl<S> std::fmt::Debug for SchemaCache<S> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -215,7 +230,16 @@ impl<S: SchemaSource> SchemaCache<S> {
         SchemaCache {
             source,
             schemas: RwLock::new(HashMap::new()),
+            unknown: RwLock::new(HashMap::new()),
+            unknown_ttl: UNKNOWN_ID_TTL,
         }
+    }
+
+    /// The same cache believing "no such id" for `ttl` instead of [`UNKNOWN_ID_TTL`].
+    #[must_use]
+    pub fn with_unknown_ttl(mut self, ttl: Duration) -> Self {
+        self.unknown_ttl = ttl;
+        self
     }
 
     /// The schema if it is already cached; never calls the registry.
@@ -234,11 +258,40 @@ impl<S: SchemaSource> SchemaCache<S> {
         if let Some(found) = self.get_cached(id) {
             return Ok(found);
         }
+        if self.known_unknown(id) {
+            return Err(CodecError::UnknownSchema(id));
+        }
         let fetched = self.source.fetch_schema(id).await.map_err(|e| match e {
-            SourceError::NotFound(id) => CodecError::UnknownSchema(id),
+            SourceError::NotFound(id) => {
+                self.remember_unknown(id);
+                CodecError::UnknownSchema(id)
+            }
             SourceError::Unavailable(why) => CodecError::RegistryUnavailable(why),
         })?;
         Ok(self.keep(id, CompiledSchema::parse_registered(id, &fetched)?))
+    }
+
+    /// Whether the registry said within the cache's TTL ([`UNKNOWN_ID_TTL`]) that it does not know `id`.
+    fn known_unknown(&self, id: u32) -> bool {
+        self.unknown.read().is_ok_and(|map| {
+            map.get(&id)
+                .is_some_and(|at| at.elapsed() < self.unknown_ttl)
+        })
+    }
+
+    fn remember_unknown(&self, id: u32) {
+        if let Ok(mut map) = self.unknown.write() {
+            if map.len() >= UNKNOWN_IDS_KEPT {
+                map.retain(|_, at| at.elapsed() < self.unknown_ttl);
+            }
+            if map.len() >= UNKNOWN_IDS_KEPT {
+                let mut ages: Vec<Instant> = map.values().copied().collect();
+                let (_, median, _) = ages.select_nth_unstable(UNKNOWN_IDS_KEPT / 2);
+                let median = *median;
+                map.retain(|_, at| *at > median);
+            }
+            map.insert(id, Instant::now());
+        }
     }
 
     /// Parses and caches `text` under `id` (used to preload known schemas).

@@ -229,9 +229,21 @@ impl RegistryClient {
                 "registry URL {base_url:?} is not an http(s) base URL"
             )));
         }
+        // The roots the SDK's client uses too, read once per process (riffle_aws::tls); a
+        // plain-HTTP registry needs none, and reqwest would otherwise read the store again.
+        let roots = if base.scheme() == "https" {
+            riffle_aws::tls::roots()
+                .iter()
+                .map(|der| reqwest::Certificate::from_der(der))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| ClientError::Config(format!("platform trust roots: {e}")))?
+        } else {
+            Vec::new()
+        };
         let http = reqwest::Client::builder()
             .connect_timeout(connect)
             .timeout(request)
+            .tls_certs_only(roots)
             .build()
             .map_err(|e| ClientError::Config(format!("building the HTTP client: {e}")))?;
         Ok(Self {
