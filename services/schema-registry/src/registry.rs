@@ -271,28 +271,84 @@ impl<S: SchemaStore> Registry<S> {
         {
             return schema::parse_with(text, schema_type, &contract);
         }
-        let bare = schema::parse(text, schema_type)?;
         let versions = self.store.versions(subject).await?;
-        if contract.is_empty()
-            && let Some(same) = versions.iter().rev().find(|v| {
-                (include_deleted || !v.deleted)
-                    && schema::fingerprint(&bare.normalized, &v.contract) == v.fingerprint
-            })
-        {
-            return schema::parse_with(text, schema_type, &same.contract);
-        }
-        let latest = versions.iter().rev().find(|v| !v.deleted);
-        let carried = DataContract {
-            metadata: contract
-                .metadata
-                .or_else(|| latest.and_then(|v| v.contract.metadata.clone())),
-            rule_set: contract
-                .rule_set
-                .or_else(|| latest.and_then(|v| v.contract.rule_set.clone())),
-        };
-        schema::parse_with(text, schema_type, &carried)
+        parse_against(text, schema_type, contract, include_deleted, &versions)
     }
 
+    /// [`Registry::lookup`] and the parse it needs from one read of the subject's versions
+    /// (a lookup is what every stage asks at start; a second read by fingerprint only asked
+    /// the store again for what this one holds).
+    async fn lookup_once(
+        &self,
+        subject: &str,
+        text: &str,
+        schema_type: Option<&str>,
+        contract: &DataContract,
+        include_deleted: bool,
+    ) -> Result<VersionRecord> {
+        let versions = self.store.versions(subject).await?;
+        let parsed = parse_against(
+            text,
+            schema_type,
+            contract.normalized(),
+            include_deleted,
+            &versions,
+        )?;
+        // The store's order is ascending: the first live holder, as a fingerprint read gives.
+        if let Some(found) = versions
+            .iter()
+            .find(|v| !v.deleted && v.fingerprint == parsed.fingerprint)
+        {
+            return Ok(found.clone());
+        }
+        if include_deleted
+            && let Some(found) = versions
+                .iter()
+                .rev()
+                .find(|v| v.fingerprint == parsed.fingerprint)
+        {
+            return Ok(found.clone());
+        }
+        if !versions.iter().any(|v| include_deleted || !v.deleted) {
+            return Err(Error::SubjectNotFound(subject.to_owned()));
+        }
+        Err(Error::SchemaNotFound)
+    }
+}
+
+/// [`Registry::parse_for`] once the subject's versions are read.
+fn parse_against(
+    text: &str,
+    schema_type: Option<&str>,
+    contract: DataContract,
+    include_deleted: bool,
+    versions: &[VersionRecord],
+) -> Result<ParsedSchema> {
+    if contract.metadata.is_some() && contract.rule_set.is_some() {
+        return schema::parse_with(text, schema_type, &contract);
+    }
+    let bare = schema::parse(text, schema_type)?;
+    if contract.is_empty()
+        && let Some(same) = versions.iter().rev().find(|v| {
+            (include_deleted || !v.deleted)
+                && schema::fingerprint(&bare.normalized, &v.contract) == v.fingerprint
+        })
+    {
+        return schema::parse_with(text, schema_type, &same.contract);
+    }
+    let latest = versions.iter().rev().find(|v| !v.deleted);
+    let carried = DataContract {
+        metadata: contract
+            .metadata
+            .or_else(|| latest.and_then(|v| v.contract.metadata.clone())),
+        rule_set: contract
+            .rule_set
+            .or_else(|| latest.and_then(|v| v.contract.rule_set.clone())),
+    };
+    schema::parse_with(text, schema_type, &carried)
+}
+
+impl<S: SchemaStore> Registry<S> {
     /// Why `parsed` may not follow the subject's live versions at `level`. `latest` is the
     /// subject's highest stored version, which spares a read in the usual case (latest live,
     /// level not transitive).
@@ -456,29 +512,8 @@ impl<S: SchemaStore> Registry<S> {
         if check_subject(subject).is_err() {
             return Err(Error::SubjectNotFound(subject.to_owned()));
         }
-        let parsed = self
-            .parse_for(subject, text, schema_type, contract, include_deleted)
-            .await?;
-        if let Some(found) = self
-            .store
-            .version_by_fingerprint(subject, &parsed.fingerprint)
-            .await?
-        {
-            return Ok(found);
-        }
-        let versions = self.store.versions(subject).await?;
-        if include_deleted
-            && let Some(found) = versions
-                .iter()
-                .rev()
-                .find(|v| v.fingerprint == parsed.fingerprint)
-        {
-            return Ok(found.clone());
-        }
-        if !versions.iter().any(|v| include_deleted || !v.deleted) {
-            return Err(Error::SubjectNotFound(subject.to_owned()));
-        }
-        Err(Error::SchemaNotFound)
+        self.lookup_once(subject, text, schema_type, contract, include_deleted)
+            .await
     }
 
     /// Subjects with live versions (any versions, with `include_deleted`).
