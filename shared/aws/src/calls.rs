@@ -33,6 +33,10 @@ pub struct Call {
     pub end: SystemTime,
     /// How it failed, if it did (the kind only: an error's message may hold data).
     pub error: Option<String>,
+    /// Calls DynamoDB refused because their condition did not hold: Riffle's optimistic
+    /// writes ask for exactly that answer when another writer came first, so it is an
+    /// outcome, not a failure.
+    pub conditions_not_met: u32,
     /// Calls this stands for: 1, or more once [`CallLog::take_grouped`] folded a batch's
     /// calls of one operation together.
     pub count: u32,
@@ -70,6 +74,7 @@ impl CallLog {
                 Some(group) => {
                     group.end = group.end.max(call.end);
                     group.count += call.count;
+                    group.conditions_not_met += call.conditions_not_met;
                     if group.error.is_none() {
                         group.error = call.error;
                     }
@@ -154,8 +159,14 @@ impl Intercept for CallRecorder {
             || ("AWS".to_owned(), "call".to_owned()),
             |m| (m.service().to_owned(), m.name().to_owned()),
         );
+        let refused = context
+            .output_or_error()
+            .and_then(|r| r.err())
+            .and_then(|e| e.as_operation_error())
+            .is_some_and(condition_not_met);
         // The kind of failure only: an operation error's message may hold data.
         let error = match context.output_or_error() {
+            _ if refused => None,
             Some(Err(e)) if e.is_operation_error() => Some("service error"),
             Some(Err(e)) if e.is_timeout_error() => Some("timeout"),
             Some(Err(e)) if e.is_connector_error() => Some("connection failed"),
@@ -170,11 +181,29 @@ impl Intercept for CallRecorder {
             start,
             end: SystemTime::now(),
             error,
+            conditions_not_met: u32::from(refused),
             count: 1,
         };
         let _ = LOG.try_with(|log| log.push(call));
         Ok(())
     }
+}
+
+/// Whether `error` is DynamoDB refusing a conditional write because its condition did not
+/// hold (the operations Riffle writes conditionally).
+fn condition_not_met(error: &aws_smithy_runtime_api::client::interceptors::context::Error) -> bool {
+    use aws_sdk_dynamodb::operation::{
+        delete_item::DeleteItemError, put_item::PutItemError, update_item::UpdateItemError,
+    };
+    error
+        .downcast_ref::<PutItemError>()
+        .is_some_and(PutItemError::is_conditional_check_failed_exception)
+        || error
+            .downcast_ref::<UpdateItemError>()
+            .is_some_and(UpdateItemError::is_conditional_check_failed_exception)
+        || error
+            .downcast_ref::<DeleteItemError>()
+            .is_some_and(DeleteItemError::is_conditional_check_failed_exception)
 }
 
 #[cfg(test)]
@@ -193,10 +222,14 @@ mod tests {
             start: t(start),
             end: t(end),
             error: error.map(str::to_owned),
+            conditions_not_met: 0,
             count: 1,
         };
         let log = CallLog::new();
-        log.push(call("PutItem", 20, 25, None));
+        log.push(Call {
+            conditions_not_met: 1,
+            ..call("PutItem", 20, 25, None)
+        });
         log.push(call("GetItem", 0, 3, None));
         log.push(call("PutItem", 21, 40, Some("timeout")));
         log.push(call("BatchGetItem", 10, 12, None));
@@ -211,15 +244,16 @@ mod tests {
                     c.end,
                     c.count,
                     c.error.as_deref(),
+                    c.conditions_not_met,
                 )
             })
             .collect();
         assert_eq!(
             summary,
             [
-                ("GetItem", t(0), t(3), 1, None),
-                ("BatchGetItem", t(10), t(12), 1, None),
-                ("PutItem", t(20), t(40), 3, Some("timeout")),
+                ("GetItem", t(0), t(3), 1, None, 0),
+                ("BatchGetItem", t(10), t(12), 1, None, 0),
+                ("PutItem", t(20), t(40), 3, Some("timeout"), 1),
             ]
         );
         assert!(log.take().is_empty());

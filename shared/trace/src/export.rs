@@ -282,13 +282,21 @@ fn call_span(
     parent: opentelemetry::trace::SpanId,
     scope: &InstrumentationScope,
 ) -> SpanData {
-    let attributes = vec![
+    let mut attributes = vec![
         KeyValue::new("rpc.system", "aws-api"),
         KeyValue::new("rpc.service", call.service.clone()),
         KeyValue::new("rpc.method", call.operation.clone()),
         // How many of the batch's calls of this operation the span stands for.
         KeyValue::new("riffle.calls", i64::from(call.count)),
     ];
+    if call.conditions_not_met > 0 {
+        // Not a failure (an optimistic write that lost a race and was redone), but worth
+        // seeing when a hot view item keeps writers racing.
+        attributes.push(KeyValue::new(
+            "riffle.conditions_not_met",
+            i64::from(call.conditions_not_met),
+        ));
+    }
     let status = match &call.error {
         Some(why) => Status::error(why.clone()),
         None => Status::Unset,
