@@ -77,9 +77,16 @@ async fn ten_thousand_events_match_the_ground_truth() {
     // bookkeeping per batch.
     let reference =
         (report.counters).count(report.counters.function("enricher"), "DynamoItemsRead");
+    // The view items are the pipeline's output, not its bookkeeping: each batch writes the
+    // items its events fall in, so their number follows how many batches a loaded machine
+    // cut the run into (363 for 9,792 events, 0.037 each, in one run beside other suites).
+    // The handler reports under the stage's name (the runtime under the function's).
+    let view = (report.counters).count("aggregator", "ViewItemsWritten");
+    assert!(view > 0 && view <= writes);
     assert!(
-        (writes as f64) / valid <= 0.05 && ((reads - reference) as f64) / valid <= 0.05,
-        "{reads} reads ({reference} of reference data) and {writes} writes for {valid} events"
+        ((writes - view) as f64) / valid <= 0.05 && ((reads - reference) as f64) / valid <= 0.05,
+        "{reads} reads ({reference} of reference data) and {writes} writes ({view} view items) \
+         for {valid} events"
     );
 
     // Every event was traced (the demo samples all): each archived event's path holds the
