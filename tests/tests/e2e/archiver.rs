@@ -33,7 +33,7 @@ const DEADLINE: Duration = Duration::from_secs(30);
 const BUCKET: &str = "riffle-archive";
 const ENVELOPE_ID: u32 = 7;
 const ORDER_ID: i32 = 3;
-const ORDER: &str = include_str!("../../schemas/events/order_placed.avsc");
+const ORDER: &str = include_str!("../../../schemas/events/order_placed.avsc");
 /// 2025-11-24T16:00:00Z.
 const H16: i64 = 1_764_000_000_000;
 const H17: i64 = H16 + 3_600_000;

@@ -18,9 +18,9 @@ use schema_registry_converter::schema_registry_common::{
     SchemaType, SubjectNameStrategy, SuppliedSchema,
 };
 
-const ORDER: &str = include_str!("../../schemas/events/order_placed.avsc");
+const ORDER: &str = include_str!("../../../schemas/events/order_placed.avsc");
 const ORDER_SUBJECT: &str = "com.riffle.shop.OrderPlaced";
-const PAGE_VIEW: &str = include_str!("../../schemas/events/page_view.avsc");
+const PAGE_VIEW: &str = include_str!("../../../schemas/events/page_view.avsc");
 const PAGE_VIEW_SUBJECT: &str = "com.riffle.web.PageView";
 
 async fn serve(app: axum::Router) -> String {

@@ -630,7 +630,7 @@ async fn poison_record_goes_to_the_on_failure_queue() {
     let last = recorder
         .done()
         .iter()
-        .chain(&[crate::seen(&records[0])])
+        .chain(&[crate::runtime::seen(&records[0])])
         .map(|r| r.seq.clone())
         .max_by(|a, b| seq_key(a).cmp(&seq_key(b)))
         .unwrap();
