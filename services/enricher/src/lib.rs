@@ -22,9 +22,7 @@ use riffle_codec::rules::{DEFAULT_ALLOWED_LATENESS_SECS, EnrichSpec, closes_at};
 use riffle_codec::source::SchemaSource;
 use riffle_codec::{CodecError, CompiledSchema, Enrichment, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_stage::marks::{MarkStore, Marks, Republish};
-use riffle_stage::schemas::{
-    BatchSchemas, learn_envelope_versions, payload_schema, resolve_payload_schemas, take_outage,
-};
+use riffle_stage::schemas::{BatchSchemas, learn_envelope_versions, payload_schema, take_outage};
 use riffle_stage::trace::{BatchSpans, Outcome, Tracer};
 use riffle_stage::{
     Failures, KinesisEvent, KinesisEventRecord, KinesisEventResponse, OutRecord, Output,
@@ -177,12 +175,11 @@ impl<S: SchemaSource, R: ReferenceSource, O: Output, D: Rejects, M: MarkStore>
             .iter()
             .map(|r| self.envelopes.decode(&r.kinesis.data))
             .collect();
-        let batch = self
+        let (batch, mut schemas) = self
             .marks
-            .republish(STAGE, records, &mut decoded)
+            .republish_resolving(STAGE, records, &mut decoded, &self.schemas)
             .await
             .map_err(EnricherError::Marks)?;
-        let mut schemas = resolve_payload_schemas(&self.schemas, &decoded).await;
         if let Some(e) = take_outage(&mut schemas) {
             return Err(EnricherError::Registry(e.to_string()));
         }

@@ -18,7 +18,7 @@ use riffle_codec::source::SchemaSource;
 use riffle_codec::{CodecError, Envelope, EnvelopeCodec, SchemaCache};
 use riffle_stage::marks::{MarkStore, Marks, Republish};
 use riffle_stage::schemas::BatchSchemas;
-use riffle_stage::schemas::{learn_envelope_versions, resolve_payload_schemas};
+use riffle_stage::schemas::learn_envelope_versions;
 use riffle_stage::trace::{BatchSpans, Outcome, Tracer};
 use riffle_stage::{
     Failures, KinesisEvent, KinesisEventRecord, KinesisEventResponse, OutRecord, Output,
@@ -116,12 +116,11 @@ impl<S: SchemaSource, O: Output, R: Rejects, M: MarkStore> Validator<S, O, R, M>
             .iter()
             .map(|r| self.envelopes.decode(&r.kinesis.data))
             .collect();
-        let batch = self
+        let (batch, schemas) = self
             .marks
-            .republish(STAGE, records, &mut envelopes)
+            .republish_resolving(STAGE, records, &mut envelopes, &self.schemas)
             .await
             .map_err(ValidatorError::Marks)?;
-        let schemas = resolve_payload_schemas(&self.schemas, &envelopes).await;
         let now = verdict::now_ms();
         let judged = Judging {
             schemas: &schemas,

@@ -58,12 +58,28 @@ pub async fn resolve_schemas_of<'a, S: SchemaSource, E: EnvelopeHead + 'a>(
     cache: &SchemaCache<S>,
     envelopes: impl IntoIterator<Item = &'a E>,
 ) -> BatchSchemas {
+    resolve_schema_ids(cache, payload_schema_ids(envelopes)).await
+}
+
+/// The registry ids among the payload schema ids of `envelopes` (negative ids are no registry
+/// ids), repeats included.
+pub fn payload_schema_ids<'a, E: EnvelopeHead + 'a>(
+    envelopes: impl IntoIterator<Item = &'a E>,
+) -> Vec<u32> {
+    envelopes
+        .into_iter()
+        .filter_map(|e| u32::try_from(e.schema_id()).ok())
+        .collect()
+}
+
+/// Resolves each distinct id of `ids` once: from the cache, or fetched concurrently.
+pub async fn resolve_schema_ids<S: SchemaSource>(
+    cache: &SchemaCache<S>,
+    ids: impl IntoIterator<Item = u32>,
+) -> BatchSchemas {
     let mut resolved = HashMap::new();
     let mut missing = Vec::new();
-    for envelope in envelopes {
-        let Ok(id) = u32::try_from(envelope.schema_id()) else {
-            continue;
-        };
+    for id in ids {
         if let std::collections::hash_map::Entry::Vacant(slot) = resolved.entry(id) {
             match cache.get_cached(id) {
                 Some(schema) => {

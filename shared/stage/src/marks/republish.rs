@@ -2,12 +2,14 @@
 //! the new records given the stage's own origin, so the next stage drops what a retry of
 //! this one publishes again.
 
-use riffle_codec::{CodecError, Envelope};
+use riffle_codec::source::SchemaSource;
+use riffle_codec::{CodecError, Envelope, SchemaCache};
 use riffle_telemetry::{Metrics, names};
 
 use super::{Committed, Gate, MarkStore, Marks, Ticket};
 use crate::dedup::{origin_of, record_positions, redriven_elsewhere, republished_origin_id};
 use crate::ports::OutputError;
+use crate::schemas::{BatchSchemas, payload_schema_ids, resolve_schema_ids};
 use crate::{Failures, KinesisEventRecord};
 
 /// A re-publishing stage's batch (validator, enricher): which records are copies, and the
@@ -124,6 +126,29 @@ impl<M: MarkStore> Marks<M> {
             shard_of,
             watermarks,
         })
+    }
+
+    /// [`Marks::republish`], with the payload schemas of `envelopes` resolved through `cache`
+    /// at the same time: a cold process's first batch reads its marks while it fetches its
+    /// schemas, where one round trip used to wait for the other. Admitting only sets the
+    /// envelopes' origins, never their schema ids, so both see the same ids.
+    ///
+    /// # Errors
+    /// The marks could not be read (the schemas resolved are kept in the cache).
+    pub async fn republish_resolving<S: SchemaSource>(
+        &self,
+        stage: &str,
+        records: &[KinesisEventRecord],
+        envelopes: &mut [Result<Envelope, CodecError>],
+        cache: &SchemaCache<S>,
+    ) -> Result<(Republish, BatchSchemas), OutputError> {
+        let ids = payload_schema_ids(envelopes.iter().flatten());
+        let (batch, schemas) = futures_util::future::join(
+            self.republish(stage, records, envelopes),
+            resolve_schema_ids(cache, ids),
+        )
+        .await;
+        Ok((batch?, schemas))
     }
 
     /// Marks done every admitted record that `failures` does not hold and commits.
