@@ -274,46 +274,6 @@ impl<S: SchemaStore> Registry<S> {
         let versions = self.store.versions(subject).await?;
         parse_against(text, schema_type, contract, include_deleted, &versions)
     }
-
-    /// [`Registry::lookup`] and the parse it needs from one read of the subject's versions
-    /// (a lookup is what every stage asks at start; a second read by fingerprint only asked
-    /// the store again for what this one holds).
-    async fn lookup_once(
-        &self,
-        subject: &str,
-        text: &str,
-        schema_type: Option<&str>,
-        contract: &DataContract,
-        include_deleted: bool,
-    ) -> Result<VersionRecord> {
-        let versions = self.store.versions(subject).await?;
-        let parsed = parse_against(
-            text,
-            schema_type,
-            contract.normalized(),
-            include_deleted,
-            &versions,
-        )?;
-        // The store's order is ascending: the first live holder, as a fingerprint read gives.
-        if let Some(found) = versions
-            .iter()
-            .find(|v| !v.deleted && v.fingerprint == parsed.fingerprint)
-        {
-            return Ok(found.clone());
-        }
-        if include_deleted
-            && let Some(found) = versions
-                .iter()
-                .rev()
-                .find(|v| v.fingerprint == parsed.fingerprint)
-        {
-            return Ok(found.clone());
-        }
-        if !versions.iter().any(|v| include_deleted || !v.deleted) {
-            return Err(Error::SubjectNotFound(subject.to_owned()));
-        }
-        Err(Error::SchemaNotFound)
-    }
 }
 
 /// [`Registry::parse_for`] once the subject's versions are read.
@@ -512,8 +472,35 @@ impl<S: SchemaStore> Registry<S> {
         if check_subject(subject).is_err() {
             return Err(Error::SubjectNotFound(subject.to_owned()));
         }
-        self.lookup_once(subject, text, schema_type, contract, include_deleted)
-            .await
+        // The parse and the match by fingerprint share one read of the subject's versions (a
+        // lookup is what every stage asks at start).
+        let versions = self.store.versions(subject).await?;
+        let parsed = parse_against(
+            text,
+            schema_type,
+            contract.normalized(),
+            include_deleted,
+            &versions,
+        )?;
+        // The store's order is ascending: the first live holder, as a fingerprint read gives.
+        if let Some(found) = versions
+            .iter()
+            .find(|v| !v.deleted && v.fingerprint == parsed.fingerprint)
+        {
+            return Ok(found.clone());
+        }
+        if include_deleted
+            && let Some(found) = versions
+                .iter()
+                .rev()
+                .find(|v| v.fingerprint == parsed.fingerprint)
+        {
+            return Ok(found.clone());
+        }
+        if !versions.iter().any(|v| include_deleted || !v.deleted) {
+            return Err(Error::SubjectNotFound(subject.to_owned()));
+        }
+        Err(Error::SchemaNotFound)
     }
 
     /// Subjects with live versions (any versions, with `include_deleted`).
