@@ -15,6 +15,9 @@
 //! stored) but are invisible to listings, `latest`, lookups and compatibility checks,
 //! unless a caller asks for deleted ones.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
+
 use riffle_codec::registered::DataContract;
 use riffle_registry_client::CompatibilityLevel;
 
@@ -34,6 +37,13 @@ pub const MAX_APPEND_ATTEMPTS: u32 = 64;
 
 /// Versions are signed 32-bit in the API; the largest accepted.
 const MAX_VERSION: u32 = i32::MAX as u32;
+
+/// Schemas kept in memory by id. A schema's id names the same text and contract for as long
+/// as it exists (ids are never reused, and the one schema ever deleted by id, the loser of a
+/// registration race, was never handed out), so what was read once is served from memory:
+/// every stage fetches its schemas by id when it starts, and each fetch was a store read.
+/// When full the cache starts over, which costs reads, never correctness.
+const CACHED_SCHEMAS: usize = 4096;
 
 /// Which version of a subject a request names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -70,6 +80,7 @@ pub struct Registered {
 pub struct Registry<S> {
     store: S,
     default_level: CompatibilityLevel,
+    by_id: Mutex<HashMap<u32, SchemaRecord>>,
 }
 
 impl<S: SchemaStore> Registry<S> {
@@ -87,6 +98,7 @@ impl<S: SchemaStore> Registry<S> {
         Self {
             store,
             default_level,
+            by_id: Mutex::new(HashMap::new()),
         }
     }
 
@@ -582,11 +594,29 @@ impl<S: SchemaStore> Registry<S> {
     }
 
     /// The schema registered under `id`, whether or not the versions using it are deleted.
+    /// Served from memory once read (ids never change what they name); an unknown id is asked
+    /// of the store every time, since a registration may create it any moment.
     pub async fn schema_by_id(&self, id: u32) -> Result<SchemaRecord> {
-        self.store
+        if let Some(record) = self.cached(id) {
+            return Ok(record);
+        }
+        let record = self
+            .store
             .schema_by_id(id)
             .await?
-            .ok_or(Error::SchemaIdNotFound(id))
+            .ok_or(Error::SchemaIdNotFound(id))?;
+        // A poisoned lock only loses the cache: the answer is the store's.
+        if let Ok(mut cache) = self.by_id.lock() {
+            if cache.len() >= CACHED_SCHEMAS {
+                cache.clear();
+            }
+            cache.insert(id, record.clone());
+        }
+        Ok(record)
+    }
+
+    fn cached(&self, id: u32) -> Option<SchemaRecord> {
+        self.by_id.lock().ok()?.get(&id).cloned()
     }
 
     /// Every (subject, version) that uses schema `id`.
@@ -818,6 +848,25 @@ mod tests {
                 .id,
             2
         );
+    }
+
+    #[tokio::test]
+    async fn schemas_by_id_are_served_from_memory_once_read() {
+        let reg = Registry::new(MemoryStore::new());
+        let a = reg.register("s1", A, None).await.unwrap();
+        assert!(reg.cached(a.id).is_none());
+        let read = reg.schema_by_id(a.id).await.unwrap();
+        assert_eq!(reg.cached(a.id), Some(read.clone()));
+        assert_eq!(reg.schema_by_id(a.id).await.unwrap(), read);
+        // Unknown ids are not remembered: the next registration may create them.
+        assert!(matches!(
+            reg.schema_by_id(a.id + 1).await,
+            Err(Error::SchemaIdNotFound(_))
+        ));
+        assert!(reg.cached(a.id + 1).is_none());
+        let b = reg.register("s1", B, None).await.unwrap();
+        assert_eq!(b.id, a.id + 1);
+        assert_eq!(reg.schema_by_id(b.id).await.unwrap().id, b.id);
     }
 
     #[tokio::test]
