@@ -10,6 +10,7 @@
 //! The protobuf messages are small and fixed, so they are encoded and decoded by hand here,
 //! with every length checked against the input: a corrupt aggregate is a typed error.
 
+use indexmap::IndexSet;
 use md5::{Digest, Md5};
 
 /// The four bytes that start every aggregated record.
@@ -65,10 +66,42 @@ pub fn is_aggregated(data: &[u8]) -> bool {
 /// Builds aggregates: add user records, then [`Aggregator::finish`].
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    keys: Vec<String>,
-    hash_keys: Vec<String>,
+    keys: KeyTable,
+    hash_keys: KeyTable,
     records: Vec<u8>,
     count: usize,
+}
+
+/// One of an aggregate's key tables: keys in the order they arrived, found by hash, and the
+/// bytes the table takes in the message kept as keys arrive. Producers size every record
+/// before adding it, and aggregates of about 1 MiB hold thousands of distinct keys, so a
+/// scan of the table per record made building one quadratic.
+#[derive(Debug, Default)]
+struct KeyTable {
+    keys: IndexSet<String>,
+    encoded_len: usize,
+}
+
+impl KeyTable {
+    fn contains(&self, key: &str) -> bool {
+        self.keys.contains(key)
+    }
+
+    fn index_of(&mut self, key: &str) -> usize {
+        if let Some(i) = self.keys.get_index_of(key) {
+            return i;
+        }
+        self.encoded_len += 1 + varint_len(key.len() as u64) + key.len();
+        self.keys.insert_full(key.to_owned()).0
+    }
+
+    /// Writes the table as repeated `field` and empties it.
+    fn drain_into(&mut self, out: &mut Vec<u8>, field: u64) {
+        for key in self.keys.drain(..) {
+            put_bytes_field(out, field, key.as_bytes());
+        }
+        self.encoded_len = 0;
+    }
 }
 
 impl Aggregator {
@@ -90,7 +123,7 @@ impl Aggregator {
     /// The size [`Aggregator::finish`] would return, plus what adding a record of
     /// `key`/`data` would add (an upper bound), so callers can stay under Kinesis' limits.
     pub fn size_with(&self, key: &str, data: &[u8]) -> usize {
-        let table_entry = if self.keys.iter().any(|k| k == key) {
+        let table_entry = if self.keys.contains(key) {
             0
         } else {
             1 + 10 + key.len()
@@ -100,38 +133,40 @@ impl Aggregator {
     }
 
     fn encoded_len(&self) -> usize {
-        let tables: usize = self
-            .keys
-            .iter()
-            .chain(&self.hash_keys)
-            .map(|k| 1 + varint_len(k.len() as u64) + k.len())
-            .sum();
-        MAGIC.len() + tables + self.records.len() + DIGEST_LEN
+        MAGIC.len()
+            + self.keys.encoded_len
+            + self.hash_keys.encoded_len
+            + self.records.len()
+            + DIGEST_LEN
     }
 
     /// Adds a user record.
     pub fn add(&mut self, partition_key: &str, explicit_hash_key: Option<&str>, data: &[u8]) {
-        let key_index = index_of(&mut self.keys, partition_key);
-        let hash_index = explicit_hash_key.map(|h| index_of(&mut self.hash_keys, h));
-        let mut record = Vec::with_capacity(data.len() + 16);
-        put_varint_field(&mut record, 1, key_index as u64);
+        let key_index = self.keys.index_of(partition_key) as u64;
+        let hash_index = explicit_hash_key.map(|h| self.hash_keys.index_of(h) as u64);
+        // The record message is written straight into the aggregate: its length is known
+        // up front, so no buffer per record is needed.
+        let len = 1
+            + varint_len(key_index)
+            + hash_index.map_or(0, |i| 1 + varint_len(i))
+            + 1
+            + varint_len(data.len() as u64)
+            + data.len();
+        put_varint(&mut self.records, (3 << 3) | 2);
+        put_varint(&mut self.records, len as u64);
+        put_varint_field(&mut self.records, 1, key_index);
         if let Some(i) = hash_index {
-            put_varint_field(&mut record, 2, i as u64);
+            put_varint_field(&mut self.records, 2, i);
         }
-        put_bytes_field(&mut record, 3, data);
-        put_bytes_field(&mut self.records, 3, &record);
+        put_bytes_field(&mut self.records, 3, data);
         self.count += 1;
     }
 
     /// The aggregate's bytes; the aggregator is empty again afterwards.
     pub fn finish(&mut self) -> Vec<u8> {
         let mut message = Vec::with_capacity(self.encoded_len());
-        for key in self.keys.drain(..) {
-            put_bytes_field(&mut message, 1, key.as_bytes());
-        }
-        for key in self.hash_keys.drain(..) {
-            put_bytes_field(&mut message, 2, key.as_bytes());
-        }
+        self.keys.drain_into(&mut message, 1);
+        self.hash_keys.drain_into(&mut message, 2);
         message.append(&mut self.records);
         self.count = 0;
         let digest = Md5::digest(&message);
@@ -141,14 +176,6 @@ impl Aggregator {
         out.extend_from_slice(&digest);
         out
     }
-}
-
-fn index_of(table: &mut Vec<String>, key: &str) -> usize {
-    if let Some(i) = table.iter().position(|k| k == key) {
-        return i;
-    }
-    table.push(key.to_string());
-    table.len() - 1
 }
 
 /// Unpacks an aggregate into its user records, in order.
@@ -400,6 +427,36 @@ mod tests {
             let mut b = good.clone();
             b[i] = b[i].wrapping_add(0x41);
             assert!(deaggregate(&b).is_err(), "flip at {i} went unnoticed");
+        }
+    }
+
+    #[test]
+    fn sizes_follow_the_tables_as_keys_arrive_and_repeat() {
+        // The size is kept as records arrive; it must equal what finish writes, with
+        // repeated keys, hash keys, long keys (two-byte varints) and large records, and
+        // again for the next aggregate after finish emptied the tables.
+        let mut agg = Aggregator::new();
+        for round in 0..2 {
+            for i in 0..600u32 {
+                let key = if i % 3 == 0 {
+                    "shared".to_owned()
+                } else {
+                    format!("{round}-{i}-{}", "k".repeat((i % 200) as usize))
+                };
+                let hash = (i % 5 == 0).then(|| format!("{}", u128::from(i) * 7));
+                let data = vec![i as u8; (i as usize * 37) % 700];
+                let bound = agg.size_with(&key, &data);
+                agg.add(&key, hash.as_deref(), &data);
+                assert!(agg.encoded_len() <= bound, "bound broken at {i}");
+            }
+            let expected = agg.encoded_len();
+            let bytes = agg.finish();
+            assert_eq!(bytes.len(), expected);
+            let subs = deaggregate(&bytes).unwrap();
+            assert_eq!(subs.len(), 600);
+            assert_eq!(subs[3].partition_key, "shared");
+            assert_eq!(subs[5].explicit_hash_key, Some("35"));
+            assert_eq!(subs[599].data.len(), (599 * 37) % 700);
         }
     }
 }
