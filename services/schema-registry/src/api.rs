@@ -17,7 +17,7 @@ use axum::http::{HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use riffle_registry_client::CompatibilityLevel;
+use riffle_codec::compatibility::CompatibilityLevel;
 use riffle_telemetry::{Metrics, names};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};

@@ -16,9 +16,10 @@
 //!   `compat/level.rs` picks the versions and directions a level asks for,
 //!   `compat/resolve.rs` holds Avro's schema-resolution rules between one reader and one
 //!   writer, `compat/model.rs` reads schema JSON into what those rules compare (the level
-//!   type, [`CompatibilityLevel`], is the client crate's, shared with the CLI);
+//!   type, [`CompatibilityLevel`], is the codec's, shared with the client and the CLI);
 //! - `schema`: parsing and fingerprinting a submitted schema;
-//! - `store`: the [`SchemaStore`] port with its DynamoDB and in-memory implementations;
+//! - `store`: the [`SchemaStore`] port with its DynamoDB (feature `dynamo`, on by default)
+//!   and in-memory implementations;
 //! - `config`: the environment `main.rs` reads (serving is riffle-http's);
 //! - `error`: the crate's one error type and its API error codes.
 //!
@@ -36,13 +37,15 @@ pub mod store;
 
 pub use api::{router, router_with_auth};
 pub use auth::Auth;
-// Defined once, in the client crate; re-exported because the registry's API takes it
-// (`Registry::with_default_level`), so its users need no second dependency.
 pub use config::Config;
 pub use error::{Error, Result};
 pub use registry::{MAX_SUBJECT_BYTES, Registered, Registry, VersionSpec};
-pub use riffle_registry_client::CompatibilityLevel;
-pub use store::{DynamoStore, MemoryStore, SchemaStore};
+// Defined once, in the codec; re-exported because the registry's API takes it
+// (`Registry::with_default_level`), so its users need no second dependency.
+pub use riffle_codec::compatibility::CompatibilityLevel;
+#[cfg(feature = "dynamo")]
+pub use store::DynamoStore;
+pub use store::{MemoryStore, SchemaStore};
 
 /// The registry's name: the `Service` dimension of its metrics, as the alarms of
 /// `infra/services/schema-registry.yaml` name it.

@@ -18,8 +18,8 @@
 use std::collections::HashMap;
 use std::sync::Mutex;
 
+use riffle_codec::compatibility::CompatibilityLevel;
 use riffle_codec::registered::DataContract;
-use riffle_registry_client::CompatibilityLevel;
 
 use crate::compat;
 use crate::error::{Error, Result};

@@ -14,7 +14,9 @@
 //! - [`source`]: the port through which schemas are fetched.
 //! - [`kpl`]: KPL-compatible aggregation of many records into one Kinesis record.
 //! - [`position`]: a record's place on its shard ([`Position`]), as marks and view items keep it.
+//! - [`compatibility`]: the compatibility levels a registry subject may have.
 
+pub mod compatibility;
 pub mod datum;
 pub mod envelope;
 mod error;

@@ -19,12 +19,11 @@
 mod admin;
 mod auth;
 mod bootstrap;
-mod level;
 mod sigv4;
 
 pub use admin::{Compatibility, SUBJECT_LEVEL_NOT_CONFIGURED, VersionRef};
 pub use auth::{Credentials, PASSWORD_ENV, SIGV4_ENV, TOKEN_ENV, USER_ENV};
-pub use level::{CompatibilityLevel, UnknownLevel};
+pub use riffle_codec::compatibility::{CompatibilityLevel, UnknownLevel};
 pub use sigv4::{SIGV4_SERVICE, sign_for_function_url};
 
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! with (the latest, or every one for the transitive levels) and in which directions
 //! (backward: the new schema reads old data; forward: old schemas read new data).
 
-use riffle_registry_client::CompatibilityLevel;
+use riffle_codec::compatibility::CompatibilityLevel;
 
 use super::model::Parsed;
 use super::resolve::resolve;

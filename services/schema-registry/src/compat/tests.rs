@@ -3,7 +3,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use riffle_registry_client::CompatibilityLevel::{self, *};
+use riffle_codec::compatibility::CompatibilityLevel::{self, *};
 
 use super::*;
 

@@ -39,7 +39,7 @@ use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, Delete, Put, ReturnValue, TransactWriteItem, Update,
 };
-use riffle_registry_client::CompatibilityLevel;
+use riffle_codec::compatibility::CompatibilityLevel;
 
 use super::{Append, Claim, SchemaRecord, SchemaStore, VersionRecord};
 use crate::error::{Error, Result};

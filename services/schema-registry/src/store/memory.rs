@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Mutex, MutexGuard};
 
-use riffle_registry_client::CompatibilityLevel;
+use riffle_codec::compatibility::CompatibilityLevel;
 
 use super::{Append, Claim, SchemaRecord, SchemaStore, VersionRecord};
 use crate::error::{Error, Result};

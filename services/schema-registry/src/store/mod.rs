@@ -14,13 +14,15 @@
 use riffle_codec::registered::DataContract;
 use std::future::Future;
 
-use riffle_registry_client::CompatibilityLevel;
+use riffle_codec::compatibility::CompatibilityLevel;
 
 use crate::error::Result;
 
+#[cfg(feature = "dynamo")]
 pub mod dynamo;
 pub mod memory;
 
+#[cfg(feature = "dynamo")]
 pub use dynamo::DynamoStore;
 pub use memory::MemoryStore;
 

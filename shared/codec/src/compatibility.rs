@@ -1,8 +1,9 @@
 //! The compatibility level, as the Confluent REST API names it: the one definition the
 //! registry service enforces and its clients (the CLI, the tests) set and read.
 //!
-//! It lives in this crate rather than in the service because `shared/` crates may not
-//! depend on `services/` ones, while the service may depend on this crate.
+//! It lives in the codec, beside the rest of what a registered schema carries, so that the
+//! registry service needs no client crate (and its AWS SDK and HTTP client) to name it; the
+//! client crate re-exports it.
 
 use std::fmt;
 use std::str::FromStr;
