@@ -91,6 +91,7 @@ pub fn parse_with(
         )));
     }
     let schema = Schema::parse_str(text).map_err(|e| Error::InvalidSchema(e.to_string()))?;
+    crate::compat::readable(text).map_err(Error::InvalidSchema)?;
     refuse_empty_blowups(&schema)?;
     let normalized = serde_json::to_string(&schema)
         .map_err(|e| Error::InvalidSchema(format!("schema cannot be written back: {e}")))?;
@@ -175,6 +176,19 @@ mod tests {
             );
         }
         schema
+    }
+
+    #[test]
+    fn schemas_the_compatibility_checks_cannot_read_are_refused() {
+        // Found by the registry_requests fuzz target: apache-avro passes over a field entry
+        // that is not an object, the compatibility checks do not, so such a schema was
+        // stored and every later registration under its subject answered 500.
+        let stray = r#"{"type":"record","name":"User","namespace":"riffle","fields":[
+            {"name":"id","type":"long"}, 33, {"name":"email","type":"string"}]}"#;
+        assert!(Schema::parse_str(stray).is_ok(), "apache-avro reads it");
+        let err = parse(stray, None).unwrap_err();
+        assert!(matches!(err, Error::InvalidSchema(_)), "{err:?}");
+        assert!(err.to_string().contains("without a name"), "{err}");
     }
 
     #[test]

@@ -19,3 +19,14 @@ mod tests;
 
 pub use level::{CompatError, check};
 pub use resolve::can_read;
+
+/// Whether the checks can read `text` (a schema apache-avro accepted). The checks read the
+/// text as sent, which apache-avro reads more leniently (it passes over a field entry that is
+/// not an object, for one), so registration asks this too: a schema stored that the checks
+/// cannot read would make every later registration under its subject fail.
+///
+/// # Errors
+/// What the checks could not read.
+pub fn readable(text: &str) -> Result<(), String> {
+    model::Parsed::parse(text).map(|_| ())
+}
