@@ -129,8 +129,8 @@ impl<S: SchemaStore> Registry<S> {
         contract: &DataContract,
     ) -> Result<Registered> {
         check_subject(subject)?;
-        let mut parsed = self
-            .parse_for(subject, text, schema_type, contract, false)
+        let (mut parsed, mut read) = self
+            .parse_reading(subject, text, schema_type, contract, false)
             .await?;
         // What a request without all contract fields means depends on the subject's versions,
         // which a rival may change between attempts.
@@ -152,11 +152,20 @@ impl<S: SchemaStore> Registry<S> {
                     parsed = again;
                 }
             }
-            if let Some(existing) = self
-                .store
-                .version_by_fingerprint(subject, &parsed.fingerprint)
-                .await?
-            {
+            // The versions the first parse read answer whether the schema is there already
+            // (every stage registers its envelope at start, so this is the common case: one
+            // read of the registry's table instead of three); later attempts read afresh.
+            let existing = match read.take() {
+                Some(versions) => versions
+                    .into_iter()
+                    .find(|v| !v.deleted && v.fingerprint == parsed.fingerprint),
+                None => {
+                    self.store
+                        .version_by_fingerprint(subject, &parsed.fingerprint)
+                        .await?
+                }
+            };
+            if let Some(existing) = existing {
                 return Ok(Registered {
                     id: existing.id,
                     version: existing.version,
@@ -277,14 +286,29 @@ impl<S: SchemaStore> Registry<S> {
         contract: &DataContract,
         include_deleted: bool,
     ) -> Result<ParsedSchema> {
+        self.parse_reading(subject, text, schema_type, contract, include_deleted)
+            .await
+            .map(|(parsed, _)| parsed)
+    }
+
+    /// [`Registry::parse_for`], with the subject's versions if it read them.
+    async fn parse_reading(
+        &self,
+        subject: &str,
+        text: &str,
+        schema_type: Option<&str>,
+        contract: &DataContract,
+        include_deleted: bool,
+    ) -> Result<(ParsedSchema, Option<Vec<VersionRecord>>)> {
         let contract = contract.normalized();
         if (contract.metadata.is_some() && contract.rule_set.is_some())
             || check_subject(subject).is_err()
         {
-            return schema::parse_with(text, schema_type, &contract);
+            return Ok((schema::parse_with(text, schema_type, &contract)?, None));
         }
         let versions = self.store.versions(subject).await?;
-        parse_against(text, schema_type, contract, include_deleted, &versions)
+        let parsed = parse_against(text, schema_type, contract, include_deleted, &versions)?;
+        Ok((parsed, Some(versions)))
     }
 }
 
