@@ -44,6 +44,9 @@ pub struct Config {
     pub dlq_url: String,
     /// `RIFFLE_CLAIMS_TABLE`: the DynamoDB table holding the origin marks (ADR 0010).
     pub marks_table: String,
+    /// `RIFFLE_COMPRESS_AGGREGATES` (default `true`): whether the aggregates this stage puts
+    /// are compressed (ADR 0022).
+    pub compress_aggregates: bool,
 }
 
 /// Default reference cache TTL: reference data changes rarely, and a stale category for five
@@ -71,6 +74,7 @@ impl Config {
             registry_url: env.required("RIFFLE_REGISTRY_URL")?,
             dlq_url: env.required("RIFFLE_DLQ_URL")?,
             marks_table: env.required("RIFFLE_CLAIMS_TABLE")?,
+            compress_aggregates: riffle_stage::aggregate::compression_from(&env)?,
         })
     }
 }

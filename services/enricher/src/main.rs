@@ -46,7 +46,8 @@ async fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
             },
         ),
         &config.output_stream,
-    );
+    )
+    .compressed(config.compress_aggregates);
     let dlq = SqsRejects::new(
         SqsSender::new(riffle_aws::sqs_client(&sdk)),
         &config.dlq_url,

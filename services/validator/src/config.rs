@@ -48,6 +48,9 @@ pub struct Config {
     pub registry_url: String,
     /// `RIFFLE_CLAIMS_TABLE`: the DynamoDB table holding the origin marks (ADR 0010).
     pub marks_table: String,
+    /// `RIFFLE_COMPRESS_AGGREGATES` (default `true`): whether the aggregates this stage puts
+    /// are compressed (ADR 0022).
+    pub compress_aggregates: bool,
 }
 
 impl Config {
@@ -63,6 +66,7 @@ impl Config {
             rejects_queue_url: env.required("RIFFLE_REJECTS_QUEUE_URL")?,
             registry_url: env.required("RIFFLE_REGISTRY_URL")?,
             marks_table: env.required("RIFFLE_CLAIMS_TABLE")?,
+            compress_aggregates: riffle_stage::aggregate::compression_from(&env)?,
         })
     }
 }

@@ -41,7 +41,8 @@ async fn run() -> Result<(), Box<dyn Error + Send + Sync>> {
             },
         ),
         &config.output_stream,
-    );
+    )
+    .compressed(config.compress_aggregates);
     let rejects = SqsRejects::new(
         SqsSender::new(riffle_aws::sqs_client(&sdk)),
         &config.rejects_queue_url,

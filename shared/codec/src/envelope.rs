@@ -187,7 +187,8 @@ impl EnvelopeCodec {
     pub fn decode_ref<'a>(&self, record: &'a [u8]) -> Result<EnvelopeRef<'a>, CodecError> {
         if crate::kpl::is_aggregated(record) {
             // Valid aggregates are unpacked before decoding; this one could not be, so say why.
-            return Err(crate::kpl::deaggregate(record)
+            let opened = crate::kpl::open(record);
+            return Err(crate::kpl::records_of(&opened)
                 .err()
                 .unwrap_or(crate::kpl::KplError::Nested)
                 .into());

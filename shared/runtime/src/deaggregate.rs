@@ -26,7 +26,10 @@ pub fn expand(mut event: KinesisEvent) -> KinesisEvent {
             records.push(record);
             continue;
         }
-        match kpl::deaggregate(&record.kinesis.data) {
+        // A compressed aggregate (ADR 0022) is unpacked first; its user records are copied
+        // out of the unpacked buffer below like those of a plain one.
+        let opened = kpl::open(&record.kinesis.data);
+        match kpl::records_of(&opened) {
             // Built field by field, never by cloning the parent: its data is the whole
             // aggregate (up to about 1 MiB), and copying it once per user record made
             // unpacking quadratic; it was half of every stage's CPU in the demo.
@@ -67,11 +70,19 @@ mod tests {
         let mut agg = kpl::Aggregator::new();
         agg.add("k1", None, b"one");
         agg.add("k2", None, b"two");
+        // Compressed (ADR 0022): many records, so the frame is smaller than the aggregate.
+        let mut packed = kpl::Aggregator::new();
+        for _ in 0..50 {
+            packed.add("k3", None, b"three three three");
+        }
+        let compressed = kpl::compress(packed.finish());
+        assert!(kpl::is_compressed(&compressed));
         let event = KinesisEvent {
             records: vec![
                 record("1", "p", b"plain".to_vec()),
                 record("2", "k1", agg.finish()),
                 record("3", "p", b"last".to_vec()),
+                record("4", "k3", compressed),
             ],
         };
         let out = expand(event);
@@ -86,15 +97,17 @@ mod tests {
                 )
             })
             .collect();
-        assert_eq!(
-            seen,
-            vec![
-                ("1", "p", &b"plain"[..]),
-                ("2", "k1", b"one"),
-                ("2", "k2", b"two"),
-                ("3", "p", b"last")
-            ]
-        );
+        let mut expected = vec![
+            ("1", "p", &b"plain"[..]),
+            ("2", "k1", b"one"),
+            ("2", "k2", b"two"),
+            ("3", "p", b"last"),
+        ];
+        expected.extend(std::iter::repeat_n(
+            ("4", "k3", &b"three three three"[..]),
+            50,
+        ));
+        assert_eq!(seen, expected);
     }
 
     #[test]
@@ -104,11 +117,22 @@ mod tests {
         let mut bytes = agg.finish();
         let last = bytes.len() - 1;
         bytes[last] ^= 0xff;
+        // A compressed one cut short.
+        let mut packed = kpl::Aggregator::new();
+        for _ in 0..50 {
+            packed.add("k", None, b"y y y y y y");
+        }
+        let compressed = kpl::compress(packed.finish());
+        let cut = compressed[..compressed.len() - 3].to_vec();
         let event = KinesisEvent {
-            records: vec![record("9", "k", bytes.clone())],
+            records: vec![
+                record("9", "k", bytes.clone()),
+                record("10", "k", cut.clone()),
+            ],
         };
         let out = expand(event);
-        assert_eq!(out.records.len(), 1);
+        assert_eq!(out.records.len(), 2);
         assert_eq!(out.records[0].kinesis.data, bytes);
+        assert_eq!(out.records[1].kinesis.data, cut);
     }
 }

@@ -12,9 +12,23 @@ use std::time::{Duration, Instant};
 
 use md5::{Digest, Md5};
 use riffle_aws::{AwsError, KinesisPublisher, OutRecord, PutOutcome};
-use riffle_codec::kpl::Aggregator;
+use riffle_codec::kpl::{self, Aggregator};
 
+use crate::env::{Env, EnvError};
 use crate::ports::{Output, OutputError};
+
+/// The variable that turns compressed aggregates off (`false`) for a stage's output stream,
+/// for when something other than Riffle's stages reads that stream with a plain KPL library
+/// (ADR 0022). On by default.
+pub const COMPRESS_VAR: &str = "RIFFLE_COMPRESS_AGGREGATES";
+
+/// Whether the stage compresses its aggregates, from [`COMPRESS_VAR`].
+///
+/// # Errors
+/// The variable is set to something other than `true` or `false`.
+pub fn compression_from<F: Fn(&str) -> Option<String>>(env: &Env<F>) -> Result<bool, EnvError> {
+    env.parsed_or(COMPRESS_VAR, true, |_| true, "true or false")
+}
 
 /// Largest aggregate we build: close to Kinesis' 1 MiB record limit (room left for the
 /// partition key and the KPL framing). Publishers keep strict order, one aggregate per shard
@@ -50,8 +64,18 @@ impl ShardMap {
 }
 
 /// Groups `records` by shard and packs each group into aggregates of at most
-/// [`AGGREGATE_MAX_BYTES`]. Returns the aggregates and, for each, the input indexes inside it.
-pub fn pack(map: &ShardMap, records: &[OutRecord]) -> Vec<(OutRecord, Vec<usize>)> {
+/// [`AGGREGATE_MAX_BYTES`], each compressed when `compress` (ADR 0022; the limit holds before
+/// compressing, so a compressed aggregate carries as many events as a plain one, in about a
+/// third of the bytes). Returns the aggregates and, for each, the input indexes inside it.
+pub fn pack(map: &ShardMap, records: &[OutRecord], compress: bool) -> Vec<(OutRecord, Vec<usize>)> {
+    let finish = |agg: &mut Aggregator| {
+        let plain = agg.finish();
+        if compress {
+            kpl::compress(plain)
+        } else {
+            plain
+        }
+    };
     let mut by_shard: Vec<Vec<usize>> = Vec::new();
     for (i, r) in records.iter().enumerate() {
         let shard = map.shard_of(&r.partition_key);
@@ -71,7 +95,7 @@ pub fn pack(map: &ShardMap, records: &[OutRecord]) -> Vec<(OutRecord, Vec<usize>
                 out.push((
                     OutRecord {
                         partition_key: key.clone(),
-                        data: agg.finish(),
+                        data: finish(&mut agg),
                     },
                     std::mem::take(&mut inside),
                 ));
@@ -82,7 +106,7 @@ pub fn pack(map: &ShardMap, records: &[OutRecord]) -> Vec<(OutRecord, Vec<usize>
         out.push((
             OutRecord {
                 partition_key: key,
-                data: agg.finish(),
+                data: finish(&mut agg),
             },
             inside,
         ));
@@ -97,6 +121,7 @@ pub struct AggregatingOutput {
     publisher: KinesisPublisher,
     stream: String,
     map: Mutex<Option<(Instant, ShardMap)>>,
+    compress: bool,
 }
 
 impl AggregatingOutput {
@@ -111,7 +136,15 @@ impl AggregatingOutput {
             publisher,
             stream: stream.into(),
             map: Mutex::new(None),
+            compress: true,
         }
+    }
+
+    /// Whether aggregates go out compressed (the default; see [`compression_from`]).
+    #[must_use]
+    pub fn compressed(mut self, compress: bool) -> Self {
+        self.compress = compress;
+        self
     }
 
     async fn shard_map(&self) -> Result<ShardMap, AwsError> {
@@ -143,7 +176,7 @@ impl AggregatingOutput {
             return Ok((Vec::new(), PutOutcome::default()));
         }
         let map = self.shard_map().await?;
-        let packed = pack(&map, &records);
+        let packed = pack(&map, &records, self.compress);
         let (aggregates, members): (Vec<_>, Vec<_>) = packed.into_iter().unzip();
         let outcome = self.publisher.put_all(&self.stream, aggregates).await?;
         let mut failed: Vec<usize> = outcome
@@ -206,13 +239,30 @@ pub async fn open_shard_starts(
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-    use riffle_codec::kpl::deaggregate;
 
     fn rec(key: &str, size: usize) -> OutRecord {
         OutRecord {
             partition_key: key.into(),
             data: vec![7; size],
         }
+    }
+
+    #[test]
+    fn compression_is_on_unless_turned_off() {
+        let env = |value: Option<&'static str>| {
+            Env::new(move |name: &str| {
+                (name == COMPRESS_VAR)
+                    .then_some(value)
+                    .flatten()
+                    .map(str::to_owned)
+            })
+        };
+        assert!(compression_from(&env(None)).unwrap());
+        assert!(compression_from(&env(Some(" "))).unwrap());
+        assert!(compression_from(&env(Some("true"))).unwrap());
+        assert!(!compression_from(&env(Some("false"))).unwrap());
+        let err = compression_from(&env(Some("off"))).unwrap_err();
+        assert!(err.to_string().contains("true or false"), "{err}");
     }
 
     #[test]
@@ -227,13 +277,19 @@ mod tests {
 
     #[test]
     fn packs_per_shard_in_order_within_the_size_limit() {
+        for compress in [false, true] {
+            packs_per_shard(compress);
+        }
+    }
+
+    fn packs_per_shard(compress: bool) {
         let map = ShardMap::new(vec![0, 1 << 127]);
         // 3 MB of 10 KB records (more than one aggregate per shard) and one near the limit.
         let mut records: Vec<_> = (0..300)
             .map(|i| rec(&format!("key-{}", i % 17), 10_000))
             .collect();
         records.push(rec("big", AGGREGATE_MAX_BYTES - 1024));
-        let packed = pack(&map, &records);
+        let packed = pack(&map, &records, compress);
         let mut seen = Vec::new();
         for (aggregate, members) in &packed {
             assert!(
@@ -242,7 +298,11 @@ mod tests {
                 "{}",
                 aggregate.data.len()
             );
-            let subs = deaggregate(&aggregate.data).unwrap();
+            // Repeated bytes shrink to next to nothing when compressed; plain they are as big
+            // as the records.
+            assert_eq!(kpl::is_compressed(&aggregate.data), compress);
+            let opened = kpl::open(&aggregate.data);
+            let subs = kpl::records_of(&opened).unwrap();
             assert_eq!(subs.len(), members.len());
             let shard = map.shard_of(&aggregate.partition_key);
             for (sub, i) in subs.iter().zip(members) {
@@ -272,5 +332,7 @@ mod tests {
             "4 MB of records pack into a few aggregates: {}",
             packed.len()
         );
+        let bytes: usize = packed.iter().map(|(a, _)| a.data.len()).sum();
+        assert_eq!(bytes < 100_000, compress, "{bytes} bytes");
     }
 }

@@ -1,9 +1,12 @@
 //! Fuzz target: KPL aggregates.
 //!
-//! The same input is used three ways: as a Kinesis record (deaggregate must never panic), as
-//! the protobuf message of an aggregate with a correct MD5 trailer (so the fuzzer gets past the
-//! checksum into the parser), and through `arbitrary` as a list of user records that must come
-//! back unchanged from aggregate-then-deaggregate, within the size bound callers rely on.
+//! The same input is used four ways: as a Kinesis record (opening and deaggregating it must
+//! never panic), as the protobuf message of an aggregate with a correct MD5 trailer (so the
+//! fuzzer gets past the checksum into the parser), as the frame of a compressed aggregate
+//! (any bytes after the compressed magic: a typed error or an aggregate, never a panic or an
+//! allocation above the bound), and through `arbitrary` as a list of user records that must
+//! come back unchanged from aggregate-then-deaggregate, compressed or not, within the size
+//! bound callers rely on.
 
 #![no_main]
 
@@ -21,9 +24,23 @@ struct UserRecord {
 }
 
 fuzz_target!(|data: &[u8]| {
-    assert_eq!(kpl::is_aggregated(data), data.starts_with(&kpl::MAGIC));
-    if let Ok(subs) = kpl::deaggregate(data) {
+    assert_eq!(
+        kpl::is_aggregated(data),
+        data.starts_with(&kpl::MAGIC) || data.starts_with(&kpl::COMPRESSED_MAGIC)
+    );
+    let opened = kpl::open(data);
+    if let Ok(plain) = &opened {
+        assert!(plain.len() <= data.len().max(kpl::UNPACKED_MAX_BYTES));
+    }
+    if let Ok(subs) = kpl::records_of(&opened) {
         assert_reaggregates(&subs.iter().map(OwnedRecord::from).collect::<Vec<_>>());
+    }
+    let mut framed = kpl::COMPRESSED_MAGIC.to_vec();
+    framed.extend_from_slice(data);
+    match kpl::open(&framed) {
+        Ok(plain) => assert!(plain.starts_with(&kpl::MAGIC)),
+        Err(KplError::Unpack(_)) => {}
+        Err(e) => panic!("a compressed frame fails only to unpack: {e}"),
     }
 
     let mut forged = kpl::MAGIC.to_vec();
@@ -72,11 +89,16 @@ fn assert_reaggregates(records: &[OwnedRecord]) {
         );
     }
     assert!(kpl::is_aggregated(&bytes));
-    match kpl::deaggregate(&bytes) {
-        Ok(subs) => {
-            let back: Vec<OwnedRecord> = subs.iter().map(OwnedRecord::from).collect();
-            assert_eq!(back, records);
+    let compressed = kpl::compress(bytes.clone());
+    assert!(compressed.len() <= bytes.len());
+    for bytes in [&bytes, &compressed] {
+        let opened = kpl::open(bytes);
+        match kpl::records_of(&opened) {
+            Ok(subs) => {
+                let back: Vec<OwnedRecord> = subs.iter().map(OwnedRecord::from).collect();
+                assert_eq!(back, records);
+            }
+            Err(e) => panic!("our own aggregate does not deaggregate: {e}"),
         }
-        Err(e) => panic!("our own aggregate does not deaggregate: {e}"),
     }
 }

@@ -110,7 +110,8 @@ pub async fn read_ranges(
 /// What a record's bytes say, one line per event (an aggregate holds several).
 pub fn summarize_record(data: &[u8]) -> Vec<String> {
     if riffle_codec::kpl::is_aggregated(data) {
-        return match riffle_codec::kpl::deaggregate(data) {
+        let opened = riffle_codec::kpl::open(data);
+        return match riffle_codec::kpl::records_of(&opened) {
             Ok(subs) => subs
                 .iter()
                 .flat_map(|s| {

@@ -32,7 +32,8 @@ impl RedrivePlan {
         data: Vec<u8>,
     ) {
         let users: Vec<(String, Vec<u8>)> = if riffle_codec::kpl::is_aggregated(&data) {
-            match riffle_codec::kpl::deaggregate(&data) {
+            let opened = riffle_codec::kpl::open(&data);
+            match riffle_codec::kpl::records_of(&opened) {
                 Ok(subs) => subs
                     .iter()
                     .map(|s| (s.partition_key.to_owned(), s.data.to_vec()))

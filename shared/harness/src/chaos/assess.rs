@@ -116,8 +116,9 @@ impl Ledger {
 /// Which event a queued record is: by its raw bytes (a record as produced), else by the
 /// event id of its envelope.
 pub(super) fn identify(ledger: &Ledger, codec: &EnvelopeCodec, data: &[u8]) -> Vec<Option<usize>> {
+    let opened = riffle_codec::kpl::open(data);
     if riffle_codec::kpl::is_aggregated(data)
-        && let Ok(subs) = riffle_codec::kpl::deaggregate(data)
+        && let Ok(subs) = riffle_codec::kpl::records_of(&opened)
     {
         return subs
             .iter()

@@ -58,7 +58,8 @@ impl ChaosPort {
 /// User records in a Kinesis record: the aggregate's, or the record itself.
 fn user_records(data: &[u8]) -> u64 {
     if riffle_codec::kpl::is_aggregated(data) {
-        riffle_codec::kpl::deaggregate(data).map_or(1, |subs| subs.len() as u64)
+        let opened = riffle_codec::kpl::open(data);
+        riffle_codec::kpl::records_of(&opened).map_or(1, |subs| subs.len() as u64)
     } else {
         1
     }
