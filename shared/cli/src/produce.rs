@@ -107,6 +107,8 @@ async fn run(args: ProduceArgs) -> Result<String, OpsError> {
     let sdk = riffle_aws::sdk_config().await;
     let producer = Producer::builder(riffle_aws::kinesis_client(&sdk), &args.stream, codec)
         .aggregation(true)
+        // The raw stream's reader is Riffle's validator, which opens compressed aggregates.
+        .compression(true)
         .origins("riffle-produce")
         .build()
         .await

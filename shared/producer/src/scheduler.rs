@@ -85,8 +85,9 @@ impl Unit {
 pub(crate) enum Packing {
     /// One record per entry; a lane is a partition key.
     Plain,
-    /// KPL aggregates of at most `max_bytes` (data plus key); a lane is a shard.
-    Aggregate { max_bytes: usize },
+    /// KPL aggregates of at most `max_bytes` (data plus key; compressed after, when
+    /// `compress`: ADR 0022); a lane is a shard.
+    Aggregate { max_bytes: usize, compress: bool },
 }
 
 /// The origins a producer stamps (ADR 0010): one channel per lane, `<producer>/<lane>.<epoch>`,
@@ -226,7 +227,7 @@ impl Scheduler {
                 self.ready.len() >= PUT_RECORDS_MAX_RECORDS
                     || self.ready_head_bytes >= PUT_RECORDS_MAX_BYTES
             }
-            Packing::Aggregate { max_bytes } => self
+            Packing::Aggregate { max_bytes, .. } => self
                 .ready
                 .iter()
                 .any(|l| self.lanes.get(l).is_some_and(|s| s.bytes >= max_bytes)),
@@ -336,7 +337,10 @@ impl Scheduler {
         };
         let unit = match self.packing {
             Packing::Plain => plain(lane, origins),
-            Packing::Aggregate { max_bytes } => {
+            Packing::Aggregate {
+                max_bytes,
+                compress,
+            } => {
                 let limit = max_bytes.min(room);
                 let key = head.partition_key.clone();
                 let mut agg = Aggregator::new();
@@ -370,7 +374,11 @@ impl Scheduler {
                     _ => Some(Unit {
                         lane: lane_id,
                         partition_key: key,
-                        data: agg.finish(),
+                        data: if compress {
+                            riffle_codec::kpl::compress(agg.finish())
+                        } else {
+                            agg.finish()
+                        },
                         members,
                         aggregated: true,
                         attempts: 0,
@@ -544,9 +552,22 @@ mod tests {
 
     #[test]
     fn aggregates_pack_a_shard_in_order_within_the_size() {
+        for compress in [false, true] {
+            aggregates_pack(compress);
+        }
+    }
+
+    fn aggregates_pack(compress: bool) {
         let t0 = Instant::now();
         let max = 4096;
-        let mut s = Scheduler::new(Packing::Aggregate { max_bytes: max }, LINGER, None);
+        let mut s = Scheduler::new(
+            Packing::Aggregate {
+                max_bytes: max,
+                compress,
+            },
+            LINGER,
+            None,
+        );
         for i in 0..100u64 {
             let key = format!("k{}", i % 7);
             s.push(i % 2, rec(i, &key, 100, t0));
@@ -566,7 +587,10 @@ mod tests {
             for unit in request {
                 if unit.aggregated {
                     assert!(unit.size() <= max, "{}", unit.size());
-                    let subs = deaggregate(&unit.data).unwrap();
+                    // Records of repeated bytes: compressed, far below the plain size.
+                    assert_eq!(riffle_codec::kpl::is_compressed(&unit.data), compress);
+                    let opened = riffle_codec::kpl::open(&unit.data);
+                    let subs = riffle_codec::kpl::records_of(&opened).unwrap();
                     assert_eq!(subs.len(), unit.members.len());
                     for (sub, m) in subs.iter().zip(&unit.members) {
                         assert_eq!(sub.partition_key, m.partition_key);
@@ -634,7 +658,14 @@ mod tests {
         // Room for a few stamped records per aggregate, not for all ten of a lane.
         let max = 3 * (size + 60) + 40;
         let origins = Origins::new("p".into());
-        let mut s = Scheduler::new(Packing::Aggregate { max_bytes: max }, LINGER, Some(origins));
+        let mut s = Scheduler::new(
+            Packing::Aggregate {
+                max_bytes: max,
+                compress: false,
+            },
+            LINGER,
+            Some(origins),
+        );
         for i in 0..20u64 {
             s.push(i % 2, envelope(i, &format!("k{}", i % 2), t0));
         }

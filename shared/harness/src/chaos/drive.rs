@@ -158,6 +158,7 @@ fn start(pipeline: &Pipeline, options: &ChaosOptions) -> Result<Started, Pipelin
         .map_err(|e| PipelineError::Aws(e.to_string()))?;
     let producer_output = ProducerBuilder::with_port(port, &stream, codec)
         .aggregation(true)
+        .compression(true)
         .origins(format!("chaos-{}", options.seed))
         // Rides out a kinesalite restart: about a minute and a half of backoff.
         .max_retries(PUT_RETRIES)

@@ -147,7 +147,9 @@ impl Pipeline {
     pub async fn producer(&self, aggregate: bool) -> Result<Producer, PipelineError> {
         let (stream, codec) = self.raw_target()?;
         let builder = Producer::builder(riffle_aws::kinesis_client(&self.sdk), stream, codec)
-            .aggregation(aggregate);
+            .aggregation(aggregate)
+            // Only the validator reads the raw stream, and it opens compressed aggregates.
+            .compression(aggregate);
         let builder = if aggregate {
             builder.origins("riffle-dev")
         } else {
@@ -194,6 +196,7 @@ impl Pipeline {
         );
         let producer = riffle_producer::ProducerBuilder::with_port(port, stream, codec)
             .aggregation(true)
+            .compression(true)
             .origins("riffle-dev")
             .build()
             .await
