@@ -15,10 +15,12 @@ use std::hint::black_box;
 
 use common::*;
 use riffle_codec::datum::read_record;
+use riffle_codec::kpl;
 use riffle_codec::{Envelope, EnvelopeCodec, SchemaCache};
 use riffle_loadtest::bench::{Interleaved, RUNS, Timing, WARM_UP, load, median, report, timed};
 use riffle_loadtest::{Generator, GeneratorConfig};
 use riffle_stage::KinesisEvent;
+use riffle_stage::aggregate::{ShardMap, pack};
 use riffle_stage::schemas::resolve_payload_schemas;
 use riffle_stage::trace::Tracer;
 use riffle_trace::DEFAULT_SAMPLE_RATE;
@@ -62,6 +64,11 @@ fn main() {
         rejects.take();
         time
     });
+    // What the validator puts, for the figures of packing it (below).
+    marks.clear();
+    runtime.block_on(validator.handle(event.clone())).unwrap();
+    let published = output.take();
+    rejects.take();
 
     // The same with tracing on, spans exported to an X-Ray daemon over UDP: every record
     // traced, and the default (5 % of the records without a producer's header; here none has
@@ -313,6 +320,31 @@ fn main() {
         })
     });
     let clone = median(|| timed(|| drop(black_box(event.clone()))));
+    // Packing the output into aggregates for one shard, plain and compressed (ADR 0022), and
+    // the next stage's unpacking of them: not in `handle` (the ports are in memory here).
+    let one_shard = ShardMap::new(vec![0]);
+    let pack_with = |compress: bool| {
+        median(|| timed(|| drop(black_box(pack(&one_shard, &published, compress)))))
+    };
+    let (packed_plain, packed_compressed) = (pack_with(false), pack_with(true));
+    let unpack_with = |compress: bool| {
+        let aggregates: Vec<Vec<u8>> = pack(&one_shard, &published, compress)
+            .into_iter()
+            .map(|(a, _)| a.data)
+            .collect();
+        let bytes: usize = aggregates.iter().map(Vec::len).sum();
+        let time = median(|| {
+            timed(|| {
+                for a in &aggregates {
+                    let opened = kpl::open(a);
+                    black_box(kpl::records_of(&opened).unwrap().len());
+                }
+            })
+        });
+        (time, bytes)
+    };
+    let ((unpacked_plain, plain_bytes), (unpacked_compressed, compressed_bytes)) =
+        (unpack_with(false), unpack_with(true));
     // The steps of `judge` in its order, each run cumulatively (decode, then decode + lookups,
     // ...), so the differences show what each step adds in context.
     let steps = |upto: u8| {
@@ -394,6 +426,21 @@ fn main() {
         parse_us + us
     );
     report("not in handle: KinesisEvent clone (bench)", clone, RECORDS);
+    let out = published.len();
+    report(
+        "not in handle: pack the output, plain KPL",
+        packed_plain,
+        out,
+    );
+    report("  the same, compressed (ADR 0022)", packed_compressed, out);
+    report("next stage: open + deaggregate, plain", unpacked_plain, out);
+    report("  the same, compressed", unpacked_compressed, out);
+    eprintln!(
+        "  aggregates: {plain_bytes} bytes plain, {compressed_bytes} compressed ({:.2}x), {:.1} -> {:.1} bytes per record",
+        plain_bytes as f64 / compressed_bytes.max(1) as f64,
+        plain_bytes as f64 / out.max(1) as f64,
+        compressed_bytes as f64 / out.max(1) as f64,
+    );
     eprintln!(
         "\nload {}; target {TARGET_US_PER_RECORD} µs/record (median): {}",
         load(),
