@@ -1,9 +1,14 @@
-//! The export thread: a batch's finished spans arrive in one message, become OpenTelemetry
-//! span data there and go out through AWS's X-Ray exporter, off the handler's path. The
+//! The export thread: a batch's finished spans arrive in one message and go out from there,
+//! off the handler's path: to an X-Ray daemon as segment documents written straight from the
+//! spans (`DaemonSink`), or as OpenTelemetry span data through an exporter
+//! (`SpanDataSink`: AWS's, for a batch invocation's span, or a test's own). The
 //! handler's own cost per traced record is then a few field copies (see `tracer`).
 
 use std::borrow::Cow;
 use std::future::Future;
+use std::net::{SocketAddr, UdpSocket};
+
+use socket2::{Domain, Socket, Type};
 use std::pin::pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
@@ -14,6 +19,8 @@ use std::time::{Duration, Instant};
 
 use opentelemetry::trace::{SpanContext, SpanKind, Status, TraceFlags, TraceState};
 use opentelemetry::{InstrumentationScope, Key, KeyValue, Value};
+use opentelemetry_aws::xray_exporter::daemon_client::XrayDaemonClient;
+use opentelemetry_aws::xray_exporter::{SegmentTranslator, XrayExporter};
 use opentelemetry_sdk::Resource;
 use opentelemetry_sdk::trace::{SpanData, SpanEvents, SpanExporter, SpanLinks};
 
@@ -21,7 +28,7 @@ use riffle_aws::calls::Call;
 
 use crate::invocation::FinishedInvocation;
 use crate::tracer::{FinishedSpan, Outcome};
-use crate::{header, keys};
+use crate::{header, keys, segment};
 
 /// Batches waiting for the export thread. A stage hands over one message per batch, so
 /// this is minutes of batches; past it a batch's spans are dropped (and counted) rather
@@ -108,19 +115,10 @@ pub(crate) struct Exporter {
 }
 
 impl Exporter {
-    /// Starts the thread exporting through `exporter` as `service`, in paced slices when
-    /// `paced` (see [`PACED_SLICE`]).
-    pub fn start(
-        service: &str,
-        mut exporter: impl SpanExporter + 'static,
-        paced: bool,
-    ) -> std::io::Result<Self> {
+    /// Starts the thread exporting through `sink`, in paced slices when `paced` (see
+    /// [`PACED_SLICE`]).
+    pub fn start(sink: impl Sink, paced: bool) -> std::io::Result<Self> {
         let paced = Arc::new(AtomicBool::new(paced));
-        exporter.set_resource(
-            &Resource::builder_empty()
-                .with_service_name(service.to_owned())
-                .build(),
-        );
         let (jobs, queue) = mpsc::sync_channel(QUEUED_BATCHES);
         let stats = Arc::new(ExportStats::default());
         let spares = Arc::new(Spares::default());
@@ -129,7 +127,7 @@ impl Exporter {
             .name("riffle-trace-export".into())
             .spawn({
                 let paced = Arc::clone(&paced);
-                move || run(&exporter, &queue, &thread_stats, &thread_spares, &paced)
+                move || run(sink, &queue, &thread_stats, &thread_spares, &paced)
             })?;
         Ok(Exporter {
             jobs: Some(jobs),
@@ -184,57 +182,72 @@ impl Drop for Exporter {
     }
 }
 
+/// Where the export thread sends a batch's spans.
+pub(crate) trait Sink: Send + 'static {
+    /// Exports `spans` (leaving the buffer empty), each followed by its AWS calls' spans,
+    /// telling `pace` after every document or slice of them.
+    fn spans(&mut self, spans: &mut Vec<FinishedSpan>, pace: &mut Pace);
+    /// Exports a batch invocation's span.
+    fn invocation(&mut self, span: FinishedInvocation);
+}
+
+/// Paces the documents of one batch: a pause after every [`PACED_SLICE`] of them, when
+/// paced, kept out of the busy time.
+pub(crate) struct Pace {
+    paced: bool,
+    in_slice: usize,
+    paused: Duration,
+}
+
+impl Pace {
+    pub(crate) fn new(paced: bool) -> Self {
+        Pace {
+            paced,
+            in_slice: 0,
+            paused: Duration::ZERO,
+        }
+    }
+
+    /// Documents a slice may hold before its pause.
+    fn slice(&self) -> usize {
+        if self.paced { PACED_SLICE } else { usize::MAX }
+    }
+
+    /// `n` more documents went out.
+    fn sent(&mut self, n: usize) {
+        self.in_slice += n;
+        if self.paced && self.in_slice >= PACED_SLICE {
+            let paused = Instant::now();
+            std::thread::sleep(PACE);
+            self.paused += paused.elapsed();
+            self.in_slice = 0;
+        }
+    }
+}
+
 fn run(
-    exporter: &impl SpanExporter,
+    mut sink: impl Sink,
     queue: &Receiver<Job>,
     stats: &ExportStats,
     spares: &Spares,
     paced: &AtomicBool,
 ) {
-    let scope = InstrumentationScope::builder("riffle").build();
     while let Ok(job) = queue.recv() {
         match job {
             Job::Spans(mut spans) => {
-                let mut started = Instant::now();
+                let started = Instant::now();
                 let count = spans.len() as u64;
-                let paced = paced.load(Ordering::Relaxed);
-                let slice = if paced {
-                    PACED_SLICE
-                } else {
-                    spans.len().max(1)
-                };
-                let mut data: Vec<SpanData> = Vec::with_capacity(spans.len());
-                for span in spans.drain(..) {
-                    push_span_data(span, &scope, &mut data);
-                }
+                let mut pace = Pace::new(paced.load(Ordering::Relaxed));
+                sink.spans(&mut spans, &mut pace);
                 spares.give(spans);
-                // Slices taken off the front, each span moved once (splitting the rest off
-                // each time moved it again per slice: quadratic in the batch).
-                let mut rest = data.into_iter();
-                loop {
-                    let part: Vec<SpanData> = rest.by_ref().take(slice).collect();
-                    if part.is_empty() {
-                        break;
-                    }
-                    if let Err(e) = block_on(exporter.export(part)) {
-                        tracing::warn!(error = %e, "trace export failed");
-                    }
-                    if paced && !rest.as_slice().is_empty() {
-                        let paused = Instant::now();
-                        std::thread::sleep(PACE);
-                        // The pause is not work: left out of the busy time.
-                        started += paused.elapsed();
-                    }
-                }
                 stats.exported.fetch_add(count, Ordering::Relaxed);
-                let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
+                let busy = started.elapsed().saturating_sub(pace.paused);
+                let nanos = u64::try_from(busy.as_nanos()).unwrap_or(u64::MAX);
                 stats.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
             }
             Job::Invocation(span) => {
                 let started = Instant::now();
-                if let Err(e) = block_on(exporter.export(vec![invocation_data(*span, &scope)])) {
-                    tracing::warn!(error = %e, "trace export failed");
-                }
+                sink.invocation(*span);
                 stats.exported.fetch_add(1, Ordering::Relaxed);
                 let nanos = u64::try_from(started.elapsed().as_nanos()).unwrap_or(u64::MAX);
                 stats.busy_nanos.fetch_add(nanos, Ordering::Relaxed);
@@ -244,6 +257,156 @@ fn run(
             }
         }
     }
+}
+
+/// Spans through an OpenTelemetry exporter (AWS's X-Ray exporter, or a test's own).
+pub(crate) struct SpanDataSink<E> {
+    exporter: E,
+    scope: InstrumentationScope,
+}
+
+impl<E: SpanExporter + 'static> SpanDataSink<E> {
+    /// `exporter`, its resource naming `service`.
+    pub fn new(service: &str, mut exporter: E) -> Self {
+        exporter.set_resource(
+            &Resource::builder_empty()
+                .with_service_name(service.to_owned())
+                .build(),
+        );
+        SpanDataSink {
+            exporter,
+            scope: InstrumentationScope::builder("riffle").build(),
+        }
+    }
+}
+
+impl<E: SpanExporter + 'static> Sink for SpanDataSink<E> {
+    fn spans(&mut self, spans: &mut Vec<FinishedSpan>, pace: &mut Pace) {
+        let mut data: Vec<SpanData> = Vec::with_capacity(spans.len());
+        for span in spans.drain(..) {
+            push_span_data(span, &self.scope, &mut data);
+        }
+        // Slices taken off the front, each span moved once (splitting the rest off each
+        // time moved it again per slice: quadratic in the batch).
+        let slice = pace.slice();
+        let mut rest = data.into_iter();
+        loop {
+            let part: Vec<SpanData> = rest.by_ref().take(slice).collect();
+            if part.is_empty() {
+                break;
+            }
+            let n = part.len();
+            if let Err(e) = block_on(self.exporter.export(part)) {
+                tracing::warn!(error = %e, "trace export failed");
+            }
+            pace.sent(n);
+        }
+    }
+
+    fn invocation(&mut self, span: FinishedInvocation) {
+        if let Err(e) = block_on(
+            self.exporter
+                .export(vec![invocation_data(span, &self.scope)]),
+        ) {
+            tracing::warn!(error = %e, "trace export failed");
+        }
+    }
+}
+
+/// The export socket's send buffer: a paced slice of documents and then some.
+const SEND_BUFFER: usize = 4 << 20;
+
+/// Spans to an X-Ray daemon over UDP, a record's span and its calls written straight into
+/// documents ([`segment`]); a batch invocation's span (one a batch) through AWS's exporter.
+pub(crate) struct DaemonSink {
+    socket: UdpSocket,
+    writer: segment::Writer,
+    invocations: SpanDataSink<XrayExporter<XrayDaemonClient>>,
+}
+
+impl DaemonSink {
+    /// Documents of `service` to the daemon at `address`.
+    ///
+    /// # Errors
+    /// A UDP socket cannot be bound or connected.
+    pub fn new(service: &str, address: SocketAddr) -> std::io::Result<Self> {
+        let domain = if address.is_ipv4() {
+            Domain::IPV4
+        } else {
+            Domain::IPV6
+        };
+        let socket = Socket::new(domain, Type::DGRAM, None)?;
+        // A datagram on loopback counts against the sender's buffer until the daemon has
+        // read it: with the default buffer a batch's burst filled it and every send slept
+        // and woke (perf: a fifth of the export thread in task switches).
+        if let Err(e) = socket.set_send_buffer_size(SEND_BUFFER) {
+            tracing::debug!(error = %e, "trace export keeps the default send buffer");
+        }
+        socket.connect(&address.into())?;
+        let socket: UdpSocket = socket.into();
+        let aws = XrayExporter::new(XrayDaemonClient::new(address)?)
+            .with_translator(SegmentTranslator::new());
+        Ok(DaemonSink {
+            socket,
+            writer: segment::Writer::new(service),
+            invocations: SpanDataSink::new(service, aws),
+        })
+    }
+
+    fn send(&mut self, document: Document<'_>, failed: &mut Option<std::io::Error>) {
+        let datagram = match document {
+            Document::Record(span) => self.writer.record(span),
+            Document::Call(call, trace, parent) => self.writer.call(call, trace, parent),
+        };
+        // A blocking send: on loopback and to Lambda's daemon it only waits for the socket's
+        // own buffer; a datagram the daemon has no room for is dropped on its side, as UDP.
+        if let Err(e) = self.socket.send(datagram)
+            && failed.is_none()
+        {
+            *failed = Some(e);
+        }
+    }
+}
+
+enum Document<'a> {
+    Record(&'a FinishedSpan),
+    Call(
+        &'a Call,
+        opentelemetry::trace::TraceId,
+        opentelemetry::trace::SpanId,
+    ),
+}
+
+impl Sink for DaemonSink {
+    fn spans(&mut self, spans: &mut Vec<FinishedSpan>, pace: &mut Pace) {
+        let mut failed = None;
+        for span in spans.drain(..) {
+            self.send(Document::Record(&span), &mut failed);
+            let mut sent = 1;
+            for call in span.calls.iter().flat_map(|c| c.iter()) {
+                if overlaps(call, &span) {
+                    self.send(
+                        Document::Call(call, span.trace_id, span.span_id),
+                        &mut failed,
+                    );
+                    sent += 1;
+                }
+            }
+            pace.sent(sent);
+        }
+        if let Some(e) = failed {
+            tracing::warn!(error = %e, "trace export failed");
+        }
+    }
+
+    fn invocation(&mut self, span: FinishedInvocation) {
+        self.invocations.invocation(span);
+    }
+}
+
+/// Whether `call` was made while `span`'s record was in hand: those become its children.
+fn overlaps(call: &Call, span: &FinishedSpan) -> bool {
+    call.start < span.end && call.end > span.start
 }
 
 /// Runs an export to its end on this thread. AWS's daemon client sends over a non-blocking
@@ -264,12 +427,15 @@ fn block_on<F: Future>(future: F) -> F::Output {
 /// per AWS call its batch made while the record was in hand (see [`call_span`]).
 fn push_span_data(span: FinishedSpan, scope: &InstrumentationScope, out: &mut Vec<SpanData>) {
     let calls = span.calls.clone();
-    let (trace_id, span_id, start, end) = (span.trace_id, span.span_id, span.start, span.end);
+    let children: Vec<&Call> = calls
+        .iter()
+        .flat_map(|c| c.iter())
+        .filter(|call| overlaps(call, &span))
+        .collect();
+    let (trace_id, span_id) = (span.trace_id, span.span_id);
     out.push(span_data(span, scope));
-    for call in calls.iter().flat_map(|c| c.iter()) {
-        if call.start < end && call.end > start {
-            out.push(call_span(call, trace_id, span_id, scope));
-        }
+    for call in children {
+        out.push(call_span(call, trace_id, span_id, scope));
     }
 }
 

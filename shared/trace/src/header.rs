@@ -196,7 +196,7 @@ enum Piece {
 }
 
 /// `value`'s low hex digits, lower case, filling `out`.
-fn hex_into(out: &mut [u8], mut value: u128) {
+pub(crate) fn hex_into(out: &mut [u8], mut value: u128) {
     const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for slot in out.iter_mut().rev() {
         *slot = DIGITS[(value & 0xf) as usize];

@@ -10,9 +10,10 @@
 //! at the sample rate ([`SAMPLE_RATE_ENV`]).
 //!
 //! A record's span costs the handler a header read, a span id and a few copies; a batch's
-//! finished spans go to an export thread in one message, become OpenTelemetry span data
-//! there and leave through AWS's X-Ray exporter, which sends segment documents over UDP to
-//! the daemon at [`DAEMON_ADDRESS_ENV`], as Lambda provides it. Locally [`Collector`] is that
+//! finished spans go to an export thread in one message, which writes each span's segment
+//! document straight into a buffer (`segment`, held by a test to what AWS's X-Ray exporter
+//! writes for the same span; ADR 0023) and sends it over UDP to the daemon at
+//! [`DAEMON_ADDRESS_ENV`], as Lambda provides it. Locally [`Collector`] is that
 //! daemon: it keeps every document in a file that [`store`] reads back into an event's path,
 //! and may forward them to an X-Ray endpoint (moto's). On AWS, [`xray`] reads the same
 //! documents back from X-Ray's API.
@@ -21,9 +22,10 @@
 //! ([`invocation`]).
 //!
 //! Layout: [`tracer`] (the stages' side), `header` (X-Ray's trace header), [`export`] (the
-//! export thread), [`collector`] (the local daemon) and [`forward`] (its PutTraceSegments
-//! sender), [`store`] (the documents and an event's path through them), [`xray`] (the
-//! documents from X-Ray's API, over a [`window`] of time), [`error`] ([`TraceError`]).
+//! export thread), `segment` (its documents), [`collector`] (the local daemon) and
+//! [`forward`] (its PutTraceSegments sender), [`store`] (the documents and an event's path
+//! through them), [`xray`] (the documents from X-Ray's API, over a [`window`] of time),
+//! [`error`] ([`TraceError`]).
 
 pub mod collector;
 pub mod error;
@@ -31,6 +33,7 @@ pub mod export;
 pub mod forward;
 mod header;
 pub mod invocation;
+mod segment;
 pub mod store;
 pub mod tracer;
 pub mod window;

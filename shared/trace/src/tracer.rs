@@ -6,13 +6,11 @@ use std::sync::Arc;
 use std::time::SystemTime;
 
 use opentelemetry::trace::{SpanId, TraceId};
-use opentelemetry_aws::xray_exporter::daemon_client::XrayDaemonClient;
-use opentelemetry_aws::xray_exporter::{SegmentTranslator, XrayExporter};
 use opentelemetry_sdk::trace::SpanExporter;
 
 use riffle_aws::calls::{Call, CallLog};
 
-use crate::export::{ExportStats, Exporter};
+use crate::export::{DaemonSink, ExportStats, Exporter, Sink, SpanDataSink};
 use crate::invocation::{FinishedInvocation, InvocationSpan};
 use crate::{DAEMON_ADDRESS_ENV, DEFAULT_SAMPLE_RATE, SAMPLE_RATE_ENV, header, keys};
 
@@ -116,8 +114,7 @@ impl Tracer {
         address: SocketAddr,
         sample_rate: f64,
     ) -> std::io::Result<Self> {
-        let client = XrayDaemonClient::new(address)?;
-        Tracer::with_exporter(service, xray_exporter(client), sample_rate)
+        Tracer::with_sink(DaemonSink::new(service, address)?, sample_rate)
     }
 
     /// Tracing for `service` through `exporter` (tests and benches pass their own).
@@ -129,10 +126,14 @@ impl Tracer {
         exporter: impl SpanExporter + 'static,
         sample_rate: f64,
     ) -> std::io::Result<Self> {
+        Tracer::with_sink(SpanDataSink::new(service, exporter), sample_rate)
+    }
+
+    fn with_sink(sink: impl Sink, sample_rate: f64) -> std::io::Result<Self> {
         let on_lambda = std::env::var_os(LAMBDA_RUNTIME_API_ENV).is_some();
         Ok(Tracer {
             inner: Some(Arc::new(Inner {
-                exporter: Exporter::start(service, exporter, !on_lambda)?,
+                exporter: Exporter::start(sink, !on_lambda)?,
                 sample_rate: sample_rate.clamp(0.0, 1.0),
                 flush_each_batch: on_lambda,
                 open_spares: std::sync::Mutex::default(),
@@ -339,11 +340,6 @@ fn epoch_secs(at: SystemTime) -> u64 {
 /// Set by Lambda for a function's process.
 const LAMBDA_RUNTIME_API_ENV: &str = "AWS_LAMBDA_RUNTIME_API";
 
-/// The exporter to the daemon behind `client`, annotating what the path reader looks up.
-fn xray_exporter(client: XrayDaemonClient) -> XrayExporter<XrayDaemonClient> {
-    XrayExporter::new(client).with_translator(SegmentTranslator::new())
-}
-
 /// `host:port`, or Lambda's long form `tcp:host:port udp:host:port` (the UDP part).
 fn daemon_address(raw: &str) -> std::io::Result<SocketAddr> {
     let udp = raw
@@ -371,7 +367,7 @@ pub(crate) enum EventId {
 }
 
 impl EventId {
-    fn new(id: &str) -> Self {
+    pub(crate) fn new(id: &str) -> Self {
         match u8::try_from(id.len()) {
             Ok(len) if id.len() <= INLINE_ID => {
                 let mut bytes = [0; INLINE_ID];
