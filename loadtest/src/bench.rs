@@ -123,6 +123,21 @@ impl Interleaved {
         ratios.sort_by(f64::total_cmp);
         (ratios[ratios.len() / 2] - 1.0) * 100.0
     }
+
+    /// Variant `i`'s time over the sum of `parts`' times: the median of the rounds' ratios
+    /// (a whole against the steps it is made of).
+    pub fn ratio_to_sum(&self, i: usize, parts: &[usize]) -> f64 {
+        let mut ratios: Vec<f64> = self
+            .rounds
+            .iter()
+            .map(|r| {
+                let sum: f64 = parts.iter().map(|&p| r[p].as_secs_f64()).sum();
+                r[i].as_secs_f64() / sum
+            })
+            .collect();
+        ratios.sort_by(f64::total_cmp);
+        ratios[ratios.len() / 2]
+    }
 }
 
 /// How long `f` took.

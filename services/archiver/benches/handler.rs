@@ -21,8 +21,8 @@ use riffle_archiver::{Archiver, MemoryIntents};
 use riffle_codec::datum::to_json;
 use riffle_codec::{EnvelopeCodec, SchemaCache};
 use riffle_loadtest::bench::{
-    IDS, RUNS, WARM_UP, enriched_records, event_schemas, load, median, registered_schemas, report,
-    timed,
+    IDS, Interleaved, RUNS, WARM_UP, enriched_records, event_schemas, load, median,
+    registered_schemas, report, timed,
 };
 use riffle_stage::SqsMessage;
 use riffle_stage::decode::decode_batch;
@@ -30,6 +30,8 @@ use riffle_stage::marks::{DEFAULT_MARK_WINDOW, Marks, MemoryMarks};
 use riffle_stage::testing::{MapSource, Sink, kinesis_event};
 
 const RECORDS: usize = 10_000;
+/// How much more than its decode, JSON and Parquet steps together the handler may take.
+const TARGET_RATIO: f64 = 1.5;
 /// 2026-01-01T01:00:00Z, after every generated event (the rows' `archived_at`).
 const NOW_MS: i64 = 1_767_229_200_000;
 
@@ -127,6 +129,46 @@ fn main() {
     });
     let clone = median(|| timed(|| drop(black_box(event.clone()))));
 
+    // The handler against its steps, in turns: the machine's speed drifts over the seconds
+    // between the figures above, which moved their ratio by a third from one run to the next.
+    let steps = {
+        let mut process = || {
+            marks.clear();
+            timed(|| {
+                black_box(runtime.block_on(archiver.process(&event, NOW_MS)).unwrap());
+            })
+        };
+        let mut decode = || {
+            timed(|| {
+                black_box(
+                    runtime
+                        .block_on(decode_batch("archiver", &codec, &cache, &event.records))
+                        .unwrap(),
+                );
+            })
+        };
+        let mut json = String::with_capacity(1024);
+        let mut render = || {
+            timed(|| {
+                for d in &decoded.records {
+                    json.clear();
+                    let schema = &schemas[&(d.envelope.schema_id as u32)];
+                    to_json(schema, &d.envelope.payload, &mut json).unwrap();
+                    black_box(&json);
+                }
+            })
+        };
+        let mut write = || {
+            timed(|| {
+                for rows in &groups {
+                    black_box(write_rows(rows).unwrap());
+                }
+            })
+        };
+        Interleaved::run(&mut [&mut process, &mut decode, &mut render, &mut write])
+    };
+    assert!(dlq.take().is_empty());
+
     eprintln!();
     report(
         "Archiver::process (in-process bucket, marks)",
@@ -143,6 +185,14 @@ fn main() {
     report("  write_rows (Parquet, snappy)", write, RECORDS);
     report("not in process: read_rows (Parquet back)", read, RECORDS);
     report("not in process: KinesisEvent clone (bench)", clone, RECORDS);
+    let ratio = steps.ratio_to_sum(0, &[1, 2, 3]);
+    eprintln!(
+        "in turns: Archiver::process {:.3} µs/record, its steps {:.3} + {:.3} + {:.3}: {ratio:.2}x their sum (median of the rounds' ratios; target <= {TARGET_RATIO})",
+        per_record(steps.timing(0).median),
+        per_record(steps.timing(1).median),
+        per_record(steps.timing(2).median),
+        per_record(steps.timing(3).median),
+    );
     eprintln!(
         "\n{object_count} objects, {parquet_bytes} Parquet bytes: {:.1} bytes/record \
          (envelopes {:.1} bytes/record)",
@@ -150,4 +200,8 @@ fn main() {
         envelope_bytes as f64 / RECORDS as f64,
     );
     eprintln!("load {}", load());
+}
+
+fn per_record(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1e6 / RECORDS as f64
 }

@@ -6,7 +6,7 @@
 //! Snappy compresses every column; one row group per object (an object holds at most one
 //! Lambda batch, a few MiB).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -103,16 +103,44 @@ pub struct ArchivedRow {
 
 /// Enrichment attributes as JSON text with sorted keys, so equal maps give equal text (a
 /// repeated key keeps its last value, as a map would).
+///
+/// Written straight into the string: this runs for every archived row, and a `BTreeMap`
+/// plus `serde_json::to_string` was a tenth of building a batch's rows (perf).
 pub fn attributes_json<'a, K, V>(attributes: impl IntoIterator<Item = (&'a K, &'a V)>) -> String
 where
     K: AsRef<str> + ?Sized + 'a,
     V: AsRef<str> + ?Sized + 'a,
 {
-    let sorted: BTreeMap<&str, &str> = attributes
+    let mut pairs: Vec<(&str, &str)> = attributes
         .into_iter()
         .map(|(k, v)| (k.as_ref(), v.as_ref()))
         .collect();
-    serde_json::to_string(&sorted).unwrap_or_else(|_| "{}".to_owned())
+    // Stable: of a repeated key, the last one given stays last, and is the one kept.
+    pairs.sort_by(|a, b| a.0.cmp(b.0));
+    let mut out = Vec::with_capacity(
+        2 + pairs
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 6)
+            .sum::<usize>(),
+    );
+    out.push(b'{');
+    let mut first = true;
+    for (i, (key, value)) in pairs.iter().enumerate() {
+        if pairs.get(i + 1).is_some_and(|next| next.0 == *key) {
+            continue;
+        }
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        // Writing a &str into a Vec cannot fail.
+        let _ = serde_json::to_writer(&mut out, key);
+        out.push(b':');
+        let _ = serde_json::to_writer(&mut out, value);
+    }
+    out.push(b'}');
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).unwrap_or_else(|_| "{}".to_owned())
 }
 
 type RowGroup<'a> = SerializedRowGroupWriter<'a, Vec<u8>>;
@@ -456,6 +484,43 @@ mod tests {
             ("a".to_owned(), "1".to_owned()),
         ]));
         assert_eq!(json, r#"{"a":"1","b":"2"}"#);
+    }
+
+    #[test]
+    fn attributes_json_is_what_a_sorted_map_serializes_to() {
+        let cases: Vec<Vec<(&str, &str)>> = vec![
+            vec![],
+            vec![("only", "one")],
+            vec![("z", "1"), ("a", "2"), ("m", "3")],
+            // A repeated key keeps its last value, wherever the repeats stand.
+            vec![
+                ("k", "first"),
+                ("a", "x"),
+                ("k", "second"),
+                ("b", "y"),
+                ("k", "last"),
+            ],
+            vec![("dup", "1"), ("dup", "2")],
+            // Text that needs escaping, and keys that sort by bytes.
+            vec![
+                ("quote\"", "back\\slash"),
+                ("ctl\u{1}", "new\nline"),
+                ("é", "ü"),
+                ("E", "e"),
+            ],
+        ];
+        for pairs in cases {
+            let expected = serde_json::to_string(
+                &pairs
+                    .iter()
+                    .map(|(k, v)| (*k, *v))
+                    .collect::<std::collections::BTreeMap<&str, &str>>(),
+            )
+            .unwrap();
+            let given = pairs.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>();
+            let json = attributes_json(given.iter().map(|(k, v)| (*k, *v)));
+            assert_eq!(json, expected, "{pairs:?}");
+        }
     }
 
     #[test]
