@@ -88,20 +88,21 @@ fn main() {
     runtime
         .block_on(decode_batch("archiver", &codec, &cache, &event.records))
         .unwrap();
-    let decode = median(|| {
+    let mut decode_step = || {
         timed(|| {
             let batch = runtime
                 .block_on(decode_batch("archiver", &codec, &cache, &event.records))
                 .unwrap();
             black_box(batch);
         })
-    });
+    };
+    let decode = median(&mut decode_step);
     let decoded = runtime
         .block_on(decode_batch("archiver", &codec, &cache, &event.records))
         .unwrap();
     let schemas = event_schemas(IDS);
-    let render = median(|| {
-        let mut json = String::with_capacity(1024);
+    let mut json = String::with_capacity(1024);
+    let mut render_step = || {
         timed(|| {
             for d in &decoded.records {
                 json.clear();
@@ -110,16 +111,18 @@ fn main() {
                 black_box(&json);
             }
         })
-    });
+    };
+    let render = median(&mut render_step);
     let groups: Vec<_> = objects.values().map(|o| read_rows(o).unwrap()).collect();
     assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), RECORDS);
-    let write = median(|| {
+    let mut write_step = || {
         timed(|| {
             for rows in &groups {
                 black_box(write_rows(rows).unwrap());
             }
         })
-    });
+    };
+    let write = median(&mut write_step);
     let read = median(|| {
         timed(|| {
             for object in objects.values() {
@@ -138,34 +141,12 @@ fn main() {
                 black_box(runtime.block_on(archiver.process(&event, NOW_MS)).unwrap());
             })
         };
-        let mut decode = || {
-            timed(|| {
-                black_box(
-                    runtime
-                        .block_on(decode_batch("archiver", &codec, &cache, &event.records))
-                        .unwrap(),
-                );
-            })
-        };
-        let mut json = String::with_capacity(1024);
-        let mut render = || {
-            timed(|| {
-                for d in &decoded.records {
-                    json.clear();
-                    let schema = &schemas[&(d.envelope.schema_id as u32)];
-                    to_json(schema, &d.envelope.payload, &mut json).unwrap();
-                    black_box(&json);
-                }
-            })
-        };
-        let mut write = || {
-            timed(|| {
-                for rows in &groups {
-                    black_box(write_rows(rows).unwrap());
-                }
-            })
-        };
-        Interleaved::run(&mut [&mut process, &mut decode, &mut render, &mut write])
+        Interleaved::run(&mut [
+            &mut process,
+            &mut decode_step,
+            &mut render_step,
+            &mut write_step,
+        ])
     };
     assert!(dlq.take().is_empty());
 
