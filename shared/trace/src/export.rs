@@ -407,7 +407,7 @@ impl Sink for DaemonSink {
 }
 
 /// Whether `call` was made while `span`'s record was in hand: those become its children.
-fn overlaps(call: &Call, span: &FinishedSpan) -> bool {
+pub(crate) fn overlaps(call: &Call, span: &FinishedSpan) -> bool {
     call.start < span.end && call.end > span.start
 }
 

@@ -178,7 +178,7 @@ mod tests {
     use serde_json::Value;
 
     use super::*;
-    use crate::export::{Pace, Sink, SpanDataSink};
+    use crate::export::{Pace, Sink, SpanDataSink, overlaps};
     use crate::tracer::EventId;
 
     /// What AWS's exporter writes, kept as text.
@@ -331,7 +331,7 @@ mod tests {
         for span in &ours_spans {
             ours.push(parse(writer.record(span)));
             for call in span.calls.iter().flat_map(|c| c.iter()) {
-                if call.start < span.end && call.end > span.start {
+                if overlaps(call, span) {
                     ours.push(parse(writer.call(call, span.trace_id, span.span_id)));
                 }
             }
